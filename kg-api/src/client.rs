@@ -1,0 +1,476 @@
+//! The typed async client: one method per endpoint, so no caller writes a URL or a JSON shape.
+//!
+//! Errors keep the server's `detail`, and a 404, a 412 and an unreachable node are distinct
+//! variants because the CLI maps each to its own exit code.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, ETAG, IF_MATCH, IF_NONE_MATCH};
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde::de::DeserializeOwned;
+use url::Url;
+
+use crate::types::*;
+
+/// What can go wrong talking to a node.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// 404: the key does not exist.
+    #[error("{detail}")]
+    NotFound { detail: String },
+    /// 412: an `If-Match` or `If-None-Match` precondition did not hold.
+    #[error("{detail}")]
+    PreconditionFailed { detail: String },
+    /// 503: the node is up but a required dependency is not.
+    #[error("{detail}")]
+    Unavailable { detail: String },
+    /// Any other non-success status, with the server's detail.
+    #[error("{status}: {detail}")]
+    Api { status: StatusCode, detail: String },
+    /// The request never got an HTTP answer: refused, reset, timed out.
+    #[error("cannot reach {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer was not the JSON shape the API documents.
+    #[error("unexpected response from {url}: {source}")]
+    Decode {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The endpoint given is not a usable base URL.
+    #[error("invalid endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint { endpoint: String, reason: String },
+}
+
+impl Error {
+    /// True when the node could not be reached at all, so another endpoint may be tried.
+    pub fn is_connect(&self) -> bool {
+        matches!(self, Error::Transport { source, .. } if source.is_connect())
+    }
+
+    /// True when no answer arrived in time.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Transport { source, .. } if source.is_timeout())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A condition a write must meet, sent as an HTTP precondition header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precondition {
+    /// Unconditional.
+    #[default]
+    None,
+    /// `If-Match: "<rev>"`: the key's mod_revision must equal this.
+    IfRevision(i64),
+    /// `If-Match: *`: the key must exist.
+    MustExist,
+    /// `If-None-Match: *`: the key must not exist (create only).
+    CreateOnly,
+}
+
+/// Facts about a response that travel in headers rather than in the seed's bodies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseMeta {
+    /// `X-KeyGrid-Node`.
+    pub node: Option<String>,
+    /// `X-Request-Id`.
+    pub request_id: Option<String>,
+    /// `X-Cache`: `Some(true)` for a hit, `Some(false)` for a miss, `None` when absent.
+    pub cache_hit: Option<bool>,
+}
+
+/// The outcome of a successful PUT or DELETE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The revision this write committed at.
+    pub revision: i64,
+    /// The key's version after the write (0 after a delete).
+    pub version: i64,
+    /// The key's create_revision after the write (0 after a delete).
+    pub create_revision: i64,
+    pub meta: ResponseMeta,
+}
+
+/// A value read with `GET /api/key` and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetResult {
+    pub value: String,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+    pub version: i64,
+    pub meta: ResponseMeta,
+}
+
+/// A client bound to one node or load balancer.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+}
+
+/// Options shared by every client a program builds.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Whole-request timeout.
+    pub timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            token: None,
+        }
+    }
+}
+
+impl Client {
+    /// A client for `endpoint` (e.g. `http://127.0.0.1:8000`) with default options.
+    pub fn new(endpoint: &str) -> Result<Self> {
+        Self::with_options(endpoint, &ClientOptions::default())
+    }
+
+    pub fn with_options(endpoint: &str, options: &ClientOptions) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidEndpoint {
+            endpoint: endpoint.to_owned(),
+            reason,
+        };
+        let mut base = Url::parse(endpoint).map_err(|err| invalid(err.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("scheme must be http or https".into()));
+        }
+        // A trailing slash makes `join("api/key")` append rather than replace the last segment.
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let mut headers = HeaderMap::new();
+        if let Some(token) = &options.token {
+            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| invalid("token is not a valid header value".into()))?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        let http = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(options.timeout.min(Duration::from_secs(2)))
+            .default_headers(headers)
+            .build()
+            .map_err(|err| invalid(err.to_string()))?;
+        Ok(Self { http, base })
+    }
+
+    /// The endpoint this client talks to.
+    pub fn endpoint(&self) -> &Url {
+        &self.base
+    }
+
+    /// `GET /api/health`.
+    pub async fn health(&self) -> Result<HealthResponse> {
+        let response = self.send(self.request(Method::GET, "api/health")).await?;
+        self.json(response).await
+    }
+
+    /// `GET /api/ready`. A 503 is returned as `Ok` so callers can see which dependency failed.
+    pub async fn ready(&self) -> Result<(StatusCode, ReadyResponse)> {
+        let response = self
+            .send_raw(self.request(Method::GET, "api/ready"))
+            .await?;
+        let status = response.status();
+        Ok((status, self.json(response).await?))
+    }
+
+    /// `GET /api/status`.
+    pub async fn status(&self) -> Result<NodeStatus> {
+        let response = self.send(self.request(Method::GET, "api/status")).await?;
+        self.json(response).await
+    }
+
+    /// `GET /metrics`, as Prometheus text.
+    pub async fn metrics(&self) -> Result<String> {
+        let url = self.url("metrics");
+        let response = self.send(self.request(Method::GET, "metrics")).await?;
+        response
+            .text()
+            .await
+            .map_err(|source| Error::Decode { url, source })
+    }
+
+    /// `PUT /api/key`.
+    pub async fn put(
+        &self,
+        key: &str,
+        value: &str,
+        precondition: Precondition,
+    ) -> Result<WriteResult> {
+        let body = PutRequest {
+            data: KeyValue {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            },
+        };
+        let request = with_precondition(self.request(Method::PUT, "api/key"), precondition);
+        let response = self.send(request.json(&body)).await?;
+        let result = write_result(response.headers());
+        let _: SuccessResponse = self.json(response).await?;
+        Ok(result)
+    }
+
+    /// `GET /api/key?key=...`.
+    pub async fn get(&self, key: &str) -> Result<GetResult> {
+        let request = self.request(Method::GET, "api/key").query(&[("key", key)]);
+        let response = self.send(request).await?;
+        let headers = response.headers().clone();
+        let body: GetResponse = self.json(response).await?;
+        Ok(GetResult {
+            value: body.data.value,
+            mod_revision: etag_revision(&headers)
+                .or_else(|| header_i64(&headers, HEADER_REVISION))
+                .unwrap_or_default(),
+            create_revision: header_i64(&headers, HEADER_CREATE_REVISION).unwrap_or_default(),
+            version: header_i64(&headers, HEADER_VERSION).unwrap_or_default(),
+            meta: response_meta(&headers),
+        })
+    }
+
+    /// `DELETE /api/key?key=...`.
+    pub async fn delete(&self, key: &str, precondition: Precondition) -> Result<WriteResult> {
+        let request = self
+            .request(Method::DELETE, "api/key")
+            .query(&[("key", key)]);
+        let response = self.send(with_precondition(request, precondition)).await?;
+        let result = write_result(response.headers());
+        let _: SuccessResponse = self.json(response).await?;
+        Ok(result)
+    }
+
+    /// `GET /api/keys`: one page of live keys in byte order.
+    pub async fn list(
+        &self,
+        prefix: Option<&str>,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<KeyListResponse> {
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some(prefix) = prefix {
+            query.push(("prefix", prefix.to_owned()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        if let Some(after) = after {
+            query.push(("after", after.to_owned()));
+        }
+        let request = self.request(Method::GET, "api/keys").query(&query);
+        let response = self.send(request).await?;
+        self.json(response).await
+    }
+
+    /// Every live key under `prefix`, walking all pages of `page_size`.
+    pub async fn list_all(&self, prefix: Option<&str>, page_size: u32) -> Result<Vec<KeyRecord>> {
+        let mut keys = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(prefix, Some(page_size), after.as_deref()).await?;
+            keys.extend(page.keys);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(keys),
+            }
+        }
+    }
+
+    /// `GET /api/watch`: a stream of committed changes. `after` resumes after that revision
+    /// (sent as `Last-Event-ID`); without it only changes from now on are streamed.
+    pub async fn watch(&self, prefix: Option<&str>, after: Option<i64>) -> Result<WatchStream> {
+        let mut request = self
+            .request(Method::GET, "api/watch")
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            // A watch runs for as long as the caller wants; only connecting is bounded.
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        if let Some(prefix) = prefix {
+            request = request.query(&[("prefix", prefix)]);
+        }
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        let response = self.send(request).await?;
+        let url = response.url().to_string();
+        Ok(WatchStream {
+            url,
+            body: Box::pin(response.bytes_stream()),
+            buffer: Vec::new(),
+        })
+    }
+
+    /// A request builder for a path under the base URL, for endpoints and options this client
+    /// has no method for (raw bodies in tests, streaming in the CLI).
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, self.url(path))
+    }
+
+    fn url(&self, path: &str) -> String {
+        // `path` is always one of this module's literals, so joining cannot fail in practice;
+        // fall back to plain concatenation rather than panic if it ever did.
+        self.base
+            .join(path)
+            .map(String::from)
+            .unwrap_or_else(|_| format!("{}{path}", self.base))
+    }
+
+    /// Sends and turns every non-2xx status into an [`Error`] carrying the server's detail.
+    pub async fn send(&self, request: RequestBuilder) -> Result<Response> {
+        let response = self.send_raw(request).await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let detail = match response.json::<ErrorBody>().await {
+            Ok(body) => body.detail,
+            Err(_) => status
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_owned(),
+        };
+        Err(match status {
+            StatusCode::NOT_FOUND => Error::NotFound { detail },
+            StatusCode::PRECONDITION_FAILED => Error::PreconditionFailed { detail },
+            StatusCode::SERVICE_UNAVAILABLE => Error::Unavailable { detail },
+            status => Error::Api { status, detail },
+        })
+    }
+
+    async fn send_raw(&self, request: RequestBuilder) -> Result<Response> {
+        let request = request.build().map_err(|source| Error::Transport {
+            url: self.base.to_string(),
+            source,
+        })?;
+        let url = request.url().to_string();
+        self.http
+            .execute(request)
+            .await
+            .map_err(|source| Error::Transport { url, source })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, response: Response) -> Result<T> {
+        let url = response.url().to_string();
+        response
+            .json()
+            .await
+            .map_err(|source| Error::Decode { url, source })
+    }
+}
+
+fn with_precondition(request: RequestBuilder, precondition: Precondition) -> RequestBuilder {
+    match precondition {
+        Precondition::None => request,
+        Precondition::IfRevision(revision) => request.header(IF_MATCH, format!("\"{revision}\"")),
+        Precondition::MustExist => request.header(IF_MATCH, "*"),
+        Precondition::CreateOnly => request.header(IF_NONE_MATCH, "*"),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
+fn header_i64(headers: &HeaderMap, name: &str) -> Option<i64> {
+    header_str(headers, name).and_then(|value| value.parse().ok())
+}
+
+/// The revision inside a strong `ETag: "<rev>"`.
+fn etag_revision(headers: &HeaderMap) -> Option<i64> {
+    header_str(headers, ETAG.as_str())
+        .and_then(|value| value.strip_prefix('"')?.strip_suffix('"')?.parse().ok())
+}
+
+fn response_meta(headers: &HeaderMap) -> ResponseMeta {
+    ResponseMeta {
+        node: header_str(headers, HEADER_NODE).map(str::to_owned),
+        request_id: header_str(headers, HEADER_REQUEST_ID).map(str::to_owned),
+        cache_hit: header_str(headers, HEADER_CACHE).map(|value| value == "hit"),
+    }
+}
+
+fn write_result(headers: &HeaderMap) -> WriteResult {
+    WriteResult {
+        revision: header_i64(headers, HEADER_REVISION)
+            .or_else(|| etag_revision(headers))
+            .unwrap_or_default(),
+        version: header_i64(headers, HEADER_VERSION).unwrap_or_default(),
+        create_revision: header_i64(headers, HEADER_CREATE_REVISION).unwrap_or_default(),
+        meta: response_meta(headers),
+    }
+}
+
+/// The change events of a watch, parsed from Server-Sent Events.
+pub struct WatchStream {
+    url: String,
+    body: std::pin::Pin<
+        Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static>,
+    >,
+    buffer: Vec<u8>,
+}
+
+impl std::fmt::Debug for WatchStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchStream")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl WatchStream {
+    /// The next event, `None` when the server ended the stream. Keep-alive comments and
+    /// fields other than `data` are skipped; the event's revision is its SSE id.
+    pub async fn next(&mut self) -> Option<Result<ChangeEvent>> {
+        use futures::StreamExt as _;
+        loop {
+            if let Some(event) = self.take_event() {
+                return Some(event);
+            }
+            match self.body.next().await? {
+                Ok(chunk) => self.buffer.extend_from_slice(&chunk),
+                Err(source) => {
+                    return Some(Err(Error::Transport {
+                        url: self.url.clone(),
+                        source,
+                    }))
+                }
+            }
+        }
+    }
+
+    /// Parses one complete event (terminated by a blank line) out of the buffer.
+    fn take_event(&mut self) -> Option<Result<ChangeEvent>> {
+        loop {
+            let end = self
+                .buffer
+                .windows(2)
+                .position(|window| window == b"\n\n")?;
+            let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+            let text = String::from_utf8_lossy(&block);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|line| line.strip_prefix("data:"))
+                .map(|data| data.strip_prefix(' ').unwrap_or(data))
+                .collect();
+            if data.is_empty() {
+                continue; // a keep-alive comment or an id-only block
+            }
+            return Some(
+                serde_json::from_str(&data.join("\n")).map_err(|err| Error::Api {
+                    status: StatusCode::OK,
+                    detail: format!("malformed event from {}: {err}", self.url),
+                }),
+            );
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Wire types: every JSON body KeyGrid sends or receives, and the header names that carry
+//! what the seed's byte-compatible bodies have no room for.
+//!
+//! The seed's four shapes (`HealthResponse`, `PutRequest`, `GetResponse`, `SuccessResponse`)
+//! must serialise exactly as the seed's FastAPI service did, so they carry no optional fields.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "utoipa")]
+use utoipa::ToSchema;
+
+/// Header naming the node that produced a response.
+pub const HEADER_NODE: &str = "x-keygrid-node";
+/// Header carrying the request id; echoed when the client sent one, generated otherwise.
+pub const HEADER_REQUEST_ID: &str = "x-request-id";
+/// Header carrying the revision of a write (PUT and DELETE) or the key's mod_revision (GET).
+pub const HEADER_REVISION: &str = "x-keygrid-revision";
+/// Header carrying the key's create_revision on GET and PUT.
+pub const HEADER_CREATE_REVISION: &str = "x-keygrid-create-revision";
+/// Header carrying the key's version (writes since creation) on GET and PUT.
+pub const HEADER_VERSION: &str = "x-keygrid-version";
+/// Request header naming a write, so that retrying it can never apply it twice.
+pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header on a write answered from its idempotency record: `true`.
+pub const HEADER_IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Header saying whether a GET was answered from the Redis cache: `hit` or `miss`.
+pub const HEADER_CACHE: &str = "x-cache";
+
+/// Default and largest page size of `GET /api/keys`.
+pub const DEFAULT_PAGE_SIZE: u32 = 100;
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The detail of a 404 on `GET` or `DELETE /api/key`, exactly as the seed words it.
+pub const DETAIL_KEY_NOT_FOUND: &str = "Key not found";
+/// The detail of a 503 when the database cannot be reached.
+pub const DETAIL_DATABASE_UNAVAILABLE: &str = "database unavailable";
+
+/// `GET /api/health` → `{"status":"ok"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct HealthResponse {
+    /// Always `ok` while the process serves HTTP.
+    #[cfg_attr(feature = "utoipa", schema(example = "ok"))]
+    pub status: String,
+}
+
+/// `PUT /api/key` request: `{"data":{"key":"foo","value":"bar"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct PutRequest {
+    pub data: KeyValue,
+}
+
+/// A key and its value, as the seed's PUT body carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct KeyValue {
+    /// 1 to 1024 bytes of UTF-8 with no control characters.
+    #[cfg_attr(feature = "utoipa", schema(example = "foo"))]
+    pub key: String,
+    /// Any UTF-8 string up to the node's `--max-value-bytes` (1 MiB by default).
+    #[cfg_attr(feature = "utoipa", schema(example = "bar"))]
+    pub value: String,
+}
+
+/// `PUT` and `DELETE /api/key` success: `{"status":"success"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct SuccessResponse {
+    #[cfg_attr(feature = "utoipa", schema(example = "success"))]
+    pub status: String,
+}
+
+impl SuccessResponse {
+    pub fn success() -> Self {
+        Self {
+            status: "success".to_owned(),
+        }
+    }
+}
+
+/// `GET /api/key` success: `{"data":{"value":"bar"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct GetResponse {
+    pub data: ValueData,
+}
+
+/// The value wrapper inside [`GetResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct ValueData {
+    #[cfg_attr(feature = "utoipa", schema(example = "bar"))]
+    pub value: String,
+}
+
+/// Every error body: `{"detail":"..."}`, as FastAPI's `HTTPException` writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct ErrorBody {
+    #[cfg_attr(feature = "utoipa", schema(example = "Key not found"))]
+    pub detail: String,
+}
+
+/// One live key with its revision metadata, as `GET /api/keys` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct KeyRecord {
+    pub key: String,
+    pub value: String,
+    /// Revision of the write that created the key (after its last delete, if any).
+    pub create_revision: i64,
+    /// Revision of the last write to the key.
+    pub mod_revision: i64,
+    /// Writes since the key was created: 1 after the first put.
+    pub version: i64,
+}
+
+/// `GET /api/keys` page: keys in byte order, and the key to pass as `after` for the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct KeyListResponse {
+    pub keys: Vec<KeyRecord>,
+    /// `null` on the last page.
+    pub next: Option<String>,
+}
+
+/// What kind of change an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Put,
+    Delete,
+}
+
+/// A committed change, as published on Redis `keygrid:events` and streamed by `/api/watch`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct ChangeEvent {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub key: String,
+    /// The revision of this change; unique and strictly increasing across the cluster.
+    pub revision: i64,
+    /// The key's version after the change; 0 for a delete.
+    pub version: i64,
+    /// The node that committed the change.
+    pub node: String,
+    /// Commit time, RFC 3339.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The new value, present on puts of at most 1 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Liveness of a node, as published every second on Redis `keygrid:nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct NodeHeartbeat {
+    pub node: String,
+    /// The address the node listens on.
+    pub listen: String,
+    /// `ok`, or `degraded` while the database or the cache cannot be reached.
+    pub status: NodeHealth,
+    /// The database's current revision, or the highest the node has seen while it is down.
+    pub revision: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A node's overall health in a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NodeHealth {
+    Ok,
+    Degraded,
+}
+
+/// Redis channel suffix of change events: `<prefix>:events`, `keygrid:events` by default.
+pub const EVENTS_CHANNEL_SUFFIX: &str = "events";
+/// Redis channel suffix of node heartbeats: `<prefix>:nodes`, `keygrid:nodes` by default.
+pub const NODES_CHANNEL_SUFFIX: &str = "nodes";
+/// The default Redis prefix, giving the channels `keygrid:events` and `keygrid:nodes`.
+pub const DEFAULT_REDIS_PREFIX: &str = "keygrid";
+/// Largest value carried inside a change event; larger values are left out.
+pub const EVENT_VALUE_MAX_BYTES: usize = 1024;
+
+/// State of one dependency, as `/api/ready` and `/api/status` report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyState {
+    /// Reachable and answering.
+    Ok,
+    /// Optional dependency unreachable; the node serves without it.
+    Degraded,
+    /// Required dependency unreachable; the node cannot serve.
+    Unavailable,
+    /// Not configured.
+    Disabled,
+}
+
+/// `GET /api/ready`: 200 when every required dependency answers, 503 otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct ReadyResponse {
+    /// `ready`, or on a 503 absent in favour of `detail`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// On a 503, which dependency failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    pub database: DependencyState,
+    pub cache: DependencyState,
+}
+
+/// `GET /api/status`: who this node is and how it is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct NodeStatus {
+    pub node: String,
+    /// The address the node listens on.
+    pub listen: String,
+    /// The kg-server version.
+    pub version: String,
+    pub uptime_seconds: u64,
+    pub database: DatabaseStatus,
+    pub cache: DependencyState,
+    /// The cluster's current revision as the database last reported it; `null` if unreachable.
+    pub revision: Option<i64>,
+    pub requests: RequestCounters,
+    /// Every node whose heartbeat this node has received on Redis (itself included), with the
+    /// age of its last heartbeat; empty without Redis.
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// A node as its last heartbeat described it, in [`NodeStatus::peers`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct PeerStatus {
+    pub node: String,
+    pub listen: String,
+    pub status: NodeHealth,
+    pub revision: i64,
+    /// Milliseconds since the heartbeat was received.
+    pub heartbeat_age_ms: u64,
+}
+
+/// The database part of [`NodeStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct DatabaseStatus {
+    /// `postgres` or `sqlite`.
+    pub kind: String,
+    pub state: DependencyState,
+}
+
+/// Requests this node has answered since it started, by status class.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct RequestCounters {
+    pub total: u64,
+    pub success: u64,
+    pub client_error: u64,
+    pub server_error: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check<T: Serialize>(value: T, expected: &str) {
+        assert_eq!(serde_json::to_string(&value).unwrap(), expected);
+    }
+
+    #[test]
+    fn seed_shapes_serialise_byte_for_byte() {
+        check(
+            HealthResponse {
+                status: "ok".into(),
+            },
+            r#"{"status":"ok"}"#,
+        );
+        check(SuccessResponse::success(), r#"{"status":"success"}"#);
+        check(
+            GetResponse {
+                data: ValueData {
+                    value: "bar".into(),
+                },
+            },
+            r#"{"data":{"value":"bar"}}"#,
+        );
+        check(
+            PutRequest {
+                data: KeyValue {
+                    key: "foo".into(),
+                    value: "bar".into(),
+                },
+            },
+            r#"{"data":{"key":"foo","value":"bar"}}"#,
+        );
+        check(
+            ErrorBody {
+                detail: DETAIL_KEY_NOT_FOUND.into(),
+            },
+            r#"{"detail":"Key not found"}"#,
+        );
+    }
+
+    #[test]
+    fn change_event_uses_type_field_and_omits_absent_value() {
+        let event = ChangeEvent {
+            kind: EventType::Delete,
+            key: "k".into(),
+            revision: 7,
+            version: 0,
+            node: "n1".into(),
+            at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+            value: None,
+        };
+        check(
+            event,
+            r#"{"type":"delete","key":"k","revision":7,"version":0,"node":"n1","at":"1970-01-01T00:00:00Z"}"#,
+        );
+    }
+}
