@@ -1,0 +1,425 @@
+//! The Redis read cache, built so that it never serves a value older than one it has seen.
+//!
+//! Each key's entry is a hash `{prefix}:key:<key>` holding the key's state at one revision
+//! (`r`), whether that state is a deletion (`d`), the value, create_revision and version, and
+//! the cache epoch (`e`) it was written in. Two Lua scripts are the only way in or out:
+//!
+//! - `READ` returns the entry only if it belongs to the current epoch;
+//! - `STORE` writes an entry only if it is newer than the one cached in the current epoch.
+//!
+//! Because `STORE` never lowers a revision, a slow reader that fills the cache after a writer
+//! has stored a newer revision is a no-op, and a delete leaves a revisioned tombstone that no
+//! slow fill can resurrect. Keys that do not exist are cached as tombstones at revision 0.
+//!
+//! **The epoch rule.** While a node cannot reach Redis its writes cannot update the cache, so
+//! entries written before the outage may be stale. A node that lost Redis therefore does not
+//! trust the cache again until it has bumped `{prefix}:epoch`: every entry of an older epoch is
+//! then a miss, for every node at once, because the scripts compare epochs on the server side.
+//! Recovery runs in this order: cache updates resume first (so that no write after recovery
+//! is missed), then the epoch is bumped, and only then do reads use the cache again.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisResult, Script};
+
+use crate::store::redact_url;
+
+const READ: &str = r"
+local epoch = redis.call('GET', KEYS[2]) or '0'
+local entry = redis.call('HMGET', KEYS[1], 'e', 'r', 'd', 'v', 'c', 'n')
+if entry[1] ~= epoch or not entry[2] then return {epoch, -1, 0, '', 0, 0} end
+return {epoch, entry[2], entry[3], entry[4], entry[5], entry[6]}
+";
+
+const STORE: &str = r"
+local epoch = redis.call('GET', KEYS[2]) or '0'
+if epoch ~= ARGV[7] then return -1 end
+local current = redis.call('HMGET', KEYS[1], 'e', 'r')
+if current[1] == epoch and current[2] and tonumber(current[2]) >= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'e', epoch, 'r', ARGV[1], 'd', ARGV[2], 'v', ARGV[3], 'c', ARGV[4], 'n', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+";
+
+/// `STORE`'s answer when the epoch moved since the entry's data was read from the database.
+const STORE_EPOCH_MOVED: i64 = -1;
+
+/// A key's state at one revision, as cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// The key's mod_revision; 0 for a key that has never been written.
+    pub revision: i64,
+    /// `None` for a deleted or absent key.
+    pub value: Option<String>,
+    pub create_revision: i64,
+    pub version: i64,
+}
+
+/// The answer of [`Cache::lookup`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Hit(CacheEntry),
+    /// Not cached in `epoch`, the epoch the lookup saw: pass it to the fill.
+    Miss {
+        epoch: i64,
+    },
+    /// The cache cannot be used now.
+    Degraded,
+}
+
+/// A key's state to store, borrowed from the write or read that produced it.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub key: &'a str,
+    pub revision: i64,
+    pub value: Option<&'a str>,
+    pub create_revision: i64,
+    pub version: i64,
+}
+
+/// Settings for [`Cache::new`].
+#[derive(Debug, Clone)]
+pub struct CacheOptions {
+    pub url: String,
+    /// Namespace of every key and channel, so that clusters can share one Redis.
+    pub prefix: String,
+    /// Bound on how long any entry lives, and so on any staleness the design cannot prevent.
+    pub ttl: Duration,
+    /// Bound on every Redis call; past it the node goes on without the cache.
+    pub timeout: Duration,
+}
+
+pub struct Cache {
+    client: redis::Client,
+    connection: Mutex<Option<ConnectionManager>>,
+    options: CacheOptions,
+    epoch_key: String,
+    key_prefix: String,
+    read_script: Script,
+    store_script: Script,
+    /// Writes update the cache (also during recovery, before the epoch bump).
+    writes_enabled: AtomicBool,
+    /// Reads may trust the cache (only after the epoch bump that follows an outage).
+    reads_enabled: AtomicBool,
+    /// The cache epoch as this node last saw it. Every cache write carries the epoch seen
+    /// *before* its database read or commit, and `STORE` refuses it if the epoch has moved
+    /// since: a command delayed across a recovery can then never land in the new epoch.
+    known_epoch: std::sync::atomic::AtomicI64,
+    /// The Redis server's run_id at the last recovery: a new one means Redis restarted, maybe
+    /// from a snapshot older than some writes, even if no call of ours failed meanwhile.
+    run_id: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("prefix", &self.options.prefix)
+            .field("healthy", &self.is_healthy())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// A cache for `options.url`. It starts degraded; [`Cache::recover`] connects it.
+    pub fn new(options: CacheOptions) -> anyhow::Result<Self> {
+        let client = redis::Client::open(options.url.as_str())
+            .with_context(|| format!("invalid redis url {}", redact_url(&options.url)))?;
+        Ok(Self {
+            client,
+            connection: Mutex::new(None),
+            epoch_key: format!("{}:epoch", options.prefix),
+            key_prefix: format!("{}:key:", options.prefix),
+            options,
+            read_script: Script::new(READ),
+            store_script: Script::new(STORE),
+            writes_enabled: AtomicBool::new(false),
+            reads_enabled: AtomicBool::new(false),
+            run_id: Mutex::new(None),
+            known_epoch: std::sync::atomic::AtomicI64::new(0),
+        })
+    }
+
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// True while reads may use the cache.
+    pub fn is_healthy(&self) -> bool {
+        self.reads_enabled.load(Ordering::Acquire)
+    }
+
+    /// The cached state of `key`, or `None` on a miss, a stale epoch or while degraded.
+    /// A miss also reports the epoch it saw, for the fill that follows it.
+    pub async fn lookup(&self, key: &str) -> Lookup {
+        if !self.reads_enabled.load(Ordering::Acquire) {
+            return Lookup::Degraded;
+        }
+        let Some(mut connection) = self.connection() else {
+            return Lookup::Degraded;
+        };
+        // (epoch, revision or -1 for a miss, deleted flag, value, create_revision, version):
+        // one fixed shape, so a hit costs one allocation (the value).
+        let result: RedisResult<(i64, i64, i64, Vec<u8>, i64, i64)> = self
+            .call(
+                self.read_script
+                    .key(self.entry_key(key))
+                    .key(&self.epoch_key)
+                    .invoke_async(&mut connection),
+            )
+            .await;
+        match result {
+            Ok((epoch, revision, deleted, value, create_revision, version)) => {
+                self.known_epoch.store(epoch, Ordering::Release);
+                if revision < 0 {
+                    return Lookup::Miss { epoch };
+                }
+                Lookup::Hit(CacheEntry {
+                    revision,
+                    value: (deleted == 0).then(|| String::from_utf8_lossy(&value).into_owned()),
+                    create_revision,
+                    version,
+                })
+            }
+            Err(err) => {
+                self.mark_down(&err);
+                Lookup::Degraded
+            }
+        }
+    }
+
+    /// The epoch this node last saw; a write snapshots it before committing.
+    pub fn known_epoch(&self) -> i64 {
+        self.known_epoch.load(Ordering::Acquire)
+    }
+
+    /// Stores each entry unless the cache already holds a newer revision of its key.
+    /// Commands are pipelined with `extra` (the change events' PUBLISHes) in one round trip.
+    /// Returns false when the cache could not be updated (it is then marked degraded).
+    pub async fn store(
+        &self,
+        entries: &[EntryRef<'_>],
+        epoch: i64,
+        extra: redis::Pipeline,
+    ) -> bool {
+        if !self.writes_enabled.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(mut connection) = self.connection() else {
+            return false;
+        };
+        let mut pipeline = extra;
+        let ttl_ms = u64::try_from(self.options.ttl.as_millis()).unwrap_or(u64::MAX);
+        for entry in entries {
+            let mut invocation = self.store_script.key(self.entry_key(entry.key));
+            invocation
+                .key(&self.epoch_key)
+                .arg(entry.revision)
+                .arg(i32::from(entry.value.is_none()))
+                .arg(entry.value.unwrap_or_default())
+                .arg(entry.create_revision)
+                .arg(entry.version)
+                .arg(ttl_ms)
+                .arg(epoch);
+            pipeline.invoke_script(&invocation);
+        }
+        let result: RedisResult<Vec<i64>> = self.call(pipeline.query_async(&mut connection)).await;
+        match result {
+            Ok(replies) => {
+                if replies.contains(&STORE_EPOCH_MOVED) {
+                    // Dropped, not retried: the data may predate writes made during another
+                    // node's outage. The key now misses and refills from the database.
+                    metrics::counter!("kg_cache_fenced_total").increment(1);
+                    self.refresh_epoch(&mut connection).await;
+                }
+                true
+            }
+            Err(err) => {
+                self.mark_down(&err);
+                false
+            }
+        }
+    }
+
+    async fn refresh_epoch(&self, connection: &mut ConnectionManager) {
+        let epoch: RedisResult<Option<i64>> = self
+            .call(
+                redis::cmd("GET")
+                    .arg(&self.epoch_key)
+                    .query_async(connection),
+            )
+            .await;
+        match epoch {
+            Ok(epoch) => self
+                .known_epoch
+                .store(epoch.unwrap_or(0), Ordering::Release),
+            Err(err) => self.mark_down(&err),
+        }
+    }
+
+    /// Fills the cache after a database read that followed a miss in `epoch`; the script makes
+    /// a stale fill (older revision, or the epoch moved since the miss) a no-op.
+    pub async fn fill(&self, entry: EntryRef<'_>, epoch: i64) {
+        if self.reads_enabled.load(Ordering::Acquire) {
+            self.store(&[entry], epoch, redis::pipe()).await;
+        }
+    }
+
+    /// Connects (or checks the connection) and, after an outage, bumps the epoch before
+    /// reads trust the cache again. Returns whether the cache is healthy afterwards.
+    pub async fn recover(&self) -> bool {
+        if self.is_healthy() {
+            return true;
+        }
+        match self.try_recover().await {
+            Ok(()) => true,
+            Err(err) => {
+                self.mark_down(&err);
+                false
+            }
+        }
+    }
+
+    async fn try_recover(&self) -> RedisResult<()> {
+        let mut connection = match self.connection() {
+            Some(connection) => connection,
+            None => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.options.timeout)
+                    .set_response_timeout(self.options.timeout)
+                    .set_number_of_retries(1);
+                let connection = self
+                    .call(ConnectionManager::new_with_config(
+                        self.client.clone(),
+                        config,
+                    ))
+                    .await?;
+                if let Ok(mut slot) = self.connection.lock() {
+                    *slot = Some(connection.clone());
+                }
+                connection
+            }
+        };
+        let run_id = self.server_run_id(&mut connection).await?;
+        // Scripts may be gone after a restart or SCRIPT FLUSH; pipelines do not reload them.
+        self.call(
+            self.store_script
+                .prepare_invoke()
+                .load_async(&mut connection),
+        )
+        .await?;
+        self.call(
+            self.read_script
+                .prepare_invoke()
+                .load_async(&mut connection),
+        )
+        .await?;
+        // Cache writes resume before the bump, fenced with the current epoch: any that run
+        // after it are refused, and the key refills from the database.
+        if let Ok(Some(current)) = self
+            .call(
+                redis::cmd("GET")
+                    .arg(&self.epoch_key)
+                    .query_async::<Option<i64>>(&mut connection),
+            )
+            .await
+        {
+            self.known_epoch.store(current, Ordering::Release);
+        }
+        self.writes_enabled.store(true, Ordering::Release);
+        let epoch: i64 = self
+            .call(
+                redis::cmd("INCR")
+                    .arg(&self.epoch_key)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        if let Ok(mut slot) = self.run_id.lock() {
+            *slot = Some(run_id);
+        }
+        self.known_epoch.store(epoch, Ordering::Release);
+        self.reads_enabled.store(true, Ordering::Release);
+        tracing::info!(
+            epoch,
+            "redis cache connected; entries of earlier epochs are ignored"
+        );
+        Ok(())
+    }
+
+    /// While healthy: notices a Redis restart that no failed call revealed, and degrades so
+    /// that the next recovery bumps the epoch.
+    pub async fn check_restart(&self) {
+        let Some(mut connection) = self.connection() else {
+            return;
+        };
+        let known = self.run_id.lock().ok().and_then(|slot| slot.clone());
+        match self.server_run_id(&mut connection).await {
+            Ok(current) if known.as_deref() == Some(current.as_str()) => {}
+            Ok(_) => self.mark_down(&redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "redis restarted",
+            ))),
+            Err(err) => self.mark_down(&err),
+        }
+    }
+
+    async fn server_run_id(&self, connection: &mut ConnectionManager) -> RedisResult<String> {
+        let info: String = self
+            .call(redis::cmd("INFO").arg("server").query_async(connection))
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned())
+    }
+
+    fn mark_down(&self, err: &redis::RedisError) {
+        metrics::counter!("kg_cache_errors_total").increment(1);
+        self.writes_enabled.store(false, Ordering::Release);
+        if self.reads_enabled.swap(false, Ordering::AcqRel) {
+            tracing::warn!(error = %err, "redis cache unreachable; serving from the database");
+        }
+    }
+
+    fn connection(&self) -> Option<ConnectionManager> {
+        self.connection.lock().ok().and_then(|slot| slot.clone())
+    }
+
+    fn entry_key(&self, key: &str) -> String {
+        format!("{}{key}", self.key_prefix)
+    }
+
+    /// Bounds a Redis call by the cache timeout, so a dead Redis never stalls a request longer.
+    async fn call<T>(&self, call: impl Future<Output = RedisResult<T>>) -> RedisResult<T> {
+        match tokio::time::timeout(self.options.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::IoError,
+                "redis call timed out",
+            ))),
+        }
+    }
+}
+
+/// Keeps the cache honest: every `interval`, retries recovery while degraded, and checks for
+/// a Redis restart while healthy.
+pub async fn supervise(cache: std::sync::Arc<Cache>, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if cache.is_healthy() {
+            cache.check_restart().await;
+        } else {
+            cache.recover().await;
+        }
+    }
+}

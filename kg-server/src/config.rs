@@ -1,0 +1,109 @@
+//! The node's configuration: one clap parser, where every flag also reads a `KG_*` variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use kg_api::parse_duration;
+
+/// A KeyGrid node: the REST API over PostgreSQL or embedded SQLite.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "kg-server", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "KG_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// This node's id, sent in X-KeyGrid-Node (default: the hostname).
+    #[arg(long, env = "KG_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// postgres://... or sqlite://...; without it, an embedded SQLite file at ./data/keygrid.db.
+    #[arg(long, env = "KG_DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Largest value accepted, in bytes.
+    #[arg(long, env = "KG_MAX_VALUE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_value_bytes: usize,
+
+    /// Database connections this node may hold.
+    #[arg(long, env = "KG_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// How long a request waits on the database before answering 503, e.g. 2s or 500ms.
+    #[arg(long, env = "KG_DB_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub db_timeout: Duration,
+
+    /// redis://... for the read cache and the change-event bus; without it, events stay in-process.
+    #[arg(long, env = "KG_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Namespace of KeyGrid's Redis keys and channels (`<prefix>:events`, `<prefix>:nodes`).
+    #[arg(long, env = "KG_REDIS_PREFIX", default_value = kg_api::DEFAULT_REDIS_PREFIX)]
+    pub redis_prefix: String,
+
+    /// Lifetime of a cache entry: the bound on any staleness the cache cannot prevent.
+    #[arg(long, env = "KG_CACHE_TTL", default_value = "300s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// Bound on every Redis call; past it the node serves without the cache.
+    #[arg(long, env = "KG_CACHE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
+    pub cache_timeout: Duration,
+
+    /// How long deleted keys are kept as tombstones, so that watchers can replay the delete.
+    #[arg(long, env = "KG_TOMBSTONE_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub tombstone_retention: Duration,
+
+    /// Test hook: a pause between a cache miss's database read and its cache fill.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub cache_fill_delay: Option<Duration>,
+
+    /// Log format.
+    #[arg(long, env = "KG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The embedded default store, relative to the working directory.
+pub const DEFAULT_SQLITE_PATH: &str = "data/keygrid.db";
+
+impl Config {
+    /// The database URL to open, and whether it is the embedded default.
+    pub fn database_url(&self) -> (String, bool) {
+        match &self.database_url {
+            Some(url) => (url.clone(), false),
+            None => (format!("sqlite://{DEFAULT_SQLITE_PATH}"), true),
+        }
+    }
+
+    /// The node id, falling back to the hostname.
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            gethostname::gethostname()
+                .into_string()
+                .unwrap_or_else(|_| "kg-node".to_owned())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_to_embedded_sqlite_on_localhost_8000() {
+        let config = Config::try_parse_from(["kg-server"]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8000");
+        assert_eq!(
+            config.database_url(),
+            ("sqlite://data/keygrid.db".to_owned(), true)
+        );
+        assert_eq!(config.max_value_bytes, 1024 * 1024);
+    }
+}

@@ -1,0 +1,104 @@
+//! `http::Error`: every way a request can fail, each mapped to one status code and a
+//! `{"detail": "..."}` body, as the seed's FastAPI service answers.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kg_api::{ErrorBody, DETAIL_DATABASE_UNAVAILABLE, DETAIL_KEY_NOT_FOUND};
+
+use crate::store::StoreError;
+use crate::writer::WriteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The seed's 404 for a missing key.
+    #[error("{DETAIL_KEY_NOT_FOUND}")]
+    KeyNotFound,
+    /// No route matches the path.
+    #[error("Not Found")]
+    RouteNotFound,
+    #[error("Method Not Allowed")]
+    MethodNotAllowed,
+    /// A bad query string or header.
+    #[error("{0}")]
+    BadRequest(String),
+    /// A body that is not the documented JSON: malformed, wrong types, missing fields, bad key.
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A watch asked to resume below the compact revision.
+    #[error("{0}")]
+    Gone(String),
+    /// An `If-Match` / `If-None-Match` condition did not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{DETAIL_DATABASE_UNAVAILABLE}")]
+    DatabaseUnavailable,
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// A bug or an unexpected database error; logged with its cause, never shown to clients.
+    #[error("internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::KeyNotFound | Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Error::Gone(_) => StatusCode::GONE,
+            Error::DatabaseUnavailable | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        if let Error::Internal(err) = &self {
+            tracing::error!(error = format!("{err:#}"), "internal error");
+        }
+        let body = ErrorBody {
+            detail: self.to_string(),
+        };
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl From<&StoreError> for Error {
+    fn from(err: &StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(cause) => {
+                metrics::counter!("kg_db_errors_total", "kind" => "unavailable").increment(1);
+                tracing::warn!(error = %cause, "database unavailable");
+                Error::DatabaseUnavailable
+            }
+            StoreError::Internal(cause) => {
+                metrics::counter!("kg_db_errors_total", "kind" => "internal").increment(1);
+                Error::Internal(anyhow::anyhow!("{cause}"))
+            }
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        Error::from(&err)
+    }
+}
+
+impl From<WriteError> for Error {
+    fn from(err: WriteError) -> Self {
+        match err {
+            // The same error may be shared by every write of a failed batch.
+            WriteError::Store(err) => Error::from(&*err),
+            WriteError::Stopped => Error::ShuttingDown,
+        }
+    }
+}

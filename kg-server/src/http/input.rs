@@ -1,0 +1,291 @@
+//! Turning untrusted request parts into validated values, each failure a precise 4xx.
+//!
+//! The query string is decoded by hand rather than with serde_urlencoded because that decoder
+//! replaces invalid UTF-8 with U+FFFD: a key sent as `%FF` would silently become another key.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::header::{IF_MATCH, IF_NONE_MATCH};
+use axum::http::{HeaderMap, StatusCode};
+use percent_encoding::percent_decode;
+use serde::de::DeserializeOwned;
+
+use super::Error;
+use crate::store::Expect;
+
+/// The longest key accepted, in bytes.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// A strictly decoded query string.
+#[derive(Debug, Default)]
+pub struct QueryParams {
+    pairs: Vec<(String, String)>,
+}
+
+impl QueryParams {
+    pub fn parse(raw: Option<&str>) -> Result<Self, Error> {
+        let mut pairs = Vec::new();
+        for part in raw
+            .unwrap_or_default()
+            .split('&')
+            .filter(|part| !part.is_empty())
+        {
+            let (name, value) = part.split_once('=').unwrap_or((part, ""));
+            let name = decode_component(name)?;
+            let value = decode_component(value).map_err(|_| {
+                Error::BadRequest(format!("query parameter {name:?} is not valid UTF-8"))
+            })?;
+            if pairs.iter().any(|(seen, _)| *seen == name) {
+                return Err(Error::BadRequest(format!(
+                    "query parameter {name:?} is given more than once"
+                )));
+            }
+            pairs.push((name, value));
+        }
+        Ok(Self { pairs })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(seen, _)| seen == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, Error> {
+        self.get(name)
+            .ok_or_else(|| Error::BadRequest(format!("missing query parameter {name:?}")))
+    }
+
+    /// An optional integer parameter within `range`.
+    pub fn integer<T>(
+        &self,
+        name: &str,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<Option<T>, Error>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        let out_of_range = || {
+            Error::BadRequest(format!(
+                "query parameter {name:?} must be an integer from {} to {}, got {text:?}",
+                range.start(),
+                range.end()
+            ))
+        };
+        let value: T = text.parse().map_err(|_| out_of_range())?;
+        if range.contains(&value) {
+            Ok(Some(value))
+        } else {
+            Err(out_of_range())
+        }
+    }
+}
+
+fn decode_component(text: &str) -> Result<String, Error> {
+    let bytes: Vec<u8> = percent_decode(text.replace('+', " ").as_bytes()).collect();
+    String::from_utf8(bytes)
+        .map_err(|_| Error::BadRequest("query string is not valid UTF-8".to_owned()))
+}
+
+/// Checks a key against the documented limits; `Err` carries the reason.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("key must not be empty".to_owned());
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(format!(
+            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        ));
+    }
+    if let Some(bad) = key.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "key must not contain control characters (found U+{:04X})",
+            bad as u32
+        ));
+    }
+    Ok(())
+}
+
+/// The key of a query string, validated: a bad one is a 400.
+pub fn query_key(params: &QueryParams) -> Result<String, Error> {
+    let key = params.required("key")?;
+    check_key(key).map_err(Error::BadRequest)?;
+    Ok(key.to_owned())
+}
+
+/// A JSON body, with every failure a 413 or a 422 with serde's explanation.
+pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Error> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Error::PayloadTooLarge("request body is too large".to_owned())
+        } else {
+            Error::BadRequest(format!("failed to read request body: {rejection}"))
+        }
+    })?;
+    if bytes.is_empty() {
+        return Err(Error::Unprocessable(
+            "request body is empty; expected JSON".to_owned(),
+        ));
+    }
+    // JSON is UTF-8 by definition; say so plainly rather than as a tokenizer error.
+    let text = std::str::from_utf8(&bytes).map_err(|err| {
+        Error::Unprocessable(format!(
+            "request body is not valid UTF-8 (at byte {})",
+            err.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str(text).map_err(|err| {
+        let what = match err.classify() {
+            serde_json::error::Category::Data => "invalid request body",
+            _ => "malformed JSON",
+        };
+        Error::Unprocessable(format!("{what}: {err}"))
+    })
+}
+
+/// The precondition of a write, from `If-Match` and (for puts) `If-None-Match`.
+pub fn precondition(headers: &HeaderMap, allow_if_none_match: bool) -> Result<Expect, Error> {
+    let header = |name| -> Result<Option<&str>, Error> {
+        headers
+            .get(&name)
+            .map(|value| {
+                value
+                    .to_str()
+                    .map(str::trim)
+                    .map_err(|_| Error::BadRequest(format!("{name} is not valid ASCII")))
+            })
+            .transpose()
+    };
+    match (header(IF_MATCH)?, header(IF_NONE_MATCH)?) {
+        (Some(_), Some(_)) => Err(Error::BadRequest(
+            "send If-Match or If-None-Match, not both".to_owned(),
+        )),
+        (Some("*"), None) => Ok(Expect::Exists),
+        (Some(tag), None) => parse_etag(tag).map(Expect::Revision).ok_or_else(|| {
+            Error::BadRequest(format!("If-Match must be \"<revision>\" or *, got {tag:?}"))
+        }),
+        (None, Some("*")) if allow_if_none_match => Ok(Expect::Absent),
+        (None, Some(tag)) => Err(Error::BadRequest(format!(
+            "If-None-Match on a write must be *, got {tag:?}"
+        ))),
+        (None, None) => Ok(Expect::Any),
+    }
+}
+
+/// The longest Idempotency-Key accepted.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+
+/// The `Idempotency-Key` of a write: 1 to 255 visible ASCII characters, optionally quoted.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
+    let Some(value) = headers.get(kg_api::HEADER_IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        Error::BadRequest(format!(
+            "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+        ))
+    };
+    let text = value.to_str().map_err(|_| invalid())?.trim();
+    let key = text
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(text);
+    let visible = key.bytes().all(|byte| byte.is_ascii_graphic());
+    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_BYTES || !visible {
+        return Err(invalid());
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// A strong entity tag `"<revision>"` (the quotes may be left out).
+pub fn parse_etag(tag: &str) -> Option<i64> {
+    let inner = tag
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+        .unwrap_or(tag);
+    inner.parse().ok().filter(|revision: &i64| *revision >= 0)
+}
+
+/// The entity tag of a revision.
+pub fn etag(revision: i64) -> String {
+    format!("\"{revision}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_query(raw: &str, name: &str, expected: Result<&str, ()>) {
+        let got = QueryParams::parse(Some(raw))
+            .and_then(|params| params.required(name).map(str::to_owned));
+        assert_eq!(got.as_deref().map_err(|_| ()), expected, "query {raw:?}");
+    }
+
+    #[test]
+    fn query_decoding_is_strict_utf8() {
+        check_query("key=foo", "key", Ok("foo"));
+        check_query("key=a%20b", "key", Ok("a b"));
+        check_query("key=a+b", "key", Ok("a b"));
+        check_query("key=%E2%82%AC", "key", Ok("€"));
+        check_query("key=%2B", "key", Ok("+"));
+        check_query("key=", "key", Ok(""));
+        check_query("key=%FF", "key", Err(()));
+        check_query("key=a&key=b", "key", Err(()));
+        check_query("other=1", "key", Err(()));
+    }
+
+    fn check_key_case(key: &str, ok: bool) {
+        assert_eq!(check_key(key).is_ok(), ok, "key {key:?}");
+    }
+
+    #[test]
+    fn key_limits() {
+        check_key_case("foo", true);
+        check_key_case("user/1:é 日本", true);
+        check_key_case(&"k".repeat(1024), true);
+        check_key_case(&"k".repeat(1025), false);
+        check_key_case("", false);
+        check_key_case("a\nb", false);
+        check_key_case("a\u{0}b", false);
+        check_key_case("a\u{7F}", false);
+        check_key_case("a\u{85}", false);
+    }
+
+    fn check_precondition(
+        if_match: Option<&str>,
+        if_none_match: Option<&str>,
+        expected: Option<Expect>,
+    ) {
+        let mut headers = HeaderMap::new();
+        if let Some(value) = if_match {
+            headers.insert(IF_MATCH, value.parse().unwrap());
+        }
+        if let Some(value) = if_none_match {
+            headers.insert(IF_NONE_MATCH, value.parse().unwrap());
+        }
+        assert_eq!(
+            precondition(&headers, true).ok(),
+            expected,
+            "{if_match:?} {if_none_match:?}"
+        );
+    }
+
+    #[test]
+    fn preconditions_map_to_expectations() {
+        check_precondition(None, None, Some(Expect::Any));
+        check_precondition(Some("\"7\""), None, Some(Expect::Revision(7)));
+        check_precondition(Some("7"), None, Some(Expect::Revision(7)));
+        check_precondition(Some("*"), None, Some(Expect::Exists));
+        check_precondition(None, Some("*"), Some(Expect::Absent));
+        check_precondition(Some("W/\"7\""), None, None);
+        check_precondition(Some("\"-1\""), None, None);
+        check_precondition(Some("\"x\""), None, None);
+        check_precondition(None, Some("\"7\""), None);
+        check_precondition(Some("*"), Some("*"), None);
+    }
+}

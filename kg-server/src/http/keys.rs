@@ -1,0 +1,329 @@
+//! The key routes: the seed's `GET`/`PUT`/`DELETE /api/key`, and `GET /api/keys` listing.
+//!
+//! Bodies stay byte-compatible with the seed; revision metadata travels in headers.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, State};
+use axum::http::header::{ETAG, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use kg_api::{
+    ErrorBody, GetResponse, KeyListResponse, PutRequest, SuccessResponse, ValueData,
+    DEFAULT_PAGE_SIZE, HEADER_CACHE, HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED,
+    HEADER_REVISION, HEADER_VERSION, MAX_PAGE_SIZE,
+};
+
+use super::input::{self, check_key, json_body, precondition, query_key, QueryParams};
+use super::Error;
+use crate::cache::{CacheEntry, EntryRef, Lookup};
+use crate::startup::AppState;
+use crate::store::{Expect, WriteOp, WriteOutcome};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/key", get(get_key).put(put_key).delete(delete_key))
+        .route("/api/keys", get(list_keys))
+}
+
+/// Read a key.
+#[utoipa::path(
+    get, path = "/api/key", tag = "keys",
+    params(("key" = String, Query, description = "The key: 1 to 1024 bytes of UTF-8, no control characters")),
+    responses(
+        (status = 200, description = "The value", body = GetResponse, headers(
+            ("ETag" = String, description = "\"<mod_revision>\""),
+            ("X-KeyGrid-Revision" = i64, description = "The key's mod_revision"),
+            ("X-KeyGrid-Create-Revision" = i64, description = "The key's create_revision"),
+            ("X-KeyGrid-Version" = i64, description = "Writes since the key was created"),
+            ("X-Cache" = String, description = "`hit` when answered from the Redis cache, `miss` otherwise"),
+        )),
+        (status = 304, description = "If-None-Match named the current revision"),
+        (status = 400, description = "Missing or invalid key", body = ErrorBody),
+        (status = 404, description = "`{\"detail\":\"Key not found\"}`", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(key))]
+pub async fn get_key(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let key = query_key(&QueryParams::parse(query.as_deref())?)?;
+    tracing::Span::current().record("key", key.as_str());
+    let (entry, cache_hit) = read_entry(&state, &key).await?;
+    let cache_header = (
+        HeaderName::from_static(HEADER_CACHE),
+        HeaderValue::from_static(if cache_hit { "hit" } else { "miss" }),
+    );
+    let Some(value) = entry.value else {
+        return Ok(([cache_header], Error::KeyNotFound).into_response());
+    };
+    let response_headers = revision_headers(entry.revision, entry.create_revision, entry.version);
+    let not_modified = headers
+        .get(IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tag| {
+            tag.split(',')
+                .any(|tag| input::parse_etag(tag.trim()) == Some(entry.revision))
+        });
+    if not_modified {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers, [cache_header]).into_response());
+    }
+    let body = GetResponse {
+        data: ValueData { value },
+    };
+    Ok((response_headers, [cache_header], Json(body)).into_response())
+}
+
+/// The key's state from the cache, or from the database (then filling the cache), and
+/// whether it was a cache hit. A missing key is an entry without a value.
+async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), Error> {
+    let mut miss_epoch = None;
+    if let Some(cache) = &state.cache {
+        match cache.lookup(key).await {
+            Lookup::Hit(entry) => {
+                metrics::counter!("kg_cache_requests_total", "result" => "hit").increment(1);
+                return Ok((entry, true));
+            }
+            Lookup::Miss { epoch } => miss_epoch = Some(epoch),
+            Lookup::Degraded => {}
+        }
+        metrics::counter!("kg_cache_requests_total", "result" => "miss").increment(1);
+    }
+    let record = state.db(state.store.get(key)).await?;
+    // A key that does not exist is cached as a revision-0 tombstone: any write outranks it.
+    let entry = match record {
+        Some(record) => CacheEntry {
+            revision: record.mod_revision,
+            value: Some(record.value),
+            create_revision: record.create_revision,
+            version: record.version,
+        },
+        None => CacheEntry {
+            revision: 0,
+            value: None,
+            create_revision: 0,
+            version: 0,
+        },
+    };
+    if let (Some(cache), Some(epoch)) = (&state.cache, miss_epoch) {
+        if let Some(delay) = state.cache_fill_delay {
+            tokio::time::sleep(delay).await;
+        }
+        let fill = EntryRef {
+            key,
+            revision: entry.revision,
+            value: entry.value.as_deref(),
+            create_revision: entry.create_revision,
+            version: entry.version,
+        };
+        cache.fill(fill, epoch).await;
+    }
+    Ok((entry, false))
+}
+
+/// Create or replace a key.
+#[utoipa::path(
+    put, path = "/api/key", tag = "keys",
+    request_body = PutRequest,
+    params(
+        ("If-Match" = Option<String>, Header, description = "\"<revision>\": write only if the key's mod_revision is this; *: only if the key exists"),
+        ("If-None-Match" = Option<String>, Header, description = "*: create only"),
+    ),
+    responses(
+        (status = 200, description = "Written", body = SuccessResponse, headers(
+            ("ETag" = String, description = "\"<revision>\" of this write"),
+            ("X-KeyGrid-Revision" = i64, description = "The revision of this write"),
+            ("X-KeyGrid-Create-Revision" = i64, description = "The key's create_revision"),
+            ("X-KeyGrid-Version" = i64, description = "The key's version after this write"),
+        )),
+        (status = 400, description = "Malformed precondition header", body = ErrorBody),
+        (status = 412, description = "Precondition failed", body = ErrorBody),
+        (status = 413, description = "Value or body too large", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, wrong types, missing fields or an invalid key", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(key))]
+pub async fn put_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Error> {
+    let expect = precondition(&headers, true)?;
+    let request: PutRequest = json_body(body)?;
+    let PutRequest { data } = request;
+    tracing::Span::current().record("key", data.key.as_str());
+    check_key(&data.key).map_err(Error::Unprocessable)?;
+    if data.value.len() > state.max_value_bytes {
+        return Err(Error::PayloadTooLarge(format!(
+            "value is {} bytes; the limit is {}",
+            data.value.len(),
+            state.max_value_bytes
+        )));
+    }
+    let op = WriteOp {
+        key: data.key,
+        value: Some(data.value),
+        expect,
+        idempotency_key: input::idempotency_key(&headers)?,
+    };
+    let result = state.write(op).await?;
+    let response = match result.outcome {
+        WriteOutcome::Applied {
+            revision,
+            create_revision,
+            version,
+        } => (
+            revision_headers(revision, create_revision, version),
+            Json(SuccessResponse::success()),
+        )
+            .into_response(),
+        WriteOutcome::PreconditionFailed => precondition_failed(expect).into_response(),
+        WriteOutcome::IdempotencyMismatch => idempotency_mismatch().into_response(),
+        WriteOutcome::NotFound => {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "store reported not-found for a put"
+            )))
+        }
+    };
+    Ok(mark_replayed(response, result.replayed))
+}
+
+/// Delete a key.
+#[utoipa::path(
+    delete, path = "/api/key", tag = "keys",
+    params(
+        ("key" = String, Query, description = "The key"),
+        ("If-Match" = Option<String>, Header, description = "\"<revision>\": delete only if the key's mod_revision is this"),
+    ),
+    responses(
+        (status = 200, description = "Deleted", body = SuccessResponse, headers(
+            ("X-KeyGrid-Revision" = i64, description = "The revision of this delete"),
+        )),
+        (status = 400, description = "Missing or invalid key, or a malformed precondition", body = ErrorBody),
+        (status = 404, description = "`{\"detail\":\"Key not found\"}`", body = ErrorBody),
+        (status = 412, description = "Precondition failed", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all, fields(key))]
+pub async fn delete_key(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let key = query_key(&QueryParams::parse(query.as_deref())?)?;
+    tracing::Span::current().record("key", key.as_str());
+    let expect = precondition(&headers, false)?;
+    let op = WriteOp {
+        key,
+        value: None,
+        expect,
+        idempotency_key: input::idempotency_key(&headers)?,
+    };
+    let result = state.write(op).await?;
+    let response = match result.outcome {
+        WriteOutcome::Applied { revision, .. } => {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HeaderName::from_static(HEADER_REVISION),
+                HeaderValue::from(revision),
+            );
+            (headers, Json(SuccessResponse::success())).into_response()
+        }
+        WriteOutcome::NotFound => Error::KeyNotFound.into_response(),
+        WriteOutcome::PreconditionFailed => precondition_failed(expect).into_response(),
+        WriteOutcome::IdempotencyMismatch => idempotency_mismatch().into_response(),
+    };
+    Ok(mark_replayed(response, result.replayed))
+}
+
+/// List live keys in byte order, one page at a time.
+#[utoipa::path(
+    get, path = "/api/keys", tag = "keys",
+    params(
+        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
+        ("after" = Option<String>, Query, description = "Start after this key: the previous page's `next`"),
+    ),
+    responses(
+        (status = 200, description = "One page of keys", body = KeyListResponse),
+        (status = 400, description = "Bad query string", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<KeyListResponse>, Error> {
+    let params = QueryParams::parse(query.as_deref())?;
+    let prefix = params.get("prefix").unwrap_or_default();
+    let after = params.get("after");
+    let limit = params
+        .integer("limit", 1..=MAX_PAGE_SIZE)?
+        .unwrap_or(DEFAULT_PAGE_SIZE);
+    // One row more than asked tells whether another page follows.
+    let mut keys = state.db(state.store.list(prefix, after, limit + 1)).await?;
+    let next = if keys.len() > limit as usize {
+        keys.truncate(limit as usize);
+        keys.last().map(|record| record.key.clone())
+    } else {
+        None
+    };
+    Ok(Json(KeyListResponse { keys, next }))
+}
+
+fn revision_headers(revision: i64, create_revision: i64, version: i64) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(4);
+    if let Ok(tag) = HeaderValue::from_str(&input::etag(revision)) {
+        headers.insert(ETAG, tag);
+    }
+    headers.insert(
+        HeaderName::from_static(HEADER_REVISION),
+        HeaderValue::from(revision),
+    );
+    headers.insert(
+        HeaderName::from_static(HEADER_CREATE_REVISION),
+        HeaderValue::from(create_revision),
+    );
+    headers.insert(
+        HeaderName::from_static(HEADER_VERSION),
+        HeaderValue::from(version),
+    );
+    headers
+}
+
+fn idempotency_mismatch() -> Error {
+    Error::Unprocessable(
+        "Idempotency-Key was already used for a different request; use a new key for a new write"
+            .to_owned(),
+    )
+}
+
+/// Marks the answer to a retried write, which was not applied again.
+fn mark_replayed(mut response: Response, replayed: bool) -> Response {
+    if replayed {
+        response.headers_mut().insert(
+            HeaderName::from_static(HEADER_IDEMPOTENT_REPLAYED),
+            HeaderValue::from_static("true"),
+        );
+    }
+    response
+}
+
+fn precondition_failed(expect: Expect) -> Error {
+    Error::PreconditionFailed(match expect {
+        Expect::Revision(revision) => {
+            format!("precondition failed: the key is not at revision {revision}")
+        }
+        Expect::Absent => "precondition failed: the key already exists".to_owned(),
+        Expect::Exists => "precondition failed: the key does not exist".to_owned(),
+        Expect::Any => "precondition failed".to_owned(),
+    })
+}

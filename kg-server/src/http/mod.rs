@@ -1,0 +1,203 @@
+//! The HTTP surface: merges each module's `router()`, adds the cross-cutting layers (request id,
+//! tracing, node header, counters and metrics, panic guard, body limit) and the OpenAPI docs.
+
+mod error;
+mod health;
+pub mod input;
+mod keys;
+mod watch;
+
+use std::any::Any;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use kg_api::HEADER_NODE;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use error::Error;
+
+use crate::startup::AppState;
+
+/// The OpenAPI document served at `/api/openapi.json`.
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "KeyGrid", description = "A distributed key-value store. Bodies are byte-compatible with the original FastAPI service; revision metadata travels in headers."),
+    paths(
+        keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, watch::watch,
+        health::get_health, health::get_ready, health::get_status, health::get_metrics,
+    ),
+    tags((name = "keys", description = "Key-value operations"), (name = "node", description = "Node information")),
+)]
+pub struct ApiDoc;
+
+/// The whole application, without a socket: tests drive it with `oneshot`.
+pub fn app(state: AppState) -> Router {
+    // JSON may escape one byte of value as six (`\u0000`), so the body limit leaves room for a
+    // value of the largest size in any encoding; the value itself is checked after parsing.
+    let body_limit = state
+        .max_value_bytes
+        .saturating_mul(6)
+        .saturating_add(64 * 1024);
+    Router::new()
+        .merge(keys::router())
+        .merge(health::router())
+        .merge(watch::router())
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(move |request: Request, next: Next| {
+            reject_declared_oversize(body_limit, request, next)
+        }))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let request_id = request
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or_default();
+                        tracing::info_span!(
+                            "request",
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                            request_id,
+                        )
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn_with_state(state.clone(), track))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+        .with_state(state)
+}
+
+/// Refuses a body whose declared Content-Length is over the limit before reading any of it;
+/// `DefaultBodyLimit` alone would only trip after reading the limit's worth of bytes.
+async fn reject_declared_oversize(limit: usize, request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > limit as u64 => {
+            Error::PayloadTooLarge("request body is too large".to_owned()).into_response()
+        }
+        _ => next.run(request).await,
+    }
+}
+
+// The fallbacks read (and drop) the body before answering: a response sent while the client
+// is still uploading makes the connection close under it, and the client then sees a broken
+// pipe instead of the JSON detail. The body limit still bounds what is read.
+async fn route_not_found(_body: Result<Bytes, BytesRejection>) -> Error {
+    Error::RouteNotFound
+}
+
+async fn method_not_allowed(_body: Result<Bytes, BytesRejection>) -> Error {
+    Error::MethodNotAllowed
+}
+
+/// Stamps the node header and counts the request by route, method and status.
+async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let route = route_label(request.uri().path());
+    let mut response = next.run(request).await;
+    let status = response.status();
+
+    response.headers_mut().insert(
+        HeaderName::from_static(HEADER_NODE),
+        state.node_header.clone(),
+    );
+
+    let counters = &state.counters;
+    counters.total.fetch_add(1, Ordering::Relaxed);
+    match status.as_u16() {
+        200..=399 => &counters.success,
+        400..=499 => &counters.client_error,
+        _ => &counters.server_error,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+
+    // Static label values: no allocation on the hot path, and a bounded label set.
+    let status = status_label(status);
+    metrics::counter!("kg_http_requests_total", "route" => route, "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("kg_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The metric label of a path: the route it can match, or `unmatched`.
+fn route_label(path: &str) -> &'static str {
+    match path {
+        "/api/key" => "/api/key",
+        "/api/keys" => "/api/keys",
+        "/api/watch" => "/api/watch",
+        "/api/health" => "/api/health",
+        "/api/ready" => "/api/ready",
+        "/api/status" => "/api/status",
+        "/metrics" => "/metrics",
+        "/api/openapi.json" => "/api/openapi.json",
+        docs if docs.starts_with("/api/docs") => "/api/docs",
+        _ => "unmatched",
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "200",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        410 => "410",
+        412 => "412",
+        413 => "413",
+        422 => "422",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+/// A panic in a handler becomes a logged 500 with a JSON detail; the node keeps serving.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    Error::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}

@@ -1,0 +1,260 @@
+//! `GET /api/watch`: committed changes as Server-Sent Events, resumable with `Last-Event-ID`.
+//!
+//! Revisions are dense and in commit order cluster-wide (see `store`), so a watcher knows
+//! exactly which revision comes next. Live events arrive from the node's fan-out, possibly out
+//! of order (several nodes publish) or not at all (Redis pub/sub is at-most-once). So each
+//! watcher:
+//!
+//! 1. subscribes to the fan-out first, then replays from the database every key whose latest
+//!    change is above the client's revision (deletes included, from tombstones);
+//! 2. delivers live events in revision order, holding early ones in a small buffer;
+//! 3. replays from the database again when a gap stays open for [`GAP_WAIT`], when the fan-out
+//!    says events may be lost, and when the database has moved on while no event came
+//!    ([`IDLE_CHECK`]).
+//!
+//! A watcher therefore never sees revisions go backwards and never misses a key's final state.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::routing::get;
+use axum::Router;
+use futures::Stream;
+use kg_api::{ChangeEvent, ErrorBody};
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::input::QueryParams;
+use super::Error;
+use crate::events::{change_event, Signal};
+use crate::startup::AppState;
+
+/// How long an out-of-order event waits for the revisions before it.
+const GAP_WAIT: Duration = Duration::from_millis(250);
+/// How long without events before a watcher asks the database whether it missed any.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// Rows per replay query.
+const REPLAY_PAGE: u32 = 1000;
+/// Interval of SSE keep-alive comments.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/watch", get(watch))
+}
+
+/// Stream committed changes as Server-Sent Events.
+#[utoipa::path(
+    get, path = "/api/watch", tag = "keys",
+    params(
+        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
+        ("from_revision" = Option<i64>, Query, description = "Replay every change above this revision first (default: only new changes)"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this revision; overrides from_revision"),
+    ),
+    responses(
+        (status = 200, description = "`text/event-stream`: `id:` is the revision, `data:` a ChangeEvent; a keep-alive comment every 15 s", content_type = "text/event-stream", body = ChangeEvent),
+        (status = 400, description = "Bad query string or Last-Event-ID", body = ErrorBody),
+        (status = 410, description = "The revision to resume from is compacted", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn watch(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
+    let params = QueryParams::parse(query.as_deref())?;
+    let prefix = params.get("prefix").unwrap_or_default().to_owned();
+    let from_revision = params.integer("from_revision", 0..=i64::MAX)?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<i64>().ok())
+                .filter(|revision| *revision >= 0)
+                .ok_or_else(|| Error::BadRequest("Last-Event-ID must be a revision".to_owned()))
+        })
+        .transpose()?;
+    // Subscribe before reading the starting point, so nothing committed in between is lost.
+    let receiver = state.events.subscribe();
+    let start = match last_event_id.or(from_revision) {
+        Some(revision) => {
+            let compacted = state.db(state.store.compact_revision()).await?;
+            if revision < compacted {
+                return Err(Error::Gone(format!(
+                    "revision {revision} is compacted: deletes up to revision {compacted} \
+                     have been purged; list the keys again and watch from the current revision"
+                )));
+            }
+            revision
+        }
+        None => state.db(state.store.current_revision()).await?,
+    };
+    let (sender, stream) = mpsc::channel(256);
+    let watcher = Watcher {
+        state,
+        prefix,
+        last: start,
+        pending: BTreeMap::new(),
+        sender,
+    };
+    tokio::spawn(watcher.run(receiver));
+    metrics::gauge!("kg_watchers").increment(1.0);
+    Ok(Sse::new(ReceiverStream::new(stream)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+struct Watcher {
+    state: AppState,
+    prefix: String,
+    /// Every revision up to this one has been delivered, or is covered by a later delivery
+    /// of the same key, or is outside the prefix.
+    last: i64,
+    /// Live events above `last + 1`, waiting for the revisions before them.
+    pending: BTreeMap<i64, Arc<ChangeEvent>>,
+    sender: mpsc::Sender<Result<Event, Infallible>>,
+}
+
+/// The client went away.
+struct Disconnected;
+
+impl Watcher {
+    async fn run(mut self, mut receiver: broadcast::Receiver<Signal>) {
+        let _ = self.watch(&mut receiver).await;
+        metrics::gauge!("kg_watchers").decrement(1.0);
+    }
+
+    async fn watch(
+        &mut self,
+        receiver: &mut broadcast::Receiver<Signal>,
+    ) -> Result<(), Disconnected> {
+        self.replay().await?;
+        let mut gap_since: Option<Instant> = None;
+        let mut last_activity = Instant::now();
+        let mut ticker = tokio::time::interval(GAP_WAIT);
+        let mut shutting_down = self.state.shutting_down.subscribe();
+        if *shutting_down.borrow() {
+            return Ok(());
+        }
+        loop {
+            tokio::select! {
+                // The flag only ever flips to true, so any change means the node is stopping.
+                _ = shutting_down.changed() => return Ok(()),
+                signal = receiver.recv() => match signal {
+                    Ok(Signal::Event(event)) => {
+                        last_activity = Instant::now();
+                        if event.revision > self.last {
+                            self.pending.insert(event.revision, event);
+                            self.deliver_contiguous().await?;
+                        }
+                        gap_since = match (self.pending.is_empty(), gap_since) {
+                            (true, _) => None,
+                            (false, None) => Some(Instant::now()),
+                            (false, since) => since,
+                        };
+                    }
+                    Ok(Signal::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        self.replay().await?;
+                        gap_since = None;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return Ok(()),
+                },
+                _ = ticker.tick() => {
+                    if self.sender.is_closed() {
+                        return Err(Disconnected);
+                    }
+                    let gap_expired = gap_since.is_some_and(|since| since.elapsed() >= GAP_WAIT);
+                    let idle = last_activity.elapsed() >= IDLE_CHECK;
+                    if gap_expired || (idle && self.database_moved_on().await) {
+                        self.replay().await?;
+                        gap_since = None;
+                    }
+                    if idle {
+                        last_activity = Instant::now();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers buffered events while they continue the sequence.
+    async fn deliver_contiguous(&mut self) -> Result<(), Disconnected> {
+        while let Some(entry) = self.pending.first_entry() {
+            if *entry.key() > self.last + 1 {
+                break;
+            }
+            let event = entry.remove();
+            if event.revision == self.last + 1 {
+                self.last = event.revision;
+                self.send(&event).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn database_moved_on(&self) -> bool {
+        matches!(
+            self.state.db(self.state.store.current_revision()).await,
+            Ok(revision) if revision > self.last
+        )
+    }
+
+    /// Sends the latest state of every key changed above `last`, then moves `last` to the
+    /// newest revision that the replay covers. On a database error the watcher keeps going and
+    /// the next gap or idle check retries.
+    async fn replay(&mut self) -> Result<(), Disconnected> {
+        let Ok(covered) = self.state.db(self.state.store.current_revision()).await else {
+            return Ok(());
+        };
+        // A watcher that fell behind the purge of tombstones cannot be told about deletes:
+        // end the stream, and its reconnect gets the 410 that says so.
+        if let Ok(compacted) = self.state.db(self.state.store.compact_revision()).await {
+            if self.last < compacted {
+                return Err(Disconnected);
+            }
+        }
+        let mut after = self.last;
+        loop {
+            let page = self
+                .state
+                .db(self
+                    .state
+                    .store
+                    .changes_since(after, &self.prefix, REPLAY_PAGE))
+                .await;
+            let Ok(page) = page else {
+                return Ok(());
+            };
+            for change in &page {
+                after = change.revision;
+                self.send(&change_event(change)).await?;
+            }
+            if page.len() < REPLAY_PAGE as usize {
+                break;
+            }
+        }
+        // Every revision up to `covered` had committed before the replay's queries ran, so
+        // each is either in the replay or superseded by a later change that is.
+        self.last = self.last.max(covered).max(after);
+        self.pending.retain(|revision, _| *revision > self.last);
+        self.state.events.observe(self.last);
+        self.deliver_contiguous().await
+    }
+
+    async fn send(&self, event: &ChangeEvent) -> Result<(), Disconnected> {
+        if !event.key.starts_with(&self.prefix) {
+            return Ok(());
+        }
+        let Ok(data) = serde_json::to_string(event) else {
+            return Ok(());
+        };
+        let sse = Event::default().id(event.revision.to_string()).data(data);
+        self.sender.send(Ok(sse)).await.map_err(|_| Disconnected)
+    }
+}

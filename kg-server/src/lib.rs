@@ -1,0 +1,41 @@
+//! kg-server: a KeyGrid node. `main.rs` parses the config and calls [`run`]; everything else
+//! lives here so that tests can build the app without a socket or spawn it on a free port.
+
+pub mod cache;
+pub mod config;
+pub mod events;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod writer;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use startup::{serve, shutdown_signal, AppState};
+
+/// Runs a node until SIGTERM or ctrl-c.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let (url, embedded) = config.database_url();
+    if embedded {
+        tracing::info!(
+            path = config::DEFAULT_SQLITE_PATH,
+            "no --database-url given: using embedded SQLite"
+        );
+    }
+    let state = AppState::build(&config).await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to listen on {}", config.listen))?;
+    tracing::info!(
+        node = %state.node_id,
+        listen = %config.listen,
+        database = %store::redact_url(&url),
+        kind = %state.store.kind(),
+        cache = config.redis_url.as_deref().map(store::redact_url).unwrap_or_else(|| "disabled".to_owned()),
+        "kg-server ready"
+    );
+    serve(listener, state, shutdown_signal()).await
+}

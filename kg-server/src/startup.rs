@@ -1,0 +1,290 @@
+//! Building a node: open the store, start the writer, install metrics, and serve on an
+//! already-bound listener until a shutdown future resolves.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use axum::http::HeaderValue;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use kg_api::{DependencyState, NodeHealth};
+
+use crate::cache::{self, Cache, CacheOptions};
+use crate::config::Config;
+use crate::events::{self, Events};
+use crate::http::{self, Error};
+use crate::store::{self, ConnectOptions, OpResult, Store, WriteOp};
+use crate::writer::{Writer, WriterContext};
+
+/// How often a degraded cache retries its connection.
+const CACHE_RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a node publishes its heartbeat.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Everything a handler needs. Cloned per request by axum, so it is one `Arc`.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<NodeState>);
+
+impl std::ops::Deref for AppState {
+    type Target = NodeState;
+
+    fn deref(&self) -> &NodeState {
+        &self.0
+    }
+}
+
+/// The node's shared state, behind [`AppState`].
+#[derive(Debug)]
+pub struct NodeState {
+    pub node_id: Arc<str>,
+    pub node_header: HeaderValue,
+    pub listen: String,
+    pub store: Arc<dyn Store>,
+    pub writer: Writer,
+    /// The Redis read cache, when `--redis-url` is given.
+    pub cache: Option<Arc<Cache>>,
+    pub events: Arc<Events>,
+    /// Test hook: pause between a cache miss's database read and its fill.
+    pub cache_fill_delay: Option<Duration>,
+    pub max_value_bytes: usize,
+    pub db_timeout: Duration,
+    pub started: Instant,
+    pub counters: Arc<RequestCounters>,
+    pub metrics: PrometheusHandle,
+    /// Flips to true when the node starts shutting down; long-lived streams end on it, since
+    /// graceful shutdown waits for every connection to close.
+    pub shutting_down: tokio::sync::watch::Sender<bool>,
+}
+
+/// Requests answered since start, by status class, for `/api/status`.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    pub total: AtomicU64,
+    pub success: AtomicU64,
+    pub client_error: AtomicU64,
+    pub server_error: AtomicU64,
+}
+
+impl AppState {
+    /// Opens the configured store and starts the node's writer.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let (url, _) = config.database_url();
+        let options = ConnectOptions {
+            max_connections: config.db_pool_size,
+            acquire_timeout: config.db_timeout,
+        };
+        let store = store::connect(&url, &options).await?;
+        Self::with_store(config, store)
+    }
+
+    /// A state over an already-open store; starts the writer and, with Redis, the cache
+    /// supervisor, the event subscriber and the heartbeat.
+    pub fn with_store(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        let node_id: Arc<str> = config.node_id().into();
+        let node_header = HeaderValue::from_str(&node_id)
+            .with_context(|| format!("node id {node_id:?} is not a valid HTTP header value"))?;
+        let events = Arc::new(Events::new(&config.redis_prefix));
+        let cache = match &config.redis_url {
+            Some(url) => {
+                let cache = Arc::new(Cache::new(CacheOptions {
+                    url: url.clone(),
+                    prefix: config.redis_prefix.clone(),
+                    ttl: config.cache_ttl,
+                    timeout: config.cache_timeout,
+                })?);
+                tokio::spawn(cache::supervise(cache.clone(), CACHE_RECOVERY_INTERVAL));
+                tokio::spawn(events::subscribe_redis(
+                    cache.client().clone(),
+                    events.clone(),
+                    node_id.clone(),
+                ));
+                Some(cache)
+            }
+            None => None,
+        };
+        let writer = Writer::spawn(
+            store.clone(),
+            WriterContext {
+                node_id: node_id.clone(),
+                cache: cache.clone(),
+                events: events.clone(),
+            },
+        );
+        let state = AppState(Arc::new(NodeState {
+            node_id,
+            node_header,
+            listen: config.listen.to_string(),
+            writer,
+            cache,
+            events,
+            cache_fill_delay: config.cache_fill_delay,
+            store,
+            max_value_bytes: config.max_value_bytes,
+            db_timeout: config.db_timeout,
+            started: Instant::now(),
+            counters: Arc::default(),
+            metrics: metrics_handle(),
+            shutting_down: tokio::sync::watch::Sender::new(false),
+        }));
+        tokio::spawn(compact_tombstones(
+            state.store.clone(),
+            config.tombstone_retention,
+        ));
+        if let Some(cache) = &state.cache {
+            let probe = state.clone();
+            tokio::spawn(events::heartbeat(
+                cache.client().clone(),
+                state.events.clone(),
+                move || {
+                    let state = probe.clone();
+                    async move {
+                        // Bounded well inside the interval, so a dead database makes the
+                        // heartbeat say "degraded" on time rather than go quiet.
+                        let revision = tokio::time::timeout(
+                            HEARTBEAT_INTERVAL / 2,
+                            state.store.current_revision(),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                        let healthy =
+                            revision.is_some() && state.cache_state() == DependencyState::Ok;
+                        let health = if healthy {
+                            NodeHealth::Ok
+                        } else {
+                            NodeHealth::Degraded
+                        };
+                        (health, revision)
+                    }
+                },
+                state.node_id.clone(),
+                state.listen.clone(),
+                HEARTBEAT_INTERVAL,
+                config.cache_timeout,
+            ));
+        }
+        Ok(state)
+    }
+
+    /// The cache's state for `/api/ready`, `/api/status` and heartbeats.
+    pub fn cache_state(&self) -> DependencyState {
+        match &self.cache {
+            None => DependencyState::Disabled,
+            Some(cache) if cache.is_healthy() => DependencyState::Ok,
+            Some(_) => DependencyState::Degraded,
+        }
+    }
+
+    /// Runs a store call with the database timeout; running out of time is a 503.
+    pub async fn db<T, E>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, Error>
+    where
+        Error: From<E>,
+    {
+        match tokio::time::timeout(self.db_timeout, call).await {
+            Ok(result) => result.map_err(Error::from),
+            Err(_) => {
+                metrics::counter!("kg_db_errors_total", "kind" => "timeout").increment(1);
+                Err(Error::DatabaseUnavailable)
+            }
+        }
+    }
+
+    /// Queues a write for the next batch and waits, within the database timeout, for its commit.
+    pub async fn write(&self, op: WriteOp) -> Result<OpResult, Error> {
+        self.db(self.writer.write(op)).await
+    }
+}
+
+/// Purges tombstones older than `retention`, checking every half retention (1 s to 10 min).
+async fn compact_tombstones(store: Arc<dyn Store>, retention: Duration) {
+    let interval = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match store.compact(retention).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "purged tombstones past their retention"),
+            Err(err) => tracing::warn!(error = %err, "tombstone compaction failed"),
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder; the `metrics` macros write to it from anywhere.
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("kg_http_request_duration_seconds".to_owned()),
+                    &buckets,
+                )
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("kg_write_batch_size".to_owned()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                    )
+                })
+                .map(PrometheusBuilder::build_recorder);
+            match recorder {
+                Ok(recorder) => {
+                    let handle = recorder.handle();
+                    // Fails only if another recorder is installed; the handle still renders.
+                    let _ = metrics::set_global_recorder(recorder);
+                    handle
+                }
+                // Bucket lists are literals above, so this is unreachable in practice; a
+                // recorder without custom buckets is still a working one.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+/// Serves the node on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shutting_down = state.shutting_down.clone();
+    let app = http::app(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            shutting_down.send_replace(true);
+        })
+        .await
+        .context("server failed")
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+}

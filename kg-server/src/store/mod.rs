@@ -1,0 +1,390 @@
+//! The durable store: a `Store` trait with a PostgreSQL and an embedded SQLite implementation.
+//!
+//! Both keep one row per key, with deleted keys left as revisioned tombstones, and a single
+//! revision counter that every write batch bumps under a lock. Holding that lock across the
+//! batch's commit is what makes revisions strictly increasing in commit order; the
+//! [`crate::writer`] batches concurrent writes so the lock is taken once per commit, not once
+//! per write.
+
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kg_api::KeyRecord;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Which backend a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreKind {
+    Postgres,
+    Sqlite,
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            StoreKind::Postgres => "postgres",
+            StoreKind::Sqlite => "sqlite",
+        })
+    }
+}
+
+/// One write in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteOp {
+    pub key: String,
+    /// `Some(value)` for a put, `None` for a delete.
+    pub value: Option<String>,
+    pub expect: Expect,
+    /// The client's Idempotency-Key, if it sent one.
+    pub idempotency_key: Option<String>,
+}
+
+impl WriteOp {
+    /// SHA-256 over everything that makes this write what it is, so that an idempotency key
+    /// reused for a different write can be refused. Stable across nodes and versions.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(if self.value.is_some() {
+            b"put\0"
+        } else {
+            b"del\0"
+        });
+        hasher.update(self.expect.to_sql().unwrap_or(i64::MIN).to_be_bytes());
+        hasher.update((self.key.len() as u64).to_be_bytes());
+        hasher.update(self.key.as_bytes());
+        if let Some(value) = &self.value {
+            hasher.update(value.as_bytes());
+        }
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
+/// The condition a write must meet, from the HTTP precondition headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Expect {
+    #[default]
+    Any,
+    /// `If-None-Match: *`.
+    Absent,
+    /// `If-Match: *`.
+    Exists,
+    /// `If-Match: "<rev>"`.
+    Revision(i64),
+}
+
+impl Expect {
+    /// The encoding the stores' SQL uses: NULL, -1, -2 or the revision itself.
+    fn to_sql(self) -> Option<i64> {
+        match self {
+            Expect::Any => None,
+            Expect::Absent => Some(-1),
+            Expect::Exists => Some(-2),
+            Expect::Revision(revision) => Some(revision),
+        }
+    }
+}
+
+/// What happened to one write in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Applied {
+        revision: i64,
+        create_revision: i64,
+        version: i64,
+    },
+    /// A delete of a key that does not exist.
+    NotFound,
+    PreconditionFailed,
+    /// The idempotency key was already used for a different write.
+    IdempotencyMismatch,
+}
+
+/// The outcome of one write of a batch, and whether it is a replay: the outcome recorded for
+/// the write's idempotency key, with nothing written this time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpResult {
+    pub outcome: WriteOutcome,
+    pub replayed: bool,
+}
+
+impl WriteOutcome {
+    fn from_sql(
+        status: i16,
+        revision: Option<i64>,
+        create: Option<i64>,
+        version: Option<i64>,
+    ) -> Self {
+        match (status, revision) {
+            (0, Some(revision)) => WriteOutcome::Applied {
+                revision,
+                create_revision: create.unwrap_or_default(),
+                version: version.unwrap_or_default(),
+            },
+            (1, _) => WriteOutcome::NotFound,
+            (3, _) => WriteOutcome::IdempotencyMismatch,
+            _ => WriteOutcome::PreconditionFailed,
+        }
+    }
+
+    /// The encoding `from_sql` reads: status, revision, create_revision, version.
+    fn to_sql(self) -> (i16, Option<i64>, Option<i64>, Option<i64>) {
+        match self {
+            WriteOutcome::Applied {
+                revision,
+                create_revision,
+                version,
+            } => (0, Some(revision), Some(create_revision), Some(version)),
+            WriteOutcome::NotFound => (1, None, None, None),
+            WriteOutcome::PreconditionFailed => (2, None, None, None),
+            WriteOutcome::IdempotencyMismatch => (3, None, None, None),
+        }
+    }
+}
+
+/// A live row as both stores read it; converted to the wire type explicitly.
+#[derive(Debug, sqlx::FromRow)]
+struct KeyRow {
+    key: String,
+    value: Vec<u8>,
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+}
+
+impl From<KeyRow> for KeyRecord {
+    fn from(row: KeyRow) -> Self {
+        KeyRecord {
+            key: row.key,
+            // Values are stored as the UTF-8 bytes of a validated `String`, so this is lossless;
+            // bytes rather than text because PostgreSQL's text cannot hold U+0000.
+            value: String::from_utf8_lossy(&row.value).into_owned(),
+            create_revision: row.create_revision,
+            mod_revision: row.mod_revision,
+            version: row.version,
+        }
+    }
+}
+
+/// A key's latest change, as replay reads it: a live value or a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub key: String,
+    /// `None` for a delete.
+    pub value: Option<String>,
+    pub revision: i64,
+    pub create_revision: i64,
+    pub version: i64,
+    /// The node that committed the change.
+    pub node: String,
+    /// Commit time, Unix milliseconds.
+    pub at_ms: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct ChangeRow {
+    key: String,
+    value: Option<Vec<u8>>,
+    create_revision: i64,
+    mod_revision: i64,
+    version: i64,
+    mod_node: String,
+    mod_at_ms: i64,
+}
+
+impl From<ChangeRow> for Change {
+    fn from(row: ChangeRow) -> Self {
+        Change {
+            key: row.key,
+            value: row
+                .value
+                .map(|value| String::from_utf8_lossy(&value).into_owned()),
+            revision: row.mod_revision,
+            create_revision: row.create_revision,
+            version: row.version,
+            node: row.mod_node,
+            at_ms: row.mod_at_ms,
+        }
+    }
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is refusing connections: a 503, and worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug or a schema problem, logged and answered with a 500.
+    #[error("database error: {0}")]
+    Internal(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailable(&err) {
+            StoreError::Unavailable(err)
+        } else {
+            StoreError::Internal(err)
+        }
+    }
+}
+
+/// Errors that mean "the database is not there right now" rather than "the query is wrong".
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or_default();
+            // PostgreSQL: class 08 connection exceptions, 57P0x shutdown/cannot connect now,
+            // 53300 too many connections. SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED.
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || code == "53300"
+                || code == "5"
+                || code == "6"
+        }
+        _ => false,
+    }
+}
+
+/// The durable key-value store behind a node.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    fn kind(&self) -> StoreKind;
+
+    /// The live key, or `None` for a missing or deleted one.
+    async fn get(&self, key: &str) -> Result<Option<KeyRecord>, StoreError>;
+
+    /// Up to `limit` live keys starting with `prefix` and greater than `after`, in byte order.
+    async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Applies `ops` by `node` in order in one transaction, returning one result per op. An op
+    /// whose idempotency key was seen before is not applied; its recorded outcome is returned.
+    async fn apply(&self, node: &str, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError>;
+
+    /// The latest change of each key under `prefix` whose revision is above `after`, deletes
+    /// included, in revision order: what a watcher that has seen `after` missed.
+    async fn changes_since(
+        &self,
+        after: i64,
+        prefix: &str,
+        limit: u32,
+    ) -> Result<Vec<Change>, StoreError>;
+
+    /// The last revision handed out.
+    async fn current_revision(&self) -> Result<i64, StoreError>;
+
+    /// The highest revision whose tombstone has been purged: replay cannot start below it.
+    async fn compact_revision(&self) -> Result<i64, StoreError>;
+
+    /// Purges tombstones (and idempotency records) older than `retention` and raises the
+    /// compact revision to the newest tombstone purged. Returns how many tombstones were purged.
+    async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a database URL names and runs its migrations.
+pub async fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::connect(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else {
+        anyhow::bail!("unsupported database url {url:?}: expected postgres://... or sqlite://...")
+    }
+}
+
+/// The URL without its password, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Pool settings shared by both backends.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection before the node answers 503.
+    pub acquire_timeout: std::time::Duration,
+}
+
+/// The smallest string greater than every string that starts with `prefix`, in byte order, or
+/// `None` when no such bound exists (empty prefix, or one made only of `char::MAX`).
+///
+/// UTF-8 byte order equals code point order, so bumping the last code point that can be bumped
+/// (and dropping what follows it) gives an exclusive upper bound for a range scan.
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = match last {
+            char::MAX => continue,
+            // Skip the surrogate gap, which no `char` can hold.
+            '\u{D7FF}' => '\u{E000}',
+            other => char::from_u32(other as u32 + 1)?,
+        };
+        chars.push(next);
+        return Some(chars.into_iter().collect());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    fn check(prefix: &str, expected: Option<&str>) {
+        assert_eq!(
+            prefix_upper_bound(prefix).as_deref(),
+            expected,
+            "prefix {prefix:?}"
+        );
+    }
+
+    #[test]
+    fn prefix_upper_bound_bumps_the_last_code_point() {
+        check("", None);
+        check("a", Some("b"));
+        check("user/", Some("user0"));
+        check("z\u{7F}", Some("z\u{80}"));
+        check("\u{D7FF}", Some("\u{E000}"));
+        check("a\u{10FFFF}", Some("b"));
+        check("\u{10FFFF}", None);
+    }
+
+    #[test]
+    fn prefix_upper_bound_is_above_every_extension_in_byte_order() {
+        for prefix in ["a", "é", "user/", "\u{7F}", "日本"] {
+            let bound = prefix_upper_bound(prefix).unwrap();
+            for suffix in ["", "\u{0}", "zzz", "\u{10FFFF}\u{10FFFF}"] {
+                let key = format!("{prefix}{suffix}");
+                assert!(key.as_bytes() < bound.as_bytes(), "{key:?} !< {bound:?}");
+            }
+            assert!(prefix.as_bytes() < bound.as_bytes());
+        }
+    }
+}

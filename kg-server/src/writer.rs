@@ -1,0 +1,159 @@
+//! Group commit: one task per node turns concurrent writes into batches, one transaction each,
+//! then updates the cache and publishes the batch's change events before anyone is answered.
+//!
+//! Every write takes the cluster-wide revision lock until its commit is durable, so writes
+//! committed one by one are bound by fsync latency (measured here: ~720 serialised commits/s
+//! against ~6,500 unserialised upserts/s). Batching everything that queued up while the
+//! previous commit was in flight pays the lock and the fsync once per batch instead.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::cache::{Cache, EntryRef};
+use crate::events::{change_event, Events};
+use crate::store::{Change, OpResult, Store, StoreError, WriteOp, WriteOutcome};
+
+/// The most writes one transaction carries; a bound on how long the revision lock is held.
+pub const MAX_BATCH: usize = 256;
+
+/// Hands writes to the node's batching task.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    op: WriteOp,
+    reply: oneshot::Sender<Result<OpResult, Arc<StoreError>>>,
+}
+
+/// Why a write did not get an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+    /// The batching task is gone: the node is shutting down.
+    #[error("writer stopped")]
+    Stopped,
+}
+
+/// What the batching task needs besides the store.
+#[derive(Debug, Clone)]
+pub struct WriterContext {
+    pub node_id: Arc<str>,
+    pub cache: Option<Arc<Cache>>,
+    pub events: Arc<Events>,
+}
+
+impl Writer {
+    /// Starts the batching task; it runs until every `Writer` clone is dropped.
+    pub fn spawn(store: Arc<dyn Store>, context: WriterContext) -> Self {
+        let (queue, receiver) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(run(store, context, receiver));
+        Self { queue }
+    }
+
+    /// Queues one write and waits for its batch to commit.
+    pub async fn write(&self, op: WriteOp) -> Result<OpResult, WriteError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending { op, reply })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        match outcome.await {
+            Ok(result) => result.map_err(WriteError::Store),
+            Err(_) => Err(WriteError::Stopped),
+        }
+    }
+}
+
+async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::Receiver<Pending>) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch
+            .drain(..)
+            .map(|pending| (pending.op, pending.reply))
+            .unzip();
+        metrics::histogram!("kg_write_batch_size").record(ops.len() as f64);
+        // The cache epoch before the commit: the cache refuses this batch's updates if a
+        // recovery bumped the epoch meanwhile (see cache.rs).
+        let epoch = context
+            .cache
+            .as_ref()
+            .map_or(0, |cache| cache.known_epoch());
+        match store.apply(&context.node_id, &ops).await {
+            Ok(outcomes) => {
+                after_commit(&context, ops, &outcomes, epoch).await;
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that gave up (timeout, disconnect) no longer listens; its write
+                    // still committed, which is why a timeout's outcome is "unknown".
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(err) => {
+                let err = Arc::new(err);
+                for reply in replies {
+                    let _ = reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Updates the cache and publishes events for a committed batch, in revision order, before
+/// the writers are answered: a write is acknowledged only once the cache holds its revision.
+async fn after_commit(
+    context: &WriterContext,
+    ops: Vec<WriteOp>,
+    outcomes: &[OpResult],
+    epoch: i64,
+) {
+    let at_ms = chrono::Utc::now().timestamp_millis();
+    let changes: Vec<Change> = ops
+        .into_iter()
+        .zip(outcomes)
+        // A replay wrote nothing: no cache update, no event.
+        .filter(|(_, result)| !result.replayed)
+        .filter_map(|(op, result)| match result.outcome {
+            WriteOutcome::Applied {
+                revision,
+                create_revision,
+                version,
+            } => Some(Change {
+                key: op.key,
+                value: op.value,
+                revision,
+                create_revision,
+                version,
+                node: context.node_id.to_string(),
+                at_ms,
+            }),
+            _ => None,
+        })
+        .collect();
+    if changes.is_empty() {
+        return;
+    }
+    let events: Vec<_> = changes
+        .iter()
+        .map(|change| Arc::new(change_event(change)))
+        .collect();
+    if let Some(cache) = &context.cache {
+        let entries: Vec<EntryRef<'_>> = changes
+            .iter()
+            .map(|change| EntryRef {
+                key: &change.key,
+                revision: change.revision,
+                value: change.value.as_deref(),
+                create_revision: change.create_revision,
+                version: change.version,
+            })
+            .collect();
+        cache
+            .store(&entries, epoch, context.events.redis_publishes(&events))
+            .await;
+    }
+    context.events.publish_local(events);
+}

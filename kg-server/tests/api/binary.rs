@@ -1,0 +1,101 @@
+//! The `kg-server` binary itself: with no database URL it serves embedded SQLite under
+//! ./data and says so first, and SIGTERM drains a request already in flight.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kg_api::Precondition;
+
+use crate::helpers::free_port;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_defaults_to_embedded_sqlite_and_drains_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kg-server"))
+        .current_dir(dir.path())
+        .env("KG_LISTEN", &address)
+        .env("KG_NODE_ID", "bin-node")
+        .env_remove("KG_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = BufReader::new(child.stderr.take().unwrap());
+    let mut first_line = String::new();
+    logs.read_line(&mut first_line).unwrap();
+    assert!(
+        first_line.contains("embedded SQLite"),
+        "first log line: {first_line}"
+    );
+    let mut ready_line = String::new();
+    logs.read_line(&mut ready_line).unwrap();
+    assert!(ready_line.contains("kg-server ready"), "{ready_line}");
+    assert!(dir.path().join("data/keygrid.db").exists());
+
+    let client = kg_api::Client::new(&format!("http://{address}")).unwrap();
+    client.put("k", "v", Precondition::None).await.unwrap();
+    assert_eq!(client.get("k").await.unwrap().value, "v");
+
+    // A watch stream stays open through the shutdown; it must not keep the node alive.
+    let mut watch = client.watch(None, None).await.unwrap();
+
+    // Start a PUT whose body has not fully arrived, then ask the node to stop.
+    let body = r#"{"data":{"key":"inflight","value":"drained"}}"#;
+    let mut stream = TcpStream::connect(&address).unwrap();
+    write!(
+        stream,
+        "PUT /api/key HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+
+    // New connections are refused while the in-flight request finishes.
+    assert!(
+        TcpStream::connect(&address).is_err(),
+        "listener closed after SIGTERM"
+    );
+    stream.write_all(&body.as_bytes()[10..]).unwrap();
+    let mut response = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.read_to_string(&mut response);
+    assert!(
+        response.starts_with("HTTP/1.1 200"),
+        "in-flight request drained: {response}"
+    );
+    assert!(response.ends_with(r#"{"status":"success"}"#), "{response}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node still running: an open watch blocks shutdown"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit after drain: {exit:?}");
+    // Watchers end when shutdown begins (a reconnect elsewhere replays what they missed).
+    let ended = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(_)) = watch.next().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch stream ended with the node");
+    let mut rest = String::new();
+    logs.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("draining"), "{rest}");
+}

@@ -1,0 +1,343 @@
+//! The Redis read cache: hits after writes, no stale fill, agreement with the database under
+//! concurrent writers, degraded mode while Redis is down, and the epoch rule after an outage.
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use kg_api::{DependencyState, Error, Precondition};
+use redis::AsyncCommands;
+
+use crate::helpers::{
+    redis_connection, spawn_app_with, test_redis_url, unique_prefix, AppOptions, Backend,
+    ThrowawayRedis,
+};
+
+on_both_backends!(
+    writes_fill_the_cache_and_reads_hit,
+    slow_fill_cannot_overwrite_a_newer_write_or_resurrect_a_delete,
+    concurrent_writers_leave_cache_and_database_in_agreement,
+);
+
+async fn writes_fill_the_cache_and_reads_hit(backend: Backend) {
+    let prefix = unique_prefix();
+    let app = spawn_app_with(backend, AppOptions::with_redis(&test_redis_url(), &prefix)).await;
+    let written = app.client.put("k", "v", Precondition::None).await.unwrap();
+    let read = app.client.get("k").await.unwrap();
+    assert_eq!(read.value, "v");
+    assert_eq!(
+        read.meta.cache_hit,
+        Some(true),
+        "the write left its revision in the cache"
+    );
+    assert_eq!(read.mod_revision, written.revision);
+    assert_eq!(
+        (read.create_revision, read.version),
+        (written.create_revision, written.version)
+    );
+
+    // A key that does not exist is a miss once, then a cached 404.
+    let missing = app
+        .http
+        .get(app.url("/api/key?key=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (missing.status().as_u16(), &missing.headers()["x-cache"]),
+        (404, &"miss".parse().unwrap())
+    );
+    let again = app
+        .http
+        .get(app.url("/api/key?key=nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.status().as_u16(), &again.headers()["x-cache"]),
+        (404, &"hit".parse().unwrap())
+    );
+    assert_eq!(again.text().await.unwrap(), r#"{"detail":"Key not found"}"#);
+
+    app.client.delete("k", Precondition::None).await.unwrap();
+    let deleted = app
+        .http
+        .get(app.url("/api/key?key=k"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (deleted.status().as_u16(), &deleted.headers()["x-cache"]),
+        (404, &"hit".parse().unwrap())
+    );
+
+    let (_, ready) = app.client.ready().await.unwrap();
+    assert_eq!(ready.cache, DependencyState::Ok);
+    let metrics = app.client.metrics().await.unwrap();
+    assert!(
+        metrics.contains(r#"kg_cache_requests_total{result="hit"}"#),
+        "{metrics}"
+    );
+}
+
+/// The race of a naive cache: a reader misses and reads v1, a writer commits v2 and updates
+/// the cache, then the reader fills v1. The fill delay holds the reader in that window.
+async fn slow_fill_cannot_overwrite_a_newer_write_or_resurrect_a_delete(backend: Backend) {
+    let prefix = unique_prefix();
+    let mut options = AppOptions::with_redis(&test_redis_url(), &prefix);
+    options
+        .extra_args
+        .push("--cache-fill-delay=400ms".to_owned());
+    let app = spawn_app_with(backend, options).await;
+    let mut redis = redis_connection(&test_redis_url()).await;
+    let entry_key = format!("{prefix}:key:k");
+
+    app.client.put("k", "v1", Precondition::None).await.unwrap();
+    let _: () = redis.del(&entry_key).await.unwrap(); // as if evicted
+    let slow_reader = tokio::spawn({
+        let client = app.client.clone();
+        async move { client.get("k").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v2 = app.client.put("k", "v2", Precondition::None).await.unwrap();
+    let stale_read = slow_reader.await.unwrap().unwrap();
+    assert_eq!(
+        (stale_read.value.as_str(), stale_read.meta.cache_hit),
+        ("v1", Some(false))
+    );
+    let cached_revision: i64 = redis.hget(&entry_key, "r").await.unwrap();
+    assert_eq!(
+        cached_revision, v2.revision,
+        "the slow fill of v1 did not replace v2"
+    );
+    let read = app.client.get("k").await.unwrap();
+    assert_eq!(
+        (read.value.as_str(), read.meta.cache_hit),
+        ("v2", Some(true))
+    );
+
+    // The same race against a delete: the tombstone outranks the slow fill.
+    let _: () = redis.del(&entry_key).await.unwrap();
+    let slow_reader = tokio::spawn({
+        let client = app.client.clone();
+        async move { client.get("k").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.client.delete("k", Precondition::None).await.unwrap();
+    assert_eq!(slow_reader.await.unwrap().unwrap().value, "v2");
+    let after = app.client.get("k").await;
+    assert!(
+        matches!(after, Err(Error::NotFound { .. })),
+        "the delete stands: {after:?}"
+    );
+}
+
+async fn concurrent_writers_leave_cache_and_database_in_agreement(backend: Backend) {
+    let prefix = unique_prefix();
+    let app = spawn_app_with(backend, AppOptions::with_redis(&test_redis_url(), &prefix)).await;
+    let writers = (0..8).map(|writer| {
+        let client = app.client.clone();
+        async move {
+            for round in 0..25 {
+                client
+                    .put("hot", &format!("{writer}/{round}"), Precondition::None)
+                    .await
+                    .unwrap();
+                // Readers racing the writers fill the cache from the database too.
+                let _ = client.get("hot").await.unwrap();
+            }
+        }
+    });
+    join_all(writers).await;
+    let cached = app.client.get("hot").await.unwrap();
+    assert_eq!(cached.meta.cache_hit, Some(true));
+    let stored = app.state_store_get("hot").await;
+    assert_eq!(cached.value, stored.value);
+    assert_eq!(cached.mod_revision, stored.mod_revision);
+    assert_eq!(stored.version, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_degrades_to_the_database_and_the_cache_comes_back() {
+    let mut redis = ThrowawayRedis::start();
+    let app = spawn_app_with(
+        Backend::Postgres,
+        AppOptions::with_redis(&redis.url(), "kg"),
+    )
+    .await;
+    app.client
+        .put("k", "before", Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.client.get("k").await.unwrap().meta.cache_hit,
+        Some(true)
+    );
+
+    redis.kill();
+    // No request fails while Redis is down, and none waits much longer than the cache timeout.
+    let outage = Instant::now();
+    let mut n_requests = 0;
+    while outage.elapsed() < Duration::from_secs(2) {
+        let started = Instant::now();
+        app.client
+            .put("k", &format!("during {n_requests}"), Precondition::None)
+            .await
+            .unwrap();
+        let read = app.client.get("k").await.unwrap();
+        assert_eq!(read.value, format!("during {n_requests}"));
+        assert_eq!(read.meta.cache_hit, Some(false));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a dead Redis stalled a request"
+        );
+        n_requests += 1;
+    }
+    let (status, ready) = app.client.ready().await.unwrap();
+    assert_eq!(
+        (status.as_u16(), ready.cache),
+        (200, DependencyState::Degraded)
+    );
+    assert_eq!(
+        app.client.status().await.unwrap().cache,
+        DependencyState::Degraded
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = app.client.get("k").await.unwrap();
+        assert_eq!(
+            read.value,
+            format!("during {}", n_requests - 1),
+            "never stale"
+        );
+        if read.meta.cache_hit == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cache hits did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.client.ready().await.unwrap().1.cache,
+        DependencyState::Ok
+    );
+}
+
+/// A node that cannot reach Redis cannot update the cache when it writes, so entries from
+/// before its outage may be stale. Here Redis keeps its data through the outage (CLIENT PAUSE),
+/// and the write made meanwhile must still win once the node is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_from_before_an_outage_are_not_trusted_after_it() {
+    let redis = ThrowawayRedis::start();
+    let app = spawn_app_with(
+        Backend::Postgres,
+        AppOptions::with_redis(&redis.url(), "kg"),
+    )
+    .await;
+    app.client.put("k", "v1", Precondition::None).await.unwrap();
+    assert_eq!(
+        app.client.get("k").await.unwrap().meta.cache_hit,
+        Some(true)
+    );
+
+    // Writes are paused, so the node's cache update for v2 times out; killing the node's
+    // connection then drops the queued update, and Redis keeps the v1 entry.
+    let mut admin = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    app.client.put("k", "v2", Precondition::None).await.unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .arg("SKIPME")
+        .arg("yes")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let stale_entry: String = admin.hget("kg:key:k", "v").await.unwrap();
+    assert_eq!(
+        stale_entry, "v1",
+        "Redis still holds the entry the outage made stale"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read = app.client.get("k").await.unwrap();
+        assert_eq!(read.value, "v2", "the stale entry is never served");
+        if read.meta.cache_hit == Some(true) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cache hits did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let epoch: i64 = admin.get("kg:epoch").await.unwrap();
+    assert!(epoch >= 2, "recovery bumped the epoch (now {epoch})");
+}
+
+/// Fencing: a cache write carries the epoch seen before its database read or commit, and is
+/// refused once the epoch has moved, so a command delayed across another node's recovery
+/// cannot land in the new epoch with old data. The node then learns the new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
+    use kg_server::cache::{Cache, CacheOptions, EntryRef, Lookup};
+    let prefix = unique_prefix();
+    let cache = Cache::new(CacheOptions {
+        url: test_redis_url(),
+        prefix: prefix.clone(),
+        ttl: Duration::from_secs(60),
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    assert!(cache.recover().await);
+    let Lookup::Miss { epoch } = cache.lookup("k").await else {
+        panic!("a fresh key misses");
+    };
+    let entry = |revision, value| EntryRef {
+        key: "k",
+        revision,
+        value: Some(value),
+        create_revision: 1,
+        version: revision,
+    };
+
+    // Another node recovers from an outage meanwhile.
+    let mut redis = redis_connection(&test_redis_url()).await;
+    let _: i64 = redis.incr(format!("{prefix}:epoch"), 1).await.unwrap();
+
+    cache.fill(entry(1, "read before the bump"), epoch).await;
+    cache
+        .store(
+            &[entry(2, "committed before the bump")],
+            epoch,
+            redis::pipe(),
+        )
+        .await;
+    assert!(
+        matches!(cache.lookup("k").await, Lookup::Miss { .. }),
+        "both were refused"
+    );
+    assert_eq!(
+        cache.known_epoch(),
+        epoch + 1,
+        "the node learned the new epoch"
+    );
+
+    cache
+        .store(&[entry(3, "fresh")], cache.known_epoch(), redis::pipe())
+        .await;
+    match cache.lookup("k").await {
+        Lookup::Hit(hit) => assert_eq!((hit.revision, hit.value.as_deref()), (3, Some("fresh"))),
+        other => panic!("expected a hit, got {other:?}"),
+    }
+}

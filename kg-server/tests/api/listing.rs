@@ -1,0 +1,110 @@
+//! `GET /api/keys`: byte order, pagination, prefixes, tombstones and limits.
+
+use kg_api::{KeyListResponse, Precondition};
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, Backend};
+
+on_both_backends!(
+    listing_walks_every_page_in_byte_order,
+    listing_filters_by_prefix_and_skips_deleted_keys,
+    listing_rejects_out_of_range_limits,
+);
+
+async fn listing_walks_every_page_in_byte_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // Mixed ASCII and multi-byte keys: byte order puts "Z" < "a" < "é" < "日".
+    let mut expected: Vec<String> = (0..23).map(|i| format!("key/{i:02}")).collect();
+    expected.extend(["Z", "a", "é", "日本"].map(String::from));
+    for key in &expected {
+        app.client.put(key, "v", Precondition::None).await.unwrap();
+    }
+    expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = app
+            .client
+            .list(None, Some(10), after.as_deref())
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.keys.len() <= 10);
+        seen.extend(page.keys.iter().map(|record| record.key.clone()));
+        match page.next {
+            Some(next) => {
+                assert_eq!(Some(&next), seen.last(), "next is the last key of the page");
+                after = Some(next);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen, expected);
+    assert_eq!(
+        app.client.list_all(None, 7).await.unwrap().len(),
+        expected.len(),
+        "list_all walks the same pages"
+    );
+}
+
+async fn listing_filters_by_prefix_and_skips_deleted_keys(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for key in ["user/1", "user/2", "user/3", "user0", "users", "admin"] {
+        app.client.put(key, key, Precondition::None).await.unwrap();
+    }
+    app.client
+        .delete("user/2", Precondition::None)
+        .await
+        .unwrap();
+    let page = app.client.list(Some("user/"), None, None).await.unwrap();
+    let keys: Vec<_> = page.keys.iter().map(|record| record.key.as_str()).collect();
+    assert_eq!(keys, ["user/1", "user/3"]);
+    assert_eq!(page.next, None);
+    let first = &page.keys[0];
+    assert_eq!((first.value.as_str(), first.version), ("user/1", 1));
+    assert_eq!(first.create_revision, first.mod_revision);
+
+    // The raw body has exactly the documented shape.
+    let raw: serde_json::Value = app
+        .http
+        .get(app.url("/api/keys?prefix=admin"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let admin_revision = raw["keys"][0]["mod_revision"].clone();
+    assert_eq!(
+        raw,
+        serde_json::json!({"keys":[{"key":"admin","value":"admin","create_revision":admin_revision,"mod_revision":admin_revision,"version":1}],"next":null})
+    );
+}
+
+async fn listing_rejects_out_of_range_limits(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for query in ["limit=0", "limit=1001", "limit=-1", "limit=ten"] {
+        let response = app
+            .http
+            .get(app.url(&format!("/api/keys?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body: kg_api::ErrorBody = response.json().await.unwrap();
+        assert!(body.detail.contains("limit"), "{query}: {}", body.detail);
+    }
+    let page: KeyListResponse = app
+        .http
+        .get(app.url("/api/keys?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(page.keys.is_empty());
+}

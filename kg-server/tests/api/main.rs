@@ -1,0 +1,43 @@
+//! kg-server's integration tests: one binary, real nodes on free ports, real PostgreSQL and
+//! SQLite. Tests that make sense on both backends are written once and instantiated for each.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+mod helpers;
+
+/// Instantiates `async fn name(backend: Backend)` tests once per backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+mod bad_input;
+mod binary;
+mod cache;
+mod cas;
+mod idempotency;
+mod listing;
+mod node;
+mod outage;
+mod persistence;
+mod revisions;
+mod seed;
+mod shared;
+mod store;
+mod watch;

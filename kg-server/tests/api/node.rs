@@ -1,0 +1,97 @@
+//! Node information: readiness, status, metrics, the OpenAPI document and Swagger UI.
+
+use kg_api::{DependencyState, Precondition};
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app, Backend};
+
+on_both_backends!(
+    ready_and_status_report_the_database,
+    metrics_count_requests_by_route_and_status,
+    openapi_documents_every_route_and_swagger_ui_is_served,
+);
+
+async fn ready_and_status_report_the_database(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, ready) = app.client.ready().await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(ready.database, DependencyState::Ok);
+    assert_eq!(ready.status.as_deref(), Some("ready"));
+
+    app.client.put("k", "v", Precondition::None).await.unwrap();
+    let _ = app.client.get("missing").await;
+    let node = app.client.status().await.unwrap();
+    assert_eq!(node.node, "test-node");
+    assert_eq!(node.listen, app.address.to_string());
+    assert_eq!(node.version, env!("CARGO_PKG_VERSION"));
+    let kind = match backend {
+        Backend::Postgres => "postgres",
+        Backend::Sqlite => "sqlite",
+    };
+    assert_eq!(node.database.kind, kind);
+    assert_eq!(node.database.state, DependencyState::Ok);
+    assert_eq!(node.revision, Some(1));
+    // ready, put, get: the status request itself is counted after it is answered.
+    assert_eq!(node.requests.total, 3);
+    assert_eq!(node.requests.success, 2);
+    assert_eq!(node.requests.client_error, 1);
+}
+
+async fn metrics_count_requests_by_route_and_status(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.client.put("k", "v", Precondition::None).await.unwrap();
+    let _ = app.client.get("missing").await;
+    let text = app.client.metrics().await.unwrap();
+    assert!(
+        text.contains(r#"kg_http_requests_total{route="/api/key",method="PUT",status="200"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"kg_http_requests_total{route="/api/key",method="GET",status="404"}"#));
+    assert!(text.contains("kg_http_request_duration_seconds_bucket"));
+    assert!(text.contains("kg_write_batch_size"));
+}
+
+async fn openapi_documents_every_route_and_swagger_ui_is_served(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let doc: serde_json::Value = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for (path, methods) in [
+        ("/api/key", &["get", "put", "delete"][..]),
+        ("/api/keys", &["get"]),
+        ("/api/health", &["get"]),
+        ("/api/ready", &["get"]),
+        ("/api/status", &["get"]),
+        ("/metrics", &["get"]),
+    ] {
+        for method in methods {
+            assert!(
+                paths[path][method].is_object(),
+                "{method} {path} documented"
+            );
+        }
+    }
+    for status in ["200", "400", "404", "503"] {
+        assert!(
+            paths["/api/key"]["get"]["responses"][status].is_object(),
+            "GET /api/key {status}"
+        );
+    }
+    for status in ["200", "412", "413", "422", "503"] {
+        assert!(
+            paths["/api/key"]["put"]["responses"][status].is_object(),
+            "PUT /api/key {status}"
+        );
+    }
+
+    let ui = app.http.get(app.url("/api/docs/")).send().await.unwrap();
+    assert_eq!(ui.status(), StatusCode::OK);
+    assert!(ui.text().await.unwrap().contains("swagger-ui"));
+}

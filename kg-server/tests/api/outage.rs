@@ -1,0 +1,137 @@
+//! A database outage gives clean 503s, and the node recovers by itself when it returns.
+//! Runs on a private PostgreSQL so that stopping it cannot disturb anything else.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kg_api::{DependencyState, Error, Precondition};
+use reqwest::StatusCode;
+
+use crate::helpers::{spawn_app_on, AppOptions, ThrowawayPostgres};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_gives_503_and_the_node_recovers_by_itself() {
+    let postgres = ThrowawayPostgres::start();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = AppOptions {
+        extra_args: vec!["--db-timeout=1s".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(&postgres.url(), dir, options).await;
+    app.client
+        .put("before", "outage", Precondition::None)
+        .await
+        .unwrap();
+
+    postgres.stop_server();
+
+    let started = Instant::now();
+    let read = app
+        .http
+        .get(app.url("/api/key?key=before"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        read.text().await.unwrap(),
+        r#"{"detail":"database unavailable"}"#
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "503 within the db timeout"
+    );
+    let write = app.client.put("during", "outage", Precondition::None).await;
+    assert!(matches!(write, Err(Error::Unavailable { .. })), "{write:?}");
+    let (status, ready) = app.client.ready().await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.database, DependencyState::Unavailable);
+    assert_eq!(ready.detail.as_deref(), Some("database unavailable"));
+    assert_eq!(
+        app.client.health().await.unwrap().status,
+        "ok",
+        "liveness stays up"
+    );
+    let node = app.client.status().await.unwrap();
+    assert_eq!(node.database.state, DependencyState::Unavailable);
+    assert_eq!(node.revision, None);
+
+    postgres.start_server();
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match app.client.get("before").await {
+            Ok(read) => {
+                assert_eq!(read.value, "outage");
+                break;
+            }
+            Err(Error::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("node did not recover: {err}"),
+        }
+    }
+    app.client
+        .put("after", "outage", Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(app.client.ready().await.unwrap().0, StatusCode::OK);
+    let metrics = app.client.metrics().await.unwrap();
+    assert!(
+        !metrics.contains(r#"status="500""#),
+        "outage errors are 503s, never 500s: {metrics}"
+    );
+}
+
+/// Heartbeats tell the cluster when a node has lost its database, and when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_say_degraded_while_the_database_is_down() {
+    use futures::StreamExt;
+    use kg_api::{NodeHealth, NodeHeartbeat};
+
+    let postgres = ThrowawayPostgres::start();
+    let prefix = crate::helpers::unique_prefix();
+    let mut options = AppOptions::with_redis(&crate::helpers::test_redis_url(), &prefix);
+    options.extra_args.push("--db-timeout=1s".to_owned());
+    let app = spawn_app_on(
+        &postgres.url(),
+        Arc::new(tempfile::tempdir().unwrap()),
+        options,
+    )
+    .await;
+    let written = app.client.put("k", "v", Precondition::None).await.unwrap();
+
+    let client = redis::Client::open(crate::helpers::test_redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(format!("{prefix}:nodes")).await.unwrap();
+    let mut beats = pubsub.into_on_message().map(|message| {
+        let payload: String = message.get_payload().unwrap();
+        serde_json::from_str::<NodeHeartbeat>(&payload).unwrap()
+    });
+    // Waits for a heartbeat with the wanted health; each arrives within about a second.
+    async fn expect(
+        beats: &mut (impl futures::Stream<Item = NodeHeartbeat> + Unpin),
+        want: NodeHealth,
+    ) -> NodeHeartbeat {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        loop {
+            let beat = tokio::time::timeout_at(deadline, beats.next())
+                .await
+                .unwrap_or_else(|_| panic!("no {want:?} heartbeat in time"))
+                .unwrap();
+            if beat.status == want {
+                return beat;
+            }
+        }
+    }
+
+    let healthy = expect(&mut beats, NodeHealth::Ok).await;
+    assert_eq!(
+        (healthy.node.as_str(), healthy.revision),
+        ("test-node", written.revision)
+    );
+    postgres.stop_server();
+    expect(&mut beats, NodeHealth::Degraded).await;
+    postgres.start_server();
+    expect(&mut beats, NodeHealth::Ok).await;
+}

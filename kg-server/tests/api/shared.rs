@@ -1,0 +1,61 @@
+//! Several nodes over one database, as in the cluster: revisions stay unique and ordered
+//! across nodes, and a write through one node is read through another. On SQLite the two
+//! nodes are two connection pools on one file, which is what WAL mode and the busy timeout
+//! are for.
+
+use std::collections::BTreeSet;
+
+use futures::future::join_all;
+use kg_api::Precondition;
+
+use crate::helpers::{spawn_app, spawn_app_on, AppOptions, Backend};
+
+on_both_backends!(nodes_sharing_a_database_never_reuse_a_revision);
+
+async fn nodes_sharing_a_database_never_reuse_a_revision(backend: Backend) {
+    let first = spawn_app(backend).await;
+    let options = AppOptions {
+        node_id: Some("second-node".to_owned()),
+        ..AppOptions::default()
+    };
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let second = spawn_app_on(&first.database_url, dir, options).await;
+
+    let writes = (0..40).map(|i| {
+        let client = if i % 2 == 0 {
+            first.client.clone()
+        } else {
+            second.client.clone()
+        };
+        async move {
+            client
+                .put(&format!("k{}", i % 5), &i.to_string(), Precondition::None)
+                .await
+        }
+    });
+    let results: Vec<_> = join_all(writes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    let revisions: BTreeSet<i64> = results.iter().map(|result| result.revision).collect();
+    assert_eq!(revisions.len(), 40, "every write got its own revision");
+    assert_eq!(
+        revisions.iter().copied().collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<_>>()
+    );
+    let nodes: BTreeSet<_> = results
+        .iter()
+        .filter_map(|result| result.meta.node.clone())
+        .collect();
+    assert_eq!(nodes.len(), 2, "both nodes answered: {nodes:?}");
+
+    first
+        .client
+        .put("shared", "from first", Precondition::None)
+        .await
+        .unwrap();
+    let read = second.client.get("shared").await.unwrap();
+    assert_eq!(read.value, "from first");
+    assert_eq!(read.meta.node.as_deref(), Some("second-node"));
+}

@@ -1,0 +1,283 @@
+//! Change events and the watch stream: order, resumption with Last-Event-ID, and delivery
+//! across nodes through Redis pub/sub or, without it, through the database.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kg_api::{ChangeEvent, EventType, NodeHeartbeat, Precondition};
+
+use crate::helpers::{
+    spawn_app, spawn_app_on, spawn_app_with, test_redis_url, unique_prefix, AppOptions, Backend,
+};
+
+on_both_backends!(
+    watch_streams_puts_and_deletes_in_revision_order,
+    watch_resumes_after_reconnects_without_missing_a_final_state,
+);
+
+/// The next event within `wait`, or a panic naming what was expected.
+async fn next_event(stream: &mut kg_api::WatchStream, wait: Duration) -> ChangeEvent {
+    tokio::time::timeout(wait, stream.next())
+        .await
+        .expect("an event within the wait")
+        .expect("the stream is open")
+        .expect("a well-formed event")
+}
+
+async fn watch_streams_puts_and_deletes_in_revision_order(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.client
+        .put("before/1", "old", Precondition::None)
+        .await
+        .unwrap();
+    // From revision 0: the replay brings what was written before the watch started.
+    let mut all = app.client.watch(None, Some(0)).await.unwrap();
+    let mut only_b = app.client.watch(Some("b/"), None).await.unwrap();
+    app.client
+        .put("b/1", "one", Precondition::None)
+        .await
+        .unwrap();
+    app.client
+        .put("c/1", "other", Precondition::None)
+        .await
+        .unwrap();
+    app.client.delete("b/1", Precondition::None).await.unwrap();
+
+    let wait = Duration::from_secs(5);
+    let replayed = next_event(&mut all, wait).await;
+    assert_eq!(
+        (replayed.key.as_str(), replayed.revision, replayed.kind),
+        ("before/1", 1, EventType::Put)
+    );
+    let put = next_event(&mut all, wait).await;
+    assert_eq!((put.key.as_str(), put.revision, put.version), ("b/1", 2, 1));
+    assert_eq!(
+        (put.value.as_deref(), put.node.as_str()),
+        (Some("one"), "test-node")
+    );
+    assert_eq!(next_event(&mut all, wait).await.revision, 3);
+    let delete = next_event(&mut all, wait).await;
+    assert_eq!(
+        (delete.kind, delete.revision, delete.version, delete.value),
+        (EventType::Delete, 4, 0, None)
+    );
+
+    let filtered: Vec<_> = [
+        next_event(&mut only_b, wait).await,
+        next_event(&mut only_b, wait).await,
+    ]
+    .into_iter()
+    .map(|event| (event.key, event.revision))
+    .collect();
+    assert_eq!(filtered, [("b/1".to_owned(), 2), ("b/1".to_owned(), 4)]);
+
+    // Large values travel without their value; the event still says what changed.
+    app.client
+        .put("b/big", &"x".repeat(2000), Precondition::None)
+        .await
+        .unwrap();
+    let big = next_event(&mut only_b, wait).await;
+    assert_eq!((big.key.as_str(), big.value), ("b/big", None));
+}
+
+/// A writer runs while a watcher disconnects and reconnects with the last id it saw. The
+/// watcher must see revisions only go up, and end with every key's final state.
+async fn watch_resumes_after_reconnects_without_missing_a_final_state(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let writer = tokio::spawn({
+        let client = app.client.clone();
+        async move {
+            for i in 0..300 {
+                let key = format!("k{}", i % 10);
+                if i % 7 == 3 {
+                    let _ = client.delete(&key, Precondition::None).await;
+                } else {
+                    client
+                        .put(&key, &i.to_string(), Precondition::None)
+                        .await
+                        .unwrap();
+                }
+                if i % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    });
+
+    let mut state: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut last = 0_i64;
+    for _session in 0..4 {
+        let mut stream = app.client.watch(None, Some(last)).await.unwrap();
+        for _ in 0..40 {
+            let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(3), stream.next()).await
+            else {
+                break;
+            };
+            let event = event.unwrap();
+            assert!(
+                event.revision > last,
+                "revision went backwards: {} after {last}",
+                event.revision
+            );
+            last = event.revision;
+            state.insert(event.key.clone(), event.value.clone());
+        }
+        drop(stream); // disconnect; the writer keeps going
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    writer.await.unwrap();
+    let final_revision = app.client.status().await.unwrap().revision.unwrap();
+    let mut stream = app.client.watch(None, Some(last)).await.unwrap();
+    while last < final_revision {
+        let event = next_event(&mut stream, Duration::from_secs(5)).await;
+        assert!(event.revision > last);
+        last = event.revision;
+        state.insert(event.key.clone(), event.value.clone());
+    }
+    let live: BTreeMap<String, Option<String>> = app
+        .client
+        .list_all(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.key, Some(record.value)))
+        .collect();
+    state.retain(|_, value| value.is_some());
+    assert_eq!(
+        state, live,
+        "the watcher's view equals the database's final state"
+    );
+}
+
+/// Two nodes over one database and one Redis: a write on one reaches a watcher on the other
+/// through pub/sub, and the channels carry the documented JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_and_heartbeats_cross_nodes_through_redis() {
+    let prefix = unique_prefix();
+    let first = spawn_app_with(
+        Backend::Postgres,
+        AppOptions::with_redis(&test_redis_url(), &prefix),
+    )
+    .await;
+    let mut options = AppOptions::with_redis(&test_redis_url(), &prefix);
+    options.node_id = Some("second-node".to_owned());
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let second = spawn_app_on(&first.database_url, dir, options).await;
+
+    let client = redis::Client::open(test_redis_url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub.subscribe(format!("{prefix}:events")).await.unwrap();
+    pubsub.subscribe(format!("{prefix}:nodes")).await.unwrap();
+    let mut watch = second.client.watch(None, None).await.unwrap();
+
+    let written = first
+        .client
+        .put("across", "nodes", Precondition::None)
+        .await
+        .unwrap();
+    let event = next_event(&mut watch, Duration::from_secs(2)).await;
+    assert_eq!(
+        (event.key.as_str(), event.revision, event.node.as_str()),
+        ("across", written.revision, "test-node")
+    );
+
+    let mut messages = pubsub.on_message();
+    let (mut saw_event, mut heartbeat_nodes) = (false, std::collections::BTreeSet::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while (!saw_event || heartbeat_nodes.len() < 2) && tokio::time::Instant::now() < deadline {
+        let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(3), messages.next()).await
+        else {
+            break;
+        };
+        let payload: String = message.get_payload().unwrap();
+        if message.get_channel_name().ends_with(":events") {
+            let json: serde_json::Value = serde_json::from_str(&payload).unwrap();
+            assert_eq!(json["type"], "put");
+            assert_eq!(json["key"], "across");
+            assert_eq!(json["value"], "nodes");
+            assert!(json["at"].as_str().unwrap().ends_with('Z'));
+            saw_event = true;
+        } else {
+            let beat: NodeHeartbeat = serde_json::from_str(&payload).unwrap();
+            heartbeat_nodes.insert(beat.node);
+        }
+    }
+    assert!(saw_event, "the event was published on {prefix}:events");
+    assert_eq!(
+        heartbeat_nodes.into_iter().collect::<Vec<_>>(),
+        ["second-node", "test-node"]
+    );
+}
+
+/// Without Redis, a node still learns of another node's writes, from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_watchers_learn_of_other_nodes_writes_from_the_database() {
+    let first = spawn_app(Backend::Postgres).await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let second = spawn_app_on(&first.database_url, dir, AppOptions::default()).await;
+    let mut watch = second.client.watch(None, None).await.unwrap();
+    let written = first
+        .client
+        .put("quiet", "db", Precondition::None)
+        .await
+        .unwrap();
+    let event = next_event(&mut watch, Duration::from_secs(3)).await;
+    assert_eq!(
+        (event.key.as_str(), event.revision),
+        ("quiet", written.revision)
+    );
+}
+
+/// Tombstones are purged after `--tombstone-retention`; a watcher that asks to resume below
+/// the purge gets 410 Gone, one at or above it is served, and the key can be created again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_tombstones_make_older_resumes_gone() {
+    let options = AppOptions {
+        extra_args: vec!["--tombstone-retention=1s".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(Backend::Postgres, options).await;
+    app.client
+        .put("short", "lived", Precondition::None)
+        .await
+        .unwrap();
+    let deleted = app
+        .client
+        .delete("short", Precondition::None)
+        .await
+        .unwrap();
+    app.client
+        .put("kept", "live", Precondition::None)
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let gone = loop {
+        match app.client.watch(None, Some(0)).await {
+            Err(kg_api::Error::Api { status, detail }) if status.as_u16() == 410 => break detail,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            other => panic!("expected 410 once the tombstone is purged, got {other:?}"),
+        }
+    };
+    assert!(
+        gone.contains(&format!("up to revision {}", deleted.revision)),
+        "{gone}"
+    );
+
+    let mut resumed = app
+        .client
+        .watch(None, Some(deleted.revision))
+        .await
+        .unwrap();
+    let kept = next_event(&mut resumed, Duration::from_secs(3)).await;
+    assert_eq!(kept.key, "kept");
+    let again = app
+        .client
+        .put("short", "again", Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!((again.create_revision, again.version), (again.revision, 1));
+}
