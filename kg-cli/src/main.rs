@@ -1,0 +1,32 @@
+//! The `kg` binary: parse the command line, run it, print any error once, exit with its code.
+
+use std::io::{self, ErrorKind, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+use kg_cli::{run, Cli, CliError};
+
+/// Exit code after ctrl-c, as shells report SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut input = io::stdin().lock();
+    let result = tokio::select! {
+        result = run(cli, &mut out, &mut input) => result,
+        _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
+    };
+    let _ = out.flush();
+    match result {
+        Ok(code) => ExitCode::from(code),
+        // A closed pipe (`kg list | head`) is the reader's choice, not a failure.
+        Err(CliError::Output(err)) if err.kind() == ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}

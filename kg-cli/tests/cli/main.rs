@@ -1,0 +1,381 @@
+//! kg's tests: the real command dispatch (`Cli::try_parse_from` + `run`) against a real node
+//! on a free port, checking output in every mode, stdin values, failover and exit codes.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+use clap::Parser;
+use kg_cli::{run, Cli, CliError};
+
+/// A node on embedded SQLite in a temporary directory.
+struct Node {
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn spawn_node() -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("kg.db").display());
+    spawn_node_with(dir, &database, "cli-node", &[]).await
+}
+
+/// A node on `database` (possibly shared with other nodes), with extra flags.
+async fn spawn_node_with(
+    dir: tempfile::TempDir,
+    database: &str,
+    node_id: &str,
+    extra: &[String],
+) -> Node {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut args = vec![
+        "kg-server".to_owned(),
+        format!("--listen={address}"),
+        format!("--database-url={database}"),
+        format!("--node-id={node_id}"),
+    ];
+    args.extend_from_slice(extra);
+    let config = kg_server::Config::try_parse_from(args).unwrap();
+    let state = kg_server::AppState::build(&config).await.unwrap();
+    tokio::spawn(kg_server::serve(listener, state, std::future::pending()));
+    Node {
+        endpoint: format!("http://{address}"),
+        _dir: dir,
+    }
+}
+
+/// An endpoint where nothing listens.
+fn dead_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// Runs `kg ARGS` with `stdin`; returns the exit code and stdout, as the binary would.
+async fn kg(args: &[&str], stdin: &str) -> (u8, String) {
+    let cli = match Cli::try_parse_from(std::iter::once("kg").chain(args.iter().copied())) {
+        Ok(cli) => cli,
+        Err(err) => return (err.exit_code() as u8, err.to_string()),
+    };
+    let mut out = Vec::new();
+    let code = match run(cli, &mut out, &mut stdin.as_bytes()).await {
+        Ok(code) => code,
+        Err(err) => {
+            out.extend_from_slice(format!("error: {err}").as_bytes());
+            err.exit_code()
+        }
+    };
+    (code, String::from_utf8(out).unwrap())
+}
+
+#[tokio::test]
+async fn put_get_delete_in_every_output_mode() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    assert_eq!(
+        kg(&["-e", e, "put", "greeting", "hello"], "").await,
+        (0, "OK revision 1\n".into())
+    );
+    assert_eq!(
+        kg(&["-e", e, "get", "greeting"], "").await,
+        (0, "hello\n".into())
+    );
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "get", "greeting"], "").await,
+        (0, "hello".into())
+    );
+    let (code, json) = kg(&["-e", e, "-o", "json", "get", "greeting"], "").await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"key":"greeting","value":"hello","revision":1,"create_revision":1,
+                           "version":1,"node":"cli-node","cache":"miss"})
+    );
+    let (_, put_json) = kg(&["-e", e, "-o", "json", "put", "greeting", "again"], "").await;
+    let put_json: serde_json::Value = serde_json::from_str(&put_json).unwrap();
+    assert_eq!(
+        (put_json["revision"].as_i64(), put_json["version"].as_i64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "delete", "greeting"], "").await,
+        (0, "3\n".into())
+    );
+}
+
+#[tokio::test]
+async fn put_reads_the_value_from_stdin_with_a_dash() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    let value = "line one\nline two\n\u{e9}";
+    assert_eq!(kg(&["-e", e, "put", "doc", "-"], value).await.0, 0);
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "get", "doc"], "").await,
+        (0, value.to_owned())
+    );
+}
+
+#[tokio::test]
+async fn exit_codes_are_documented_and_distinct() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    // 1: key not found, with the server's detail.
+    assert_eq!(
+        kg(&["-e", e, "get", "missing"], "").await,
+        (1, "error: Key not found".into())
+    );
+    assert_eq!(kg(&["-e", e, "delete", "missing"], "").await.0, 1);
+    // 2: usage errors, from clap and from the server's 4xx.
+    assert_eq!(kg(&["-e", e, "get"], "").await.0, 2);
+    assert_eq!(
+        kg(
+            &[
+                "-e",
+                e,
+                "put",
+                "k",
+                "v",
+                "--if-revision",
+                "1",
+                "--create-only"
+            ],
+            ""
+        )
+        .await
+        .0,
+        2
+    );
+    assert_eq!(kg(&["--timeout", "soon", "get", "k"], "").await.0, 2);
+    let (code, message) = kg(&["-e", e, "put", "bad\nkey", "v"], "").await;
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("control characters"), "{message}");
+    // 3: a lost compare-and-swap.
+    kg(&["-e", e, "put", "k", "v"], "").await;
+    let (code, message) = kg(&["-e", e, "put", "k", "w", "--if-revision", "99"], "").await;
+    assert_eq!(code, 3);
+    assert!(
+        message.starts_with("error: precondition failed"),
+        "{message}"
+    );
+    assert_eq!(
+        kg(&["-e", e, "put", "k", "w", "--create-only"], "").await.0,
+        3
+    );
+    assert_eq!(
+        kg(&["-e", e, "delete", "k", "--if-revision", "99"], "")
+            .await
+            .0,
+        3
+    );
+    assert_eq!(
+        kg(&["-e", e, "put", "k", "w", "--if-revision", "1"], "")
+            .await
+            .0,
+        0
+    );
+    // 4: nothing reachable.
+    let (code, message) = kg(&["-e", &dead_endpoint(), "--timeout", "1s", "get", "k"], "").await;
+    assert_eq!(code, 4);
+    assert!(message.starts_with("error: cannot reach"), "{message}");
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_skipped_for_the_next_one() {
+    let node = spawn_node().await;
+    let endpoints = format!("{},{}", dead_endpoint(), node.endpoint);
+    assert_eq!(kg(&["-e", &endpoints, "put", "k", "v"], "").await.0, 0);
+    let dead = dead_endpoint();
+    assert_eq!(
+        kg(&["-e", &dead, "-e", &node.endpoint, "get", "k"], "").await,
+        (0, "v\n".into())
+    );
+}
+
+#[tokio::test]
+async fn list_walks_every_page_and_prints_an_aligned_table() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    for (key, value) in [
+        ("user/1", "ann"),
+        ("user/2", "bob"),
+        ("user/10", "a longer value"),
+        ("other", "x"),
+    ] {
+        kg(&["-e", e, "put", key, value], "").await;
+    }
+    let (code, table) = kg(&["-e", e, "list", "--prefix", "user/"], "").await;
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("list_table", table);
+    assert_eq!(
+        kg(&["-e", e, "list", "--keys-only", "--limit", "2"], "").await,
+        (0, "other\nuser/1\n".into())
+    );
+    let (_, json) = kg(&["-e", e, "-o", "json", "list"], "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+
+    // More keys than one page holds: every page is walked.
+    for i in 0..1005 {
+        kg(&["-e", e, "put", &format!("bulk/{i:04}"), "v"], "").await;
+    }
+    let (code, keys) = kg(&["-e", e, "list", "--prefix", "bulk/", "--keys-only"], "").await;
+    assert_eq!((code, keys.lines().count()), (0, 1005));
+}
+
+#[tokio::test]
+async fn watch_prints_one_line_per_event_and_stops_after_count() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    kg(&["-e", e, "put", "w/1", "one"], "").await;
+    kg(&["-e", e, "delete", "w/1"], "").await;
+    kg(&["-e", e, "put", "w/2", "two\nlines"], "").await;
+    kg(&["-e", e, "put", "other", "x"], "").await;
+    // Revisions: w/1 put 1, delete 2, w/2 put 3, other 4.
+    let (code, lines) = kg(
+        &[
+            "-e",
+            e,
+            "watch",
+            "--prefix",
+            "w/",
+            "--from-revision",
+            "0",
+            "--count",
+            "1",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0);
+    // Replay gives each key's latest state: the delete.
+    assert!(
+        lines.contains("DELETE w/1  (rev 2, node cli-node)"),
+        "{lines}"
+    );
+    let (_, lines) = kg(
+        &[
+            "-e",
+            e,
+            "watch",
+            "--prefix",
+            "w/2",
+            "--from-revision",
+            "0",
+            "--count",
+            "1",
+        ],
+        "",
+    )
+    .await;
+    assert!(
+        lines.ends_with("PUT    w/2 = two\\nlines  (rev 3, node cli-node)\n"),
+        "one line per event, control characters escaped: {lines}"
+    );
+    let (code, json) = kg(
+        &[
+            "-e",
+            e,
+            "-o",
+            "json",
+            "watch",
+            "--from-revision",
+            "0",
+            "--count",
+            "2",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0);
+    let events: Vec<serde_json::Value> = json
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "delete");
+    assert_eq!(
+        (events[1]["key"].as_str(), events[1]["revision"].as_i64()),
+        (Some("w/2"), Some(3))
+    );
+}
+
+#[tokio::test]
+async fn health_and_status_report_each_node() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    let (code, table) = kg(&["-e", e, "health"], "").await;
+    assert_eq!(code, 0, "{table}");
+    assert!(table.starts_with("ENDPOINT"), "{table}");
+    assert!(table.contains("cli-node  ok"), "{table}");
+    let dead = dead_endpoint();
+    let (code, table) = kg(&["-e", e, "-e", &dead, "--timeout", "1s", "health"], "").await;
+    assert_eq!(code, 1, "a down node makes health exit 1: {table}");
+    assert!(table.contains("down"), "{table}");
+    let (_, json) = kg(&["-e", e, "-o", "json", "health"], "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[0]["status"], "ok");
+
+    let (code, status) = kg(&["-e", e, "status"], "").await;
+    assert_eq!(code, 0);
+    assert!(status.contains("node      cli-node"), "{status}");
+    assert!(status.contains("database  sqlite (ok)"), "{status}");
+    let (_, json) = kg(&["-e", e, "-o", "json", "status"], "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["node"], "cli-node");
+}
+
+/// With Redis, `health` given one endpoint also checks every node that node has heard from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_in_cluster_mode_checks_every_node_the_first_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let redis =
+        std::env::var("KG_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("kgtest-cli-{}", std::process::id());
+    let extra = [
+        format!("--redis-url={redis}"),
+        format!("--redis-prefix={prefix}"),
+    ];
+    let first = spawn_node_with(dir, &database, "node-a", &extra).await;
+    let _second = spawn_node_with(tempfile::tempdir().unwrap(), &database, "node-b", &extra).await;
+
+    // Heartbeats go out every second; give both nodes time to hear each other.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (code, table) = kg(&["-e", &first.endpoint, "health"], "").await;
+        if table.contains("node-a") && table.contains("node-b") {
+            assert_eq!(code, 0, "{table}");
+            assert_eq!(
+                table.lines().count(),
+                3,
+                "a header and one row per node: {table}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node-b never appeared: {table}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn help_and_completions() {
+    let (code, help) = kg(&["--help"], "").await;
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("help", help);
+    let (code, script) = kg(&["completions", "bash"], "").await;
+    assert_eq!(code, 0);
+    assert!(
+        script.contains("_kg()") && script.contains("watch"),
+        "{script}"
+    );
+}
+
+#[test]
+fn errors_map_to_exit_codes() {
+    let check = |err: CliError, code: u8| assert_eq!(err.exit_code(), code, "{err}");
+    check(CliError::NotFound("x".into()), 1);
+    check(CliError::Usage("x".into()), 2);
+    check(CliError::Precondition("x".into()), 3);
+    check(CliError::Unavailable("x".into()), 4);
+}
