@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every check KeyGrid has: formatting, clippy with -D warnings, and the whole cargo test
+# suite against the machine's PostgreSQL and Redis and embedded SQLite. PostgreSQL and Redis
+# are required: when either cannot be reached this script fails loudly; nothing is skipped.
+# Tests that stop a server start their own throwaway one (initdb + pg_ctl, redis-server).
+#
+#   KG_TEST_DATABASE_URL  admin URL of the PostgreSQL the tests create databases in
+#                         (default postgres://postgres@127.0.0.1:5432/postgres)
+#   KG_TEST_REDIS_URL     the Redis the tests share, each under its own key prefix
+#                         (default redis://127.0.0.1:6379)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+export KG_TEST_DATABASE_URL="${KG_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+export KG_TEST_REDIS_URL="${KG_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+step "checking prerequisites"
+ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools
+if ! psql "$KG_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
+    fail "PostgreSQL is not reachable at $KG_TEST_DATABASE_URL; the tests need it (set KG_TEST_DATABASE_URL)"
+fi
+if [ "$(redis-cli -u "$KG_TEST_REDIS_URL" ping 2>/dev/null)" != "PONG" ]; then
+    fail "Redis is not reachable at $KG_TEST_REDIS_URL; the tests need it (set KG_TEST_REDIS_URL)"
+fi
+# Each test creates its own kgtest_* database; drop what earlier runs left behind.
+psql "$KG_TEST_DATABASE_URL" -qAtc \
+    "select format('drop database if exists %I;', datname) from pg_database where datname like 'kgtest\_%'" |
+    psql "$KG_TEST_DATABASE_URL" -q >/dev/null
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "all checks passed"
