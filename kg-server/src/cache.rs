@@ -115,6 +115,9 @@ pub struct Cache {
     /// The Redis server's run_id at the last recovery: a new one means Redis restarted, maybe
     /// from a snapshot older than some writes, even if no call of ours failed meanwhile.
     run_id: Mutex<Option<String>>,
+    /// Held while recovering: two recoveries at once (the supervisor's and a caller's) would
+    /// each bump the epoch, and the second bump would fence writes made after the first.
+    recovering: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Cache {
@@ -142,6 +145,7 @@ impl Cache {
             writes_enabled: AtomicBool::new(false),
             reads_enabled: AtomicBool::new(false),
             run_id: Mutex::new(None),
+            recovering: tokio::sync::Mutex::new(()),
             known_epoch: std::sync::atomic::AtomicI64::new(0),
         })
     }
@@ -276,6 +280,10 @@ impl Cache {
     pub async fn recover(&self) -> bool {
         if self.is_healthy() {
             return true;
+        }
+        let _recovering = self.recovering.lock().await;
+        if self.is_healthy() {
+            return true; // another caller recovered while this one waited
         }
         match self.try_recover().await {
             Ok(()) => true,
