@@ -34,5 +34,87 @@ ensure_packages() {
     step "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Packages such as nginx start their service on install (nginx on :80); the scripts run
+    # their own instances, so keep apt from starting any while it installs.
+    local policy=/usr/sbin/policy-rc.d created=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1
+    fi
+    local status=0
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+    [ "$created" = 1 ] && rm -f "$policy"
+    [ "$status" = 0 ] || fail "apt-get install ${missing[*]} failed"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The local stack (start.sh, stop.sh, node.sh): where it lives and how to reach its parts.
+#
+#   KG_STATE_DIR  where the stack keeps its data, logs and pid files (default .keygrid)
+#   KG_PG_PORT    the stack's own PostgreSQL (default 5442)
+#   KG_REDIS_PORT the stack's own Redis (default 6389)
+#   KG_PROFILE    cargo profile of the binaries: release (default) or debug
+# The nodes listen on 8001-8003, nginx on 8000 (API) and 8080 (web view).
+
+KG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+KG_STATE_DIR=${KG_STATE_DIR:-$KG_ROOT/.keygrid}
+KG_PG_PORT=${KG_PG_PORT:-5442}
+KG_REDIS_PORT=${KG_REDIS_PORT:-6389}
+KG_PROFILE_SET=${KG_PROFILE:+1}
+KG_PROFILE=${KG_PROFILE:-release}
+KG_NODES=(n1 n2 n3)
+KG_API_PORT=8000
+KG_WEB_PORT=8080
+KG_RUN="$KG_STATE_DIR/run"
+KG_LOGS="$KG_STATE_DIR/logs"
+KG_DATABASE_URL="postgres://postgres@127.0.0.1:$KG_PG_PORT/keygrid"
+KG_STACK_REDIS_URL="redis://127.0.0.1:$KG_REDIS_PORT"
+
+# The binaries' directory: the one start.sh recorded for the running stack, else KG_PROFILE's.
+kg_bin_dir() {
+    if [ -z "${KG_PROFILE_SET:-}" ] && [ -s "$KG_RUN/bin-dir" ]; then
+        cat "$KG_RUN/bin-dir"
+        return
+    fi
+    case "$KG_PROFILE" in
+        release) printf '%s\n' "$KG_ROOT/target/release" ;;
+        debug | dev) printf '%s\n' "$KG_ROOT/target/debug" ;;
+        *) fail "KG_PROFILE must be release or debug, not $KG_PROFILE" ;;
+    esac
+}
+
+# node_port n2 -> 8002
+node_port() {
+    case "$1" in
+        n1) echo 8001 ;;
+        n2) echo 8002 ;;
+        n3) echo 8003 ;;
+        *) fail "unknown node '$1' (the nodes are ${KG_NODES[*]})" ;;
+    esac
+}
+
+# pid_alive FILE: true when FILE names a running process.
+pid_alive() {
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+# port_in_use PORT: true when something listens on 127.0.0.1:PORT.
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# http_status URL: the HTTP status of a GET, or 000 when nothing answers.
+http_status() {
+    curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true
+}
+
+# wait_for_status URL STATUS SECONDS: polls URL until it answers STATUS.
+wait_for_status() {
+    local url=$1 want=$2 deadline=$((SECONDS + $3))
+    while [ "$(http_status "$url")" != "$want" ]; do
+        [ $SECONDS -lt $deadline ] || return 1
+        sleep 0.2
+    done
 }

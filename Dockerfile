@@ -1,0 +1,29 @@
+# syntax=docker/dockerfile:1
+# KeyGrid's image: kg-server and the kg CLI, built with cargo and run on debian-slim as a
+# non-root user. docker-compose.yml runs three of these behind nginx.
+
+# --- build ---------------------------------------------------------------------------------------
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+# BuildKit cache mounts keep the registry and target/ between builds, so a rebuild after a
+# source change compiles only KeyGrid's own crates.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p kg-server -p kg-cli \
+    && mkdir -p /out && cp target/release/kg-server target/release/kg /out/
+
+# --- run -----------------------------------------------------------------------------------------
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /var/lib/keygrid --create-home keygrid
+COPY --from=build /out/kg-server /out/kg /usr/local/bin/
+USER keygrid
+WORKDIR /var/lib/keygrid
+ENV KG_LISTEN=0.0.0.0:8000
+EXPOSE 8000
+HEALTHCHECK --interval=5s --timeout=2s --start-period=10s --retries=3 \
+    CMD curl -fsS "http://127.0.0.1:${KG_LISTEN##*:}/api/ready" >/dev/null || exit 1
+ENTRYPOINT ["kg-server"]

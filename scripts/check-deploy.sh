@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Validates the deployment files offline, as there is no Docker engine or Kubernetes here:
+#   - docker-compose.yml with `docker-compose config -q` (Debian's docker-compose);
+#   - that docker-compose.yml and nginx/keygrid.conf agree on the nodes' service names and
+#     ports and on nginx's published ports;
+#   - deploy/kubernetes/*.yaml with kubernetes-validate --strict (from PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_packages docker-compose:docker-compose
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    step "installing kubernetes-validate"
+    python3 -m pip install -q kubernetes-validate
+fi
+
+step "docker-compose config"
+docker-compose -f docker-compose.yml config -q
+
+step "docker-compose.yml agrees with nginx/keygrid.conf"
+# Debian's docker-compose runs on the system Python, which therefore has PyYAML.
+docker-compose -f docker-compose.yml config | /usr/bin/python3 -c '
+import re, sys, yaml
+
+compose = yaml.safe_load(sys.stdin)
+services = compose["services"]
+nginx = open("nginx/keygrid.conf").read()
+problems = []
+
+upstream = re.search(r"upstream keygrid_nodes \{(.*?)\n\}", nginx, re.S).group(1)
+servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", upstream, re.M)
+backends = sorted(name for name in services if name.startswith("backend"))
+if sorted(host for host, _ in servers) != backends:
+    problems.append(f"nginx upstream {servers} != compose backends {backends}")
+for host, port in servers:
+    service = services.get(host)
+    if service is None:
+        continue
+    listen = str(service.get("environment", {}).get("KG_LISTEN", ""))
+    if not listen.endswith(":" + port):
+        problems.append(f"{host}: nginx expects port {port}, the node listens on {listen!r}")
+    if "healthcheck" not in service:
+        problems.append(f"{host}: no healthcheck")
+
+published = {str(p["target"]) if isinstance(p, dict) else str(p).split(":")[-1]
+             for p in services["nginx"].get("ports", [])}
+for port in re.findall(r"^\s*listen\s+(\d+);", nginx, re.M):
+    if port not in published:
+        problems.append(f"nginx listens on {port} but compose does not publish it")
+
+for name, service in services.items():
+    if "healthcheck" not in service and name.startswith(("postgres", "redis", "nginx", "pgadmin")):
+        problems.append(f"{name}: no healthcheck")
+    if service.get("restart") != "unless-stopped":
+        problems.append(f"{name}: restart is not unless-stopped")
+
+if problems:
+    sys.exit("\n".join(problems))
+print(f"ok: {len(servers)} nodes, ports {sorted(published)}")
+'
+
+step "kubernetes-validate"
+kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+echo "ok: $(ls deploy/kubernetes/*.yaml | wc -l) manifests"

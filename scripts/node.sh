@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Controls one node of the local stack (scripts/start.sh): this is what the failover drill and
+# the cluster tests use.
+#
+#   ./scripts/node.sh stop n2     graceful: finish in-flight requests, then exit; stays down
+#   ./scripts/node.sh start n2    start it (again) and wait until it is ready
+#   ./scripts/node.sh kill n2     SIGKILL, as a crash would; stays down, like `docker kill`
+#   ./scripts/node.sh restart n2  stop, then start
+#   ./scripts/node.sh status      every node: up or down, pid, readiness
+#
+# Each node runs under a small supervisor that restarts it a second after it dies on its own,
+# as the seed's `restart: unless-stopped` does; stop and kill tell the supervisor to let it be.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# The supervisor: runs the node, restarts it when it exits unless asked to stay down.
+supervise() {
+    local node=$1 port bin status child
+    port=$(node_port "$node")
+    bin=$(kg_bin_dir)
+    echo $$ >"$KG_RUN/$node.supervisor.pid"
+    # stop.sh or a stray SIGTERM: take the node down with us, gracefully.
+    trap 'touch "$KG_RUN/$node.down"; [ -n "${child:-}" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+    while [ ! -e "$KG_RUN/$node.down" ]; do
+        KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$node" KG_DATABASE_URL="$KG_DATABASE_URL" \
+            KG_REDIS_URL="$KG_STACK_REDIS_URL" "$bin/kg-server" &
+        child=$!
+        echo "$child" >"$KG_RUN/$node.pid"
+        status=0
+        # `wait` returns early when a trapped signal arrives; wait again for the drain.
+        wait "$child" || status=$?
+        while kill -0 "$child" 2>/dev/null; do wait "$child" || status=$?; done
+        rm -f "$KG_RUN/$node.pid"
+        [ -e "$KG_RUN/$node.down" ] && break
+        echo "supervisor: $node exited with status $status; restarting in 1 s" >&2
+        sleep 1
+    done
+    rm -f "$KG_RUN/$node.supervisor.pid"
+}
+
+start() {
+    local node=$1 wait=${2:-} port
+    port=$(node_port "$node")
+    mkdir -p "$KG_RUN" "$KG_LOGS"
+    if pid_alive "$KG_RUN/$node.supervisor.pid"; then
+        echo "$node is already running"
+    else
+        [ -x "$(kg_bin_dir)/kg-server" ] || fail "$(kg_bin_dir)/kg-server is missing; run ./scripts/start.sh"
+        port_in_use "$port" && fail "port $port is taken by something else"
+        rm -f "$KG_RUN/$node.down"
+        setsid nohup "$0" supervise "$node" >>"$KG_LOGS/$node.log" 2>&1 </dev/null &
+        echo "$node starting on 127.0.0.1:$port (log: $KG_LOGS/$node.log)"
+    fi
+    if [ "$wait" != --no-wait ]; then
+        wait_for_status "http://127.0.0.1:$port/api/ready" 200 30 ||
+            fail "$node did not become ready; see $KG_LOGS/$node.log"
+        echo "$node is ready"
+    fi
+}
+
+# stop_node NODE SIGNAL: marks the node down, signals it and waits for it to go.
+stop_node() {
+    local node=$1 signal=$2 pid
+    node_port "$node" >/dev/null
+    touch "$KG_RUN/$node.down"
+    if ! pid_alive "$KG_RUN/$node.pid"; then
+        echo "$node is not running"
+    else
+        pid=$(cat "$KG_RUN/$node.pid")
+        kill "-$signal" "$pid" 2>/dev/null || true
+        # A graceful stop drains in-flight requests; give it 30 s before forcing it.
+        for _ in $(seq 300); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            echo "$node did not drain within 30 s; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        echo "$node stopped ($signal)"
+    fi
+    # The supervisor sees the marker and exits.
+    for _ in $(seq 50); do
+        pid_alive "$KG_RUN/$node.supervisor.pid" || break
+        sleep 0.1
+    done
+}
+
+status() {
+    local node port state ready
+    printf '%-5s %-6s %-8s %s\n' NODE STATE PID READY
+    for node in "${KG_NODES[@]}"; do
+        port=$(node_port "$node")
+        if pid_alive "$KG_RUN/$node.pid"; then state=up; else state=down; fi
+        ready=$(http_status "http://127.0.0.1:$port/api/ready")
+        printf '%-5s %-6s %-8s %s\n' "$node" "$state" "$(cat "$KG_RUN/$node.pid" 2>/dev/null || echo -)" "$ready"
+    done
+}
+
+case "${1:-}" in
+    start) [ $# -ge 2 ] || { usage; exit 2; }; start "$2" "${3:-}" ;;
+    stop) [ $# -eq 2 ] || { usage; exit 2; }; stop_node "$2" TERM ;;
+    kill) [ $# -eq 2 ] || { usage; exit 2; }; stop_node "$2" KILL ;;
+    restart) [ $# -eq 2 ] || { usage; exit 2; }; stop_node "$2" TERM; start "$2" ;;
+    status) status ;;
+    supervise) supervise "$2" ;;
+    -h | --help) usage ;;
+    *) usage; exit 2 ;;
+esac

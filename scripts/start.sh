@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Starts the whole KeyGrid stack with one command: a PostgreSQL and a Redis of its own, three
+# supervised kg-server nodes (n1, n2, n3 on 8001-8003) and nginx (API on :8000, web view on
+# :8080). Everything lives under .keygrid/; ./scripts/stop.sh stops it without losing data.
+#
+#   ./scripts/start.sh            build and start the local stack (no Docker needed)
+#   ./scripts/start.sh --docker   the same with `docker compose up -d --build`
+#   ./scripts/start.sh --no-build start from binaries built earlier
+#
+# Run it again while the stack runs and it says so, starting only what is missing.
+# Environment: see the stack section of scripts/lib.sh (KG_STATE_DIR, KG_PG_PORT, ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+build=1
+case "${1:-}" in
+    "") ;;
+    --no-build) build=0 ;;
+    --docker)
+        command -v docker >/dev/null 2>&1 || fail "--docker needs a Docker engine; without one, run ./scripts/start.sh"
+        if docker compose version >/dev/null 2>&1; then
+            exec docker compose up -d --build
+        fi
+        exec docker-compose up -d --build
+        ;;
+    -h | --help)
+        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *) fail "unknown option '$1' (try --help)" ;;
+esac
+
+step "checking prerequisites"
+ensure_packages curl:curl psql:postgresql-client initdb:postgresql \
+    redis-server:redis-server redis-cli:redis-tools nginx:nginx
+command -v cargo >/dev/null 2>&1 || fail "cargo is missing; install Rust from https://rustup.rs"
+mkdir -p "$KG_RUN" "$KG_LOGS" "$KG_STATE_DIR/nginx/tmp"
+# KG_PROFILE, or the binaries of the stack that is already running.
+bin=$(kg_bin_dir)
+
+if [ "$build" = 1 ]; then
+    profile_flag=()
+    [ "$(basename "$bin")" = release ] && profile_flag=(--release)
+    step "building kg-server and kg ($(basename "$bin"))"
+    cargo build "${profile_flag[@]}" --locked -p kg-server -p kg-cli
+    if [ -f web/package.json ]; then
+        step "building the web view"
+        (cd web && npm ci --no-audit --no-fund && npm run build)
+    fi
+fi
+[ -x "$bin/kg-server" ] || fail "$bin/kg-server is missing; run without --no-build"
+# node.sh (restarts, the drill) uses the binaries this start chose.
+echo "$bin" >"$KG_RUN/bin-dir"
+
+already=0
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+# A cluster of its own on KG_PG_PORT, TCP only, with fsync and synchronous_commit on: a commit
+# that KeyGrid acknowledged survives a power cut, throwaway instance or not.
+pg_bin=$(pg_bin_dir) || fail "PostgreSQL's server binaries are missing"
+pgdata="$KG_STATE_DIR/postgres"
+as_postgres=()
+if [ "$(id -u)" -eq 0 ]; then
+    # PostgreSQL refuses to run as root. When the postgres user cannot reach the checkout
+    # (say it is under /root), the data lives under /var/lib/keygrid and is linked from here.
+    as_postgres=(runuser -u postgres --)
+    if [ ! -e "$pgdata" ] && ! runuser -u postgres -- test -x "$KG_STATE_DIR"; then
+        real="/var/lib/keygrid/$(printf '%s' "$KG_STATE_DIR" | md5sum | cut -c1-12)/postgres"
+        mkdir -p "$real"
+        ln -s "$real" "$pgdata"
+    fi
+    mkdir -p "$pgdata"
+    chown postgres: "$pgdata" "$(readlink -f "$pgdata")"
+    chmod 700 "$(readlink -f "$pgdata")"
+fi
+if [ ! -s "$pgdata/PG_VERSION" ]; then
+    step "initialising PostgreSQL in $pgdata"
+    "${as_postgres[@]}" "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 \
+        --locale=C >"$KG_LOGS/initdb.log" 2>&1 || fail "initdb failed; see $KG_LOGS/initdb.log"
+    cat >>"$pgdata/postgresql.conf" <<CONF
+
+# KeyGrid's stack: durability stays on (these are the defaults, stated so nobody turns them off)
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+max_connections = 200
+CONF
+fi
+if "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+    echo "PostgreSQL is already running on $KG_PG_PORT"
+    already=$((already + 1))
+else
+    port_in_use "$KG_PG_PORT" && fail "port $KG_PG_PORT is taken by something else; set KG_PG_PORT"
+    step "starting PostgreSQL on 127.0.0.1:$KG_PG_PORT"
+    touch "$KG_LOGS/postgres.log"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$KG_LOGS/postgres.log"
+    "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -l "$KG_LOGS/postgres.log" -w -t 60 \
+        -o "-p $KG_PG_PORT" start >/dev/null || fail "PostgreSQL did not start; see $KG_LOGS/postgres.log"
+fi
+admin_url="postgres://postgres@127.0.0.1:$KG_PG_PORT/postgres"
+if [ -z "$(psql "$admin_url" -qAtc "select 1 from pg_database where datname = 'keygrid'")" ]; then
+    psql "$admin_url" -qc "create database keygrid" >/dev/null
+fi
+
+# --- Redis -------------------------------------------------------------------------------------
+# Only a cache and an event bus: it keeps nothing on disk, and the nodes distrust its entries
+# after a restart (see docs/consistency.md).
+if pid_alive "$KG_RUN/redis.pid"; then
+    echo "Redis is already running on $KG_REDIS_PORT"
+    already=$((already + 1))
+else
+    port_in_use "$KG_REDIS_PORT" && fail "port $KG_REDIS_PORT is taken by something else; set KG_REDIS_PORT"
+    step "starting Redis on 127.0.0.1:$KG_REDIS_PORT"
+    mkdir -p "$KG_STATE_DIR/redis"
+    redis-server --port "$KG_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+        --pidfile "$KG_RUN/redis.pid" --logfile "$KG_LOGS/redis.log" \
+        --dir "$KG_STATE_DIR/redis" --save "" --appendonly no >/dev/null
+    for _ in $(seq 50); do
+        [ "$(redis-cli -p "$KG_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+        sleep 0.1
+    done
+    [ "$(redis-cli -p "$KG_REDIS_PORT" ping 2>/dev/null)" = PONG ] || fail "Redis did not start; see $KG_LOGS/redis.log"
+fi
+
+# --- the nodes ---------------------------------------------------------------------------------
+for node in "${KG_NODES[@]}"; do
+    if pid_alive "$KG_RUN/$node.supervisor.pid"; then
+        echo "$node is already running on $(node_port "$node")"
+        already=$((already + 1))
+    else
+        scripts/node.sh start "$node" --no-wait
+    fi
+done
+
+# --- nginx -------------------------------------------------------------------------------------
+nginx_dir="$KG_STATE_DIR/nginx"
+user_line=""
+if [ "$(id -u)" -eq 0 ]; then
+    # Workers must read web/dist, which may sit in a directory only root can enter.
+    user_line="user root;"
+fi
+sed -e "s|@STATE@|$KG_STATE_DIR|g" -e "s|@USER@|$user_line|" \
+    nginx/nginx.local.conf.in >"$nginx_dir/nginx.conf"
+sed -e 's|backend\([0-9]\):|127.0.0.1:|' \
+    -e "s|/var/log/nginx/|$KG_LOGS/|" \
+    -e "s|/usr/share/nginx/html|$KG_ROOT/web/dist|" \
+    nginx/keygrid.conf >"$nginx_dir/keygrid.conf"
+if pid_alive "$nginx_dir/nginx.pid"; then
+    echo "nginx is already running on $KG_API_PORT and $KG_WEB_PORT (configuration reloaded)"
+    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -s reload 2>>"$KG_LOGS/nginx-error.log"
+    already=$((already + 1))
+else
+    for port in "$KG_API_PORT" "$KG_WEB_PORT"; do
+        port_in_use "$port" && fail "port $port is taken by something else (nginx needs $KG_API_PORT and $KG_WEB_PORT)"
+    done
+    step "starting nginx on :$KG_API_PORT (API) and :$KG_WEB_PORT (web view)"
+    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -t -q 2>"$KG_LOGS/nginx-check.log" ||
+        fail "nginx rejected its configuration: $(cat "$KG_LOGS/nginx-check.log")"
+    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf"
+fi
+
+# --- ready? ------------------------------------------------------------------------------------
+step "waiting for the nodes to be ready"
+for node in "${KG_NODES[@]}"; do
+    port=$(node_port "$node")
+    wait_for_status "http://127.0.0.1:$port/api/ready" 200 60 ||
+        fail "$node is not ready on $port; see $KG_LOGS/$node.log"
+    echo "$node ready on http://127.0.0.1:$port"
+done
+wait_for_status "http://127.0.0.1:$KG_API_PORT/api/health" 200 10 ||
+    fail "nginx does not reach the nodes; see $KG_LOGS/nginx-error.log"
+
+if [ "$already" -eq $((${#KG_NODES[@]} + 3)) ]; then
+    step "KeyGrid is already running"
+else
+    step "KeyGrid is running"
+fi
+web_note=""
+[ -f web/dist/index.html ] || web_note="  (web/dist is not built: there is no web view yet)"
+cat <<EOF
+  API        http://127.0.0.1:$KG_API_PORT/api/health   (round-robin over n1-n3)
+  web view   http://127.0.0.1:$KG_WEB_PORT/$web_note
+  Swagger    http://127.0.0.1:$KG_API_PORT/api/docs/
+  nodes      http://127.0.0.1:8001  http://127.0.0.1:8002  http://127.0.0.1:8003
+  CLI        $bin/kg --endpoint http://127.0.0.1:$KG_API_PORT health
+  logs       $KG_LOGS/
+  stop       ./scripts/stop.sh      one node: ./scripts/node.sh stop|start|kill n2
+EOF

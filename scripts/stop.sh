@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Stops the local stack that scripts/start.sh started, without losing data: nginx finishes its
+# requests, each node drains, and PostgreSQL shuts down cleanly. The data stays under
+# .keygrid/ for the next start; `--purge` deletes it afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+purge=0
+case "${1:-}" in
+    "") ;;
+    --purge) purge=1 ;;
+    -h | --help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) fail "unknown option '$1' (try --help)" ;;
+esac
+
+nginx_pid="$KG_STATE_DIR/nginx/nginx.pid"
+if pid_alive "$nginx_pid"; then
+    step "stopping nginx"
+    pid=$(cat "$nginx_pid")
+    kill -QUIT "$pid" # graceful: finish the requests in flight
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -TERM "$pid"
+fi
+
+step "stopping the nodes"
+for node in "${KG_NODES[@]}"; do
+    scripts/node.sh stop "$node" &
+done
+wait
+
+if pid_alive "$KG_RUN/redis.pid"; then
+    step "stopping Redis"
+    redis-cli -p "$KG_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$KG_RUN/redis.pid")"
+    rm -f "$KG_RUN/redis.pid"
+fi
+
+pgdata="$KG_STATE_DIR/postgres"
+if [ -s "$pgdata/postmaster.pid" ]; then
+    step "stopping PostgreSQL"
+    pg_bin=$(pg_bin_dir)
+    as_postgres=()
+    [ "$(id -u)" -eq 0 ] && as_postgres=(runuser -u postgres --)
+    "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
+fi
+
+rm -f "$KG_RUN/bin-dir"
+if [ "$purge" = 1 ]; then
+    step "deleting $KG_STATE_DIR"
+    real=$(readlink -f "$pgdata" || true)
+    [ -n "$real" ] && [ "$real" != "$pgdata" ] && rm -rf "$(dirname "$real")"
+    rm -rf "$KG_STATE_DIR"
+fi
+step "KeyGrid is stopped"
