@@ -56,6 +56,17 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Transport { source, .. } if source.is_timeout())
     }
+
+    /// The HTTP status the server answered with, or `None` when no answer arrived.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::NotFound { .. } => Some(StatusCode::NOT_FOUND),
+            Error::PreconditionFailed { .. } => Some(StatusCode::PRECONDITION_FAILED),
+            Error::Unavailable { .. } => Some(StatusCode::SERVICE_UNAVAILABLE),
+            Error::Api { status, .. } => Some(*status),
+            Error::Transport { .. } | Error::Decode { .. } | Error::InvalidEndpoint { .. } => None,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub cache_fill_delay: Option<Duration>,
 
+    /// Test hook: a pause between a write's commit and its answer, as a node that hangs or
+    /// dies right after committing would leave it. The cluster tests use it to check that a
+    /// write nginx retries on another node is applied once.
+    #[arg(long, hide = true, env = "KG_TEST_WRITE_REPLY_DELAY", value_parser = parse_duration)]
+    pub write_reply_delay: Option<Duration>,
+
     /// Log format.
     #[arg(long, env = "KG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

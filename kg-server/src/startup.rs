@@ -50,6 +50,8 @@ pub struct NodeState {
     pub events: Arc<Events>,
     /// Test hook: pause between a cache miss's database read and its fill.
     pub cache_fill_delay: Option<Duration>,
+    /// Test hook: pause between a write's commit and its answer.
+    pub write_reply_delay: Option<Duration>,
     pub max_value_bytes: usize,
     pub db_timeout: Duration,
     pub started: Instant,
@@ -122,6 +124,7 @@ impl AppState {
             cache,
             events,
             cache_fill_delay: config.cache_fill_delay,
+            write_reply_delay: config.write_reply_delay,
             store,
             max_value_bytes: config.max_value_bytes,
             db_timeout: config.db_timeout,
@@ -195,7 +198,11 @@ impl AppState {
 
     /// Queues a write for the next batch and waits, within the database timeout, for its commit.
     pub async fn write(&self, op: WriteOp) -> Result<OpResult, Error> {
-        self.db(self.writer.write(op)).await
+        let result = self.db(self.writer.write(op)).await?;
+        if let Some(delay) = self.write_reply_delay {
+            tokio::time::sleep(delay).await;
+        }
+        Ok(result)
     }
 }
 
