@@ -1,6 +1,7 @@
 //! The command line: global options and one subcommand per operation. The doc comments are
 //! the help text.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -73,6 +74,14 @@ pub enum Command {
     Health,
     /// Show the answering node's full status.
     Status,
+    /// Run the seed's failover drill under load and judge it: PASS exits 0, FAIL exits 1.
+    ///
+    /// Phases: baseline; stop n1; stop n2; stop n3 (all down); restore all. Each holds a
+    /// GET/PUT load through the endpoint and records every request's status, latency and
+    /// answering node. PASS needs no failed GET while a node is up, no acknowledged write lost
+    /// (all are read back at the end), 502 while all are down, and a GET served within
+    /// --max-recovery of the restore.
+    FailoverDrill(DrillArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
 }
@@ -132,4 +141,57 @@ pub struct WatchArgs {
 #[derive(Debug, Args)]
 pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
+}
+
+/// How `failover-drill` stops and starts nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeKind {
+    /// scripts/node.sh of the local stack (scripts/start.sh).
+    Local,
+    /// docker compose stop|start backendN.
+    Compose,
+    /// Your own --stop-cmd and --start-cmd.
+    Command,
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// How nodes are stopped and started.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Local)]
+    pub runtime: RuntimeKind,
+    /// The nodes, in the order they are stopped [default: n1,n2,n3; backend1,backend2,backend3
+    /// with --runtime compose].
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    pub nodes: Vec<String>,
+    /// The local stack's node script.
+    #[arg(long, default_value = "scripts/node.sh", value_name = "PATH")]
+    pub node_script: PathBuf,
+    /// Shell command that stops a node, `{node}` standing for its name (--runtime command).
+    #[arg(long, value_name = "CMD", required_if_eq("runtime", "command"))]
+    pub stop_cmd: Option<String>,
+    /// Shell command that starts a node, `{node}` standing for its name (--runtime command).
+    #[arg(long, value_name = "CMD", required_if_eq("runtime", "command"))]
+    pub start_cmd: Option<String>,
+    /// How long each phase holds the load after its change.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub phase_duration: Duration,
+    /// Requests per second, GETs and PUTs together.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub rate: u32,
+    /// Share of requests that are PUTs, from 0 to 1.
+    #[arg(long, default_value_t = 0.2, value_parser = parse_ratio)]
+    pub write_ratio: f64,
+    /// The restore phase must serve a GET within this long.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub max_recovery: Duration,
+    /// Most requests in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{text:?} is not a number from 0 to 1")),
+    }
 }

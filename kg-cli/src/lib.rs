@@ -2,6 +2,7 @@
 //! the same in-process with `Cli::try_parse_from`, capturing what would go to stdout.
 
 pub mod cli;
+pub mod drill;
 mod output;
 
 use std::io::{Read, Write};
@@ -12,6 +13,7 @@ use kg_api::{ClientOptions, DependencyState, Endpoints, Precondition};
 use serde_json::json;
 
 pub use cli::{Cli, Command, Output};
+pub use output::print_drill as print_drill_report;
 use output::{print_table, write_value};
 
 /// What a command can fail with; each maps to one documented exit code.
@@ -259,8 +261,77 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
         Command::Completions(args) => {
             clap_complete::generate(args.shell, &mut Cli::command(), "kg", out);
         }
+        Command::FailoverDrill(args) => {
+            let entry = cli.global.endpoint.first().map_or("", String::as_str);
+            let client = kg_api::Client::with_options(entry, &options)?;
+            return failover_drill(&client, args, format, out).await;
+        }
     }
     Ok(0)
+}
+
+/// Runs the seed's drill; the exit code is 0 on PASS and 1 on FAIL.
+async fn failover_drill(
+    client: &kg_api::Client,
+    args: cli::DrillArgs,
+    format: Output,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    use cli::RuntimeKind;
+    let (runtime, default_nodes) = match args.runtime {
+        RuntimeKind::Local => {
+            if !args.node_script.is_file() {
+                return Err(CliError::Usage(format!(
+                    "{} not found: run from the KeyGrid checkout or pass --node-script",
+                    args.node_script.display()
+                )));
+            }
+            (
+                drill::Runtime::Local {
+                    script: args.node_script,
+                },
+                ["n1", "n2", "n3"],
+            )
+        }
+        RuntimeKind::Compose => (
+            drill::Runtime::Compose,
+            ["backend1", "backend2", "backend3"],
+        ),
+        RuntimeKind::Command => (
+            drill::Runtime::Command {
+                stop: args.stop_cmd.unwrap_or_default(),
+                start: args.start_cmd.unwrap_or_default(),
+            },
+            ["n1", "n2", "n3"],
+        ),
+    };
+    let nodes: Vec<String> = if args.nodes.is_empty() {
+        default_nodes
+            .iter()
+            .map(|node| (*node).to_owned())
+            .collect()
+    } else {
+        args.nodes
+    };
+    let options = drill::DrillOptions {
+        phase_duration: args.phase_duration,
+        rate: args.rate,
+        write_ratio: args.write_ratio,
+        max_recovery: args.max_recovery,
+        concurrency: args.concurrency as usize,
+    };
+    let phases = drill::seed_phases(&nodes);
+    let progress = format == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = drill::run_drill(client, &runtime, &phases, &options, progress)
+        .await
+        .map_err(CliError::Unavailable)?;
+    match format {
+        Output::Json | Output::Raw => {
+            write_value(out, &serde_json::to_value(&report).unwrap_or_default())?
+        }
+        Output::Text => output::print_drill(out, &report)?,
+    }
+    Ok(if report.passed { 0 } else { EXIT_UNHEALTHY })
 }
 
 /// Follows `/api/watch`, reconnecting with the last revision seen until `--count` events.

@@ -48,6 +48,92 @@ pub fn write_value(out: &mut dyn Write, value: &serde_json::Value) -> io::Result
     writeln!(out)
 }
 
+/// The drill's report: a table of phases, the write check, then the verdict and its reasons.
+pub fn print_drill(out: &mut dyn Write, report: &crate::drill::DrillReport) -> io::Result<()> {
+    writeln!(
+        out,
+        "failover drill via {}: {} req/s, {:.0}% PUTs, {} ms per phase",
+        report.endpoint,
+        report.rate,
+        report.write_ratio * 100.0,
+        report.phase_duration_ms
+    )?;
+    writeln!(out)?;
+    let rows: Vec<Vec<String>> = report
+        .phases
+        .iter()
+        .map(|phase| {
+            let errors = if phase.errors.is_empty() {
+                "-".to_owned()
+            } else {
+                phase
+                    .errors
+                    .iter()
+                    .map(|(status, count)| format!("{status}:{count}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let nodes = if phase.answered_by.is_empty() {
+                "-".to_owned()
+            } else {
+                phase
+                    .answered_by
+                    .iter()
+                    .map(|(node, count)| format!("{node}:{count}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            vec![
+                phase.name.clone(),
+                phase.nodes_up.to_string(),
+                phase.requests.to_string(),
+                phase.successes.to_string(),
+                errors,
+                format!("{:.1}ms", phase.p50_ms),
+                format!("{:.1}ms", phase.p99_ms),
+                nodes,
+                match (phase.expect, phase.recovery_ms) {
+                    (crate::drill::Expect::AllBadGateway, _) => "-".to_owned(),
+                    (_, Some(ms)) => format!("{ms}ms"),
+                    (_, None) => "never".to_owned(),
+                },
+                if phase.passed { "ok" } else { "FAIL" }.to_owned(),
+            ]
+        })
+        .collect();
+    print_table(
+        out,
+        &[
+            "PHASE",
+            "UP",
+            "REQUESTS",
+            "OK",
+            "ERRORS",
+            "P50",
+            "P99",
+            "ANSWERED BY",
+            "RECOVERY",
+            "CHECK",
+        ],
+        &rows,
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "acknowledged writes: {}, lost: {}",
+        report.acknowledged_writes, report.lost_writes
+    )?;
+    for key in &report.lost_examples {
+        writeln!(out, "  lost: {key}")?;
+    }
+    for phase in &report.phases {
+        if let Some(problem) = &phase.problem {
+            writeln!(out, "{}: {problem}", phase.name)?;
+        }
+    }
+    writeln!(out, "{}", if report.passed { "PASS" } else { "FAIL" })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

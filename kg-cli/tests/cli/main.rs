@@ -379,3 +379,110 @@ fn errors_map_to_exit_codes() {
     check(CliError::Precondition("x".into()), 3);
     check(CliError::Unavailable("x".into()), 4);
 }
+
+/// The drill's verdict logic on a real node: with `--runtime command` the "stop" commands
+/// only log the node names, so the all-down phase still gets 200s; the drill must see that,
+/// say why, and exit 1. It also runs each command with `{node}` filled in.
+#[tokio::test]
+async fn failover_drill_fails_when_all_down_does_not_give_502() {
+    let node = spawn_node().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("actions.log");
+    let stop = format!("echo stop {{node}} >> {}", log.display());
+    let start = format!("echo start {{node}} >> {}", log.display());
+    let (code, report) = kg(
+        &[
+            "-e",
+            &node.endpoint,
+            "failover-drill",
+            "--runtime",
+            "command",
+            "--stop-cmd",
+            &stop,
+            "--start-cmd",
+            &start,
+            "--nodes",
+            "a,b",
+            "--phase-duration",
+            "300ms",
+            "--rate",
+            "50",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 1, "{report}");
+    assert!(report.trim_end().ends_with("FAIL"), "{report}");
+    assert!(
+        report.contains("stop b (all down): ") && report.contains("did not get 502"),
+        "{report}"
+    );
+    assert!(report.contains("acknowledged writes: "), "{report}");
+    let actions = std::fs::read_to_string(&log).unwrap();
+    let mut started: Vec<&str> = actions.lines().filter(|l| l.starts_with("start")).collect();
+    started.sort_unstable();
+    assert_eq!(
+        actions
+            .lines()
+            .filter(|l| l.starts_with("stop"))
+            .collect::<Vec<_>>(),
+        ["stop a", "stop b"]
+    );
+    assert_eq!(started, ["start a", "start b"]);
+
+    // The JSON report carries the same verdict, phase by phase.
+    let (code, json) = kg(
+        &[
+            "-e",
+            &node.endpoint,
+            "-o",
+            "json",
+            "failover-drill",
+            "--runtime",
+            "command",
+            "--stop-cmd",
+            "true",
+            "--start-cmd",
+            "true",
+            "--nodes",
+            "a",
+            "--phase-duration",
+            "200ms",
+            "--rate",
+            "50",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 1, "{json}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["passed"], false);
+    assert_eq!(report["lost_writes"], 0);
+    let phases = report["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 3, "baseline, stop a (all down), restore all");
+    assert_eq!(phases[0]["passed"], true);
+    assert_eq!(phases[1]["passed"], false);
+    assert_eq!(phases[1]["expect"], "all_bad_gateway");
+}
+
+#[tokio::test]
+async fn failover_drill_rejects_bad_arguments_with_exit_2() {
+    for args in [
+        &[
+            "failover-drill",
+            "--runtime",
+            "command",
+            "--start-cmd",
+            "true",
+        ][..],
+        &["failover-drill", "--write-ratio", "1.5"],
+        &["failover-drill", "--rate", "0"],
+        &["failover-drill", "--node-script", "/nonexistent/node.sh"],
+    ] {
+        let (code, output) = kg(args, "").await;
+        assert_eq!(code, 2, "{args:?}: {output}");
+    }
+    let (code, help) = kg(&["failover-drill", "--help"], "").await;
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("failover_drill_help", help);
+}
