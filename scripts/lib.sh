@@ -56,7 +56,7 @@ ensure_packages() {
 # The nodes listen on 8001-8003, nginx on 8000 (API) and 8080 (web view).
 
 KG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-KG_STATE_DIR=${KG_STATE_DIR:-$KG_ROOT/.keygrid}
+KG_STATE_DIR=$(realpath -m "${KG_STATE_DIR:-$KG_ROOT/.keygrid}")
 KG_PG_PORT=${KG_PG_PORT:-5442}
 KG_REDIS_PORT=${KG_REDIS_PORT:-6389}
 KG_PROFILE_SET=${KG_PROFILE:+1}

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Runs every check KeyGrid has: formatting, clippy with -D warnings, and the whole cargo test
-# suite against the machine's PostgreSQL and Redis and embedded SQLite. PostgreSQL and Redis
-# are required: when either cannot be reached this script fails loudly; nothing is skipped.
-# Tests that stop a server start their own throwaway one (initdb + pg_ctl, redis-server).
+# Runs every check KeyGrid has: formatting, clippy with -D warnings, the whole cargo test
+# suite against the machine's PostgreSQL and Redis and embedded SQLite, the deployment files
+# (docker-compose, Kubernetes), and then the cluster tests against a stack of its own from
+# scripts/start.sh (nginx on 8000/8080, nodes on 8001-8003: stop your own stack first).
+# PostgreSQL and Redis are required: when either cannot be reached this script fails loudly;
+# nothing is skipped. Tests that stop a server start their own throwaway one (initdb +
+# pg_ctl, redis-server); the cluster's PostgreSQL and Redis are the stack's own.
 #
 #   KG_TEST_DATABASE_URL  admin URL of the PostgreSQL the tests create databases in
 #                         (default postgres://postgres@127.0.0.1:5432/postgres)
@@ -33,9 +36,35 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
-cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --features kg-cli/cluster-tests --locked -- -D warnings
 
 step "cargo test"
 cargo test --workspace --locked
+
+step "deployment files"
+./scripts/check-deploy.sh
+
+step "cluster: starting a stack of its own"
+for port in 8000 8001 8002 8003 8080; do
+    port_in_use "$port" && fail "port $port is in use; the cluster tests need 8000-8003 and 8080 (./scripts/stop.sh stops a running stack)"
+done
+KG_STATE_DIR=$(mktemp -d /tmp/keygrid-test.XXXXXX)
+chmod 755 "$KG_STATE_DIR" # the stack's PostgreSQL runs as the postgres user
+export KG_STATE_DIR KG_PROFILE=debug
+cluster_down() {
+    local status=$?
+    if [ "$status" -ne 0 ] && [ -d "$KG_STATE_DIR/logs" ]; then
+        for log in "$KG_STATE_DIR"/logs/{n1,n2,n3,nginx-error}.log; do
+            [ -f "$log" ] && { echo "--- tail of $log"; tail -n 40 "$log"; }
+        done
+    fi
+    ./scripts/stop.sh --purge >/dev/null 2>&1 || true
+    exit "$status"
+}
+trap cluster_down EXIT
+./scripts/start.sh
+
+step "cluster tests (failover drills, kills, restarts, kg failover-drill)"
+cargo test -p kg-cli --features cluster-tests --locked --test cluster -- --nocapture
 
 step "all checks passed"

@@ -1,0 +1,448 @@
+//! Tests of the whole local stack from `scripts/start.sh`: real nginx, three real nodes,
+//! the stack's own PostgreSQL and Redis. They stop, kill and restart nodes with
+//! `scripts/node.sh`, so they take turns (one lock) and leave every node up when done.
+//!
+//! Built only with `--features cluster-tests`; `scripts/test.sh` starts the stack and runs
+//! them. Run by hand: `./scripts/start.sh && cargo test -p kg-cli --features cluster-tests
+//! --test cluster -- --nocapture`.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kg_api::Client;
+use kg_cli::drill::{self, Action, DrillOptions, DrillReport, Expect, Phase, Runtime};
+
+/// nginx's API port.
+const ENTRY: &str = "http://127.0.0.1:8000";
+const NODES: [&str; 3] = ["n1", "n2", "n3"];
+
+/// The tests change the cluster; one at a time.
+static STACK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn node_script() -> PathBuf {
+    repo_root().join("scripts/node.sh")
+}
+
+fn node_sh(args: &[&str]) -> String {
+    let output = Command::new(node_script()).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "node.sh {args:?} failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+/// Every node up and ready, whatever an earlier (maybe failed) test left behind. Fails
+/// loudly when the stack is not running at all.
+async fn all_nodes_up() {
+    let health = reqwest::get(format!("{ENTRY}/api/health")).await;
+    assert!(
+        health.is_ok(),
+        "nothing answers on {ENTRY}: start the stack with ./scripts/start.sh first"
+    );
+    tokio::task::spawn_blocking(|| {
+        for node in NODES {
+            node_sh(&["start", node]);
+        }
+    })
+    .await
+    .unwrap();
+}
+
+async fn get_status(http: &reqwest::Client, key: &str) -> (u16, String) {
+    let response = http
+        .get(format!("{ENTRY}/api/key?key={key}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+fn print_report(title: &str, report: &DrillReport) {
+    let mut text = Vec::new();
+    kg_cli::print_drill_report(&mut text, report).unwrap();
+    println!("--- {title}\n{}", String::from_utf8_lossy(&text));
+}
+
+/// The seed README's drill, step by step, with its expected statuses.
+#[tokio::test]
+async fn seed_failover_drill_gives_the_seeds_statuses() {
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    let http = reqwest::Client::new();
+
+    let put = http
+        .put(format!("{ENTRY}/api/key"))
+        .json(&serde_json::json!({"data": {"key": "failover", "value": "ok"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    assert_eq!(put.text().await.unwrap(), r#"{"status":"success"}"#);
+    let ok = (200, r#"{"data":{"value":"ok"}}"#.to_owned());
+    assert_eq!(get_status(&http, "failover").await, ok, "1. baseline");
+
+    node_sh(&["stop", "n1"]);
+    assert_eq!(get_status(&http, "failover").await, ok, "2. n1 stopped");
+    node_sh(&["stop", "n2"]);
+    assert_eq!(get_status(&http, "failover").await, ok, "3. n1, n2 stopped");
+    node_sh(&["stop", "n3"]);
+    let (status, body) = get_status(&http, "failover").await;
+    assert_eq!(status, 502, "4. all stopped: {body}");
+    assert_eq!(
+        body.trim(),
+        r#"{"detail":"no KeyGrid node could be reached"}"#
+    );
+
+    let restore = Instant::now();
+    for node in NODES {
+        node_sh(&["start", node]);
+    }
+    // node.sh start returns once the node is ready; nginx may still hold it as failed for
+    // up to its fail_timeout (1 s), so allow a short bound and report what it took.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let answer = get_status(&http, "failover").await;
+        if answer == ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "5. restored: still {answer:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "seed drill: 200, 200, 200, 502, 200 ({} ms from the first start to a 200)",
+        restore.elapsed().as_millis()
+    );
+}
+
+/// SIGKILL one node, then a second, under a mixed load: no GET fails and no acknowledged
+/// PUT is lost. Then bring them back and restart every node in turn: with graceful drain no
+/// request at all fails.
+#[tokio::test]
+async fn load_survives_kills_and_rolling_restarts_without_errors_or_lost_writes() {
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    let client = Client::new(ENTRY).unwrap();
+    let runtime = Runtime::Local {
+        script: node_script(),
+    };
+    let phase = |name: &str, action: Action, nodes_up: usize, expect: Expect| Phase {
+        name: name.to_owned(),
+        action,
+        nodes_up,
+        expect,
+    };
+    let nodes = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+    let phases = vec![
+        phase("baseline", Action::None, 3, Expect::NoFailures),
+        phase(
+            "kill n1",
+            Action::Kill(nodes(&["n1"])),
+            2,
+            Expect::NoFailedGets,
+        ),
+        phase(
+            "kill n2",
+            Action::Kill(nodes(&["n2"])),
+            1,
+            Expect::NoFailedGets,
+        ),
+        phase(
+            "start n1, n2",
+            Action::Start(nodes(&["n1", "n2"])),
+            3,
+            Expect::NoFailedGets,
+        ),
+        phase(
+            "restart n1",
+            Action::Restart(nodes(&["n1"])),
+            3,
+            Expect::NoFailures,
+        ),
+        phase(
+            "restart n2",
+            Action::Restart(nodes(&["n2"])),
+            3,
+            Expect::NoFailures,
+        ),
+        phase(
+            "restart n3",
+            Action::Restart(nodes(&["n3"])),
+            3,
+            Expect::NoFailures,
+        ),
+    ];
+    let options = DrillOptions {
+        phase_duration: Duration::from_secs(2),
+        rate: 200,
+        write_ratio: 0.3,
+        max_recovery: Duration::from_secs(5),
+        concurrency: 32,
+    };
+    let report = drill::run_drill(&client, &runtime, &phases, &options, false)
+        .await
+        .unwrap();
+    print_report("kills and rolling restarts", &report);
+    assert!(
+        report.acknowledged_writes > 100,
+        "the load wrote too little"
+    );
+    assert_eq!(report.lost_writes, 0, "{:?}", report.lost_examples);
+    for phase in &report.phases {
+        assert!(phase.requests > 0, "{}: no requests", phase.name);
+        assert!(phase.passed, "{}: {:?}", phase.name, phase.problem);
+    }
+}
+
+/// nginx stamps every PUT and DELETE with an Idempotency-Key (its request id, which the
+/// response echoes as X-Request-Id) and the node records it with the write.
+#[tokio::test]
+async fn nginx_gives_every_write_an_idempotency_key() {
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{ENTRY}/api/key"))
+        .json(&serde_json::json!({"data": {"key": "stamped", "value": "x"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let request_id = put.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let recorded = psql(&format!(
+        "select count(*) from kg_idempotency where id = '{request_id}'"
+    ));
+    assert_eq!(recorded, "1", "the node recorded nginx's key {request_id}");
+
+    // A key the client chose is passed through untouched, and a retry is a replay.
+    let mut replayed = Vec::new();
+    for _ in 0..2 {
+        let put = http
+            .put(format!("{ENTRY}/api/key"))
+            .header("Idempotency-Key", "client-chosen-key-1")
+            .json(&serde_json::json!({"data": {"key": "stamped-by-client", "value": "y"}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(put.status(), 200);
+        replayed.push(put.headers().get("idempotent-replayed").is_some());
+    }
+    assert_eq!(replayed, [false, true]);
+}
+
+/// The case nginx's retry policy must survive: a node commits a PUT and goes silent before
+/// answering (a test hook delays its reply past nginx's 5 s read timeout), so nginx sends the
+/// same request to another node. The write must be applied once, and the retry answered as
+/// a replay of it.
+#[tokio::test]
+async fn a_write_retried_after_a_node_committed_it_is_applied_once() {
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    // n1 back to normal however the test ends.
+    struct Restore;
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            node_sh(&["restart", "n1"]);
+        }
+    }
+    let restore = Restore;
+    let restarted = Command::new(node_script())
+        .env("KG_TEST_WRITE_REPLY_DELAY", "7s")
+        .args(["restart", "n1"])
+        .output()
+        .unwrap();
+    assert!(restarted.status.success());
+    // Let nginx see n1 again after the restart took it out of rotation.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Round-robin sends at least one of three requests to n1.
+    let suffix = std::process::id();
+    let keys: Vec<String> = (0..3).map(|i| format!("slow-reply-{suffix}-{i}")).collect();
+    let http = reqwest::Client::new();
+    let puts = keys.iter().map(|key| {
+        let http = http.clone();
+        let key = key.clone();
+        async move {
+            let started = Instant::now();
+            let response = http
+                .put(format!("{ENTRY}/api/key"))
+                .json(&serde_json::json!({"data": {"key": key, "value": "once"}}))
+                .send()
+                .await
+                .unwrap();
+            let replayed = response.headers().get("idempotent-replayed").is_some();
+            (response.status().as_u16(), replayed, started.elapsed())
+        }
+    });
+    let answers = futures::future::join_all(puts).await;
+    println!("PUTs with n1 slow to reply: {answers:?}");
+    assert!(
+        answers.iter().all(|(status, ..)| *status == 200),
+        "{answers:?}"
+    );
+    let retried: Vec<_> = answers
+        .iter()
+        .filter(|(_, _, took)| *took >= Duration::from_secs(5))
+        .collect();
+    assert!(
+        !retried.is_empty(),
+        "no request went to n1 first: {answers:?}"
+    );
+    assert!(
+        retried.iter().all(|(_, replayed, _)| *replayed),
+        "each retry was answered as a replay: {answers:?}"
+    );
+    for key in &keys {
+        let version = psql(&format!("select version from kg_keys where key = '{key}'"));
+        assert_eq!(version, "1", "{key} was written once");
+    }
+    drop(restore);
+}
+
+/// A node that dies on its own is restarted by its supervisor; one stopped on purpose is not.
+#[tokio::test]
+async fn the_supervisor_restarts_a_crashed_node_but_not_a_stopped_one() {
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    let pid_file = state_dir().join("run/n2.pid");
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if !now.trim().is_empty() && now != pid && ready("http://127.0.0.1:8002").await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n2 was not restarted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    node_sh(&["stop", "n2"]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        !ready("http://127.0.0.1:8002").await,
+        "a stopped node stays down"
+    );
+    node_sh(&["start", "n2"]);
+    assert!(ready("http://127.0.0.1:8002").await);
+}
+
+/// A second start.sh while the stack runs says so and changes nothing.
+#[tokio::test]
+async fn a_second_start_says_the_stack_is_already_running() {
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    let output = Command::new(repo_root().join("scripts/start.sh"))
+        .arg("--no-build")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("KeyGrid is already running"), "{stdout}");
+    for node in NODES {
+        assert!(
+            stdout.contains(&format!("{node} is already running")),
+            "{stdout}"
+        );
+    }
+}
+
+/// `kg failover-drill --runtime local`, the binary itself, passes against the stack.
+#[tokio::test]
+async fn kg_failover_drill_passes_against_the_local_stack() {
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kg"))
+        .current_dir(repo_root())
+        .args(["--endpoint", ENTRY, "failover-drill", "--runtime", "local"])
+        .args(["--phase-duration", "2s", "--rate", "100"])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("--- kg failover-drill\n{stdout}");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.trim_end().ends_with("PASS"), "{stdout}");
+    let all_down = stdout
+        .lines()
+        .find(|line| line.starts_with("stop n3 (all down)"))
+        .unwrap();
+    assert!(all_down.contains("502:"), "{all_down}");
+
+    // The JSON report says the same, phase by phase.
+    let json = tokio::process::Command::new(env!("CARGO_BIN_EXE_kg"))
+        .current_dir(repo_root())
+        .args(["-o", "json", "--endpoint", ENTRY, "failover-drill"])
+        .args(["--phase-duration", "1s", "--rate", "50"])
+        .output()
+        .await
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["lost_writes"], 0);
+    let phases = report["phases"].as_array().unwrap();
+    let names: Vec<&str> = phases.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "baseline",
+            "stop n1",
+            "stop n2",
+            "stop n3 (all down)",
+            "restore all"
+        ]
+    );
+    assert!(phases[3]["errors"]["502"].as_u64().unwrap() > 0);
+    assert_eq!(phases[0]["errors"], serde_json::json!({}));
+}
+
+/// One value from the stack's PostgreSQL.
+fn psql(query: &str) -> String {
+    let port = std::env::var("KG_PG_PORT").unwrap_or_else(|_| "5442".to_owned());
+    let output = Command::new("psql")
+        .arg(format!("postgres://postgres@127.0.0.1:{port}/keygrid"))
+        .args(["-qAtc", query])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn state_dir() -> PathBuf {
+    std::env::var_os("KG_STATE_DIR").map_or_else(|| repo_root().join(".keygrid"), PathBuf::from)
+}
+
+async fn ready(base: &str) -> bool {
+    matches!(
+        reqwest::get(format!("{base}/api/ready")).await,
+        Ok(response) if response.status() == 200
+    )
+}
