@@ -229,6 +229,8 @@ impl Watcher {
                     .changes_since(after, &self.prefix, REPLAY_PAGE))
                 .await;
             let Ok(page) = page else {
+                // What was sent is covered; the next gap or idle check resumes from there.
+                self.last = self.last.max(after);
                 return Ok(());
             };
             for change in &page {
