@@ -1,0 +1,716 @@
+//! The dashboard's state and every change to it: [`App::update`] takes one [`Msg`] (a key
+//! press, a tick, data from Redis or HTTP) and returns the [`Command`]s to run. No I/O here.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use kg_api::{ChangeEvent, DependencyState, KeyRecord, NodeHealth, NodeHeartbeat, NodeStatus};
+
+/// A heartbeat older than this marks a node stale.
+pub const STALE_AFTER: Duration = Duration::from_secs(3);
+/// A heartbeat older than this marks a node down.
+pub const DOWN_AFTER: Duration = Duration::from_secs(10);
+/// Events kept for the events panel.
+pub const MAX_EVENTS: usize = 500;
+/// Seconds of throughput history.
+pub const HISTORY_SECONDS: usize = 60;
+
+/// Everything that can change the state.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Key(KeyEvent),
+    /// The clock moved on (every 250 ms): ages and throughput buckets follow it.
+    Tick(Instant),
+    /// A committed change, from Redis pub/sub or `/api/watch`.
+    Change(ChangeEvent, Instant),
+    /// A heartbeat from Redis `keygrid:nodes`.
+    Heartbeat(NodeHeartbeat, Instant),
+    /// The event feed's connection state.
+    Feed(FeedState),
+    /// One `/api/status` poll of an endpoint.
+    Polled {
+        endpoint: String,
+        result: Result<(NodeStatus, Duration), String>,
+    },
+    /// A page of the key browser.
+    Keys(Result<Vec<KeyRecord>, String>),
+    /// A key's value and metadata, for the value view.
+    Value(Result<ValueView, String>),
+    /// The outcome of a put or delete, as a message for the status line.
+    Done(Result<String, String>),
+}
+
+/// Where events come from, and whether that works right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedState {
+    Connecting(String),
+    Connected(String),
+    /// The source, and why it is unreachable; the feed retries by itself.
+    Down(String, String),
+}
+
+/// Side effects [`App::update`] asks for; the event loop runs them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    FetchKeys { prefix: String },
+    FetchValue { key: String },
+    Put { key: String, value: String },
+    Delete { key: String },
+    Quit,
+}
+
+/// A key as the value view shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueView {
+    pub key: String,
+    pub value: String,
+    pub mod_revision: i64,
+    pub create_revision: i64,
+    pub version: i64,
+    pub node: Option<String>,
+    pub cache_hit: Option<bool>,
+}
+
+/// A node's state as the nodes panel shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeState {
+    Ok,
+    Degraded,
+    Stale,
+    Down,
+}
+
+impl NodeState {
+    pub fn label(self) -> &'static str {
+        match self {
+            NodeState::Ok => "ok",
+            NodeState::Degraded => "degraded",
+            NodeState::Stale => "stale",
+            NodeState::Down => "down",
+        }
+    }
+}
+
+/// What is known of one node, from heartbeats and polls.
+#[derive(Debug, Clone, Default)]
+pub struct NodeView {
+    pub id: String,
+    pub address: String,
+    pub heartbeat: Option<(NodeHeartbeat, Instant)>,
+    /// The heartbeat age a polled node reported for this one (through `/api/status` peers).
+    pub peer_age: Option<(Duration, NodeHealth, Instant)>,
+    pub poll: Option<PollView>,
+}
+
+/// The last `/api/status` answer (or failure) of a node we poll directly.
+#[derive(Debug, Clone)]
+pub struct PollView {
+    pub endpoint: String,
+    pub result: Result<PolledStatus, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolledStatus {
+    pub latency: Duration,
+    pub database: DependencyState,
+    pub cache: DependencyState,
+    pub revision: Option<i64>,
+}
+
+impl NodeView {
+    /// The heartbeat's age at `now`, from Redis or from a peer list.
+    pub fn heartbeat_age(&self, now: Instant) -> Option<Duration> {
+        let direct = self
+            .heartbeat
+            .as_ref()
+            .map(|(_, received)| now.saturating_duration_since(*received));
+        let via_peer = self
+            .peer_age
+            .as_ref()
+            .map(|(age, _, seen)| *age + now.saturating_duration_since(*seen));
+        match (direct, via_peer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The worst of what the heartbeat and the last poll say.
+    pub fn state(&self, now: Instant) -> NodeState {
+        let mut state = NodeState::Ok;
+        if let Some(age) = self.heartbeat_age(now) {
+            let health = self
+                .heartbeat
+                .as_ref()
+                .map(|(beat, _)| beat.status)
+                .or(self.peer_age.as_ref().map(|(_, health, _)| *health));
+            state = if age > DOWN_AFTER {
+                NodeState::Down
+            } else if age > STALE_AFTER {
+                NodeState::Stale
+            } else if health == Some(NodeHealth::Degraded) {
+                NodeState::Degraded
+            } else {
+                NodeState::Ok
+            };
+        }
+        if let Some(poll) = &self.poll {
+            let polled = match &poll.result {
+                Err(_) => NodeState::Down,
+                Ok(status)
+                    if status.database != DependencyState::Ok
+                        || status.cache == DependencyState::Degraded =>
+                {
+                    NodeState::Degraded
+                }
+                Ok(_) => NodeState::Ok,
+            };
+            state = state.max(polled);
+        }
+        state
+    }
+
+    pub fn revision(&self) -> Option<i64> {
+        let polled = self
+            .poll
+            .as_ref()
+            .and_then(|poll| poll.result.as_ref().ok())
+            .and_then(|status| status.revision);
+        let beat = self.heartbeat.as_ref().map(|(beat, _)| beat.revision);
+        match (polled, beat) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The panel that has the keyboard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Panel {
+    Nodes,
+    Events,
+    Keys,
+}
+
+impl Panel {
+    fn next(self) -> Self {
+        match self {
+            Panel::Nodes => Panel::Events,
+            Panel::Events => Panel::Keys,
+            Panel::Keys => Panel::Nodes,
+        }
+    }
+}
+
+/// Which field of the put form has the cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutField {
+    Key,
+    Value,
+}
+
+/// What the screen is doing besides showing the panels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Help,
+    /// Typing a prefix filter for the key browser.
+    Filter(String),
+    Put {
+        key: String,
+        value: String,
+        field: PutField,
+    },
+    ConfirmDelete(String),
+    Value(ValueView),
+}
+
+/// Events per second over the last minute: one bucket per second, oldest first.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    pub total: VecDeque<u64>,
+    pub per_node: BTreeMap<String, VecDeque<u64>>,
+    /// Start of the newest bucket.
+    bucket_start: Option<Instant>,
+}
+
+impl Default for Throughput {
+    fn default() -> Self {
+        Self {
+            total: VecDeque::from(vec![0; HISTORY_SECONDS]),
+            per_node: BTreeMap::new(),
+            bucket_start: None,
+        }
+    }
+}
+
+impl Throughput {
+    /// Moves the window so that its newest bucket holds `now`.
+    fn advance(&mut self, now: Instant) {
+        let Some(start) = self.bucket_start else {
+            self.bucket_start = Some(now);
+            return;
+        };
+        let elapsed = now.saturating_duration_since(start).as_secs();
+        if elapsed == 0 {
+            return;
+        }
+        let steps = usize::try_from(elapsed)
+            .unwrap_or(HISTORY_SECONDS)
+            .min(HISTORY_SECONDS);
+        for series in std::iter::once(&mut self.total).chain(self.per_node.values_mut()) {
+            for _ in 0..steps {
+                series.pop_front();
+                series.push_back(0);
+            }
+        }
+        self.bucket_start = Some(start + Duration::from_secs(elapsed));
+    }
+
+    fn count(&mut self, node: &str, now: Instant) {
+        self.advance(now);
+        if let Some(last) = self.total.back_mut() {
+            *last += 1;
+        }
+        let series = self
+            .per_node
+            .entry(node.to_owned())
+            .or_insert_with(|| VecDeque::from(vec![0; HISTORY_SECONDS]));
+        if let Some(last) = series.back_mut() {
+            *last += 1;
+        }
+    }
+
+    /// Events in the last complete second.
+    pub fn last_second(&self) -> u64 {
+        self.total.iter().rev().nth(1).copied().unwrap_or(0)
+    }
+}
+
+/// The whole dashboard state.
+#[derive(Debug, Clone)]
+pub struct App {
+    pub endpoints: Vec<String>,
+    pub read_only: bool,
+    pub now: Instant,
+    pub feed: FeedState,
+    pub nodes: BTreeMap<String, NodeView>,
+    /// Endpoint → node id, learned from polls, so a failed poll marks the right node.
+    pub endpoint_nodes: BTreeMap<String, String>,
+    /// Newest first, by revision.
+    pub events: VecDeque<ChangeEvent>,
+    pub paused: bool,
+    /// Events that arrived while paused, shown on resume.
+    pub held: Vec<ChangeEvent>,
+    pub throughput: Throughput,
+    pub keys: Vec<KeyRecord>,
+    pub keys_error: Option<String>,
+    pub prefix: String,
+    /// Keys changed since the browser was last fetched.
+    pub keys_stale: bool,
+    last_keys_fetch: Option<Instant>,
+    pub focus: Panel,
+    pub selected_event: usize,
+    pub selected_key: usize,
+    pub selected_node: usize,
+    pub mode: Mode,
+    /// The status line: the last action's outcome, or an error.
+    pub message: Option<Result<String, String>>,
+    /// When the message was set; it clears after [`MESSAGE_FOR`].
+    message_at: Option<Instant>,
+}
+
+/// How long an action's message stays on the status line.
+pub const MESSAGE_FOR: Duration = Duration::from_secs(5);
+
+impl App {
+    pub fn new(endpoints: Vec<String>, read_only: bool, feed: FeedState, now: Instant) -> Self {
+        Self {
+            endpoints,
+            read_only,
+            now,
+            feed,
+            nodes: BTreeMap::new(),
+            endpoint_nodes: BTreeMap::new(),
+            events: VecDeque::new(),
+            paused: false,
+            held: Vec::new(),
+            throughput: Throughput::default(),
+            keys: Vec::new(),
+            keys_error: None,
+            prefix: String::new(),
+            keys_stale: false,
+            last_keys_fetch: None,
+            focus: Panel::Events,
+            selected_event: 0,
+            selected_key: 0,
+            selected_node: 0,
+            mode: Mode::Normal,
+            message: None,
+            message_at: None,
+        }
+    }
+
+    /// Applies one message; returns what the event loop must do next.
+    pub fn update(&mut self, msg: Msg) -> Vec<Command> {
+        let before = self.message.clone();
+        let commands = self.apply(msg);
+        if self.message != before {
+            self.message_at = self.message.as_ref().map(|_| self.now);
+        }
+        commands
+    }
+
+    fn apply(&mut self, msg: Msg) -> Vec<Command> {
+        match msg {
+            Msg::Key(key) => self.on_key(key),
+            Msg::Tick(now) => {
+                self.now = now;
+                self.throughput.advance(now);
+                if self
+                    .message_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= MESSAGE_FOR)
+                {
+                    self.message = None;
+                    self.message_at = None;
+                }
+                // Refresh the key browser at most once a second while changes arrive.
+                let due = self
+                    .last_keys_fetch
+                    .is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+                if self.keys_stale && due {
+                    return self.fetch_keys();
+                }
+                Vec::new()
+            }
+            Msg::Change(event, received) => {
+                self.now = self.now.max(received);
+                self.throughput.count(&event.node, received);
+                if event.key.starts_with(&self.prefix) {
+                    self.keys_stale = true;
+                }
+                if self.paused {
+                    self.held.push(event);
+                } else {
+                    self.insert_event(event);
+                }
+                Vec::new()
+            }
+            Msg::Heartbeat(beat, received) => {
+                let node = self.node_mut(&beat.node);
+                node.address.clone_from(&beat.listen);
+                node.heartbeat = Some((beat, received));
+                Vec::new()
+            }
+            Msg::Feed(state) => {
+                self.feed = state;
+                Vec::new()
+            }
+            Msg::Polled { endpoint, result } => {
+                self.on_poll(endpoint, result);
+                Vec::new()
+            }
+            Msg::Keys(result) => {
+                match result {
+                    Ok(keys) => {
+                        self.keys = keys;
+                        self.keys_error = None;
+                        self.selected_key =
+                            self.selected_key.min(self.keys.len().saturating_sub(1));
+                    }
+                    Err(err) => self.keys_error = Some(err),
+                }
+                Vec::new()
+            }
+            Msg::Value(result) => {
+                match result {
+                    Ok(view) => self.mode = Mode::Value(view),
+                    Err(err) => self.message = Some(Err(err)),
+                }
+                Vec::new()
+            }
+            Msg::Done(result) => {
+                self.message = Some(result);
+                self.fetch_keys()
+            }
+        }
+    }
+
+    fn fetch_keys(&mut self) -> Vec<Command> {
+        self.keys_stale = false;
+        self.last_keys_fetch = Some(self.now);
+        vec![Command::FetchKeys {
+            prefix: self.prefix.clone(),
+        }]
+    }
+
+    /// Keeps events newest first by revision, without duplicates, at most [`MAX_EVENTS`].
+    fn insert_event(&mut self, event: ChangeEvent) {
+        let position = self
+            .events
+            .iter()
+            .position(|existing| existing.revision <= event.revision)
+            .unwrap_or(self.events.len());
+        if self
+            .events
+            .get(position)
+            .is_some_and(|existing| existing.revision == event.revision)
+        {
+            return;
+        }
+        self.events.insert(position, event);
+        self.events.truncate(MAX_EVENTS);
+    }
+
+    fn node_mut(&mut self, id: &str) -> &mut NodeView {
+        self.nodes.entry(id.to_owned()).or_insert_with(|| NodeView {
+            id: id.to_owned(),
+            ..NodeView::default()
+        })
+    }
+
+    fn on_poll(&mut self, endpoint: String, result: Result<(NodeStatus, Duration), String>) {
+        let now = self.now;
+        match result {
+            Ok((status, latency)) => {
+                // A node that was only known by its endpoint now has a name.
+                self.nodes.remove(&endpoint);
+                self.endpoint_nodes
+                    .insert(endpoint.clone(), status.node.clone());
+                for peer in &status.peers {
+                    let node = self.node_mut(&peer.node);
+                    if node.address.is_empty() {
+                        node.address.clone_from(&peer.listen);
+                    }
+                    node.peer_age = Some((
+                        Duration::from_millis(peer.heartbeat_age_ms),
+                        peer.status,
+                        now,
+                    ));
+                }
+                let node = self.node_mut(&status.node);
+                node.address.clone_from(&status.listen);
+                node.poll = Some(PollView {
+                    endpoint,
+                    result: Ok(PolledStatus {
+                        latency,
+                        database: status.database.state,
+                        cache: status.cache,
+                        revision: status.revision,
+                    }),
+                });
+            }
+            Err(err) => {
+                let id = self
+                    .endpoint_nodes
+                    .get(&endpoint)
+                    .cloned()
+                    .unwrap_or_else(|| endpoint.clone());
+                let node = self.node_mut(&id);
+                if node.address.is_empty() {
+                    node.address.clone_from(&endpoint);
+                }
+                node.poll = Some(PollView {
+                    endpoint,
+                    result: Err(err),
+                });
+            }
+        }
+    }
+
+    fn on_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return vec![Command::Quit];
+        }
+        match std::mem::replace(&mut self.mode, Mode::Normal) {
+            Mode::Normal => self.on_normal_key(key),
+            Mode::Help | Mode::Value(_) => Vec::new(), // any key closes them
+            Mode::Filter(mut text) => match key.code {
+                KeyCode::Enter => {
+                    self.prefix = text;
+                    self.selected_key = 0;
+                    self.focus = Panel::Keys;
+                    self.fetch_keys()
+                }
+                KeyCode::Esc => Vec::new(),
+                KeyCode::Backspace => {
+                    text.pop();
+                    self.mode = Mode::Filter(text);
+                    Vec::new()
+                }
+                KeyCode::Char(c) => {
+                    text.push(c);
+                    self.mode = Mode::Filter(text);
+                    Vec::new()
+                }
+                _ => {
+                    self.mode = Mode::Filter(text);
+                    Vec::new()
+                }
+            },
+            Mode::Put {
+                key: mut key_text,
+                mut value,
+                field,
+            } => match key.code {
+                KeyCode::Esc => Vec::new(),
+                KeyCode::Tab | KeyCode::BackTab | KeyCode::Up | KeyCode::Down => {
+                    let field = match field {
+                        PutField::Key => PutField::Value,
+                        PutField::Value => PutField::Key,
+                    };
+                    self.mode = Mode::Put {
+                        key: key_text,
+                        value,
+                        field,
+                    };
+                    Vec::new()
+                }
+                KeyCode::Enter if key_text.is_empty() => {
+                    self.message = Some(Err("a key cannot be empty".to_owned()));
+                    self.mode = Mode::Put {
+                        key: key_text,
+                        value,
+                        field: PutField::Key,
+                    };
+                    Vec::new()
+                }
+                KeyCode::Enter => vec![Command::Put {
+                    key: key_text,
+                    value,
+                }],
+                KeyCode::Backspace | KeyCode::Char(_) => {
+                    let target = match field {
+                        PutField::Key => &mut key_text,
+                        PutField::Value => &mut value,
+                    };
+                    match key.code {
+                        KeyCode::Char(c) => target.push(c),
+                        _ => {
+                            target.pop();
+                        }
+                    }
+                    self.mode = Mode::Put {
+                        key: key_text,
+                        value,
+                        field,
+                    };
+                    Vec::new()
+                }
+                _ => {
+                    self.mode = Mode::Put {
+                        key: key_text,
+                        value,
+                        field,
+                    };
+                    Vec::new()
+                }
+            },
+            Mode::ConfirmDelete(target) => match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => vec![Command::Delete { key: target }],
+                _ => {
+                    self.message = Some(Ok(format!("kept {target}")));
+                    Vec::new()
+                }
+            },
+        }
+    }
+
+    fn on_normal_key(&mut self, key: KeyEvent) -> Vec<Command> {
+        match key.code {
+            KeyCode::Char('q') => vec![Command::Quit],
+            KeyCode::Char('?') => {
+                self.mode = Mode::Help;
+                Vec::new()
+            }
+            KeyCode::Tab => {
+                self.focus = self.focus.next();
+                Vec::new()
+            }
+            KeyCode::Char(' ') => {
+                self.paused = !self.paused;
+                if !self.paused {
+                    for event in std::mem::take(&mut self.held) {
+                        self.insert_event(event);
+                    }
+                }
+                Vec::new()
+            }
+            KeyCode::Char('/') => {
+                self.mode = Mode::Filter(self.prefix.clone());
+                Vec::new()
+            }
+            KeyCode::Char('r') => self.fetch_keys(),
+            KeyCode::Up | KeyCode::Char('k') => {
+                let selected = self.selection_mut();
+                *selected = selected.saturating_sub(1);
+                Vec::new()
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                let len = match self.focus {
+                    Panel::Nodes => self.nodes.len(),
+                    Panel::Events => self.events.len(),
+                    Panel::Keys => self.keys.len(),
+                };
+                let selected = self.selection_mut();
+                *selected = (*selected + 1).min(len.saturating_sub(1));
+                Vec::new()
+            }
+            KeyCode::Enter => match self.selected_key_name() {
+                Some(key) => vec![Command::FetchValue { key }],
+                None => Vec::new(),
+            },
+            KeyCode::Char('p') if self.read_only => {
+                self.message = Some(Err("read-only: p (put) is disabled".to_owned()));
+                Vec::new()
+            }
+            KeyCode::Char('d') if self.read_only => {
+                self.message = Some(Err("read-only: d (delete) is disabled".to_owned()));
+                Vec::new()
+            }
+            KeyCode::Char('p') => {
+                let key = if self.focus == Panel::Keys {
+                    self.selected_key_name().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                let field = if key.is_empty() {
+                    PutField::Key
+                } else {
+                    PutField::Value
+                };
+                self.mode = Mode::Put {
+                    key,
+                    value: String::new(),
+                    field,
+                };
+                Vec::new()
+            }
+            KeyCode::Char('d') => {
+                match self.selected_key_name() {
+                    Some(key) => self.mode = Mode::ConfirmDelete(key),
+                    None => self.message = Some(Err("select a key to delete".to_owned())),
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn selection_mut(&mut self) -> &mut usize {
+        match self.focus {
+            Panel::Nodes => &mut self.selected_node,
+            Panel::Events => &mut self.selected_event,
+            Panel::Keys => &mut self.selected_key,
+        }
+    }
+
+    /// The key under the cursor: in the key browser, or of the selected event.
+    pub fn selected_key_name(&self) -> Option<String> {
+        match self.focus {
+            Panel::Keys => self.keys.get(self.selected_key).map(|k| k.key.clone()),
+            Panel::Events => self.events.get(self.selected_event).map(|e| e.key.clone()),
+            Panel::Nodes => None,
+        }
+    }
+}

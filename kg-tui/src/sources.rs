@@ -1,0 +1,201 @@
+//! The data tasks that feed the event loop's channel: the Redis subscriber (events and
+//! heartbeats), the `/api/watch` follower used without Redis, the status poller, and the
+//! one-shot HTTP commands (list, get, put, delete).
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kg_api::{
+    ChangeEvent, Client, Endpoints, NodeHeartbeat, Precondition, EVENTS_CHANNEL_SUFFIX,
+    NODES_CHANNEL_SUFFIX,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::app::{Command, FeedState, Msg, ValueView};
+
+/// How often each endpoint's `/api/status` is polled.
+pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
+/// Pause before reconnecting a lost feed.
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+/// Bound on connecting to Redis, so an unreachable one is reported quickly.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Keys fetched for the browser.
+const KEY_PAGE: u32 = 500;
+
+/// Follows `<prefix>:events` and `<prefix>:nodes`, reconnecting forever.
+pub async fn subscribe_redis(url: String, prefix: String, tx: UnboundedSender<Msg>) {
+    let events = format!("{prefix}:{EVENTS_CHANNEL_SUFFIX}");
+    let nodes = format!("{prefix}:{NODES_CHANNEL_SUFFIX}");
+    loop {
+        let _ = tx.send(Msg::Feed(FeedState::Connecting("redis".to_owned())));
+        let reason = match follow_redis(&url, &events, &nodes, &tx).await {
+            Ok(()) => "connection closed".to_owned(),
+            Err(err) => err,
+        };
+        if tx
+            .send(Msg::Feed(FeedState::Down("redis".to_owned(), reason)))
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+async fn follow_redis(
+    url: &str,
+    events: &str,
+    nodes: &str,
+    tx: &UnboundedSender<Msg>,
+) -> Result<(), String> {
+    let client = redis::Client::open(url).map_err(|err| err.to_string())?;
+    let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|err| err.to_string())?;
+    pubsub
+        .subscribe(&[events, nodes])
+        .await
+        .map_err(|err| err.to_string())?;
+    let _ = tx.send(Msg::Feed(FeedState::Connected("redis".to_owned())));
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let payload: Vec<u8> = message.get_payload_bytes().to_vec();
+        let msg = if message.get_channel_name() == events {
+            serde_json::from_slice::<ChangeEvent>(&payload)
+                .ok()
+                .map(|event| Msg::Change(event, Instant::now()))
+        } else {
+            serde_json::from_slice::<NodeHeartbeat>(&payload)
+                .ok()
+                .map(|beat| Msg::Heartbeat(beat, Instant::now()))
+        };
+        if let Some(msg) = msg {
+            if tx.send(msg).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Without Redis: follows `/api/watch`, resuming after the last revision seen.
+pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
+    let mut last: Option<i64> = None;
+    loop {
+        let _ = tx.send(Msg::Feed(FeedState::Connecting("watch".to_owned())));
+        let stream = endpoints
+            .call(|client| async move { client.watch(None, last).await })
+            .await;
+        let reason = match stream {
+            Ok(mut stream) => {
+                let _ = tx.send(Msg::Feed(FeedState::Connected("watch".to_owned())));
+                loop {
+                    match stream.next().await {
+                        Some(Ok(event)) => {
+                            last = Some(event.revision);
+                            if tx.send(Msg::Change(event, Instant::now())).is_err() {
+                                return;
+                            }
+                        }
+                        Some(Err(err)) => break err.to_string(),
+                        None => break "stream ended".to_owned(),
+                    }
+                }
+            }
+            Err(err) => err.to_string(),
+        };
+        if tx
+            .send(Msg::Feed(FeedState::Down("watch".to_owned(), reason)))
+            .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+/// Polls `/api/status` of one endpoint every [`POLL_INTERVAL`].
+pub async fn poll_status(client: Client, tx: UnboundedSender<Msg>) {
+    let endpoint = client.endpoint().to_string();
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let started = Instant::now();
+        let result = client
+            .status()
+            .await
+            .map(|status| (status, started.elapsed()))
+            .map_err(|err| err.to_string());
+        if tx
+            .send(Msg::Polled {
+                endpoint: endpoint.clone(),
+                result,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Runs one command's HTTP call and sends its result back as a message.
+pub async fn execute(command: Command, endpoints: Endpoints, tx: UnboundedSender<Msg>) {
+    let msg = match command {
+        Command::FetchKeys { prefix } => {
+            let result = endpoints
+                .call(|client| {
+                    let prefix = prefix.clone();
+                    async move { client.list(Some(&prefix), Some(KEY_PAGE), None).await }
+                })
+                .await
+                .map(|page| page.keys)
+                .map_err(|err| err.to_string());
+            Msg::Keys(result)
+        }
+        Command::FetchValue { key } => {
+            let result = endpoints
+                .call(|client| {
+                    let key = key.clone();
+                    async move { client.get(&key).await }
+                })
+                .await
+                .map(|read| ValueView {
+                    key: key.clone(),
+                    value: read.value,
+                    mod_revision: read.mod_revision,
+                    create_revision: read.create_revision,
+                    version: read.version,
+                    node: read.meta.node,
+                    cache_hit: read.meta.cache_hit,
+                })
+                .map_err(|err| format!("{key}: {err}"));
+            Msg::Value(result)
+        }
+        Command::Put { key, value } => {
+            let result = endpoints
+                .call(|client| {
+                    let (key, value) = (key.clone(), value.clone());
+                    async move { client.put(&key, &value, Precondition::None).await }
+                })
+                .await
+                .map(|written| format!("put {key} at revision {}", written.revision))
+                .map_err(|err| format!("put {key}: {err}"));
+            Msg::Done(result)
+        }
+        Command::Delete { key } => {
+            let result = endpoints
+                .call(|client| {
+                    let key = key.clone();
+                    async move { client.delete(&key, Precondition::None).await }
+                })
+                .await
+                .map(|written| format!("deleted {key} at revision {}", written.revision))
+                .map_err(|err| format!("delete {key}: {err}"));
+            Msg::Done(result)
+        }
+        Command::Quit => return,
+    };
+    let _ = tx.send(msg);
+}

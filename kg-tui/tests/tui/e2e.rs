@@ -1,0 +1,256 @@
+//! kg-tui end to end: the real binary in tmux, against a real node and the machine's Redis.
+//! A put made over HTTP must show on screen within 2 s, and `q` must exit and restore the
+//! terminal (same `stty` settings before and after, alternate screen left).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use kg_api::Precondition;
+
+fn redis_url() -> String {
+    std::env::var("KG_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A node on SQLite; with `prefix`, on the machine's Redis under that prefix.
+async fn spawn_node(dir: &Path, prefix: Option<&str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut args = vec![
+        "kg-server".to_owned(),
+        format!("--listen={address}"),
+        format!("--database-url=sqlite://{}", dir.join("kg.db").display()),
+        "--node-id=tui-e2e".to_owned(),
+    ];
+    if let Some(prefix) = prefix {
+        args.push(format!("--redis-url={}", redis_url()));
+        args.push(format!("--redis-prefix={prefix}"));
+    }
+    let config = kg_server::Config::try_parse_from(args).unwrap();
+    let state = kg_server::AppState::build(&config).await.unwrap();
+    tokio::spawn(kg_server::serve(listener, state, std::future::pending()));
+    format!("http://{address}")
+}
+
+/// A tmux server of the test's own, so it never touches a user's sessions.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("tmux is missing: apt-get install tmux (scripts/test.sh installs it)")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "tui"]).stdout).into_owned()
+    }
+
+    async fn wait_for(&self, what: &str, within: Duration, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let screen = self.screen();
+            if check(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not appear within {within:?}:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_shows_up_live_and_q_restores_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("kgtui-{}", uuid::Uuid::new_v4().simple());
+    let endpoint = spawn_node(dir.path(), Some(&prefix)).await;
+    let args = format!("--redis-url {} --redis-prefix {prefix}", redis_url());
+    drive(dir.path(), &endpoint, &args, "redis: connected", "redis").await;
+}
+
+/// Without Redis the dashboard follows /api/watch, so a lone embedded node works too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_events_come_from_the_watch_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path(), None).await;
+    drive(dir.path(), &endpoint, "", "watch: connected", "watch").await;
+}
+
+/// Runs kg-tui in tmux with `args`, waits for `connected` and the node, puts a key, checks
+/// it appears within 2 s, then quits with q and checks the terminal.
+async fn drive(dir: &Path, endpoint: &str, args: &str, connected: &str, name: &str) {
+    let files = dir.display().to_string();
+    let script = format!(
+        "stty -g > {files}/before; {bin} --endpoint {endpoint} {args}; echo $? > {files}/exit; \
+         stty -g > {files}/after; sleep 30",
+        bin = env!("CARGO_BIN_EXE_kg-tui"),
+    );
+    let tmux = Tmux {
+        socket: format!("kgtui-test-{}-{name}", std::process::id()),
+    };
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+
+    // Subscribed and polled: the feed says so and the node is listed.
+    tmux.wait_for(
+        "the connected feed and the node",
+        Duration::from_secs(10),
+        |screen| screen.contains(connected) && screen.contains("tui-e2e"),
+    )
+    .await;
+
+    let client = kg_api::Client::new(endpoint).unwrap();
+    let written = client
+        .put("e2e/hello", "world", Precondition::None)
+        .await
+        .unwrap();
+    let put_at = Instant::now();
+    let screen = tmux
+        .wait_for("the put's event", Duration::from_secs(2), |screen| {
+            screen
+                .lines()
+                .any(|line| line.contains("PUT e2e/hello") && line.contains("tui-e2e"))
+        })
+        .await;
+    println!(
+        "[{name}] event on screen {} ms after the put:\n{screen}",
+        put_at.elapsed().as_millis()
+    );
+    assert!(screen.contains(&written.revision.to_string()));
+
+    tmux.run(&["send-keys", "-t", "tui", "q"]);
+    let exit_file = dir.join("exit");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !exit_file.exists() {
+        assert!(Instant::now() < deadline, "kg-tui did not exit on q");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(std::fs::read_to_string(&exit_file).unwrap().trim(), "0");
+    let before = std::fs::read_to_string(dir.join("before")).unwrap();
+    let after = std::fs::read_to_string(dir.join("after")).unwrap();
+    assert_eq!(before, after, "terminal settings restored (raw mode off)");
+    let screen = tmux.screen();
+    assert!(
+        !screen.contains("Nodes (") && !screen.contains("Events"),
+        "the dashboard's alternate screen was left:\n{screen}"
+    );
+}
+
+/// A Redis of the test's own on a free port, so it can be killed and brought back.
+struct ThrowawayRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl ThrowawayRedis {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.spawn();
+        redis
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is missing: apt-get install redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ThrowawayRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// When Redis goes away the header says so, and the subscriber comes back by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screen_says_when_redis_is_unreachable_and_the_feed_reconnects() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path(), None).await;
+    let mut redis = ThrowawayRedis::start();
+    let script = format!(
+        "{bin} --endpoint {endpoint} --redis-url redis://127.0.0.1:{port}; sleep 30",
+        bin = env!("CARGO_BIN_EXE_kg-tui"),
+        port = redis.port,
+    );
+    let tmux = Tmux {
+        socket: format!("kgtui-test-{}-outage", std::process::id()),
+    };
+    let started = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "tui",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    tmux.wait_for("redis: connected", Duration::from_secs(10), |s| {
+        s.contains("redis: connected")
+    })
+    .await;
+    redis.kill();
+    tmux.wait_for("redis: UNREACHABLE", Duration::from_secs(5), |s| {
+        s.contains("redis: UNREACHABLE")
+    })
+    .await;
+    redis.spawn();
+    tmux.wait_for("redis: connected again", Duration::from_secs(10), |s| {
+        s.contains("redis: connected")
+    })
+    .await;
+    tmux.run(&["send-keys", "-t", "tui", "q"]);
+}
