@@ -20,7 +20,8 @@ export KG_TEST_REDIS_URL="${KG_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step "checking prerequisites"
-ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools
+ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools \
+    tmux:tmux
 if ! psql "$KG_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
     fail "PostgreSQL is not reachable at $KG_TEST_DATABASE_URL; the tests need it (set KG_TEST_DATABASE_URL)"
 fi
