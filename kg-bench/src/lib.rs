@@ -1,0 +1,238 @@
+//! kg-bench, a load tool for KeyGrid: what k6, oha and wrk2 do, plus what they cannot see
+//! here: the node behind nginx that answered, cache hits, and per-operation latency.
+//! `run` drives the load, `stats` measures, `threshold` judges and compares, `report` prints.
+
+pub mod report;
+pub mod run;
+pub mod stats;
+pub mod threshold;
+pub mod workload;
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kg_api::parse_duration;
+
+use run::{RunOptions, Target};
+use stats::Report;
+use threshold::Threshold;
+use workload::{KeyDist, Mix, ValueSize};
+
+/// Exit code when a threshold fails (k6's convention).
+pub const EXIT_THRESHOLD_FAILED: u8 = 99;
+
+/// kg-bench: load-test KeyGrid and measure it honestly.
+///
+/// Closed model by default (--concurrency workers back to back); --rate switches to an open
+/// model with latency measured from each request's scheduled start. Exit codes: 0 ok, 1
+/// regression (compare), 2 usage or run error, 99 a threshold failed.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kg-bench",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Tool>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Tool {
+    /// Compare two JSON reports and flag regressions.
+    Compare(CompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    pub base: PathBuf,
+    pub new: PathBuf,
+    /// Changes worse than this are regressions.
+    #[arg(long, default_value = "5%", value_parser = parse_percent)]
+    pub tolerance: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Node or load balancer URL; repeat it or give a comma-separated list (workers are
+    /// spread over them).
+    #[arg(
+        long,
+        short = 'e',
+        env = "KG_ENDPOINT",
+        default_value = "http://127.0.0.1:8000",
+        value_delimiter = ','
+    )]
+    pub endpoint: Vec<String>,
+
+    /// Connections, each with one request in flight.
+    #[arg(long, short = 'c', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub concurrency: u32,
+
+    /// Open model: this many requests per second in all, at constant arrival.
+    #[arg(long, short = 'r')]
+    pub rate: Option<f64>,
+
+    /// How long to measure [default: 10s unless --requests is given].
+    #[arg(long, short = 'd', value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Stop after this many measured requests.
+    #[arg(long, short = 'n', conflicts_with = "duration")]
+    pub requests: Option<u64>,
+
+    /// Load before measuring, excluded from the figures.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
+
+    /// Operation weights.
+    #[arg(long, default_value = "get=90,put=9,delete=1")]
+    pub mix: Mix,
+
+    /// How many distinct keys (bench/00000000 ...).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: u64,
+
+    /// uniform, or zipf:S (key 0 hottest).
+    #[arg(long, default_value = "uniform")]
+    pub key_dist: KeyDist,
+
+    /// Value size in bytes, or a range such as 64..4096.
+    #[arg(long, default_value = "128")]
+    pub value_size: ValueSize,
+
+    /// Write every key once before the run, so GETs find them.
+    #[arg(long)]
+    pub preload: bool,
+
+    /// A request without an answer after this long is a timeout error.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Bearer token for nodes that require authentication.
+    #[arg(long, env = "KG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// k6-style pass/fail criteria: p50|p90|p99|p99.9|max|mean < or > 5ms, errors<0.1%,
+    /// rps>10000. Repeatable; any failure exits 99.
+    #[arg(long = "threshold")]
+    pub thresholds: Vec<Threshold>,
+
+    /// Write every operation to this JSON-lines file (client, op, key, value, invoke and
+    /// complete time, outcome), for the linearizability check.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
+    /// Report format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(number) => (number, 0.01),
+        None => (text, 1.0),
+    };
+    number
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| v * scale)
+        .ok_or_else(|| format!("{text:?} is not a percentage"))
+}
+
+/// Runs the command; returns the exit code, or an error message (exit 2).
+pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
+    match cli.command {
+        Some(Tool::Compare(args)) => {
+            let read = |path: &PathBuf| -> Result<Report, String> {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+                serde_json::from_str(&text).map_err(|err| {
+                    format!("{} is not a kg-bench JSON report: {err}", path.display())
+                })
+            };
+            let (base, new) = (read(&args.base)?, read(&args.new)?);
+            let changes = threshold::compare(&base, &new, args.tolerance);
+            report::print_changes(out, &changes, args.tolerance).map_err(|e| e.to_string())?;
+            Ok(u8::from(changes.iter().any(|c| c.regression)))
+        }
+        None => bench(cli.run, out).await,
+    }
+}
+
+async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
+    if let Some(rate) = args.rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            return Err(format!("--rate {rate} must be above 0"));
+        }
+    }
+    let mut targets = Vec::new();
+    for endpoint in &args.endpoint {
+        targets.push(Target::resolve(endpoint.trim()).await?);
+    }
+    let duration = match (args.duration, args.requests) {
+        (None, None) => Some(Duration::from_secs(10)),
+        (duration, _) => duration,
+    };
+    let settings = serde_json::json!({
+        "endpoints": args.endpoint,
+        "concurrency": args.concurrency,
+        "rate": args.rate,
+        "model": if args.rate.is_some() { "open" } else { "closed" },
+        "duration_s": duration.map(|d| d.as_secs_f64()),
+        "requests": args.requests,
+        "warmup_s": args.warmup.as_secs_f64(),
+        "mix": args.mix,
+        "keys": args.keys,
+        "key_dist": args.key_dist,
+        "value_size": args.value_size,
+        "preload": args.preload,
+        "timeout_s": args.timeout.as_secs_f64(),
+    });
+    let options = RunOptions {
+        targets,
+        concurrency: args.concurrency as usize,
+        rate: args.rate,
+        duration,
+        requests: args.requests,
+        warmup: args.warmup,
+        mix: args.mix,
+        keys: args.keys,
+        key_dist: args.key_dist,
+        value_size: args.value_size,
+        preload: args.preload,
+        timeout: args.timeout,
+        token: args.token,
+        record: args.record,
+        // The live line goes to stderr, and only when a person is watching.
+        progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+    };
+    let mut report = run::run(options, settings).await?;
+    report.thresholds = args.thresholds.iter().map(|t| t.check(&report)).collect();
+    let printed = match args.output {
+        Output::Text => report::print_text(out, &report),
+        Output::Json => report::print_json(out, &report),
+        Output::Csv => report::print_csv(out, &report),
+    };
+    printed.map_err(|err| format!("cannot write the report: {err}"))?;
+    Ok(if report.thresholds.iter().all(|t| t.passed) {
+        0
+    } else {
+        EXIT_THRESHOLD_FAILED
+    })
+}

@@ -1,0 +1,198 @@
+//! Printers of a [`Report`]: `print_text` (aligned tables), `print_json` and `print_csv`, over
+//! any writer; and of a comparison.
+
+use std::io::{self, Write};
+
+use crate::stats::{Latency, Report};
+use crate::threshold::Change;
+
+#[allow(clippy::cast_precision_loss)]
+fn ms(micros: u64) -> String {
+    format!("{:.2}ms", micros as f64 / 1000.0)
+}
+
+fn latency_cells(l: &Latency) -> Vec<String> {
+    vec![ms(l.p50), ms(l.p90), ms(l.p99), ms(l.p999), ms(l.max)]
+}
+
+fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| format!("{cell:<width$}", width = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    writeln!(out, "{}", line(headers.to_vec()))?;
+    for row in rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    writeln!(
+        out,
+        "{} requests in {:.2}s: {:.0} req/s, {} errors ({:.3}%), {} not found",
+        report.requests,
+        report.duration_s,
+        report.rps,
+        report.errors,
+        report.error_ratio * 100.0,
+        report.not_found
+    )?;
+    writeln!(out)?;
+    let mut rows: Vec<Vec<String>> = report
+        .ops
+        .iter()
+        .map(|(op, r)| {
+            let mut row = vec![
+                op.clone(),
+                r.requests.to_string(),
+                format!("{:.0}", r.rps),
+                r.errors.to_string(),
+            ];
+            row.extend(latency_cells(&r.latency_us));
+            row
+        })
+        .collect();
+    let mut all = vec![
+        "all".to_owned(),
+        report.requests.to_string(),
+        format!("{:.0}", report.rps),
+        report.errors.to_string(),
+    ];
+    all.extend(latency_cells(&report.latency_us));
+    rows.push(all);
+    table(
+        out,
+        &[
+            "OP", "REQUESTS", "RPS", "ERRORS", "P50", "P90", "P99", "P99.9", "MAX",
+        ],
+        &rows,
+    )?;
+
+    if !report.errors_by_kind.is_empty() {
+        writeln!(out)?;
+        let kinds: Vec<String> = report
+            .errors_by_kind
+            .iter()
+            .map(|(kind, count)| format!("{kind}: {count}"))
+            .collect();
+        writeln!(out, "errors: {}", kinds.join(", "))?;
+    }
+    if !report.nodes.is_empty() {
+        writeln!(out)?;
+        let rows: Vec<Vec<String>> = report
+            .nodes
+            .iter()
+            .map(|(node, r)| {
+                vec![
+                    node.clone(),
+                    r.requests.to_string(),
+                    format!("{:.1}%", r.share * 100.0),
+                    r.errors.to_string(),
+                    ms(r.latency_us.p50),
+                    ms(r.latency_us.p99),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &["NODE", "REQUESTS", "SHARE", "ERRORS", "P50", "P99"],
+            &rows,
+        )?;
+    }
+    if let Some(ratio) = report.cache.hit_ratio {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "cache: {:.1}% hits ({} hits, {} misses)",
+            ratio * 100.0,
+            report.cache.hits,
+            report.cache.misses
+        )?;
+    }
+    if !report.thresholds.is_empty() {
+        writeln!(out)?;
+        for t in &report.thresholds {
+            let value = match t.unit.as_str() {
+                "us" => format!("{:.3}ms", t.value / 1000.0),
+                "ratio" => format!("{:.3}%", t.value * 100.0),
+                _ => format!("{:.1}", t.value),
+            };
+            writeln!(
+                out,
+                "{} {}: {value}",
+                if t.passed { "✓" } else { "✗" },
+                t.threshold
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub fn print_json(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    serde_json::to_writer_pretty(&mut *out, report)?;
+    writeln!(out)
+}
+
+/// One row per operation and one for all: the figures a spreadsheet wants.
+pub fn print_csv(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    writeln!(
+        out,
+        "op,requests,errors,rps,p50_us,p90_us,p99_us,p999_us,max_us"
+    )?;
+    let row = |out: &mut dyn Write, op: &str, requests: u64, errors: u64, rps: f64, l: &Latency| {
+        writeln!(
+            out,
+            "{op},{requests},{errors},{rps:.1},{},{},{},{},{}",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        )
+    };
+    for (op, r) in &report.ops {
+        row(out, op, r.requests, r.errors, r.rps, &r.latency_us)?;
+    }
+    row(
+        out,
+        "all",
+        report.requests,
+        report.errors,
+        report.rps,
+        &report.latency_us,
+    )
+}
+
+pub fn print_changes(out: &mut dyn Write, changes: &[Change], tolerance: f64) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.figure.clone(),
+                format!("{:.2}", c.base),
+                format!("{:.2}", c.new),
+                c.change
+                    .map_or("-".to_owned(), |c| format!("{:+.1}%", c * 100.0)),
+                if c.regression { "REGRESSION" } else { "" }.to_owned(),
+            ]
+        })
+        .collect();
+    table(out, &["FIGURE", "BASE", "NEW", "CHANGE", ""], &rows)?;
+    let regressions = changes.iter().filter(|c| c.regression).count();
+    writeln!(
+        out,
+        "\n{regressions} regression(s) beyond {:.1}%",
+        tolerance * 100.0
+    )
+}

@@ -1,0 +1,608 @@
+//! The load engine: workers on hyper HTTP/1.1 connections of their own, a closed model
+//! (`--concurrency` back to back) or an open one (`--rate`, latency from each request's
+//! scheduled start, so coordinated omission is corrected as wrk2 does), a live progress line,
+//! and an optional history of every operation for the linearizability check.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::stats::{Outcome, Report, Sample, Stats};
+use crate::workload::{key_name, KeyDist, Mix, Op, Sampler, ValueSize};
+
+/// An endpoint, resolved once.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub url: String,
+    pub addr: SocketAddr,
+    /// The Host header.
+    pub host: String,
+}
+
+impl Target {
+    /// Resolves `http://host[:port]` (https is not spoken: KeyGrid's nodes and nginx are
+    /// plain HTTP on the inside).
+    pub async fn resolve(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("{url:?}: only http:// endpoints are supported"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        if authority.is_empty() {
+            return Err(format!("{url:?}: no host"));
+        }
+        let with_port = if authority.contains(':') {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let addr = tokio::net::lookup_host(&with_port)
+            .await
+            .map_err(|err| format!("{url:?}: {err}"))?
+            .next()
+            .ok_or_else(|| format!("{url:?}: no address"))?;
+        Ok(Self {
+            url: url.to_owned(),
+            addr,
+            host: authority.to_owned(),
+        })
+    }
+}
+
+/// Everything a run needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub targets: Vec<Target>,
+    pub concurrency: usize,
+    /// Open model: requests per second over all workers.
+    pub rate: Option<f64>,
+    pub duration: Option<Duration>,
+    pub requests: Option<u64>,
+    pub warmup: Duration,
+    pub mix: Mix,
+    pub keys: u64,
+    pub key_dist: KeyDist,
+    pub value_size: ValueSize,
+    pub preload: bool,
+    pub timeout: Duration,
+    pub token: Option<String>,
+    pub record: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// State the workers share: stop flags and the live counters the progress line reads.
+#[derive(Debug)]
+struct Shared {
+    stop: AtomicBool,
+    /// Requests issued in the measured part (for `--requests`).
+    issued: AtomicU64,
+    done: AtomicU64,
+    errors: AtomicU64,
+    /// Latencies since the progress line last looked, for its p99.
+    recent: Mutex<Histogram<u64>>,
+}
+
+/// One operation as the history records it (`--record`), for the linearizability check.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryEntry {
+    pub client: usize,
+    pub op: Op,
+    pub key: String,
+    /// The value written (put), or read (get; `null` for a missing key).
+    pub value: Option<String>,
+    /// Microseconds since the run started, on the monotonic clock.
+    pub invoke_us: u64,
+    pub complete_us: u64,
+    /// `ok`; `fail` (certainly had no effect); `unknown` (a write that may have been applied:
+    /// a timeout, a broken connection or a 5xx).
+    pub outcome: &'static str,
+}
+
+/// The answer to one request, as much as the stats and the history need.
+struct Answer {
+    outcome: Outcome,
+    node: Option<String>,
+    cache_hit: Option<bool>,
+    body: Option<Bytes>,
+}
+
+/// One HTTP/1.1 connection of a worker, reconnected after any failure.
+struct Connection {
+    target: Target,
+    token: Option<String>,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Connection {
+    async fn connect(&mut self) -> Result<&mut SendRequest<Full<Bytes>>, Outcome> {
+        if self.sender.is_none() {
+            let stream = TcpStream::connect(self.target.addr)
+                .await
+                .map_err(|_| Outcome::Connect)?;
+            let _ = stream.set_nodelay(true);
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|_| Outcome::Connect)?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            self.sender = Some(sender);
+        }
+        self.sender.as_mut().ok_or(Outcome::Connect)
+    }
+
+    async fn send(&mut self, method: Method, path: &str, body: Option<Bytes>) -> Answer {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, &self.target.host);
+        if let Some(token) = &self.token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let Ok(request) = builder.body(Full::new(body.unwrap_or_default())) else {
+            return Answer::failed(Outcome::Io);
+        };
+        let sender = match self.connect().await {
+            Ok(sender) => sender,
+            Err(outcome) => return Answer::failed(outcome),
+        };
+        if sender.ready().await.is_err() {
+            self.sender = None;
+            return Answer::failed(Outcome::Io);
+        }
+        let response = match sender.send_request(request).await {
+            Ok(response) => response,
+            Err(_) => {
+                self.sender = None;
+                return Answer::failed(Outcome::Io);
+            }
+        };
+        let status = response.status();
+        let header_text = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let node = header_text(kg_api::HEADER_NODE);
+        let cache_hit = header_text(kg_api::HEADER_CACHE).map(|v| v.eq_ignore_ascii_case("hit"));
+        let body = match response.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(_) => {
+                self.sender = None;
+                return Answer::failed(Outcome::Io);
+            }
+        };
+        let outcome = if status.is_success() {
+            Outcome::Ok
+        } else if status == StatusCode::NOT_FOUND {
+            Outcome::NotFound
+        } else {
+            Outcome::Status(status.as_u16())
+        };
+        Answer {
+            outcome,
+            node,
+            cache_hit,
+            body: Some(body),
+        }
+    }
+}
+
+impl Answer {
+    fn failed(outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            node: None,
+            cache_hit: None,
+            body: None,
+        }
+    }
+}
+
+fn put_body(key: &str, value: &str) -> Bytes {
+    Bytes::from(serde_json::json!({"data": {"key": key, "value": value}}).to_string())
+}
+
+/// Sends one operation, bounded by `timeout` (after which the connection is dropped).
+async fn operate(
+    connection: &mut Connection,
+    op: Op,
+    key: &str,
+    value: Option<&str>,
+    timeout: Duration,
+) -> Answer {
+    let call = async {
+        match op {
+            Op::Get => {
+                connection
+                    .send(Method::GET, &format!("/api/key?key={key}"), None)
+                    .await
+            }
+            Op::Put => {
+                let body = put_body(key, value.unwrap_or_default());
+                connection.send(Method::PUT, "/api/key", Some(body)).await
+            }
+            Op::Delete => {
+                connection
+                    .send(Method::DELETE, &format!("/api/key?key={key}"), None)
+                    .await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer,
+        Err(_) => {
+            connection.sender = None;
+            Answer::failed(Outcome::Timeout)
+        }
+    }
+}
+
+/// Writes every key once, with `concurrency` connections.
+async fn preload(options: &RunOptions, bar: &ProgressBar) -> Result<(), String> {
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..options.concurrency {
+        let target = options.targets[worker % options.targets.len()].clone();
+        let (next, failed, done) = (next.clone(), failed.clone(), done.clone());
+        let options = options.clone();
+        tasks.spawn(async move {
+            let sampler = Sampler::new(options.keys, options.key_dist, options.value_size)?;
+            let mut rng = SmallRng::seed_from_u64(worker as u64);
+            let mut connection = Connection {
+                target,
+                token: options.token.clone(),
+                sender: None,
+            };
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= options.keys {
+                    return Ok::<(), String>(());
+                }
+                let key = key_name(index);
+                let value = sampler.value(&mut rng, worker, index);
+                let answer = operate(
+                    &mut connection,
+                    Op::Put,
+                    &key,
+                    Some(&value),
+                    options.timeout,
+                )
+                .await;
+                if answer.outcome.is_error() {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    bar.set_prefix("preload");
+    while !tasks.is_empty() {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                if let Some(Ok(Err(err))) = joined {
+                    return Err(err);
+                }
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                bar.set_message(format!(
+                    "{} of {} keys written",
+                    done.load(Ordering::Relaxed),
+                    options.keys
+                ));
+            }
+        }
+    }
+    match failed.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        n => Err(format!("preload: {n} of {} writes failed", options.keys)),
+    }
+}
+
+/// Runs the load and returns the report (without thresholds).
+pub async fn run(options: RunOptions, settings: serde_json::Value) -> Result<Report, String> {
+    if options.targets.is_empty() {
+        return Err("no endpoint".to_owned());
+    }
+    let bar = progress_bar(options.progress);
+    if options.preload {
+        preload(&options, &bar).await?;
+    }
+
+    let (history_tx, history_task) = match &options.record {
+        Some(path) => {
+            let file = tokio::fs::File::create(path)
+                .await
+                .map_err(|err| format!("cannot create {}: {err}", path.display()))?;
+            let (tx, rx) = mpsc::unbounded_channel::<HistoryEntry>();
+            (Some(tx), Some(tokio::spawn(write_history(file, rx))))
+        }
+        None => (None, None),
+    };
+
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        issued: AtomicU64::new(0),
+        done: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        recent: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000_000, 2).map_err(|err| err.to_string())?,
+        ),
+    });
+    let start = Instant::now();
+    let measure_start = start + options.warmup;
+    let end = options.duration.map(|duration| measure_start + duration);
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..options.concurrency {
+        let options = options.clone();
+        let shared = shared.clone();
+        let history = history_tx.clone();
+        workers.spawn(work(
+            worker,
+            options,
+            shared,
+            history,
+            Clock {
+                start,
+                measure_start,
+                end,
+            },
+        ));
+    }
+    drop(history_tx);
+
+    bar.set_prefix("load");
+    let mut last_done = 0;
+    let mut stats = Stats::default();
+    let mut last_completion = measure_start;
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    while !workers.is_empty() {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                Some(Ok(Ok((worker_stats, last)))) => {
+                    stats.merge(&worker_stats);
+                    last_completion = last_completion.max(last);
+                }
+                Some(Ok(Err(err))) => {
+                    shared.stop.store(true, Ordering::Relaxed);
+                    return Err(err);
+                }
+                Some(Err(err)) => return Err(format!("a worker failed: {err}")),
+                None => {}
+            },
+            _ = ticker.tick() => {
+                let done = shared.done.load(Ordering::Relaxed);
+                let p99 = shared
+                    .recent
+                    .lock()
+                    .map(|mut recent| {
+                        let p99 = recent.value_at_quantile(0.99);
+                        recent.reset();
+                        p99
+                    })
+                    .unwrap_or(0);
+                let phase = if Instant::now() < measure_start { "warmup" } else { "load" };
+                bar.set_prefix(phase);
+                bar.set_message(format!(
+                    "{} req/s · {} requests · {} errors · p99 {:.2}ms",
+                    done - last_done,
+                    done,
+                    shared.errors.load(Ordering::Relaxed),
+                    p99 as f64 / 1000.0
+                ));
+                last_done = done;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(task) = history_task {
+        task.await
+            .map_err(|err| format!("history writer failed: {err}"))??;
+    }
+    let elapsed = last_completion.saturating_duration_since(measure_start);
+    Ok(Report::new(&stats, elapsed, settings))
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+    measure_start: Instant,
+    end: Option<Instant>,
+}
+
+fn micros_since(start: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(start).as_micros()).unwrap_or(u64::MAX)
+}
+
+/// One worker: its own connection, RNG, sampler and stats. Returns its stats and the time of
+/// its last measured completion.
+async fn work(
+    worker: usize,
+    options: RunOptions,
+    shared: Arc<Shared>,
+    history: Option<mpsc::UnboundedSender<HistoryEntry>>,
+    clock: Clock,
+) -> Result<(Stats, Instant), String> {
+    let sampler = Sampler::new(options.keys, options.key_dist, options.value_size)?;
+    let mut rng = SmallRng::seed_from_u64(0x6b67_6265_6e63_6800 ^ worker as u64);
+    let mut connection = Connection {
+        target: options.targets[worker % options.targets.len()].clone(),
+        token: options.token.clone(),
+        sender: None,
+    };
+    let mut stats = Stats::default();
+    let mut local =
+        Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).map_err(|err| err.to_string())?;
+    let mut last_completion = clock.measure_start;
+    // Open model: each worker takes an equal share of the rate, its start staggered.
+    let period = options.rate.map(|rate| {
+        #[allow(clippy::cast_precision_loss)]
+        Duration::from_secs_f64(options.concurrency as f64 / rate)
+    });
+    #[allow(clippy::cast_possible_truncation)]
+    let mut next = clock.start
+        + period.map_or(Duration::ZERO, |p| {
+            p * worker as u32 / options.concurrency.max(1) as u32
+        });
+    let mut sequence = 0u64;
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let scheduled = match period {
+            Some(period) => {
+                let at = next;
+                next += period;
+                if let Some(end) = clock.end {
+                    if at >= end {
+                        break;
+                    }
+                }
+                tokio::time::sleep_until(at.into()).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        if clock.end.is_some_and(|end| scheduled >= end) {
+            break;
+        }
+        let measured = scheduled >= clock.measure_start;
+        if measured {
+            if let Some(limit) = options.requests {
+                if shared.issued.fetch_add(1, Ordering::Relaxed) >= limit {
+                    break;
+                }
+            }
+        }
+        sequence += 1;
+        let op = options.mix.pick(&mut rng);
+        let key = key_name(sampler.key_index(&mut rng));
+        let value = (op == Op::Put).then(|| sampler.value(&mut rng, worker, sequence));
+        let invoked = Instant::now();
+        let answer = operate(&mut connection, op, &key, value.as_deref(), options.timeout).await;
+        let completed = Instant::now();
+        let latency = completed.saturating_duration_since(scheduled);
+
+        if let Some(history) = &history {
+            let _ = history.send(HistoryEntry {
+                client: worker,
+                op,
+                value: match op {
+                    Op::Put => value.clone(),
+                    Op::Get => answer.body.as_deref().and_then(read_value),
+                    Op::Delete => None,
+                },
+                key: key.clone(),
+                invoke_us: micros_since(clock.start, invoked),
+                complete_us: micros_since(clock.start, completed),
+                outcome: history_outcome(op, answer.outcome),
+            });
+        }
+        if !measured {
+            continue;
+        }
+        let micros = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        local.saturating_record(micros);
+        if local.len() >= 64 {
+            if let Ok(mut recent) = shared.recent.lock() {
+                let _ = recent.add(&local);
+            }
+            local.reset();
+        }
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        if answer.outcome.is_error() {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let second = usize::try_from(
+            completed
+                .saturating_duration_since(clock.measure_start)
+                .as_secs(),
+        )
+        .unwrap_or(usize::MAX);
+        stats.record(
+            &Sample {
+                op,
+                outcome: answer.outcome,
+                latency,
+                node: answer.node.as_deref(),
+                cache_hit: answer.cache_hit,
+            },
+            second,
+        );
+        last_completion = last_completion.max(completed);
+    }
+    Ok((stats, last_completion))
+}
+
+/// The value in a GET's `{"data":{"value":...}}`.
+fn read_value(body: &[u8]) -> Option<String> {
+    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
+    json.get("data")?.get("value")?.as_str().map(str::to_owned)
+}
+
+fn history_outcome(op: Op, outcome: Outcome) -> &'static str {
+    match (op, outcome) {
+        (_, Outcome::Ok) | (Op::Get, Outcome::NotFound) => "ok",
+        // A read that failed had no effect; so had a write the node refused (4xx).
+        (Op::Get, _) => "fail",
+        (_, Outcome::NotFound) => "fail",
+        (_, Outcome::Status(status)) if (400..500).contains(&status) => "fail",
+        (_, Outcome::Connect) => "fail",
+        _ => "unknown",
+    }
+}
+
+async fn write_history(
+    file: tokio::fs::File,
+    mut rx: mpsc::UnboundedReceiver<HistoryEntry>,
+) -> Result<(), String> {
+    let mut out = tokio::io::BufWriter::new(file);
+    while let Some(entry) = rx.recv().await {
+        let mut line = serde_json::to_vec(&entry).map_err(|err| err.to_string())?;
+        line.push(b'\n');
+        out.write_all(&line)
+            .await
+            .map_err(|err| format!("cannot write the history: {err}"))?;
+    }
+    out.flush()
+        .await
+        .map_err(|err| format!("cannot write the history: {err}"))
+}
+
+fn progress_bar(visible: bool) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {prefix:7} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}

@@ -1,0 +1,294 @@
+//! kg-bench end to end: the real binary against a node spawned on a free port. The JSON
+//! report's counts must add up, the open model must hold its rate, a threshold that cannot
+//! hold must exit 99, `compare` must flag a regression, and `--record` must log every call.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+use std::process::Output;
+
+use clap::Parser;
+use serde_json::Value;
+
+/// A node on embedded SQLite in `dir`.
+async fn spawn_node(dir: &std::path::Path) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let config = kg_server::Config::try_parse_from([
+        "kg-server".to_owned(),
+        format!("--listen={address}"),
+        format!("--database-url=sqlite://{}", dir.join("kg.db").display()),
+        "--node-id=bench-node".to_owned(),
+    ])
+    .unwrap();
+    let state = kg_server::AppState::build(&config).await.unwrap();
+    tokio::spawn(kg_server::serve(listener, state, std::future::pending()));
+    format!("http://{address}")
+}
+
+async fn kg_bench(args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_kg-bench"))
+        .args(args)
+        .output()
+        .await
+        .unwrap()
+}
+
+fn json(output: &Output) -> Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+        panic!(
+            "not JSON ({err}): {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_report_is_complete_and_its_counts_add_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let output = kg_bench(&[
+        "--endpoint",
+        &endpoint,
+        "--concurrency",
+        "4",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+        "--keys",
+        "200",
+        "--preload",
+        "--mix",
+        "get=70,put=20,delete=10",
+        "--output",
+        "json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = json(&output);
+
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(requests > 100, "{report}");
+    assert_eq!(
+        report["successes"].as_u64().unwrap() + report["errors"].as_u64().unwrap(),
+        requests
+    );
+    assert_eq!(report["errors"], 0, "a healthy node: {report}");
+    let ops = report["ops"].as_object().unwrap();
+    assert_eq!(
+        ops.keys().collect::<Vec<_>>(),
+        ["delete", "get", "put"],
+        "every operation of the mix ran"
+    );
+    let by_op: u64 = ops
+        .values()
+        .map(|op| op["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_op, requests);
+    let by_second: u64 = report["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["rps"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_second, requests);
+    let node = &report["nodes"]["bench-node"];
+    assert_eq!(node["requests"].as_u64().unwrap(), requests);
+    assert!((node["share"].as_f64().unwrap() - 1.0).abs() < 1e-9);
+    let latency = &report["latency_us"];
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(latency[field].as_u64().unwrap() > 0, "{field}: {latency}");
+    }
+    assert!(latency["p50"].as_u64() <= latency["p99"].as_u64());
+    assert!(latency["p99"].as_u64() <= latency["max"].as_u64());
+    let duration = report["duration_s"].as_f64().unwrap();
+    assert!((1.9..3.0).contains(&duration), "measured {duration}s");
+    assert_eq!(report["settings"]["model"], "closed");
+    assert_eq!(report["settings"]["preload"], true);
+    // Without Redis every read is a miss, and the node says so on each GET.
+    assert_eq!(report["cache"]["hits"], 0);
+    assert_eq!(report["cache"]["misses"], report["ops"]["get"]["requests"]);
+    assert_eq!(report["cache"]["hit_ratio"], 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_model_holds_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let output = kg_bench(&[
+        "--endpoint",
+        &endpoint,
+        "--rate",
+        "200",
+        "--concurrency",
+        "8",
+        "--duration",
+        "2s",
+        "--keys",
+        "50",
+        "--mix",
+        "get=1,put=1",
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = json(&output);
+    let requests = report["requests"].as_u64().unwrap();
+    assert!(
+        (380..=420).contains(&requests),
+        "200/s for 2 s gave {requests}"
+    );
+    assert_eq!(report["settings"]["model"], "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thresholds_print_their_values_and_a_failed_one_exits_99() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let base = [
+        "--endpoint",
+        endpoint.as_str(),
+        "-c",
+        "2",
+        "--requests",
+        "200",
+        "--keys",
+        "20",
+    ];
+    let passing = kg_bench(
+        &[
+            &base[..],
+            &["--threshold", "errors<1%", "--threshold", "p99<5s"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(passing.status.code(), Some(0), "{passing:?}");
+    let text = String::from_utf8_lossy(&passing.stdout);
+    assert!(text.contains("✓ errors<1%: 0.000%"), "{text}");
+    assert!(text.contains("200 requests"), "exactly --requests: {text}");
+
+    let failing = kg_bench(
+        &[
+            &base[..],
+            &["--threshold", "p99<1us", "--threshold", "rps>1"],
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(failing.status.code(), Some(99), "{failing:?}");
+    let text = String::from_utf8_lossy(&failing.stdout);
+    assert!(text.contains("✗ p99<1us: "), "{text}");
+    assert!(text.contains("✓ rps>1: "), "{text}");
+
+    let bad = kg_bench(&["--threshold", "p42<1ms"]).await;
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a bad threshold is a usage error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_flags_a_regression_between_two_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let output = kg_bench(&[
+        "--endpoint",
+        &endpoint,
+        "-c",
+        "2",
+        "--requests",
+        "300",
+        "--keys",
+        "20",
+        "-o",
+        "json",
+    ])
+    .await;
+    let base = json(&output);
+    let mut slower = base.clone();
+    let p99 = base["latency_us"]["p99"].as_u64().unwrap();
+    slower["latency_us"]["p99"] = Value::from(p99 * 2);
+    let base_path = dir.path().join("base.json");
+    let slower_path = dir.path().join("slower.json");
+    std::fs::write(&base_path, base.to_string()).unwrap();
+    std::fs::write(&slower_path, slower.to_string()).unwrap();
+
+    let same = kg_bench(&[
+        "compare",
+        base_path.to_str().unwrap(),
+        base_path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(same.status.code(), Some(0), "{same:?}");
+    assert!(String::from_utf8_lossy(&same.stdout).contains("0 regression(s) beyond 5.0%"));
+
+    let worse = kg_bench(&[
+        "compare",
+        base_path.to_str().unwrap(),
+        slower_path.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(worse.status.code(), Some(1), "{worse:?}");
+    let text = String::from_utf8_lossy(&worse.stdout);
+    let line = text.lines().find(|l| l.starts_with("p99_us ")).unwrap();
+    assert!(
+        line.contains("+100.0%") && line.contains("REGRESSION"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_writes_every_operation_with_unique_written_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let history = dir.path().join("history.jsonl");
+    let output = kg_bench(&[
+        "--endpoint",
+        &endpoint,
+        "-c",
+        "4",
+        "--requests",
+        "400",
+        "--keys",
+        "10",
+        "--mix",
+        "get=50,put=50",
+        "--record",
+        history.to_str().unwrap(),
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let entries: Vec<Value> = std::fs::read_to_string(&history)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 400);
+    let mut written = std::collections::HashSet::new();
+    for entry in &entries {
+        assert!(
+            entry["invoke_us"].as_u64() <= entry["complete_us"].as_u64(),
+            "{entry}"
+        );
+        assert_eq!(entry["outcome"], "ok", "{entry}");
+        assert!(entry["client"].as_u64().unwrap() < 4);
+        if entry["op"] == "put" {
+            assert!(
+                written.insert(entry["value"].as_str().unwrap().to_owned()),
+                "{entry}"
+            );
+        }
+    }
+    // Every value a GET saw was written by some PUT of the run (or the key was missing).
+    for entry in entries.iter().filter(|e| e["op"] == "get") {
+        if let Some(value) = entry["value"].as_str() {
+            assert!(written.contains(value), "{entry}");
+        }
+    }
+}
