@@ -68,4 +68,22 @@ trap cluster_down EXIT
 step "cluster tests (failover drills, kills, restarts, kg failover-drill)"
 cargo test -p kg-cli --features cluster-tests --locked --test cluster -- --nocapture
 
+step "kg-bench through nginx: every node answers, no errors"
+cargo build --locked -p kg-bench
+target/debug/kg-bench --endpoint http://127.0.0.1:8000 --concurrency 8 --duration 3s \
+    --keys 1000 --preload --threshold 'errors<0.1%' --output json >"$KG_STATE_DIR/bench.json"
+python3 - "$KG_STATE_DIR/bench.json" <<'PY'
+import json, sys
+report = json.load(open(sys.argv[1]))
+nodes = report["nodes"]
+shares = ", ".join("%s %.0f%%" % (n, 100 * v["share"]) for n, v in sorted(nodes.items()))
+print("%d requests, %.0f req/s, p99 %d us, shares: %s"
+      % (report["requests"], report["rps"], report["latency_us"]["p99"], shares))
+assert sorted(nodes) == ["n1", "n2", "n3"], nodes
+assert all(v["share"] > 0.2 for v in nodes.values()), nodes
+PY
+
+step "the seed's k6 script, on a short run"
+DURATION=5s VUS=2 ./scripts/load-k6.sh http://127.0.0.1:8000 --quiet
+
 step "all checks passed"

@@ -160,13 +160,27 @@ impl Connection {
         let Ok(request) = builder.body(Full::new(body.unwrap_or_default())) else {
             return Answer::failed(Outcome::Io);
         };
-        let sender = match self.connect().await {
+        // A server may close a keep-alive connection between requests (nginx does after
+        // `keepalive_requests`, with `Connection: close` on the last answer). That is not an
+        // error: open a fresh connection. Only failing on a fresh one is.
+        let reused = self.sender.is_some();
+        let mut sender = match self.connect().await {
             Ok(sender) => sender,
             Err(outcome) => return Answer::failed(outcome),
         };
         if sender.ready().await.is_err() {
             self.sender = None;
-            return Answer::failed(Outcome::Io);
+            if !reused {
+                return Answer::failed(Outcome::Io);
+            }
+            sender = match self.connect().await {
+                Ok(sender) => sender,
+                Err(outcome) => return Answer::failed(outcome),
+            };
+            if sender.ready().await.is_err() {
+                self.sender = None;
+                return Answer::failed(Outcome::Io);
+            }
         }
         let response = match sender.send_request(request).await {
             Ok(response) => response,

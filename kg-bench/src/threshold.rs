@@ -72,9 +72,11 @@ impl FromStr for Threshold {
             "mean" | "avg" => Metric::Latency(LatencyStat::Mean),
             "errors" => Metric::Errors,
             "rps" => Metric::Rps,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "{text:?}: unknown metric {other:?} (p50, p90, p99, p99.9, max, mean, errors, rps)"
-            )),
+            ))
+            }
         };
         let limit = match metric {
             Metric::Latency(_) => parse_duration_us(value),
