@@ -58,6 +58,10 @@ pub struct Config {
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub cache_fill_delay: Option<Duration>,
 
+    /// Serve the web view from this directory (the built web/dist) at `/`.
+    #[arg(long, env = "KG_WEB_DIR", value_name = "DIR")]
+    pub web_dir: Option<std::path::PathBuf>,
+
     /// Test hook: a pause between a write's commit and its answer, as a node that hangs or
     /// dies right after committing would leave it. The cluster tests use it to check that a
     /// write nginx retries on another node is applied once.

@@ -52,6 +52,8 @@ pub struct NodeState {
     pub cache_fill_delay: Option<Duration>,
     /// Test hook: pause between a write's commit and its answer.
     pub write_reply_delay: Option<Duration>,
+    /// The web view's files, served at `/` when given.
+    pub web_dir: Option<std::path::PathBuf>,
     pub max_value_bytes: usize,
     pub db_timeout: Duration,
     pub started: Instant,
@@ -125,6 +127,7 @@ impl AppState {
             events,
             cache_fill_delay: config.cache_fill_delay,
             write_reply_delay: config.write_reply_delay,
+            web_dir: config.web_dir.clone(),
             store,
             max_value_bytes: config.max_value_bytes,
             db_timeout: config.db_timeout,

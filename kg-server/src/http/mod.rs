@@ -19,9 +19,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use kg_api::HEADER_NODE;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::{ServeDir, ServeFile};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
@@ -50,12 +51,30 @@ pub fn app(state: AppState) -> Router {
         .max_value_bytes
         .saturating_mul(6)
         .saturating_add(64 * 1024);
-    Router::new()
+    let router = Router::new()
         .merge(keys::router())
         .merge(health::router())
         .merge(watch::router())
-        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()))
-        .fallback(route_not_found)
+        .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()));
+    let router = match &state.web_dir {
+        Some(dir) => {
+            // The web view is a single-page app: unknown paths get its index.html. The API's
+            // own unknown paths keep their JSON 404.
+            let files = ServeDir::new(dir).fallback(ServeFile::new(dir.join("index.html")));
+            router.fallback(move |request: Request| async move {
+                let path = request.uri().path();
+                if path.starts_with("/api/") || path == "/api" || path == "/metrics" {
+                    return Error::RouteNotFound.into_response();
+                }
+                match files.oneshot(request).await {
+                    Ok(response) => response.map(axum::body::Body::new),
+                    Err(never) => match never {},
+                }
+            })
+        }
+        None => router.fallback(route_not_found),
+    };
+    router
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(move |request: Request, next: Next| {

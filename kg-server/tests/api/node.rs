@@ -95,3 +95,50 @@ async fn openapi_documents_every_route_and_swagger_ui_is_served(backend: Backend
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(ui.text().await.unwrap().contains("swagger-ui"));
 }
+
+/// `--web-dir` serves the web view at `/`, with index.html for the single-page app's own
+/// paths, while the API's unknown paths keep their JSON 404.
+#[tokio::test]
+async fn web_dir_serves_the_web_view_and_leaves_the_api_alone() {
+    let web = tempfile::tempdir().unwrap();
+    std::fs::write(
+        web.path().join("index.html"),
+        "<!doctype html><title>KeyGrid</title>",
+    )
+    .unwrap();
+    std::fs::create_dir(web.path().join("assets")).unwrap();
+    std::fs::write(web.path().join("assets/app.js"), "console.log(1)").unwrap();
+    let options = crate::helpers::AppOptions {
+        extra_args: vec![format!("--web-dir={}", web.path().display())],
+        ..crate::helpers::AppOptions::default()
+    };
+    let app = crate::helpers::spawn_app_with(Backend::Sqlite, options).await;
+
+    for path in ["/", "/keys/some/page"] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(response
+            .text()
+            .await
+            .unwrap()
+            .contains("<title>KeyGrid</title>"));
+    }
+    let script = app
+        .http
+        .get(app.url("/assets/app.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(script.status(), StatusCode::OK);
+    assert_eq!(script.text().await.unwrap(), "console.log(1)");
+
+    let unknown = app.http.get(app.url("/api/nope")).send().await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.text().await.unwrap(), r#"{"detail":"Not Found"}"#);
+    app.client.put("k", "v", Precondition::None).await.unwrap();
+    assert_eq!(app.client.get("k").await.unwrap().value, "v");
+}
