@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # KeyGrid's image: kg-server and the kg CLI, built with cargo and run on debian-slim as a
-# non-root user. docker-compose.yml runs three of these behind nginx.
+# non-root user (the default target), and an nginx image with the built web view (target
+# nginx). docker-compose.yml runs three nodes behind that nginx.
 
 # --- build ---------------------------------------------------------------------------------------
 FROM rust:1-slim-bookworm AS build
@@ -13,8 +14,20 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p kg-server -p kg-cli \
     && mkdir -p /out && cp target/release/kg-server target/release/kg /out/
 
-# --- run -----------------------------------------------------------------------------------------
-FROM debian:bookworm-slim
+# --- the web view, served by the nginx target below ---------------------------------------------
+FROM node:20-slim AS web
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY web/ ./
+RUN npm run build
+
+FROM nginx:1.25 AS nginx
+COPY nginx/keygrid.conf /etc/nginx/conf.d/default.conf
+COPY --from=web /web/dist /usr/share/nginx/html
+
+# --- run (the default target) -------------------------------------------------------------------
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates curl \
     && rm -rf /var/lib/apt/lists/* \

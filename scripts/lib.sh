@@ -118,3 +118,14 @@ wait_for_status() {
         sleep 0.2
     done
 }
+
+# require_node: the web view's tools (Vite 7) need Node.js 20.19 or later; Debian 12's own
+# nodejs package is 18, so say what to do rather than fail inside the build.
+require_node() {
+    ensure_packages node:nodejs npm:npm
+    local version
+    version=$(node -p 'process.versions.node' 2>/dev/null) || fail "node does not run"
+    if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
+        fail "Node.js $version is too old for the web view (Vite needs 20.19+); install a newer nodejs (e.g. from NodeSource)"
+    fi
+}

@@ -45,6 +45,7 @@ if [ "$build" = 1 ]; then
     step "building kg-server and kg ($(basename "$bin"))"
     cargo build "${profile_flag[@]}" --locked -p kg-server -p kg-cli
     if [ -f web/package.json ]; then
+        require_node
         step "building the web view"
         (cd web && npm ci --no-audit --no-fund && npm run build)
     fi
@@ -179,7 +180,7 @@ else
     step "KeyGrid is running"
 fi
 web_note=""
-[ -f web/dist/index.html ] || web_note="  (web/dist is not built: there is no web view yet)"
+[ -f web/dist/index.html ] || web_note="  (web/dist is not built: run without --no-build)"
 cat <<EOF
   API        http://127.0.0.1:$KG_API_PORT/api/health   (round-robin over n1-n3)
   web view   http://127.0.0.1:$KG_WEB_PORT/$web_note

@@ -42,6 +42,9 @@ cargo clippy --workspace --all-targets --features kg-cli/cluster-tests --locked 
 step "cargo test"
 cargo test --workspace --locked
 
+step "web view: unit tests, build, browser end-to-end"
+KG_PROFILE=debug ./scripts/test-web.sh
+
 step "deployment files"
 ./scripts/check-deploy.sh
 

@@ -1,0 +1,235 @@
+// The one place that talks to the KeyGrid API: forms, key list, live events and node health
+// all go through this Pinia store, so a URL or a JSON shape is written once.
+import { defineStore } from 'pinia'
+
+/** What the response headers said about a request (the forms' "Show more"). */
+export interface Meta {
+  node: string | null
+  revision: number | null
+  createRevision: number | null
+  version: number | null
+  cache: 'hit' | 'miss' | null
+  requestId: string | null
+}
+
+/** The outcome of a put, get or delete, ready to show. */
+export interface Result {
+  ok: boolean
+  status: number
+  /** The seed's status, the value read, or the server's detail. */
+  message: string
+  value?: string
+  meta: Meta
+}
+
+export interface KeyRecord {
+  key: string
+  value: string
+  create_revision: number
+  mod_revision: number
+  version: number
+}
+
+export interface ChangeEvent {
+  type: 'put' | 'delete'
+  key: string
+  revision: number
+  version: number
+  node: string
+  at: string
+  value?: string
+}
+
+export interface NodeInfo {
+  node: string
+  listen: string
+  status: 'ok' | 'degraded' | 'down'
+  revision: number | null
+}
+
+/** Events kept in the live panel. */
+export const MAX_EVENTS = 50
+/** Keys per page of the key list. */
+export const PAGE_SIZE = 20
+
+type Fetch = typeof fetch
+
+function numberHeader(headers: Headers, name: string): number | null {
+  const value = headers.get(name)
+  return value === null || value === '' ? null : Number(value)
+}
+
+function readMeta(headers: Headers): Meta {
+  const cache = headers.get('x-cache')
+  return {
+    node: headers.get('x-keygrid-node'),
+    revision: numberHeader(headers, 'x-keygrid-revision'),
+    createRevision: numberHeader(headers, 'x-keygrid-create-revision'),
+    version: numberHeader(headers, 'x-keygrid-version'),
+    cache: cache === 'hit' || cache === 'miss' ? cache : null,
+    requestId: headers.get('x-request-id'),
+  }
+}
+
+const NO_META: Meta = {
+  node: null,
+  revision: null,
+  createRevision: null,
+  version: null,
+  cache: null,
+  requestId: null,
+}
+
+async function detail(response: Response): Promise<string> {
+  try {
+    const body = await response.json()
+    if (body && typeof body.detail === 'string') return body.detail
+  } catch {
+    // not JSON: fall through to the status text
+  }
+  return `${response.status} ${response.statusText}`.trim()
+}
+
+export const useKvStore = defineStore('kv', {
+  state: () => ({
+    /** Swappable for tests; the browser's fetch otherwise. */
+    fetcher: null as Fetch | null,
+    keys: [] as KeyRecord[],
+    prefix: '',
+    /** The `after` of the next page, or null on the last page. */
+    nextAfter: null as string | null,
+    keysError: null as string | null,
+    events: [] as ChangeEvent[],
+    connection: 'connecting' as 'connecting' | 'live' | 'reconnecting',
+    nodes: [] as NodeInfo[],
+    nodesError: null as string | null,
+    /** A key picked in the list, for the Get form to load. */
+    picked: null as string | null,
+  }),
+  actions: {
+    async call(path: string, init?: RequestInit): Promise<Response> {
+      const run = this.fetcher ?? fetch
+      return run(path, init)
+    },
+
+    async request(path: string, init: RequestInit, ok: (body: any) => Partial<Result>): Promise<Result> {
+      let response: Response
+      try {
+        response = await this.call(path, init)
+      } catch (error) {
+        return { ok: false, status: 0, message: `network error: ${String(error)}`, meta: NO_META }
+      }
+      const meta = readMeta(response.headers)
+      if (!response.ok) {
+        return { ok: false, status: response.status, message: await detail(response), meta }
+      }
+      const body = await response.json()
+      return { ok: true, status: response.status, message: '', meta, ...ok(body) }
+    },
+
+    put(key: string, value: string): Promise<Result> {
+      return this.request(
+        '/api/key',
+        {
+          method: 'PUT',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ data: { key, value } }),
+        },
+        (body) => ({ message: body.status }),
+      )
+    },
+
+    get(key: string): Promise<Result> {
+      return this.request(`/api/key?key=${encodeURIComponent(key)}`, { method: 'GET' }, (body) => ({
+        message: body.data.value,
+        value: body.data.value,
+      }))
+    },
+
+    remove(key: string): Promise<Result> {
+      return this.request(`/api/key?key=${encodeURIComponent(key)}`, { method: 'DELETE' }, (body) => ({
+        message: body.status,
+      }))
+    },
+
+    /** Loads the first page for `prefix`, or with `more` the next page after the current. */
+    async loadKeys(prefix: string, more = false) {
+      const params = new URLSearchParams({ prefix, limit: String(PAGE_SIZE) })
+      if (more && this.nextAfter !== null) params.set('after', this.nextAfter)
+      try {
+        const response = await this.call(`/api/keys?${params}`)
+        if (!response.ok) {
+          this.keysError = await detail(response)
+          return
+        }
+        const page = await response.json()
+        this.keys = more ? [...this.keys, ...page.keys] : page.keys
+        this.nextAfter = page.next ?? null
+        this.prefix = prefix
+        this.keysError = null
+      } catch (error) {
+        this.keysError = `network error: ${String(error)}`
+      }
+    },
+
+    /** Newest first by revision, no duplicates, at most MAX_EVENTS. */
+    addEvent(event: ChangeEvent) {
+      if (this.events.some((e) => e.revision === event.revision)) return
+      const at = this.events.findIndex((e) => e.revision < event.revision)
+      if (at === -1) this.events.push(event)
+      else this.events.splice(at, 0, event)
+      if (this.events.length > MAX_EVENTS) this.events.length = MAX_EVENTS
+    },
+
+    /**
+     * Follows /api/watch. EventSource reconnects by itself and sends Last-Event-ID, so the
+     * node replays what was missed; the indicator shows the connection's state meanwhile.
+     */
+    watch(open: (url: string) => EventSource = (url) => new EventSource(url)): EventSource {
+      const source = open('/api/watch')
+      this.connection = 'connecting'
+      source.onopen = () => {
+        this.connection = 'live'
+      }
+      source.onerror = () => {
+        this.connection = 'reconnecting'
+      }
+      source.onmessage = (message: MessageEvent) => {
+        try {
+          this.addEvent(JSON.parse(message.data))
+        } catch {
+          // a malformed event is skipped; the stream goes on
+        }
+      }
+      return source
+    },
+
+    /** The answering node's /api/status: its peers if it has heard any, else itself. */
+    async loadStatus() {
+      try {
+        const response = await this.call('/api/status')
+        if (!response.ok) {
+          this.nodesError = await detail(response)
+          return
+        }
+        const status = await response.json()
+        const peers: NodeInfo[] = (status.peers ?? []).map((peer: any) => ({
+          node: peer.node,
+          listen: peer.listen,
+          status: peer.heartbeat_age_ms > 10_000 ? 'down' : peer.status,
+          revision: peer.revision,
+        }))
+        const self: NodeInfo = {
+          node: status.node,
+          listen: status.listen,
+          status: status.database.state === 'ok' && status.cache !== 'degraded' ? 'ok' : 'degraded',
+          revision: status.revision,
+        }
+        this.nodes = peers.length > 0 ? peers : [self]
+        this.nodesError = null
+      } catch (error) {
+        this.nodesError = `network error: ${String(error)}`
+      }
+    },
+  },
+})

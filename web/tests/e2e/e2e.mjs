@@ -1,0 +1,124 @@
+// End-to-end test of the web view in a real browser: Debian's chromium driven by
+// playwright-core, against a real kg-server serving web/dist (scripts/test-web.sh starts it).
+// Puts, gets and deletes through the forms, sees a key in the list and a live event after a
+// put made with curl, checks the 404 message, and saves a screenshot to target/e2e/.
+//
+//   KG_E2E_URL    the node's base URL (required)
+//   KG_E2E_SHOTS  where screenshots go (default ../target/e2e)
+import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
+import { chromium } from 'playwright-core'
+
+const base = process.env.KG_E2E_URL
+assert.ok(base, 'KG_E2E_URL must name the node under test')
+const shots = process.env.KG_E2E_SHOTS ?? path.resolve('..', 'target', 'e2e')
+mkdirSync(shots, { recursive: true })
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+})
+const page = await browser.newPage({ viewport: { width: 1280, height: 860 } })
+const failures = []
+page.on('pageerror', (error) => failures.push(`page error: ${error.message}`))
+
+async function step(name, run) {
+  const started = Date.now()
+  try {
+    await run()
+    console.log(`ok   ${name} (${Date.now() - started} ms)`)
+  } catch (error) {
+    failures.push(`${name}: ${error.message}`)
+    console.log(`FAIL ${name}: ${error.message}`)
+    await page.screenshot({ path: path.join(shots, 'failure.png'), fullPage: true })
+  }
+}
+
+const text = (selector) => page.locator(selector).innerText()
+
+try {
+  await page.goto(base)
+
+  await step('the page loads, the event stream goes live and the node shows', async () => {
+    await page.getByRole('heading', { name: 'KeyGrid' }).waitFor()
+    await page.locator('.indicator--live').waitFor({ timeout: 5000 })
+    await page.locator('.chip--ok', { hasText: 'web-e2e' }).waitFor({ timeout: 5000 })
+  })
+
+  await step('put through the form', async () => {
+    await page.locator('#put-key').fill('e2e/greeting')
+    await page.locator('#put-value').fill('hello, browser')
+    await page.getByRole('button', { name: 'Put', exact: true }).click()
+    await page.locator('#put-title ~ .result', { hasText: '200 success' }).waitFor({ timeout: 5000 })
+  })
+
+  await step('get through the form, with "Show more"', async () => {
+    await page.locator('#get-key').fill('e2e/greeting')
+    await page.getByRole('button', { name: 'Get', exact: true }).click()
+    const result = page.locator('#get-title ~ .result')
+    await result.filter({ hasText: 'hello, browser' }).waitFor({ timeout: 5000 })
+    await result.getByRole('button', { name: 'Show more' }).click()
+    const meta = await result.locator('.result__meta').innerText()
+    assert.match(meta, /web-e2e/)
+    assert.match(meta, /revision\s+\d+/)
+  })
+
+  await step('the key appears in the list, and a click loads it', async () => {
+    await page.locator('#keys-prefix').fill('e2e/')
+    await page.getByRole('button', { name: 'Filter' }).click()
+    const key = page.locator('.key', { hasText: 'e2e/greeting' })
+    await key.waitFor({ timeout: 5000 })
+    await page.locator('#get-key').fill('')
+    await key.click()
+    await page.waitForFunction(() => document.querySelector('#get-key')?.value === 'e2e/greeting')
+  })
+
+  await step('a put made with curl arrives as a live event', async () => {
+    execFileSync('curl', ['-sf', '-X', 'PUT', `${base}/api/key`, '-H', 'Content-Type: application/json',
+      '-d', JSON.stringify({ data: { key: 'e2e/from-curl', value: 'hi' } })])
+    await page.locator('.event', { hasText: 'e2e/from-curl' }).waitFor({ timeout: 3000 })
+    const first = await page.locator('.event').first().innerText()
+    assert.match(first, /e2e\/from-curl/, 'the newest event is on top')
+  })
+
+  await step('delete through the form, then a get shows the 404 detail', async () => {
+    await page.locator('#delete-key').fill('e2e/greeting')
+    await page.getByRole('button', { name: 'Delete', exact: true }).click()
+    await page.locator('#delete-title ~ .result', { hasText: '200 success' }).waitFor({ timeout: 5000 })
+    await page.locator('#get-key').fill('e2e/greeting')
+    await page.getByRole('button', { name: 'Get', exact: true }).click()
+    await page.locator('#get-title ~ .result', { hasText: '404 Key not found' }).waitFor({ timeout: 5000 })
+    await page.locator('.event', { hasText: 'DELETE' }).waitFor({ timeout: 3000 })
+  })
+
+  await step('the forms are usable by keyboard', async () => {
+    await page.locator('#put-key').fill('')
+    await page.locator('#put-value').fill('')
+    await page.locator('#put-key').focus()
+    await page.keyboard.type('e2e/keyboard')
+    await page.keyboard.press('Tab')
+    await page.keyboard.type('typed')
+    await page.keyboard.press('Tab')
+    await page.keyboard.press('Enter')
+    await page.locator('.event', { hasText: 'e2e/keyboard' }).waitFor({ timeout: 3000 })
+  })
+
+  await step('the key list follows changes: the deleted key left, the new one came', async () => {
+    await page.locator('.key', { hasText: 'e2e/keyboard' }).waitFor({ timeout: 5000 })
+    await page.locator('.key', { hasText: 'e2e/greeting' }).waitFor({ state: 'detached', timeout: 5000 })
+  })
+
+  await page.screenshot({ path: path.join(shots, 'web.png'), fullPage: true })
+  console.log(`screenshot: ${path.join(shots, 'web.png')}`)
+} finally {
+  await browser.close()
+}
+
+if (failures.length > 0) {
+  console.error(`\n${failures.length} failure(s):\n${failures.join('\n')}`)
+  process.exit(1)
+}
+console.log('\nall web e2e checks passed')

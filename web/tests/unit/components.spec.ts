@@ -1,0 +1,104 @@
+// Each form and the events panel, mounted with a real Pinia store over a scripted fetch.
+import { beforeEach, describe, expect, it } from 'vitest'
+import { flushPromises, mount } from '@vue/test-utils'
+import { createPinia, setActivePinia } from 'pinia'
+import PutForm from '../../src/components/PutForm.vue'
+import GetForm from '../../src/components/GetForm.vue'
+import DeleteForm from '../../src/components/DeleteForm.vue'
+import EventsPanel from '../../src/components/EventsPanel.vue'
+import { useKvStore } from '../../src/store/kvStore'
+import { NODE_HEADERS, fakeFetch } from './fake'
+
+describe('forms', () => {
+  beforeEach(() => setActivePinia(createPinia()))
+
+  it('PutForm writes and reveals the node, revision and cache on "Show more"', async () => {
+    const store = useKvStore()
+    const { fetcher, calls } = fakeFetch([{ status: 200, body: { status: 'success' }, headers: NODE_HEADERS }])
+    store.fetcher = fetcher
+    const form = mount(PutForm)
+    expect(form.find('button[type=submit]').attributes('disabled')).toBeDefined()
+    await form.find('#put-key').setValue('greeting')
+    await form.find('#put-value').setValue('hello')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    expect(JSON.parse(String(calls[0].init?.body))).toEqual({ data: { key: 'greeting', value: 'hello' } })
+    expect(form.find('[role=status]').text()).toContain('200 success')
+    expect(form.find('.result__meta').exists()).toBe(false)
+    await form.find('button.link').trigger('click')
+    const meta = form.find('.result__meta').text()
+    expect(meta).toContain('n2')
+    expect(meta).toContain('7')
+    expect(meta).toContain('hit')
+  })
+
+  it('GetForm shows the value, or the 404 detail', async () => {
+    const store = useKvStore()
+    const { fetcher } = fakeFetch([
+      { status: 200, body: { data: { value: 'bar' } } },
+      { status: 404, body: { detail: 'Key not found' } },
+    ])
+    store.fetcher = fetcher
+    const form = mount(GetForm)
+    await form.find('#get-key').setValue('foo')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    expect(form.find('[role=status]').text()).toContain('bar')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    const result = form.find('[role=status]')
+    expect(result.text()).toContain('404 Key not found')
+    expect(result.classes()).toContain('result--error')
+  })
+
+  it('GetForm loads a key picked in the list', async () => {
+    const store = useKvStore()
+    const { fetcher, calls } = fakeFetch([{ status: 200, body: { data: { value: 'v' } } }])
+    store.fetcher = fetcher
+    const form = mount(GetForm)
+    store.picked = 'user/1'
+    await flushPromises()
+    expect(calls[0].url).toBe('/api/key?key=user%2F1')
+    expect((form.find('#get-key').element as HTMLInputElement).value).toBe('user/1')
+    expect(store.picked).toBeNull()
+  })
+
+  it('DeleteForm deletes and shows the outcome', async () => {
+    const store = useKvStore()
+    const { fetcher, calls } = fakeFetch([{ status: 404, body: { detail: 'Key not found' } }])
+    store.fetcher = fetcher
+    const form = mount(DeleteForm)
+    await form.find('#delete-key').setValue('gone')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    expect(calls[0].init?.method).toBe('DELETE')
+    expect(form.find('[role=status]').text()).toContain('404 Key not found')
+  })
+})
+
+describe('EventsPanel', () => {
+  beforeEach(() => setActivePinia(createPinia()))
+
+  it('lists events newest first and shows the connection state', async () => {
+    class FakeSource {
+      onopen: ((e: Event) => void) | null = null
+      onerror: ((e: Event) => void) | null = null
+      onmessage: ((e: MessageEvent) => void) | null = null
+      close() {}
+    }
+    ;(globalThis as any).EventSource = FakeSource
+    const store = useKvStore()
+    const panel = mount(EventsPanel)
+    expect(panel.text()).toContain('connecting')
+    expect(panel.text()).toContain('Waiting for changes')
+    for (const revision of [1, 3, 2]) {
+      store.addEvent({ type: revision === 2 ? 'delete' : 'put', key: `k${revision}`, revision, version: 1, node: 'n1', at: '2026-11-23T12:00:00Z' })
+    }
+    await flushPromises()
+    const rows = panel.findAll('.event').map((row) => row.text())
+    expect(rows).toHaveLength(3)
+    expect(rows[0]).toContain('k3')
+    expect(rows[1]).toContain('DELETE')
+    expect(rows[2]).toContain('k1')
+  })
+})
