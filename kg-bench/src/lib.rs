@@ -143,16 +143,7 @@ pub struct RunArgs {
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
-    let (number, scale) = match text.strip_suffix('%') {
-        Some(number) => (number, 0.01),
-        None => (text, 1.0),
-    };
-    number
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(|v| v * scale)
-        .ok_or_else(|| format!("{text:?} is not a percentage"))
+    threshold::parse_ratio(text).ok_or_else(|| format!("{text:?} is not a percentage"))
 }
 
 /// Runs the command; returns the exit code, or an error message (exit 2).

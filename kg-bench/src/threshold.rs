@@ -117,7 +117,7 @@ fn parse_duration_us(text: &str) -> Option<f64> {
 }
 
 /// `0.1%` or `0.001` → 0.001.
-fn parse_ratio(text: &str) -> Option<f64> {
+pub fn parse_ratio(text: &str) -> Option<f64> {
     let (number, scale) = match text.strip_suffix('%') {
         Some(n) => (n, 0.01),
         None => (text, 1.0),

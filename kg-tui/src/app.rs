@@ -436,6 +436,11 @@ impl App {
         }
     }
 
+    /// What the dashboard needs first: the key browser's first page.
+    pub fn start(&mut self) -> Vec<Command> {
+        self.fetch_keys()
+    }
+
     fn fetch_keys(&mut self) -> Vec<Command> {
         self.keys_stale = false;
         self.last_keys_fetch = Some(self.now);

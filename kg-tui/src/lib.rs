@@ -88,10 +88,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
 
     let mut app = App::new(cli.endpoint.clone(), cli.read_only, feed, Instant::now());
-    let first = app.update(Msg::Key(crossterm::event::KeyEvent::from(
-        crossterm::event::KeyCode::Char('r'),
-    )));
-    run_commands(first, &endpoints, &tx);
+    run_commands(app.start(), &endpoints, &tx);
 
     let mut terminal = ratatui::init();
     let result = event_loop(&mut terminal, &mut app, &mut rx, &endpoints, &tx).await;

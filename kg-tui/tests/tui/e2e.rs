@@ -39,6 +39,28 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A 100×30 session named `tui` running `script` under `sh`, on a server named for `name`.
+    fn start(name: &str, script: &str) -> Self {
+        let tmux = Tmux {
+            socket: format!("kgtui-test-{}-{name}", std::process::id()),
+        };
+        let started = tmux.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "tui",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(started.status.success(), "{started:?}");
+        tmux
+    }
+
     fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .args(["-L", &self.socket])
@@ -99,23 +121,7 @@ async fn drive(dir: &Path, endpoint: &str, args: &str, connected: &str, name: &s
          stty -g > {files}/after; sleep 30",
         bin = env!("CARGO_BIN_EXE_kg-tui"),
     );
-    let tmux = Tmux {
-        socket: format!("kgtui-test-{}-{name}", std::process::id()),
-    };
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    let tmux = Tmux::start(name, &script);
 
     // Subscribed and polled: the feed says so and the node is listed.
     tmux.wait_for(
@@ -221,23 +227,7 @@ async fn the_screen_says_when_redis_is_unreachable_and_the_feed_reconnects() {
         bin = env!("CARGO_BIN_EXE_kg-tui"),
         port = redis.port,
     );
-    let tmux = Tmux {
-        socket: format!("kgtui-test-{}-outage", std::process::id()),
-    };
-    let started = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "tui",
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    assert!(started.status.success(), "{started:?}");
+    let tmux = Tmux::start("outage", &script);
     tmux.wait_for("redis: connected", Duration::from_secs(10), |s| {
         s.contains("redis: connected")
     })
