@@ -267,6 +267,13 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let shutting_down = state.shutting_down.clone();
     let app = http::app(state);
+    // Answers (and SSE events) go out as soon as they are written, not after Nagle's wait
+    // for an ACK of an earlier segment.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
