@@ -2,9 +2,12 @@
 //!
 //! Each key's entry is a hash `{prefix}:key:<key>` holding the key's state at one revision
 //! (`r`), whether that state is a deletion (`d`), the value, create_revision and version, and
-//! the cache epoch (`e`) it was written in. Two Lua scripts are the only way in or out:
+//! the cache epoch (`e`) it was written in. One Lua script writes, one pipeline reads:
 //!
-//! - `READ` returns the entry only if it belongs to the current epoch;
+//! - a read is `HMGET` of the entry then `GET` of the epoch, in one round trip, and the entry
+//!   counts only if its epoch is the one read after it. Epochs only rise, so an entry whose
+//!   epoch equals a later reading of the epoch was current when it was read: the same check
+//!   an atomic script would make, without a script's cost on every hit;
 //! - `STORE` writes an entry only if it is newer than the one cached in the current epoch.
 //!
 //! Because `STORE` never lowers a revision, a slow reader that fills the cache after a writer
@@ -14,7 +17,7 @@
 //! **The epoch rule.** While a node cannot reach Redis its writes cannot update the cache, so
 //! entries written before the outage may be stale. A node that lost Redis therefore does not
 //! trust the cache again until it has bumped `{prefix}:epoch`: every entry of an older epoch is
-//! then a miss, for every node at once, because the scripts compare epochs on the server side.
+//! then a miss, for every node at once, because every read compares epochs read from Redis.
 //! Recovery runs in this order: cache updates resume first (so that no write after recovery
 //! is missed), then the epoch is bumped, and only then do reads use the cache again.
 
@@ -28,13 +31,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 
 use crate::store::redact_url;
-
-const READ: &str = r"
-local epoch = redis.call('GET', KEYS[2]) or '0'
-local entry = redis.call('HMGET', KEYS[1], 'e', 'r', 'd', 'v', 'c', 'n')
-if entry[1] ~= epoch or not entry[2] then return {epoch, -1, 0, '', 0, 0} end
-return {epoch, entry[2], entry[3], entry[4], entry[5], entry[6]}
-";
 
 const STORE: &str = r"
 local epoch = redis.call('GET', KEYS[2]) or '0'
@@ -102,7 +98,6 @@ pub struct Cache {
     options: CacheOptions,
     epoch_key: String,
     key_prefix: String,
-    read_script: Script,
     store_script: Script,
     /// Writes update the cache (also during recovery, before the epoch bump).
     writes_enabled: AtomicBool,
@@ -140,7 +135,6 @@ impl Cache {
             epoch_key: format!("{}:epoch", options.prefix),
             key_prefix: format!("{}:key:", options.prefix),
             options,
-            read_script: Script::new(READ),
             store_script: Script::new(STORE),
             writes_enabled: AtomicBool::new(false),
             reads_enabled: AtomicBool::new(false),
@@ -168,27 +162,37 @@ impl Cache {
         let Some(mut connection) = self.connection() else {
             return Lookup::Degraded;
         };
-        // (epoch, revision or -1 for a miss, deleted flag, value, create_revision, version):
-        // one fixed shape, so a hit costs one allocation (the value).
-        let result: RedisResult<(i64, i64, i64, Vec<u8>, i64, i64)> = self
-            .call(
-                self.read_script
-                    .key(self.entry_key(key))
-                    .key(&self.epoch_key)
-                    .invoke_async(&mut connection),
-            )
-            .await;
+        // The entry first, then the epoch: see the module comment for why that order is safe.
+        type Entry = (
+            Option<i64>,
+            Option<i64>,
+            Option<i64>,
+            Option<Vec<u8>>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("HMGET")
+            .arg(self.entry_key(key))
+            .arg(&["e", "r", "d", "v", "c", "n"])
+            .cmd("GET")
+            .arg(&self.epoch_key);
+        let result: RedisResult<(Entry, Option<i64>)> =
+            self.call(pipeline.query_async(&mut connection)).await;
         match result {
-            Ok((epoch, revision, deleted, value, create_revision, version)) => {
+            Ok(((entry_epoch, revision, deleted, value, create_revision, version), epoch)) => {
+                let epoch = epoch.unwrap_or(0);
                 self.known_epoch.store(epoch, Ordering::Release);
-                if revision < 0 {
+                let Some(revision) = revision.filter(|_| entry_epoch == Some(epoch)) else {
                     return Lookup::Miss { epoch };
-                }
+                };
                 Lookup::Hit(CacheEntry {
                     revision,
-                    value: (deleted == 0).then(|| String::from_utf8_lossy(&value).into_owned()),
-                    create_revision,
-                    version,
+                    value: (deleted == Some(0))
+                        .then(|| String::from_utf8_lossy(&value.unwrap_or_default()).into_owned()),
+                    create_revision: create_revision.unwrap_or(0),
+                    version: version.unwrap_or(0),
                 })
             }
             Err(err) => {
@@ -318,12 +322,6 @@ impl Cache {
         // Scripts may be gone after a restart or SCRIPT FLUSH; pipelines do not reload them.
         self.call(
             self.store_script
-                .prepare_invoke()
-                .load_async(&mut connection),
-        )
-        .await?;
-        self.call(
-            self.read_script
                 .prepare_invoke()
                 .load_async(&mut connection),
         )
