@@ -233,8 +233,15 @@ impl Answer {
     }
 }
 
+/// The seed's PUT body, in kg-api's wire type.
 fn put_body(key: &str, value: &str) -> Bytes {
-    Bytes::from(serde_json::json!({"data": {"key": key, "value": value}}).to_string())
+    let body = kg_api::PutRequest {
+        data: kg_api::KeyValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+        },
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
 /// Sends one operation, bounded by `timeout` (after which the connection is dropped).
@@ -575,8 +582,9 @@ async fn work(
 
 /// The value in a GET's `{"data":{"value":...}}`.
 fn read_value(body: &[u8]) -> Option<String> {
-    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
-    json.get("data")?.get("value")?.as_str().map(str::to_owned)
+    serde_json::from_slice::<kg_api::GetResponse>(body)
+        .ok()
+        .map(|response| response.data.value)
 }
 
 fn history_outcome(op: Op, outcome: Outcome) -> &'static str {
