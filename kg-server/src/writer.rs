@@ -1,5 +1,6 @@
-//! Group commit: one task per node turns concurrent writes into batches, one transaction each,
-//! then updates the cache and publishes the batch's change events before anyone is answered.
+//! Group commit: one task per node turns concurrent writes into batches, one transaction each;
+//! a second task then updates the cache and publishes each batch's change events, in commit
+//! order, before anyone is answered. The next batch commits meanwhile.
 //!
 //! Every write takes the cluster-wide revision lock until its commit is durable, so writes
 //! committed one by one are bound by fsync latency (measured here: ~720 serialised commits/s
@@ -69,7 +70,21 @@ impl Writer {
     }
 }
 
+/// A committed batch on its way to the cache, the event bus and its writers.
+struct Committed {
+    ops: Vec<WriteOp>,
+    outcomes: Vec<OpResult>,
+    epoch: i64,
+    replies: Vec<oneshot::Sender<Result<OpResult, Arc<StoreError>>>>,
+}
+
+/// Commits batches one after the other. Each committed batch goes to `publish`, so the next
+/// batch commits while the previous one's cache update and events are still in flight.
 async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::Receiver<Pending>) {
+    // Two batches may wait for publishing; past that the committer waits too, so a slow Redis
+    // slows writes down instead of piling them up.
+    let (committed_tx, committed_rx) = mpsc::channel(2);
+    tokio::spawn(publish(context.clone(), committed_rx));
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (ops, replies): (Vec<WriteOp>, Vec<_>) = batch
@@ -85,11 +100,14 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
             .map_or(0, |cache| cache.known_epoch());
         match store.apply(&context.node_id, &ops).await {
             Ok(outcomes) => {
-                after_commit(&context, ops, &outcomes, epoch).await;
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A caller that gave up (timeout, disconnect) no longer listens; its write
-                    // still committed, which is why a timeout's outcome is "unknown".
-                    let _ = reply.send(Ok(outcome));
+                let committed = Committed {
+                    ops,
+                    outcomes,
+                    epoch,
+                    replies,
+                };
+                if committed_tx.send(committed).await.is_err() {
+                    return;
                 }
             }
             Err(err) => {
@@ -98,6 +116,18 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                     let _ = reply.send(Err(err.clone()));
                 }
             }
+        }
+    }
+}
+
+/// Publishes committed batches in commit order, then answers their writers.
+async fn publish(context: WriterContext, mut committed: mpsc::Receiver<Committed>) {
+    while let Some(batch) = committed.recv().await {
+        after_commit(&context, batch.ops, &batch.outcomes, batch.epoch).await;
+        for (reply, outcome) in batch.replies.into_iter().zip(batch.outcomes) {
+            // A caller that gave up (timeout, disconnect) no longer listens; its write still
+            // committed, which is why a timeout's outcome is "unknown".
+            let _ = reply.send(Ok(outcome));
         }
     }
 }
