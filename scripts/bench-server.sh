@@ -56,7 +56,6 @@ cleanup() {
 trap cleanup EXIT
 psql "$admin_url" -qc "create database $database" >/dev/null
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # start_node PORT NAME [ARGS...]: a release node in the background; its pid in $started_pid.
 start_node() {
     local port=$1 name=$2
@@ -81,25 +80,26 @@ psql "$bench_url" -v ON_ERROR_STOP=1 -qAt >/dev/null <<SQL
 SELECT count(*) FROM kg_apply(
     'preload',
     array_fill(false, ARRAY[$keys]),
-    ARRAY(SELECT 'key' || g FROM generate_series(1, $keys) g),
+    ARRAY(SELECT 'bench/' || lpad(g::text, 8, '0') FROM generate_series(0, $keys - 1) g),
     ARRAY(SELECT convert_to(repeat('v', 128), 'UTF8') FROM generate_series(1, $keys)),
     array_fill(NULL::bigint, ARRAY[$keys]),
     array_fill(NULL::text, ARRAY[$keys]),
     array_fill(NULL::text, ARRAY[$keys]));
 CREATE TABLE bench_kv (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL, revision bigint NOT NULL);
-INSERT INTO bench_kv SELECT 'key' || g, convert_to(repeat('v', 128), 'UTF8'), g FROM generate_series(1, $keys) g;
+INSERT INTO bench_kv SELECT 'bench/' || lpad(g::text, 8, '0'), convert_to(repeat('v', 128), 'UTF8'), g
+    FROM generate_series(0, $keys - 1) g;
 CREATE SEQUENCE bench_revision;
 VACUUM ANALYZE;
 SQL
 
 cat >"$workdir/upsert.sql" <<SQL
-\set k random(1, $keys)
-INSERT INTO bench_kv VALUES ('key' || :k, convert_to(repeat('v', 128), 'UTF8'), nextval('bench_revision'))
+\set k random(0, $keys - 1)
+INSERT INTO bench_kv VALUES ('bench/' || lpad(:k::text, 8, '0'), convert_to(repeat('v', 128), 'UTF8'), nextval('bench_revision'))
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision;
 SQL
 cat >"$workdir/select.sql" <<SQL
-\set k random(1, $keys)
-SELECT value FROM bench_kv WHERE key = 'key' || :k;
+\set k random(0, $keys - 1)
+SELECT value FROM bench_kv WHERE key = 'bench/' || lpad(:k::text, 8, '0');
 SQL
 
 # wrk_rate LUA [PORT]: requests/s of a wrk run against a node.

@@ -24,7 +24,7 @@ cargo build --release --locked -p kg-bench
 bench=target/release/kg-bench
 
 dir=$(mktemp -d /tmp/kg-bench-tool.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 user_line=""
 [ "$(id -u)" -eq 0 ] && user_line="user root;"
 mkdir -p "$dir/tmp"

@@ -105,6 +105,11 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# free_port: a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # http_status URL: the HTTP status of a GET, or 000 when nothing answers.
 http_status() {
     curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true

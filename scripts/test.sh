@@ -89,4 +89,21 @@ PY
 step "the seed's k6 script, on a short run"
 DURATION=5s VUS=2 ./scripts/load-k6.sh http://127.0.0.1:8000 --quiet
 
+step "scripts/bench.sh --quick: the benchmark and its JSON work (no figure is asserted)"
+./scripts/stop.sh --purge >/dev/null
+./scripts/bench.sh --quick
+python3 - target/bench/latest.json <<'PY'
+import json, sys
+result = json.load(open(sys.argv[1]))
+rows, baselines = result["rows"], result["baselines"]
+assert len(rows) == 7 and len(baselines) == 4, (len(rows), len(baselines))
+for r in rows + list(baselines.values()):
+    assert r["rps"] > 0 and r["p99_ms"] is not None, r
+for r in rows:
+    assert r["errors"] == 0, r  # a benchmark that got errors measured the wrong thing
+assert sorted(n["node"] for n in result["rss"]) == ["n1", "n2", "n3"], result["rss"]
+assert len(result["targets"]) == 6 and all(isinstance(t["met"], bool) for t in result["targets"])
+print("bench.sh --quick: %d rows, %d baselines, JSON at %s" % (len(rows), len(baselines), sys.argv[1]))
+PY
+
 step "all checks passed"

@@ -9,15 +9,15 @@ setup = function(thread)
 end
 
 init = function(args)
-    step = 2 -- bench-server.sh runs wrk with -t2
-    next_key = id + 1
+    step = 2 -- the scripts run wrk with -t2
+    next_key = id
 end
 
 request = function()
-    if next_key > keys then
+    if next_key >= keys then
         return wrk.format("GET", "/api/health")
     end
     local key = next_key
     next_key = next_key + step
-    return wrk.format("GET", "/api/key?key=key" .. key)
+    return wrk.format("GET", string.format("/api/key?key=bench/%08d", key))
 end

@@ -1,0 +1,190 @@
+"""Reads the raw outputs of one scripts/bench.sh run (wrk, kg-bench, pgbench, redis-benchmark),
+prints the table of rates, latencies and ratios with the targets, and writes it as JSON.
+
+Usage: summarize.py RUN_DIR META_JSON OUT_JSON
+"""
+
+import glob
+import json
+import os
+import re
+import sys
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(path):
+    """Rate, p50/p99 in ms and error count of a `wrk --latency` output."""
+    text = open(path).read()
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if not rate:
+        raise SystemExit(f"{path}: no 'Requests/sec' line; wrk said:\n{text}")
+
+    def pct(p):
+        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    requests = re.search(r"(\d+) requests in", text)
+    return {
+        "rps": float(rate.group(1)),
+        "p50_ms": pct(50),
+        "p99_ms": pct(99),
+        "requests": int(requests.group(1)) if requests else None,
+        "errors": errors,
+    }
+
+
+def kg_bench(path):
+    """The same fields from a kg-bench JSON report."""
+    report = json.load(open(path))
+    latency = report["latency_us"]
+    return {
+        "rps": report["rps"],
+        "p50_ms": latency["p50"] / 1000,
+        "p99_ms": latency["p99"] / 1000,
+        "requests": report["requests"],
+        "errors": report["errors"],
+        "nodes": {n: round(v["share"], 3) for n, v in report["nodes"].items()},
+    }
+
+
+def pgbench(run_dir, name):
+    """pgbench's tps and, from its per-transaction logs (-l), p50/p99 in ms."""
+    text = open(os.path.join(run_dir, f"{name}.txt")).read()
+    tps = re.search(r"^tps = ([\d.]+)", text, re.M)
+    if not tps:
+        raise SystemExit(f"pgbench printed no tps:\n{text}")
+    latencies = []
+    for log in glob.glob(os.path.join(run_dir, f"{name}.*")):
+        if log.endswith(".txt"):
+            continue
+        for line in open(log):
+            fields = line.split()
+            if len(fields) >= 3:
+                latencies.append(int(fields[2]) / 1000)
+    latencies.sort()
+    failed = re.search(r"number of failed transactions: (\d+)", text)
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p))] if latencies else None
+
+    return {
+        "rps": float(tps.group(1)),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "requests": len(latencies),
+        "errors": int(failed.group(1)) if failed else 0,
+    }
+
+
+def redis_benchmark(path):
+    lines = [line.strip().replace('"', "").split(",") for line in open(path) if line.strip()]
+    header, rows = lines[0], [r for r in lines[1:] if r[0] == "GET"]
+    if not rows:
+        raise SystemExit(f"{path}: redis-benchmark printed no GET row")
+    row = dict(zip(header, rows[0]))
+    return {
+        "rps": float(row["rps"]),
+        "p50_ms": float(row["p50_latency_ms"]),
+        "p99_ms": float(row["p99_latency_ms"]),
+        "requests": None,
+        "errors": 0,
+    }
+
+
+def main():
+    run_dir, meta, out_path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    path = lambda name: os.path.join(run_dir, name)  # noqa: E731
+
+    baselines = {
+        "pgbench upsert": pgbench(run_dir, "pgbench-upsert"),
+        "nginx->static (kg-bench)": kg_bench(path("static-nginx-kgbench.json")),
+        "nginx->static (wrk)": wrk(path("static-nginx-wrk.wrk")),
+        "redis-benchmark GET": redis_benchmark(path("redis-get.csv")),
+    }
+    # (row, tool, measurement, [baselines it is compared with])
+    rows = [
+        ("PUT via nginx", "kg-bench", kg_bench(path("put-nginx-kgbench.json")), ["pgbench upsert"]),
+        ("PUT via nginx", "wrk", wrk(path("put-nginx-wrk.wrk")), ["pgbench upsert"]),
+        ("GET hit via nginx", "kg-bench", kg_bench(path("get-nginx-kgbench.json")),
+         ["nginx->static (kg-bench)", "redis-benchmark GET"]),
+        ("GET hit via nginx", "wrk", wrk(path("get-nginx-wrk.wrk")),
+         ["nginx->static (wrk)", "redis-benchmark GET"]),
+        ("GET hit direct to n1", "wrk", wrk(path("get-direct-wrk.wrk")),
+         ["nginx->static (wrk)", "redis-benchmark GET"]),
+        ("90/10 mix via nginx", "kg-bench", kg_bench(path("mix-nginx-kgbench.json")), []),
+        ("GET at half load (open)", "kg-bench", kg_bench(path("get-latency-kgbench.json")), []),
+    ]
+    table = []
+    for name, tool, m, against in rows:
+        ratios = {b: m["rps"] / baselines[b]["rps"] for b in against}
+        table.append({"row": name, "tool": tool, **m, "ratios": ratios})
+
+    rss = [json.loads(line) for line in open(path("rss.jsonl")) if line.strip()]
+    cache = json.load(open(path("cache.json")))
+    looked_up = cache["hits"] + cache["misses"]
+    cache["hit_ratio"] = cache["hits"] / looked_up if looked_up else None
+
+    def ratio(row, tool, baseline):
+        return next(r["ratios"][baseline] for r in table if r["row"] == row and r["tool"] == tool)
+
+    peak_rss_mb = max(r["peak_rss_kb"] for r in rss) / 1024
+    latency_row = next(r for r in table if r["row"] == "GET at half load (open)")
+    targets = [
+        ("PUT via nginx / pgbench upsert (kg-bench)", ">=", 0.8,
+         ratio("PUT via nginx", "kg-bench", "pgbench upsert")),
+        ("PUT via nginx / pgbench upsert (wrk)", ">=", 0.8,
+         ratio("PUT via nginx", "wrk", "pgbench upsert")),
+        ("GET hit via nginx / nginx->static (kg-bench)", ">=", 0.5,
+         ratio("GET hit via nginx", "kg-bench", "nginx->static (kg-bench)")),
+        ("GET hit via nginx / nginx->static (wrk)", ">=", 0.5,
+         ratio("GET hit via nginx", "wrk", "nginx->static (wrk)")),
+        ("GET p99 via nginx at half load, ms", "<", 5.0, latency_row["p99_ms"]),
+        ("peak node RSS, MB", "<", 150.0, peak_rss_mb),
+    ]
+    target_results = [
+        {"target": t, "want": f"{op} {want}", "value": value,
+         "met": value >= want if op == ">=" else value < want}
+        for t, op, want, value in targets
+    ]
+
+    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    print()
+    print(f"KeyGrid benchmark {meta['date']}: {meta['connections']} connections, {meta['keys']} keys, "
+          f"{meta['duration_s']} s per row, {meta['profile']} build, {meta['cores']} cores ({meta['cpu']})")
+    print()
+    header = f"{'row':<26} {'tool':<9} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  ratio"
+    print(header)
+    print("-" * len(header))
+    for r in table:
+        ratios = ", ".join(f"{v:.2f}x {b}" for b, v in r["ratios"].items())
+        print(f"{r['row']:<26} {r['tool']:<9} {r['rps']:>9.0f} {fmt(r['p50_ms'], '7.2f')} "
+              f"{fmt(r['p99_ms'], '7.2f')} {r['errors']:>6}  {ratios}")
+    print()
+    print(f"{'baseline':<36} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
+    for name, b in baselines.items():
+        print(f"{name:<36} {b['rps']:>9.0f} {fmt(b['p50_ms'], '7.2f')} {fmt(b['p99_ms'], '7.2f')}")
+    print()
+    print("peak RSS: " + ", ".join(f"{r['node']} {r['peak_rss_kb'] / 1024:.1f} MB" for r in rss)
+          + f"; cache hit ratio during the GET rows: {fmt(cache['hit_ratio'], '.4f')}")
+    print()
+    for t in target_results:
+        print(f"{'met    ' if t['met'] else 'MISSED '} {t['target']:<46} {t['value']:8.2f}  (want {t['want']})")
+
+    result = {"meta": meta, "rows": table, "baselines": baselines, "rss": rss, "cache": cache,
+              "targets": target_results}
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"\nwritten to {out_path}")
+
+
+if __name__ == "__main__":
+    main()
