@@ -1,7 +1,9 @@
 //! kg-bench, a load tool for KeyGrid: what k6, oha and wrk2 do, plus what they cannot see
 //! here: the node behind nginx that answered, cache hits, and per-operation latency.
-//! `run` drives the load, `stats` measures, `threshold` judges and compares, `report` prints.
+//! `run` drives the load, `stats` measures, `threshold` judges and compares, `report` prints,
+//! and `check` tests a recorded history for linearizability.
 
+pub mod check;
 pub mod report;
 pub mod run;
 pub mod stats;
@@ -48,7 +50,25 @@ pub struct Cli {
 pub enum Tool {
     /// Compare two JSON reports and flag regressions.
     Compare(CompareArgs),
+    /// Check a `--record` history for linearizability, per key against a register; exits 1
+    /// on a violation, 3 when the search gave up on a key.
+    Check(CheckArgs),
 }
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The JSON-lines history written by `--record`.
+    pub history: PathBuf,
+    /// States the search may explore per key before it gives up on that key.
+    #[arg(long, default_value_t = check::DEFAULT_STATE_LIMIT)]
+    pub state_limit: usize,
+    /// Report format (csv is not offered here).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+/// Exit code of `check` when the search gave up on a key without a violation elsewhere.
+pub const EXIT_CHECK_UNDECIDED: u8 = 3;
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -162,8 +182,33 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             report::print_changes(out, &changes, args.tolerance).map_err(|e| e.to_string())?;
             Ok(u8::from(changes.iter().any(|c| c.regression)))
         }
+        Some(Tool::Check(args)) => check_history(&args, out),
         None => bench(cli.run, out).await,
     }
+}
+
+fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
+    let file = std::fs::File::open(&args.history)
+        .map_err(|err| format!("cannot read {}: {err}", args.history.display()))?;
+    let keys = check::read_history(std::io::BufReader::new(file))?;
+    let results = check::check_history(&keys, args.state_limit);
+    let printed = match args.output {
+        Output::Text => report::print_check(out, &results),
+        Output::Json => serde_json::to_writer_pretty(&mut *out, &results)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out)),
+        Output::Csv => return Err("check prints text or json".into()),
+    };
+    printed.map_err(|err| format!("cannot write the verdict: {err}"))?;
+    let violated = |r: &&check::KeyResult| matches!(r.verdict, check::Verdict::Violation { .. });
+    let undecided = |r: &&check::KeyResult| matches!(r.verdict, check::Verdict::Unknown { .. });
+    Ok(if results.iter().any(|r| violated(&r)) {
+        1
+    } else if results.iter().any(|r| undecided(&r)) {
+        EXIT_CHECK_UNDECIDED
+    } else {
+        0
+    })
 }
 
 async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {

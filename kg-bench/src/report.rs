@@ -1,8 +1,9 @@
 //! Printers of a [`Report`]: `print_text` (aligned tables), `print_json` and `print_csv`, over
-//! any writer; and of a comparison.
+//! any writer; of a comparison; and of a linearizability check.
 
 use std::io::{self, Write};
 
+use crate::check::{Action, KeyResult, Verdict};
 use crate::stats::{Latency, Report};
 use crate::threshold::Change;
 
@@ -194,5 +195,73 @@ pub fn print_changes(out: &mut dyn Write, changes: &[Change], tolerance: f64) ->
         out,
         "\n{regressions} regression(s) beyond {:.1}%",
         tolerance * 100.0
+    )
+}
+
+/// The verdict per key of `kg-bench check`, then each violation's failing window with times in
+/// milliseconds from the window's first invocation.
+pub fn print_check(out: &mut dyn Write, results: &[KeyResult]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|r| {
+            let verdict = match &r.verdict {
+                Verdict::Linearizable => "linearizable".to_owned(),
+                Verdict::Violation { window } => {
+                    format!("VIOLATION ({} operations in the window)", window.len())
+                }
+                Verdict::Unknown { limit } => format!("undecided (gave up after {limit} states)"),
+            };
+            vec![
+                r.key.clone(),
+                r.operations.to_string(),
+                r.unknown_outcomes.to_string(),
+                verdict,
+            ]
+        })
+        .collect();
+    table(out, &["KEY", "OPERATIONS", "UNKNOWN", "VERDICT"], &rows)?;
+    for r in results {
+        let Verdict::Violation { window } = &r.verdict else {
+            continue;
+        };
+        writeln!(out, "\n{}: smallest failing window", r.key)?;
+        let origin = window.first().map_or(0, |op| op.invoke_us);
+        #[allow(clippy::cast_precision_loss)]
+        let at = |us: u64| format!("{:.3}", (us - origin) as f64 / 1000.0);
+        let rows: Vec<Vec<String>> = window
+            .iter()
+            .map(|op| {
+                let (action, value) = match &op.action {
+                    Action::Write(v) => (if v.is_some() { "put" } else { "delete" }, v),
+                    Action::Read(v) => ("get", v),
+                };
+                vec![
+                    op.client.to_string(),
+                    action.to_owned(),
+                    value.clone().unwrap_or_else(|| "(none)".to_owned()),
+                    at(op.invoke_us),
+                    op.complete_us.map_or("unknown".to_owned(), at),
+                ]
+            })
+            .collect();
+        table(
+            out,
+            &["CLIENT", "OP", "VALUE", "INVOKED MS", "RETURNED MS"],
+            &rows,
+        )?;
+    }
+    let violations = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Violation { .. }))
+        .count();
+    let undecided = results
+        .iter()
+        .filter(|r| matches!(r.verdict, Verdict::Unknown { .. }))
+        .count();
+    writeln!(
+        out,
+        "\n{} keys, {} operations: {violations} violation(s), {undecided} undecided",
+        results.len(),
+        results.iter().map(|r| r.operations).sum::<usize>()
     )
 }

@@ -1,6 +1,7 @@
 //! kg-bench end to end: the real binary against a node spawned on a free port. The JSON
 //! report's counts must add up, the open model must hold its rate, a threshold that cannot
-//! hold must exit 99, `compare` must flag a regression, and `--record` must log every call.
+//! hold must exit 99, `compare` must flag a regression, `--record` must log every call, and
+//! `check` must pass a recorded history and fail one with a planted stale read.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
@@ -291,4 +292,79 @@ async fn record_writes_every_operation_with_unique_written_values() {
             assert!(written.contains(value), "{entry}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let history = dir.path().join("history.jsonl");
+    let output = kg_bench(&[
+        "--endpoint",
+        &endpoint,
+        "-c",
+        "8",
+        "--requests",
+        "1000",
+        "--keys",
+        "10",
+        "--mix",
+        "get=50,put=45,delete=5",
+        "--record",
+        history.to_str().unwrap(),
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+
+    let check = kg_bench(&["check", history.to_str().unwrap(), "-o", "json"]).await;
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+    let keys = json(&check);
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 10, "{keys:?}");
+    assert!(
+        keys.iter().all(|k| k["verdict"] == "linearizable"),
+        "{keys:?}"
+    );
+    // Every operation is checked but those that certainly did nothing (a delete's 404).
+    let text = std::fs::read_to_string(&history).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let effective = entries.iter().filter(|e| e["outcome"] != "fail").count() as u64;
+    let checked: u64 = keys.iter().map(|k| k["operations"].as_u64().unwrap()).sum();
+    assert_eq!(checked, effective);
+    assert!(effective > 900, "{effective}");
+
+    // Plant a stale read: after everything, a GET of some key that returns the value of a PUT
+    // that a later PUT of the same key (invoked after it completed) had replaced.
+    let puts: Vec<&Value> = entries.iter().filter(|e| e["op"] == "put").collect();
+    let (old, new) = puts
+        .iter()
+        .flat_map(|a| puts.iter().map(move |b| (*a, *b)))
+        .find(|(a, b)| a["key"] == b["key"] && a["complete_us"].as_u64() < b["invoke_us"].as_u64())
+        .expect("two puts of one key, one after the other");
+    let end = entries
+        .iter()
+        .map(|e| e["complete_us"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let stale = serde_json::json!({
+        "client": 99, "op": "get", "key": new["key"], "value": old["value"],
+        "invoke_us": end + 10, "complete_us": end + 20, "outcome": "ok",
+    });
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, format!("{text}{stale}\n")).unwrap();
+    let check = kg_bench(&["check", tampered.to_str().unwrap()]).await;
+    assert_eq!(check.status.code(), Some(1), "{check:?}");
+    let report = String::from_utf8_lossy(&check.stdout);
+    let key = new["key"].as_str().unwrap();
+    assert!(
+        report.contains(&format!("{key}: smallest failing window")),
+        "{report}"
+    );
+    assert!(report.contains("1 violation(s)"), "{report}");
+    assert!(report.contains(old["value"].as_str().unwrap()), "{report}");
 }

@@ -1,0 +1,497 @@
+//! The linearizability check of a `--record` history: each key is a register, checked on its
+//! own (linearizability is compositional) by the Wing–Gong–Lowe search with memoization of
+//! (linearized set, state), as porcupine does it.
+//!
+//! An operation whose outcome is unknown (a write that timed out, lost its connection or got a
+//! 5xx) may take effect at any time after its invocation, or never: it is given no return, so
+//! the search may place it anywhere after its call, including after everything else.
+//! The register's value before the history is unknown too: a first read may see a value no
+//! operation of the history wrote, or no value, and that fixes the initial state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
+
+use crate::workload::Op;
+
+/// One line of a `--record` history, as written by `run`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Record {
+    pub client: usize,
+    pub op: Op,
+    pub key: String,
+    pub value: Option<String>,
+    pub invoke_us: u64,
+    pub complete_us: u64,
+    pub outcome: String,
+}
+
+/// What an operation did to, or saw of, the register.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+pub enum Action {
+    /// A PUT of this value, or a DELETE (`None`).
+    Write(Option<String>),
+    /// A GET that saw this value, or no key (`None`).
+    Read(Option<String>),
+}
+
+/// One operation of one key's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Operation {
+    pub client: usize,
+    pub action: Action,
+    pub invoke_us: u64,
+    /// `None` when the outcome is unknown: it may take effect any time after `invoke_us`.
+    pub complete_us: Option<u64>,
+}
+
+/// The verdict on one key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "lowercase")]
+pub enum Verdict {
+    Linearizable,
+    /// Not linearizable; `window` is a smallest run of consecutive operations (by invocation)
+    /// that is not linearizable on its own.
+    Violation {
+        window: Vec<Operation>,
+    },
+    /// The search gave up after exploring `limit` states.
+    Unknown {
+        limit: usize,
+    },
+}
+
+/// The result for one key.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyResult {
+    pub key: String,
+    pub operations: usize,
+    pub unknown_outcomes: usize,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// States the search may memoize per key before it answers `Unknown`.
+pub const DEFAULT_STATE_LIMIT: usize = 2_000_000;
+
+/// Reads a history (JSON lines) into each key's operations, dropping those that certainly had
+/// no effect (`fail`).
+pub fn read_history(reader: impl BufRead) -> Result<BTreeMap<String, Vec<Operation>>, String> {
+    let mut keys: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.map_err(|err| format!("cannot read the history: {err}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = serde_json::from_str(&line)
+            .map_err(|err| format!("history line {}: {err}", number + 1))?;
+        let complete_us = match record.outcome.as_str() {
+            "ok" => Some(record.complete_us),
+            "unknown" if record.op != Op::Get => None,
+            // A read without an answer saw nothing; a refused write changed nothing.
+            "fail" | "unknown" => continue,
+            other => {
+                return Err(format!(
+                    "history line {}: unknown outcome '{other}'",
+                    number + 1
+                ))
+            }
+        };
+        let action = match record.op {
+            Op::Get => Action::Read(record.value),
+            Op::Put => Action::Write(record.value),
+            Op::Delete => Action::Write(None),
+        };
+        keys.entry(record.key).or_default().push(Operation {
+            client: record.client,
+            action,
+            invoke_us: record.invoke_us,
+            complete_us,
+        });
+    }
+    for operations in keys.values_mut() {
+        operations.sort_by_key(|op| op.invoke_us);
+    }
+    Ok(keys)
+}
+
+/// Checks every key of a history.
+pub fn check_history(
+    keys: &BTreeMap<String, Vec<Operation>>,
+    state_limit: usize,
+) -> Vec<KeyResult> {
+    keys.iter()
+        .map(|(key, operations)| KeyResult {
+            key: key.clone(),
+            operations: operations.len(),
+            unknown_outcomes: operations
+                .iter()
+                .filter(|op| op.complete_us.is_none())
+                .count(),
+            verdict: check_key(operations, state_limit),
+        })
+        .collect()
+}
+
+/// Checks one key's operations (sorted by invocation) and, on a violation, narrows it down to
+/// a smallest failing window.
+pub fn check_key(operations: &[Operation], state_limit: usize) -> Verdict {
+    match search(operations, state_limit) {
+        Search::Linearizable => Verdict::Linearizable,
+        Search::GaveUp => Verdict::Unknown { limit: state_limit },
+        Search::Violation => Verdict::Violation {
+            window: failing_window(operations, state_limit).to_vec(),
+        },
+    }
+}
+
+/// The shortest prefix that fails, then the shortest suffix of it that still fails. Each
+/// window is checked on its own, with values written outside it treated as written before it.
+fn failing_window(operations: &[Operation], state_limit: usize) -> &[Operation] {
+    let fails = |window: &[Operation]| matches!(search(window, state_limit), Search::Violation);
+    let mut end = operations.len();
+    // Adding later operations rarely makes a failing prefix pass, but it can (a pending write
+    // may explain a read), so the narrowing only keeps windows it has seen fail.
+    let (mut low, mut high) = (1, operations.len());
+    while low < high {
+        let mid = (low + high) / 2;
+        if fails(&operations[..mid]) {
+            high = mid;
+        } else {
+            low = mid + 1;
+        }
+    }
+    if fails(&operations[..low]) {
+        end = low;
+    }
+    let mut start = 0;
+    let (mut low, mut high) = (0, end.saturating_sub(1));
+    while low < high {
+        let mid = (low + high).div_ceil(2);
+        if fails(&operations[mid..end]) {
+            low = mid;
+        } else {
+            high = mid - 1;
+        }
+    }
+    if fails(&operations[low..end]) {
+        start = low;
+    }
+    &operations[start..end]
+}
+
+enum Search {
+    Linearizable,
+    Violation,
+    GaveUp,
+}
+
+/// The register's state: unknown before anything fixed it, absent, or a value (interned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum State {
+    Unknown,
+    Absent,
+    Value(u32),
+}
+
+/// An operation with its value interned; `written` marks values some write of this window
+/// wrote, which no read may see before that write.
+#[derive(Clone, Copy)]
+enum Step {
+    Write(Option<u32>),
+    Read(Option<u32>),
+}
+
+fn apply(state: State, step: Step, written: &[bool]) -> Option<State> {
+    let as_state = |value: Option<u32>| value.map_or(State::Absent, State::Value);
+    match step {
+        Step::Write(value) => Some(as_state(value)),
+        Step::Read(seen) => match state {
+            // Before anything fixed the register, a read may see what was there before the
+            // history: nothing, or a value no write of this window wrote.
+            State::Unknown => match seen {
+                Some(value) if written[value as usize] => None,
+                _ => Some(as_state(seen)),
+            },
+            known => (known == as_state(seen)).then_some(known),
+        },
+    }
+}
+
+/// The search over one window: calls and returns in time order in a linked list; linearize the
+/// first call whose step the model accepts and whose (linearized set, state) is new; at a
+/// return with nothing linearizable, backtrack.
+fn search(operations: &[Operation], state_limit: usize) -> Search {
+    let n = operations.len();
+    if n == 0 {
+        return Search::Linearizable;
+    }
+    let mut interned: HashMap<&str, u32> = HashMap::new();
+    let mut written = Vec::new();
+    let mut steps = Vec::with_capacity(n);
+    for op in operations {
+        let (value, write) = match &op.action {
+            Action::Write(value) => (value.as_deref(), true),
+            Action::Read(value) => (value.as_deref(), false),
+        };
+        let id = value.map(|value| {
+            let next = u32::try_from(interned.len()).expect("fewer than 2^32 values");
+            let id = *interned.entry(value).or_insert(next);
+            if id as usize == written.len() {
+                written.push(false);
+            }
+            written[id as usize] |= write;
+            id
+        });
+        steps.push(if write {
+            Step::Write(id)
+        } else {
+            Step::Read(id)
+        });
+    }
+
+    // Events 0..2n: call of op i is 2i, its return 2i+1; node 2n is the list's head. A call
+    // sorts before a return at the same instant, so touching operations count as concurrent.
+    let mut events: Vec<(u64, bool, usize)> = Vec::with_capacity(2 * n);
+    for (i, op) in operations.iter().enumerate() {
+        events.push((op.invoke_us, false, 2 * i));
+        events.push((op.complete_us.unwrap_or(u64::MAX), true, 2 * i + 1));
+    }
+    events.sort_unstable();
+    let head = 2 * n;
+    let none = usize::MAX;
+    let mut next = vec![none; 2 * n + 1];
+    let mut prev = vec![none; 2 * n + 1];
+    let mut last = head;
+    for &(_, _, node) in &events {
+        next[last] = node;
+        prev[node] = last;
+        last = node;
+    }
+    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, node: usize| {
+        let (p, q) = (prev[node], next[node]);
+        next[p] = q;
+        if q != none {
+            prev[q] = p;
+        }
+    };
+    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, node: usize| {
+        let (p, q) = (prev[node], next[node]);
+        next[p] = node;
+        if q != none {
+            prev[q] = node;
+        }
+    };
+
+    let words = n.div_ceil(64);
+    let mut linearized = vec![0u64; words];
+    let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
+    let mut stack: Vec<(usize, State)> = Vec::new();
+    let mut state = State::Unknown;
+    let mut entry = next[head];
+    while next[head] != none {
+        if entry == none {
+            // Only pending returns can end the list; they are handled as returns below.
+            unreachable!("the list ends with a return");
+        }
+        if entry % 2 == 0 {
+            let op = entry / 2;
+            if let Some(new_state) = apply(state, steps[op], &written) {
+                linearized[op / 64] |= 1 << (op % 64);
+                if seen.insert((linearized.clone(), new_state)) {
+                    if seen.len() > state_limit {
+                        return Search::GaveUp;
+                    }
+                    stack.push((entry, state));
+                    state = new_state;
+                    // Lift the call and its return out of the list.
+                    unlink(&mut next, &mut prev, entry + 1);
+                    unlink(&mut next, &mut prev, entry);
+                    entry = next[head];
+                    continue;
+                }
+                linearized[op / 64] &= !(1 << (op % 64));
+            }
+            entry = next[entry];
+        } else {
+            // A return whose call is not linearized yet: undo the last choice.
+            let Some((call, previous)) = stack.pop() else {
+                return Search::Violation;
+            };
+            state = previous;
+            let op = call / 2;
+            linearized[op / 64] &= !(1 << (op % 64));
+            relink(&mut next, &mut prev, call);
+            relink(&mut next, &mut prev, call + 1);
+            entry = next[call];
+        }
+    }
+    Search::Linearizable
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(client: usize, value: &str, invoke: u64, complete: Option<u64>) -> Operation {
+        Operation {
+            client,
+            action: Action::Write(Some(value.to_owned())),
+            invoke_us: invoke,
+            complete_us: complete,
+        }
+    }
+
+    fn read(client: usize, value: Option<&str>, invoke: u64, complete: u64) -> Operation {
+        Operation {
+            client,
+            action: Action::Read(value.map(str::to_owned)),
+            invoke_us: invoke,
+            complete_us: Some(complete),
+        }
+    }
+
+    fn check(mut ops: Vec<Operation>) -> Verdict {
+        ops.sort_by_key(|op| op.invoke_us);
+        check_key(&ops, DEFAULT_STATE_LIMIT)
+    }
+
+    #[test]
+    fn a_planted_stale_read_is_a_violation_and_its_window_is_minimal() {
+        // a then b are written one after the other; a later read still sees a.
+        let verdict = check(vec![
+            read(0, None, 0, 5),
+            write(1, "a", 10, Some(20)),
+            write(2, "b", 30, Some(40)),
+            read(3, Some("a"), 50, 60),
+            read(4, Some("b"), 70, 80),
+        ]);
+        let Verdict::Violation { window } = verdict else {
+            panic!("a stale read passed: {verdict:?}");
+        };
+        // b's write completed, then a read saw an older value: that is the whole evidence.
+        assert_eq!(
+            window,
+            vec![write(2, "b", 30, Some(40)), read(3, Some("a"), 50, 60)]
+        );
+    }
+
+    #[test]
+    fn a_read_concurrent_with_a_write_may_see_either_value() {
+        for seen in ["a", "b"] {
+            let verdict = check(vec![
+                write(1, "a", 0, Some(10)),
+                write(2, "b", 20, Some(40)),
+                read(3, Some(seen), 25, 35),
+            ]);
+            assert_eq!(verdict, Verdict::Linearizable, "read saw {seen}");
+        }
+    }
+
+    #[test]
+    fn reads_must_agree_on_the_order_of_concurrent_writes() {
+        // Two concurrent writes; one reader sees b then a, another a then b afterwards.
+        let verdict = check(vec![
+            write(1, "a", 0, Some(100)),
+            write(2, "b", 0, Some(100)),
+            read(3, Some("b"), 10, 20),
+            read(3, Some("a"), 30, 40),
+            read(4, Some("a"), 110, 120),
+            read(4, Some("b"), 130, 140),
+        ]);
+        assert!(matches!(verdict, Verdict::Violation { .. }), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_write_with_an_unknown_outcome_may_apply_late_or_never() {
+        // Applied long after its call timed out: a read sees it later.
+        let late = check(vec![
+            write(1, "a", 0, Some(10)),
+            write(2, "b", 20, None),
+            read(3, Some("a"), 30, 40),
+            read(3, Some("b"), 50, 60),
+        ]);
+        assert_eq!(late, Verdict::Linearizable);
+        // Never applied: nobody sees it.
+        let never = check(vec![
+            write(1, "a", 0, Some(10)),
+            write(2, "b", 20, None),
+            read(3, Some("a"), 30, 40),
+        ]);
+        assert_eq!(never, Verdict::Linearizable);
+        // But not before it was called.
+        let early = check(vec![
+            write(1, "a", 0, Some(10)),
+            read(3, Some("b"), 15, 18),
+            write(2, "b", 20, None),
+        ]);
+        assert!(matches!(early, Verdict::Violation { .. }), "{early:?}");
+    }
+
+    #[test]
+    fn the_value_before_the_history_is_whatever_the_first_read_saw() {
+        let before = check(vec![
+            read(0, Some("old"), 0, 5),
+            read(1, Some("old"), 6, 8),
+            write(2, "new", 10, Some(20)),
+            read(0, Some("new"), 30, 40),
+        ]);
+        assert_eq!(before, Verdict::Linearizable);
+        // Once fixed, the old value cannot come back, nor can an absent key.
+        for stale in [Some("old"), None] {
+            let verdict = check(vec![
+                read(0, Some("old"), 0, 5),
+                write(2, "new", 10, Some(20)),
+                read(0, stale, 30, 40),
+            ]);
+            assert!(matches!(verdict, Verdict::Violation { .. }), "{stale:?}");
+        }
+    }
+
+    #[test]
+    fn a_deleted_key_reads_as_absent() {
+        let verdict = check(vec![
+            write(1, "a", 0, Some(10)),
+            Operation {
+                client: 2,
+                action: Action::Write(None),
+                invoke_us: 20,
+                complete_us: Some(30),
+            },
+            read(3, None, 40, 50),
+        ]);
+        assert_eq!(verdict, Verdict::Linearizable);
+    }
+
+    #[test]
+    fn the_search_gives_up_at_its_state_limit() {
+        // Many overlapping pending writes and no read that pins them: the state space explodes.
+        let mut ops: Vec<Operation> = (0..40)
+            .map(|i| write(i, &format!("v{i}"), i as u64, None))
+            .collect();
+        ops.push(read(99, Some("nobody-wrote-this"), 1000, 1001));
+        ops.sort_by_key(|op| op.invoke_us);
+        assert_eq!(check_key(&ops, 1000), Verdict::Unknown { limit: 1000 });
+    }
+
+    #[test]
+    fn the_history_file_is_read_per_key_and_failed_operations_are_dropped() {
+        let lines = [
+            r#"{"client":0,"op":"put","key":"k1","value":"a","invoke_us":1,"complete_us":2,"outcome":"ok"}"#,
+            r#"{"client":0,"op":"put","key":"k1","value":"b","invoke_us":3,"complete_us":4,"outcome":"unknown"}"#,
+            r#"{"client":1,"op":"get","key":"k2","value":null,"invoke_us":1,"complete_us":2,"outcome":"ok"}"#,
+            r#"{"client":1,"op":"get","key":"k2","value":null,"invoke_us":3,"complete_us":9,"outcome":"fail"}"#,
+            r#"{"client":1,"op":"delete","key":"k2","value":null,"invoke_us":5,"complete_us":6,"outcome":"ok"}"#,
+        ]
+        .join("\n");
+        let keys = read_history(lines.as_bytes()).unwrap();
+        assert_eq!(keys["k1"].len(), 2);
+        assert_eq!(keys["k1"][1].complete_us, None);
+        assert_eq!(keys["k2"].len(), 2);
+        assert_eq!(keys["k2"][1].action, Action::Write(None));
+        let bad = read_history(r#"{"client":0}"#.as_bytes()).unwrap_err();
+        assert!(bad.starts_with("history line 1:"), "{bad}");
+    }
+}
