@@ -110,9 +110,32 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# auth_token: the bearer token the scripts present: KG_TOKEN, else the first token of
+# KG_AUTH_TOKENS_FILE when the nodes run with one, else nothing.
+auth_token() {
+    if [ -n "${KG_TOKEN:-}" ]; then
+        printf '%s\n' "$KG_TOKEN"
+    elif [ -n "${KG_AUTH_TOKENS_FILE:-}" ] && [ -r "$KG_AUTH_TOKENS_FILE" ]; then
+        awk '$1 !~ /^#/ && NF >= 2 {print $1; exit}' "$KG_AUTH_TOKENS_FILE"
+    fi
+}
+
+# write_auth_tokens FILE: a new tokens file with a random read token and write token.
+write_auth_tokens() {
+    local read write
+    read=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+    write=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+    mkdir -p "$(dirname "$1")"
+    (umask 077 && printf '# KeyGrid bearer tokens: TOKEN ROLE (read or write)\n%s write\n%s read\n' \
+        "$write" "$read" >"$1")
+}
+
 # http_status URL: the HTTP status of a GET, or 000 when nothing answers.
 http_status() {
-    curl -s -o /dev/null -m 2 -w '%{http_code}' "$1" 2>/dev/null || true
+    local token
+    token=$(auth_token)
+    curl -s -o /dev/null -m 2 -w '%{http_code}' ${token:+-H "Authorization: Bearer $token"} \
+        "$1" 2>/dev/null || true
 }
 
 # wait_for_status URL STATUS SECONDS: polls URL until it answers STATUS.

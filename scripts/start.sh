@@ -7,6 +7,9 @@
 #   ./scripts/start.sh --docker   the same with `docker compose up -d --build`
 #   ./scripts/start.sh --no-build start from binaries built earlier
 #
+# KG_AUTH_TOKENS_FILE=FILE turns on bearer tokens on the local nodes (the script's own checks
+# present the file's first token); --docker always uses them (.keygrid/auth-tokens).
+#
 # Run it again while the stack runs and it says so, starting only what is missing.
 # Environment: see the stack section of scripts/lib.sh (KG_STATE_DIR, KG_PG_PORT, ...).
 set -euo pipefail
@@ -19,13 +22,18 @@ case "${1:-}" in
     --no-build) build=0 ;;
     --docker)
         command -v docker >/dev/null 2>&1 || fail "--docker needs a Docker engine; without one, run ./scripts/start.sh"
+        # The nodes require bearer tokens from this file (the compose file's secret).
+        if [ -z "${KG_AUTH_TOKENS:-}" ] && [ ! -f .keygrid/auth-tokens ]; then
+            write_auth_tokens .keygrid/auth-tokens
+            echo "wrote bearer tokens to .keygrid/auth-tokens (export KG_TOKEN=<a token> for kg)"
+        fi
         if docker compose version >/dev/null 2>&1; then
             exec docker compose up -d --build
         fi
         exec docker-compose up -d --build
         ;;
     -h | --help)
-        sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) fail "unknown option '$1' (try --help)" ;;

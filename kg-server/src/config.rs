@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub cache_fill_delay: Option<Duration>,
 
+    /// A file of `TOKEN ROLE` lines (role `read` or `write`; `#` starts a comment). With it,
+    /// every /api/* route but /api/health needs `Authorization: Bearer <token>`; without it,
+    /// the API is open to anyone who can reach the node.
+    #[arg(long, env = "KG_AUTH_TOKENS_FILE", value_name = "FILE")]
+    pub auth_tokens_file: Option<std::path::PathBuf>,
+
     /// Serve the web view from this directory (the built web/dist) at `/`.
     #[arg(long, env = "KG_WEB_DIR", value_name = "DIR")]
     pub web_dir: Option<std::path::PathBuf>,

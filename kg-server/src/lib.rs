@@ -1,6 +1,7 @@
 //! kg-server: a KeyGrid node. `main.rs` parses the config and calls [`run`]; everything else
 //! lives here so that tests can build the app without a socket or spawn it on a free port.
 
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod events;
@@ -18,6 +19,16 @@ pub use startup::{serve, shutdown_signal, AppState};
 /// Runs a node until SIGTERM or ctrl-c.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     use anyhow::Context as _;
+    match &config.auth_tokens_file {
+        Some(path) => tracing::info!(
+            tokens = %path.display(),
+            "authentication on: /api/* (but /api/health) needs a bearer token"
+        ),
+        None => tracing::warn!(
+            "authentication off: the API is open to anyone who can reach this node \
+             (--auth-tokens-file turns it on)"
+        ),
+    }
     let (url, embedded) = config.database_url();
     if embedded {
         tracing::info!(

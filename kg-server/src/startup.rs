@@ -54,6 +54,8 @@ pub struct NodeState {
     pub write_reply_delay: Option<Duration>,
     /// The web view's files, served at `/` when given.
     pub web_dir: Option<std::path::PathBuf>,
+    /// The accepted bearer tokens; `None` leaves the API open.
+    pub auth: Option<crate::auth::Tokens>,
     pub max_value_bytes: usize,
     pub db_timeout: Duration,
     pub started: Instant,
@@ -91,6 +93,11 @@ impl AppState {
         let node_id: Arc<str> = config.node_id().into();
         let node_header = HeaderValue::from_str(&node_id)
             .with_context(|| format!("node id {node_id:?} is not a valid HTTP header value"))?;
+        let auth = config
+            .auth_tokens_file
+            .as_deref()
+            .map(crate::auth::Tokens::load)
+            .transpose()?;
         let events = Arc::new(Events::new(&config.redis_prefix));
         let cache = match &config.redis_url {
             Some(url) => {
@@ -128,6 +135,7 @@ impl AppState {
             cache_fill_delay: config.cache_fill_delay,
             write_reply_delay: config.write_reply_delay,
             web_dir: config.web_dir.clone(),
+            auth,
             store,
             max_value_bytes: config.max_value_bytes,
             db_timeout: config.db_timeout,

@@ -51,6 +51,11 @@ pub struct Cli {
     /// Per-request timeout, e.g. 500ms or 2s.
     #[arg(long, default_value = "2s", value_parser = kg_api::parse_duration)]
     pub timeout: Duration,
+
+    /// Bearer token for nodes started with --auth-tokens-file (a read token keeps p and d
+    /// from working: the node answers 403).
+    #[arg(long, env = "KG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// Runs the dashboard until the user quits. The terminal is restored on every path out,
@@ -58,7 +63,7 @@ pub struct Cli {
 pub async fn run(cli: Cli) -> Result<(), String> {
     let options = ClientOptions {
         timeout: cli.timeout,
-        token: None,
+        token: cli.token.clone(),
     };
     let endpoints = Endpoints::new(&cli.endpoint, &options).map_err(|err| err.to_string())?;
     let pollers = cli

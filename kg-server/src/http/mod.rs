@@ -1,5 +1,6 @@
 //! The HTTP surface: merges each module's `router()`, adds the cross-cutting layers (request id,
-//! tracing, node header, counters and metrics, panic guard, body limit) and the OpenAPI docs.
+//! tracing, node header, counters and metrics, panic guard, authentication, body limit) and the
+//! OpenAPI docs.
 
 mod error;
 mod health;
@@ -100,7 +101,12 @@ pub fn app(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn_with_state(state.clone(), track))
-                .layer(CatchPanicLayer::custom(panic_response)),
+                .layer(CatchPanicLayer::custom(panic_response))
+                // Before any body is read or any route is matched.
+                .layer(middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::auth::require,
+                )),
         )
         .with_state(state)
 }

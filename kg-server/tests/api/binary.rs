@@ -1,5 +1,6 @@
-//! The `kg-server` binary itself: with no database URL it serves embedded SQLite under
-//! ./data and says so first, and SIGTERM drains a request already in flight.
+//! The `kg-server` binary itself: without a tokens file its first log line says the API is
+//! open; with no database URL it serves embedded SQLite under ./data and says so; and SIGTERM
+//! drains a request already in flight.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -19,6 +20,7 @@ async fn binary_defaults_to_embedded_sqlite_and_drains_on_sigterm() {
         .env("KG_LISTEN", &address)
         .env("KG_NODE_ID", "bin-node")
         .env_remove("KG_DATABASE_URL")
+        .env_remove("KG_AUTH_TOKENS_FILE")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -26,9 +28,12 @@ async fn binary_defaults_to_embedded_sqlite_and_drains_on_sigterm() {
     let mut first_line = String::new();
     logs.read_line(&mut first_line).unwrap();
     assert!(
-        first_line.contains("embedded SQLite"),
+        first_line.contains("WARN") && first_line.contains("the API is open"),
         "first log line: {first_line}"
     );
+    let mut store_line = String::new();
+    logs.read_line(&mut store_line).unwrap();
+    assert!(store_line.contains("embedded SQLite"), "{store_line}");
     let mut ready_line = String::new();
     logs.read_line(&mut ready_line).unwrap();
     assert!(ready_line.contains("kg-server ready"), "{ready_line}");

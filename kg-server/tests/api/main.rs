@@ -27,6 +27,7 @@ macro_rules! on_both_backends {
     };
 }
 
+mod auth;
 mod bad_input;
 mod binary;
 mod cache;
