@@ -2,173 +2,22 @@
 //! none causes a 5xx, and none loses data.
 
 use kg_api::Precondition;
-use reqwest::{Method, StatusCode};
 
-use crate::helpers::{spawn_app, Backend, TestApp};
+use crate::helpers::{spawn_app, Backend};
+use crate::hostile_cases;
 
 on_both_backends!(bad_input_gets_documented_4xx_with_detail);
 
-async fn check(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Option<Vec<u8>>,
-    expected: StatusCode,
-    detail_contains: &str,
-) {
-    let mut request = app.http.request(method.clone(), app.url(path));
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    if let Some(body) = body {
-        request = request.body(body);
-    }
-    let response = request
-        .send()
-        .await
-        .unwrap_or_else(|err| panic!("{method} {path} ({detail_contains}): {err:?}"));
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(status, expected, "{method} {path}: {text}");
-    let body: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|err| panic!("{method} {path}: body is not JSON ({err}): {text}"));
-    let detail = body["detail"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{method} {path}: no detail in {text}"));
-    assert!(
-        detail.contains(detail_contains),
-        "{method} {path}: detail {detail:?} should mention {detail_contains:?}"
-    );
-}
-
-/// A 20 MiB body is refused from its Content-Length, without the node reading it. The node
-/// may close the connection before a client finishes uploading, so this speaks raw HTTP and
-/// reads the answer after sending only the first MiB.
-async fn check_huge_body_is_refused_before_it_is_read(app: &TestApp) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(app.address).await.unwrap();
-    let head = format!(
-        "PUT /api/key HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        20 * 1024 * 1024
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    let _ = stream.write_all(&vec![b' '; 1024 * 1024]).await;
-    let mut response = Vec::new();
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        stream.read_to_end(&mut response),
-    )
-    .await;
-    let response = String::from_utf8_lossy(&response);
-    assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    assert!(
-        response.contains(r#"{"detail":"request body is too large"}"#),
-        "{response}"
-    );
-}
-
-fn put_body(key: &str, value: &str) -> Option<Vec<u8>> {
-    Some(
-        serde_json::json!({"data": {"key": key, "value": value}})
-            .to_string()
-            .into_bytes(),
-    )
-}
-
-/// One bad request and what it must get back.
-struct Case {
-    method: Method,
-    path: String,
-    headers: &'static [(&'static str, &'static str)],
-    body: Option<Vec<u8>>,
-    status: StatusCode,
-    detail: &'static str,
-}
-
-fn case(
-    method: Method,
-    path: impl Into<String>,
-    headers: &'static [(&'static str, &'static str)],
-    body: Option<Vec<u8>>,
-    status: StatusCode,
-    detail: &'static str,
-) -> Case {
-    Case {
-        method,
-        path: path.into(),
-        headers,
-        body,
-        status,
-        detail,
-    }
-}
-
-fn raw(body: &[u8]) -> Option<Vec<u8>> {
-    Some(body.to_vec())
-}
-
 async fn bad_input_gets_documented_4xx_with_detail(backend: Backend) {
-    use Method as M;
-    use StatusCode as S;
     let app = spawn_app(backend).await;
     app.client
         .put("keep", "safe", Precondition::None)
         .await
         .unwrap();
-    let long_key = "k".repeat(1025);
-    let over_limit = "v".repeat(1024 * 1024 + 1);
-    #[rustfmt::skip]
-    let cases = [
-        // Malformed JSON, wrong types, missing fields: 422.
-        case(M::PUT, "/api/key", &[], raw(b"{not json"), S::UNPROCESSABLE_ENTITY, "malformed JSON"),
-        case(M::PUT, "/api/key", &[], raw(b""), S::UNPROCESSABLE_ENTITY, "empty"),
-        case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k"}}"#), S::UNPROCESSABLE_ENTITY, "missing field `value`"),
-        case(M::PUT, "/api/key", &[], raw(br#"{"key":"k","value":"v"}"#), S::UNPROCESSABLE_ENTITY, "missing field `data`"),
-        case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":5}}"#), S::UNPROCESSABLE_ENTITY, "invalid type"),
-        case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":7,"value":"v"}}"#), S::UNPROCESSABLE_ENTITY, "invalid type"),
-        case(M::PUT, "/api/key", &[], raw(br#"[1,2]"#), S::UNPROCESSABLE_ENTITY, "invalid"),
-        case(M::PUT, "/api/key", &[], raw(b"{\"data\":{\"key\":\"\xff\",\"value\":\"v\"}}"), S::UNPROCESSABLE_ENTITY, "UTF-8"),
-        case(M::PUT, "/api/key", &[], raw(b"{\"data\":{\"key\":\"k\",\"value\":\"\xc3\x28\"}}"), S::UNPROCESSABLE_ENTITY, "UTF-8"),
-        // Keys outside the limits: 422 in a body, 400 in a query string.
-        case(M::PUT, "/api/key", &[], put_body("", "v"), S::UNPROCESSABLE_ENTITY, "must not be empty"),
-        case(M::PUT, "/api/key", &[], put_body(&long_key, "v"), S::UNPROCESSABLE_ENTITY, "limit is 1024"),
-        case(M::PUT, "/api/key", &[], put_body("a\nb", "v"), S::UNPROCESSABLE_ENTITY, "control characters"),
-        case(M::PUT, "/api/key", &[], put_body("a\u{0}b", "v"), S::UNPROCESSABLE_ENTITY, "control characters"),
-        case(M::GET, "/api/key", &[], None, S::BAD_REQUEST, "missing query parameter"),
-        case(M::GET, "/api/key?key=", &[], None, S::BAD_REQUEST, "must not be empty"),
-        case(M::GET, "/api/key?key=%FF", &[], None, S::BAD_REQUEST, "UTF-8"),
-        case(M::GET, "/api/key?key=a%0Ab", &[], None, S::BAD_REQUEST, "control characters"),
-        case(M::GET, format!("/api/key?key={long_key}"), &[], None, S::BAD_REQUEST, "limit is 1024"),
-        case(M::DELETE, "/api/key?key=a&key=b", &[], None, S::BAD_REQUEST, "more than once"),
-        case(M::GET, "/api/keys?prefix=%C3", &[], None, S::BAD_REQUEST, "UTF-8"),
-        // A value one byte over the limit: 413 (a body far over it: see below).
-        case(M::PUT, "/api/key", &[], put_body("big", &over_limit), S::PAYLOAD_TOO_LARGE, "limit is 1048576"),
-        // Preconditions that cannot be parsed: 400.
-        case(M::PUT, "/api/key", &[("if-match", "W/\"1\"")], put_body("k", "v"), S::BAD_REQUEST, "If-Match"),
-        case(M::PUT, "/api/key", &[("if-none-match", "\"3\"")], put_body("k", "v"), S::BAD_REQUEST, "If-None-Match"),
-        case(M::PUT, "/api/key", &[("if-match", "*"), ("if-none-match", "*")], put_body("k", "v"), S::BAD_REQUEST, "not both"),
-        case(M::DELETE, "/api/key?key=keep", &[("if-none-match", "*")], None, S::BAD_REQUEST, "If-None-Match"),
-        case(M::GET, "/api/watch?from_revision=x", &[], None, S::BAD_REQUEST, "from_revision"),
-        case(M::GET, "/api/watch", &[("last-event-id", "nope")], None, S::BAD_REQUEST, "Last-Event-ID"),
-        // Unknown routes and methods.
-        case(M::GET, "/api/nope", &[], None, S::NOT_FOUND, "Not Found"),
-        case(M::POST, "/api/key", &[], put_body("k", "v"), S::METHOD_NOT_ALLOWED, "Method Not Allowed"),
-        case(M::PATCH, "/api/keys", &[], None, S::METHOD_NOT_ALLOWED, "Method Not Allowed"),
-    ];
-    for case in cases {
-        check(
-            &app,
-            case.method,
-            &case.path,
-            case.headers,
-            case.body,
-            case.status,
-            case.detail,
-        )
-        .await;
+    for case in hostile_cases::cases() {
+        hostile_cases::check(&app.http, &app.base, case).await;
     }
-    check_huge_body_is_refused_before_it_is_read(&app).await;
+    hostile_cases::check_huge_body_is_refused_before_it_is_read(app.address).await;
 
     // A value at exactly the limit, with every character needing escapes, is accepted.
     let largest = "\u{1}".repeat(1024 * 1024);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
 mod helpers;
+mod hostile_cases;
 
 /// Instantiates `async fn name(backend: Backend)` tests once per backend.
 macro_rules! on_both_backends {
