@@ -179,15 +179,24 @@ impl Sampler {
         }
     }
 
-    /// A value unique to (`client`, `sequence`), padded to a size in the configured range.
+    /// A value unique to (this run, `client`, `sequence`), padded to a size in the configured
+    /// range. The run's random id keeps values unique across runs too: a history check must
+    /// never mistake a value an earlier run left behind for one this run has yet to write.
     pub fn value(&self, rng: &mut SmallRng, client: usize, sequence: u64) -> String {
         let size = rng.random_range(self.sizes.min..=self.sizes.max);
-        let mut value = format!("c{client}-s{sequence}-");
+        let mut value = format!("r{:08x}-c{client}-s{sequence}-", *RUN_ID);
         let pad = size.saturating_sub(value.len());
         value.extend(std::iter::repeat_n('x', pad));
         value
     }
 }
+
+/// This process's run id, random, in every value it writes.
+static RUN_ID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+    use std::hash::{BuildHasher, Hasher};
+    // std's hasher keys are random per process: no RNG feature needed for one number.
+    std::hash::RandomState::new().build_hasher().finish() as u32
+});
 
 /// The key name of index `i`: fixed width, so keys sort in index order.
 pub fn key_name(i: u64) -> String {
@@ -273,6 +282,6 @@ mod tests {
         let b = sampler.value(&mut rng, 1, 2);
         assert_ne!(a, b);
         assert!((64..=100).contains(&a.len()));
-        assert!(a.starts_with("c1-s1-"));
+        assert!(a.starts_with(&format!("r{:08x}-c1-s1-", *RUN_ID)), "{a}");
     }
 }
