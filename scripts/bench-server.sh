@@ -76,21 +76,7 @@ start_node "$port" bench
 server_pid=$started_pid
 
 step "preloading $keys keys (one kg_apply batch) and the pgbench table"
-psql "$bench_url" -v ON_ERROR_STOP=1 -qAt >/dev/null <<SQL
-SELECT count(*) FROM kg_apply(
-    'preload',
-    array_fill(false, ARRAY[$keys]),
-    ARRAY(SELECT 'bench/' || lpad(g::text, 8, '0') FROM generate_series(0, $keys - 1) g),
-    ARRAY(SELECT convert_to(repeat('v', 128), 'UTF8') FROM generate_series(1, $keys)),
-    array_fill(NULL::bigint, ARRAY[$keys]),
-    array_fill(NULL::text, ARRAY[$keys]),
-    array_fill(NULL::text, ARRAY[$keys]));
-CREATE TABLE bench_kv (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL, revision bigint NOT NULL);
-INSERT INTO bench_kv SELECT 'bench/' || lpad(g::text, 8, '0'), convert_to(repeat('v', 128), 'UTF8'), g
-    FROM generate_series(0, $keys - 1) g;
-CREATE SEQUENCE bench_revision;
-VACUUM ANALYZE;
-SQL
+psql "$bench_url" -v ON_ERROR_STOP=1 -v keys="$keys" -qAt -f scripts/bench/preload.sql >/dev/null
 
 cat >"$workdir/upsert.sql" <<SQL
 \set k random(0, $keys - 1)

@@ -43,17 +43,8 @@ done
 
 ensure_packages wrk:wrk pgbench:postgresql-contrib psql:postgresql-client \
     redis-benchmark:redis-tools nginx:nginx curl:curl
-for port in 8000 8001 8002 8003 8080 "$KG_PG_PORT" "$KG_REDIS_PORT"; do
-    port_in_use "$port" && fail "port $port is in use; the benchmark starts a stack of its own (./scripts/stop.sh stops yours)"
-done
-
-export KG_PROFILE=${KG_PROFILE:-release}
-profile_flag=()
-[ "$KG_PROFILE" = release ] && profile_flag=(--release)
-if [ "$build" = 1 ]; then
-    step "building kg-server, kg and kg-bench ($KG_PROFILE)"
-    cargo build "${profile_flag[@]}" --locked -p kg-server -p kg-cli -p kg-bench
-fi
+stack_ports_free "the benchmark"
+if [ "$build" = 1 ]; then build_tools; else build_tools --no-build; fi
 bin=$(kg_bin_dir)
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="$KG_ROOT/target/bench/run-$stamp"
@@ -78,21 +69,7 @@ source scripts/lib.sh
 api=http://127.0.0.1:$KG_API_PORT
 
 step "preloading $keys keys (one kg_apply batch) and pgbench's table, both 128-byte values"
-psql "$KG_DATABASE_URL" -v ON_ERROR_STOP=1 -qAt >/dev/null <<SQL
-SELECT count(*) FROM kg_apply(
-    'preload',
-    array_fill(false, ARRAY[$keys]),
-    ARRAY(SELECT 'bench/' || lpad(g::text, 8, '0') FROM generate_series(0, $keys - 1) g),
-    ARRAY(SELECT convert_to(repeat('v', 128), 'UTF8') FROM generate_series(1, $keys)),
-    array_fill(NULL::bigint, ARRAY[$keys]),
-    array_fill(NULL::text, ARRAY[$keys]),
-    array_fill(NULL::text, ARRAY[$keys]));
-CREATE TABLE bench_kv (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL, revision bigint NOT NULL);
-INSERT INTO bench_kv SELECT 'bench/' || lpad(g::text, 8, '0'), convert_to(repeat('v', 128), 'UTF8'), g
-    FROM generate_series(0, $keys - 1) g;
-CREATE SEQUENCE bench_revision;
-VACUUM ANALYZE;
-SQL
+psql "$KG_DATABASE_URL" -v ON_ERROR_STOP=1 -v keys="$keys" -qAt -f scripts/bench/preload.sql >/dev/null
 # redis-benchmark's keys hold 128-byte values too, so its GETs find them.
 redis-benchmark -p "$KG_REDIS_PORT" -c "$connections" -n "$keys" -r "$keys" -d 128 -t set -q \
     >/dev/null 2>&1

@@ -36,14 +36,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-for port in 8000 8001 8002 8003 8080 "$KG_PG_PORT" "$KG_REDIS_PORT"; do
-    port_in_use "$port" && fail "port $port is in use; the drills start a stack of their own (./scripts/stop.sh stops yours)"
-done
-export KG_PROFILE=${KG_PROFILE:-release}
-profile_flag=()
-[ "$KG_PROFILE" = release ] && profile_flag=(--release)
-step "building kg-server, kg and kg-bench ($KG_PROFILE)"
-cargo build "${profile_flag[@]}" --locked -p kg-server -p kg-cli -p kg-bench
+stack_ports_free "the drill"
+build_tools
 bin=$(kg_bin_dir)
 
 KG_STATE_DIR=$(mktemp -d /tmp/keygrid-chaos.XXXXXX)

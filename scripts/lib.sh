@@ -82,6 +82,29 @@ kg_bin_dir() {
     esac
 }
 
+# stack_ports_free WHO: fails unless every port of a scripts/start.sh stack is free, for a
+# script (WHO) that starts a stack of its own.
+stack_ports_free() {
+    local port
+    for port in 8000 8001 8002 8003 8080 "$KG_PG_PORT" "$KG_REDIS_PORT"; do
+        if port_in_use "$port"; then
+            fail "port $port is in use; $1 starts a stack of its own (./scripts/stop.sh stops yours)"
+        fi
+    done
+}
+
+# build_tools [--no-build]: fixes KG_PROFILE (default release) for this script and the stack
+# it starts, and builds kg-server, kg and kg-bench in it unless told not to.
+build_tools() {
+    export KG_PROFILE=${KG_PROFILE:-release}
+    KG_PROFILE_SET=1
+    [ "${1:-}" = --no-build ] && return 0
+    local flag=()
+    [ "$KG_PROFILE" = release ] && flag=(--release)
+    step "building kg-server, kg and kg-bench ($KG_PROFILE)"
+    cargo build "${flag[@]}" --locked -p kg-server -p kg-cli -p kg-bench
+}
+
 # node_port n2 -> 8002
 node_port() {
     case "$1" in

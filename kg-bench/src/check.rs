@@ -11,21 +11,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufRead;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::run::{HistoryEntry, HistoryOutcome};
 use crate::workload::Op;
-
-/// One line of a `--record` history, as written by `run`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Record {
-    pub client: usize,
-    pub op: Op,
-    pub key: String,
-    pub value: Option<String>,
-    pub invoke_us: u64,
-    pub complete_us: u64,
-    pub outcome: String,
-}
 
 /// What an operation did to, or saw of, the register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -85,19 +74,13 @@ pub fn read_history(reader: impl BufRead) -> Result<BTreeMap<String, Vec<Operati
         if line.trim().is_empty() {
             continue;
         }
-        let record: Record = serde_json::from_str(&line)
+        let record: HistoryEntry = serde_json::from_str(&line)
             .map_err(|err| format!("history line {}: {err}", number + 1))?;
-        let complete_us = match record.outcome.as_str() {
-            "ok" => Some(record.complete_us),
-            "unknown" if record.op != Op::Get => None,
+        let complete_us = match record.outcome {
+            HistoryOutcome::Ok => Some(record.complete_us),
+            HistoryOutcome::Unknown if record.op != Op::Get => None,
             // A read without an answer saw nothing; a refused write changed nothing.
-            "fail" | "unknown" => continue,
-            other => {
-                return Err(format!(
-                    "history line {}: unknown outcome '{other}'",
-                    number + 1
-                ))
-            }
+            HistoryOutcome::Fail | HistoryOutcome::Unknown => continue,
         };
         let action = match record.op {
             Op::Get => Action::Read(record.value),

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -97,8 +97,19 @@ struct Shared {
     recent: Mutex<Histogram<u64>>,
 }
 
-/// One operation as the history records it (`--record`), for the linearizability check.
-#[derive(Debug, Clone, Serialize)]
+/// How an operation ended, as the history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryOutcome {
+    Ok,
+    /// Certainly had no effect.
+    Fail,
+    /// A write that may have been applied: a timeout, a broken connection or a 5xx.
+    Unknown,
+}
+
+/// One operation as the history records it (`--record`) and `check` reads it back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HistoryEntry {
     pub client: usize,
     pub op: Op,
@@ -108,9 +119,7 @@ pub struct HistoryEntry {
     /// Microseconds since the run started, on the monotonic clock.
     pub invoke_us: u64,
     pub complete_us: u64,
-    /// `ok`; `fail` (certainly had no effect); `unknown` (a write that may have been applied:
-    /// a timeout, a broken connection or a 5xx).
-    pub outcome: &'static str,
+    pub outcome: HistoryOutcome,
 }
 
 /// The answer to one request, as much as the stats and the history need.
@@ -587,15 +596,15 @@ fn read_value(body: &[u8]) -> Option<String> {
         .map(|response| response.data.value)
 }
 
-fn history_outcome(op: Op, outcome: Outcome) -> &'static str {
+fn history_outcome(op: Op, outcome: Outcome) -> HistoryOutcome {
     match (op, outcome) {
-        (_, Outcome::Ok) | (Op::Get, Outcome::NotFound) => "ok",
+        (_, Outcome::Ok) | (Op::Get, Outcome::NotFound) => HistoryOutcome::Ok,
         // A read that failed had no effect; so had a write the node refused (4xx).
-        (Op::Get, _) => "fail",
-        (_, Outcome::NotFound) => "fail",
-        (_, Outcome::Status(status)) if (400..500).contains(&status) => "fail",
-        (_, Outcome::Connect) => "fail",
-        _ => "unknown",
+        (Op::Get, _) => HistoryOutcome::Fail,
+        (_, Outcome::NotFound) => HistoryOutcome::Fail,
+        (_, Outcome::Status(status)) if (400..500).contains(&status) => HistoryOutcome::Fail,
+        (_, Outcome::Connect) => HistoryOutcome::Fail,
+        _ => HistoryOutcome::Unknown,
     }
 }
 
