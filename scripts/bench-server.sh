@@ -95,12 +95,6 @@ wrk_rate() {
     grep -E 'non-2xx' "$workdir/wrk-$1-${2:-$port}.txt" >&2 || true
     awk '/^Requests\/sec:/ {print $2}' "$workdir/wrk-$1-${2:-$port}.txt"
 }
-# cache_count RESULT PORT: the node's kg_cache_requests_total{result=RESULT}.
-cache_count() {
-    curl -fs "http://127.0.0.1:$2/metrics" |
-        awk -v want="result=\"$1\"" 'index($0, "kg_cache_requests_total{") == 1 && index($0, want) {print $2}' |
-        awk '{s += $1} END {printf "%d", s}'
-}
 # pgbench_rate SCRIPT: transactions/s of pgbench with prepared statements.
 pgbench_rate() {
     pgbench -n -M prepared -c "$connections" -j 2 -T "$duration" -f "$workdir/$1" "$bench_url" \

@@ -118,15 +118,7 @@ bench_run() {
         fail "kg-bench $name failed"
 }
 # cache_total RESULT: kg_cache_requests_total{result=RESULT} summed over the nodes.
-cache_total() {
-    local node total=0 count
-    for node in "${KG_NODES[@]}"; do
-        count=$(curl -fs "http://127.0.0.1:$(node_port "$node")/metrics" |
-            awk -v want="result=\"$1\"" 'index($0, "kg_cache_requests_total{") == 1 && index($0, want) {s += $2} END {printf "%d", s}')
-        total=$((total + count))
-    done
-    echo "$total"
-}
+cache_total() { cache_count "$1" 8001 8002 8003; }
 
 step "PUT through nginx: kg-bench, then wrk (${duration}s each, $connections connections)"
 bench_run put-nginx-kgbench "$api" --mix put=100

@@ -153,6 +153,19 @@ write_auth_tokens() {
         "$write" "$read" >"$1")
 }
 
+# cache_count RESULT PORT...: kg_cache_requests_total{result=RESULT} (hit or miss), summed
+# over the nodes listening on PORT...
+cache_count() {
+    local result=$1 port total=0 count
+    shift
+    for port in "$@"; do
+        count=$(curl -fs "http://127.0.0.1:$port/metrics" |
+            awk -v want="result=\"$result\"" 'index($0, "kg_cache_requests_total{") == 1 && index($0, want) {s += $2} END {printf "%d", s}')
+        total=$((total + count))
+    done
+    echo "$total"
+}
+
 # http_status URL: the HTTP status of a GET, or 000 when nothing answers.
 http_status() {
     local token
