@@ -60,6 +60,30 @@ async fn all_nodes_up() {
     })
     .await
     .unwrap();
+    // nginx keeps a node it saw fail out of rotation for fail_timeout (1 s), so right after a
+    // test that stopped every node, nginx may still answer 502 for reads and writes while the
+    // nodes are ready. Wait until a read and a write both get through.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let read = http.get(format!("{ENTRY}/api/health")).send().await;
+        let write = http
+            .put(format!("{ENTRY}/api/key"))
+            .json(&serde_json::json!({"data": {"key": "probe/nginx", "value": "up"}}))
+            .send()
+            .await;
+        let served = |r: &reqwest::Result<reqwest::Response>| {
+            r.as_ref().is_ok_and(|r| r.status().is_success())
+        };
+        if served(&read) && served(&write) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nginx does not reach the nodes: {read:?} {write:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn get_status(http: &reqwest::Client, key: &str) -> (u16, String) {
