@@ -209,7 +209,10 @@ impl Cache {
 
     /// Stores each entry unless the cache already holds a newer revision of its key.
     /// Commands are pipelined with `extra` (the change events' PUBLISHes) in one round trip.
-    /// Returns false when the cache could not be updated (it is then marked degraded).
+    /// Returns true when the cache now holds each entry's revision or a newer one in the
+    /// current epoch; false when the update was skipped (degraded), failed (the cache is then
+    /// marked degraded) or refused because the epoch moved. After a false, a write must
+    /// [`Cache::fence`] before it is acknowledged.
     pub async fn store(
         &self,
         entries: &[EntryRef<'_>],
@@ -245,6 +248,7 @@ impl Cache {
                     // node's outage. The key now misses and refills from the database.
                     metrics::counter!("kg_cache_fenced_total").increment(1);
                     self.refresh_epoch(&mut connection).await;
+                    return false;
                 }
                 true
             }
@@ -268,6 +272,39 @@ impl Cache {
                 .known_epoch
                 .store(epoch.unwrap_or(0), Ordering::Release),
             Err(err) => self.mark_down(&err),
+        }
+    }
+
+    /// Run by a write whose cache update did not land, before the write is acknowledged:
+    /// increments the epoch, so that no node can read an entry older than the write. Such an
+    /// entry can be in the cache when another node filled it from a database read that raced
+    /// the write, in an epoch this node could not update: after a Redis restart or flush that
+    /// the other node did not notice, say. The increment goes over a fresh connection, because
+    /// this node's own may be the one that broke.
+    ///
+    /// Returns false when Redis cannot be reached within the cache timeout. A refused
+    /// connection costs no wait, so writes do not stall while Redis is down; nothing can be
+    /// read from a Redis that is down, and one that restarts comes back empty.
+    pub async fn fence(&self) -> bool {
+        let bumped = self
+            .call(async {
+                let mut connection = self.client.get_multiplexed_async_connection().await?;
+                redis::cmd("INCR")
+                    .arg(&self.epoch_key)
+                    .query_async::<i64>(&mut connection)
+                    .await
+            })
+            .await;
+        match bumped {
+            Ok(epoch) => {
+                metrics::counter!("kg_cache_fences_total").increment(1);
+                self.known_epoch.store(epoch, Ordering::Release);
+                true
+            }
+            Err(err) => {
+                self.mark_down(&err);
+                false
+            }
         }
     }
 

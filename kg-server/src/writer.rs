@@ -133,7 +133,9 @@ async fn publish(context: WriterContext, mut committed: mpsc::Receiver<Committed
 }
 
 /// Updates the cache and publishes events for a committed batch, in revision order, before
-/// the writers are answered: a write is acknowledged only once the cache holds its revision.
+/// the writers are answered: a write is acknowledged only once the cache holds its revision,
+/// or the cache epoch has moved past every entry that could be older than it (see
+/// [`Cache::fence`]), or Redis cannot be reached.
 async fn after_commit(
     context: &WriterContext,
     ops: Vec<WriteOp>,
@@ -181,9 +183,12 @@ async fn after_commit(
                 version: change.version,
             })
             .collect();
-        cache
+        let landed = cache
             .store(&entries, epoch, context.events.redis_publishes(&events))
             .await;
+        if !landed {
+            cache.fence().await;
+        }
     }
     context.events.publish_local(events);
 }

@@ -286,6 +286,76 @@ async fn entries_from_before_an_outage_are_not_trusted_after_it() {
     assert!(epoch >= 2, "recovery bumped the epoch (now {epoch})");
 }
 
+/// Two races the chaos drill found (`scripts/chaos.sh`, Redis restart): another node that
+/// noticed nothing fills the emptied cache from a database read that raced a write, and the
+/// writing node's cache update does not land (refused after a flush, failed or skipped after
+/// a restart). The write must then move the epoch past that entry before it is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_cache_update_did_not_land_fences_the_epoch_before_its_ack() {
+    let mut redis = ThrowawayRedis::start();
+    let app = spawn_app_with(
+        Backend::Postgres,
+        AppOptions::with_redis(&redis.url(), "kg"),
+    )
+    .await;
+    let first = app.client.put("k", "v1", Precondition::None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.client.get("k").await.unwrap().meta.cache_hit != Some(true) {
+        assert!(Instant::now() < deadline, "v1 never reached the cache");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    for (round, outage) in ["FLUSHALL", "restart"].into_iter().enumerate() {
+        if outage == "restart" {
+            redis.restart();
+        } else {
+            let _: () = redis::cmd(outage)
+                .query_async(&mut redis.connection().await)
+                .await
+                .unwrap();
+        }
+        // The racing fill, as a node that noticed nothing writes it: v1 in the epoch it reads.
+        let mut other_node = redis.connection().await;
+        let epoch: Option<i64> = other_node.get("kg:epoch").await.unwrap();
+        let _: () = other_node
+            .hset_multiple(
+                "kg:key:k",
+                &[
+                    ("e", epoch.unwrap_or(0)),
+                    ("r", first.revision),
+                    ("d", 0),
+                    ("c", first.create_revision),
+                    ("n", first.version),
+                ],
+            )
+            .await
+            .unwrap();
+        let _: () = other_node.hset("kg:key:k", "v", "v1").await.unwrap();
+
+        let written = app
+            .client
+            .put("k", &format!("v{}", round + 2), Precondition::None)
+            .await
+            .unwrap();
+        // What any node would serve from the cache now, by the read rule (see cache.rs).
+        let (entry_epoch, revision): (Option<i64>, Option<i64>) =
+            other_node.hget("kg:key:k", &["e", "r"]).await.unwrap();
+        let epoch: Option<i64> = other_node.get("kg:epoch").await.unwrap();
+        if entry_epoch == Some(epoch.unwrap_or(0)) {
+            assert!(
+                revision >= Some(written.revision),
+                "after {outage}, the cache serves revision {revision:?} after the write of \
+                 revision {} was acknowledged",
+                written.revision
+            );
+        }
+        assert_eq!(
+            app.client.get("k").await.unwrap().value,
+            format!("v{}", round + 2)
+        );
+    }
+}
+
 /// Fencing: a cache write carries the epoch seen before its database read or commit, and is
 /// refused once the epoch has moved, so a command delayed across another node's recovery
 /// cannot land in the new epoch with old data. The node then learns the new epoch.
@@ -317,13 +387,14 @@ async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
     let _: i64 = redis.incr(format!("{prefix}:epoch"), 1).await.unwrap();
 
     cache.fill(entry(1, "read before the bump"), epoch).await;
-    cache
+    let landed = cache
         .store(
             &[entry(2, "committed before the bump")],
             epoch,
             redis::pipe(),
         )
         .await;
+    assert!(!landed, "the write is told that its update was refused");
     assert!(
         matches!(cache.lookup("k").await, Lookup::Miss { .. }),
         "both were refused"
@@ -334,9 +405,11 @@ async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
         "the node learned the new epoch"
     );
 
-    cache
-        .store(&[entry(3, "fresh")], cache.known_epoch(), redis::pipe())
-        .await;
+    assert!(
+        cache
+            .store(&[entry(3, "fresh")], cache.known_epoch(), redis::pipe())
+            .await
+    );
     match cache.lookup("k").await {
         Lookup::Hit(hit) => assert_eq!((hit.revision, hit.value.as_deref()), (3, Some("fresh"))),
         other => panic!("expected a hit, got {other:?}"),
