@@ -123,6 +123,19 @@ pid_alive() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
+# start_redis: the stack's Redis on KG_REDIS_PORT, persistence off, and waits for its PONG.
+start_redis() {
+    mkdir -p "$KG_STATE_DIR/redis"
+    redis-server --port "$KG_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+        --pidfile "$KG_RUN/redis.pid" --logfile "$KG_LOGS/redis.log" \
+        --dir "$KG_STATE_DIR/redis" --save "" --appendonly no >/dev/null
+    for _ in $(seq 50); do
+        [ "$(redis-cli -p "$KG_REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
+        sleep 0.1
+    done
+    fail "Redis did not start; see $KG_LOGS/redis.log"
+}
+
 # port_in_use PORT: true when something listens on 127.0.0.1:PORT.
 port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null

@@ -123,15 +123,7 @@ if pid_alive "$KG_RUN/redis.pid"; then
 else
     port_in_use "$KG_REDIS_PORT" && fail "port $KG_REDIS_PORT is taken by something else; set KG_REDIS_PORT"
     step "starting Redis on 127.0.0.1:$KG_REDIS_PORT"
-    mkdir -p "$KG_STATE_DIR/redis"
-    redis-server --port "$KG_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
-        --pidfile "$KG_RUN/redis.pid" --logfile "$KG_LOGS/redis.log" \
-        --dir "$KG_STATE_DIR/redis" --save "" --appendonly no >/dev/null
-    for _ in $(seq 50); do
-        [ "$(redis-cli -p "$KG_REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
-        sleep 0.1
-    done
-    [ "$(redis-cli -p "$KG_REDIS_PORT" ping 2>/dev/null)" = PONG ] || fail "Redis did not start; see $KG_LOGS/redis.log"
+    start_redis
 fi
 
 # --- the nodes ---------------------------------------------------------------------------------
