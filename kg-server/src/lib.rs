@@ -2,6 +2,7 @@
 //! lives here so that tests can build the app without a socket or spawn it on a free port.
 
 pub mod auth;
+pub mod breaker;
 pub mod cache;
 pub mod config;
 pub mod events;

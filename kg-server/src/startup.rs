@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 
 use kg_api::{DependencyState, NodeHealth};
 
+use crate::breaker::Breaker;
 use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
 use crate::events::{self, Events};
@@ -58,6 +59,8 @@ pub struct NodeState {
     pub auth: Option<crate::auth::Tokens>,
     pub max_value_bytes: usize,
     pub db_timeout: Duration,
+    /// Open while the database is known to be down: database calls then fail at once.
+    pub db_breaker: Arc<Breaker>,
     pub started: Instant,
     pub counters: Arc<RequestCounters>,
     pub metrics: PrometheusHandle,
@@ -139,6 +142,7 @@ impl AppState {
             store,
             max_value_bytes: config.max_value_bytes,
             db_timeout: config.db_timeout,
+            db_breaker: Arc::default(),
             started: Instant::now(),
             counters: Arc::default(),
             metrics: metrics_handle(),
@@ -193,18 +197,27 @@ impl AppState {
         }
     }
 
-    /// Runs a store call with the database timeout; running out of time is a 503.
+    /// Runs a store call with the database timeout; running out of time is a 503. While the
+    /// database is known to be down the call is not made, and the 503 comes at once.
     pub async fn db<T, E>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, Error>
     where
         Error: From<E>,
     {
-        match tokio::time::timeout(self.db_timeout, call).await {
+        if self.db_breaker.is_open() {
+            metrics::counter!("kg_db_errors_total", "kind" => "breaker_open").increment(1);
+            return Err(Error::DatabaseUnavailable);
+        }
+        let result = match tokio::time::timeout(self.db_timeout, call).await {
             Ok(result) => result.map_err(Error::from),
             Err(_) => {
                 metrics::counter!("kg_db_errors_total", "kind" => "timeout").increment(1);
                 Err(Error::DatabaseUnavailable)
             }
+        };
+        if matches!(result, Err(Error::DatabaseUnavailable)) {
+            self.db_breaker.trip(self.store.clone(), self.db_timeout);
         }
+        result
     }
 
     /// Queues a write for the next batch and waits, within the database timeout, for its commit.
