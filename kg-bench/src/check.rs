@@ -18,12 +18,19 @@ use crate::workload::Op;
 
 /// What an operation did to, or saw of, the register.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", content = "value", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Action {
     /// A PUT of this value, or a DELETE (`None`).
-    Write(Option<String>),
+    Write { value: Option<String> },
     /// A GET that saw this value, or no key (`None`).
-    Read(Option<String>),
+    Read { value: Option<String> },
+    /// A write of `value` only if the register holds `expected` (`None`: no key). `swapped`
+    /// is `None` when the outcome is unknown.
+    Cas {
+        expected: Option<String>,
+        value: String,
+        swapped: Option<bool>,
+    },
 }
 
 /// One operation of one key's history.
@@ -77,15 +84,30 @@ pub fn read_history(reader: impl BufRead) -> Result<BTreeMap<String, Vec<Operati
         let record: HistoryEntry = serde_json::from_str(&line)
             .map_err(|err| format!("history line {}: {err}", number + 1))?;
         let complete_us = match record.outcome {
-            HistoryOutcome::Ok => Some(record.complete_us),
+            HistoryOutcome::Ok | HistoryOutcome::Refused => Some(record.complete_us),
             HistoryOutcome::Unknown if record.op != Op::Get => None,
             // A read without an answer saw nothing; a refused write changed nothing.
             HistoryOutcome::Fail | HistoryOutcome::Unknown => continue,
         };
         let action = match record.op {
-            Op::Get => Action::Read(record.value),
-            Op::Put => Action::Write(record.value),
-            Op::Delete => Action::Write(None),
+            Op::Get => Action::Read {
+                value: record.value,
+            },
+            Op::Put => Action::Write {
+                value: record.value,
+            },
+            Op::Delete => Action::Write { value: None },
+            Op::Cas => Action::Cas {
+                expected: record.expected,
+                value: record
+                    .value
+                    .ok_or_else(|| format!("history line {}: a cas without a value", number + 1))?,
+                swapped: match record.outcome {
+                    HistoryOutcome::Ok => Some(true),
+                    HistoryOutcome::Refused => Some(false),
+                    _ => None,
+                },
+            },
         };
         keys.entry(record.key).or_default().push(Operation {
             client: record.client,
@@ -121,6 +143,43 @@ pub fn check_history(
 /// Checks one key's operations (sorted by invocation) and, on a violation, narrows it down to
 /// a smallest failing window.
 pub fn check_key(operations: &[Operation], state_limit: usize) -> Verdict {
+    // Writes with an unknown outcome whose value nobody saw can always go last, where they
+    // change nothing anyone observed: if the history without them is linearizable, so is the
+    // history. After an outage there can be hundreds of them, and each multiplies the
+    // search's states, so check without them first.
+    //
+    // The converse holds too unless the key has a CAS that was refused or has an unknown
+    // outcome: taking out an unseen write changes the state only where nothing reads it, and
+    // only such a CAS can depend on that state without seeing it. Without one, the pruned
+    // verdict is the verdict; with one, a failure falls through to the whole history.
+    let unobserved = unobserved_pending_writes(operations);
+    if !unobserved.is_empty() {
+        let pruned: Vec<Operation> = operations
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !unobserved.contains(i))
+            .map(|(_, op)| op.clone())
+            .collect();
+        let exact = !operations.iter().any(|op| {
+            matches!(
+                op.action,
+                Action::Cas {
+                    swapped: Some(false) | None,
+                    ..
+                }
+            )
+        });
+        match search(&pruned, state_limit) {
+            Search::Linearizable => return Verdict::Linearizable,
+            Search::Violation if exact => {
+                return Verdict::Violation {
+                    window: failing_window(&pruned, state_limit).to_vec(),
+                }
+            }
+            Search::GaveUp if exact => return Verdict::Unknown { limit: state_limit },
+            Search::Violation | Search::GaveUp => {}
+        }
+    }
     match search(operations, state_limit) {
         Search::Linearizable => Verdict::Linearizable,
         Search::GaveUp => Verdict::Unknown { limit: state_limit },
@@ -128,6 +187,36 @@ pub fn check_key(operations: &[Operation], state_limit: usize) -> Verdict {
             window: failing_window(operations, state_limit).to_vec(),
         },
     }
+}
+
+/// Indexes of the PUTs and CASes with an unknown outcome whose value no read returned and no
+/// CAS expected.
+fn unobserved_pending_writes(operations: &[Operation]) -> HashSet<usize> {
+    let mut observed: HashSet<&str> = HashSet::new();
+    for op in operations {
+        match &op.action {
+            Action::Read { value: Some(value) }
+            | Action::Cas {
+                expected: Some(value),
+                ..
+            } => {
+                observed.insert(value);
+            }
+            _ => {}
+        }
+    }
+    operations
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| op.complete_us.is_none())
+        .filter(|(_, op)| match &op.action {
+            Action::Write { value: Some(value) } | Action::Cas { value, .. } => {
+                !observed.contains(value.as_str())
+            }
+            _ => false,
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// The shortest prefix that fails, then the shortest suffix of it that still fails. Each
@@ -185,28 +274,51 @@ enum State {
 enum Step {
     Write(Option<u32>),
     Read(Option<u32>),
+    Cas {
+        expected: Option<u32>,
+        value: u32,
+        swapped: Option<bool>,
+    },
 }
 
 fn apply(state: State, step: Step, written: &[bool]) -> Option<State> {
     let as_state = |value: Option<u32>| value.map_or(State::Absent, State::Value);
+    // Before anything fixed the register, it may hold what was there before the history:
+    // nothing, or a value no write of this window wrote.
+    let could_be_initial = |value: Option<u32>| value.is_none_or(|value| !written[value as usize]);
     match step {
         Step::Write(value) => Some(as_state(value)),
         Step::Read(seen) => match state {
-            // Before anything fixed the register, a read may see what was there before the
-            // history: nothing, or a value no write of this window wrote.
-            State::Unknown => match seen {
-                Some(value) if written[value as usize] => None,
-                _ => Some(as_state(seen)),
-            },
+            State::Unknown => could_be_initial(seen).then(|| as_state(seen)),
             known => (known == as_state(seen)).then_some(known),
         },
+        Step::Cas {
+            expected,
+            value,
+            swapped,
+        } => {
+            let holds = match state {
+                State::Unknown => could_be_initial(expected),
+                known => known == as_state(expected),
+            };
+            match swapped {
+                Some(true) => holds.then_some(State::Value(value)),
+                // A refusal from an unfixed register says only that it held something else.
+                Some(false) if state == State::Unknown => Some(state),
+                Some(false) => (!holds).then_some(state),
+                // Unknown: if it took effect here it swapped when it could. Placed after
+                // everything else, it stands for "never took effect".
+                None if holds => Some(State::Value(value)),
+                None => Some(state),
+            }
+        }
     }
 }
 
 /// The search over one window: calls and returns in time order in a linked list; linearize the
 /// first call whose step the model accepts and whose (linearized set, state) is new; at a
 /// return with nothing linearizable, backtrack.
-fn search(operations: &[Operation], state_limit: usize) -> Search {
+fn search<'a>(operations: &'a [Operation], state_limit: usize) -> Search {
     let n = operations.len();
     if n == 0 {
         return Search::Linearizable;
@@ -214,12 +326,8 @@ fn search(operations: &[Operation], state_limit: usize) -> Search {
     let mut interned: HashMap<&str, u32> = HashMap::new();
     let mut written = Vec::new();
     let mut steps = Vec::with_capacity(n);
-    for op in operations {
-        let (value, write) = match &op.action {
-            Action::Write(value) => (value.as_deref(), true),
-            Action::Read(value) => (value.as_deref(), false),
-        };
-        let id = value.map(|value| {
+    let mut intern = |value: Option<&'a str>, write: bool| {
+        value.map(|value| {
             let next = u32::try_from(interned.len()).expect("fewer than 2^32 values");
             let id = *interned.entry(value).or_insert(next);
             if id as usize == written.len() {
@@ -227,11 +335,21 @@ fn search(operations: &[Operation], state_limit: usize) -> Search {
             }
             written[id as usize] |= write;
             id
-        });
-        steps.push(if write {
-            Step::Write(id)
-        } else {
-            Step::Read(id)
+        })
+    };
+    for op in operations {
+        steps.push(match &op.action {
+            Action::Write { value } => Step::Write(intern(value.as_deref(), true)),
+            Action::Read { value } => Step::Read(intern(value.as_deref(), false)),
+            Action::Cas {
+                expected,
+                value,
+                swapped,
+            } => Step::Cas {
+                expected: intern(expected.as_deref(), false),
+                value: intern(Some(value), true).expect("a value"),
+                swapped: *swapped,
+            },
         });
     }
 
@@ -321,7 +439,9 @@ mod tests {
     fn write(client: usize, value: &str, invoke: u64, complete: Option<u64>) -> Operation {
         Operation {
             client,
-            action: Action::Write(Some(value.to_owned())),
+            action: Action::Write {
+                value: Some(value.to_owned()),
+            },
             invoke_us: invoke,
             complete_us: complete,
         }
@@ -330,9 +450,30 @@ mod tests {
     fn read(client: usize, value: Option<&str>, invoke: u64, complete: u64) -> Operation {
         Operation {
             client,
-            action: Action::Read(value.map(str::to_owned)),
+            action: Action::Read {
+                value: value.map(str::to_owned),
+            },
             invoke_us: invoke,
             complete_us: Some(complete),
+        }
+    }
+
+    fn cas(
+        client: usize,
+        (expected, value): (Option<&str>, &str),
+        swapped: Option<bool>,
+        invoke: u64,
+        complete: u64,
+    ) -> Operation {
+        Operation {
+            client,
+            action: Action::Cas {
+                expected: expected.map(str::to_owned),
+                value: value.to_owned(),
+                swapped,
+            },
+            invoke_us: invoke,
+            complete_us: swapped.map(|_| complete),
         }
     }
 
@@ -434,12 +575,79 @@ mod tests {
     }
 
     #[test]
+    fn a_cas_swaps_only_from_the_value_it_expected() {
+        let chained = check(vec![
+            write(1, "a", 0, Some(10)),
+            cas(2, (Some("a"), "b"), Some(true), 20, 30),
+            cas(3, (Some("b"), "c"), Some(true), 40, 50),
+            read(4, Some("c"), 60, 70),
+        ]);
+        assert_eq!(chained, Verdict::Linearizable);
+        let from_nothing = check(vec![
+            read(0, None, 0, 5),
+            cas(1, (None, "a"), Some(true), 10, 20),
+            read(2, Some("a"), 30, 40),
+        ]);
+        assert_eq!(from_nothing, Verdict::Linearizable);
+        // A lost update: the CAS swapped from a value that had been overwritten before it.
+        let lost_update = check(vec![
+            write(1, "a", 0, Some(10)),
+            write(2, "c", 20, Some(30)),
+            cas(3, (Some("a"), "b"), Some(true), 40, 50),
+        ]);
+        assert!(
+            matches!(lost_update, Verdict::Violation { .. }),
+            "{lost_update:?}"
+        );
+    }
+
+    #[test]
+    fn a_refused_cas_must_have_seen_another_value() {
+        // Refused while the key held what it expected, and nothing else was going on.
+        let wrongly_refused = check(vec![
+            write(1, "a", 0, Some(10)),
+            cas(2, (Some("a"), "b"), Some(false), 20, 30),
+        ]);
+        assert!(
+            matches!(wrongly_refused, Verdict::Violation { .. }),
+            "{wrongly_refused:?}"
+        );
+        // Refused because a concurrent write got in first.
+        let raced = check(vec![
+            write(1, "a", 0, Some(10)),
+            write(3, "c", 15, Some(35)),
+            cas(2, (Some("a"), "b"), Some(false), 20, 30),
+            read(4, Some("c"), 40, 50),
+        ]);
+        assert_eq!(raced, Verdict::Linearizable);
+    }
+
+    #[test]
+    fn a_cas_with_an_unknown_outcome_may_apply_late_or_never() {
+        for seen in ["a", "b"] {
+            let verdict = check(vec![
+                write(1, "a", 0, Some(10)),
+                cas(2, (Some("a"), "b"), None, 20, 0),
+                read(3, Some(seen), 30, 40),
+            ]);
+            assert_eq!(verdict, Verdict::Linearizable, "read saw {seen}");
+        }
+        // It can only have swapped from what it expected: b cannot replace c.
+        let verdict = check(vec![
+            write(1, "c", 0, Some(10)),
+            cas(2, (Some("a"), "b"), None, 20, 0),
+            read(3, Some("b"), 30, 40),
+        ]);
+        assert!(matches!(verdict, Verdict::Violation { .. }), "{verdict:?}");
+    }
+
+    #[test]
     fn a_deleted_key_reads_as_absent() {
         let verdict = check(vec![
             write(1, "a", 0, Some(10)),
             Operation {
                 client: 2,
-                action: Action::Write(None),
+                action: Action::Write { value: None },
                 invoke_us: 20,
                 complete_us: Some(30),
             },
@@ -449,12 +657,46 @@ mod tests {
     }
 
     #[test]
+    fn many_unseen_writes_with_unknown_outcomes_do_not_stall_the_search() {
+        // An outage: every write of 200 fails with an unknown outcome, none is ever seen, while
+        // reads keep seeing the value from before. Without pruning this exhausts the limit.
+        let mut ops = vec![write(0, "before", 0, Some(1))];
+        for i in 0..200u64 {
+            ops.push(write(
+                1 + i as usize % 8,
+                &format!("lost{i}"),
+                10 + i * 10,
+                None,
+            ));
+            ops.push(read(9, Some("before"), 15 + i * 10, 16 + i * 10));
+        }
+        ops.sort_by_key(|op| op.invoke_us);
+        assert_eq!(check_key(&ops, 10_000), Verdict::Linearizable);
+        // One of them seen, then the old value again: still a violation, found as fast.
+        ops.push(read(9, Some("lost7"), 5_000, 5_001));
+        ops.push(read(9, Some("before"), 5_010, 5_011));
+        let Verdict::Violation { window } = check_key(&ops, 10_000) else {
+            panic!("a stale read passed");
+        };
+        assert_eq!(window.last(), Some(&read(9, Some("before"), 5_010, 5_011)));
+    }
+
+    #[test]
     fn the_search_gives_up_at_its_state_limit() {
-        // Many overlapping pending writes and no read that pins them: the state space explodes.
+        // Many overlapping pending writes, each seen once in turn, then the first one again:
+        // not linearizable, but the search tries the pending writes' subsets before it knows.
         let mut ops: Vec<Operation> = (0..40)
             .map(|i| write(i, &format!("v{i}"), i as u64, None))
             .collect();
-        ops.push(read(99, Some("nobody-wrote-this"), 1000, 1001));
+        for i in 0..40u64 {
+            ops.push(read(
+                99,
+                Some(&format!("v{i}")),
+                1000 + 10 * i,
+                1001 + 10 * i,
+            ));
+        }
+        ops.push(read(99, Some("v0"), 2000, 2001));
         ops.sort_by_key(|op| op.invoke_us);
         assert_eq!(check_key(&ops, 1000), Verdict::Unknown { limit: 1000 });
     }
@@ -467,13 +709,35 @@ mod tests {
             r#"{"client":1,"op":"get","key":"k2","value":null,"invoke_us":1,"complete_us":2,"outcome":"ok"}"#,
             r#"{"client":1,"op":"get","key":"k2","value":null,"invoke_us":3,"complete_us":9,"outcome":"fail"}"#,
             r#"{"client":1,"op":"delete","key":"k2","value":null,"invoke_us":5,"complete_us":6,"outcome":"ok"}"#,
+            r#"{"client":2,"op":"cas","key":"k3","value":"b","expected":"a","invoke_us":1,"complete_us":2,"outcome":"refused"}"#,
+            r#"{"client":2,"op":"cas","key":"k3","value":"c","invoke_us":3,"complete_us":4,"outcome":"unknown"}"#,
         ]
         .join("\n");
         let keys = read_history(lines.as_bytes()).unwrap();
         assert_eq!(keys["k1"].len(), 2);
         assert_eq!(keys["k1"][1].complete_us, None);
         assert_eq!(keys["k2"].len(), 2);
-        assert_eq!(keys["k2"][1].action, Action::Write(None));
+        assert_eq!(keys["k2"][1].action, Action::Write { value: None });
+        assert_eq!(
+            keys["k3"][0].action,
+            Action::Cas {
+                expected: Some("a".to_owned()),
+                value: "b".to_owned(),
+                swapped: Some(false)
+            }
+        );
+        assert_eq!(keys["k3"][0].complete_us, Some(2));
+        assert_eq!(
+            (&keys["k3"][1].action, keys["k3"][1].complete_us),
+            (
+                &Action::Cas {
+                    expected: None,
+                    value: "c".to_owned(),
+                    swapped: None
+                },
+                None
+            )
+        );
         let bad = read_history(r#"{"client":0}"#.as_bytes()).unwrap_err();
         assert!(bad.starts_with("history line 1:"), "{bad}");
     }

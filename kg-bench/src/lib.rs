@@ -119,7 +119,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
 
-    /// Operation weights.
+    /// Operation weights: get, put, delete, and cas (a GET, then a PUT with If-Match on the
+    /// revision read; a 412 counts as a lost race, not an error).
     #[arg(long, default_value = "get=90,put=9,delete=1")]
     pub mix: Mix,
 

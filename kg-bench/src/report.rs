@@ -45,13 +45,18 @@ fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Res
 pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     writeln!(
         out,
-        "{} requests in {:.2}s: {:.0} req/s, {} errors ({:.3}%), {} not found",
+        "{} requests in {:.2}s: {:.0} req/s, {} errors ({:.3}%), {} not found{}",
         report.requests,
         report.duration_s,
         report.rps,
         report.errors,
         report.error_ratio * 100.0,
-        report.not_found
+        report.not_found,
+        if report.ops.contains_key("cas") {
+            format!(", {} CAS lost the race (412)", report.precondition_failed)
+        } else {
+            String::new()
+        }
     )?;
     writeln!(out)?;
     let mut rows: Vec<Vec<String>> = report
@@ -231,14 +236,34 @@ pub fn print_check(out: &mut dyn Write, results: &[KeyResult]) -> io::Result<()>
         let rows: Vec<Vec<String>> = window
             .iter()
             .map(|op| {
+                let shown =
+                    |value: &Option<String>| value.as_deref().unwrap_or("(none)").to_owned();
                 let (action, value) = match &op.action {
-                    Action::Write(v) => (if v.is_some() { "put" } else { "delete" }, v),
-                    Action::Read(v) => ("get", v),
+                    Action::Write { value } => {
+                        let name = if value.is_some() { "put" } else { "delete" };
+                        (name.to_owned(), shown(value))
+                    }
+                    Action::Read { value } => ("get".to_owned(), shown(value)),
+                    Action::Cas {
+                        expected,
+                        value,
+                        swapped,
+                    } => {
+                        let result = match swapped {
+                            Some(true) => "swapped",
+                            Some(false) => "refused",
+                            None => "unknown",
+                        };
+                        (
+                            format!("cas ({result})"),
+                            format!("{} -> {value}", shown(expected)),
+                        )
+                    }
                 };
                 vec![
                     op.client.to_string(),
-                    action.to_owned(),
-                    value.clone().unwrap_or_else(|| "(none)".to_owned()),
+                    action,
+                    value,
                     at(op.invoke_us),
                     op.complete_us.map_or("unknown".to_owned(), at),
                 ]

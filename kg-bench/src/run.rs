@@ -104,6 +104,8 @@ pub enum HistoryOutcome {
     Ok,
     /// Certainly had no effect.
     Fail,
+    /// A CAS whose precondition did not hold (412): it ran, and changed nothing.
+    Refused,
     /// A write that may have been applied: a timeout, a broken connection or a 5xx.
     Unknown,
 }
@@ -114,8 +116,14 @@ pub struct HistoryEntry {
     pub client: usize,
     pub op: Op,
     pub key: String,
-    /// The value written (put), or read (get; `null` for a missing key).
+    /// The value written (put, cas), or read (get; `null` for a missing key).
     pub value: Option<String>,
+    /// A cas's expected value, as its GET read it; absent when the key was missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// The revision the node answered with: the write's, or the value's that a get read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
     /// Microseconds since the run started, on the monotonic clock.
     pub invoke_us: u64,
     pub complete_us: u64,
@@ -127,6 +135,8 @@ struct Answer {
     outcome: Outcome,
     node: Option<String>,
     cache_hit: Option<bool>,
+    /// `X-KeyGrid-Revision`: a write's revision, or a read value's mod_revision.
+    revision: Option<i64>,
     body: Option<Bytes>,
 }
 
@@ -155,11 +165,24 @@ impl Connection {
         self.sender.as_mut().ok_or(Outcome::Connect)
     }
 
-    async fn send(&mut self, method: Method, path: &str, body: Option<Bytes>) -> Answer {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Option<Bytes>,
+        precondition: Option<&Precondition>,
+    ) -> Answer {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, &self.target.host);
+        match precondition {
+            Some(Precondition::Revision(revision)) => {
+                builder = builder.header(header::IF_MATCH, format!("\"{revision}\""));
+            }
+            Some(Precondition::Absent) => builder = builder.header(header::IF_NONE_MATCH, "*"),
+            None => {}
+        }
         if let Some(token) = &self.token {
             builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -208,6 +231,7 @@ impl Connection {
         };
         let node = header_text(kg_api::HEADER_NODE);
         let cache_hit = header_text(kg_api::HEADER_CACHE).map(|v| v.eq_ignore_ascii_case("hit"));
+        let revision = header_text(kg_api::HEADER_REVISION).and_then(|v| v.parse().ok());
         let body = match response.into_body().collect().await {
             Ok(body) => body.to_bytes(),
             Err(_) => {
@@ -219,6 +243,8 @@ impl Connection {
             Outcome::Ok
         } else if status == StatusCode::NOT_FOUND {
             Outcome::NotFound
+        } else if status == StatusCode::PRECONDITION_FAILED {
+            Outcome::PreconditionFailed
         } else {
             Outcome::Status(status.as_u16())
         };
@@ -226,6 +252,7 @@ impl Connection {
             outcome,
             node,
             cache_hit,
+            revision,
             body: Some(body),
         }
     }
@@ -237,6 +264,7 @@ impl Answer {
             outcome,
             node: None,
             cache_hit: None,
+            revision: None,
             body: None,
         }
     }
@@ -253,28 +281,41 @@ fn put_body(key: &str, value: &str) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
-/// Sends one operation, bounded by `timeout` (after which the connection is dropped).
+/// A CAS's condition, from the GET before it.
+#[derive(Debug, Clone, Copy)]
+enum Precondition {
+    /// `If-Match: "<revision>"`.
+    Revision(i64),
+    /// `If-None-Match: *`: the key was missing.
+    Absent,
+}
+
+/// Sends one request, bounded by `timeout` (after which the connection is dropped). A CAS is
+/// its conditional PUT here; its GET is an operation of its own.
 async fn operate(
     connection: &mut Connection,
     op: Op,
     key: &str,
     value: Option<&str>,
+    precondition: Option<&Precondition>,
     timeout: Duration,
 ) -> Answer {
     let call = async {
         match op {
             Op::Get => {
                 connection
-                    .send(Method::GET, &format!("/api/key?key={key}"), None)
+                    .send(Method::GET, &format!("/api/key?key={key}"), None, None)
                     .await
             }
-            Op::Put => {
+            Op::Put | Op::Cas => {
                 let body = put_body(key, value.unwrap_or_default());
-                connection.send(Method::PUT, "/api/key", Some(body)).await
+                connection
+                    .send(Method::PUT, "/api/key", Some(body), precondition)
+                    .await
             }
             Op::Delete => {
                 connection
-                    .send(Method::DELETE, &format!("/api/key?key={key}"), None)
+                    .send(Method::DELETE, &format!("/api/key?key={key}"), None, None)
                     .await
             }
         }
@@ -318,6 +359,7 @@ async fn preload(options: &RunOptions, bar: &ProgressBar) -> Result<(), String> 
                     Op::Put,
                     &key,
                     Some(&value),
+                    None,
                     options.timeout,
                 )
                 .await;
@@ -530,26 +572,63 @@ async fn work(
         sequence += 1;
         let op = options.mix.pick(&mut rng);
         let key = key_name(sampler.key_index(&mut rng));
-        let value = (op == Op::Put).then(|| sampler.value(&mut rng, worker, sequence));
-        let invoked = Instant::now();
-        let answer = operate(&mut connection, op, &key, value.as_deref(), options.timeout).await;
+        let value =
+            matches!(op, Op::Put | Op::Cas).then(|| sampler.value(&mut rng, worker, sequence));
+        let record = |op: Op, answer: &Answer, expected, invoked, completed| {
+            if let Some(history) = &history {
+                let _ = history.send(HistoryEntry {
+                    client: worker,
+                    op,
+                    value: match op {
+                        Op::Put | Op::Cas => value.clone(),
+                        Op::Get => answer.body.as_deref().and_then(read_value),
+                        Op::Delete => None,
+                    },
+                    expected,
+                    revision: answer.revision.filter(|_| answer.outcome == Outcome::Ok),
+                    key: key.clone(),
+                    invoke_us: micros_since(clock.start, invoked),
+                    complete_us: micros_since(clock.start, completed),
+                    outcome: history_outcome(op, answer.outcome),
+                });
+            }
+        };
+        let mut invoked = Instant::now();
+        let mut expected = None;
+        let mut precondition = None;
+        let mut read_failure = Outcome::Ok;
+        if op == Op::Cas {
+            // The read half of the CAS is an operation of its own in the history.
+            let read = operate(&mut connection, Op::Get, &key, None, None, options.timeout).await;
+            let read_at = Instant::now();
+            record(Op::Get, &read, None, invoked, read_at);
+            precondition = match (read.outcome, read.revision) {
+                (Outcome::Ok, Some(revision)) => Some(Precondition::Revision(revision)),
+                (Outcome::NotFound, _) => Some(Precondition::Absent),
+                _ => None,
+            };
+            read_failure = read.outcome;
+            expected = read.body.as_deref().and_then(read_value);
+            invoked = read_at;
+        }
+        let answer = if op == Op::Cas && precondition.is_none() {
+            // The read failed: no write is attempted, and the CAS fails as its read did.
+            Answer::failed(read_failure)
+        } else {
+            operate(
+                &mut connection,
+                op,
+                &key,
+                value.as_deref(),
+                precondition.as_ref(),
+                options.timeout,
+            )
+            .await
+        };
         let completed = Instant::now();
         let latency = completed.saturating_duration_since(scheduled);
-
-        if let Some(history) = &history {
-            let _ = history.send(HistoryEntry {
-                client: worker,
-                op,
-                value: match op {
-                    Op::Put => value.clone(),
-                    Op::Get => answer.body.as_deref().and_then(read_value),
-                    Op::Delete => None,
-                },
-                key: key.clone(),
-                invoke_us: micros_since(clock.start, invoked),
-                complete_us: micros_since(clock.start, completed),
-                outcome: history_outcome(op, answer.outcome),
-            });
+        if precondition.is_some() || op != Op::Cas {
+            record(op, &answer, expected, invoked, completed);
         }
         if !measured {
             continue;
@@ -599,6 +678,7 @@ fn read_value(body: &[u8]) -> Option<String> {
 fn history_outcome(op: Op, outcome: Outcome) -> HistoryOutcome {
     match (op, outcome) {
         (_, Outcome::Ok) | (Op::Get, Outcome::NotFound) => HistoryOutcome::Ok,
+        (Op::Cas, Outcome::PreconditionFailed) => HistoryOutcome::Refused,
         // A read that failed had no effect; so had a write the node refused (4xx).
         (Op::Get, _) => HistoryOutcome::Fail,
         (_, Outcome::NotFound) => HistoryOutcome::Fail,

@@ -24,6 +24,9 @@ pub enum Outcome {
     /// A 404: a GET or DELETE of a key that is not there, which a mix with deletes makes
     /// normal. Counted as a success, and reported apart.
     NotFound,
+    /// A 412: a CAS whose expected revision was no longer current, which contention makes
+    /// normal. Counted as a success, and reported apart.
+    PreconditionFailed,
     /// Any other status.
     Status(u16),
     /// No answer within `--timeout`.
@@ -36,13 +39,16 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn is_error(self) -> bool {
-        !matches!(self, Outcome::Ok | Outcome::NotFound)
+        !matches!(
+            self,
+            Outcome::Ok | Outcome::NotFound | Outcome::PreconditionFailed
+        )
     }
 
     /// The error kind's name in reports: `status_503`, `timeout`, `connect`, `io`.
     pub fn error_kind(self) -> Option<String> {
         match self {
-            Outcome::Ok | Outcome::NotFound => None,
+            Outcome::Ok | Outcome::NotFound | Outcome::PreconditionFailed => None,
             Outcome::Status(status) => Some(format!("status_{status}")),
             Outcome::Timeout => Some("timeout".to_owned()),
             Outcome::Connect => Some("connect".to_owned()),
@@ -98,6 +104,7 @@ impl Series {
 pub struct Stats {
     pub overall: Series,
     pub not_found: u64,
+    pub precondition_failed: u64,
     pub errors: BTreeMap<String, u64>,
     pub ops: BTreeMap<Op, Series>,
     pub nodes: BTreeMap<String, Series>,
@@ -112,6 +119,7 @@ impl Default for Stats {
         Self {
             overall: Series::new(3),
             not_found: 0,
+            precondition_failed: 0,
             errors: BTreeMap::new(),
             ops: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -137,8 +145,10 @@ impl Stats {
         if let Some(kind) = sample.outcome.error_kind() {
             *self.errors.entry(kind).or_insert(0) += 1;
         }
-        if sample.outcome == Outcome::NotFound {
-            self.not_found += 1;
+        match sample.outcome {
+            Outcome::NotFound => self.not_found += 1,
+            Outcome::PreconditionFailed => self.precondition_failed += 1,
+            _ => {}
         }
         if let Some(node) = sample.node {
             match self.nodes.get_mut(node) {
@@ -164,6 +174,7 @@ impl Stats {
     pub fn merge(&mut self, other: &Stats) {
         self.overall.merge(&other.overall);
         self.not_found += other.not_found;
+        self.precondition_failed += other.precondition_failed;
         for (kind, count) in &other.errors {
             *self.errors.entry(kind.clone()).or_insert(0) += count;
         }
@@ -265,9 +276,12 @@ pub struct Report {
     /// Measured seconds (the warmup excluded).
     pub duration_s: f64,
     pub requests: u64,
-    /// Requests that did not fail (404s included; see `not_found`).
+    /// Requests that did not fail (404s and CAS 412s included; see `not_found` and
+    /// `precondition_failed`).
     pub successes: u64,
     pub not_found: u64,
+    #[serde(default)]
+    pub precondition_failed: u64,
     pub errors: u64,
     /// Errors by kind: `status_NNN`, `timeout`, `connect`, `io`.
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -307,6 +321,7 @@ impl Report {
             requests,
             successes: requests - errors,
             not_found: stats.not_found,
+            precondition_failed: stats.precondition_failed,
             errors,
             errors_by_kind: stats.errors.clone(),
             error_ratio: ratio(errors, requests),

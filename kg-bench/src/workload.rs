@@ -16,16 +16,20 @@ pub enum Op {
     Get,
     Put,
     Delete,
+    /// Compare-and-swap: a GET, then a PUT of a new value conditioned on the revision read
+    /// (`If-Match`, or `If-None-Match: *` for a missing key).
+    Cas,
 }
 
 impl Op {
-    pub const ALL: [Op; 3] = [Op::Get, Op::Put, Op::Delete];
+    pub const ALL: [Op; 4] = [Op::Get, Op::Put, Op::Delete, Op::Cas];
 
     pub fn name(self) -> &'static str {
         match self {
             Op::Get => "get",
             Op::Put => "put",
             Op::Delete => "delete",
+            Op::Cas => "cas",
         }
     }
 }
@@ -36,12 +40,13 @@ impl fmt::Display for Op {
     }
 }
 
-/// `get=90,put=9,delete=1`: relative weights of each operation.
+/// `get=90,put=9,delete=1`: relative weights of each operation (`cas` too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mix {
     pub get: u32,
     pub put: u32,
     pub delete: u32,
+    pub cas: u32,
 }
 
 impl FromStr for Mix {
@@ -52,6 +57,7 @@ impl FromStr for Mix {
             get: 0,
             put: 0,
             delete: 0,
+            cas: 0,
         };
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = part
@@ -65,11 +71,16 @@ impl FromStr for Mix {
                 "get" => &mut mix.get,
                 "put" => &mut mix.put,
                 "delete" => &mut mix.delete,
-                other => return Err(format!("unknown operation {other:?} (get, put, delete)")),
+                "cas" => &mut mix.cas,
+                other => {
+                    return Err(format!(
+                        "unknown operation {other:?} (get, put, delete, cas)"
+                    ))
+                }
             };
             *slot = weight;
         }
-        if mix.get + mix.put + mix.delete == 0 {
+        if mix.total() == 0 {
             return Err("the mix needs at least one weight above 0".to_owned());
         }
         Ok(mix)
@@ -77,14 +88,20 @@ impl FromStr for Mix {
 }
 
 impl Mix {
+    fn total(&self) -> u32 {
+        self.get + self.put + self.delete + self.cas
+    }
+
     pub fn pick(&self, rng: &mut SmallRng) -> Op {
-        let roll = rng.random_range(0..self.get + self.put + self.delete);
+        let roll = rng.random_range(0..self.total());
         if roll < self.get {
             Op::Get
         } else if roll < self.get + self.put {
             Op::Put
-        } else {
+        } else if roll < self.get + self.put + self.delete {
             Op::Delete
+        } else {
+            Op::Cas
         }
     }
 }
@@ -216,9 +233,11 @@ mod tests {
             Ok(Mix {
                 get: 90,
                 put: 9,
-                delete: 1
+                delete: 1,
+                cas: 0
             })
         );
+        assert_eq!("cas=2".parse::<Mix>().map(|m| m.cas), Ok(2));
         assert_eq!(" put=1 ".parse::<Mix>().map(|m| (m.get, m.put)), Ok((0, 1)));
         for bad in ["", "get=0", "get", "get=x", "scan=1", "get=-1"] {
             assert!(bad.parse::<Mix>().is_err(), "{bad:?}");
@@ -227,13 +246,14 @@ mod tests {
 
     #[test]
     fn the_mix_is_sampled_in_proportion() {
-        let mix: Mix = "get=90,put=9,delete=1".parse().unwrap();
+        let mix: Mix = "get=80,put=9,delete=1,cas=10".parse().unwrap();
         let mut rng = SmallRng::seed_from_u64(7);
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..100_000 {
             *counts.entry(mix.pick(&mut rng)).or_insert(0) += 1;
         }
-        assert!((89_000..91_000).contains(&counts[&Op::Get]), "{counts:?}");
+        assert!((79_000..81_000).contains(&counts[&Op::Get]), "{counts:?}");
+        assert!((9_500..10_500).contains(&counts[&Op::Cas]), "{counts:?}");
         assert!((8_500..9_500).contains(&counts[&Op::Put]), "{counts:?}");
         assert!((800..1_200).contains(&counts[&Op::Delete]), "{counts:?}");
     }

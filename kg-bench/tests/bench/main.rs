@@ -272,6 +272,7 @@ async fn record_writes_every_operation_with_unique_written_values() {
         .collect();
     assert_eq!(entries.len(), 400);
     let mut written = std::collections::HashSet::new();
+    let mut revisions = std::collections::HashSet::new();
     for entry in &entries {
         assert!(
             entry["invoke_us"].as_u64() <= entry["complete_us"].as_u64(),
@@ -282,6 +283,11 @@ async fn record_writes_every_operation_with_unique_written_values() {
         if entry["op"] == "put" {
             assert!(
                 written.insert(entry["value"].as_str().unwrap().to_owned()),
+                "{entry}"
+            );
+            // Each write has a revision of its own, as the node answered it.
+            assert!(
+                revisions.insert(entry["revision"].as_u64().unwrap()),
                 "{entry}"
             );
         }
@@ -309,7 +315,7 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
         "--keys",
         "10",
         "--mix",
-        "get=50,put=45,delete=5",
+        "get=40,put=35,delete=5,cas=20",
         "--record",
         history.to_str().unwrap(),
         "-o",
@@ -333,6 +339,15 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    // A CAS is its GET, then the conditional PUT: swapped (ok) or refused (412), both checked.
+    let cases: Vec<&Value> = entries.iter().filter(|e| e["op"] == "cas").collect();
+    assert!(cases.len() > 100, "{} CAS operations", cases.len());
+    assert!(
+        cases
+            .iter()
+            .all(|e| e["outcome"] == "ok" || e["outcome"] == "refused"),
+        "{cases:?}"
+    );
     let effective = entries.iter().filter(|e| e["outcome"] != "fail").count() as u64;
     let checked: u64 = keys.iter().map(|k| k["operations"].as_u64().unwrap()).sum();
     assert_eq!(checked, effective);
