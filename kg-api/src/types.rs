@@ -55,8 +55,16 @@ pub struct PutRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
 pub struct KeyValue {
-    /// 1 to 1024 bytes of UTF-8 with no control characters.
-    #[cfg_attr(feature = "utoipa", schema(example = "foo"))]
+    /// 1 to 512 characters, none of them a control character.
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(
+            example = "foo",
+            min_length = 1,
+            max_length = 512,
+            pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"
+        )
+    )]
     pub key: String,
     /// Any UTF-8 string up to the node's `--max-value-bytes` (1 MiB by default).
     #[cfg_attr(feature = "utoipa", schema(example = "bar"))]

@@ -13,8 +13,14 @@ use serde::de::DeserializeOwned;
 use super::Error;
 use crate::store::Expect;
 
-/// The longest key accepted, in bytes.
-pub const MAX_KEY_BYTES: usize = 1024;
+/// The longest key accepted, in characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them, so that the OpenAPI document states the rule exactly). At most
+/// 2 KiB of UTF-8, inside PostgreSQL's B-tree entry limit (~2.7 KB).
+pub const MAX_KEY_CHARS: usize = 512;
+
+/// The OpenAPI pattern of a key: no control characters (Unicode Cc, what `char::is_control`
+/// finds). Kept equal to the literal in the schema attributes by a test.
+pub const KEY_PATTERN: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
 /// A strictly decoded query string.
 #[derive(Debug, Default)]
@@ -96,10 +102,10 @@ pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
         return Err("key must not be empty".to_owned());
     }
-    if key.len() > MAX_KEY_BYTES {
+    let chars = key.chars().count();
+    if chars > MAX_KEY_CHARS {
         return Err(format!(
-            "key is {} bytes; the limit is {MAX_KEY_BYTES}",
-            key.len()
+            "key is {chars} characters; the limit is {MAX_KEY_CHARS}"
         ));
     }
     if let Some(bad) = key.chars().find(|c| c.is_control()) {
@@ -161,18 +167,31 @@ pub fn precondition(headers: &HeaderMap, allow_if_none_match: bool) -> Result<Ex
             })
             .transpose()
     };
-    match (header(IF_MATCH)?, header(IF_NONE_MATCH)?) {
-        (Some(_), Some(_)) => Err(Error::BadRequest(
-            "send If-Match or If-None-Match, not both".to_owned(),
+    let if_match = header(IF_MATCH)?
+        .map(|tag| match tag {
+            "*" => Ok(Expect::Exists),
+            _ => parse_etag(tag).map(Expect::Revision).ok_or_else(|| {
+                Error::BadRequest(format!("If-Match must be \"<revision>\" or *, got {tag:?}"))
+            }),
+        })
+        .transpose()?;
+    let if_none_match = header(IF_NONE_MATCH)?
+        .map(|tag| match tag {
+            "*" if allow_if_none_match => Ok(Expect::Absent),
+            _ => Err(Error::BadRequest(format!(
+                "If-None-Match on a write must be *, got {tag:?}"
+            ))),
+        })
+        .transpose()?;
+    match (if_match, if_none_match) {
+        // RFC 9110 (13.2.2) evaluates both. A key that passes If-Match exists, so it fails
+        // If-None-Match: *, the only form a write takes: no write can pass both.
+        (Some(_), Some(_)) => Err(Error::PreconditionFailed(
+            "precondition failed: If-Match needs the key to exist and If-None-Match: * needs \
+             it not to"
+                .to_owned(),
         )),
-        (Some("*"), None) => Ok(Expect::Exists),
-        (Some(tag), None) => parse_etag(tag).map(Expect::Revision).ok_or_else(|| {
-            Error::BadRequest(format!("If-Match must be \"<revision>\" or *, got {tag:?}"))
-        }),
-        (None, Some("*")) if allow_if_none_match => Ok(Expect::Absent),
-        (None, Some(tag)) => Err(Error::BadRequest(format!(
-            "If-None-Match on a write must be *, got {tag:?}"
-        ))),
+        (Some(expect), None) | (None, Some(expect)) => Ok(expect),
         (None, None) => Ok(Expect::Any),
     }
 }
@@ -247,8 +266,12 @@ mod tests {
     fn key_limits() {
         check_key_case("foo", true);
         check_key_case("user/1:é 日本", true);
-        check_key_case(&"k".repeat(1024), true);
-        check_key_case(&"k".repeat(1025), false);
+        check_key_case(&"k".repeat(512), true);
+        check_key_case(&"k".repeat(513), false);
+        // Characters, not bytes: 512 four-byte characters fit (2 KiB, inside PostgreSQL's
+        // ~2.7 KB B-tree entry limit), one more does not.
+        check_key_case(&"🔑".repeat(512), true);
+        check_key_case(&"🔑".repeat(513), false);
         check_key_case("", false);
         check_key_case("a\nb", false);
         check_key_case("a\u{0}b", false);
@@ -287,5 +310,15 @@ mod tests {
         check_precondition(Some("\"x\""), None, None);
         check_precondition(None, Some("\"7\""), None);
         check_precondition(Some("*"), Some("*"), None);
+        // Both, well formed: no key can pass both (412). Malformed: the syntax error (400).
+        let both = |if_match: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(IF_MATCH, if_match.parse().unwrap());
+            headers.insert(IF_NONE_MATCH, "*".parse().unwrap());
+            precondition(&headers, true).map_err(|err| err.status())
+        };
+        assert_eq!(both("\"7\""), Err(StatusCode::PRECONDITION_FAILED));
+        assert_eq!(both("*"), Err(StatusCode::PRECONDITION_FAILED));
+        assert_eq!(both("x"), Err(StatusCode::BAD_REQUEST));
     }
 }

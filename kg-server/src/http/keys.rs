@@ -31,7 +31,7 @@ pub fn router() -> Router<AppState> {
 /// Read a key.
 #[utoipa::path(
     get, path = "/api/key", tag = "keys",
-    params(("key" = String, Query, description = "The key: 1 to 1024 bytes of UTF-8, no control characters")),
+    params(("key" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The key: 1 to 512 characters, no control characters")),
     responses(
         (status = 200, description = "The value", body = GetResponse, headers(
             ("ETag" = String, description = "\"<mod_revision>\""),
@@ -126,13 +126,22 @@ async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), E
     Ok((entry, false))
 }
 
+/// `If-None-Match` on a write: only `*` (create only). For the OpenAPI document, where an
+/// enum states that exactly (schemathesis's coverage phase ignores a header's pattern).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // only its schema is used
+pub enum IfNoneMatchAny {
+    #[schema(rename = "*")]
+    Any,
+}
+
 /// Create or replace a key.
 #[utoipa::path(
     put, path = "/api/key", tag = "keys",
     request_body = PutRequest,
     params(
-        ("If-Match" = Option<String>, Header, description = "\"<revision>\": write only if the key's mod_revision is this; *: only if the key exists"),
-        ("If-None-Match" = Option<String>, Header, description = "*: create only"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "\"<revision>\": write only if the key's mod_revision is this; *: only if the key exists"),
+        ("If-None-Match" = Option<IfNoneMatchAny>, Header, nullable = false, description = "*: create only"),
     ),
     responses(
         (status = 200, description = "Written", body = SuccessResponse, headers(
@@ -154,7 +163,6 @@ pub async fn put_key(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let expect = precondition(&headers, true)?;
     let request: PutRequest = json_body(body)?;
     let PutRequest { data } = request;
     tracing::Span::current().record("key", data.key.as_str());
@@ -166,11 +174,15 @@ pub async fn put_key(
             state.max_value_bytes
         )));
     }
+    // After the request itself is found valid: a precondition is never the answer to a
+    // request that would fail without it (RFC 9110, 13.2.1).
+    let idempotency_key = input::idempotency_key(&headers)?;
+    let expect = precondition(&headers, true)?;
     let op = WriteOp {
         key: data.key,
         value: Some(data.value),
         expect,
-        idempotency_key: input::idempotency_key(&headers)?,
+        idempotency_key,
     };
     let result = state.write(op).await?;
     let response = match result.outcome {
@@ -198,8 +210,8 @@ pub async fn put_key(
 #[utoipa::path(
     delete, path = "/api/key", tag = "keys",
     params(
-        ("key" = String, Query, description = "The key"),
-        ("If-Match" = Option<String>, Header, description = "\"<revision>\": delete only if the key's mod_revision is this"),
+        ("key" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The key"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "\"<revision>\": delete only if the key's mod_revision is this; *: only if the key exists"),
     ),
     responses(
         (status = 200, description = "Deleted", body = SuccessResponse, headers(
@@ -219,12 +231,13 @@ pub async fn delete_key(
 ) -> Result<Response, Error> {
     let key = query_key(&QueryParams::parse(query.as_deref())?)?;
     tracing::Span::current().record("key", key.as_str());
+    let idempotency_key = input::idempotency_key(&headers)?;
     let expect = precondition(&headers, false)?;
     let op = WriteOp {
         key,
         value: None,
         expect,
-        idempotency_key: input::idempotency_key(&headers)?,
+        idempotency_key,
     };
     let result = state.write(op).await?;
     let response = match result.outcome {
@@ -247,9 +260,9 @@ pub async fn delete_key(
 #[utoipa::path(
     get, path = "/api/keys", tag = "keys",
     params(
-        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 1000 (default 100)"),
-        ("after" = Option<String>, Query, description = "Start after this key: the previous page's `next`"),
+        ("prefix" = Option<String>, Query, nullable = false, description = "Only keys starting with this"),
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)"),
+        ("after" = Option<String>, Query, nullable = false, description = "Start after this key: the previous page's `next`"),
     ),
     responses(
         (status = 200, description = "One page of keys", body = KeyListResponse),

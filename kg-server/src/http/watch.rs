@@ -52,9 +52,9 @@ pub fn router() -> Router<AppState> {
 #[utoipa::path(
     get, path = "/api/watch", tag = "keys",
     params(
-        ("prefix" = Option<String>, Query, description = "Only keys starting with this"),
-        ("from_revision" = Option<i64>, Query, description = "Replay every change above this revision first (default: only new changes)"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this revision; overrides from_revision"),
+        ("prefix" = Option<String>, Query, nullable = false, description = "Only keys starting with this"),
+        ("from_revision" = Option<i64>, Query, nullable = false, minimum = 0, description = "Replay every change above this revision first (default: only new changes)"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume after this revision; overrides from_revision"),
     ),
     responses(
         (status = 200, description = "`text/event-stream`: `id:` is the revision, `data:` a ChangeEvent; a keep-alive comment every 15 s", content_type = "text/event-stream", body = ChangeEvent),

@@ -113,7 +113,7 @@ fn raw(body: &[u8]) -> Option<Vec<u8>> {
 pub fn cases() -> Vec<Case> {
     use Method as M;
     use StatusCode as S;
-    let long_key = "k".repeat(1025);
+    let long_key = "k".repeat(513);
     let over_limit = "v".repeat(1024 * 1024 + 1);
     #[rustfmt::skip]
     let cases = vec![
@@ -129,14 +129,14 @@ pub fn cases() -> Vec<Case> {
         case(M::PUT, "/api/key", &[], raw(b"{\"data\":{\"key\":\"k\",\"value\":\"\xc3\x28\"}}"), S::UNPROCESSABLE_ENTITY, "UTF-8"),
         // Keys outside the limits: 422 in a body, 400 in a query string.
         case(M::PUT, "/api/key", &[], put_body("", "v"), S::UNPROCESSABLE_ENTITY, "must not be empty"),
-        case(M::PUT, "/api/key", &[], put_body(&long_key, "v"), S::UNPROCESSABLE_ENTITY, "limit is 1024"),
+        case(M::PUT, "/api/key", &[], put_body(&long_key, "v"), S::UNPROCESSABLE_ENTITY, "limit is 512"),
         case(M::PUT, "/api/key", &[], put_body("a\nb", "v"), S::UNPROCESSABLE_ENTITY, "control characters"),
         case(M::PUT, "/api/key", &[], put_body("a\u{0}b", "v"), S::UNPROCESSABLE_ENTITY, "control characters"),
         case(M::GET, "/api/key", &[], None, S::BAD_REQUEST, "missing query parameter"),
         case(M::GET, "/api/key?key=", &[], None, S::BAD_REQUEST, "must not be empty"),
         case(M::GET, "/api/key?key=%FF", &[], None, S::BAD_REQUEST, "UTF-8"),
         case(M::GET, "/api/key?key=a%0Ab", &[], None, S::BAD_REQUEST, "control characters"),
-        case(M::GET, format!("/api/key?key={long_key}"), &[], None, S::BAD_REQUEST, "limit is 1024"),
+        case(M::GET, format!("/api/key?key={long_key}"), &[], None, S::BAD_REQUEST, "limit is 512"),
         case(M::DELETE, "/api/key?key=a&key=b", &[], None, S::BAD_REQUEST, "more than once"),
         case(M::GET, "/api/keys?prefix=%C3", &[], None, S::BAD_REQUEST, "UTF-8"),
         // A value one byte over the limit: 413 (a body far over it: see below).
@@ -144,7 +144,7 @@ pub fn cases() -> Vec<Case> {
         // Preconditions that cannot be parsed: 400.
         case(M::PUT, "/api/key", &[("if-match", "W/\"1\"")], put_body("k", "v"), S::BAD_REQUEST, "If-Match"),
         case(M::PUT, "/api/key", &[("if-none-match", "\"3\"")], put_body("k", "v"), S::BAD_REQUEST, "If-None-Match"),
-        case(M::PUT, "/api/key", &[("if-match", "*"), ("if-none-match", "*")], put_body("k", "v"), S::BAD_REQUEST, "not both"),
+        case(M::PUT, "/api/key", &[("if-match", "*"), ("if-none-match", "*")], put_body("k", "v"), S::PRECONDITION_FAILED, "If-None-Match: * needs"),
         case(M::DELETE, "/api/key?key=keep", &[("if-none-match", "*")], None, S::BAD_REQUEST, "If-None-Match"),
         case(M::GET, "/api/watch?from_revision=x", &[], None, S::BAD_REQUEST, "from_revision"),
         case(M::GET, "/api/watch", &[("last-event-id", "nope")], None, S::BAD_REQUEST, "Last-Event-ID"),

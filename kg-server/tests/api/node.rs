@@ -90,6 +90,22 @@ async fn openapi_documents_every_route_and_swagger_ui_is_served(backend: Backend
             "PUT /api/key {status}"
         );
     }
+    // The key's rules are stated exactly, in the query parameter and in the PUT body, so that
+    // a schema-driven client (schemathesis in scripts/test.sh) agrees with the node.
+    use kg_server::http::input::{KEY_PATTERN, MAX_KEY_CHARS};
+    let query_key = paths["/api/key"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "key")
+        .unwrap()["schema"]
+        .clone();
+    let body_key = doc["components"]["schemas"]["KeyValue"]["properties"]["key"].clone();
+    for schema in [query_key, body_key] {
+        assert_eq!(schema["minLength"], 1, "{schema}");
+        assert_eq!(schema["maxLength"], MAX_KEY_CHARS, "{schema}");
+        assert_eq!(schema["pattern"], KEY_PATTERN, "{schema}");
+    }
 
     let ui = app.http.get(app.url("/api/docs/")).send().await.unwrap();
     assert_eq!(ui.status(), StatusCode::OK);
