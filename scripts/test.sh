@@ -42,6 +42,9 @@ cargo clippy --workspace --all-targets --features kg-cli/cluster-tests --locked 
 step "cargo test"
 cargo test --workspace --locked
 
+step "schemathesis: the API against its OpenAPI document (every check, valid and invalid data)"
+KG_PROFILE=debug ./scripts/schema-test.sh
+
 step "web view: unit tests, build, browser end-to-end"
 KG_PROFILE=debug ./scripts/test-web.sh
 
