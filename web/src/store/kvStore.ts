@@ -1,5 +1,6 @@
 // The one place that talks to the KeyGrid API: forms, key list, live events and node health
 // all go through this Pinia store, so a URL or a JSON shape is written once.
+import { EventSource as FetchEventSource } from 'eventsource'
 import { defineStore } from 'pinia'
 
 /** What the response headers said about a request (the forms' "Show more"). */
@@ -54,6 +55,30 @@ export const PAGE_SIZE = 20
 
 type Fetch = typeof fetch
 
+/** Where the API token is kept: for this tab, until it closes. */
+export const TOKEN_STORAGE_KEY = 'keygrid.token'
+
+/** How long the event stream waits before opening again after the node ended it. */
+export const REOPEN_DELAY_MS = 2000
+
+export type Connection = 'connecting' | 'live' | 'reconnecting' | 'unauthorized'
+
+/** Opens the event stream; `fetch` adds the token. A stand-in in unit tests. */
+export type OpenStream = (url: string, fetch: Fetch) => EventSource
+
+// The browser's EventSource cannot send headers; this one is the WhatWG EventSource over a
+// fetch we supply (Last-Event-ID and reconnection included), so the token can go along.
+const openStream: OpenStream = (url, fetch) =>
+  new FetchEventSource(url, { fetch }) as unknown as EventSource
+
+function storedToken(): string {
+  try {
+    return sessionStorage.getItem(TOKEN_STORAGE_KEY) ?? ''
+  } catch {
+    return '' // storage unavailable (privacy mode): the token lives in memory only
+  }
+}
+
 function numberHeader(headers: Headers, name: string): number | null {
   const value = headers.get(name)
   return value === null || value === '' ? null : Number(value)
@@ -100,16 +125,33 @@ export const useKvStore = defineStore('kv', {
     nextAfter: null as string | null,
     keysError: null as string | null,
     events: [] as ChangeEvent[],
-    connection: 'connecting' as 'connecting' | 'live' | 'reconnecting',
+    connection: 'connecting' as Connection,
+    /** The bearer token sent with every request, when the nodes require one. */
+    token: storedToken(),
     nodes: [] as NodeInfo[],
     nodesError: null as string | null,
     /** A key picked in the list, for the Get form to load. */
     picked: null as string | null,
   }),
   actions: {
-    async call(path: string, init?: RequestInit): Promise<Response> {
+    /** Keeps `token` for this tab (sessionStorage); an empty one is forgotten. */
+    setToken(token: string) {
+      this.token = token.trim()
+      try {
+        if (this.token) sessionStorage.setItem(TOKEN_STORAGE_KEY, this.token)
+        else sessionStorage.removeItem(TOKEN_STORAGE_KEY)
+      } catch {
+        // storage unavailable: kept in memory for this page only
+      }
+    },
+
+    /** fetch, with the token when there is one. */
+    async call(input: RequestInfo | URL, init?: RequestInit): Promise<Response> {
       const run = this.fetcher ?? fetch
-      return run(path, init)
+      if (!this.token) return run(input, init)
+      const headers = new Headers(init?.headers)
+      headers.set('Authorization', `Bearer ${this.token}`)
+      return run(input, { ...init, headers })
     },
 
     async request(path: string, init: RequestInit, ok: (body: any) => Partial<Result>): Promise<Result> {
@@ -182,26 +224,50 @@ export const useKvStore = defineStore('kv', {
     },
 
     /**
-     * Follows /api/watch. EventSource reconnects by itself and sends Last-Event-ID, so the
-     * node replays what was missed; the indicator shows the connection's state meanwhile.
+     * Follows /api/watch, with the token. The stream reconnects by itself after a network
+     * error and sends Last-Event-ID, so the node replays what was missed. An answer other than
+     * 200 ends it: a 401 or 403 waits for another token (`unauthorized`); anything else (a
+     * node restarting behind nginx) opens a new stream after REOPEN_DELAY_MS. Returns a
+     * function that stops following.
      */
-    watch(open: (url: string) => EventSource = (url) => new EventSource(url)): EventSource {
-      const source = open('/api/watch')
-      this.connection = 'connecting'
-      source.onopen = () => {
-        this.connection = 'live'
-      }
-      source.onerror = () => {
-        this.connection = 'reconnecting'
-      }
-      source.onmessage = (message: MessageEvent) => {
-        try {
-          this.addEvent(JSON.parse(message.data))
-        } catch {
-          // a malformed event is skipped; the stream goes on
+    watch(open: OpenStream = openStream): () => void {
+      let source: EventSource | null = null
+      let timer: ReturnType<typeof setTimeout> | undefined
+      let stopped = false
+      const start = () => {
+        this.connection = 'connecting'
+        const current = open('/api/watch', (input, init) => this.call(input, init))
+        source = current
+        current.onopen = () => {
+          this.connection = 'live'
+        }
+        current.onerror = (event: Event) => {
+          const code = (event as Event & { code?: number }).code
+          if (code === 401 || code === 403) {
+            this.connection = 'unauthorized'
+            current.close()
+            return
+          }
+          this.connection = 'reconnecting'
+          if (current.readyState === 2 && !stopped) {
+            // CLOSED: the stream will not retry on its own.
+            timer = setTimeout(start, REOPEN_DELAY_MS)
+          }
+        }
+        current.onmessage = (message: MessageEvent) => {
+          try {
+            this.addEvent(JSON.parse(message.data))
+          } catch {
+            // a malformed event is skipped; the stream goes on
+          }
         }
       }
-      return source
+      start()
+      return () => {
+        stopped = true
+        clearTimeout(timer)
+        source?.close()
+      }
     },
 
     /** The answering node's /api/status: its peers if it has heard any, else itself. */

@@ -1,9 +1,11 @@
 // End-to-end test of the web view in a real browser: Debian's chromium driven by
 // playwright-core, against a real kg-server serving web/dist (scripts/test-web.sh starts it).
-// Puts, gets and deletes through the forms, sees a key in the list and a live event after a
-// put made with curl, checks the 404 message, and saves a screenshot to target/e2e/.
+// The node requires a token: the page must say so until one is entered in its token field.
+// Then it puts, gets and deletes through the forms, sees a key in the list and a live event
+// after a put made with curl, checks the 404 message, and saves a screenshot to target/e2e/.
 //
 //   KG_E2E_URL    the node's base URL (required)
+//   KG_E2E_TOKEN  a write token the node accepts (required)
 //   KG_E2E_SHOTS  where screenshots go (default ../target/e2e)
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
@@ -13,6 +15,8 @@ import { chromium } from 'playwright-core'
 
 const base = process.env.KG_E2E_URL
 assert.ok(base, 'KG_E2E_URL must name the node under test')
+const token = process.env.KG_E2E_TOKEN
+assert.ok(token, 'KG_E2E_TOKEN must be a write token of the node under test')
 const shots = process.env.KG_E2E_SHOTS ?? path.resolve('..', 'target', 'e2e')
 mkdirSync(shots, { recursive: true })
 
@@ -42,10 +46,25 @@ const text = (selector) => page.locator(selector).innerText()
 try {
   await page.goto(base)
 
-  await step('the page loads, the event stream goes live and the node shows', async () => {
+  await step('without a token the page says the cluster needs one, and a put gets 401', async () => {
     await page.getByRole('heading', { name: 'KeyGrid' }).waitFor()
+    await page.locator('.indicator--unauthorized').waitFor({ timeout: 5000 })
+    await page.getByRole('alert').filter({ hasText: 'this cluster needs a token' }).waitFor({ timeout: 5000 })
+    await page.locator('#put-key').fill('e2e/no-token')
+    await page.getByRole('button', { name: 'Put', exact: true }).click()
+    await page.locator('#put-title ~ .result', { hasText: '401' }).waitFor({ timeout: 5000 })
+  })
+
+  await step('a wrong token is refused; the right one makes the stream go live and the node show', async () => {
+    await page.locator('#token').fill('not-the-token')
+    await page.getByRole('button', { name: 'Use' }).click()
+    await page.getByRole('alert').filter({ hasText: 'token refused' }).waitFor({ timeout: 5000 })
+    await page.locator('#token').fill(token)
+    await page.getByRole('button', { name: 'Use' }).click()
     await page.locator('.indicator--live').waitFor({ timeout: 5000 })
     await page.locator('.chip--ok', { hasText: 'web-e2e' }).waitFor({ timeout: 5000 })
+    const stored = await page.evaluate(() => sessionStorage.getItem('keygrid.token'))
+    assert.equal(stored, token, 'the token is kept in sessionStorage')
   })
 
   await step('put through the form', async () => {
@@ -78,6 +97,7 @@ try {
 
   await step('a put made with curl arrives as a live event', async () => {
     execFileSync('curl', ['-sf', '-X', 'PUT', `${base}/api/key`, '-H', 'Content-Type: application/json',
+      '-H', `Authorization: Bearer ${token}`,
       '-d', JSON.stringify({ data: { key: 'e2e/from-curl', value: 'hi' } })])
     await page.locator('.event', { hasText: 'e2e/from-curl' }).waitFor({ timeout: 3000 })
     const first = await page.locator('.event').first().innerText()

@@ -6,6 +6,7 @@ import PutForm from '../../src/components/PutForm.vue'
 import GetForm from '../../src/components/GetForm.vue'
 import DeleteForm from '../../src/components/DeleteForm.vue'
 import EventsPanel from '../../src/components/EventsPanel.vue'
+import TokenForm from '../../src/components/TokenForm.vue'
 import { useKvStore } from '../../src/store/kvStore'
 import { NODE_HEADERS, fakeFetch } from './fake'
 
@@ -80,14 +81,9 @@ describe('EventsPanel', () => {
   beforeEach(() => setActivePinia(createPinia()))
 
   it('lists events newest first and shows the connection state', async () => {
-    class FakeSource {
-      onopen: ((e: Event) => void) | null = null
-      onerror: ((e: Event) => void) | null = null
-      onmessage: ((e: MessageEvent) => void) | null = null
-      close() {}
-    }
-    ;(globalThis as any).EventSource = FakeSource
     const store = useKvStore()
+    // The stream's request never answers here: the panel stays "connecting".
+    store.fetcher = (() => new Promise(() => {})) as typeof fetch
     const panel = mount(EventsPanel)
     expect(panel.text()).toContain('connecting')
     expect(panel.text()).toContain('Waiting for changes')
@@ -100,5 +96,27 @@ describe('EventsPanel', () => {
     expect(rows[0]).toContain('k3')
     expect(rows[1]).toContain('DELETE')
     expect(rows[2]).toContain('k1')
+  })
+})
+
+describe('TokenForm', () => {
+  beforeEach(() => {
+    sessionStorage.clear()
+    setActivePinia(createPinia())
+  })
+
+  it('keeps the token, and says when the cluster wants one or refused it', async () => {
+    const store = useKvStore()
+    const form = mount(TokenForm)
+    expect(form.find('input').attributes('type')).toBe('password')
+    store.connection = 'unauthorized'
+    await flushPromises()
+    expect(form.text()).toContain('this cluster needs a token')
+    await form.find('input').setValue('tok-1')
+    await form.find('form').trigger('submit')
+    expect(store.token).toBe('tok-1')
+    expect(sessionStorage.getItem('keygrid.token')).toBe('tok-1')
+    await flushPromises()
+    expect(form.text()).toContain('token refused')
   })
 })

@@ -1,7 +1,13 @@
 // The store's API calls and error handling, against a scripted fetch.
-import { beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { createPinia, setActivePinia } from 'pinia'
-import { MAX_EVENTS, useKvStore, type ChangeEvent } from '../../src/store/kvStore'
+import {
+  MAX_EVENTS,
+  REOPEN_DELAY_MS,
+  TOKEN_STORAGE_KEY,
+  useKvStore,
+  type ChangeEvent,
+} from '../../src/store/kvStore'
 import { NODE_HEADERS, fakeFetch } from './fake'
 
 function event(revision: number, key = 'k'): ChangeEvent {
@@ -77,23 +83,108 @@ describe('kvStore', () => {
     expect(store.events[0].revision).toBe(5 + MAX_EVENTS)
   })
 
+  /** A stand-in stream: the handlers the store sets, its state, and whether it was closed. */
+  function fakeStream() {
+    const opened: Array<{ url: string; fetch: typeof globalThis.fetch; source: any }> = []
+    const open = (url: string, streamFetch: typeof globalThis.fetch) => {
+      const source: any = { readyState: 0, closed: false, close() { this.closed = true; this.readyState = 2 } }
+      opened.push({ url, fetch: streamFetch, source })
+      return source as EventSource
+    }
+    return { opened, open }
+  }
+  const failure = (code?: number) => Object.assign(new Event('error'), { code })
+
   it('follows the watch stream and shows its connection state', () => {
     const store = useKvStore()
-    const source = {} as EventSource
-    let opened = ''
-    store.watch((url) => {
-      opened = url
-      return source
-    })
-    expect(opened).toBe('/api/watch')
+    const { opened, open } = fakeStream()
+    const stop = store.watch(open)
+    expect(opened.map((o) => o.url)).toEqual(['/api/watch'])
+    const { source } = opened[0]
     expect(store.connection).toBe('connecting')
     source.onopen?.(new Event('open'))
     expect(store.connection).toBe('live')
     source.onmessage?.(new MessageEvent('message', { data: JSON.stringify(event(9, 'x')) }))
     source.onmessage?.(new MessageEvent('message', { data: 'not json' }))
     expect(store.events.map((e) => e.key)).toEqual(['x'])
-    source.onerror?.(new Event('error'))
+    // A network error: the stream retries by itself (still CONNECTING), nothing reopens.
+    source.onerror?.(failure())
     expect(store.connection).toBe('reconnecting')
+    expect(opened).toHaveLength(1)
+    stop()
+    expect(source.closed).toBe(true)
+  })
+
+  describe('when the node ends the stream', () => {
+    beforeEach(() => vi.useFakeTimers())
+    afterEach(() => vi.useRealTimers())
+
+    it('opens a new one after a while, unless it was a 401 or 403', () => {
+      const store = useKvStore()
+      const { opened, open } = fakeStream()
+      const stop = store.watch(open)
+      // A 502 from nginx while the node restarts: the stream is CLOSED and will not retry.
+      opened[0].source.readyState = 2
+      opened[0].source.onerror?.(failure(502))
+      expect(store.connection).toBe('reconnecting')
+      vi.advanceTimersByTime(REOPEN_DELAY_MS)
+      expect(opened).toHaveLength(2)
+      expect(store.connection).toBe('connecting')
+      // A refused token: wait for another instead of retrying.
+      opened[1].source.onerror?.(failure(401))
+      expect(store.connection).toBe('unauthorized')
+      expect(opened[1].source.closed).toBe(true)
+      vi.advanceTimersByTime(10 * REOPEN_DELAY_MS)
+      expect(opened).toHaveLength(2)
+      stop()
+    })
+
+    it('stops reopening once stopped', () => {
+      const store = useKvStore()
+      const { opened, open } = fakeStream()
+      const stop = store.watch(open)
+      opened[0].source.readyState = 2
+      opened[0].source.onerror?.(failure(503))
+      stop()
+      vi.advanceTimersByTime(10 * REOPEN_DELAY_MS)
+      expect(opened).toHaveLength(1)
+    })
+  })
+
+  it('sends the token with every call and on the stream, and keeps it for the tab', async () => {
+    sessionStorage.clear()
+    const store = useKvStore()
+    expect(store.token).toBe('')
+    const { fetcher, calls } = fakeFetch([
+      { status: 200, body: { data: { value: 'v' } } },
+      { status: 200, body: { data: { value: 'v' } } },
+      { status: 200, body: {} },
+    ])
+    store.fetcher = fetcher
+    await store.get('k')
+    expect(new Headers(calls[0].init?.headers).has('authorization')).toBe(false)
+
+    store.setToken('  s3cret ')
+    expect(store.token).toBe('s3cret')
+    expect(sessionStorage.getItem(TOKEN_STORAGE_KEY)).toBe('s3cret')
+    await store.get('k')
+    expect(new Headers(calls[1].init?.headers).get('authorization')).toBe('Bearer s3cret')
+
+    // The stream's fetch carries it too, next to the headers the stream sets itself.
+    const { opened, open } = fakeStream()
+    const stop = store.watch(open)
+    await opened[0].fetch('/api/watch', { headers: { Accept: 'text/event-stream', 'Last-Event-ID': '7' } })
+    const sent = new Headers(calls[2].init?.headers)
+    expect([sent.get('authorization'), sent.get('accept'), sent.get('last-event-id')]).toEqual([
+      'Bearer s3cret', 'text/event-stream', '7',
+    ])
+    stop()
+
+    // A new store in the same tab starts with it; an empty token forgets it.
+    setActivePinia(createPinia())
+    expect(useKvStore().token).toBe('s3cret')
+    useKvStore().setToken('')
+    expect(sessionStorage.getItem(TOKEN_STORAGE_KEY)).toBeNull()
   })
 
   it('shows the peers a node reports, or the node itself', async () => {
