@@ -123,6 +123,19 @@ pid_alive() {
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
+# pip_tool NAME PACKAGE: installs PyPI's PACKAGE into the venv .keygrid/NAME-venv unless its
+# bin/NAME is there already, and prints that program's path.
+pip_tool() {
+    local venv="$KG_ROOT/.keygrid/$1-venv"
+    if [ ! -x "$venv/bin/$1" ]; then
+        step "installing $2 into $venv" >&2
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install -q "$2" >&2
+    fi
+    [ -x "$venv/bin/$1" ] || fail "pip's $2 did not provide $venv/bin/$1"
+    printf '%s\n' "$venv/bin/$1"
+}
+
 # start_redis: the stack's Redis on KG_REDIS_PORT, persistence off, and waits for its PONG.
 start_redis() {
     mkdir -p "$KG_STATE_DIR/redis"

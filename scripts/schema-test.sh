@@ -14,13 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-venv="$KG_ROOT/.keygrid/schemathesis-venv"
-if [ ! -x "$venv/bin/schemathesis" ]; then
-    step "installing schemathesis into $venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install -q schemathesis
-fi
-[ -x "$venv/bin/schemathesis" ] || fail "pip did not provide $venv/bin/schemathesis"
+schemathesis=$(pip_tool schemathesis schemathesis)
 
 build_tools
 bin=$(kg_bin_dir)
@@ -40,6 +34,6 @@ node=$!
 wait_for_status "http://127.0.0.1:$port/api/health" 200 10 || fail "the node did not start"
 
 step "schemathesis against http://127.0.0.1:$port/api/openapi.json"
-"$venv/bin/schemathesis" --config-file tests/schema/schemathesis.toml run \
+"$schemathesis" --config-file tests/schema/schemathesis.toml run \
     "http://127.0.0.1:$port/api/openapi.json" --checks all --mode all \
     --exclude-path /api/watch --max-examples 50 --seed 1 --no-color "$@"
