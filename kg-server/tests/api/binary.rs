@@ -1,6 +1,6 @@
 //! The `kg-server` binary itself: without a tokens file its first log line says the API is
-//! open; with no database URL it serves embedded SQLite under ./data and says so; and SIGTERM
-//! drains a request already in flight.
+//! open; with no database URL it serves embedded SQLite under ./data and says so; SIGTERM
+//! drains a request already in flight; and no token ever reaches its logs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -103,4 +103,78 @@ async fn binary_defaults_to_embedded_sqlite_and_drains_on_sigterm() {
     let mut rest = String::new();
     logs.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("draining"), "{rest}");
+}
+
+/// Tokens never reach the logs, not even at `RUST_LOG=trace` (which turns on hyper's and
+/// sqlx's own logging too): presented on good requests, refused ones and bad ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_logs_even_at_trace_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let (write, read, unknown) = (
+        "wr1te-t0ken-8d2f61c0",
+        "re4d-t0ken-3b9e57aa",
+        "unkn0wn-t0ken-c4a1f0e2",
+    );
+    std::fs::write(
+        dir.path().join("tokens"),
+        format!("{write} write\n{read} read\n"),
+    )
+    .unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kg-server"))
+        .current_dir(dir.path())
+        .env("KG_LISTEN", &address)
+        .env("KG_AUTH_TOKENS_FILE", dir.path().join("tokens"))
+        .env("RUST_LOG", "trace")
+        .env_remove("KG_DATABASE_URL")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{address}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base}/api/health")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "node did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let put = |token: &str, body: &'static str| {
+        http.put(format!("{base}/api/key"))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(body)
+    };
+    let good = r#"{"data":{"key":"k","value":"v"}}"#;
+    for (request, status) in [
+        (put(write, good), 200),
+        (put(read, good), 403),
+        (put(unknown, good), 401),
+        (put(write, "{not json"), 422),
+        (
+            http.get(format!("{base}/api/key?key=k")).bearer_auth(read),
+            200,
+        ),
+    ] {
+        assert_eq!(request.send().await.unwrap().status().as_u16(), status);
+    }
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child.wait().unwrap();
+    assert!(
+        logs.contains("TRACE") && logs.contains("/api/key"),
+        "trace logging was on and saw the requests"
+    );
+    for token in [write, read, unknown] {
+        assert!(!logs.contains(token), "a token reached the logs");
+    }
 }
