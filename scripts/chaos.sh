@@ -9,13 +9,14 @@
 #   pause         SIGSTOP n1 for 7 s, past nginx's 5 s read timeout, then SIGCONT
 #   redis-restart redis-server shut down and started again (empty: persistence is off)
 #   redis-flush   FLUSHALL: the cache and the epoch gone at once
-#   pg-down       pg_ctl stop -m immediate (a crash), 3 s down, then started again
+#   pg-restart    pg_ctl restart -m immediate (a crash, then recovery at once)
+#   pg-down       pg_ctl stop -m immediate, 3 s down, then started again
 #
 # Prints per fault: requests, errors by status, operations with an unknown outcome,
 # acknowledged writes, lost acknowledged writes (checked against the database's rows),
 # stale reads, linearizability violations (kg-bench check), and the time from the repair to
 # the last failed operation. Exits 1 on any lost write, stale read or violation, and when
-# PostgreSQL's outage gave anything but 503s or took more than 2 s to recover from.
+# a PostgreSQL fault gave anything but 503s or took more than 2 s to recover from.
 #
 #   ./scripts/chaos.sh                 12 s of load per fault at 400 req/s
 #   ./scripts/chaos.sh --quick         8 s at 200 req/s (scripts/test.sh runs this)
@@ -28,12 +29,12 @@ source scripts/lib.sh
 
 duration=12
 rate=400
-faults=(kill pause redis-restart redis-flush pg-down)
+faults=(kill pause redis-restart redis-flush pg-restart pg-down)
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) duration=8; rate=200; shift ;;
         --only) faults=("$2"); shift 2 ;;
-        -h | --help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
@@ -88,6 +89,10 @@ inject() {
             ;;
         redis-flush)
             redis-cli -p "$KG_REDIS_PORT" flushall >/dev/null
+            ;;
+        pg-restart)
+            "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -m immediate -w -t 60 \
+                -l "$KG_LOGS/postgres.log" -o "-p $KG_PG_PORT" restart >>"$out/postgres.log" 2>&1
             ;;
         pg-down)
             "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -m immediate -w -t 60 \

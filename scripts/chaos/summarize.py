@@ -15,8 +15,8 @@ Per fault, from RUN_DIR/FAULT.{json,jsonl,check.json,times.json,rows.json}:
   acknowledged before the GET was sent;
 - linearizability violations (kg-bench check);
 - time to recover: from the fault's repair to the last failed operation.
-Exits 1 when a fault misses its bar: any lost write, stale read or violation; for pg-down, an
-error other than a 503 or a recovery slower than 2 s.
+Exits 1 when a fault misses its bar: any lost write, stale read or violation; for the
+PostgreSQL faults, an error other than a 503 or a recovery slower than 2 s.
 """
 
 import json
@@ -81,7 +81,7 @@ def judge(run_dir, fault):
         problems.append(f"{stale} stale read(s)")
     if violations or undecided:
         problems.append(f"{violations} linearizability violation(s), {undecided} undecided")
-    if fault == "pg-down":
+    if fault.startswith("pg-"):
         unclean = {kind: n for kind, n in report["errors_by_kind"].items() if kind != "status_503"}
         if unclean:
             problems.append(f"errors other than 503 while PostgreSQL was down: {unclean}")
