@@ -526,13 +526,17 @@ async fn hostile_input_through_nginx_gets_its_4xx_and_no_node_suffers() {
             hostile_cases::check(&http, ENTRY, case).await;
         }
     }
-    // The largest thing a request can make a node allocate, a value one byte over 1 MiB, 40
-    // times more: a node that kept anything of such a request would grow by 40 MiB or more,
-    // while an allocator that keeps freed pages for reuse levels off after the rounds above.
-    let before = node_memory();
+    // The largest thing a request can make a node allocate, a value one byte over 1 MiB, 80
+    // times: a node that kept such a request's body would grow by 60 MiB or more over the
+    // last 60, while the allocator's own retention (per-thread heaps keep freed pages, up to
+    // 18 MB seen in CI over the first 40 from cold) has levelled off after the first 20.
     let over_limit =
         serde_json::json!({"data": {"key": "big", "value": "v".repeat(1024 * 1024 + 1)}});
-    for _ in 0..40 {
+    let mut before = Vec::new();
+    for sent in 0..80 {
+        if sent == 20 {
+            before = node_memory();
+        }
         let response = http
             .put(format!("{ENTRY}/api/key"))
             .json(&over_limit)
@@ -583,8 +587,8 @@ async fn hostile_input_through_nginx_gets_its_4xx_and_no_node_suffers() {
     for ((pid_before, rss_before), (pid_after, rss_after)) in before.iter().zip(&after) {
         assert_eq!(pid_before, pid_after, "no node restarted (crashed)");
         assert!(
-            *rss_after < rss_before + 16 * 1024,
-            "a node grew from {rss_before} KiB to {rss_after} KiB over 40 oversized values"
+            *rss_after < rss_before + 24 * 1024,
+            "a node grew from {rss_before} KiB to {rss_after} KiB over 60 oversized values"
         );
     }
     println!("node RSS before/after (KiB): {before:?} -> {after:?}");
