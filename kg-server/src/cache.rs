@@ -20,6 +20,14 @@
 //! then a miss, for every node at once, because every read compares epochs read from Redis.
 //! Recovery runs in this order: cache updates resume first (so that no write after recovery
 //! is missed), then the epoch is bumped, and only then do reads use the cache again.
+//!
+//! **Pending writes.** Between a write's commit and its cache update the database already
+//! holds the new value while the cache still holds the old one: a precondition checked in the
+//! database, or a read that missed, could see the new value and a later cache hit the old.
+//! So the writer marks each key before it commits (`MARK` increments the entry's pending
+//! count `p`), and its update after the commit, or `UNMARK` for a write that changed nothing,
+//! takes the mark away. While `p > 0` a lookup is a miss and a fill is refused: every read
+//! goes to the database, which alone decides what is visible.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,15 +40,51 @@ use redis::{RedisResult, Script};
 
 use crate::store::redact_url;
 
+// ARGV[8] is '1' for a write's update (it takes away the mark its writer set), '0' for a fill
+// (refused while any write of the key is pending).
 const STORE: &str = r"
 local epoch = redis.call('GET', KEYS[2]) or '0'
 if epoch ~= ARGV[7] then return -1 end
-local current = redis.call('HMGET', KEYS[1], 'e', 'r')
-if current[1] == epoch and current[2] and tonumber(current[2]) >= tonumber(ARGV[1]) then
+local current = redis.call('HMGET', KEYS[1], 'e', 'r', 'p')
+local pending = 0
+if current[1] == epoch then pending = tonumber(current[3] or '0') end
+if ARGV[8] == '1' then
+  if pending > 0 then pending = pending - 1 end
+elseif pending > 0 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'e', epoch, 'r', ARGV[1], 'd', ARGV[2], 'v', ARGV[3], 'c', ARGV[4], 'n', ARGV[5])
+if current[1] == epoch and current[2] and tonumber(current[2]) >= tonumber(ARGV[1]) then
+  if ARGV[8] == '1' then redis.call('HSET', KEYS[1], 'p', pending) end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'e', epoch, 'r', ARGV[1], 'd', ARGV[2], 'v', ARGV[3], 'c', ARGV[4], 'n', ARGV[5], 'p', pending)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+";
+
+// Before a commit: one more write of the key is pending. An entry of an older epoch is
+// replaced by a bare mark, so that no fill can slip in before the write's update.
+const MARK: &str = r"
+local epoch = redis.call('GET', KEYS[2]) or '0'
+if epoch ~= ARGV[1] then return -1 end
+if redis.call('HGET', KEYS[1], 'e') == epoch then
+  redis.call('HINCRBY', KEYS[1], 'p', 1)
+else
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'e', epoch, 'p', 1)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+";
+
+// After a commit that did not change the key (a failed precondition, a replay, an error):
+// takes its mark away. In another epoch the mark no longer counts anyway.
+const UNMARK: &str = r"
+local epoch = redis.call('GET', KEYS[2]) or '0'
+if epoch ~= ARGV[1] or redis.call('HGET', KEYS[1], 'e') ~= epoch then return 0 end
+if tonumber(redis.call('HGET', KEYS[1], 'p') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'p', -1)
+end
 return 1
 ";
 
@@ -99,6 +143,8 @@ pub struct Cache {
     epoch_key: String,
     key_prefix: String,
     store_script: Script,
+    mark_script: Script,
+    unmark_script: Script,
     /// Writes update the cache (also during recovery, before the epoch bump).
     writes_enabled: AtomicBool,
     /// Reads may trust the cache (only after the epoch bump that follows an outage).
@@ -136,6 +182,8 @@ impl Cache {
             key_prefix: format!("{}:key:", options.prefix),
             options,
             store_script: Script::new(STORE),
+            mark_script: Script::new(MARK),
+            unmark_script: Script::new(UNMARK),
             writes_enabled: AtomicBool::new(false),
             reads_enabled: AtomicBool::new(false),
             run_id: Mutex::new(None),
@@ -170,21 +218,28 @@ impl Cache {
             Option<Vec<u8>>,
             Option<i64>,
             Option<i64>,
+            Option<i64>,
         );
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("HMGET")
             .arg(self.entry_key(key))
-            .arg(&["e", "r", "d", "v", "c", "n"])
+            .arg(&["e", "r", "d", "v", "c", "n", "p"])
             .cmd("GET")
             .arg(&self.epoch_key);
         let result: RedisResult<(Entry, Option<i64>)> =
             self.call(pipeline.query_async(&mut connection)).await;
         match result {
-            Ok(((entry_epoch, revision, deleted, value, create_revision, version), epoch)) => {
+            Ok((
+                (entry_epoch, revision, deleted, value, create_revision, version, pending),
+                epoch,
+            )) => {
                 let epoch = epoch.unwrap_or(0);
                 self.known_epoch.store(epoch, Ordering::Release);
-                let Some(revision) = revision.filter(|_| entry_epoch == Some(epoch)) else {
+                // A write of the key is between its commit and its update: the database
+                // decides (and the fill that follows is refused).
+                let current = entry_epoch == Some(epoch) && pending.unwrap_or(0) == 0;
+                let Some(revision) = revision.filter(|_| current) else {
                     return Lookup::Miss { epoch };
                 };
                 Lookup::Hit(CacheEntry {
@@ -207,17 +262,67 @@ impl Cache {
         self.known_epoch.load(Ordering::Acquire)
     }
 
-    /// Stores each entry unless the cache already holds a newer revision of its key.
-    /// Commands are pipelined with `extra` (the change events' PUBLISHes) in one round trip.
-    /// Returns true when the cache now holds each entry's revision or a newer one in the
-    /// current epoch; false when the update was skipped (degraded), failed (the cache is then
-    /// marked degraded) or refused because the epoch moved. After a false, a write must
-    /// [`Cache::fence`] before it is acknowledged.
+    /// Marks `keys` as written, before the commit (see "Pending writes" above), in the epoch
+    /// this node knows; if that has moved, learns the new one and marks again. Returns the
+    /// epoch to give the writes' [`Cache::store`]. When Redis cannot be reached the write goes
+    /// on unmarked: nothing can be read from the cache then, and its update will fence.
+    pub async fn mark(&self, keys: &[&str]) -> i64 {
+        let mut epoch = self.known_epoch();
+        if keys.is_empty() || !self.writes_enabled.load(Ordering::Acquire) {
+            return epoch;
+        }
+        let Some(mut connection) = self.connection() else {
+            return epoch;
+        };
+        let ttl_ms = u64::try_from(self.options.ttl.as_millis()).unwrap_or(u64::MAX);
+        for _ in 0..2 {
+            let mut pipeline = redis::pipe();
+            for key in keys {
+                let mut invocation = self.mark_script.key(self.entry_key(key));
+                invocation.key(&self.epoch_key).arg(epoch).arg(ttl_ms);
+                pipeline.invoke_script(&invocation);
+            }
+            let result: RedisResult<Vec<i64>> =
+                self.call(pipeline.query_async(&mut connection)).await;
+            match result {
+                Ok(replies) if !replies.contains(&STORE_EPOCH_MOVED) => return epoch,
+                Ok(_) => {
+                    self.refresh_epoch(&mut connection).await;
+                    epoch = self.known_epoch();
+                }
+                Err(err) => {
+                    self.mark_down(&err);
+                    return epoch;
+                }
+            }
+        }
+        epoch
+    }
+
+    /// A write's cache update, after its commit: stores each entry unless the cache already
+    /// holds a newer revision of its key, and takes away the marks of `released`, the keys
+    /// the writes did not change. Commands are pipelined with `extra` (the change events'
+    /// PUBLISHes) in one round trip. Returns true when the cache now holds each entry's
+    /// revision or a newer one in the current epoch; false when the update was skipped
+    /// (degraded), failed (the cache is then marked degraded) or refused because the epoch
+    /// moved. After a false, a write must [`Cache::fence`] before it is acknowledged.
     pub async fn store(
         &self,
         entries: &[EntryRef<'_>],
+        released: &[&str],
         epoch: i64,
         extra: redis::Pipeline,
+    ) -> bool {
+        self.update(entries, released, epoch, extra, true).await
+    }
+
+    async fn update(
+        &self,
+        entries: &[EntryRef<'_>],
+        released: &[&str],
+        epoch: i64,
+        extra: redis::Pipeline,
+        write: bool,
     ) -> bool {
         if !self.writes_enabled.load(Ordering::Acquire) {
             return false;
@@ -237,7 +342,13 @@ impl Cache {
                 .arg(entry.create_revision)
                 .arg(entry.version)
                 .arg(ttl_ms)
-                .arg(epoch);
+                .arg(epoch)
+                .arg(if write { "1" } else { "0" });
+            pipeline.invoke_script(&invocation);
+        }
+        for key in released {
+            let mut invocation = self.unmark_script.key(self.entry_key(key));
+            invocation.key(&self.epoch_key).arg(epoch);
             pipeline.invoke_script(&invocation);
         }
         let result: RedisResult<Vec<i64>> = self.call(pipeline.query_async(&mut connection)).await;
@@ -312,7 +423,8 @@ impl Cache {
     /// a stale fill (older revision, or the epoch moved since the miss) a no-op.
     pub async fn fill(&self, entry: EntryRef<'_>, epoch: i64) {
         if self.reads_enabled.load(Ordering::Acquire) {
-            self.store(&[entry], epoch, redis::pipe()).await;
+            self.update(&[entry], &[], epoch, redis::pipe(), false)
+                .await;
         }
     }
 
@@ -357,12 +469,10 @@ impl Cache {
         };
         let run_id = self.server_run_id(&mut connection).await?;
         // Scripts may be gone after a restart or SCRIPT FLUSH; pipelines do not reload them.
-        self.call(
-            self.store_script
-                .prepare_invoke()
-                .load_async(&mut connection),
-        )
-        .await?;
+        for script in [&self.store_script, &self.mark_script, &self.unmark_script] {
+            self.call(script.prepare_invoke().load_async(&mut connection))
+                .await?;
+        }
         // Cache writes resume before the bump, fenced with the current epoch: any that run
         // after it are refused, and the key refills from the database.
         if let Ok(Some(current)) = self

@@ -74,6 +74,11 @@ pub struct Config {
     #[arg(long, hide = true, env = "KG_TEST_WRITE_REPLY_DELAY", value_parser = parse_duration)]
     pub write_reply_delay: Option<Duration>,
 
+    /// Test hook: a pause between a write batch's commit and its cache update, the window in
+    /// which the database already holds the new values.
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub cache_update_delay: Option<Duration>,
+
     /// Log format.
     #[arg(long, env = "KG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -126,6 +126,7 @@ impl AppState {
                 node_id: node_id.clone(),
                 cache: cache.clone(),
                 events: events.clone(),
+                cache_update_delay: config.cache_update_delay,
             },
         );
         let state = AppState(Arc::new(NodeState {

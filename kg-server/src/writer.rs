@@ -46,6 +46,8 @@ pub struct WriterContext {
     pub node_id: Arc<str>,
     pub cache: Option<Arc<Cache>>,
     pub events: Arc<Events>,
+    /// Test hook: a pause between a batch's commit and its cache update.
+    pub cache_update_delay: Option<std::time::Duration>,
 }
 
 impl Writer {
@@ -92,12 +94,16 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
             .map(|pending| (pending.op, pending.reply))
             .unzip();
         metrics::histogram!("kg_write_batch_size").record(ops.len() as f64);
-        // The cache epoch before the commit: the cache refuses this batch's updates if a
-        // recovery bumped the epoch meanwhile (see cache.rs).
-        let epoch = context
-            .cache
-            .as_ref()
-            .map_or(0, |cache| cache.known_epoch());
+        // Mark the keys pending before the commit makes the new values visible, and keep the
+        // epoch they were marked in: the cache refuses this batch's updates if a recovery
+        // bumped the epoch meanwhile (see cache.rs).
+        let epoch = match &context.cache {
+            Some(cache) => {
+                let keys: Vec<&str> = ops.iter().map(|op| op.key.as_str()).collect();
+                cache.mark(&keys).await
+            }
+            None => 0,
+        };
         match store.apply(&context.node_id, &ops).await {
             Ok(outcomes) => {
                 let committed = Committed {
@@ -111,6 +117,11 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                 }
             }
             Err(err) => {
+                // The commit may have landed (a connection lost in COMMIT), so the keys'
+                // cached values may be old: retire every entry rather than just the marks.
+                if let Some(cache) = &context.cache {
+                    cache.fence().await;
+                }
                 let err = Arc::new(err);
                 for reply in replies {
                     let _ = reply.send(Err(err.clone()));
@@ -123,6 +134,9 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
 /// Publishes committed batches in commit order, then answers their writers.
 async fn publish(context: WriterContext, mut committed: mpsc::Receiver<Committed>) {
     while let Some(batch) = committed.recv().await {
+        if let Some(delay) = context.cache_update_delay {
+            tokio::time::sleep(delay).await;
+        }
         after_commit(&context, batch.ops, &batch.outcomes, batch.epoch).await;
         for (reply, outcome) in batch.replies.into_iter().zip(batch.outcomes) {
             // A caller that gave up (timeout, disconnect) no longer listens; its write still
@@ -143,17 +157,17 @@ async fn after_commit(
     epoch: i64,
 ) {
     let at_ms = chrono::Utc::now().timestamp_millis();
-    let changes: Vec<Change> = ops
-        .into_iter()
-        .zip(outcomes)
-        // A replay wrote nothing: no cache update, no event.
-        .filter(|(_, result)| !result.replayed)
-        .filter_map(|(op, result)| match result.outcome {
+    let mut changes: Vec<Change> = Vec::with_capacity(ops.len());
+    // Keys marked for a write that changed nothing: their marks go.
+    let mut released: Vec<String> = Vec::new();
+    for (op, result) in ops.into_iter().zip(outcomes) {
+        match result.outcome {
+            // A replay wrote nothing: no cache update, no event.
             WriteOutcome::Applied {
                 revision,
                 create_revision,
                 version,
-            } => Some(Change {
+            } if !result.replayed => changes.push(Change {
                 key: op.key,
                 value: op.value,
                 revision,
@@ -162,11 +176,8 @@ async fn after_commit(
                 node: context.node_id.to_string(),
                 at_ms,
             }),
-            _ => None,
-        })
-        .collect();
-    if changes.is_empty() {
-        return;
+            _ => released.push(op.key),
+        }
     }
     let events: Vec<_> = changes
         .iter()
@@ -183,12 +194,20 @@ async fn after_commit(
                 version: change.version,
             })
             .collect();
+        let released: Vec<&str> = released.iter().map(String::as_str).collect();
         let landed = cache
-            .store(&entries, epoch, context.events.redis_publishes(&events))
+            .store(
+                &entries,
+                &released,
+                epoch,
+                context.events.redis_publishes(&events),
+            )
             .await;
-        if !landed {
+        if !landed && !entries.is_empty() {
             cache.fence().await;
         }
     }
-    context.events.publish_local(events);
+    if !events.is_empty() {
+        context.events.publish_local(events);
+    }
 }

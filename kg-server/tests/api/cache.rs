@@ -1,6 +1,7 @@
 //! The Redis read cache: hits after writes, no stale fill, agreement with the database under
 //! concurrent writers, degraded mode while Redis is down, and the epoch rule after an outage.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -356,6 +357,84 @@ async fn a_write_whose_cache_update_did_not_land_fences_the_epoch_before_its_ack
     }
 }
 
+/// Between a write's commit and its cache update the database already holds the new value.
+/// A CAS refused because of it (preconditions are decided in the database) must not be
+/// followed by a cache hit of the old value, and neither may a read that saw the new value
+/// from the database: the writer marks the key pending before it commits, and a pending key
+/// is read from the database. Found by scripts/chaos.sh (a linearizability violation in the
+/// pause drill, where the window had stretched to 14 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn between_a_commit_and_its_cache_update_reads_come_from_the_database() {
+    use crate::helpers::spawn_app_on;
+    let prefix = unique_prefix();
+    // Node a's cache updates wait 1.5 s after each commit; node b's do not.
+    let mut slow = AppOptions::with_redis(&test_redis_url(), &prefix);
+    slow.extra_args
+        .push("--cache-update-delay=1500ms".to_owned());
+    let a = spawn_app_with(Backend::Postgres, slow).await;
+    let b = spawn_app_on(
+        &a.database_url,
+        Arc::new(tempfile::tempdir().unwrap()),
+        AppOptions::with_redis(&test_redis_url(), &prefix),
+    )
+    .await;
+    let first = b.client.put("k", "v1", Precondition::None).await.unwrap();
+    assert_eq!(
+        b.client.get("k").await.unwrap().meta.cache_hit,
+        Some(true),
+        "v1 is cached"
+    );
+
+    // v2 commits at once through a; its cache update, and its answer, wait 1.5 s.
+    let writer = {
+        let client = a.client.clone();
+        tokio::spawn(async move { client.put("k", "v2", Precondition::None).await })
+    };
+    let pool = sqlx::PgPool::connect(&a.database_url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let value: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT value FROM kg_keys WHERE key = 'k'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        if value.as_deref() == Some(b"v2".as_slice()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "v2 did not commit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The database refuses a CAS on v1's revision: v2 is visible there. So every read from
+    // now on, on either node, must return v2, not the cached v1.
+    let refused = b
+        .client
+        .put("k", "v3", Precondition::IfRevision(first.revision))
+        .await;
+    assert!(
+        matches!(refused, Err(Error::PreconditionFailed { .. })),
+        "{refused:?}"
+    );
+    for node in [&b, &a] {
+        let read = node.client.get("k").await.unwrap();
+        assert_eq!(
+            (read.value.as_str(), read.meta.cache_hit),
+            ("v2", Some(false))
+        );
+    }
+    assert!(!writer.is_finished(), "all of that inside the window");
+
+    writer.await.unwrap().unwrap();
+    let read = b.client.get("k").await.unwrap();
+    assert_eq!(read.value, "v2");
+    let read = b.client.get("k").await.unwrap();
+    assert_eq!(
+        (read.value.as_str(), read.meta.cache_hit),
+        ("v2", Some(true)),
+        "after the update the key is served from the cache again"
+    );
+}
+
 /// Fencing: a cache write carries the epoch seen before its database read or commit, and is
 /// refused once the epoch has moved, so a command delayed across another node's recovery
 /// cannot land in the new epoch with old data. The node then learns the new epoch.
@@ -390,6 +469,7 @@ async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
     let landed = cache
         .store(
             &[entry(2, "committed before the bump")],
+            &[],
             epoch,
             redis::pipe(),
         )
@@ -407,7 +487,12 @@ async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
 
     assert!(
         cache
-            .store(&[entry(3, "fresh")], cache.known_epoch(), redis::pipe())
+            .store(
+                &[entry(3, "fresh")],
+                &[],
+                cache.known_epoch(),
+                redis::pipe()
+            )
             .await
     );
     match cache.lookup("k").await {
