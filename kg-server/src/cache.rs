@@ -26,8 +26,9 @@
 //! database, or a read that missed, could see the new value and a later cache hit the old.
 //! So the writer marks each key before it commits (`MARK` increments the entry's pending
 //! count `p`), and its update after the commit, or `UNMARK` for a write that changed nothing,
-//! takes the mark away. While `p > 0` a lookup is a miss and a fill is refused: every read
-//! goes to the database, which alone decides what is visible.
+//! takes the mark away. While `p > 0` a lookup sends the read to the database without a fill,
+//! and a fill from a lookup made before the mark is refused: the database alone decides what
+//! is visible.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,6 +111,9 @@ pub enum Lookup {
     Miss {
         epoch: i64,
     },
+    /// A write of the key is between its commit and its cache update: read the database,
+    /// and do not fill (the fill would be refused).
+    Pending,
     /// The cache cannot be used now.
     Degraded,
 }
@@ -236,10 +240,13 @@ impl Cache {
             )) => {
                 let epoch = epoch.unwrap_or(0);
                 self.known_epoch.store(epoch, Ordering::Release);
-                // A write of the key is between its commit and its update: the database
-                // decides (and the fill that follows is refused).
-                let current = entry_epoch == Some(epoch) && pending.unwrap_or(0) == 0;
-                let Some(revision) = revision.filter(|_| current) else {
+                if entry_epoch != Some(epoch) {
+                    return Lookup::Miss { epoch };
+                }
+                if pending.unwrap_or(0) > 0 {
+                    return Lookup::Pending;
+                }
+                let Some(revision) = revision else {
                     return Lookup::Miss { epoch };
                 };
                 Lookup::Hit(CacheEntry {

@@ -90,7 +90,7 @@ async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), E
                 return Ok((entry, true));
             }
             Lookup::Miss { epoch } => miss_epoch = Some(epoch),
-            Lookup::Degraded => {}
+            Lookup::Pending | Lookup::Degraded => {}
         }
         metrics::counter!("kg_cache_requests_total", "result" => "miss").increment(1);
     }
