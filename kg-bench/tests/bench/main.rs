@@ -1,7 +1,8 @@
 //! kg-bench end to end: the real binary against a node spawned on a free port. The JSON
 //! report's counts must add up, the open model must hold its rate, a threshold that cannot
-//! hold must exit 99, `compare` must flag a regression, `--record` must log every call, and
-//! `check` must pass a recorded history and fail one with a planted stale read.
+//! hold must exit 99, `compare` must flag a regression, `--record` must log every call,
+//! `check` must pass a recorded history and fail one with a planted stale read, and
+//! `--token` must go with every request to a node that requires one.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
@@ -12,15 +13,21 @@ use serde_json::Value;
 
 /// A node on embedded SQLite in `dir`.
 async fn spawn_node(dir: &std::path::Path) -> String {
+    spawn_node_with(dir, &[]).await
+}
+
+/// The same, with more of kg-server's arguments.
+async fn spawn_node_with(dir: &std::path::Path, extra: &[String]) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    let config = kg_server::Config::try_parse_from([
+    let mut args = vec![
         "kg-server".to_owned(),
         format!("--listen={address}"),
         format!("--database-url=sqlite://{}", dir.join("kg.db").display()),
         "--node-id=bench-node".to_owned(),
-    ])
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let config = kg_server::Config::try_parse_from(args).unwrap();
     let state = kg_server::AppState::build(&config).await.unwrap();
     tokio::spawn(kg_server::serve(listener, state, std::future::pending()));
     format!("http://{address}")
@@ -382,4 +389,44 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
     );
     assert!(report.contains("1 violation(s)"), "{report}");
     assert!(report.contains(old["value"].as_str().unwrap()), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_goes_with_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "bench-write-token write\n").unwrap();
+    let endpoint = spawn_node_with(
+        dir.path(),
+        &[format!("--auth-tokens-file={}", tokens.display())],
+    )
+    .await;
+    let run = |token: Option<&'static str>| {
+        let endpoint = endpoint.clone();
+        async move {
+            let mut args = vec![
+                "--endpoint",
+                &endpoint,
+                "-c",
+                "2",
+                "--requests",
+                "100",
+                "--keys",
+                "10",
+                "--mix",
+                "get=50,put=50",
+                "-o",
+                "json",
+            ];
+            if let Some(token) = token {
+                args.extend(["--token", token]);
+            }
+            json(&kg_bench(&args).await)
+        }
+    };
+    let with = run(Some("bench-write-token")).await;
+    assert_eq!(with["errors"], 0, "{with}");
+    let without = run(None).await;
+    assert_eq!(without["errors"], 100, "{without}");
+    assert_eq!(without["errors_by_kind"]["status_401"], 100, "{without}");
 }
