@@ -53,6 +53,7 @@ ensure_packages() {
 #   KG_PG_PORT    the stack's own PostgreSQL (default 5442)
 #   KG_REDIS_PORT the stack's own Redis (default 6389)
 #   KG_PROFILE    cargo profile of the binaries: release (default) or debug
+#   KG_WORKER_THREADS  request threads per node (default: cores / 3, at least 1)
 # The nodes listen on 8001-8003, nginx on 8000 (API) and 8080 (web view).
 
 KG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -62,6 +63,9 @@ KG_REDIS_PORT=${KG_REDIS_PORT:-6389}
 KG_PROFILE_SET=${KG_PROFILE:+1}
 KG_PROFILE=${KG_PROFILE:-release}
 KG_NODES=(n1 n2 n3)
+# The nodes share the machine's cores, so each gets its share: three nodes with a thread per
+# core each only take turns on the same cores (docs/performance.md has the figures).
+KG_WORKER_THREADS=${KG_WORKER_THREADS:-$(($(nproc) / ${#KG_NODES[@]} > 1 ? $(nproc) / ${#KG_NODES[@]} : 1))}
 KG_API_PORT=8000
 KG_WEB_PORT=8080
 KG_RUN="$KG_STATE_DIR/run"

@@ -26,7 +26,8 @@ supervise() {
     trap 'touch "$KG_RUN/$node.down"; [ -n "${child:-}" ] && kill -TERM "$child" 2>/dev/null' TERM INT
     while [ ! -e "$KG_RUN/$node.down" ]; do
         KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$node" KG_DATABASE_URL="$KG_DATABASE_URL" \
-            KG_REDIS_URL="$KG_STACK_REDIS_URL" "$bin/kg-server" &
+            KG_REDIS_URL="$KG_STACK_REDIS_URL" KG_WORKER_THREADS="$KG_WORKER_THREADS" \
+            "$bin/kg-server" &
         child=$!
         echo "$child" >"$KG_RUN/$node.pid"
         status=0

@@ -47,6 +47,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         database = %store::redact_url(&url),
         kind = %state.store.kind(),
         cache = config.redis_url.as_deref().map(store::redact_url).unwrap_or_else(|| "disabled".to_owned()),
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "kg-server ready"
     );
     serve(listener, state, shutdown_signal()).await
