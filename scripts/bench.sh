@@ -8,7 +8,8 @@
 #                                                    and redis-benchmark GET
 #   GET direct to n1         wrk                 vs  the same
 #   90/10 mix through nginx  kg-bench
-#   GET p99 latency          kg-bench, open model at half the measured GET rate
+#   GET p99 latency          kg-bench, open model    vs  nginx->static at the same rate
+#                            at half the measured GET rate
 #   server RSS               peak resident set (VmHWM) of each node
 #
 # Prints a table of rate, p50, p99 and ratio, and writes it as JSON to target/bench/ (one file
@@ -36,7 +37,7 @@ while [ $# -gt 0 ]; do
         --connections) connections=$2; shift 2 ;;
         --keys) keys=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h | --help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
@@ -157,6 +158,8 @@ get_rate=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))[
     "$out/get-nginx-kgbench.json")
 step "GET latency through nginx: kg-bench open model at $get_rate req/s (half the GET rate)"
 bench_run get-latency-kgbench "$api" --mix get=100 --rate "$get_rate"
+step "GET latency floor: nginx proxying to a static return 200 at the same rate"
+bench_run static-latency-kgbench "http://127.0.0.1:$proxy_port" --mix get=100 --rate "$get_rate"
 
 for node in "${KG_NODES[@]}"; do
     pid=$(cat "$KG_RUN/$node.pid")

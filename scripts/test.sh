@@ -99,7 +99,7 @@ python3 - target/bench/latest.json <<'PY'
 import json, sys
 result = json.load(open(sys.argv[1]))
 rows, baselines = result["rows"], result["baselines"]
-assert len(rows) == 7 and len(baselines) == 4, (len(rows), len(baselines))
+assert len(rows) == 7 and len(baselines) == 5, (len(rows), len(baselines))
 for r in rows + list(baselines.values()):
     assert r["rps"] > 0 and r["p99_ms"] is not None, r
 for r in rows:

@@ -107,6 +107,8 @@ def main():
         "pgbench upsert": pgbench(run_dir, "pgbench-upsert"),
         "nginx->static (kg-bench)": kg_bench(path("static-nginx-kgbench.json")),
         "nginx->static (wrk)": wrk(path("static-nginx-wrk.wrk")),
+        # The latency row's floor: the proxy hop alone, at the same open-model rate.
+        "nginx->static at half load (open)": kg_bench(path("static-latency-kgbench.json")),
         "redis-benchmark GET": redis_benchmark(path("redis-get.csv")),
     }
     # (row, tool, measurement, [baselines it is compared with])
