@@ -18,7 +18,9 @@
 #
 #   ./scripts/bench.sh                 20 s per row, 64 connections, 100,000 keys
 #   ./scripts/bench.sh --quick         2 s per row over 2,000 keys: checks the script and its JSON
-#   options: --duration SECONDS --connections N --keys N --no-build
+#   options: --duration SECONDS --rounds N --connections N --keys N --no-build
+#   Each row and its baselines run in --rounds (4) alternating rounds that add up to --duration;
+#   a ratio is the median of the per-round ratios.
 # The cluster uses the ports of scripts/start.sh (8000-8003, 8080, 5442, 6389): stop your own
 # stack first. KG_PROFILE=debug measures debug binaries (test.sh's smoke run does).
 set -euo pipefail
@@ -26,18 +28,20 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 duration=20
+rounds=4
 connections=64
 keys=100000
 build=1
 quick=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) quick=1; duration=2; keys=2000; shift ;;
+        --quick) quick=1; duration=2; rounds=1; keys=2000; shift ;;
         --duration) duration=$2; shift 2 ;;
+        --rounds) rounds=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
         --keys) keys=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
@@ -105,61 +109,74 @@ nginx -p "$baseline_dir" -c "$baseline_dir/nginx.conf"
 wait_for_status "http://127.0.0.1:$proxy_port/api/key?key=bench/00000000" 200 5 ||
     fail "the baseline nginx did not start"
 
+# The machine drifts by 20% and more over minutes, so a row and its baseline measured minutes
+# apart can land on different sides of a drift. Each row and its baselines are therefore
+# measured in --rounds alternating rounds of duration / rounds seconds, and summarize.py takes
+# each ratio as the median of the per-round ratios.
+round_s=$((duration / rounds > 0 ? duration / rounds : 1))
+
 # wrk_run NAME URL LUA: a wrk run with latency percentiles, saved as NAME.wrk.
 wrk_run() {
-    KG_KEYS=$keys wrk -t2 -c"$connections" -d"${duration}s" --latency -s "scripts/bench/$3" "$2" \
+    KG_KEYS=$keys wrk -t2 -c"$connections" -d"${round_s}s" --latency -s "scripts/bench/$3" "$2" \
         >"$out/$1.wrk" 2>&1 || fail "wrk failed: $(cat "$out/$1.wrk")"
 }
-# bench_run NAME ENDPOINT [ARGS...]: a kg-bench run, saved as NAME.json.
+# bench_run NAME SECONDS ENDPOINT [ARGS...]: a kg-bench run, saved as NAME.json.
 bench_run() {
-    local name=$1 endpoint=$2
-    shift 2
-    "$bin/kg-bench" --endpoint "$endpoint" --concurrency "$connections" --duration "${duration}s" \
+    local name=$1 seconds=$2 endpoint=$3
+    shift 3
+    "$bin/kg-bench" --endpoint "$endpoint" --concurrency "$connections" --duration "${seconds}s" \
         --warmup 1s --keys "$keys" --value-size 128 --output json "$@" >"$out/$name.json" ||
         fail "kg-bench $name failed"
+}
+# pgbench_run NAME SCRIPT: pgbench with per-transaction logs, saved as NAME.txt and NAME.<pid>*.
+pgbench_run() {
+    (cd "$out" && pgbench -n -M prepared -c "$connections" -j 2 -T "$round_s" -l \
+        --log-prefix="$1" -f "$2" "$KG_DATABASE_URL" >"$1.txt" 2>&1) ||
+        fail "pgbench failed: $(cat "$out/$1.txt")"
 }
 # cache_total RESULT: kg_cache_requests_total{result=RESULT} summed over the nodes.
 cache_total() { cache_count "$1" 8001 8002 8003; }
 
-step "PUT through nginx: kg-bench, then wrk (${duration}s each, $connections connections)"
-bench_run put-nginx-kgbench "$api" --mix put=100
-wrk_run put-nginx-wrk "$api" put.lua
-step "PUT baseline: pgbench single-row upsert"
 cat >"$KG_STATE_DIR/upsert.sql" <<SQL
 \set k random(0, $keys - 1)
 INSERT INTO bench_kv VALUES ('bench/' || lpad(:k::text, 8, '0'), convert_to(repeat('v', 128), 'UTF8'), nextval('bench_revision'))
     ON CONFLICT (key) DO UPDATE SET value = excluded.value, revision = excluded.revision;
 SQL
-(cd "$out" && pgbench -n -M prepared -c "$connections" -j 2 -T "$duration" -l \
-    --log-prefix=pgbench-upsert -f "$KG_STATE_DIR/upsert.sql" "$KG_DATABASE_URL" \
-    >pgbench-upsert.txt 2>&1) || fail "pgbench failed: $(cat "$out/pgbench-upsert.txt")"
+for r in $(seq "$rounds"); do
+    step "PUT round $r/$rounds: through nginx with kg-bench, then wrk, then the pgbench upsert (${round_s}s each, $connections connections)"
+    bench_run "put-nginx-kgbench.r$r" "$round_s" "$api" --mix put=100
+    wrk_run "put-nginx-wrk.r$r" "$api" put.lua
+    pgbench_run "pgbench-upsert.r$r" "$KG_STATE_DIR/upsert.sql"
+done
 
 step "warming the cache: one GET of every key through nginx"
 KG_KEYS=$keys wrk -t2 -c"$connections" -d"$((keys / 4000 + 3))s" -s scripts/bench/warm.lua "$api" \
     >"$out/warm.wrk" 2>&1
 hits_before=$(cache_total hit)
 misses_before=$(cache_total miss)
-step "GET (cache hit) through nginx: kg-bench, then wrk"
-bench_run get-nginx-kgbench "$api" --mix get=100
-wrk_run get-nginx-wrk "$api" get.lua
-step "GET (cache hit) direct to n1: wrk"
-wrk_run get-direct-wrk "http://127.0.0.1:$(node_port n1)" get.lua
+for r in $(seq "$rounds"); do
+    step "GET (cache hit) round $r/$rounds: through nginx and nginx->static with kg-bench, the same with wrk, then direct to n1"
+    bench_run "get-nginx-kgbench.r$r" "$round_s" "$api" --mix get=100
+    bench_run "static-nginx-kgbench.r$r" "$round_s" "http://127.0.0.1:$proxy_port" --mix get=100
+    wrk_run "get-nginx-wrk.r$r" "$api" get.lua
+    wrk_run "static-nginx-wrk.r$r" "http://127.0.0.1:$proxy_port" get.lua
+    wrk_run "get-direct-wrk.r$r" "http://127.0.0.1:$(node_port n1)" get.lua
+done
 echo "{\"hits\": $(($(cache_total hit) - hits_before)), \"misses\": $(($(cache_total miss) - misses_before))}" \
     >"$out/cache.json"
-step "GET baselines: nginx proxying to a static return 200 (kg-bench, then wrk), redis-benchmark GET"
-bench_run static-nginx-kgbench "http://127.0.0.1:$proxy_port" --mix get=100
-wrk_run static-nginx-wrk "http://127.0.0.1:$proxy_port" get.lua
+step "GET baseline: redis-benchmark GET"
 redis-benchmark -p "$KG_REDIS_PORT" -c "$connections" -n $((duration * 50000)) -r "$keys" -d 128 \
     -t get --csv >"$out/redis-get.csv" 2>/dev/null || fail "redis-benchmark failed"
 
-step "90/10 GET/PUT mix through nginx: kg-bench"
-bench_run mix-nginx-kgbench "$api" --mix get=90,put=10
-get_rate=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["rps"] / 2))' \
-    "$out/get-nginx-kgbench.json")
-step "GET latency through nginx: kg-bench open model at $get_rate req/s (half the GET rate)"
-bench_run get-latency-kgbench "$api" --mix get=100 --rate "$get_rate"
-step "GET latency floor: nginx proxying to a static return 200 at the same rate"
-bench_run static-latency-kgbench "http://127.0.0.1:$proxy_port" --mix get=100 --rate "$get_rate"
+step "90/10 GET/PUT mix through nginx: kg-bench (${duration}s)"
+bench_run mix-nginx-kgbench "$duration" "$api" --mix get=90,put=10
+# Half the GET rate through nginx, as kg-bench measured it over the rounds.
+get_rate=$(python3 -c 'import json, sys; print(int(sum(json.load(open(f))["rps"] for f in sys.argv[1:]) / len(sys.argv[1:]) / 2))' \
+    "$out"/get-nginx-kgbench.r*.json)
+step "GET latency through nginx: kg-bench open model at $get_rate req/s (half the GET rate), then its floor, nginx->static at the same rate (${duration}s each)"
+bench_run get-latency-kgbench "$duration" "$api" --mix get=100 --rate "$get_rate"
+bench_run static-latency-kgbench "$duration" "http://127.0.0.1:$proxy_port" --mix get=100 \
+    --rate "$get_rate"
 
 for node in "${KG_NODES[@]}"; do
     pid=$(cat "$KG_RUN/$node.pid")
@@ -169,7 +186,7 @@ done >"$out/rss.jsonl"
 
 python3 scripts/bench/summarize.py "$out" "$(cat <<JSON
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "profile": "$KG_PROFILE", "quick": $([ $quick = 1 ] && echo true || echo false),
- "duration_s": $duration, "connections": $connections, "keys": $keys, "cores": $(nproc),
+ "duration_s": $duration, "rounds": $rounds, "connections": $connections, "keys": $keys, "cores": $(nproc),
  "cpu": "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)",
  "commit": "$(git describe --always --dirty 2>/dev/null || echo unknown)"}
 JSON

@@ -1,6 +1,11 @@
 """Reads the raw outputs of one scripts/bench.sh run (wrk, kg-bench, pgbench, redis-benchmark),
 prints the table of rates, latencies and ratios with the targets, and writes it as JSON.
 
+Rows measured in rounds (NAME.r1, NAME.r2, ...) are combined: the rate is the mean over the
+rounds, p50 and p99 are the medians of the rounds' own (close to, not exactly, the percentiles
+of all requests), and a ratio against a baseline measured in the same rounds is the median of
+the per-round ratios. Each round's figures are kept in the JSON.
+
 Usage: summarize.py RUN_DIR META_JSON OUT_JSON
 """
 
@@ -8,6 +13,7 @@ import glob
 import json
 import os
 import re
+import statistics
 import sys
 
 UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -99,34 +105,60 @@ def redis_benchmark(path):
     }
 
 
+def in_rounds(run_dir, name, ext, parse):
+    """The measurement of NAME combined over its rounds NAME.r1.EXT, NAME.r2.EXT, ..."""
+    paths = glob.glob(os.path.join(run_dir, f"{name}.r*.{ext}"))
+    numbered = sorted((int(re.search(r"\.r(\d+)\.", os.path.basename(p)).group(1)), p) for p in paths)
+    if not numbered:
+        raise SystemExit(f"{run_dir}: no rounds of {name}")
+    rounds = [parse(p) for _, p in numbered]
+    return {
+        "rps": statistics.mean(r["rps"] for r in rounds),
+        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+        "requests": sum(r["requests"] or 0 for r in rounds),
+        "errors": sum(r["errors"] for r in rounds),
+        "rounds": rounds,
+    }
+
+
+def ratio_of(row, baseline):
+    """ROW's rate over BASELINE's: the median per-round ratio when both ran in the same rounds."""
+    if "rounds" in row and "rounds" in baseline and len(row["rounds"]) == len(baseline["rounds"]):
+        return statistics.median(a["rps"] / b["rps"] for a, b in zip(row["rounds"], baseline["rounds"]))
+    return row["rps"] / baseline["rps"]
+
+
 def main():
     run_dir, meta, out_path = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
     path = lambda name: os.path.join(run_dir, name)  # noqa: E731
+    pgbench_round = lambda p: pgbench(run_dir, os.path.basename(p)[: -len(".txt")])  # noqa: E731
 
     baselines = {
-        "pgbench upsert": pgbench(run_dir, "pgbench-upsert"),
-        "nginx->static (kg-bench)": kg_bench(path("static-nginx-kgbench.json")),
-        "nginx->static (wrk)": wrk(path("static-nginx-wrk.wrk")),
+        "pgbench upsert": in_rounds(run_dir, "pgbench-upsert", "txt", pgbench_round),
+        "nginx->static (kg-bench)": in_rounds(run_dir, "static-nginx-kgbench", "json", kg_bench),
+        "nginx->static (wrk)": in_rounds(run_dir, "static-nginx-wrk", "wrk", wrk),
         # The latency row's floor: the proxy hop alone, at the same open-model rate.
         "nginx->static at half load (open)": kg_bench(path("static-latency-kgbench.json")),
         "redis-benchmark GET": redis_benchmark(path("redis-get.csv")),
     }
     # (row, tool, measurement, [baselines it is compared with])
     rows = [
-        ("PUT via nginx", "kg-bench", kg_bench(path("put-nginx-kgbench.json")), ["pgbench upsert"]),
-        ("PUT via nginx", "wrk", wrk(path("put-nginx-wrk.wrk")), ["pgbench upsert"]),
-        ("GET hit via nginx", "kg-bench", kg_bench(path("get-nginx-kgbench.json")),
+        ("PUT via nginx", "kg-bench", in_rounds(run_dir, "put-nginx-kgbench", "json", kg_bench),
+         ["pgbench upsert"]),
+        ("PUT via nginx", "wrk", in_rounds(run_dir, "put-nginx-wrk", "wrk", wrk), ["pgbench upsert"]),
+        ("GET hit via nginx", "kg-bench", in_rounds(run_dir, "get-nginx-kgbench", "json", kg_bench),
          ["nginx->static (kg-bench)", "redis-benchmark GET"]),
-        ("GET hit via nginx", "wrk", wrk(path("get-nginx-wrk.wrk")),
+        ("GET hit via nginx", "wrk", in_rounds(run_dir, "get-nginx-wrk", "wrk", wrk),
          ["nginx->static (wrk)", "redis-benchmark GET"]),
-        ("GET hit direct to n1", "wrk", wrk(path("get-direct-wrk.wrk")),
+        ("GET hit direct to n1", "wrk", in_rounds(run_dir, "get-direct-wrk", "wrk", wrk),
          ["nginx->static (wrk)", "redis-benchmark GET"]),
         ("90/10 mix via nginx", "kg-bench", kg_bench(path("mix-nginx-kgbench.json")), []),
         ("GET at half load (open)", "kg-bench", kg_bench(path("get-latency-kgbench.json")), []),
     ]
     table = []
     for name, tool, m, against in rows:
-        ratios = {b: m["rps"] / baselines[b]["rps"] for b in against}
+        ratios = {b: ratio_of(m, baselines[b]) for b in against}
         table.append({"row": name, "tool": tool, **m, "ratios": ratios})
 
     rss = [json.loads(line) for line in open(path("rss.jsonl")) if line.strip()]
@@ -160,7 +192,7 @@ def main():
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
     print()
     print(f"KeyGrid benchmark {meta['date']}: {meta['connections']} connections, {meta['keys']} keys, "
-          f"{meta['duration_s']} s per row, {meta['profile']} build, {meta['cores']} cores ({meta['cpu']})")
+          f"{meta['duration_s']} s per row in {meta['rounds']} alternating rounds, {meta['profile']} build, {meta['cores']} cores ({meta['cpu']})")
     print()
     header = f"{'row':<26} {'tool':<9} {'req/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6}  ratio"
     print(header)
