@@ -104,6 +104,8 @@ for r in rows + list(baselines.values()):
     assert r["rps"] > 0 and r["p99_ms"] is not None, r
 for r in rows:
     assert r["errors"] == 0, r  # a benchmark that got errors measured the wrong thing
+# The rows with a baseline ran in rounds; --quick runs one.
+assert all(len(r["rounds"]) == 1 for r in rows if r["ratios"]), rows
 assert sorted(n["node"] for n in result["rss"]) == ["n1", "n2", "n3"], result["rss"]
 assert len(result["targets"]) == 6 and all(isinstance(t["met"], bool) for t in result["targets"])
 print("bench.sh --quick: %d rows, %d baselines, JSON at %s" % (len(rows), len(baselines), sys.argv[1]))
