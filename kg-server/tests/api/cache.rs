@@ -500,3 +500,97 @@ async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
         other => panic!("expected a hit, got {other:?}"),
     }
 }
+
+/// The writer marks, stores and releases a whole batch in one script call each. Per key that
+/// must do what one call per key did: a key written twice in a batch is marked twice and
+/// ends unmarked at the later revision; a key whose write changed nothing gets its mark back
+/// and keeps its cached value; a fill is refused while a key is pending. And a batch is
+/// applied in one epoch or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_marked_stored_and_released_key_by_key() {
+    use kg_server::cache::{Cache, CacheOptions, EntryRef, Lookup};
+    let prefix = unique_prefix();
+    let cache = Cache::new(CacheOptions {
+        url: test_redis_url(),
+        prefix: prefix.clone(),
+        ttl: Duration::from_secs(60),
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    assert!(cache.recover().await);
+    let entry = |key, revision, value| EntryRef {
+        key,
+        revision,
+        value,
+        create_revision: 1,
+        version: revision,
+    };
+    let hit = |lookup: Lookup| match lookup {
+        Lookup::Hit(hit) => (hit.revision, hit.value),
+        other => panic!("expected a hit, got {other:?}"),
+    };
+    let epoch = cache.known_epoch();
+    assert!(
+        cache
+            .store(&[entry("kept", 1, Some("old"))], &[], epoch, redis::pipe())
+            .await
+    );
+
+    // One batch: "twice" written twice, "gone" deleted, "kept" refused by its precondition.
+    let epoch = cache.mark(&["twice", "gone", "twice", "kept"]).await;
+    for key in ["twice", "gone", "kept"] {
+        assert_eq!(cache.lookup(key).await, Lookup::Pending, "{key} is pending");
+    }
+    cache
+        .fill(entry("twice", 1, Some("stale read")), epoch)
+        .await;
+    assert_eq!(
+        cache.lookup("twice").await,
+        Lookup::Pending,
+        "a fill is refused while a write is pending"
+    );
+    assert!(
+        cache
+            .store(
+                &[
+                    entry("twice", 2, Some("first")),
+                    entry("gone", 3, None),
+                    entry("twice", 4, Some("second")),
+                ],
+                &["kept"],
+                epoch,
+                redis::pipe(),
+            )
+            .await
+    );
+    assert_eq!(
+        hit(cache.lookup("twice").await),
+        (4, Some("second".to_owned()))
+    );
+    assert_eq!(hit(cache.lookup("gone").await), (3, None));
+    assert_eq!(hit(cache.lookup("kept").await), (1, Some("old".to_owned())));
+
+    // A batch whose epoch moved is refused whole, and none of its keys change.
+    let stale_epoch = cache.known_epoch();
+    let mut redis = redis_connection(&test_redis_url()).await;
+    let _: i64 = redis.incr(format!("{prefix}:epoch"), 1).await.unwrap();
+    let landed = cache
+        .store(
+            &[
+                entry("twice", 5, Some("late")),
+                entry("new", 6, Some("late")),
+            ],
+            &[],
+            stale_epoch,
+            redis::pipe(),
+        )
+        .await;
+    assert!(!landed);
+    for key in ["twice", "new"] {
+        assert!(
+            matches!(cache.lookup(key).await, Lookup::Miss { .. }),
+            "{key}: entries of the old epoch no longer count"
+        );
+    }
+    assert_eq!(cache.known_epoch(), stale_epoch + 1);
+}
