@@ -607,7 +607,11 @@ async fn work(
                 (Outcome::NotFound, _) => Some(Precondition::Absent),
                 _ => None,
             };
-            read_failure = read.outcome;
+            // A 2xx read without a revision leaves nothing to make the write conditional on.
+            read_failure = match read.outcome {
+                Outcome::Ok => Outcome::NoRevision,
+                failed => failed,
+            };
             expected = read.body.as_deref().and_then(read_value);
             invoked = read_at;
         }
@@ -683,7 +687,7 @@ fn history_outcome(op: Op, outcome: Outcome) -> HistoryOutcome {
         (Op::Get, _) => HistoryOutcome::Fail,
         (_, Outcome::NotFound) => HistoryOutcome::Fail,
         (_, Outcome::Status(status)) if (400..500).contains(&status) => HistoryOutcome::Fail,
-        (_, Outcome::Connect) => HistoryOutcome::Fail,
+        (_, Outcome::Connect | Outcome::NoRevision) => HistoryOutcome::Fail,
         _ => HistoryOutcome::Unknown,
     }
 }

@@ -35,6 +35,9 @@ pub enum Outcome {
     Connect,
     /// The connection broke during the request.
     Io,
+    /// A CAS's read was answered 2xx without `X-KeyGrid-Revision`, so there was no revision
+    /// to make the write conditional on: the server broke the protocol, and no write was sent.
+    NoRevision,
 }
 
 impl Outcome {
@@ -45,7 +48,8 @@ impl Outcome {
         )
     }
 
-    /// The error kind's name in reports: `status_503`, `timeout`, `connect`, `io`.
+    /// The error kind's name in reports: `status_503`, `timeout`, `connect`, `io`,
+    /// `no_revision`.
     pub fn error_kind(self) -> Option<String> {
         match self {
             Outcome::Ok | Outcome::NotFound | Outcome::PreconditionFailed => None,
@@ -53,6 +57,7 @@ impl Outcome {
             Outcome::Timeout => Some("timeout".to_owned()),
             Outcome::Connect => Some("connect".to_owned()),
             Outcome::Io => Some("io".to_owned()),
+            Outcome::NoRevision => Some("no_revision".to_owned()),
         }
     }
 }

@@ -1,8 +1,9 @@
 //! kg-bench end to end: the real binary against a node spawned on a free port. The JSON
 //! report's counts must add up, the open model must hold its rate, a threshold that cannot
 //! hold must exit 99, `compare` must flag a regression, `--record` must log every call,
-//! `check` must pass a recorded history and fail one with a planted stale read, and
-//! `--token` must go with every request to a node that requires one.
+//! `check` must pass a recorded history and fail one with a planted stale read,
+//! `--token` must go with every request to a node that requires one, and a CAS must not
+//! count as a success when the server's read gave it no revision.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
@@ -429,4 +430,48 @@ async fn the_token_goes_with_every_request() {
     let without = run(None).await;
     assert_eq!(without["errors"], 100, "{without}");
     assert_eq!(without["errors_by_kind"]["status_401"], 100, "{without}");
+}
+
+/// A CAS makes its write conditional on the revision its read returned. A server that answers
+/// the read without `X-KeyGrid-Revision` breaks the protocol: each such CAS is an error
+/// (`no_revision`), not a success, and no write goes out. The server here is a stand-in,
+/// because a KeyGrid node always sends the header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cas_whose_read_has_no_revision_is_an_error_and_writes_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let writes = Arc::new(AtomicUsize::new(0));
+    let counted = writes.clone();
+    let app = axum::Router::new().route(
+        "/api/key",
+        axum::routing::get(|| async { r#"{"data":{"value":"v"}}"# }).put(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async { r#"{"success":true}"# }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let output = kg_bench(&[
+        "--endpoint",
+        &endpoint,
+        "--concurrency",
+        "2",
+        "--requests",
+        "20",
+        "--mix",
+        "cas=100",
+        "--output",
+        "json",
+    ])
+    .await;
+    let report = json(&output);
+    assert_eq!(
+        (&report["errors"], &report["errors_by_kind"]["no_revision"]),
+        (&Value::from(20), &Value::from(20)),
+        "{report}"
+    );
+    assert_eq!(writes.load(Ordering::Relaxed), 0, "no CAS may write blind");
 }
