@@ -440,16 +440,9 @@ async fn between_a_commit_and_its_cache_update_reads_come_from_the_database() {
 /// cannot land in the new epoch with old data. The node then learns the new epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
-    use kg_server::cache::{Cache, CacheOptions, EntryRef, Lookup};
+    use kg_server::cache::{EntryRef, Lookup};
     let prefix = unique_prefix();
-    let cache = Cache::new(CacheOptions {
-        url: test_redis_url(),
-        prefix: prefix.clone(),
-        ttl: Duration::from_secs(60),
-        timeout: Duration::from_secs(1),
-    })
-    .unwrap();
-    assert!(cache.recover().await);
+    let cache = connected_cache(&prefix).await;
     let Lookup::Miss { epoch } = cache.lookup("k").await else {
         panic!("a fresh key misses");
     };
@@ -508,16 +501,9 @@ async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
 /// applied in one epoch or not at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_marked_stored_and_released_key_by_key() {
-    use kg_server::cache::{Cache, CacheOptions, EntryRef, Lookup};
+    use kg_server::cache::{EntryRef, Lookup};
     let prefix = unique_prefix();
-    let cache = Cache::new(CacheOptions {
-        url: test_redis_url(),
-        prefix: prefix.clone(),
-        ttl: Duration::from_secs(60),
-        timeout: Duration::from_secs(1),
-    })
-    .unwrap();
-    assert!(cache.recover().await);
+    let cache = connected_cache(&prefix).await;
     let entry = |key, revision, value| EntryRef {
         key,
         revision,
@@ -593,4 +579,17 @@ async fn a_batch_is_marked_stored_and_released_key_by_key() {
         );
     }
     assert_eq!(cache.known_epoch(), stale_epoch + 1);
+}
+
+/// A cache on the shared Redis under `prefix`, connected (its first epoch bumped).
+async fn connected_cache(prefix: &str) -> kg_server::cache::Cache {
+    let cache = kg_server::cache::Cache::new(kg_server::cache::CacheOptions {
+        url: test_redis_url(),
+        prefix: prefix.to_owned(),
+        ttl: Duration::from_secs(60),
+        timeout: Duration::from_secs(1),
+    })
+    .unwrap();
+    assert!(cache.recover().await);
+    cache
 }
