@@ -59,15 +59,23 @@ impl Error {
     }
 }
 
+/// The cause of a 500, carried on the response to `track`, which logs it with the request's
+/// id; the client sees only "internal server error".
+#[derive(Debug, Clone)]
+pub struct FailureCause(pub String);
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        if let Error::Internal(err) = &self {
-            tracing::error!(error = format!("{err:#}"), "internal error");
-        }
         let body = ErrorBody {
             detail: self.to_string(),
         };
-        (self.status(), Json(body)).into_response()
+        let mut response = (self.status(), Json(body)).into_response();
+        if let Error::Internal(err) = self {
+            response
+                .extensions_mut()
+                .insert(FailureCause(format!("{err:#}")));
+        }
+        response
     }
 }
 
@@ -100,5 +108,20 @@ impl From<WriteError> for Error {
             WriteError::Store(err) => Error::from(&*err),
             WriteError::Stopped => Error::ShuttingDown,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_500_tells_the_client_nothing_and_carries_its_cause_to_the_log() {
+        let response = Error::Internal(anyhow::anyhow!("pool closed")).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let cause = response.extensions().get::<FailureCause>().unwrap();
+        assert_eq!(cause.0, "pool closed");
+        let response = Error::DatabaseUnavailable.into_response();
+        assert!(response.extensions().get::<FailureCause>().is_none());
     }
 }

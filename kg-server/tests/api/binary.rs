@@ -1,6 +1,7 @@
 //! The `kg-server` binary itself: without a tokens file its first log line says the API is
 //! open; with no database URL it serves embedded SQLite under ./data and says so; SIGTERM
-//! drains a request already in flight; and no token ever reaches its logs.
+//! drains a request already in flight; a failed request is logged with its request id; and
+//! no token ever reaches its logs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -9,7 +10,7 @@ use std::time::Duration;
 
 use kg_api::Precondition;
 
-use crate::helpers::free_port;
+use crate::helpers::{free_port, ThrowawayPostgres};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_defaults_to_embedded_sqlite_and_drains_on_sigterm() {
@@ -177,4 +178,70 @@ async fn tokens_never_reach_the_logs_even_at_trace_level() {
     for token in [write, read, unknown] {
         assert!(!logs.contains(token), "a token reached the logs");
     }
+}
+
+/// At the default log level a 5xx gets one line with its status, route and request id (the
+/// per-request span is at DEBUG, so that line carries them itself); a success gets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_request_is_logged_with_its_request_id() {
+    let postgres = ThrowawayPostgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kg-server"))
+        .current_dir(dir.path())
+        .env("KG_LISTEN", &address)
+        .env("KG_DATABASE_URL", postgres.url())
+        .env("KG_DB_TIMEOUT", "500ms")
+        .env_remove("RUST_LOG")
+        .env_remove("KG_REDIS_URL")
+        .env_remove("KG_AUTH_TOKENS_FILE")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{address}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base}/api/ready")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "node did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let get = |request_id: &str| {
+        http.get(format!("{base}/api/key?key=k"))
+            .header("X-Request-Id", request_id)
+            .send()
+    };
+    assert_eq!(get("served-7f3a").await.unwrap().status(), 404);
+    postgres.stop_server();
+    assert_eq!(get("failed-9c1e").await.unwrap().status(), 503);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child.wait().unwrap();
+    let failed: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("request failed"))
+        .collect();
+    assert_eq!(failed.len(), 1, "one failure line: {logs}");
+    for field in [
+        "WARN",
+        "status=503",
+        "method=\"GET\"",
+        "route=\"/api/key\"",
+        "request_id=\"failed-9c1e\"",
+    ] {
+        assert!(failed[0].contains(field), "{field} in {}", failed[0]);
+    }
+    assert!(
+        !logs.contains("served-7f3a"),
+        "a success is not logged: {logs}"
+    );
 }
