@@ -273,8 +273,7 @@ impl Cache {
                 };
                 Lookup::Hit(CacheEntry {
                     revision,
-                    value: (deleted == Some(0))
-                        .then(|| String::from_utf8_lossy(&value.unwrap_or_default()).into_owned()),
+                    value: (deleted == Some(0)).then(|| utf8_value(value.unwrap_or_default())),
                     create_revision: create_revision.unwrap_or(0),
                     version: version.unwrap_or(0),
                 })
@@ -611,4 +610,11 @@ pub async fn supervise(cache: std::sync::Arc<Cache>, interval: Duration) {
             cache.recover().await;
         }
     }
+}
+
+/// A cached value as text. Values are always written from a JSON string, so the bytes are
+/// UTF-8 and are taken as they are, without a copy; anything else is decoded lossily.
+fn utf8_value(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }

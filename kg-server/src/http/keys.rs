@@ -22,6 +22,13 @@ use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
 use crate::store::{Expect, WriteOp, WriteOutcome};
 
+// Validated once, at compile time: `from_static` checks its name on every call.
+const X_CACHE: HeaderName = HeaderName::from_static(HEADER_CACHE);
+const X_REVISION: HeaderName = HeaderName::from_static(HEADER_REVISION);
+const X_CREATE_REVISION: HeaderName = HeaderName::from_static(HEADER_CREATE_REVISION);
+const X_VERSION: HeaderName = HeaderName::from_static(HEADER_VERSION);
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static(HEADER_IDEMPOTENT_REPLAYED);
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/key", get(get_key).put(put_key).delete(delete_key))
@@ -56,7 +63,7 @@ pub async fn get_key(
     tracing::Span::current().record("key", key.as_str());
     let (entry, cache_hit) = read_entry(&state, &key).await?;
     let cache_header = (
-        HeaderName::from_static(HEADER_CACHE),
+        X_CACHE,
         HeaderValue::from_static(if cache_hit { "hit" } else { "miss" }),
     );
     let Some(value) = entry.value else {
@@ -241,14 +248,11 @@ pub async fn delete_key(
     };
     let result = state.write(op).await?;
     let response = match result.outcome {
-        WriteOutcome::Applied { revision, .. } => {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                HeaderName::from_static(HEADER_REVISION),
-                HeaderValue::from(revision),
-            );
-            (headers, Json(SuccessResponse::success())).into_response()
-        }
+        WriteOutcome::Applied { revision, .. } => (
+            [(X_REVISION, HeaderValue::from(revision))],
+            Json(SuccessResponse::success()),
+        )
+            .into_response(),
         WriteOutcome::NotFound => Error::KeyNotFound.into_response(),
         WriteOutcome::PreconditionFailed => precondition_failed(expect).into_response(),
         WriteOutcome::IdempotencyMismatch => idempotency_mismatch().into_response(),
@@ -292,24 +296,20 @@ pub async fn list_keys(
     Ok(Json(KeyListResponse { keys, next }))
 }
 
-fn revision_headers(revision: i64, create_revision: i64, version: i64) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(4);
-    if let Ok(tag) = HeaderValue::from_str(&input::etag(revision)) {
-        headers.insert(ETAG, tag);
-    }
-    headers.insert(
-        HeaderName::from_static(HEADER_REVISION),
-        HeaderValue::from(revision),
-    );
-    headers.insert(
-        HeaderName::from_static(HEADER_CREATE_REVISION),
-        HeaderValue::from(create_revision),
-    );
-    headers.insert(
-        HeaderName::from_static(HEADER_VERSION),
-        HeaderValue::from(version),
-    );
-    headers
+/// ETag and the revision headers, as parts of a response (no map of their own to build).
+fn revision_headers(
+    revision: i64,
+    create_revision: i64,
+    version: i64,
+) -> [(HeaderName, HeaderValue); 4] {
+    let etag = HeaderValue::try_from(input::etag(revision))
+        .expect("a quoted integer is a valid header value");
+    [
+        (ETAG, etag),
+        (X_REVISION, HeaderValue::from(revision)),
+        (X_CREATE_REVISION, HeaderValue::from(create_revision)),
+        (X_VERSION, HeaderValue::from(version)),
+    ]
 }
 
 fn idempotency_mismatch() -> Error {
@@ -322,10 +322,9 @@ fn idempotency_mismatch() -> Error {
 /// Marks the answer to a retried write, which was not applied again.
 fn mark_replayed(mut response: Response, replayed: bool) -> Response {
     if replayed {
-        response.headers_mut().insert(
-            HeaderName::from_static(HEADER_IDEMPOTENT_REPLAYED),
-            HeaderValue::from_static("true"),
-        );
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
     }
     response
 }
