@@ -5,7 +5,7 @@
 # see 5% through a ±10% drift. It counts user-space instructions only: the kernel's share of a
 # request (loopback TCP, wake-ups) is not in it, and neither are nginx, Redis or PostgreSQL.
 #
-#   ./scripts/profile-node.sh                     the release build in target/release
+#   ./scripts/profile-node.sh                     the release build (KG_PROFILE=debug: debug)
 #   ./scripts/profile-node.sh --baseline BIN      BIN too (say, a build of main), in the same
 #                                                 run, and each figure as a ratio to BIN's
 #   options: --seconds N (load per row, default 12), --keys N (default 1000),
@@ -44,8 +44,15 @@ ensure_packages valgrind:valgrind callgrind_control:valgrind wrk:wrk psql:postgr
     curl:curl bc:bc
 psql "$admin_url" -qAtc 'select 1' >/dev/null || fail "PostgreSQL is not reachable at $admin_url"
 
-step "building kg-server (release)"
-cargo build --release --locked -p kg-server
+# KG_PROFILE=debug profiles a debug build: its counts mean little, but test.sh's smoke run of
+# this script then needs no release build.
+case "${KG_PROFILE:-release}" in
+    release) build=(--release); node_bin=target/release/kg-server ;;
+    debug | dev) build=(); node_bin=target/debug/kg-server ;;
+    *) fail "KG_PROFILE must be release or debug, not $KG_PROFILE" ;;
+esac
+step "building kg-server (${KG_PROFILE:-release})"
+cargo build "${build[@]}" --locked -p kg-server
 
 database="kgprofile_$$"
 profile_url="${admin_url%/*}/$database"
@@ -108,8 +115,8 @@ profile() {
     [ -z "$keep" ] || { mkdir -p "$keep/$name" && cp "$out"/callgrind.* "$keep/$name/"; }
 }
 
-step "profiling target/release/kg-server (${seconds}s of GET, then of PUT)"
-profile candidate target/release/kg-server
+step "profiling $node_bin (${seconds}s of GET, then of PUT)"
+profile candidate "$node_bin"
 get=${figures[0]} put=${figures[1]}
 if [ -n "$baseline" ]; then
     step "profiling the baseline $baseline"

@@ -111,6 +111,13 @@ assert len(result["targets"]) == 6 and all(isinstance(t["met"], bool) for t in r
 print("bench.sh --quick: %d rows, %d baselines, JSON at %s" % (len(rows), len(baselines), sys.argv[1]))
 PY
 
+step "scripts/profile-node.sh, briefly: one debug node's instructions per request (no figure is asserted)"
+profile_out=$(./scripts/profile-node.sh --seconds 2 --keys 200 2>&1) ||
+    { printf '%s\n' "$profile_out" | tail -n 30; fail "scripts/profile-node.sh failed"; }
+printf '%s\n' "$profile_out" | tail -n 3
+grep -Eq '^GET \(hit\) +[1-9][0-9]+$' <<<"$profile_out" && grep -Eq '^PUT +[1-9][0-9]+$' <<<"$profile_out" ||
+    fail "scripts/profile-node.sh printed no instruction counts"
+
 step "scripts/chaos.sh --quick: fault drills under load, judged for lost writes, stale reads, linearizability"
 ./scripts/chaos.sh --quick
 # The judge must catch what it claims to: plant a lost write and a stale read in a copy of a
