@@ -86,9 +86,9 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 // The per-request span is at DEBUG, tower-http's default: at INFO, creating,
-                // entering and closing it cost 9% of a cache hit's instructions (callgrind).
-                // `track` logs each failure with the request's id itself, so that line does
-                // not need the span.
+                // entering and closing it cost about 10% of a cache hit's instructions
+                // (callgrind). `track` logs each failure with the request's id itself, so that
+                // line does not need the span.
                 .layer(
                     TraceLayer::new_for_http()
                         .make_span_with(|request: &Request| {

@@ -122,7 +122,7 @@ async fn tokens_never_reach_the_logs_even_at_trace_level() {
     )
     .unwrap();
     let address = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kg-server"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kg-server"))
         .current_dir(dir.path())
         .env("KG_LISTEN", &address)
         .env("KG_AUTH_TOKENS_FILE", dir.path().join("tokens"))
@@ -131,13 +131,7 @@ async fn tokens_never_reach_the_logs_even_at_trace_level() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let base = format!("http://{address}");
-    let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while http.get(format!("{base}/api/health")).send().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "node did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (base, http) = wait_until_serving(&address).await;
     let put = |token: &str, body: &'static str| {
         http.put(format!("{base}/api/key"))
             .bearer_auth(token)
@@ -158,19 +152,7 @@ async fn tokens_never_reach_the_logs_even_at_trace_level() {
         assert_eq!(request.send().await.unwrap().status().as_u16(), status);
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    child.wait().unwrap();
+    let logs = stop_and_read_logs(child);
     assert!(
         logs.contains("TRACE") && logs.contains("/api/key"),
         "trace logging was on and saw the requests"
@@ -187,7 +169,7 @@ async fn a_failed_request_is_logged_with_its_request_id() {
     let postgres = ThrowawayPostgres::start();
     let dir = tempfile::tempdir().unwrap();
     let address = format!("127.0.0.1:{}", free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kg-server"))
+    let child = Command::new(env!("CARGO_BIN_EXE_kg-server"))
         .current_dir(dir.path())
         .env("KG_LISTEN", &address)
         .env("KG_DATABASE_URL", postgres.url())
@@ -198,13 +180,7 @@ async fn a_failed_request_is_logged_with_its_request_id() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let base = format!("http://{address}");
-    let http = reqwest::Client::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while http.get(format!("{base}/api/ready")).send().await.is_err() {
-        assert!(std::time::Instant::now() < deadline, "node did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (base, http) = wait_until_serving(&address).await;
     let get = |request_id: &str| {
         http.get(format!("{base}/api/key?key=k"))
             .header("X-Request-Id", request_id)
@@ -214,18 +190,7 @@ async fn a_failed_request_is_logged_with_its_request_id() {
     postgres.stop_server();
     assert_eq!(get("failed-9c1e").await.unwrap().status(), 503);
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    child.wait().unwrap();
+    let logs = stop_and_read_logs(child);
     let failed: Vec<&str> = logs
         .lines()
         .filter(|line| line.contains("request failed"))
@@ -244,4 +209,34 @@ async fn a_failed_request_is_logged_with_its_request_id() {
         !logs.contains("served-7f3a"),
         "a success is not logged: {logs}"
     );
+}
+
+/// Waits until the node at `address` answers at all (10 s at most); its base URL and a client.
+async fn wait_until_serving(address: &str) -> (String, reqwest::Client) {
+    let base = format!("http://{address}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while http.get(format!("{base}/api/health")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "node did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (base, http)
+}
+
+/// SIGTERM, then everything the node wrote to stderr until it exited.
+fn stop_and_read_logs(mut child: std::process::Child) -> String {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    child.wait().unwrap();
+    logs
 }
