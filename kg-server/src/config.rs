@@ -81,7 +81,8 @@ pub struct Config {
 
     /// Threads that run requests (default: one per core). Nodes that share a machine run
     /// faster with the cores split between them: scripts/start.sh gives each of its three
-    /// nodes cores / 3, at least 1.
+    /// nodes cores / 3, at least 1. A node on one thread runs tokio's current-thread
+    /// scheduler.
     #[arg(long, env = "KG_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 
