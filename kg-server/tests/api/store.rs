@@ -1,6 +1,8 @@
 //! The `Store` contract, run directly (no HTTP) against both backends: batch semantics are
 //! where the two implementations could drift apart.
 
+use sqlx::Connection as _;
+
 use kg_server::store::{Expect, WriteOp, WriteOutcome};
 
 use crate::helpers::{fresh_database, open_store, Backend};
@@ -120,6 +122,96 @@ async fn postgres_set_based_apply_matches_the_serial_loop() {
             .unwrap(),
     ];
     assert_eq!(revisions[0], revisions[1]);
+}
+
+/// kg_apply's plan is made once per session and kept, so it must not depend on the tables'
+/// sizes when it was made. Seen on fresh stacks: a session that planned it while the
+/// statistics said kg_idempotency was empty read the whole table for every batch (a
+/// materialised full index scan), and PUTs fell from 10,000/s to 500/s as the table grew.
+/// Here: plan with both tables empty and freshly analysed, grow each to 20,000 rows, and
+/// count the index entries one more batch of 25 writes (puts and deletes) reads in each.
+#[tokio::test]
+async fn postgres_apply_probes_by_key_whatever_the_statistics_said_at_planning() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    drop(open_store(&url).await); // runs the migrations
+    let mut session = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut other = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("VACUUM ANALYZE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+
+    // Writes `first..first + 25`; the first `deletes` of them delete keys of the first batch.
+    let batch = |first: usize, deletes: usize| -> ApplyArgs {
+        let mut args = ApplyArgs::default();
+        for i in first..first + 25 {
+            let delete = i - first < deletes;
+            let key = if delete { i - first } else { i };
+            args.0.push(delete);
+            args.1.push(format!("k{key}"));
+            args.2.push((!delete).then(|| b"v".to_vec()));
+            args.3.push(None);
+            args.4.push(Some(format!("idem-{i}")));
+            args.5.push(Some("f".to_owned()));
+        }
+        args
+    };
+    let apply = |args: ApplyArgs| {
+        sqlx::query("SELECT * FROM kg_apply('n', $1, $2, $3, $4, $5, $6)")
+            .bind(args.0)
+            .bind(args.1)
+            .bind(args.2)
+            .bind(args.3)
+            .bind(args.4)
+            .bind(args.5)
+    };
+    // The session plans kg_apply now, with both tables empty by their statistics.
+    assert_eq!(
+        apply(batch(0, 0))
+            .fetch_all(&mut session)
+            .await
+            .unwrap()
+            .len(),
+        25
+    );
+
+    for grow in [
+        "INSERT INTO kg_idempotency (id, fingerprint, status, revision, created_at) \
+         SELECT 'old-' || g, 'f', 0, g, now() FROM generate_series(1, 20000) g",
+        "INSERT INTO kg_keys (key, value, create_revision, mod_revision, version, mod_node, mod_at) \
+         SELECT 'old-' || g, 'v', 0, 0, 1, 'n', now() FROM generate_series(1, 20000) g",
+    ] {
+        sqlx::query(grow).execute(&mut other).await.unwrap();
+    }
+
+    let mut transaction = sqlx::Connection::begin(&mut session).await.unwrap();
+    let rows: Vec<ApplyRow> = apply(batch(25, 10))
+        .fetch_all(&mut *transaction)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| sqlx::FromRow::from_row(row).unwrap())
+        .collect();
+    // Ten deletes of live keys, then fifteen new keys: all applied, in batch order.
+    let revisions: Vec<Option<i64>> = rows.iter().map(|row| row.1).collect();
+    assert_eq!(revisions, (26..=50).map(Some).collect::<Vec<_>>());
+    assert!(rows.iter().all(|row| row.0 == 0 && !row.4), "{rows:?}");
+    // This transaction's reads so far, per index, counted by the session itself.
+    let reads: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT relname::text, pg_stat_get_xact_tuples_returned(oid) FROM pg_class \
+         WHERE relname IN ('kg_idempotency_pkey', 'kg_keys_pkey') ORDER BY 1",
+    )
+    .fetch_all(&mut *transaction)
+    .await
+    .unwrap();
+    for (index, read) in &reads {
+        assert!(
+            *read <= 25,
+            "one batch of 25 read {read} entries of {index}: not one probe per write"
+        );
+    }
+    assert_eq!(reads.len(), 2, "{reads:?}");
 }
 
 fn put(key: &str, value: &str, expect: Expect) -> WriteOp {
