@@ -221,37 +221,72 @@ fn unobserved_pending_writes(operations: &[Operation]) -> HashSet<usize> {
 
 /// The shortest prefix that fails, then the shortest suffix of it that still fails. Each
 /// window is checked on its own, with values written outside it treated as written before it.
+/// A window never cuts through concurrency: it takes in every operation that overlaps one of
+/// its own, since that operation may be what explains it (a CAS refused because a write
+/// invoked after it got in first). Cut there, a window can fail on its own while the history
+/// around it is fine, and the report would show the wrong evidence.
 fn failing_window(operations: &[Operation], state_limit: usize) -> &[Operation] {
     let fails = |window: &[Operation]| matches!(search(window, state_limit), Search::Violation);
+    let prefix = |end: usize| &operations[..closed_end(operations, end)];
     let mut end = operations.len();
     // Adding later operations rarely makes a failing prefix pass, but it can (a pending write
     // may explain a read), so the narrowing only keeps windows it has seen fail.
     let (mut low, mut high) = (1, operations.len());
     while low < high {
         let mid = (low + high) / 2;
-        if fails(&operations[..mid]) {
+        if fails(prefix(mid)) {
             high = mid;
         } else {
             low = mid + 1;
         }
     }
-    if fails(&operations[..low]) {
-        end = low;
+    if fails(prefix(low)) {
+        end = closed_end(operations, low);
     }
+    let suffix = |start: usize| &operations[closed_start(operations, start)..end];
     let mut start = 0;
     let (mut low, mut high) = (0, end.saturating_sub(1));
     while low < high {
         let mid = (low + high).div_ceil(2);
-        if fails(&operations[mid..end]) {
+        if fails(suffix(mid)) {
             low = mid;
         } else {
             high = mid - 1;
         }
     }
-    if fails(&operations[low..end]) {
-        start = low;
+    if fails(suffix(low)) {
+        start = closed_start(operations, low);
     }
     &operations[start..end]
+}
+
+/// `end`, moved on past every later operation invoked before an operation of
+/// `operations[..end]` completed. Operations with an unknown outcome need no explaining (they
+/// may take effect late or never), so they do not pull later ones in.
+fn closed_end(operations: &[Operation], mut end: usize) -> usize {
+    let mut latest = operations[..end]
+        .iter()
+        .filter_map(|op| op.complete_us)
+        .max();
+    while end < operations.len() && latest.is_some_and(|latest| operations[end].invoke_us < latest)
+    {
+        latest = latest.max(operations[end].complete_us);
+        end += 1;
+    }
+    end
+}
+
+/// `start`, moved back to the first earlier operation still running when `operations[start]`
+/// was invoked, until there is none: operations are sorted by invocation, so every operation
+/// before the result completed before any operation from the result on began.
+fn closed_start(operations: &[Operation], mut start: usize) -> usize {
+    while let Some(overlapping) = operations[..start].iter().position(|op| {
+        op.complete_us
+            .is_none_or(|complete| complete > operations[start].invoke_us)
+    }) {
+        start = overlapping;
+    }
+    start
 }
 
 enum Search {
@@ -499,6 +534,29 @@ mod tests {
         assert_eq!(
             window,
             vec![write(2, "b", 30, Some(40)), read(3, Some("a"), 50, 60)]
+        );
+    }
+
+    #[test]
+    fn the_window_keeps_the_operations_that_explain_its_own() {
+        // The CAS was refused because c, invoked after it, got in first. A window cut just
+        // after the CAS would fail on its own and hide the real evidence: the stale read.
+        let verdict = check(vec![
+            write(1, "a", 0, Some(10)),
+            cas(2, (Some("a"), "b"), Some(false), 20, 50),
+            write(3, "c", 30, Some(40)),
+            read(4, Some("a"), 100, 110),
+        ]);
+        let Verdict::Violation { window } = verdict else {
+            panic!("a stale read passed: {verdict:?}");
+        };
+        assert_eq!(
+            window,
+            vec![
+                cas(2, (Some("a"), "b"), Some(false), 20, 50),
+                write(3, "c", 30, Some(40)),
+                read(4, Some("a"), 100, 110),
+            ]
         );
     }
 
