@@ -212,6 +212,16 @@ async fn postgres_apply_probes_by_key_whatever_the_statistics_said_at_planning()
         );
     }
     assert_eq!(reads.len(), 2, "{reads:?}");
+    // The deletes left tombstones (read after the count above, not to add to it).
+    let tombstones: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM kg_keys WHERE key = ANY($1) AND value IS NULL \
+         AND create_revision = 0 AND version = 0 AND mod_revision BETWEEN 26 AND 35",
+    )
+    .bind((0..10).map(|i| format!("k{i}")).collect::<Vec<_>>())
+    .fetch_one(&mut *transaction)
+    .await
+    .unwrap();
+    assert_eq!(tombstones, 10);
 }
 
 fn put(key: &str, value: &str, expect: Expect) -> WriteOp {
