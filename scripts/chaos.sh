@@ -60,8 +60,6 @@ step "starting the cluster ($KG_PROFILE binaries, state in $KG_STATE_DIR)"
 ./scripts/start.sh --no-build >"$out/start.log" 2>&1 || { cat "$out/start.log"; fail "the cluster did not start"; }
 source scripts/lib.sh # KG_RUN and friends under the new KG_STATE_DIR
 pg_bin=$(pg_bin_dir)
-as_postgres=()
-[ "$(id -u)" -eq 0 ] && as_postgres=(runuser -u postgres --)
 
 now() { date +%s.%N; }
 
@@ -91,14 +89,14 @@ inject() {
             redis-cli -p "$KG_REDIS_PORT" flushall >/dev/null
             ;;
         pg-restart)
-            "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -m immediate -w -t 60 \
+            "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -m immediate -w -t 60 \
                 -l "$KG_LOGS/postgres.log" -o "-p $KG_PG_PORT" restart >>"$out/postgres.log" 2>&1
             ;;
         pg-down)
-            "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -m immediate -w -t 60 \
+            "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -m immediate -w -t 60 \
                 stop >>"$out/postgres.log" 2>&1
             sleep 3
-            "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -w -t 60 \
+            "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$KG_STATE_DIR/postgres" -w -t 60 \
                 -l "$KG_LOGS/postgres.log" -o "-p $KG_PG_PORT" start >>"$out/postgres.log" 2>&1
             ;;
         *) fail "unknown fault '$1' (the faults are ${faults[*]})" ;;

@@ -140,17 +140,92 @@ pip_tool() {
     printf '%s\n' "$venv/bin/$1"
 }
 
-# start_redis: the stack's Redis on KG_REDIS_PORT, persistence off, and waits for its PONG.
+# The prefix that runs a PostgreSQL tool as the postgres user when the script runs as root
+# (PostgreSQL refuses to run as root); empty otherwise.
+AS_POSTGRES=()
+[ "$(id -u)" -eq 0 ] && AS_POSTGRES=(runuser -u postgres --)
+
+# postgres_running DATA: true when the PostgreSQL in DATA runs.
+postgres_running() {
+    local pg_bin
+    pg_bin=$(pg_bin_dir) || return 1
+    "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$1" status >/dev/null 2>&1
+}
+
+# start_postgres DATA PORT LOG: a PostgreSQL of its own in DATA on 127.0.0.1:PORT, initialised
+# on first use: TCP only, trust authentication, fsync and synchronous_commit on (a commit
+# acknowledged survives a power cut, throwaway instance or not). The stack and the tests'
+# throwaway server both start through here, so they are the same kind of server. Fails
+# loudly when it cannot start.
+start_postgres() {
+    local pgdata=$1 port=$2 log=$3 pg_bin real
+    pg_bin=$(pg_bin_dir) || fail "PostgreSQL's server binaries are missing"
+    mkdir -p "$(dirname "$log")"
+    if [ "$(id -u)" -eq 0 ]; then
+        # When the postgres user cannot reach DATA (say it is under /root), the data lives
+        # under /var/lib/keygrid and is linked from DATA.
+        if [ ! -e "$pgdata" ] && ! runuser -u postgres -- test -x "$(dirname "$pgdata")"; then
+            real="/var/lib/keygrid/$(printf '%s' "$pgdata" | md5sum | cut -c1-12)/postgres"
+            mkdir -p "$real"
+            ln -s "$real" "$pgdata"
+        fi
+        mkdir -p "$pgdata"
+        chown postgres: "$pgdata" "$(readlink -f "$pgdata")"
+        chmod 700 "$(readlink -f "$pgdata")"
+    fi
+    if [ ! -s "$pgdata/PG_VERSION" ]; then
+        step "initialising PostgreSQL in $pgdata"
+        "${AS_POSTGRES[@]}" "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 \
+            --locale=C >"$log.initdb" 2>&1 || fail "initdb failed; see $log.initdb"
+        cat >>"$pgdata/postgresql.conf" <<CONF
+
+# KeyGrid: durability stays on (these are the defaults, stated so nobody turns them off)
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+listen_addresses = '127.0.0.1'
+unix_socket_directories = ''
+max_connections = 200
+CONF
+    fi
+    port_in_use "$port" && fail "port $port is taken by something else (PostgreSQL in $pgdata wants it)"
+    step "starting PostgreSQL on 127.0.0.1:$port"
+    touch "$log"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$log"
+    "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -l "$log" -w -t 60 -o "-p $port" start \
+        >/dev/null || fail "PostgreSQL did not start; see $log"
+    return 0
+}
+
+# stop_postgres DATA: a clean, fast shutdown of the PostgreSQL in DATA, if it runs.
+stop_postgres() {
+    [ -s "$1/postmaster.pid" ] || return 0
+    "${AS_POSTGRES[@]}" "$(pg_bin_dir)/pg_ctl" -D "$1" -m fast -w stop >/dev/null
+}
+
+# purge_postgres DATA: deletes DATA, and the directory under /var/lib/keygrid it links to.
+purge_postgres() {
+    local real
+    real=$(readlink -f "$1" || true)
+    [ -n "$real" ] && [ "$real" != "$1" ] && rm -rf "$(dirname "$real")"
+    rm -rf "$1"
+}
+
+# start_redis [PORT DIR]: a Redis on 127.0.0.1:PORT (default the stack's, KG_REDIS_PORT),
+# persistence off, its pid in DIR/redis.pid and log in DIR/redis.log (default the stack's
+# run and log directories); waits for its PONG.
 start_redis() {
-    mkdir -p "$KG_STATE_DIR/redis"
-    redis-server --port "$KG_REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
-        --pidfile "$KG_RUN/redis.pid" --logfile "$KG_LOGS/redis.log" \
-        --dir "$KG_STATE_DIR/redis" --save "" --appendonly no >/dev/null
+    local port=${1:-$KG_REDIS_PORT} pid_dir=${2:-$KG_RUN} log_dir=${2:-$KG_LOGS}
+    local dir=${2:-$KG_STATE_DIR}/redis
+    mkdir -p "$dir" "$pid_dir" "$log_dir"
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+        --pidfile "$pid_dir/redis.pid" --logfile "$log_dir/redis.log" \
+        --dir "$dir" --save "" --appendonly no >/dev/null
     for _ in $(seq 50); do
-        [ "$(redis-cli -p "$KG_REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
+        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
         sleep 0.1
     done
-    fail "Redis did not start; see $KG_LOGS/redis.log"
+    fail "Redis did not start; see $log_dir/redis.log"
 }
 
 # port_in_use PORT: true when something listens on 127.0.0.1:PORT.
@@ -213,13 +288,39 @@ wait_for_status() {
     done
 }
 
-# require_node: the web view's tools (Vite 7) need Node.js 20.19 or later; Debian 12's own
-# nodejs package is 18, so say what to do rather than fail inside the build.
+# use_podman: makes podman usable on this kind of machine and points it at a containers.conf
+# of KeyGrid's (CONTAINERS_CONF), which `podman system service` and so docker-compose honour
+# too. podman's default ulimits ask for more than the machine's hard limits (and the kernel's
+# pid_max), and crun refuses cgroups v1 in hybrid mode, so it names limits the machine allows
+# and runc.
+use_podman() {
+    ensure_packages podman:podman runc:runc
+    local conf="$KG_ROOT/.keygrid/containers.conf" nofile nproc pid_max
+    nofile=$(ulimit -Hn)
+    nproc=$(ulimit -Hu)
+    pid_max=$(cat /proc/sys/kernel/pid_max 2>/dev/null || echo 32768)
+    [ "$nofile" = unlimited ] && nofile=1048576
+    [ "$nproc" = unlimited ] || [ "$nproc" -gt "$pid_max" ] && nproc=$pid_max
+    mkdir -p "$(dirname "$conf")"
+    cat >"$conf" <<CONF
+# Written by scripts/lib.sh (use_podman): limits this machine allows, and runc.
+[containers]
+default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
+
+[engine]
+runtime = "runc"
+CONF
+    export CONTAINERS_CONF=$conf
+}
+
+# require_node: Node.js and npm for the web view's tools, from Debian's packages when missing.
+# The tools are chosen to run on Debian 12's own Node.js 18 (Vite 6, Vitest 3), so a fresh
+# machine needs nothing from outside Debian.
 require_node() {
     ensure_packages node:nodejs npm:npm
     local version
     version=$(node -p 'process.versions.node' 2>/dev/null) || fail "node does not run"
-    if ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'; then
-        fail "Node.js $version is too old for the web view (Vite needs 20.19+); install a newer nodejs (e.g. from NodeSource)"
+    if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)'; then
+        fail "Node.js $version is too old for the web view (it needs 18 or later)"
     fi
 }

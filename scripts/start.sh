@@ -67,47 +67,11 @@ already=0
 # --- PostgreSQL --------------------------------------------------------------------------------
 # A cluster of its own on KG_PG_PORT, TCP only, with fsync and synchronous_commit on: a commit
 # that KeyGrid acknowledged survives a power cut, throwaway instance or not.
-pg_bin=$(pg_bin_dir) || fail "PostgreSQL's server binaries are missing"
-pgdata="$KG_STATE_DIR/postgres"
-as_postgres=()
-if [ "$(id -u)" -eq 0 ]; then
-    # PostgreSQL refuses to run as root. When the postgres user cannot reach the checkout
-    # (say it is under /root), the data lives under /var/lib/keygrid and is linked from here.
-    as_postgres=(runuser -u postgres --)
-    if [ ! -e "$pgdata" ] && ! runuser -u postgres -- test -x "$KG_STATE_DIR"; then
-        real="/var/lib/keygrid/$(printf '%s' "$KG_STATE_DIR" | md5sum | cut -c1-12)/postgres"
-        mkdir -p "$real"
-        ln -s "$real" "$pgdata"
-    fi
-    mkdir -p "$pgdata"
-    chown postgres: "$pgdata" "$(readlink -f "$pgdata")"
-    chmod 700 "$(readlink -f "$pgdata")"
-fi
-if [ ! -s "$pgdata/PG_VERSION" ]; then
-    step "initialising PostgreSQL in $pgdata"
-    "${as_postgres[@]}" "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 \
-        --locale=C >"$KG_LOGS/initdb.log" 2>&1 || fail "initdb failed; see $KG_LOGS/initdb.log"
-    cat >>"$pgdata/postgresql.conf" <<CONF
-
-# KeyGrid's stack: durability stays on (these are the defaults, stated so nobody turns them off)
-fsync = on
-synchronous_commit = on
-full_page_writes = on
-listen_addresses = '127.0.0.1'
-unix_socket_directories = ''
-max_connections = 200
-CONF
-fi
-if "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pgdata" status >/dev/null 2>&1; then
+if postgres_running "$KG_STATE_DIR/postgres"; then
     echo "PostgreSQL is already running on $KG_PG_PORT"
     already=$((already + 1))
 else
-    port_in_use "$KG_PG_PORT" && fail "port $KG_PG_PORT is taken by something else; set KG_PG_PORT"
-    step "starting PostgreSQL on 127.0.0.1:$KG_PG_PORT"
-    touch "$KG_LOGS/postgres.log"
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$KG_LOGS/postgres.log"
-    "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -l "$KG_LOGS/postgres.log" -w -t 60 \
-        -o "-p $KG_PG_PORT" start >/dev/null || fail "PostgreSQL did not start; see $KG_LOGS/postgres.log"
+    start_postgres "$KG_STATE_DIR/postgres" "$KG_PG_PORT" "$KG_LOGS/postgres.log"
 fi
 admin_url="postgres://postgres@127.0.0.1:$KG_PG_PORT/postgres"
 if [ -z "$(psql "$admin_url" -qAtc "select 1 from pg_database where datname = 'keygrid'")" ]; then

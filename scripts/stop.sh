@@ -38,17 +38,13 @@ fi
 pgdata="$KG_STATE_DIR/postgres"
 if [ -s "$pgdata/postmaster.pid" ]; then
     step "stopping PostgreSQL"
-    pg_bin=$(pg_bin_dir)
-    as_postgres=()
-    [ "$(id -u)" -eq 0 ] && as_postgres=(runuser -u postgres --)
-    "${as_postgres[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null
+    stop_postgres "$pgdata"
 fi
 
 rm -f "$KG_RUN/bin-dir"
 if [ "$purge" = 1 ]; then
     step "deleting $KG_STATE_DIR"
-    real=$(readlink -f "$pgdata" || true)
-    [ -n "$real" ] && [ "$real" != "$pgdata" ] && rm -rf "$(dirname "$real")"
+    purge_postgres "$pgdata"
     rm -rf "$KG_STATE_DIR"
 fi
 step "KeyGrid is stopped"

@@ -1,32 +1,74 @@
 #!/usr/bin/env bash
 # Runs every check KeyGrid has: formatting, clippy with -D warnings, the whole cargo test
-# suite against the machine's PostgreSQL and Redis and embedded SQLite, the deployment files
-# (docker-compose, Kubernetes), and then the cluster tests against a stack of its own from
-# scripts/start.sh (nginx on 8000/8080, nodes on 8001-8003: stop your own stack first).
-# PostgreSQL and Redis are required: when either cannot be reached this script fails loudly;
-# nothing is skipped. Tests that stop a server start their own throwaway one (initdb +
-# pg_ctl, redis-server); the cluster's PostgreSQL and Redis are the stack's own.
+# suite against PostgreSQL, Redis and embedded SQLite, the deployment files (docker-compose,
+# Kubernetes), and then the cluster tests against a stack of its own from scripts/start.sh
+# (nginx on 8000/8080, nodes on 8001-8003: stop your own stack first).
 #
-#   KG_TEST_DATABASE_URL  admin URL of the PostgreSQL the tests create databases in
-#                         (default postgres://postgres@127.0.0.1:5432/postgres)
-#   KG_TEST_REDIS_URL     the Redis the tests share, each under its own key prefix
-#                         (default redis://127.0.0.1:6379)
+# It needs nothing running: unless told otherwise it starts a throwaway PostgreSQL (initdb +
+# pg_ctl, trust, fsync on) and a throwaway Redis on free ports, the same way start.sh starts
+# the stack's, and stops and deletes them at the end. Given a server, it uses that one, and
+# fails loudly when it cannot reach it; nothing is skipped. Tests that stop a server start
+# their own throwaway one; the cluster's PostgreSQL and Redis are the stack's own.
+#
+#   KG_TEST_DATABASE_URL  admin URL of a PostgreSQL the tests create databases in
+#                         (e.g. postgres://postgres@127.0.0.1:5432/postgres)
+#   KG_TEST_REDIS_URL     a Redis the tests share, each under its own key prefix
+#                         (e.g. redis://127.0.0.1:6379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-export KG_TEST_DATABASE_URL="${KG_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-export KG_TEST_REDIS_URL="${KG_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step "checking prerequisites"
 ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools \
-    tmux:tmux
+    tmux:tmux python3:python3 curl:curl
+python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv:python3-venv
+
+# Everything this script starts is stopped by one handler, whichever step fails.
+servers_dir=""
+cluster_started=0
+finish() {
+    local status=$?
+    if [ "$cluster_started" = 1 ]; then
+        if [ "$status" -ne 0 ] && [ -d "$KG_STATE_DIR/logs" ]; then
+            for log in "$KG_STATE_DIR"/logs/{n1,n2,n3,nginx-error}.log; do
+                [ -f "$log" ] && { echo "--- tail of $log"; tail -n 40 "$log"; }
+            done
+        fi
+        ./scripts/stop.sh --purge >/dev/null 2>&1 || true
+    fi
+    if [ -n "$servers_dir" ]; then
+        stop_postgres "$servers_dir/postgres" || true
+        [ -s "$servers_dir/redis.pid" ] && kill "$(cat "$servers_dir/redis.pid")" 2>/dev/null
+        purge_postgres "$servers_dir/postgres"
+        rm -rf "$servers_dir"
+    fi
+    exit "$status"
+}
+trap finish EXIT
+
+if [ -z "${KG_TEST_DATABASE_URL:-}" ] || [ -z "${KG_TEST_REDIS_URL:-}" ]; then
+    servers_dir=$(mktemp -d /tmp/keygrid-test-servers.XXXXXX)
+    chmod 755 "$servers_dir" # its PostgreSQL runs as the postgres user
+fi
+if [ -z "${KG_TEST_DATABASE_URL:-}" ]; then
+    port=$(free_port)
+    start_postgres "$servers_dir/postgres" "$port" "$servers_dir/postgres.log"
+    export KG_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+fi
+if [ -z "${KG_TEST_REDIS_URL:-}" ]; then
+    port=$(free_port)
+    step "starting Redis on 127.0.0.1:$port"
+    start_redis "$port" "$servers_dir"
+    export KG_TEST_REDIS_URL="redis://127.0.0.1:$port"
+fi
+echo "tests use PostgreSQL at $KG_TEST_DATABASE_URL and Redis at $KG_TEST_REDIS_URL"
 if ! psql "$KG_TEST_DATABASE_URL" -qAtc 'select 1' >/dev/null 2>&1; then
-    fail "PostgreSQL is not reachable at $KG_TEST_DATABASE_URL; the tests need it (set KG_TEST_DATABASE_URL)"
+    fail "PostgreSQL is not reachable at $KG_TEST_DATABASE_URL; the tests need it (unset KG_TEST_DATABASE_URL to use a throwaway one)"
 fi
 if [ "$(redis-cli -u "$KG_TEST_REDIS_URL" ping 2>/dev/null)" != "PONG" ]; then
-    fail "Redis is not reachable at $KG_TEST_REDIS_URL; the tests need it (set KG_TEST_REDIS_URL)"
+    fail "Redis is not reachable at $KG_TEST_REDIS_URL; the tests need it (unset KG_TEST_REDIS_URL to use a throwaway one)"
 fi
 # Each test creates its own kgtest_* database; drop what earlier runs left behind.
 psql "$KG_TEST_DATABASE_URL" -qAtc \
@@ -58,17 +100,7 @@ done
 KG_STATE_DIR=$(mktemp -d /tmp/keygrid-test.XXXXXX)
 chmod 755 "$KG_STATE_DIR" # the stack's PostgreSQL runs as the postgres user
 export KG_STATE_DIR KG_PROFILE=debug
-cluster_down() {
-    local status=$?
-    if [ "$status" -ne 0 ] && [ -d "$KG_STATE_DIR/logs" ]; then
-        for log in "$KG_STATE_DIR"/logs/{n1,n2,n3,nginx-error}.log; do
-            [ -f "$log" ] && { echo "--- tail of $log"; tail -n 40 "$log"; }
-        done
-    fi
-    ./scripts/stop.sh --purge >/dev/null 2>&1 || true
-    exit "$status"
-}
-trap cluster_down EXIT
+cluster_started=1
 ./scripts/start.sh
 
 step "cluster tests (failover drills, kills, restarts, kg failover-drill)"
@@ -112,7 +144,8 @@ print("bench.sh --quick: %d rows, %d baselines, JSON at %s" % (len(rows), len(ba
 PY
 
 step "scripts/profile-node.sh, briefly: one debug node's instructions per request (no figure is asserted)"
-profile_out=$(./scripts/profile-node.sh --seconds 2 --keys 200 2>&1) ||
+profile_out=$(KG_BENCH_DATABASE_URL=$KG_TEST_DATABASE_URL KG_BENCH_REDIS_URL=$KG_TEST_REDIS_URL \
+    ./scripts/profile-node.sh --seconds 2 --keys 200 2>&1) ||
     { printf '%s\n' "$profile_out" | tail -n 30; fail "scripts/profile-node.sh failed"; }
 printf '%s\n' "$profile_out" | tail -n 3
 grep -Eq '^GET \(hit\) +[1-9][0-9]+$' <<<"$profile_out" && grep -Eq '^PUT +[1-9][0-9]+$' <<<"$profile_out" ||
