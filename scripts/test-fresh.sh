@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Checks the README's promise on a fresh Debian machine: in a new Debian 12 (bookworm)
+# container with nothing installed but Rust, `./scripts/start.sh` and then `./scripts/test.sh`
+# must pass from a clean clone of this checkout's HEAD. Everything else they need (PostgreSQL,
+# Redis, nginx, Node.js, Chromium, ...) they must install themselves from Debian's packages.
+# It prints how long each command took, cold. It is not part of test.sh: it takes long.
+#
+#   ./scripts/test-fresh.sh            build the base image if needed, then run the check
+#   ./scripts/test-fresh.sh --shell    a shell in a fresh container instead of the check
+#
+# The container is podman's (Debian's package), made from a debootstrap'd bookworm root file
+# system that is cached as the image localhost/keygrid-fresh:bookworm. The host's Rust
+# toolchain (~/.rustup, ~/.cargo/bin) is mounted read-only; cargo's registry cache starts
+# empty. The container shares the host's network, so the stack's ports (8000-8003, 8080,
+# 5442, 6389) must be free, as for test.sh itself. The host's CA bundle is handed to cargo,
+# npm and pip in case the registries are reached through a proxy with its own CA.
+#
+#   KG_FRESH_DIR     where the root file system and the runs' logs live (default .keygrid/fresh)
+#   KG_FRESH_MIRROR  the Debian mirror for debootstrap (default: the host's, else deb.debian.org)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+mode=check
+case "${1:-}" in
+    "") ;;
+    --shell) mode=shell ;;
+    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) fail "unknown option '$1' (try --help)" ;;
+esac
+
+ensure_packages debootstrap:debootstrap git:git
+use_podman
+fresh_dir=$(realpath -m "${KG_FRESH_DIR:-$KG_ROOT/.keygrid/fresh}")
+image=localhost/keygrid-fresh:bookworm
+mkdir -p "$fresh_dir"
+
+if ! podman image exists "$image"; then
+    mirror=${KG_FRESH_MIRROR:-}
+    if [ -z "$mirror" ]; then
+        mirror=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+        mirror=${mirror:-http://deb.debian.org/debian}
+    fi
+    rootfs="$fresh_dir/rootfs"
+    rm -rf "$rootfs"
+    step "debootstrap bookworm from $mirror (once; cached as $image)"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$fresh_dir/debootstrap.log" 2>&1 ||
+        fail "debootstrap failed; see $fresh_dir/debootstrap.log"
+    # The container's apt must reach the same mirror, and the image should carry no apt cache.
+    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" >"$rootfs/etc/apt/sources.list"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | podman import - "$image" >/dev/null
+    rm -rf "$rootfs"
+fi
+
+ca_bundle=""
+for candidate in "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
+    [ -n "$candidate" ] && [ -r "$candidate" ] && { ca_bundle=$candidate; break; }
+done
+
+run_dir=$(mktemp -d "$fresh_dir/run.XXXXXX")
+step "a clean clone of HEAD ($(git rev-parse --short HEAD)) in $run_dir/src"
+git clone -q --no-local "$KG_ROOT" "$run_dir/src"
+
+args=(run --rm --network host
+    --name "keygrid-fresh-$$"
+    -v "$HOME/.rustup:/root/.rustup:ro" -v "$HOME/.cargo/bin:/opt/cargo-bin:ro"
+    -v "$run_dir/src:/src" -w /src
+    -e RUSTUP_HOME=/root/.rustup -e CARGO_HOME=/root/.cargo -e RUSTUP_AUTO_INSTALL=0
+    -e PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    -e CARGO_TERM_COLOR=never)
+if [ -n "$ca_bundle" ]; then
+    args+=(-v "$ca_bundle:/opt/host-ca.crt:ro" -e CARGO_HTTP_CAINFO=/opt/host-ca.crt
+        -e NODE_EXTRA_CA_CERTS=/opt/host-ca.crt -e npm_config_cafile=/opt/host-ca.crt
+        -e PIP_CERT=/opt/host-ca.crt -e SSL_CERT_FILE=/opt/host-ca.crt)
+fi
+cleanup() {
+    podman rm -f "keygrid-fresh-$$" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+if [ "$mode" = shell ]; then
+    tty=()
+    [ -t 0 ] && tty=(-it)
+    exec podman "${args[@]}" "${tty[@]}" "$image" bash
+fi
+
+# Each command's time, cold: the first start.sh pays for every package and the release build;
+# test.sh then pays for the debug build and its own tools.
+step "in a fresh bookworm container: ./scripts/start.sh, ./scripts/stop.sh, ./scripts/test.sh"
+status=0
+podman "${args[@]}" "$image" bash -c '
+    set -e
+    timed() {
+        local start=$SECONDS
+        "$@" >"/src/$(basename "$1").log" 2>&1 || {
+            echo "FAILED after $((SECONDS - start)) s: $* (last lines of its log:)"
+            tail -n 40 "/src/$(basename "$1").log"
+            return 1
+        }
+        echo "passed in $((SECONDS - start)) s: $*"
+    }
+    echo "node before: $(command -v node || echo none), postgres before: $(ls /usr/lib/postgresql 2>/dev/null || echo none)"
+    timed ./scripts/start.sh
+    curl -fsS localhost:8000/api/health
+    echo
+    ./scripts/stop.sh >/dev/null
+    timed ./scripts/test.sh
+    echo "node used: $(node --version) from $(dpkg -S "$(command -v node)" | cut -d: -f1)"
+' 2>&1 | tee "$run_dir/result.txt" || status=$?
+cp "$run_dir"/src/*.sh.log "$run_dir/" 2>/dev/null || true
+echo "logs: $run_dir"
+[ "$status" = 0 ] || fail "the fresh-machine check failed"
+step "the README's two commands pass on a fresh Debian 12"
