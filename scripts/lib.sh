@@ -46,6 +46,13 @@ ensure_packages() {
     [ "$status" = 0 ] || fail "apt-get install ${missing[*]} failed"
 }
 
+# ensure_build_tools: cargo, and the C toolchain it links with and that libsqlite3-sys compiles
+# SQLite with: rustup brings no linker, and a fresh Debian has no cc.
+ensure_build_tools() {
+    command -v cargo >/dev/null 2>&1 || fail "cargo is missing; install Rust from https://rustup.rs"
+    ensure_packages cc:gcc cc:libc6-dev
+}
+
 # ---------------------------------------------------------------------------------------------
 # The local stack (start.sh, stop.sh, node.sh): where it lives and how to reach its parts.
 #
@@ -103,6 +110,7 @@ build_tools() {
     export KG_PROFILE=${KG_PROFILE:-release}
     KG_PROFILE_SET=1
     [ "${1:-}" = --no-build ] && return 0
+    ensure_build_tools
     local flag=()
     [ "$KG_PROFILE" = release ] && flag=(--release)
     step "building kg-server, kg and kg-bench ($KG_PROFILE)"

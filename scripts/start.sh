@@ -42,7 +42,7 @@ esac
 step "checking prerequisites"
 ensure_packages curl:curl psql:postgresql-client initdb:postgresql \
     redis-server:redis-server redis-cli:redis-tools nginx:nginx
-command -v cargo >/dev/null 2>&1 || fail "cargo is missing; install Rust from https://rustup.rs"
+if [ "$build" = 1 ]; then ensure_build_tools; fi
 mkdir -p "$KG_RUN" "$KG_LOGS" "$KG_STATE_DIR/nginx/tmp"
 # KG_PROFILE, or the binaries of the stack that is already running.
 bin=$(kg_bin_dir)

@@ -24,6 +24,7 @@ step "checking prerequisites"
 ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools \
     tmux:tmux python3:python3 curl:curl
 python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv:python3-venv
+ensure_build_tools
 
 # Everything this script starts is stopped by one handler, whichever step fails.
 servers_dir=""
