@@ -47,6 +47,9 @@ pub struct HealthResponse {
 /// `PUT /api/key` request: `{"data":{"key":"foo","value":"bar"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
+// An unknown field is refused, not ignored: `{"data": ..., "ttl": 5}` must not look as if a
+// TTL was set.
+#[serde(deny_unknown_fields)]
 pub struct PutRequest {
     pub data: KeyValue,
 }
@@ -54,6 +57,7 @@ pub struct PutRequest {
 /// A key and its value, as the seed's PUT body carries them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct KeyValue {
     /// 1 to 512 characters, none of them a control character.
     #[cfg_attr(
@@ -115,7 +119,9 @@ pub struct ErrorBody {
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
 pub struct KeyRecord {
     pub key: String,
-    pub value: String,
+    /// Left out when the listing asked for `keys_only`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
     /// Revision of the write that created the key (after its last delete, if any).
     pub create_revision: i64,
     /// Revision of the last write to the key.
@@ -131,6 +137,13 @@ pub struct KeyListResponse {
     pub keys: Vec<KeyRecord>,
     /// `null` on the last page.
     pub next: Option<String>,
+}
+
+/// `GET /api/keys?count_only=true`: how many live keys start with the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct KeyCountResponse {
+    pub count: u64,
 }
 
 /// What kind of change an event reports.
@@ -160,6 +173,9 @@ pub struct ChangeEvent {
     /// The new value, present on puts of at most 1 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The size of a put's value in bytes, when `value` was left out for its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_bytes: Option<u64>,
 }
 
 /// Liveness of a node, as published every second on Redis `keygrid:nodes`.
@@ -327,6 +343,7 @@ mod tests {
             node: "n1".into(),
             at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             value: None,
+            value_bytes: None,
         };
         check(
             event,

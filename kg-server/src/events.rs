@@ -134,6 +134,11 @@ pub fn change_event(change: &Change) -> ChangeEvent {
             .as_ref()
             .filter(|value| value.len() <= EVENT_VALUE_MAX_BYTES)
             .cloned(),
+        value_bytes: change
+            .value
+            .as_ref()
+            .filter(|value| value.len() > EVENT_VALUE_MAX_BYTES)
+            .map(|value| value.len() as u64),
     }
 }
 

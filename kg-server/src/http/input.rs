@@ -6,7 +6,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::header::{IF_MATCH, IF_NONE_MATCH};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use percent_encoding::percent_decode;
 use serde::de::DeserializeOwned;
 
@@ -29,7 +29,11 @@ pub struct QueryParams {
 }
 
 impl QueryParams {
-    pub fn parse(raw: Option<&str>) -> Result<Self, Error> {
+    /// Decodes `raw`, refusing what a route does not take: a parameter outside `accepted`
+    /// (a misspelt `prefx` would otherwise list every key), one given twice, and a value
+    /// with a control character. No parameter is key-like text that may hold one, and a NUL
+    /// would reach PostgreSQL, which cannot store it.
+    pub fn parse(raw: Option<&str>, accepted: &[&str]) -> Result<Self, Error> {
         let mut pairs = Vec::new();
         for part in raw
             .unwrap_or_default()
@@ -38,9 +42,24 @@ impl QueryParams {
         {
             let (name, value) = part.split_once('=').unwrap_or((part, ""));
             let name = decode_component(name)?;
+            if !accepted.contains(&name.as_str()) {
+                return Err(Error::BadRequest(match accepted {
+                    [] => format!("unknown query parameter {name:?}: this route takes none"),
+                    _ => format!(
+                        "unknown query parameter {name:?}: this route takes {}",
+                        accepted.join(", ")
+                    ),
+                }));
+            }
             let value = decode_component(value).map_err(|_| {
                 Error::BadRequest(format!("query parameter {name:?} is not valid UTF-8"))
             })?;
+            if let Some(bad) = value.chars().find(|c| c.is_control()) {
+                return Err(Error::BadRequest(format!(
+                    "query parameter {name:?} must not contain control characters (found U+{:04X})",
+                    bad as u32
+                )));
+            }
             if pairs.iter().any(|(seen, _)| *seen == name) {
                 return Err(Error::BadRequest(format!(
                     "query parameter {name:?} is given more than once"
@@ -49,6 +68,32 @@ impl QueryParams {
             pairs.push((name, value));
         }
         Ok(Self { pairs })
+    }
+
+    /// An optional part of a key (a prefix, or the key a page starts after): the key's
+    /// rules, except that it may be empty.
+    pub fn key_part(&self, name: &str) -> Result<Option<&str>, Error> {
+        let Some(text) = self.get(name) else {
+            return Ok(None);
+        };
+        let chars = text.chars().count();
+        if chars > MAX_KEY_CHARS {
+            return Err(Error::BadRequest(format!(
+                "query parameter {name:?} is {chars} characters; the limit is {MAX_KEY_CHARS}"
+            )));
+        }
+        Ok(Some(text))
+    }
+
+    /// An optional `true` or `false` flag; `false` when absent.
+    pub fn flag(&self, name: &str) -> Result<bool, Error> {
+        match self.get(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(Error::BadRequest(format!(
+                "query parameter {name:?} must be true or false, got {other:?}"
+            ))),
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -145,41 +190,82 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
             err.valid_up_to()
         ))
     })?;
+    // Every body this API takes is an object. Said first, and plainly: serde's derived structs
+    // would also take an array of the fields' values in order.
+    if !text.trim_start().starts_with('{') {
+        return Err(Error::Unprocessable(
+            "invalid request body: expected a JSON object".to_owned(),
+        ));
+    }
     serde_json::from_str(text).map_err(|err| {
         let what = match err.classify() {
             serde_json::error::Category::Data => "invalid request body",
             _ => "malformed JSON",
         };
-        Error::Unprocessable(format!("{what}: {err}"))
+        Error::Unprocessable(format!("{what}: {}", in_json_terms(&err.to_string())))
     })
+}
+
+/// serde's explanation in JSON's words: it names Rust types (`expected struct PutRequest`,
+/// `sequence`, `map`) that mean nothing to a client.
+fn in_json_terms(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("struct ") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "struct ".len()..];
+        let name_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        if name_len == 0 {
+            out.push_str("struct ");
+        } else {
+            out.push_str("a JSON object");
+        }
+        rest = &after[name_len..];
+    }
+    out.push_str(rest);
+    out.replace("invalid type: sequence", "invalid type: array")
+        .replace("invalid type: map", "invalid type: object")
+}
+
+fn header_text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, Error> {
+    headers
+        .get(name)
+        .map(|value| {
+            value
+                .to_str()
+                .map(str::trim)
+                .map_err(|_| Error::BadRequest(format!("{name} is not valid ASCII")))
+        })
+        .transpose()
+}
+
+/// `If-Match`, on any request: `*` (the key exists) or `"<revision>"`, quoted as RFC 9110's
+/// entity tags are; anything else is a 400.
+pub fn read_if_match(headers: &HeaderMap) -> Result<Option<Expect>, Error> {
+    header_text(headers, &IF_MATCH)?
+        .map(|tag| match tag {
+            "*" => Ok(Expect::Exists),
+            // The value is quoted in the detail as sent: its own quotes are not escaped, so
+            // the JSON body does not carry them escaped twice.
+            _ => parse_etag(tag).map(Expect::Revision).ok_or_else(|| {
+                Error::BadRequest(format!(
+                    "If-Match must be \"<revision>\" (with the quotes) or *, got `{tag}`"
+                ))
+            }),
+        })
+        .transpose()
 }
 
 /// The precondition of a write, from `If-Match` and (for puts) `If-None-Match`.
 pub fn precondition(headers: &HeaderMap, allow_if_none_match: bool) -> Result<Expect, Error> {
-    let header = |name| -> Result<Option<&str>, Error> {
-        headers
-            .get(&name)
-            .map(|value| {
-                value
-                    .to_str()
-                    .map(str::trim)
-                    .map_err(|_| Error::BadRequest(format!("{name} is not valid ASCII")))
-            })
-            .transpose()
-    };
-    let if_match = header(IF_MATCH)?
-        .map(|tag| match tag {
-            "*" => Ok(Expect::Exists),
-            _ => parse_etag(tag).map(Expect::Revision).ok_or_else(|| {
-                Error::BadRequest(format!("If-Match must be \"<revision>\" or *, got {tag:?}"))
-            }),
-        })
-        .transpose()?;
-    let if_none_match = header(IF_NONE_MATCH)?
+    let if_match = read_if_match(headers)?;
+    let if_none_match = header_text(headers, &IF_NONE_MATCH)?
         .map(|tag| match tag {
             "*" if allow_if_none_match => Ok(Expect::Absent),
             _ => Err(Error::BadRequest(format!(
-                "If-None-Match on a write must be *, got {tag:?}"
+                "If-None-Match on a write must be *, got `{tag}`"
             ))),
         })
         .transpose()?;
@@ -221,13 +307,14 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Error> {
     Ok(Some(key.to_owned()))
 }
 
-/// A strong entity tag `"<revision>"` (the quotes may be left out).
+/// A strong entity tag `"<revision>"`. The quotes are part of the syntax (RFC 9110, 8.8.3):
+/// a bare number is not an entity tag.
 pub fn parse_etag(tag: &str) -> Option<i64> {
-    let inner = tag
-        .strip_prefix('"')
-        .and_then(|rest| rest.strip_suffix('"'))
-        .unwrap_or(tag);
-    inner.parse().ok().filter(|revision: &i64| *revision >= 0)
+    let inner = tag.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    inner.parse().ok()
 }
 
 /// The entity tag of a revision.
@@ -240,7 +327,7 @@ mod tests {
     use super::*;
 
     fn check_query(raw: &str, name: &str, expected: Result<&str, ()>) {
-        let got = QueryParams::parse(Some(raw))
+        let got = QueryParams::parse(Some(raw), &["key", "other"])
             .and_then(|params| params.required(name).map(str::to_owned));
         assert_eq!(got.as_deref().map_err(|_| ()), expected, "query {raw:?}");
     }
@@ -256,6 +343,24 @@ mod tests {
         check_query("key=%FF", "key", Err(()));
         check_query("key=a&key=b", "key", Err(()));
         check_query("other=1", "key", Err(()));
+        check_query("key=a%00b", "key", Err(()));
+        check_query("key=a&unknown=1", "key", Err(()));
+    }
+
+    #[test]
+    fn unknown_parameters_and_control_characters_are_named() {
+        let detail = |raw: &str, accepted: &[&str]| match QueryParams::parse(Some(raw), accepted) {
+            Err(Error::BadRequest(detail)) => detail,
+            other => panic!("{raw:?}: expected a 400, got {other:?}"),
+        };
+        assert_eq!(
+            detail("prefx=a", &["prefix", "limit"]),
+            r#"unknown query parameter "prefx": this route takes prefix, limit"#
+        );
+        assert_eq!(
+            detail("prefix=a%00b", &["prefix"]),
+            r#"query parameter "prefix" must not contain control characters (found U+0000)"#
+        );
     }
 
     fn check_key_case(key: &str, ok: bool) {
@@ -277,6 +382,35 @@ mod tests {
         check_key_case("a\u{0}b", false);
         check_key_case("a\u{7F}", false);
         check_key_case("a\u{85}", false);
+    }
+
+    #[test]
+    fn body_errors_name_json_types_not_rust_ones() {
+        let detail =
+            |body: &str| match json_body::<kg_api::PutRequest>(Ok(Bytes::from(body.to_owned()))) {
+                Err(Error::Unprocessable(detail)) => detail,
+                other => panic!("{body}: expected a 422, got {other:?}"),
+            };
+        assert_eq!(detail("[]"), "invalid request body: expected a JSON object");
+        assert_eq!(
+            detail(r#"[{"key":"k","value":"v"}]"#),
+            "invalid request body: expected a JSON object"
+        );
+        assert!(
+            detail("5").contains("expected a JSON object"),
+            "{}",
+            detail("5")
+        );
+        assert!(
+            detail(r#"{"data":{"key":"k","value":"v"},"ttl":5}"#).contains("unknown field `ttl`"),
+            "{}",
+            detail(r#"{"data":{"key":"k","value":"v"},"ttl":5}"#)
+        );
+        assert!(
+            detail(r#"{"data":5}"#).contains("invalid type: integer `5`, expected a JSON object"),
+            "{}",
+            detail(r#"{"data":5}"#)
+        );
     }
 
     fn check_precondition(
@@ -302,7 +436,8 @@ mod tests {
     fn preconditions_map_to_expectations() {
         check_precondition(None, None, Some(Expect::Any));
         check_precondition(Some("\"7\""), None, Some(Expect::Revision(7)));
-        check_precondition(Some("7"), None, Some(Expect::Revision(7)));
+        check_precondition(Some("7"), None, None);
+        check_precondition(Some("\"+7\""), None, None);
         check_precondition(Some("*"), None, Some(Expect::Exists));
         check_precondition(None, Some("*"), Some(Expect::Absent));
         check_precondition(Some("W/\"7\""), None, None);

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use kg_api::{
-    ErrorBody, GetResponse, KeyListResponse, PutRequest, SuccessResponse, ValueData,
-    DEFAULT_PAGE_SIZE, HEADER_CACHE, HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED,
+    ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, PutRequest, SuccessResponse,
+    ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE, HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED,
     HEADER_REVISION, HEADER_VERSION, MAX_PAGE_SIZE,
 };
 
@@ -20,7 +20,7 @@ use super::input::{self, check_key, json_body, precondition, query_key, QueryPar
 use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
-use crate::store::{Expect, WriteOp, WriteOutcome};
+use crate::store::{Expect, OpResult, WriteOp, WriteOutcome};
 
 // Validated once, at compile time: `from_static` checks its name on every call.
 const X_CACHE: HeaderName = HeaderName::from_static(HEADER_CACHE);
@@ -38,7 +38,11 @@ pub fn router() -> Router<AppState> {
 /// Read a key.
 #[utoipa::path(
     get, path = "/api/key", tag = "keys",
-    params(("key" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The key: 1 to 512 characters, no control characters")),
+    params(
+        ("key" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The key: 1 to 512 characters, no control characters"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}")$"#, description = "\"<revision>\": answer only if the key's mod_revision is this, else 412; *: only if the key exists"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "\"<revision>\" (or a comma-separated list): 304 if the key is at one of them; *: 304 if the key exists"),
+    ),
     responses(
         (status = 200, description = "The value", body = GetResponse, headers(
             ("ETag" = String, description = "\"<mod_revision>\""),
@@ -47,9 +51,10 @@ pub fn router() -> Router<AppState> {
             ("X-KeyGrid-Version" = i64, description = "Writes since the key was created"),
             ("X-Cache" = String, description = "`hit` when answered from the Redis cache, `miss` otherwise"),
         )),
-        (status = 304, description = "If-None-Match named the current revision"),
-        (status = 400, description = "Missing or invalid key", body = ErrorBody),
+        (status = 304, description = "If-None-Match named the current revision, or was * and the key exists"),
+        (status = 400, description = "Missing or invalid key, or a malformed If-Match", body = ErrorBody),
         (status = 404, description = "`{\"detail\":\"Key not found\"}`", body = ErrorBody),
+        (status = 412, description = "If-Match did not hold", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
@@ -59,13 +64,26 @@ pub async fn get_key(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let key = query_key(&QueryParams::parse(query.as_deref())?)?;
+    let key = query_key(&QueryParams::parse(query.as_deref(), &["key"])?)?;
     tracing::Span::current().record("key", key.as_str());
     let (entry, cache_hit) = read_entry(&state, &key).await?;
     let cache_header = (
         X_CACHE,
         HeaderValue::from_static(if cache_hit { "hit" } else { "miss" }),
     );
+    // RFC 9110 (13.2.2): If-Match first (412 unless it holds), then If-None-Match (304 for
+    // a GET that names the current revision, or `*` for a key that exists).
+    let revision = entry.value.is_some().then_some(entry.revision);
+    if let Some(expect) = input::read_if_match(&headers)? {
+        let holds = match expect {
+            Expect::Exists => revision.is_some(),
+            Expect::Revision(wanted) => revision == Some(wanted),
+            Expect::Any | Expect::Absent => true,
+        };
+        if !holds {
+            return Ok(([cache_header], precondition_failed(expect)).into_response());
+        }
+    }
     let Some(value) = entry.value else {
         return Ok(([cache_header], Error::KeyNotFound).into_response());
     };
@@ -74,8 +92,10 @@ pub async fn get_key(
         .get(IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|tag| {
-            tag.split(',')
-                .any(|tag| input::parse_etag(tag.trim()) == Some(entry.revision))
+            tag.trim() == "*"
+                || tag
+                    .split(',')
+                    .any(|tag| input::parse_etag(tag.trim()) == Some(entry.revision))
         });
     if not_modified {
         return Ok((StatusCode::NOT_MODIFIED, response_headers, [cache_header]).into_response());
@@ -106,7 +126,7 @@ async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), E
     let entry = match record {
         Some(record) => CacheEntry {
             revision: record.mod_revision,
-            value: Some(record.value),
+            value: record.value,
             create_revision: record.create_revision,
             version: record.version,
         },
@@ -147,8 +167,9 @@ pub enum IfNoneMatchAny {
     put, path = "/api/key", tag = "keys",
     request_body = PutRequest,
     params(
-        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "\"<revision>\": write only if the key's mod_revision is this; *: only if the key exists"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}")$"#, description = "\"<revision>\": write only if the key's mod_revision is this; *: only if the key exists"),
         ("If-None-Match" = Option<IfNoneMatchAny>, Header, nullable = false, description = "*: create only"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r#"^[!-~]{1,255}$"#, description = "Names this write: a retry with the same key, on any node, gets the first attempt's answer with Idempotent-Replayed: true and applies nothing"),
     ),
     responses(
         (status = 200, description = "Written", body = SuccessResponse, headers(
@@ -210,7 +231,7 @@ pub async fn put_key(
             )))
         }
     };
-    Ok(mark_replayed(response, result.replayed))
+    Ok(mark_replayed(response, result))
 }
 
 /// Delete a key.
@@ -218,7 +239,8 @@ pub async fn put_key(
     delete, path = "/api/key", tag = "keys",
     params(
         ("key" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The key"),
-        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}"|[0-9]{1,18})$"#, description = "\"<revision>\": delete only if the key's mod_revision is this; *: only if the key exists"),
+        ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}")$"#, description = "\"<revision>\": delete only if the key's mod_revision is this; *: only if the key exists"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r#"^[!-~]{1,255}$"#, description = "Names this delete: a retry with the same key gets the first attempt's answer with Idempotent-Replayed: true"),
     ),
     responses(
         (status = 200, description = "Deleted", body = SuccessResponse, headers(
@@ -236,7 +258,7 @@ pub async fn delete_key(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let key = query_key(&QueryParams::parse(query.as_deref())?)?;
+    let key = query_key(&QueryParams::parse(query.as_deref(), &["key"])?)?;
     tracing::Span::current().record("key", key.as_str());
     let idempotency_key = input::idempotency_key(&headers)?;
     let expect = precondition(&headers, false)?;
@@ -257,20 +279,32 @@ pub async fn delete_key(
         WriteOutcome::PreconditionFailed => precondition_failed(expect).into_response(),
         WriteOutcome::IdempotencyMismatch => idempotency_mismatch().into_response(),
     };
-    Ok(mark_replayed(response, result.replayed))
+    Ok(mark_replayed(response, result))
 }
 
-/// List live keys in byte order, one page at a time.
+/// What `GET /api/keys` answers: a page, or with `count_only` a count. For the OpenAPI
+/// document only (a `oneOf`); the handler writes either type itself.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only its schema is used
+pub enum KeyPageOrCount {
+    Page(KeyListResponse),
+    Count(KeyCountResponse),
+}
+
+/// List live keys in byte order, one page at a time, or count them.
 #[utoipa::path(
     get, path = "/api/keys", tag = "keys",
     params(
-        ("prefix" = Option<String>, Query, nullable = false, description = "Only keys starting with this"),
+        ("prefix" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Only keys starting with this"),
         ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)"),
-        ("after" = Option<String>, Query, nullable = false, description = "Start after this key: the previous page's `next`"),
+        ("after" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Start after this key: the previous page's `next`"),
+        ("keys_only" = Option<bool>, Query, nullable = false, description = "Leave the values out: each key with its revisions only"),
+        ("count_only" = Option<bool>, Query, nullable = false, description = "Answer `{\"count\": N}`, the number of live keys under the prefix, instead of a page"),
     ),
     responses(
-        (status = 200, description = "One page of keys", body = KeyListResponse),
-        (status = 400, description = "Bad query string", body = ErrorBody),
+        (status = 200, description = "One page of keys, or with `count_only` their number", body = KeyPageOrCount),
+        (status = 400, description = "Bad or unknown query parameter", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
@@ -278,22 +312,37 @@ pub async fn delete_key(
 pub async fn list_keys(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<KeyListResponse>, Error> {
-    let params = QueryParams::parse(query.as_deref())?;
-    let prefix = params.get("prefix").unwrap_or_default();
-    let after = params.get("after");
-    let limit = params
-        .integer("limit", 1..=MAX_PAGE_SIZE)?
-        .unwrap_or(DEFAULT_PAGE_SIZE);
+) -> Result<Response, Error> {
+    let params = QueryParams::parse(
+        query.as_deref(),
+        &["prefix", "limit", "after", "keys_only", "count_only"],
+    )?;
+    let prefix = params.key_part("prefix")?.unwrap_or_default();
+    let after = params.key_part("after")?;
+    let limit = params.integer("limit", 1..=MAX_PAGE_SIZE)?;
+    let keys_only = params.flag("keys_only")?;
+    if params.flag("count_only")? {
+        if keys_only || limit.is_some() || after.is_some() {
+            return Err(Error::BadRequest(
+                "count_only counts every key under the prefix; it takes no keys_only, limit or after"
+                    .to_owned(),
+            ));
+        }
+        let count = state.db(state.store.count(prefix)).await?;
+        return Ok(Json(KeyCountResponse { count }).into_response());
+    }
+    let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
     // One row more than asked tells whether another page follows.
-    let mut keys = state.db(state.store.list(prefix, after, limit + 1)).await?;
+    let mut keys = state
+        .db(state.store.list(prefix, after, limit + 1, !keys_only))
+        .await?;
     let next = if keys.len() > limit as usize {
         keys.truncate(limit as usize);
         keys.last().map(|record| record.key.clone())
     } else {
         None
     };
-    Ok(Json(KeyListResponse { keys, next }))
+    Ok(Json(KeyListResponse { keys, next }).into_response())
 }
 
 /// ETag and the revision headers, as parts of a response (no map of their own to build).
@@ -319,9 +368,10 @@ fn idempotency_mismatch() -> Error {
     )
 }
 
-/// Marks the answer to a retried write, which was not applied again.
-fn mark_replayed(mut response: Response, replayed: bool) -> Response {
-    if replayed {
+/// Marks the answer to a retried write, which was not applied again. A key reused for another
+/// write is refused, not replayed: that answer is not the first attempt's.
+fn mark_replayed(mut response: Response, result: OpResult) -> Response {
+    if result.replayed && result.outcome != WriteOutcome::IdempotencyMismatch {
         response
             .headers_mut()
             .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

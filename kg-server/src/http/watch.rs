@@ -68,8 +68,8 @@ pub async fn watch(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
-    let params = QueryParams::parse(query.as_deref())?;
-    let prefix = params.get("prefix").unwrap_or_default().to_owned();
+    let params = QueryParams::parse(query.as_deref(), &["prefix", "from_revision"])?;
+    let prefix = params.key_part("prefix")?.unwrap_or_default().to_owned();
     let from_revision = params.integer("from_revision", 0..=i64::MAX)?;
     let last_event_id = headers
         .get("last-event-id")

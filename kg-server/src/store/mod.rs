@@ -156,7 +156,8 @@ impl WriteOutcome {
 #[derive(Debug, sqlx::FromRow)]
 struct KeyRow {
     key: String,
-    value: Vec<u8>,
+    /// `None` when the query left values out (a keys-only listing).
+    value: Option<Vec<u8>>,
     create_revision: i64,
     mod_revision: i64,
     version: i64,
@@ -168,7 +169,9 @@ impl From<KeyRow> for KeyRecord {
             key: row.key,
             // Values are stored as the UTF-8 bytes of a validated `String`, so this is lossless;
             // bytes rather than text because PostgreSQL's text cannot hold U+0000.
-            value: String::from_utf8_lossy(&row.value).into_owned(),
+            value: row
+                .value
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
             create_revision: row.create_revision,
             mod_revision: row.mod_revision,
             version: row.version,
@@ -271,13 +274,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The live key, or `None` for a missing or deleted one.
     async fn get(&self, key: &str) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// Up to `limit` live keys starting with `prefix` and greater than `after`, in byte order.
+    /// Up to `limit` live keys starting with `prefix` and greater than `after`, in byte order;
+    /// their values only `with_values`.
     async fn list(
         &self,
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        with_values: bool,
     ) -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// How many live keys start with `prefix`.
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError>;
 
     /// Applies `ops` by `node` in order in one transaction, returning one result per op. An op
     /// whose idempotency key was seen before is not applied; its recorded outcome is returned.

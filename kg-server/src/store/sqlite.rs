@@ -76,9 +76,10 @@ impl Store for SqliteStore {
         prefix: &str,
         after: Option<&str>,
         limit: u32,
+        with_values: bool,
     ) -> Result<Vec<KeyRecord>, StoreError> {
         let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT key, value, create_revision, mod_revision, version FROM kg_keys \
+            "SELECT key, CASE WHEN ?5 THEN value END AS value, create_revision, mod_revision, version FROM kg_keys \
              WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND (?3 IS NULL OR key > ?3) \
                AND value IS NOT NULL \
              ORDER BY key LIMIT ?4",
@@ -87,9 +88,22 @@ impl Store for SqliteStore {
         .bind(prefix_upper_bound(prefix))
         .bind(after)
         .bind(i64::from(limit))
+        .bind(with_values)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(KeyRecord::from).collect())
+    }
+
+    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM kg_keys \
+             WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND value IS NOT NULL",
+        )
+        .bind(prefix)
+        .bind(prefix_upper_bound(prefix))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
     }
 
     async fn apply(&self, node: &str, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError> {

@@ -152,7 +152,7 @@ async fn concurrent_writers_leave_cache_and_database_in_agreement(backend: Backe
     let cached = app.client.get("hot").await.unwrap();
     assert_eq!(cached.meta.cache_hit, Some(true));
     let stored = app.state_store_get("hot").await;
-    assert_eq!(cached.value, stored.value);
+    assert_eq!(Some(cached.value), stored.value);
     assert_eq!(cached.mod_revision, stored.mod_revision);
     assert_eq!(stored.version, 200);
 }

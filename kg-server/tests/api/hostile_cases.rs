@@ -121,7 +121,8 @@ pub fn cases() -> Vec<Case> {
         case(M::PUT, "/api/key", &[], raw(b"{not json"), S::UNPROCESSABLE_ENTITY, "malformed JSON"),
         case(M::PUT, "/api/key", &[], raw(b""), S::UNPROCESSABLE_ENTITY, "empty"),
         case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k"}}"#), S::UNPROCESSABLE_ENTITY, "missing field `value`"),
-        case(M::PUT, "/api/key", &[], raw(br#"{"key":"k","value":"v"}"#), S::UNPROCESSABLE_ENTITY, "missing field `data`"),
+        case(M::PUT, "/api/key", &[], raw(br#"{"key":"k","value":"v"}"#), S::UNPROCESSABLE_ENTITY, "unknown field `key`, expected `data`"),
+        case(M::PUT, "/api/key", &[], raw(br#"{}"#), S::UNPROCESSABLE_ENTITY, "missing field `data`"),
         case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":5}}"#), S::UNPROCESSABLE_ENTITY, "invalid type"),
         case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":7,"value":"v"}}"#), S::UNPROCESSABLE_ENTITY, "invalid type"),
         case(M::PUT, "/api/key", &[], raw(br#"[1,2]"#), S::UNPROCESSABLE_ENTITY, "invalid"),
@@ -139,10 +140,23 @@ pub fn cases() -> Vec<Case> {
         case(M::GET, format!("/api/key?key={long_key}"), &[], None, S::BAD_REQUEST, "limit is 512"),
         case(M::DELETE, "/api/key?key=a&key=b", &[], None, S::BAD_REQUEST, "more than once"),
         case(M::GET, "/api/keys?prefix=%C3", &[], None, S::BAD_REQUEST, "UTF-8"),
+        // A NUL in any parameter reached PostgreSQL once (a 500); unknown parameters were
+        // ignored (a misspelt prefix listed everything).
+        case(M::GET, "/api/keys?prefix=a%00b", &[], None, S::BAD_REQUEST, "control characters"),
+        case(M::GET, "/api/keys?after=a%00b", &[], None, S::BAD_REQUEST, "control characters"),
+        case(M::GET, "/api/watch?prefix=a%00b", &[], None, S::BAD_REQUEST, "control characters"),
+        case(M::GET, "/api/keys?prefx=ux/", &[], None, S::BAD_REQUEST, "unknown query parameter \"prefx\""),
+        case(M::DELETE, "/api/key?key=k&force=1", &[], None, S::BAD_REQUEST, "unknown query parameter"),
+        // Unknown body fields and bodies that are not objects: 422, naming the field.
+        case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":"v"},"ttl":5}"#), S::UNPROCESSABLE_ENTITY, "unknown field `ttl`"),
+        case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":"v","lease":1}}"#), S::UNPROCESSABLE_ENTITY, "unknown field `lease`"),
+        case(M::PUT, "/api/key", &[], raw(b"[]"), S::UNPROCESSABLE_ENTITY, "expected a JSON object"),
         // A value one byte over the limit: 413 (a body far over it: see below).
         case(M::PUT, "/api/key", &[], put_body("big", &over_limit), S::PAYLOAD_TOO_LARGE, "limit is 1048576"),
         // Preconditions that cannot be parsed: 400.
         case(M::PUT, "/api/key", &[("if-match", "W/\"1\"")], put_body("k", "v"), S::BAD_REQUEST, "If-Match"),
+        case(M::PUT, "/api/key", &[("if-match", "5")], put_body("k", "v"), S::BAD_REQUEST, "with the quotes"),
+        case(M::GET, "/api/key?key=keep", &[("if-match", "5")], None, S::BAD_REQUEST, "with the quotes"),
         case(M::PUT, "/api/key", &[("if-none-match", "\"3\"")], put_body("k", "v"), S::BAD_REQUEST, "If-None-Match"),
         case(M::PUT, "/api/key", &[("if-match", "*"), ("if-none-match", "*")], put_body("k", "v"), S::PRECONDITION_FAILED, "If-None-Match: * needs"),
         case(M::DELETE, "/api/key?key=keep", &[("if-none-match", "*")], None, S::BAD_REQUEST, "If-None-Match"),

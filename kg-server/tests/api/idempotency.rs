@@ -80,6 +80,10 @@ async fn retried_writes_are_applied_once_and_answered_alike(backend: Backend) {
     // The same key for a different write is refused, and nothing is written.
     let reused = send(&app, reqwest::Method::PUT, "k", Some("different"), "req-1").await;
     assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        reused.headers().get("idempotent-replayed").is_none(),
+        "a refusal is not the first attempt's answer replayed"
+    );
     assert!(reused
         .text()
         .await

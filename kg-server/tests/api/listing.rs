@@ -9,6 +9,8 @@ on_both_backends!(
     listing_walks_every_page_in_byte_order,
     listing_filters_by_prefix_and_skips_deleted_keys,
     listing_rejects_out_of_range_limits,
+    listing_keys_only_leaves_values_out_and_count_only_counts,
+    listing_refuses_unknown_parameters_and_control_characters,
 );
 
 async fn listing_walks_every_page_in_byte_order(backend: Backend) {
@@ -64,7 +66,7 @@ async fn listing_filters_by_prefix_and_skips_deleted_keys(backend: Backend) {
     assert_eq!(keys, ["user/1", "user/3"]);
     assert_eq!(page.next, None);
     let first = &page.keys[0];
-    assert_eq!((first.value.as_str(), first.version), ("user/1", 1));
+    assert_eq!((first.value.as_deref(), first.version), (Some("user/1"), 1));
     assert_eq!(first.create_revision, first.mod_revision);
 
     // The raw body has exactly the documented shape.
@@ -107,4 +109,104 @@ async fn listing_rejects_out_of_range_limits(backend: Backend) {
         .await
         .unwrap();
     assert!(page.keys.is_empty());
+}
+
+async fn listing_keys_only_leaves_values_out_and_count_only_counts(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for key in ["big/1", "big/2", "big/3", "other"] {
+        app.client
+            .put(key, &"v".repeat(10_000), Precondition::None)
+            .await
+            .unwrap();
+    }
+    let page = app
+        .client
+        .list_keys_only(Some("big/"), Some(2), None)
+        .await
+        .unwrap();
+    let keys: Vec<_> = page.keys.iter().map(|record| record.key.as_str()).collect();
+    assert_eq!(keys, ["big/1", "big/2"]);
+    assert!(page.keys.iter().all(|record| record.value.is_none()));
+    assert_eq!(page.next.as_deref(), Some("big/2"));
+    // Not even a "value" field on the wire: the point is not to send the values.
+    let raw = app
+        .http
+        .get(app.url("/api/keys?prefix=big/&keys_only=true"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!raw.contains("\"value\""), "{raw}");
+    assert!(raw.len() < 1_000, "{} bytes", raw.len());
+
+    assert_eq!(app.client.count(Some("big/")).await.unwrap(), 3);
+    assert_eq!(app.client.count(None).await.unwrap(), 4);
+    app.client
+        .delete("big/2", Precondition::None)
+        .await
+        .unwrap();
+    assert_eq!(app.client.count(Some("big/")).await.unwrap(), 2);
+    let raw: serde_json::Value = app
+        .http
+        .get(app.url("/api/keys?count_only=true&prefix=big/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(raw, serde_json::json!({"count": 2}));
+}
+
+async fn listing_refuses_unknown_parameters_and_control_characters(backend: Backend) {
+    let app = spawn_app(backend).await;
+    app.client
+        .put("ux/1", "v", Precondition::None)
+        .await
+        .unwrap();
+    for (query, detail) in [
+        ("prefx=ux/", r#"unknown query parameter "prefx""#),
+        (
+            "prefix=a%00b",
+            r#"query parameter "prefix" must not contain control characters"#,
+        ),
+        (
+            "after=a%00b",
+            r#"query parameter "after" must not contain control characters"#,
+        ),
+        (
+            "keys_only=yes",
+            r#"query parameter "keys_only" must be true or false"#,
+        ),
+        ("count_only=true&limit=5", "count_only counts every key"),
+    ] {
+        let response = app
+            .http
+            .get(app.url(&format!("/api/keys?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body: kg_api::ErrorBody = response.json().await.unwrap();
+        assert!(body.detail.contains(detail), "{query}: {}", body.detail);
+    }
+    let long = "k".repeat(513);
+    let response = app
+        .http
+        .get(app.url(&format!("/api/keys?prefix={long}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    // The same rules on the other routes that take a key or a prefix.
+    for path in [
+        "/api/key?key=ux/1&extra=1",
+        "/api/watch?prefix=a%00b",
+        "/api/watch?prefx=ux/",
+    ] {
+        let response = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+    }
 }

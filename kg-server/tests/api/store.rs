@@ -288,14 +288,17 @@ async fn batch_applies_ops_in_order_with_consecutive_revisions(backend: Backend)
     let a = store.get("a").await.unwrap().unwrap();
     assert_eq!(
         (
-            a.value.as_str(),
+            a.value.as_deref(),
             a.create_revision,
             a.mod_revision,
             a.version
         ),
-        ("4", 4, 4, 1)
+        (Some("4"), 4, 4, 1)
     );
-    assert_eq!(store.get("c").await.unwrap().unwrap().value, "\u{0}");
+    assert_eq!(
+        store.get("c").await.unwrap().unwrap().value.as_deref(),
+        Some("\u{0}")
+    );
     assert_eq!(store.get("b").await.unwrap(), None);
 
     assert!(
@@ -304,11 +307,27 @@ async fn batch_applies_ops_in_order_with_consecutive_revisions(backend: Backend)
     );
     assert_eq!(store.current_revision().await.unwrap(), 5);
 
-    let listed = store.list("", None, 10).await.unwrap();
+    let listed = store.list("", None, 10, true).await.unwrap();
     let keys: Vec<_> = listed.iter().map(|record| record.key.as_str()).collect();
     assert_eq!(keys, ["a", "c"]);
-    let after_a = store.list("", Some("a"), 10).await.unwrap();
+    let after_a = store.list("", Some("a"), 10, true).await.unwrap();
     assert_eq!(after_a.len(), 1);
+    // Keys only: the same keys and metadata, no values; and the count agrees.
+    let names_only = store.list("", None, 10, false).await.unwrap();
+    assert!(names_only.iter().all(|record| record.value.is_none()));
+    assert_eq!(
+        names_only
+            .iter()
+            .map(|record| (&record.key, record.mod_revision))
+            .collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|record| (&record.key, record.mod_revision))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(store.count("").await.unwrap(), 2);
+    assert_eq!(store.count("c").await.unwrap(), 1);
+    assert_eq!(store.count("zz").await.unwrap(), 0);
 }
 
 async fn changes_replay_latest_states_and_compaction_purges_old_tombstones(backend: Backend) {

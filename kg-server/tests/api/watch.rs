@@ -150,7 +150,7 @@ async fn watch_resumes_after_reconnects_without_missing_a_final_state(backend: B
         .await
         .unwrap()
         .into_iter()
-        .map(|record| (record.key, Some(record.value)))
+        .map(|record| (record.key, record.value))
         .collect();
     state.retain(|_, value| value.is_some());
     assert_eq!(

@@ -33,6 +33,7 @@ pub fn event(kind: EventType, key: &str, revision: i64, node: &str) -> ChangeEve
             .checked_add_signed(chrono::TimeDelta::milliseconds(revision * 250))
             .unwrap(),
         value: None,
+        value_bytes: None,
     }
 }
 
@@ -66,7 +67,7 @@ pub fn status(node: &str, port: u16, cache: DependencyState, revision: i64) -> N
 pub fn record(key: &str, revision: i64) -> KeyRecord {
     KeyRecord {
         key: key.to_owned(),
-        value: format!("value of {key}"),
+        value: Some(format!("value of {key}")),
         create_revision: revision,
         mod_revision: revision,
         version: 1,
