@@ -28,7 +28,7 @@ pub enum Error {
     #[error("{status}: {detail}")]
     Api { status: StatusCode, detail: String },
     /// The request never got an HTTP answer: refused, reset, timed out.
-    #[error("cannot reach {url}: {source}")]
+    #[error("cannot reach {url}: {}", transport_reason(source))]
     Transport {
         url: String,
         #[source]
@@ -70,6 +70,28 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a request got no answer, in words a user acts on. reqwest's own text ("error sending
+/// request for url") says neither whether the node refused nor whether time ran out.
+fn transport_reason(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        return "timed out: no answer within the request timeout".to_owned();
+    }
+    let mut innermost: &dyn std::error::Error = err;
+    while let Some(source) = innermost.source() {
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return "connection refused (is a node listening there?)".to_owned();
+            }
+        }
+        innermost = source;
+    }
+    if err.is_connect() {
+        format!("cannot connect: {innermost}")
+    } else {
+        innermost.to_string()
+    }
+}
 
 /// A condition a write must meet, sent as an HTTP precondition header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -269,6 +291,26 @@ impl Client {
         limit: Option<u32>,
         after: Option<&str>,
     ) -> Result<KeyListResponse> {
+        self.list_page(prefix, limit, after, false).await
+    }
+
+    /// `GET /api/keys?keys_only=true`: one page of keys with their metadata, no values.
+    pub async fn list_keys_only(
+        &self,
+        prefix: Option<&str>,
+        limit: Option<u32>,
+        after: Option<&str>,
+    ) -> Result<KeyListResponse> {
+        self.list_page(prefix, limit, after, true).await
+    }
+
+    async fn list_page(
+        &self,
+        prefix: Option<&str>,
+        limit: Option<u32>,
+        after: Option<&str>,
+        keys_only: bool,
+    ) -> Result<KeyListResponse> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(prefix) = prefix {
             query.push(("prefix", prefix.to_owned()));
@@ -279,9 +321,24 @@ impl Client {
         if let Some(after) = after {
             query.push(("after", after.to_owned()));
         }
+        if keys_only {
+            query.push(("keys_only", "true".to_owned()));
+        }
         let request = self.request(Method::GET, "api/keys").query(&query);
         let response = self.send(request).await?;
         self.json(response).await
+    }
+
+    /// `GET /api/keys?count_only=true`: how many live keys start with `prefix`.
+    pub async fn count(&self, prefix: Option<&str>) -> Result<u64> {
+        let mut query = vec![("count_only", "true")];
+        if let Some(prefix) = prefix {
+            query.push(("prefix", prefix));
+        }
+        let request = self.request(Method::GET, "api/keys").query(&query);
+        let response = self.send(request).await?;
+        let body: KeyCountResponse = self.json(response).await?;
+        Ok(body.count)
     }
 
     /// Every live key under `prefix`, walking all pages of `page_size`.

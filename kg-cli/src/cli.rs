@@ -120,9 +120,12 @@ pub struct ListArgs {
     /// Stop after this many keys.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
-    /// Print only the keys, one per line.
-    #[arg(long)]
+    /// Print only the keys, one per line (the values are not fetched).
+    #[arg(long, conflicts_with = "count")]
     pub keys_only: bool,
+    /// Print only how many keys there are under the prefix.
+    #[arg(long, conflicts_with = "limit")]
+    pub count: bool,
 }
 
 #[derive(Debug, Args)]

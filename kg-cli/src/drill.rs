@@ -515,7 +515,12 @@ async fn lost_writes(
     };
     let stored: BTreeMap<&str, &str> = stored
         .iter()
-        .map(|record| (record.key.as_str(), record.value.as_str()))
+        .map(|record| {
+            (
+                record.key.as_str(),
+                record.value.as_deref().unwrap_or_default(),
+            )
+        })
         .collect();
     let mut lost = Vec::new();
     for (key, value) in acknowledged {

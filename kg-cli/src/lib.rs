@@ -158,9 +158,28 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
             }
         }
         Command::List(args) => {
+            if args.count {
+                let prefix = args.prefix.clone();
+                let count = endpoints
+                    .call(|client| {
+                        let prefix = prefix.clone();
+                        async move { client.count(Some(&prefix)).await }
+                    })
+                    .await?;
+                match format {
+                    Output::Json => write_value(
+                        out,
+                        &serde_json::to_value(kg_api::KeyCountResponse { count })
+                            .unwrap_or_default(),
+                    )?,
+                    Output::Text | Output::Raw => writeln!(out, "{count}")?,
+                }
+                return Ok(0);
+            }
             let mut records = Vec::new();
             let mut after: Option<String> = None;
             let wanted = args.limit.unwrap_or(usize::MAX);
+            let keys_only = args.keys_only;
             while records.len() < wanted {
                 let page_size = (wanted - records.len()).min(kg_api::MAX_PAGE_SIZE as usize) as u32;
                 let prefix = args.prefix.clone();
@@ -169,9 +188,19 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
                     .call(|client| {
                         let (prefix, cursor) = (prefix.clone(), cursor.clone());
                         async move {
-                            client
-                                .list(Some(&prefix), Some(page_size), cursor.as_deref())
-                                .await
+                            if keys_only {
+                                client
+                                    .list_keys_only(
+                                        Some(&prefix),
+                                        Some(page_size),
+                                        cursor.as_deref(),
+                                    )
+                                    .await
+                            } else {
+                                client
+                                    .list(Some(&prefix), Some(page_size), cursor.as_deref())
+                                    .await
+                            }
                         }
                     })
                     .await?;
@@ -193,7 +222,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
                 }
                 (Output::Raw, false) => {
                     for record in &records {
-                        writeln!(out, "{}\t{}", record.key, record.value)?;
+                        let value = record.value.as_deref().unwrap_or_default();
+                        writeln!(out, "{}\t{value}", record.key)?;
                     }
                 }
                 (Output::Text, false) => {
@@ -204,7 +234,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
                                 record.key.clone(),
                                 record.version.to_string(),
                                 record.mod_revision.to_string(),
-                                record.value.len().to_string(),
+                                record.value.as_ref().map_or(0, String::len).to_string(),
                             ]
                         })
                         .collect();
@@ -259,7 +289,11 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
             }
         }
         Command::Completions(args) => {
-            clap_complete::generate(args.shell, &mut Cli::command(), "kg", out);
+            // Into a buffer first: clap_complete panics when its writer fails, and a closed
+            // pipe (`kg completions fish | head`) must end the command quietly.
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "kg", &mut script);
+            out.write_all(&script)?;
         }
         Command::FailoverDrill(args) => {
             let entry = cli.global.endpoint.first().map_or("", String::as_str);
@@ -380,12 +414,13 @@ async fn watch(
                         kg_api::EventType::Put => "PUT",
                         kg_api::EventType::Delete => "DELETE",
                     };
-                    // One line per event: control characters in the value are escaped.
-                    let value = event
-                        .value
-                        .as_deref()
-                        .map(|value| format!(" = {}", value.escape_debug()))
-                        .unwrap_or_default();
+                    // One line per event: control characters in the value are escaped. A value
+                    // too large for an event is named by its size, not silently missing.
+                    let value = match (&event.value, event.value_bytes) {
+                        (Some(value), _) => format!(" = {}", value.escape_debug()),
+                        (None, Some(bytes)) => format!(" = <{bytes} bytes, not in the event>"),
+                        (None, None) => String::new(),
+                    };
                     writeln!(
                         out,
                         "{} {:<6} {}{}  (rev {}, node {})",
@@ -456,42 +491,36 @@ async fn health(
                     state,
                     state_name(status.database.state).to_owned(),
                     state_name(status.cache).to_owned(),
-                    status
-                        .revision
-                        .map_or("-".to_owned(), |revision| revision.to_string()),
+                    status.revision,
                 )
             }
-            Err(_) => (
-                "-".to_owned(),
-                "down",
-                "-".to_owned(),
-                "-".to_owned(),
-                "-".to_owned(),
-            ),
+            Err(_) => ("-".to_owned(), "down", "-".to_owned(), "-".to_owned(), None),
         };
         healthy &= state == "ok";
-        reports.push(json!({
-            "endpoint": endpoint,
-            "node": node,
-            "status": state,
-            "latency_ms": (latency_ms * 10.0).round() / 10.0,
-            "database": database,
-            "cache": cache,
-            "revision": revision,
-            "error": result.as_ref().err().map(ToString::to_string),
-        }));
         rows.push(vec![
-            endpoint,
-            node,
+            endpoint.clone(),
+            node.clone(),
             state.to_owned(),
             format!("{latency_ms:.1}ms"),
+            database.clone(),
+            cache.clone(),
+            revision.map_or("-".to_owned(), |revision| revision.to_string()),
+        ]);
+        reports.push(HealthReport {
+            endpoint,
+            node,
+            status: state,
+            latency_ms: (latency_ms * 10.0).round() / 10.0,
             database,
             cache,
             revision,
-        ]);
+            error: result.as_ref().err().map(ToString::to_string),
+        });
     }
     match format {
-        Output::Json | Output::Raw => write_value(out, &serde_json::Value::Array(reports))?,
+        Output::Json | Output::Raw => {
+            write_value(out, &serde_json::to_value(&reports).unwrap_or_default())?
+        }
         Output::Text => print_table(
             out,
             &[
@@ -501,6 +530,20 @@ async fn health(
         )?,
     }
     Ok(if healthy { 0 } else { EXIT_UNHEALTHY })
+}
+
+/// One endpoint's line of `kg health -o json`.
+#[derive(Debug, serde::Serialize)]
+struct HealthReport {
+    endpoint: String,
+    node: String,
+    status: &'static str,
+    latency_ms: f64,
+    database: String,
+    cache: String,
+    /// The node's last revision, a number like every revision `kg` prints; null when unknown.
+    revision: Option<i64>,
+    error: Option<String>,
 }
 
 /// The URL of a peer from its heartbeat's listen address. A wildcard address (0.0.0.0, [::])

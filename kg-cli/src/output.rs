@@ -94,6 +94,8 @@ pub fn print_drill(out: &mut dyn Write, report: &crate::drill::DrillReport) -> i
                 nodes,
                 match (phase.expect, phase.recovery_ms) {
                     (crate::drill::Expect::AllBadGateway, _) => "-".to_owned(),
+                    // Nothing failed, so nothing recovered.
+                    _ if phase.successes == phase.requests => "-".to_owned(),
                     (_, Some(ms)) => format!("{ms}ms"),
                     (_, None) => "never".to_owned(),
                 },
@@ -150,5 +152,49 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "KEY         N\na           1\nlonger-key  12345\n"
         );
+    }
+
+    #[test]
+    fn recovery_shows_a_dash_for_a_phase_without_failures() {
+        use crate::drill::{Action, DrillReport, Expect, PhaseReport};
+        let phase = |name: &str, successes: u64, recovery_ms: Option<u64>| PhaseReport {
+            name: name.to_owned(),
+            action: Action::None,
+            nodes_up: 3,
+            expect: Expect::Recovers,
+            action_ms: 0,
+            requests: 10,
+            successes,
+            failed_gets: 10 - successes,
+            failed_puts: 0,
+            errors: Default::default(),
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+            answered_by: Default::default(),
+            recovery_ms,
+            passed: true,
+            problem: None,
+        };
+        let report = DrillReport {
+            endpoint: "http://127.0.0.1:8000".to_owned(),
+            rate: 10,
+            write_ratio: 0.5,
+            phase_duration_ms: 1000,
+            max_recovery_ms: 5000,
+            phases: vec![phase("clean", 10, Some(0)), phase("restart", 7, Some(120))],
+            acknowledged_writes: 0,
+            lost_writes: 0,
+            lost_examples: Vec::new(),
+            passed: true,
+        };
+        let mut out = Vec::new();
+        print_drill(&mut out, &report).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let recovery = |name: &str| {
+            let line = text.lines().find(|line| line.starts_with(name)).unwrap();
+            line.split_whitespace().rev().nth(1).unwrap().to_owned()
+        };
+        assert_eq!(recovery("clean"), "-", "{text}");
+        assert_eq!(recovery("restart"), "120ms", "{text}");
     }
 }

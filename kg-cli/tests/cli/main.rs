@@ -219,6 +219,103 @@ async fn list_walks_every_page_and_prints_an_aligned_table() {
     }
     let (code, keys) = kg(&["-e", e, "list", "--prefix", "bulk/", "--keys-only"], "").await;
     assert_eq!((code, keys.lines().count()), (0, 1005));
+    // --count asks the node to count (count_only): one number, no keys fetched.
+    assert_eq!(
+        kg(&["-e", e, "list", "--prefix", "bulk/", "--count"], "").await,
+        (0, "1005\n".into())
+    );
+    assert_eq!(
+        kg(&["-e", e, "-o", "json", "list", "--count"], "").await,
+        (0, "{\"count\":1009}\n".into())
+    );
+    // --keys-only in JSON: the keys and their revisions, without values.
+    let (_, json) = kg(
+        &[
+            "-e",
+            e,
+            "-o",
+            "json",
+            "list",
+            "--prefix",
+            "user/",
+            "--keys-only",
+        ],
+        "",
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 3);
+    assert!(json[0].get("value").is_none(), "{json}");
+}
+
+#[tokio::test]
+async fn a_closed_pipe_ends_completions_quietly() {
+    // `kg completions fish | head -5`: the write fails, and kg reports it as an output error
+    // (which main turns into exit 0) instead of panicking.
+    struct ClosedPipe;
+    impl std::io::Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let cli = Cli::try_parse_from(["kg", "completions", "fish"]).unwrap();
+    match run(cli, &mut ClosedPipe, &mut std::io::empty()).await {
+        Err(CliError::Output(err)) => assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe),
+        other => panic!("expected an output error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn transport_errors_say_refused_or_timed_out() {
+    let (_, refused) = kg(&["-e", &dead_endpoint(), "get", "k"], "").await;
+    assert!(refused.contains("connection refused"), "{refused}");
+    // A listener that accepts and never answers: the timeout runs out.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let (_, timed_out) = kg(
+        &["-e", &silent_endpoint, "--timeout", "200ms", "get", "k"],
+        "",
+    )
+    .await;
+    assert!(timed_out.contains("timed out"), "{timed_out}");
+    drop(silent);
+}
+
+#[tokio::test]
+async fn watch_names_the_size_of_a_value_left_out_of_an_event() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    kg(&["-e", e, "put", "big", &"x".repeat(5000)], "").await;
+    let (code, line) = kg(
+        &["-e", e, "watch", "--from-revision", "0", "--count", "1"],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        line.contains("big = <5000 bytes, not in the event>"),
+        "{line}"
+    );
+    let (_, json) = kg(
+        &[
+            "-e",
+            e,
+            "-o",
+            "json",
+            "watch",
+            "--from-revision",
+            "0",
+            "--count",
+            "1",
+        ],
+        "",
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(json["value_bytes"], 5000, "{json}");
 }
 
 #[tokio::test]
@@ -309,9 +406,14 @@ async fn health_and_status_report_each_node() {
     let (code, table) = kg(&["-e", e, "-e", &dead, "--timeout", "1s", "health"], "").await;
     assert_eq!(code, 1, "a down node makes health exit 1: {table}");
     assert!(table.contains("down"), "{table}");
+    kg(&["-e", e, "put", "k", "v"], "").await;
     let (_, json) = kg(&["-e", e, "-o", "json", "health"], "").await;
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json[0]["status"], "ok");
+    assert!(
+        json[0]["revision"].is_i64(),
+        "a number, as everywhere else: {json}"
+    );
 
     let (code, status) = kg(&["-e", e, "status"], "").await;
     assert_eq!(code, 0);
