@@ -249,6 +249,7 @@ pub async fn put_key(
         (status = 400, description = "Missing or invalid key, or a malformed precondition", body = ErrorBody),
         (status = 404, description = "`{\"detail\":\"Key not found\"}`", body = ErrorBody),
         (status = 412, description = "Precondition failed", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was already used for a different request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
@@ -300,7 +301,7 @@ pub enum KeyPageOrCount {
         ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)"),
         ("after" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Start after this key: the previous page's `next`"),
         ("keys_only" = Option<bool>, Query, nullable = false, description = "Leave the values out: each key with its revisions only"),
-        ("count_only" = Option<bool>, Query, nullable = false, description = "Answer `{\"count\": N}`, the number of live keys under the prefix, instead of a page"),
+        ("count_only" = Option<bool>, Query, nullable = false, description = "Answer `{\"count\": N}`, the number of live keys under the prefix (and after `after`), instead of a page; `limit` and `keys_only` do not apply"),
     ),
     responses(
         (status = 200, description = "One page of keys, or with `count_only` their number", body = KeyPageOrCount),
@@ -322,13 +323,9 @@ pub async fn list_keys(
     let limit = params.integer("limit", 1..=MAX_PAGE_SIZE)?;
     let keys_only = params.flag("keys_only")?;
     if params.flag("count_only")? {
-        if keys_only || limit.is_some() || after.is_some() {
-            return Err(Error::BadRequest(
-                "count_only counts every key under the prefix; it takes no keys_only, limit or after"
-                    .to_owned(),
-            ));
-        }
-        let count = state.db(state.store.count(prefix)).await?;
+        // As etcd's count_only: the whole range (prefix, after) is counted; a page size and
+        // keys_only have nothing to act on.
+        let count = state.db(state.store.count(prefix, after)).await?;
         return Ok(Json(KeyCountResponse { count }).into_response());
     }
     let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);

@@ -284,8 +284,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         with_values: bool,
     ) -> Result<Vec<KeyRecord>, StoreError>;
 
-    /// How many live keys start with `prefix`.
-    async fn count(&self, prefix: &str) -> Result<u64, StoreError>;
+    /// How many live keys start with `prefix` and are greater than `after`.
+    async fn count(&self, prefix: &str, after: Option<&str>) -> Result<u64, StoreError>;
 
     /// Applies `ops` by `node` in order in one transaction, returning one result per op. An op
     /// whose idempotency key was seen before is not applied; its recorded outcome is returned.

@@ -94,13 +94,14 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().map(KeyRecord::from).collect())
     }
 
-    async fn count(&self, prefix: &str) -> Result<u64, StoreError> {
+    async fn count(&self, prefix: &str, after: Option<&str>) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM kg_keys \
-             WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND value IS NOT NULL",
+             WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND (?3 IS NULL OR key > ?3) AND value IS NOT NULL",
         )
         .bind(prefix)
         .bind(prefix_upper_bound(prefix))
+        .bind(after)
         .fetch_one(&self.pool)
         .await?;
         Ok(count.max(0) as u64)

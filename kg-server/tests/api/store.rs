@@ -325,9 +325,10 @@ async fn batch_applies_ops_in_order_with_consecutive_revisions(backend: Backend)
             .map(|record| (&record.key, record.mod_revision))
             .collect::<Vec<_>>()
     );
-    assert_eq!(store.count("").await.unwrap(), 2);
-    assert_eq!(store.count("c").await.unwrap(), 1);
-    assert_eq!(store.count("zz").await.unwrap(), 0);
+    assert_eq!(store.count("", None).await.unwrap(), 2);
+    assert_eq!(store.count("", Some("a")).await.unwrap(), 1);
+    assert_eq!(store.count("c", None).await.unwrap(), 1);
+    assert_eq!(store.count("zz", None).await.unwrap(), 0);
 }
 
 async fn changes_replay_latest_states_and_compaction_purges_old_tombstones(backend: Backend) {
