@@ -24,6 +24,8 @@ use workload::{KeyDist, Mix, ValueSize};
 
 /// Exit code when a threshold fails (k6's convention).
 pub const EXIT_THRESHOLD_FAILED: u8 = 99;
+/// Exit code of a run in which every request failed (a dead endpoint, say).
+pub const EXIT_ALL_FAILED: u8 = 1;
 
 /// kg-bench: load-test KeyGrid and measure it honestly.
 ///
@@ -148,8 +150,9 @@ pub struct RunArgs {
     #[arg(long, env = "KG_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
-    /// k6-style pass/fail criteria: p50|p90|p99|p99.9|max|mean < or > 5ms, errors<0.1%,
-    /// rps>10000. Repeatable; any failure exits 99.
+    /// k6-style pass/fail criteria: a percentile (p95, p(95), p99.9, any pNN or pNN.N) or
+    /// max or mean < or > 5ms, errors<0.1%, rps>10000, dropped<1. Repeatable; any failure
+    /// exits 99.
     #[arg(long = "threshold")]
     pub thresholds: Vec<Threshold>,
 
@@ -259,15 +262,22 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         // The live line goes to stderr, and only when a person is watching.
         progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
     };
-    let mut report = run::run(options, settings).await?;
-    report.thresholds = args.thresholds.iter().map(|t| t.check(&report)).collect();
+    let (mut report, latency) = run::run(options, settings).await?;
+    report.thresholds = args
+        .thresholds
+        .iter()
+        .map(|t| t.check(&report, &latency))
+        .collect();
     let printed = match args.output {
         Output::Text => report::print_text(out, &report),
         Output::Json => report::print_json(out, &report),
         Output::Csv => report::print_csv(out, &report),
     };
     printed.map_err(|err| format!("cannot write the report: {err}"))?;
-    Ok(if report.thresholds.iter().all(|t| t.passed) {
+    Ok(if report.requests > 0 && report.successes == 0 {
+        // A run in which nothing succeeded measured nothing about the store.
+        EXIT_ALL_FAILED
+    } else if report.thresholds.iter().all(|t| t.passed) {
         0
     } else {
         EXIT_THRESHOLD_FAILED

@@ -43,12 +43,20 @@ fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Res
 }
 
 pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
+    // The headline says which model ran: an open model's rate is only meaningful next to the
+    // rate it was asked for and what it could not send.
+    let model = match report.target_rps {
+        Some(target) => format!(
+            "open model, target {target:.0} req/s: achieved {:.0} req/s, {} dropped (never sent)",
+            report.rps, report.dropped
+        ),
+        None => format!("closed model: {:.0} req/s", report.rps),
+    };
     writeln!(
         out,
-        "{} requests in {:.2}s: {:.0} req/s, {} errors ({:.3}%), {} not found{}",
+        "{} requests in {:.2}s, {model}; {} errors ({:.3}%), {} not found{}",
         report.requests,
         report.duration_s,
-        report.rps,
         report.errors,
         report.error_ratio * 100.0,
         report.not_found,
@@ -58,6 +66,12 @@ pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             String::new()
         }
     )?;
+    if report.requests > 0 && report.successes == 0 {
+        writeln!(
+            out,
+            "every request failed: no latency of the store was measured"
+        )?;
+    }
     writeln!(out)?;
     let mut rows: Vec<Vec<String>> = report
         .ops
@@ -97,6 +111,16 @@ pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
             .map(|(kind, count)| format!("{kind}: {count}"))
             .collect();
         writeln!(out, "errors: {}", kinds.join(", "))?;
+        if let Some(failed) = &report.failed_latency_us {
+            // Apart from the table's, which are the successes' only.
+            writeln!(
+                out,
+                "failed requests' latency: p50 {}, p99 {}, max {}",
+                ms(failed.p50),
+                ms(failed.p99),
+                ms(failed.max)
+            )?;
+        }
     }
     if !report.nodes.is_empty() {
         writeln!(out)?;

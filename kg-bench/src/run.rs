@@ -394,7 +394,12 @@ async fn preload(options: &RunOptions, bar: &ProgressBar) -> Result<(), String> 
 }
 
 /// Runs the load and returns the report (without thresholds).
-pub async fn run(options: RunOptions, settings: serde_json::Value) -> Result<Report, String> {
+/// Runs the load; returns the report and the histogram of the successes' latencies (which
+/// thresholds on any percentile read).
+pub async fn run(
+    options: RunOptions,
+    settings: serde_json::Value,
+) -> Result<(Report, Histogram<u64>), String> {
     if options.targets.is_empty() {
         return Err("no endpoint".to_owned());
     }
@@ -446,6 +451,8 @@ pub async fn run(options: RunOptions, settings: serde_json::Value) -> Result<Rep
     drop(history_tx);
 
     bar.set_prefix("load");
+    // The preload's count must not stay on the line once the load has begun.
+    bar.set_message("starting");
     let mut last_done = 0;
     let mut stats = Stats::default();
     let mut last_completion = measure_start;
@@ -495,7 +502,8 @@ pub async fn run(options: RunOptions, settings: serde_json::Value) -> Result<Rep
             .map_err(|err| format!("history writer failed: {err}"))??;
     }
     let elapsed = last_completion.saturating_duration_since(measure_start);
-    Ok(Report::new(&stats, elapsed, settings))
+    let report = Report::new(&stats, elapsed, options.rate, settings);
+    Ok((report, stats.overall.latency))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -550,6 +558,19 @@ async fn work(
                 next += period;
                 if let Some(end) = clock.end {
                     if at >= end {
+                        break;
+                    }
+                    // The run stops at --duration, as k6's does. A worker that fell behind its
+                    // schedule would otherwise send its whole backlog after the end and stretch
+                    // the run; what it never sent is counted as dropped instead.
+                    let now = Instant::now();
+                    if now >= end {
+                        let from = at.max(clock.measure_start);
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        let unsent = (end.saturating_duration_since(from).as_secs_f64()
+                            / period.as_secs_f64())
+                        .ceil() as u64;
+                        stats.dropped += unsent;
                         break;
                     }
                 }

@@ -74,11 +74,17 @@ pub struct Sample<'a> {
     pub cache_hit: Option<bool>,
 }
 
+/// Counts and latencies of one slice of the run. Failures keep a histogram of their own: a
+/// dead endpoint answers in microseconds, and mixed into the successes its refusals would make
+/// the percentiles look good.
 #[derive(Debug, Clone)]
 pub struct Series {
     pub requests: u64,
     pub errors: u64,
+    /// Latencies of the requests that did not fail.
     pub latency: Histogram<u64>,
+    /// Latencies of the failed ones.
+    pub failed_latency: Histogram<u64>,
 }
 
 impl Series {
@@ -87,13 +93,18 @@ impl Series {
             requests: 0,
             errors: 0,
             latency: histogram(sigfig),
+            failed_latency: histogram(sigfig),
         }
     }
 
     fn record(&mut self, micros: u64, error: bool) {
         self.requests += 1;
         self.errors += u64::from(error);
-        self.latency.saturating_record(micros);
+        if error {
+            self.failed_latency.saturating_record(micros);
+        } else {
+            self.latency.saturating_record(micros);
+        }
     }
 
     fn merge(&mut self, other: &Series) {
@@ -101,6 +112,7 @@ impl Series {
         self.errors += other.errors;
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.failed_latency.add(&other.failed_latency);
     }
 }
 
@@ -117,6 +129,9 @@ pub struct Stats {
     pub cache_misses: u64,
     /// One entry per second of the measured run (2 significant figures, to bound memory).
     pub seconds: Vec<Series>,
+    /// Open model: requests scheduled inside the run that were never sent, because the time
+    /// was up before their worker was free (k6's `dropped_iterations`).
+    pub dropped: u64,
 }
 
 impl Default for Stats {
@@ -131,6 +146,7 @@ impl Default for Stats {
             cache_hits: 0,
             cache_misses: 0,
             seconds: Vec::new(),
+            dropped: 0,
         }
     }
 }
@@ -197,6 +213,7 @@ impl Stats {
         }
         self.cache_hits += other.cache_hits;
         self.cache_misses += other.cache_misses;
+        self.dropped += other.dropped;
         while self.seconds.len() < other.seconds.len() {
             self.seconds.push(Series::new(2));
         }
@@ -211,6 +228,8 @@ impl Stats {
 pub struct Latency {
     pub p50: u64,
     pub p90: u64,
+    #[serde(default)]
+    pub p95: u64,
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
@@ -225,6 +244,7 @@ impl Latency {
         Self {
             p50: histogram.value_at_quantile(0.5),
             p90: histogram.value_at_quantile(0.9),
+            p95: histogram.value_at_quantile(0.95),
             p99: histogram.value_at_quantile(0.99),
             p999: histogram.value_at_quantile(0.999),
             max: histogram.max(),
@@ -261,9 +281,17 @@ pub struct CacheReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecondReport {
     pub second: usize,
+    /// Requests completed in this second.
+    #[serde(default)]
+    pub requests: u64,
+    /// Requests completed in this second; for a partial second, scaled to a rate.
     pub rps: u64,
     pub errors: u64,
+    /// p99 of the successes in this second.
     pub p99_us: u64,
+    /// The run ended inside this second: `rps` is its count scaled up to a whole second.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -278,6 +306,16 @@ pub struct ThresholdResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub settings: serde_json::Value,
+    /// `open` (a fixed arrival rate, `--rate`) or `closed` (`--concurrency` back to back).
+    #[serde(default)]
+    pub model: String,
+    /// Open model: the rate asked for, requests per second.
+    #[serde(default)]
+    pub target_rps: Option<f64>,
+    /// Open model: requests scheduled inside the run but never sent (k6's
+    /// `dropped_iterations`): the target rate was more than the endpoint could take.
+    #[serde(default)]
+    pub dropped: u64,
     /// Measured seconds (the warmup excluded).
     pub duration_s: f64,
     pub requests: u64,
@@ -292,8 +330,13 @@ pub struct Report {
     pub errors_by_kind: BTreeMap<String, u64>,
     /// Errors over requests, 0 to 1.
     pub error_ratio: f64,
+    /// Requests sent per second: the achieved rate.
     pub rps: f64,
+    /// Latencies of the requests that did not fail.
     pub latency_us: Latency,
+    /// Latencies of the failed requests, apart; `null` when none failed.
+    #[serde(default)]
+    pub failed_latency_us: Option<Latency>,
     pub ops: BTreeMap<String, OpReport>,
     pub nodes: BTreeMap<String, NodeReport>,
     pub cache: CacheReport,
@@ -312,7 +355,13 @@ fn ratio(part: u64, whole: u64) -> f64 {
 }
 
 impl Report {
-    pub fn new(stats: &Stats, elapsed: Duration, settings: serde_json::Value) -> Self {
+    /// The report of a run that measured `stats` over `elapsed`; `target_rps` for an open model.
+    pub fn new(
+        stats: &Stats,
+        elapsed: Duration,
+        target_rps: Option<f64>,
+        settings: serde_json::Value,
+    ) -> Self {
         let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
         #[allow(clippy::cast_precision_loss)]
         let rate = |count: u64| count as f64 / seconds;
@@ -322,6 +371,14 @@ impl Report {
         let lookups = stats.cache_hits + stats.cache_misses;
         Self {
             settings,
+            model: if target_rps.is_some() {
+                "open"
+            } else {
+                "closed"
+            }
+            .to_owned(),
+            target_rps,
+            dropped: stats.dropped,
             duration_s: elapsed.as_secs_f64(),
             requests,
             successes: requests - errors,
@@ -332,6 +389,8 @@ impl Report {
             error_ratio: ratio(errors, requests),
             rps: rate(requests),
             latency_us: Latency::of(&stats.overall.latency),
+            failed_latency_us: (!stats.overall.failed_latency.is_empty())
+                .then(|| Latency::of(&stats.overall.failed_latency)),
             ops: stats
                 .ops
                 .iter()
@@ -371,15 +430,34 @@ impl Report {
                 .seconds
                 .iter()
                 .enumerate()
-                .map(|(second, series)| SecondReport {
-                    second: second + 1,
-                    rps: series.requests,
-                    errors: series.errors,
-                    p99_us: if series.latency.is_empty() {
-                        0
+                .map(|(second, series)| {
+                    // The run's last second is usually cut short: its count is scaled to a
+                    // rate and marked, so a plot shows no false cliff at the end.
+                    #[allow(clippy::cast_precision_loss)]
+                    let covered = (elapsed.as_secs_f64() - second as f64).clamp(0.001, 1.0);
+                    let partial = covered < 1.0;
+                    #[allow(
+                        clippy::cast_precision_loss,
+                        clippy::cast_possible_truncation,
+                        clippy::cast_sign_loss
+                    )]
+                    let rps = if partial {
+                        (series.requests as f64 / covered).round() as u64
                     } else {
-                        series.latency.value_at_quantile(0.99)
-                    },
+                        series.requests
+                    };
+                    SecondReport {
+                        second: second + 1,
+                        requests: series.requests,
+                        rps,
+                        errors: series.errors,
+                        p99_us: if series.latency.is_empty() {
+                            0
+                        } else {
+                            series.latency.value_at_quantile(0.99)
+                        },
+                        partial,
+                    }
                 })
                 .collect(),
             thresholds: Vec::new(),
@@ -423,8 +501,8 @@ mod tests {
         }
         left.merge(&right);
         let settings = serde_json::json!({});
-        let a = Report::new(&whole, Duration::from_secs(2), settings.clone());
-        let b = Report::new(&left, Duration::from_secs(2), settings);
+        let a = Report::new(&whole, Duration::from_secs(2), None, settings.clone());
+        let b = Report::new(&left, Duration::from_secs(2), None, settings);
         assert_eq!(a, b);
 
         assert_eq!(a.requests, 6);
@@ -440,12 +518,51 @@ mod tests {
         assert!((a.rps - 3.0).abs() < 1e-9);
         assert_eq!(a.series.len(), 2);
         assert_eq!(a.series[0].rps, 3);
-        // hdrhistogram keeps 3 significant figures: 1000 ms reads back within 0.1%.
+        // The successes' latencies, with the failures' apart. hdrhistogram keeps 3
+        // significant figures: 1000 ms reads back within 0.1%.
         assert!(
-            (999_000..=1_001_000).contains(&a.latency_us.max),
+            (8_990..=9_010).contains(&a.latency_us.max),
             "{:?}",
             a.latency_us
         );
+        let failed = a.failed_latency_us.as_ref().unwrap();
+        assert!((999_000..=1_001_000).contains(&failed.max), "{failed:?}");
         assert!((1_990..=2_010).contains(&a.ops["get"].latency_us.p50));
+    }
+
+    #[test]
+    fn a_partial_last_second_is_scaled_and_marked() {
+        let mut stats = Stats::default();
+        for second in 0..3 {
+            // 100 requests in each whole second, 50 in the half second the run ended in.
+            let count = if second == 2 { 50 } else { 100 };
+            for _ in 0..count {
+                stats.record(&sample(Op::Get, Outcome::Ok, 1, "n1"), second);
+            }
+        }
+        let report = Report::new(
+            &stats,
+            Duration::from_millis(2500),
+            None,
+            serde_json::json!({}),
+        );
+        let series: Vec<(u64, bool)> = report.series.iter().map(|s| (s.rps, s.partial)).collect();
+        assert_eq!(series, [(100, false), (100, false), (100, true)]);
+        let json = serde_json::to_value(&report.series).unwrap();
+        assert!(json[0].get("partial").is_none(), "marked only where true");
+        assert_eq!(json[2]["partial"], true);
+    }
+
+    #[test]
+    fn failures_do_not_feed_the_latency_percentiles() {
+        let mut stats = Stats::default();
+        for _ in 0..99 {
+            stats.record(&sample(Op::Get, Outcome::Status(503), 1, "n1"), 0);
+        }
+        stats.record(&sample(Op::Get, Outcome::Ok, 50, "n1"), 0);
+        let report = Report::new(&stats, Duration::from_secs(1), None, serde_json::json!({}));
+        assert!(report.latency_us.p50 >= 49_000, "{:?}", report.latency_us);
+        let failed = report.failed_latency_us.unwrap();
+        assert!(failed.p99 < 2_000, "{failed:?}");
     }
 }

@@ -1,30 +1,58 @@
-//! k6-style pass/fail thresholds (`p99<5ms`, `errors<0.1%`, `rps>10000`) and the comparison
-//! of two JSON reports (`kg-bench compare`). Pure.
+//! k6-style pass/fail thresholds (`p99<5ms`, `p(95)<2ms`, `errors<0.1%`, `rps>10000`,
+//! `dropped<1`) and the comparison of two JSON reports (`kg-bench compare`). Pure.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::stats::{Report, ThresholdResult};
 
+use hdrhistogram::Histogram;
+
 /// What a threshold measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Metric {
-    /// A latency percentile (`p50`, `p90`, `p99`, `p99.9`) or `max` or `mean`, in µs.
+    /// A latency percentile (`p95`, `p(95)`, `p99.9`, any `pNN` or `pNN.N`) or `max` or `mean`
+    /// of the successful requests, in µs.
     Latency(LatencyStat),
     /// Failed requests over all requests.
     Errors,
-    /// Requests per second.
+    /// Requests sent per second (the achieved rate).
     Rps,
+    /// Open model: requests the run never sent (k6's `dropped_iterations`), a count.
+    Dropped,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatencyStat {
-    P50,
-    P90,
-    P99,
-    P999,
+    /// A percentile, in thousandths of a percent: p95 is 95_000, p99.9 is 99_900.
+    Percentile(u32),
     Max,
     Mean,
+}
+
+/// `p95`, `p(95)`, `p99.9`, `p(99.99)`, and `p999` (an old spelling of p99.9) as a
+/// percentile in thousandths of a percent.
+fn parse_percentile(name: &str) -> Option<u32> {
+    let number = name.strip_prefix('p')?;
+    let number = number
+        .strip_prefix('(')
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or(number);
+    if number == "999" {
+        return Some(99_900);
+    }
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) || whole.len() > 2 || !(fraction.is_empty() || digits(fraction)) {
+        return None;
+    }
+    if fraction.len() > 3 {
+        return None;
+    }
+    let whole: u32 = whole.parse().ok()?;
+    let fraction: u32 = format!("{fraction:0<3}").parse().ok()?;
+    let thousandths = whole * 1000 + fraction;
+    (thousandths > 0 && thousandths < 100_000).then_some(thousandths)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,24 +92,25 @@ impl FromStr for Threshold {
             (Comparison::Greater, &rest[1..])
         };
         let metric = match name {
-            "p50" => Metric::Latency(LatencyStat::P50),
-            "p90" => Metric::Latency(LatencyStat::P90),
-            "p99" => Metric::Latency(LatencyStat::P99),
-            "p99.9" | "p999" => Metric::Latency(LatencyStat::P999),
             "max" => Metric::Latency(LatencyStat::Max),
             "mean" | "avg" => Metric::Latency(LatencyStat::Mean),
             "errors" => Metric::Errors,
             "rps" => Metric::Rps,
-            other => {
-                return Err(format!(
-                "{text:?}: unknown metric {other:?} (p50, p90, p99, p99.9, max, mean, errors, rps)"
-            ))
-            }
+            "dropped" => Metric::Dropped,
+            other => match parse_percentile(other) {
+                Some(thousandths) => Metric::Latency(LatencyStat::Percentile(thousandths)),
+                None => {
+                    return Err(format!(
+                        "{text:?}: unknown metric {other:?} (a percentile such as p95, p(95) or \
+                         p99.9; max, mean, errors, rps, dropped)"
+                    ))
+                }
+            },
         };
         let limit = match metric {
             Metric::Latency(_) => parse_duration_us(value),
             Metric::Errors => parse_ratio(value),
-            Metric::Rps => value
+            Metric::Rps | Metric::Dropped => value
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite() && *v >= 0.0),
@@ -130,29 +159,30 @@ pub fn parse_ratio(text: &str) -> Option<f64> {
 }
 
 impl Threshold {
-    /// The measured value, in the threshold's unit, and the unit's name.
-    pub fn measure(&self, report: &Report) -> (f64, &'static str) {
+    /// The measured value, in the threshold's unit, and the unit's name. Percentiles are read
+    /// from `latency`, the successes' histogram, so that any percentile is exact.
+    pub fn measure(&self, report: &Report, latency: &Histogram<u64>) -> (f64, &'static str) {
         #[allow(clippy::cast_precision_loss)]
         match self.metric {
             Metric::Latency(stat) => {
-                let l = &report.latency_us;
                 let value = match stat {
-                    LatencyStat::P50 => l.p50 as f64,
-                    LatencyStat::P90 => l.p90 as f64,
-                    LatencyStat::P99 => l.p99 as f64,
-                    LatencyStat::P999 => l.p999 as f64,
-                    LatencyStat::Max => l.max as f64,
-                    LatencyStat::Mean => l.mean,
+                    LatencyStat::Percentile(thousandths) if !latency.is_empty() => {
+                        latency.value_at_quantile(f64::from(thousandths) / 100_000.0) as f64
+                    }
+                    LatencyStat::Percentile(_) => 0.0,
+                    LatencyStat::Max => report.latency_us.max as f64,
+                    LatencyStat::Mean => report.latency_us.mean,
                 };
                 (value, "us")
             }
             Metric::Errors => (report.error_ratio, "ratio"),
             Metric::Rps => (report.rps, "rps"),
+            Metric::Dropped => (report.dropped as f64, "requests"),
         }
     }
 
-    pub fn check(&self, report: &Report) -> ThresholdResult {
-        let (value, unit) = self.measure(report);
+    pub fn check(&self, report: &Report, latency: &Histogram<u64>) -> ThresholdResult {
+        let (value, unit) = self.measure(report, latency);
         let passed = match self.comparison {
             Comparison::Less => value < self.limit,
             Comparison::LessOrEqual => value <= self.limit,
@@ -259,7 +289,7 @@ mod tests {
     use crate::stats::{Outcome, Sample, Stats};
     use crate::workload::Op;
 
-    fn report(latencies_ms: &[u64], errors: usize, seconds: u64) -> Report {
+    fn report(latencies_ms: &[u64], errors: usize, seconds: u64) -> (Report, Histogram<u64>) {
         let mut stats = Stats::default();
         for (i, ms) in latencies_ms.iter().enumerate() {
             let outcome = if i < errors {
@@ -278,13 +308,38 @@ mod tests {
                 0,
             );
         }
-        Report::new(&stats, Duration::from_secs(seconds), serde_json::json!({}))
+        let report = Report::new(
+            &stats,
+            Duration::from_secs(seconds),
+            None,
+            serde_json::json!({}),
+        );
+        (report, stats.overall.latency)
     }
 
     #[test]
     fn thresholds_parse_in_every_form() {
         let t: Threshold = "p99<5ms".parse().unwrap();
-        assert_eq!(t.metric, Metric::Latency(LatencyStat::P99));
+        assert_eq!(t.metric, Metric::Latency(LatencyStat::Percentile(99_000)));
+        // k6's most common threshold, in both of its spellings, and any percentile.
+        for (text, thousandths) in [
+            ("p95<2ms", 95_000),
+            ("p(95)<2ms", 95_000),
+            ("p(99.9)<2ms", 99_900),
+            ("p999<2ms", 99_900),
+            ("p99.99<2ms", 99_990),
+            ("p75<2ms", 75_000),
+            ("p(97.5) < 2ms", 97_500),
+        ] {
+            assert_eq!(
+                text.parse::<Threshold>().unwrap().metric,
+                Metric::Latency(LatencyStat::Percentile(thousandths)),
+                "{text}"
+            );
+        }
+        let t: Threshold = "dropped<1".parse().unwrap();
+        assert_eq!((t.metric, t.limit), (Metric::Dropped, 1.0));
+        let t: Threshold = "p99<5ms".parse().unwrap();
         assert_eq!(t.comparison, Comparison::Less);
         assert!((t.limit - 5_000.0).abs() < 1e-9);
         let t: Threshold = "errors < 0.1%".parse().unwrap();
@@ -296,17 +351,32 @@ mod tests {
             (Metric::Rps, Comparison::GreaterOrEqual, 10_000.0)
         );
         assert!(("p99.9<=1.5s".parse::<Threshold>().unwrap().limit - 1_500_000.0).abs() < 1e-6);
-        for bad in ["p99", "p98<5ms", "p99<5", "errors<lots", "rps>-1", "<5ms"] {
+        for bad in [
+            "p99",
+            "p99<5",
+            "errors<lots",
+            "rps>-1",
+            "<5ms",
+            "p100<5ms",
+            "p0<5ms",
+            "p(95<5ms",
+            "p9.9999<5ms",
+            "px<5ms",
+            "dropped<-1",
+        ] {
             assert!(bad.parse::<Threshold>().is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn thresholds_check_the_measured_value() {
-        let run = report(&[1, 2, 3, 4, 100], 1, 1);
-        let check = |t: &str| t.parse::<Threshold>().unwrap().check(&run);
+        let (run, latency) = report(&[1, 2, 3, 4, 100], 1, 1);
+        let check = |t: &str| t.parse::<Threshold>().unwrap().check(&run, &latency);
         assert!(check("p50<5ms").passed);
         assert!(!check("p99<5ms").passed);
+        assert!(check("p(75)<5ms").passed);
+        assert!(!check("p95<5ms").passed);
+        assert!(check("dropped<1").passed);
         assert!(!check("errors<1%").passed);
         assert!(check("errors<=20%").passed);
         assert!(check("rps>4").passed);
@@ -316,17 +386,17 @@ mod tests {
 
     #[test]
     fn compare_flags_only_changes_beyond_the_tolerance() {
-        let base = report(&[10; 100], 0, 10);
-        let same = report(&[10; 100], 0, 10);
+        let (base, _) = report(&[10; 100], 0, 10);
+        let (same, _) = report(&[10; 100], 0, 10);
         assert!(compare(&base, &same, 0.05).iter().all(|c| !c.regression));
 
-        let slower = report(&[12; 100], 0, 10);
+        let (slower, _) = report(&[12; 100], 0, 10);
         let changes = compare(&base, &slower, 0.05);
         let p50 = changes.iter().find(|c| c.figure == "p50_us").unwrap();
         assert!(p50.regression, "{p50:?}");
         assert!((p50.change.unwrap() - 0.2).abs() < 0.01);
 
-        let fewer = report(&[10; 100], 0, 11); // same requests over longer: rps -9%
+        let (fewer, _) = report(&[10; 100], 0, 11); // same requests over longer: rps -9%
         let rps = compare(&base, &fewer, 0.05)
             .into_iter()
             .find(|c| c.figure == "rps")
@@ -336,7 +406,7 @@ mod tests {
             .iter()
             .all(|c| c.figure != "rps" || !c.regression));
 
-        let failing = report(&[10; 100], 1, 10);
+        let (failing, _) = report(&[10; 100], 1, 10);
         let errors = compare(&base, &failing, 0.05)
             .into_iter()
             .find(|c| c.figure == "error_ratio")

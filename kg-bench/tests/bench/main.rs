@@ -99,7 +99,7 @@ async fn the_json_report_is_complete_and_its_counts_add_up() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["rps"].as_u64().unwrap())
+        .map(|s| s["requests"].as_u64().unwrap())
         .sum();
     assert_eq!(by_second, requests);
     let node = &report["nodes"]["bench-node"];
@@ -150,6 +150,95 @@ async fn the_open_model_holds_its_rate() {
         "200/s for 2 s gave {requests}"
     );
     assert_eq!(report["settings"]["model"], "open");
+    assert_eq!(report["model"], "open");
+    assert_eq!(report["target_rps"], 200.0);
+    assert_eq!(
+        report["dropped"], 0,
+        "a rate the node can take drops nothing"
+    );
+}
+
+/// An open model asked for more than the endpoint can take stops at --duration, as k6 does,
+/// and says how much it never sent, instead of running on until its backlog is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_open_model_stops_on_time_and_counts_what_it_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let args = [
+        "--endpoint",
+        &endpoint,
+        "--rate",
+        "20000",
+        "--concurrency",
+        "2",
+        "--duration",
+        "2s",
+        "--keys",
+        "100",
+        "--mix",
+        "get=1,put=1",
+    ];
+    let output = kg_bench(&[&args[..], &["-o", "json"]].concat()).await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let report = json(&output);
+    let duration = report["duration_s"].as_f64().unwrap();
+    // Two workers cannot send 20,000/s; before, the run went on until all 40,000 were sent.
+    // The bound leaves room for the requests in flight when the time is up.
+    assert!(
+        duration < 3.0,
+        "the run took {duration} s for --duration 2s"
+    );
+    let requests = report["requests"].as_u64().unwrap();
+    let dropped = report["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "{report}");
+    let scheduled = requests + dropped;
+    assert!(
+        (39_000..=40_100).contains(&scheduled),
+        "sent {requests} + dropped {dropped} should be the 40,000 the schedule held"
+    );
+    assert_eq!(report["target_rps"], 20000.0);
+
+    let text = kg_bench(&[&args[..], &["--threshold", "dropped<1"]].concat()).await;
+    assert_eq!(text.status.code(), Some(99), "{text:?}");
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("open model, target 20000 req/s: achieved"),
+        "the headline names the model: {stdout}"
+    );
+    assert!(stdout.contains("dropped (never sent)"), "{stdout}");
+}
+
+/// A dead endpoint fails every request: the run exits 1, and the failures' latencies are
+/// reported apart instead of passing for the store's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_where_every_request_failed_exits_1_and_keeps_failures_apart() {
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let output = kg_bench(&[
+        "--endpoint",
+        &dead,
+        "--concurrency",
+        "2",
+        "--duration",
+        "1s",
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = json(&output);
+    assert!(report["requests"].as_u64().unwrap() > 0);
+    assert_eq!(report["errors"], report["requests"]);
+    assert_eq!(
+        report["latency_us"]["p50"], 0,
+        "no success, no success latency"
+    );
+    assert!(
+        report["failed_latency_us"]["p50"].as_u64().unwrap() > 0,
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,7 +281,7 @@ async fn thresholds_print_their_values_and_a_failed_one_exits_99() {
     assert!(text.contains("✗ p99<1us: "), "{text}");
     assert!(text.contains("✓ rps>1: "), "{text}");
 
-    let bad = kg_bench(&["--threshold", "p42<1ms"]).await;
+    let bad = kg_bench(&["--threshold", "p100<1ms"]).await;
     assert_eq!(
         bad.status.code(),
         Some(2),
