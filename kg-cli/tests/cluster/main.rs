@@ -344,11 +344,8 @@ async fn the_supervisor_restarts_a_crashed_node_but_not_a_stopped_one() {
     all_nodes_up().await;
     let pid_file = state_dir().join("run/n2.pid");
     let pid = std::fs::read_to_string(&pid_file).unwrap();
-    let killed = Command::new("kill")
-        .args(["-KILL", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let target = nix::unistd::Pid::from_raw(pid.trim().parse().unwrap());
+    nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {

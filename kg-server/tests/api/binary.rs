@@ -59,11 +59,7 @@ async fn binary_defaults_to_embedded_sqlite_and_drains_on_sigterm() {
     .unwrap();
     stream.flush().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     std::thread::sleep(Duration::from_millis(300));
 
     // New connections are refused while the in-flight request finishes.
@@ -225,11 +221,7 @@ async fn wait_until_serving(address: &str) -> (String, reqwest::Client) {
 
 /// SIGTERM, then everything the node wrote to stderr until it exited.
 fn stop_and_read_logs(mut child: std::process::Child) -> String {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let mut logs = String::new();
     child
         .stderr
@@ -239,4 +231,10 @@ fn stop_and_read_logs(mut child: std::process::Child) -> String {
         .unwrap();
     child.wait().unwrap();
     logs
+}
+
+/// SIGTERM to a spawned node, as a supervisor or `docker stop` sends it.
+fn sigterm(child: &std::process::Child) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
 }
