@@ -546,6 +546,33 @@ async fn hostile_input_through_nginx_gets_its_4xx_and_no_node_suffers() {
     hostile_cases::check_huge_body_is_refused_before_it_is_read("127.0.0.1:8000".parse().unwrap())
         .await;
 
+    // A query string past nginx's header buffers, and a header past them: nginx refuses both
+    // before any node sees them, in the API's JSON shape rather than an HTML page.
+    let long_key = "k".repeat(20_000);
+    hostile_cases::check(
+        &http,
+        ENTRY,
+        hostile_cases::case(
+            reqwest::Method::GET,
+            format!("/api/key?key={long_key}"),
+            &[],
+            None,
+            reqwest::StatusCode::URI_TOO_LONG,
+            "request URI is too long",
+        ),
+    )
+    .await;
+    let long_header = "h".repeat(20_000);
+    let response = http
+        .get(format!("{ENTRY}/api/key?key=k"))
+        .header("x-long", long_header.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["detail"], "request header is too large");
+
     // A body that stalls: nginx holds it (no node sees it) and cuts the connection after its
     // 10 s client_body_timeout.
     {

@@ -85,7 +85,7 @@ pub struct Case {
     pub detail: &'static str,
 }
 
-fn case(
+pub fn case(
     method: Method,
     path: impl Into<String>,
     headers: &'static [(&'static str, &'static str)],
