@@ -25,7 +25,8 @@ export interface Result {
 
 export interface KeyRecord {
   key: string
-  value: string
+  /** Absent when the listing asked for keys only. */
+  value?: string
   create_revision: number
   mod_revision: number
   version: number
@@ -44,9 +45,22 @@ export interface ChangeEvent {
 export interface NodeInfo {
   node: string
   listen: string
-  status: 'ok' | 'degraded' | 'down'
+  status: 'ok' | 'degraded' | 'stale' | 'down'
   revision: number | null
 }
+
+/** A node whose heartbeat is older than this is shown `stale`, as the dashboard shows it:
+ *  heartbeats come every second, so three missed ones mean something is wrong. */
+export const STALE_AFTER_MS = 3000
+
+/** A key opened for editing: the Put form takes its key and value, the Delete form its key. */
+export interface Editing {
+  key: string
+  value: string
+}
+
+/** Characters of a value shown before it is cut: a 1 MiB value would bury the page. */
+export const SHOWN_CHARS = 2000
 
 /** Events kept in the live panel. */
 export const MAX_EVENTS = 50
@@ -132,6 +146,8 @@ export const useKvStore = defineStore('kv', {
     nodesError: null as string | null,
     /** A key picked in the list, for the Get form to load. */
     picked: null as string | null,
+    /** The key last opened from the list, for the Put and Delete forms. */
+    editing: null as Editing | null,
   }),
   actions: {
     /** Keeps `token` for this tab (sessionStorage); an empty one is forgotten. */
@@ -282,7 +298,7 @@ export const useKvStore = defineStore('kv', {
         const peers: NodeInfo[] = (status.peers ?? []).map((peer: any) => ({
           node: peer.node,
           listen: peer.listen,
-          status: peer.heartbeat_age_ms > 10_000 ? 'down' : peer.status,
+          status: peer.heartbeat_age_ms > STALE_AFTER_MS ? 'stale' : peer.status,
           revision: peer.revision,
         }))
         const self: NodeInfo = {

@@ -1,8 +1,10 @@
 // End-to-end test of the web view in a real browser: Debian's chromium driven by
 // playwright-core, against a real kg-server serving web/dist (scripts/test-web.sh starts it).
 // The node requires a token: the page must say so until one is entered in its token field.
-// Then it puts, gets and deletes through the forms, sees a key in the list and a live event
-// after a put made with curl, checks the 404 message, and saves a screenshot to target/e2e/.
+// Then it puts, gets and deletes through the forms (a delete asks first), opens a key from the
+// list for editing, sees a live event after a put made with curl, keeps a multi-line value's
+// lines, cuts a large value until "Show all", keeps a long key on one line with a tooltip,
+// checks the 404 message, and saves a screenshot to target/e2e/.
 //
 //   KG_E2E_URL    the node's base URL (required)
 //   KG_E2E_TOKEN  a write token the node accepts (required)
@@ -85,14 +87,53 @@ try {
     assert.match(meta, /revision\s+\d+/)
   })
 
-  await step('the key appears in the list, and a click loads it', async () => {
+  await step('the key appears in the list, and a click opens it for editing', async () => {
     await page.locator('#keys-prefix').fill('e2e/')
     await page.getByRole('button', { name: 'Filter' }).click()
     const key = page.locator('.key', { hasText: 'e2e/greeting' })
     await key.waitFor({ timeout: 5000 })
     await page.locator('#get-key').fill('')
+    await page.locator('#put-key').fill('')
+    await page.locator('#put-value').fill('')
     await key.click()
     await page.waitForFunction(() => document.querySelector('#get-key')?.value === 'e2e/greeting')
+    // Put's fields are filled with the key and its value, and Delete has the key at hand.
+    await page.waitForFunction(() => document.querySelector('#put-value')?.value === 'hello, browser')
+    assert.equal(await page.locator('#put-key').inputValue(), 'e2e/greeting')
+    assert.equal(await page.locator('#delete-key').inputValue(), 'e2e/greeting')
+  })
+
+  await step('a multi-line value keeps its lines; a large one is cut with its size until "Show all"', async () => {
+    const put = (key, value) => execFileSync('curl', ['-sf', '-X', 'PUT', `${base}/api/key`,
+      '-H', 'Content-Type: application/json', '-H', `Authorization: Bearer ${token}`,
+      '-d', JSON.stringify({ data: { key, value } })])
+    put('e2e/lines', 'first line\nsecond line\nthird line')
+    put('e2e/large', 'y'.repeat(6000))
+    await page.locator('#get-key').fill('e2e/lines')
+    await page.getByRole('button', { name: 'Get', exact: true }).click()
+    const result = page.locator('#get-title ~ .result')
+    await result.filter({ hasText: 'third line' }).waitFor({ timeout: 5000 })
+    assert.equal(await result.locator('.result__text').innerText(), 'first line\nsecond line\nthird line')
+    await page.locator('#get-key').fill('e2e/large')
+    await page.getByRole('button', { name: 'Get', exact: true }).click()
+    await result.locator('.result__cut', { hasText: '6000 bytes' }).waitFor({ timeout: 5000 })
+    assert.equal((await result.locator('.result__text').innerText()).length, 2000)
+    await result.getByRole('button', { name: 'Show all' }).click()
+    assert.equal((await result.locator('.result__text').innerText()).length, 6000)
+  })
+
+  await step('a long key stays on one line in the list, cut, with the whole key as its tooltip', async () => {
+    const long = `e2e/${'a-rather-long-segment/'.repeat(12)}end`
+    execFileSync('curl', ['-sf', '-X', 'PUT', `${base}/api/key`, '-H', 'Content-Type: application/json',
+      '-H', `Authorization: Bearer ${token}`, '-d', JSON.stringify({ data: { key: long, value: 'v' } })])
+    const row = page.locator(`.key[title="${long}"]`)
+    await row.waitFor({ timeout: 5000 })
+    const height = (locator) => locator.evaluate((element) => element.getBoundingClientRect().height)
+    const name = row.locator('.key__name')
+    const cut = await name.evaluate((element) => element.scrollWidth > element.clientWidth)
+    assert.ok(cut, 'the key is cut with an ellipsis, not wrapped')
+    const short = await height(page.locator('.key[title="e2e/lines"] .key__name'))
+    assert.equal(await height(name), short, 'the long key takes the one line a short key takes')
   })
 
   await step('a put made with curl arrives as a live event', async () => {
@@ -104,9 +145,12 @@ try {
     assert.match(first, /e2e\/from-curl/, 'the newest event is on top')
   })
 
-  await step('delete through the form, then a get shows the 404 detail', async () => {
+  await step('delete asks for confirmation, then deletes; a get shows the 404 detail', async () => {
     await page.locator('#delete-key').fill('e2e/greeting')
     await page.getByRole('button', { name: 'Delete', exact: true }).click()
+    const question = page.getByRole('alertdialog')
+    await question.filter({ hasText: 'Delete e2e/greeting? This cannot be undone.' }).waitFor({ timeout: 5000 })
+    await question.getByRole('button', { name: 'Yes, delete' }).click()
     await page.locator('#delete-title ~ .result', { hasText: '200 success' }).waitFor({ timeout: 5000 })
     await page.locator('#get-key').fill('e2e/greeting')
     await page.getByRole('button', { name: 'Get', exact: true }).click()

@@ -7,7 +7,7 @@ import GetForm from '../../src/components/GetForm.vue'
 import DeleteForm from '../../src/components/DeleteForm.vue'
 import EventsPanel from '../../src/components/EventsPanel.vue'
 import TokenForm from '../../src/components/TokenForm.vue'
-import { useKvStore } from '../../src/store/kvStore'
+import { SHOWN_CHARS, useKvStore } from '../../src/store/kvStore'
 import { NODE_HEADERS, fakeFetch } from './fake'
 
 describe('forms', () => {
@@ -64,7 +64,7 @@ describe('forms', () => {
     expect(store.picked).toBeNull()
   })
 
-  it('DeleteForm deletes and shows the outcome', async () => {
+  it('DeleteForm asks first, then deletes and shows the outcome', async () => {
     const store = useKvStore()
     const { fetcher, calls } = fakeFetch([{ status: 404, body: { detail: 'Key not found' } }])
     store.fetcher = fetcher
@@ -72,8 +72,50 @@ describe('forms', () => {
     await form.find('#delete-key').setValue('gone')
     await form.find('form').trigger('submit')
     await flushPromises()
+    expect(calls).toHaveLength(0)
+    expect(form.find('[role=alertdialog]').text()).toContain('Delete gone? This cannot be undone.')
+    // Cancel deletes nothing.
+    await form.find('button.secondary').trigger('click')
+    expect(form.find('[role=alertdialog]').exists()).toBe(false)
+    await form.find('form').trigger('submit')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    expect(calls).toHaveLength(1)
     expect(calls[0].init?.method).toBe('DELETE')
     expect(form.find('[role=status]').text()).toContain('404 Key not found')
+  })
+
+  it('a key opened from the list fills Put and Delete, ready to edit', async () => {
+    const store = useKvStore()
+    const { fetcher } = fakeFetch([{ status: 200, body: { data: { value: 'line 1\nline 2' } } }])
+    store.fetcher = fetcher
+    const get = mount(GetForm)
+    const put = mount(PutForm)
+    const remove = mount(DeleteForm)
+    store.picked = 'user/1'
+    await flushPromises()
+    expect((put.find('#put-key').element as HTMLInputElement).value).toBe('user/1')
+    expect((put.find('#put-value').element as HTMLTextAreaElement).value).toBe('line 1\nline 2')
+    expect((remove.find('#delete-key').element as HTMLInputElement).value).toBe('user/1')
+    // The value keeps its lines where it is shown.
+    expect(get.find('.result__text').element.textContent).toBe('line 1\nline 2')
+  })
+
+  it('a large value is shown cut, with its size, until "Show all"', async () => {
+    const store = useKvStore()
+    const big = 'x'.repeat(SHOWN_CHARS + 500) + 'é'
+    const { fetcher } = fakeFetch([{ status: 200, body: { data: { value: big } } }])
+    store.fetcher = fetcher
+    const form = mount(GetForm)
+    await form.find('#get-key').setValue('big')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    expect(form.find('.result__text').text()).toHaveLength(SHOWN_CHARS)
+    const note = form.find('.result__cut').text()
+    expect(note).toContain(`the first ${SHOWN_CHARS} characters of ${SHOWN_CHARS + 502} bytes`)
+    await form.find('.result__cut button').trigger('click')
+    expect(form.find('.result__text').text()).toBe(big)
+    expect(form.find('.result__cut').exists()).toBe(false)
   })
 })
 

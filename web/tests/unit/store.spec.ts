@@ -199,12 +199,14 @@ describe('kvStore', () => {
         { node: 'n1', listen: 'a', status: 'ok', revision: 4, heartbeat_age_ms: 300 },
         { node: 'n2', listen: 'b', status: 'degraded', revision: 4, heartbeat_age_ms: 200 },
         { node: 'n3', listen: 'c', status: 'ok', revision: 2, heartbeat_age_ms: 15000 },
+        // Three missed heartbeats are enough: not the ten seconds the chip used to wait.
+        { node: 'n4', listen: 'd', status: 'ok', revision: 4, heartbeat_age_ms: 3200 },
       ]) },
     ])
     store.fetcher = fetcher
     await store.loadStatus()
     expect(store.nodes).toEqual([{ node: 'n1', listen: '127.0.0.1:8001', status: 'ok', revision: 4 }])
     await store.loadStatus()
-    expect(store.nodes.map((n) => `${n.node}:${n.status}`)).toEqual(['n1:ok', 'n2:degraded', 'n3:down'])
+    expect(store.nodes.map((n) => `${n.node}:${n.status}`)).toEqual(['n1:ok', 'n2:degraded', 'n3:stale', 'n4:stale'])
   })
 })
