@@ -15,6 +15,10 @@ pub const DOWN_AFTER: Duration = Duration::from_secs(10);
 pub const MAX_EVENTS: usize = 500;
 /// Seconds of throughput history.
 pub const HISTORY_SECONDS: usize = 60;
+/// Keys per page of the key browser (keys only: no values are fetched).
+pub const KEY_PAGE: u32 = 500;
+/// How far PgUp and PgDn move the key browser's cursor.
+pub const KEY_PAGE_STEP: usize = 20;
 
 /// Everything that can change the state.
 #[derive(Debug, Clone)]
@@ -34,7 +38,7 @@ pub enum Msg {
         result: Result<(NodeStatus, Duration), String>,
     },
     /// A page of the key browser.
-    Keys(Result<Vec<KeyRecord>, String>),
+    Keys(Result<KeysPage, String>),
     /// A key's value and metadata, for the value view.
     Value(Result<ValueView, String>),
     /// The outcome of a put or delete, as a message for the status line.
@@ -50,13 +54,40 @@ pub enum FeedState {
     Down(String, String),
 }
 
+/// One page of the key browser, as fetched for a [`Command::FetchKeys`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeysPage {
+    /// The fetch it answers; pages of an older listing are dropped.
+    pub generation: u64,
+    /// `None` for the first page, which replaces the listing.
+    pub after: Option<String>,
+    pub keys: Vec<KeyRecord>,
+    pub next: Option<String>,
+    /// Every key under the prefix (`count_only`), fetched with the first page.
+    pub total: Option<u64>,
+}
+
 /// Side effects [`App::update`] asks for; the event loop runs them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    FetchKeys { prefix: String },
-    FetchValue { key: String },
-    Put { key: String, value: String },
-    Delete { key: String },
+    /// A page of keys under `prefix` after `after` (the first page, and the count, when
+    /// `after` is `None`), at most `limit`.
+    FetchKeys {
+        prefix: String,
+        after: Option<String>,
+        limit: u32,
+        generation: u64,
+    },
+    FetchValue {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
     Quit,
 }
 
@@ -222,7 +253,11 @@ pub enum Mode {
         field: PutField,
     },
     ConfirmDelete(String),
-    Value(ValueView),
+    /// A key's value, scrolled down by `scroll` lines.
+    Value {
+        view: ValueView,
+        scroll: usize,
+    },
 }
 
 /// Events per second over the last minute: one bucket per second, oldest first.
@@ -232,6 +267,9 @@ pub struct Throughput {
     pub per_node: BTreeMap<String, VecDeque<u64>>,
     /// Start of the newest bucket.
     bucket_start: Option<Instant>,
+    /// Arrival times of the events of the last second, for a "now" that does not read 0
+    /// just after a bucket boundary.
+    recent: VecDeque<Instant>,
 }
 
 impl Default for Throughput {
@@ -240,6 +278,7 @@ impl Default for Throughput {
             total: VecDeque::from(vec![0; HISTORY_SECONDS]),
             per_node: BTreeMap::new(),
             bucket_start: None,
+            recent: VecDeque::new(),
         }
     }
 }
@@ -269,6 +308,8 @@ impl Throughput {
 
     fn count(&mut self, node: &str, now: Instant) {
         self.advance(now);
+        self.recent.push_back(now);
+        self.forget_before(now);
         if let Some(last) = self.total.back_mut() {
             *last += 1;
         }
@@ -281,9 +322,19 @@ impl Throughput {
         }
     }
 
-    /// Events in the last complete second.
+    fn forget_before(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|at| now.saturating_duration_since(*at) >= Duration::from_secs(1))
+        {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Events in the second up to now (a sliding window, not the last bucket).
     pub fn last_second(&self) -> u64 {
-        self.total.iter().rev().nth(1).copied().unwrap_or(0)
+        self.recent.len() as u64
     }
 }
 
@@ -303,7 +354,17 @@ pub struct App {
     /// Events that arrived while paused, shown on resume.
     pub held: Vec<ChangeEvent>,
     pub throughput: Throughput,
+    /// The key browser's listing: every page fetched so far, from the first.
     pub keys: Vec<KeyRecord>,
+    /// Where the next page starts; `None` once the last page is in.
+    pub keys_next: Option<String>,
+    /// Every key under the prefix, as `count_only` said with the first page.
+    pub keys_total: Option<u64>,
+    /// The listing the pages in flight belong to.
+    keys_generation: u64,
+    keys_loading: bool,
+    /// Keep fetching pages until the listing holds more keys than this (End: all of them).
+    keys_wanted: usize,
     pub keys_error: Option<String>,
     pub prefix: String,
     /// Keys changed since the browser was last fetched.
@@ -337,6 +398,11 @@ impl App {
             held: Vec::new(),
             throughput: Throughput::default(),
             keys: Vec::new(),
+            keys_next: None,
+            keys_total: None,
+            keys_generation: 0,
+            keys_loading: false,
+            keys_wanted: 0,
             keys_error: None,
             prefix: String::new(),
             keys_stale: false,
@@ -367,6 +433,7 @@ impl App {
             Msg::Tick(now) => {
                 self.now = now;
                 self.throughput.advance(now);
+                self.throughput.forget_before(now);
                 if self
                     .message_at
                     .is_some_and(|at| now.saturating_duration_since(at) >= MESSAGE_FOR)
@@ -410,21 +477,10 @@ impl App {
                 self.on_poll(endpoint, result);
                 Vec::new()
             }
-            Msg::Keys(result) => {
-                match result {
-                    Ok(keys) => {
-                        self.keys = keys;
-                        self.keys_error = None;
-                        self.selected_key =
-                            self.selected_key.min(self.keys.len().saturating_sub(1));
-                    }
-                    Err(err) => self.keys_error = Some(err),
-                }
-                Vec::new()
-            }
+            Msg::Keys(result) => self.on_keys(result),
             Msg::Value(result) => {
                 match result {
-                    Ok(view) => self.mode = Mode::Value(view),
+                    Ok(view) => self.mode = Mode::Value { view, scroll: 0 },
                     Err(err) => self.message = Some(Err(err)),
                 }
                 Vec::new()
@@ -441,12 +497,71 @@ impl App {
         self.fetch_keys()
     }
 
+    /// Fetches the listing again from its first page, then as many pages as it takes to hold
+    /// the cursor's key again, so a refresh does not pull the cursor back.
     fn fetch_keys(&mut self) -> Vec<Command> {
         self.keys_stale = false;
         self.last_keys_fetch = Some(self.now);
+        self.keys_generation += 1;
+        self.keys_loading = true;
+        self.keys_wanted = self.selected_key + KEY_PAGE_STEP;
         vec![Command::FetchKeys {
             prefix: self.prefix.clone(),
+            after: None,
+            limit: KEY_PAGE,
+            generation: self.keys_generation,
         }]
+    }
+
+    /// The next page, when the listing holds no more than `keys_wanted` keys and one follows.
+    fn fetch_more_keys(&mut self) -> Vec<Command> {
+        if self.keys_loading || self.keys.len() > self.keys_wanted {
+            return Vec::new();
+        }
+        let Some(after) = self.keys_next.clone() else {
+            return Vec::new();
+        };
+        self.keys_loading = true;
+        vec![Command::FetchKeys {
+            prefix: self.prefix.clone(),
+            after: Some(after),
+            limit: KEY_PAGE,
+            generation: self.keys_generation,
+        }]
+    }
+
+    fn on_keys(&mut self, result: Result<KeysPage, String>) -> Vec<Command> {
+        let page = match result {
+            Ok(page) if page.generation != self.keys_generation => return Vec::new(),
+            Ok(page) => page,
+            Err(err) => {
+                self.keys_loading = false;
+                self.keys_error = Some(err);
+                return Vec::new();
+            }
+        };
+        self.keys_loading = false;
+        self.keys_error = None;
+        if page.after.is_none() {
+            self.keys = page.keys;
+            self.keys_total = page.total;
+        } else {
+            self.keys.extend(page.keys);
+        }
+        self.keys_next = page.next;
+        if self.keys_wanted == usize::MAX && self.keys_next.is_none() {
+            // End: the last page is in.
+            self.selected_key = self.keys.len().saturating_sub(1);
+        }
+        self.selected_key = self.selected_key.min(self.keys.len().saturating_sub(1));
+        self.fetch_more_keys()
+    }
+
+    /// Moves the key browser's cursor to `index`, asking for the pages it needs.
+    fn move_key_cursor(&mut self, index: usize) -> Vec<Command> {
+        self.selected_key = index.min(self.keys.len().saturating_sub(1));
+        self.keys_wanted = self.keys_wanted.max(index + KEY_PAGE_STEP);
+        self.fetch_more_keys()
     }
 
     /// Keeps events newest first by revision, without duplicates, at most [`MAX_EVENTS`].
@@ -529,7 +644,24 @@ impl App {
         }
         match std::mem::replace(&mut self.mode, Mode::Normal) {
             Mode::Normal => self.on_normal_key(key),
-            Mode::Help | Mode::Value(_) => Vec::new(), // any key closes them
+            Mode::Help => Vec::new(), // any key closes it
+            Mode::Value { view, scroll } => {
+                // Arrows and pages scroll a long value; any other key closes it.
+                let scroll = match key.code {
+                    KeyCode::Down | KeyCode::Char('j') => scroll + 1,
+                    KeyCode::Up | KeyCode::Char('k') => scroll.saturating_sub(1),
+                    KeyCode::PageDown | KeyCode::Char(' ') => scroll + 10,
+                    KeyCode::PageUp => scroll.saturating_sub(10),
+                    KeyCode::Home => 0,
+                    _ => return Vec::new(),
+                };
+                let last = view.value.lines().count().saturating_sub(1);
+                self.mode = Mode::Value {
+                    view,
+                    scroll: scroll.min(last),
+                };
+                Vec::new()
+            }
             Mode::Filter(mut text) => match key.code {
                 KeyCode::Enter => {
                     self.prefix = text;
@@ -650,6 +782,22 @@ impl App {
                 let selected = self.selection_mut();
                 *selected = selected.saturating_sub(1);
                 Vec::new()
+            }
+            KeyCode::Down | KeyCode::Char('j') if self.focus == Panel::Keys => {
+                self.move_key_cursor(self.selected_key + 1)
+            }
+            KeyCode::PageDown if self.focus == Panel::Keys => {
+                self.move_key_cursor(self.selected_key + KEY_PAGE_STEP)
+            }
+            KeyCode::PageUp if self.focus == Panel::Keys => {
+                self.move_key_cursor(self.selected_key.saturating_sub(KEY_PAGE_STEP))
+            }
+            KeyCode::Home if self.focus == Panel::Keys => self.move_key_cursor(0),
+            KeyCode::End if self.focus == Panel::Keys => {
+                // Every page is fetched (keys only), and the cursor follows to the last key.
+                self.keys_wanted = usize::MAX;
+                self.selected_key = self.keys.len().saturating_sub(1);
+                self.fetch_more_keys()
             }
             KeyCode::Down | KeyCode::Char('j') => {
                 let len = match self.focus {

@@ -11,7 +11,7 @@ use kg_api::{
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::app::{Command, FeedState, Msg, ValueView};
+use crate::app::{Command, FeedState, KeysPage, Msg, ValueView};
 
 /// How often each endpoint's `/api/status` is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -19,8 +19,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// Bound on connecting to Redis, so an unreachable one is reported quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Keys fetched for the browser.
-const KEY_PAGE: u32 = 500;
 
 /// Follows `<prefix>:events` and `<prefix>:nodes`, reconnecting forever.
 pub async fn subscribe_redis(url: String, prefix: String, tx: UnboundedSender<Msg>) {
@@ -143,14 +141,36 @@ pub async fn poll_status(client: Client, tx: UnboundedSender<Msg>) {
 /// Runs one command's HTTP call and sends its result back as a message.
 pub async fn execute(command: Command, endpoints: Endpoints, tx: UnboundedSender<Msg>) {
     let msg = match command {
-        Command::FetchKeys { prefix } => {
+        Command::FetchKeys {
+            prefix,
+            after,
+            limit,
+            generation,
+        } => {
+            // Keys only: the browser shows names and revisions, and a page of large values
+            // would cost megabytes.
             let result = endpoints
                 .call(|client| {
-                    let prefix = prefix.clone();
-                    async move { client.list(Some(&prefix), Some(KEY_PAGE), None).await }
+                    let (prefix, after) = (prefix.clone(), after.clone());
+                    async move {
+                        let page = client
+                            .list_keys_only(Some(&prefix), Some(limit), after.as_deref())
+                            .await?;
+                        let total = match after {
+                            None => Some(client.count(Some(&prefix)).await?),
+                            Some(_) => None,
+                        };
+                        Ok::<_, kg_api::Error>((page, total))
+                    }
                 })
                 .await
-                .map(|page| page.keys)
+                .map(|(page, total)| KeysPage {
+                    generation,
+                    after: after.clone(),
+                    keys: page.keys,
+                    next: page.next,
+                    total,
+                })
                 .map_err(|err| err.to_string());
             Msg::Keys(result)
         }

@@ -9,8 +9,61 @@ use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 use crate::app::{App, FeedState, Mode, NodeState, Panel, PutField, HISTORY_SECONDS};
+
+/// Bytes of a value the value view shows; past this it says the value is cut.
+pub const VALUE_VIEW_BYTES: usize = 64 * 1024;
+
+/// `text` in at most `width` terminal columns: cut in the middle with `…` when longer, so that
+/// both a key's prefix and its distinguishing end stay visible (`drill/65…/000`).
+pub fn truncate_middle(text: &str, width: usize) -> String {
+    if text.width() <= width {
+        return text.to_owned();
+    }
+    if width == 0 {
+        return String::new();
+    }
+    let budget = width - 1; // the ellipsis takes one column
+    let head_budget = budget.div_ceil(2);
+    let tail_budget = budget - head_budget;
+    let mut head = String::new();
+    let mut used = 0;
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > head_budget {
+            break;
+        }
+        head.push(c);
+        used += w;
+    }
+    let mut tail = Vec::new();
+    let mut used = 0;
+    for c in text.chars().rev() {
+        let w = c.width().unwrap_or(0);
+        if used + w > tail_budget {
+            break;
+        }
+        tail.push(c);
+        used += w;
+    }
+    head.push('…');
+    head.extend(tail.into_iter().rev());
+    head
+}
+
+/// The columns a table's flexible column gets: the area's inner width less the fixed
+/// columns and the one-column gaps between columns.
+fn flexible_width(area: Rect, fixed: &[u16]) -> usize {
+    let gaps = u16::try_from(fixed.len()).unwrap_or(0);
+    usize::from(
+        area.width
+            .saturating_sub(2)
+            .saturating_sub(fixed.iter().sum::<u16>())
+            .saturating_sub(gaps),
+    )
+}
 
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
@@ -103,7 +156,8 @@ fn draw_nodes(frame: &mut Frame, app: &App, area: Rect) {
                 dependency(status.cache).to_owned(),
             ),
             Some(Err(_)) => ("error".to_owned(), "-".to_owned(), "-".to_owned()),
-            None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            // Known from heartbeats only: it is not behind an --endpoint, so nobody asked it.
+            None => ("not polled".to_owned(), String::new(), String::new()),
         };
         let row = Row::new(vec![
             Cell::from(node.id.clone()),
@@ -128,12 +182,13 @@ fn draw_nodes(frame: &mut Frame, app: &App, area: Rect) {
         "NODE", "ADDRESS", "STATUS", "BEAT", "LATENCY", "DB", "CACHE", "REVISION",
     ])
     .style(Style::new().bold());
+    // At 80 columns every fixed column, "not polled" included, fits beside a 14-column address.
     let widths = [
-        Constraint::Length(10),
-        Constraint::Min(15),
+        Constraint::Length(9),
+        Constraint::Min(14),
         Constraint::Length(8),
         Constraint::Length(6),
-        Constraint::Length(8),
+        Constraint::Length(10),
         Constraint::Length(8),
         Constraint::Length(8),
         Constraint::Length(8),
@@ -153,6 +208,11 @@ fn draw_nodes(frame: &mut Frame, app: &App, area: Rect) {
     }
 }
 
+/// The events table's fixed columns: time, op, revision, node (the key takes the rest).
+const EVENT_COLUMNS: [u16; 4] = [12, 3, 6, 7];
+/// The key browser's fixed columns: version, revision.
+const KEY_COLUMNS: [u16; 2] = [4, 8];
+
 fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
     let title = if app.paused {
         format!("Events · PAUSED ({} held, space resumes)", app.held.len())
@@ -161,6 +221,7 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
     };
     let visible = usize::from(area.height.saturating_sub(3));
     let first = app.selected_event.saturating_sub(visible.saturating_sub(1));
+    let key_width = flexible_width(area, &EVENT_COLUMNS);
     let rows = app
         .events
         .iter()
@@ -175,7 +236,7 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
             let row = Row::new(vec![
                 Cell::from(event.at.format("%H:%M:%S%.3f").to_string()),
                 Cell::from(kind).style(style),
-                Cell::from(event.key.clone()),
+                Cell::from(truncate_middle(&event.key, key_width)),
                 Cell::from(event.revision.to_string()),
                 Cell::from(event.node.clone()),
             ]);
@@ -185,14 +246,15 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
                 row
             }
         });
+    let [time, op, rev, node] = EVENT_COLUMNS;
     let table = Table::new(
         rows,
         [
-            Constraint::Length(12),
-            Constraint::Length(3),
-            Constraint::Min(6),
-            Constraint::Length(6),
-            Constraint::Length(7),
+            Constraint::Length(time),
+            Constraint::Length(op),
+            Constraint::Fill(1),
+            Constraint::Length(rev),
+            Constraint::Length(node),
         ],
     )
     .header(Row::new(["TIME", "OP", "KEY", "REV", "NODE"]).style(Style::new().bold()))
@@ -201,10 +263,22 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
 }
 
 fn draw_keys(frame: &mut Frame, app: &App, area: Rect) {
-    let title = if app.prefix.is_empty() {
-        format!("Keys ({})", app.keys.len())
+    // The cursor's position and every key under the prefix (count_only), not just the pages
+    // fetched so far; "+" while more pages follow and the count is not known.
+    let position = if app.keys.is_empty() {
+        0
     } else {
-        format!("Keys {}* ({})", app.prefix, app.keys.len())
+        app.selected_key + 1
+    };
+    let total = match (app.keys_total, &app.keys_next) {
+        (Some(total), _) => total.to_string(),
+        (None, Some(_)) => format!("{}+", app.keys.len()),
+        (None, None) => app.keys.len().to_string(),
+    };
+    let title = if app.prefix.is_empty() {
+        format!("Keys {position}/{total}")
+    } else {
+        format!("Keys {}* {position}/{total}", app.prefix)
     };
     let block = panel_block(&title, app.focus == Panel::Keys);
     if let Some(err) = &app.keys_error {
@@ -219,6 +293,7 @@ fn draw_keys(frame: &mut Frame, app: &App, area: Rect) {
     }
     let visible = usize::from(area.height.saturating_sub(3));
     let first = app.selected_key.saturating_sub(visible.saturating_sub(1));
+    let key_width = flexible_width(area, &KEY_COLUMNS);
     let rows = app
         .keys
         .iter()
@@ -227,7 +302,7 @@ fn draw_keys(frame: &mut Frame, app: &App, area: Rect) {
         .take(visible)
         .map(|(index, record)| {
             let row = Row::new(vec![
-                Cell::from(record.key.clone()),
+                Cell::from(truncate_middle(&record.key, key_width)),
                 Cell::from(record.version.to_string()),
                 Cell::from(record.mod_revision.to_string()),
             ]);
@@ -237,12 +312,13 @@ fn draw_keys(frame: &mut Frame, app: &App, area: Rect) {
                 row
             }
         });
+    let [version, revision] = KEY_COLUMNS;
     let table = Table::new(
         rows,
         [
-            Constraint::Min(6),
-            Constraint::Length(4),
-            Constraint::Length(8),
+            Constraint::Fill(1),
+            Constraint::Length(version),
+            Constraint::Length(revision),
         ],
     )
     .header(Row::new(["KEY", "VER", "REV"]).style(Style::new().bold()))
@@ -269,9 +345,14 @@ fn draw_throughput(frame: &mut Frame, app: &App, area: Rect) {
             per_node
         }
     );
+    // One bar per second would fill only 60 columns: each second gets its share of the width.
+    let columns = usize::from(area.width.saturating_sub(2)).max(1);
+    let stretched: Vec<u64> = (0..columns)
+        .map(|column| total[column * total.len() / columns])
+        .collect();
     let sparkline = Sparkline::default()
         .block(Block::bordered().title(title))
-        .data(&total)
+        .data(&stretched)
         .style(Style::new().cyan());
     frame.render_widget(sparkline, area);
 }
@@ -314,6 +395,10 @@ fn draw_mode(frame: &mut Frame, app: &App, area: Rect) {
                     "filter the key browser by prefix (Enter applies, Esc cancels)",
                 ),
                 ("Enter ⏎", "show the selected key's value and metadata"),
+                (
+                    "PgUp PgDn",
+                    "page the key browser; Home, End: its first and last key",
+                ),
                 ("p", "put a key (Tab switches field, Enter writes)"),
                 ("d", "delete the selected key, after a y/n confirmation"),
                 ("r", "reload the key browser"),
@@ -335,7 +420,7 @@ fn draw_mode(frame: &mut Frame, app: &App, area: Rect) {
                     Line::raw("Any key closes this help."),
                 ])
                 .collect();
-            let box_area = centered(area, 76, 16);
+            let box_area = centered(area, 76, 17);
             frame.render_widget(Clear, box_area);
             frame.render_widget(
                 Paragraph::new(text).block(Block::bordered().title(" Help ")),
@@ -376,13 +461,25 @@ fn draw_mode(frame: &mut Frame, app: &App, area: Rect) {
                 box_area,
             );
         }
-        Mode::Value(view) => {
+        Mode::Value { view, scroll } => {
             let cache = match view.cache_hit {
                 Some(true) => "hit",
                 Some(false) => "miss",
                 None => "-",
             };
-            let text = vec![
+            let bytes = view.value.len();
+            let mut end = bytes.min(VALUE_VIEW_BYTES);
+            while !view.value.is_char_boundary(end) {
+                end -= 1;
+            }
+            let shown = &view.value[..end];
+            let n_lines = shown.lines().count().max(1);
+            let size = if end < bytes {
+                format!("{bytes} bytes, {n_lines} lines; CUT: the first {end} bytes shown")
+            } else {
+                format!("{bytes} bytes, {n_lines} lines")
+            };
+            let mut text = vec![
                 Line::from(vec![
                     Span::styled("key       ", Style::new().bold()),
                     Span::raw(view.key.clone()),
@@ -395,15 +492,31 @@ fn draw_mode(frame: &mut Frame, app: &App, area: Rect) {
                     "node      {} · cache {cache}",
                     view.node.as_deref().unwrap_or("-")
                 )),
+                Line::raw(format!("size      {size}")),
                 Line::raw(""),
-                Line::raw(view.value.clone()),
             ];
-            let box_area = centered(area, 70, 12);
+            // The value's own lines, from the scroll position: a newline is a new line.
+            text.extend(
+                shown
+                    .lines()
+                    .skip(*scroll)
+                    .map(|line| Line::raw(line.to_owned())),
+            );
+            let height = area.height.saturating_sub(4).max(8);
+            let box_area = centered(area, area.width.saturating_sub(6).max(40), height);
+            let title = if n_lines > usize::from(height.saturating_sub(7)) {
+                format!(
+                    " Value: line {} of {n_lines} (↑↓ PgUp PgDn scroll, any other key closes) ",
+                    scroll + 1
+                )
+            } else {
+                " Value (any key closes) ".to_owned()
+            };
             frame.render_widget(Clear, box_area);
             frame.render_widget(
                 Paragraph::new(text)
                     .wrap(Wrap { trim: false })
-                    .block(Block::bordered().title(" Value (any key closes) ")),
+                    .block(Block::bordered().title(title)),
                 box_area,
             );
         }

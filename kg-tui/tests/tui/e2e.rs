@@ -41,6 +41,12 @@ struct Tmux {
 impl Tmux {
     /// A 100×30 session named `tui` running `script` under `sh`, on a server named for `name`.
     fn start(name: &str, script: &str) -> Self {
+        Self::start_sized(name, script, 100, 30)
+    }
+
+    /// The same, `width` × `height`.
+    fn start_sized(name: &str, script: &str, width: u16, height: u16) -> Self {
+        let (width, height) = (width.to_string(), height.to_string());
         let tmux = Tmux {
             socket: format!("kgtui-test-{}-{name}", std::process::id()),
         };
@@ -50,9 +56,9 @@ impl Tmux {
             "-s",
             "tui",
             "-x",
-            "100",
+            &width,
             "-y",
-            "30",
+            &height,
             "sh",
             "-c",
             script,
@@ -110,6 +116,96 @@ async fn without_redis_events_come_from_the_watch_stream() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path(), None).await;
     drive(dir.path(), &endpoint, "", "watch: connected", "watch").await;
+}
+
+/// More keys than one page: the browser shows the count and the cursor's place, pages as the
+/// cursor moves (End reaches the very last key), cuts a long key in the middle, and shows a
+/// multi-line value as lines; at 80×24 and at 120×40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_browser_pages_past_500_keys_and_shows_long_keys_and_values_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path(), None).await;
+    let client = kg_api::Client::new(&endpoint).unwrap();
+    let long_key = "drill/652396e3-5a1f-4c7e-9b2d-0c8e7f6a5b4c/000";
+    client
+        .put(
+            long_key,
+            "line one\nline two\nline three",
+            Precondition::None,
+        )
+        .await
+        .unwrap();
+    let writes = (0..620).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .put(&format!("k/{i:04}"), "v", Precondition::None)
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(writes).await;
+
+    for (width, height) in [(80, 24), (120, 40)] {
+        let name = format!("keys{width}");
+        let script = format!(
+            "{bin} --endpoint {endpoint}; sleep 30",
+            bin = env!("CARGO_BIN_EXE_kg-tui"),
+        );
+        let tmux = Tmux::start_sized(&name, &script, width, height);
+        let send = |keys: &str| {
+            tmux.run(&["send-keys", "-t", "tui", keys]);
+        };
+        tmux.wait_for("the count of every key", Duration::from_secs(10), |s| {
+            s.contains("Keys 1/621")
+        })
+        .await;
+        // The long key is cut in the middle, so its start and its end both show.
+        let screen = tmux.screen();
+        assert!(
+            screen
+                .lines()
+                .any(|line| line.contains("drill/") && line.contains('…') && line.contains("/000")),
+            "{width}x{height}: the long key cut in the middle:\n{screen}"
+        );
+        send("Tab"); // events -> keys
+        send("End");
+        tmux.wait_for(
+            "the last key, past the first page",
+            Duration::from_secs(10),
+            |s| s.contains("Keys 621/621") && s.contains("k/0619"),
+        )
+        .await;
+        send("Home");
+        tmux.wait_for("the first key again", Duration::from_secs(5), |s| {
+            s.contains("Keys 1/621")
+        })
+        .await;
+        send("PageDown");
+        tmux.wait_for("a page down", Duration::from_secs(5), |s| {
+            s.contains("Keys 21/621")
+        })
+        .await;
+        send("Home");
+        send("Enter");
+        let screen = tmux
+            .wait_for("the value, as lines", Duration::from_secs(5), |s| {
+                s.contains("line three")
+            })
+            .await;
+        let lines: Vec<&str> = screen.lines().collect();
+        let one = lines.iter().position(|l| l.contains("line one")).unwrap();
+        assert!(
+            lines[one + 1].contains("line two"),
+            "{width}x{height}: one line each:\n{screen}"
+        );
+        assert!(
+            screen.contains("28 bytes, 3 lines"),
+            "{width}x{height}: the size:\n{screen}"
+        );
+        send("q");
+        send("q");
+    }
 }
 
 /// Runs kg-tui in tmux with `args`, waits for `connected` and the node, puts a key, checks

@@ -8,7 +8,7 @@ use kg_api::{
     ChangeEvent, DatabaseStatus, DependencyState, EventType, KeyRecord, NodeHealth, NodeHeartbeat,
     NodeStatus, PeerStatus, RequestCounters,
 };
-use kg_tui::app::{App, FeedState, Msg};
+use kg_tui::app::{App, Command, FeedState, KeysPage, Msg};
 
 pub fn key(code: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -124,11 +124,36 @@ pub fn populated(base: Instant) -> App {
         let received = base + Duration::from_millis(9_000 + 500 * revision as u64);
         app.update(Msg::Change(event(kind, key, revision, node), received));
     }
-    app.update(Msg::Keys(Ok(vec![
-        record("config/mode", 3),
-        record("user/1", 6),
-        record("user/3", 5),
-    ])));
+    app.update(Msg::Keys(Ok(first_page(
+        0,
+        vec![
+            record("config/mode", 3),
+            record("user/1", 6),
+            record("user/3", 5),
+        ],
+    ))));
     app.update(Msg::Tick(base + Duration::from_secs(12)));
     app
+}
+
+/// The whole listing as one first page, for the fetch numbered `generation`.
+pub fn first_page(generation: u64, keys: Vec<KeyRecord>) -> KeysPage {
+    KeysPage {
+        generation,
+        after: None,
+        total: Some(keys.len() as u64),
+        keys,
+        next: None,
+    }
+}
+
+/// The generation of the key fetch among `commands`.
+pub fn fetch_generation(commands: &[Command]) -> u64 {
+    commands
+        .iter()
+        .find_map(|command| match command {
+            Command::FetchKeys { generation, .. } => Some(*generation),
+            _ => None,
+        })
+        .expect("a key fetch")
 }

@@ -43,3 +43,18 @@ fn paused_with_redis_down_at_80x24() {
     )));
     insta::assert_snapshot!("paused_redis_down_80x24", render(&app, 80, 24));
 }
+
+fn check_truncate(text: &str, width: usize, expected: &str) {
+    assert_eq!(kg_tui::ui::truncate_middle(text, width), expected, "{text:?} in {width}");
+}
+
+#[test]
+fn long_keys_are_cut_in_the_middle_with_an_ellipsis() {
+    check_truncate("user/1", 10, "user/1");
+    check_truncate("drill/652396e3/000", 12, "drill/…3/000");
+    check_truncate("drill/652396e3/000", 18, "drill/652396e3/000");
+    check_truncate("abcdef", 1, "…");
+    check_truncate("abcdef", 0, "");
+    // Wide characters count two columns.
+    check_truncate("日本語のキー/値", 7, "日…/値");
+}

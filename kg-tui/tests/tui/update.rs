@@ -5,9 +5,14 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kg_api::{DependencyState, EventType, NodeHealth};
-use kg_tui::app::{App, Command, FeedState, Mode, Msg, NodeState, Panel, MAX_EVENTS};
+use kg_tui::app::{
+    App, Command, FeedState, KeysPage, Mode, Msg, NodeState, Panel, ValueView, KEY_PAGE,
+    KEY_PAGE_STEP, MAX_EVENTS,
+};
 
-use crate::fixtures::{event, heartbeat, key, populated, record, status, typed};
+use crate::fixtures::{
+    event, fetch_generation, first_page, heartbeat, key, populated, record, status, typed,
+};
 
 fn empty(base: Instant, read_only: bool) -> App {
     App::new(
@@ -109,7 +114,7 @@ fn pause_holds_events_and_resume_shows_them_in_order() {
     assert_eq!(app.events.len(), 1, "nothing moves while paused");
     assert_eq!(app.held.len(), 2);
     // Throughput still counts them.
-    app.update(Msg::Tick(base + Duration::from_millis(1_100)));
+    app.update(Msg::Tick(base + Duration::from_millis(900)));
     assert_eq!(app.throughput.last_second(), 3);
 
     app.update(key(KeyCode::Char(' ')));
@@ -151,11 +156,9 @@ fn the_filter_sets_the_prefix_and_fetches_keys() {
     typed(&mut app, "ser/");
     assert_eq!(app.mode, Mode::Filter("user/".to_owned()));
     let commands = app.update(key(KeyCode::Enter));
-    assert_eq!(
-        commands,
-        [Command::FetchKeys {
-            prefix: "user/".to_owned()
-        }]
+    assert!(
+        matches!(&commands[..], [Command::FetchKeys { prefix, after: None, .. }] if prefix == "user/"),
+        "{commands:?}"
     );
     assert_eq!(app.prefix, "user/");
     assert_eq!(app.focus, Panel::Keys);
@@ -175,22 +178,18 @@ fn changes_under_the_prefix_refresh_the_key_browser_at_most_once_a_second() {
     app.update(Msg::Tick(base));
     app.update(Msg::Change(event(EventType::Put, "k", 1, "n1"), base));
     let first = app.update(Msg::Tick(base + Duration::from_millis(250)));
-    assert_eq!(
-        first,
-        [Command::FetchKeys {
-            prefix: String::new()
-        }]
+    assert!(
+        matches!(&first[..], [Command::FetchKeys { prefix, after: None, .. }] if prefix.is_empty()),
+        "{first:?}"
     );
     app.update(Msg::Change(event(EventType::Put, "k", 2, "n1"), base));
     assert!(app
         .update(Msg::Tick(base + Duration::from_millis(500)))
         .is_empty());
-    assert_eq!(
-        app.update(Msg::Tick(base + Duration::from_millis(1_300))),
-        [Command::FetchKeys {
-            prefix: String::new()
-        }]
-    );
+    assert!(matches!(
+        &app.update(Msg::Tick(base + Duration::from_millis(1_300)))[..],
+        [Command::FetchKeys { after: None, .. }]
+    ));
     assert!(app
         .update(Msg::Tick(base + Duration::from_millis(2_600)))
         .is_empty());
@@ -247,7 +246,10 @@ fn enter_views_the_selected_key_and_put_and_delete_go_through_forms() {
     // The outcome shows on the status line, refreshes the browser, and clears after 5 s.
     let commands = app.update(Msg::Done(Ok("deleted user/1 at revision 7".to_owned())));
     assert!(matches!(commands[..], [Command::FetchKeys { .. }]));
-    app.update(Msg::Keys(Ok(vec![record("user/3", 5)])));
+    app.update(Msg::Keys(Ok(first_page(
+        fetch_generation(&commands),
+        vec![record("user/3", 5)],
+    ))));
     assert_eq!(app.selected_key, 0, "the selection stays inside the list");
     app.update(Msg::Tick(base + Duration::from_secs(18)));
     assert_eq!(app.message, None);
@@ -257,7 +259,7 @@ fn enter_views_the_selected_key_and_put_and_delete_go_through_forms() {
 fn read_only_disables_put_and_delete() {
     let base = Instant::now();
     let mut app = empty(base, true);
-    app.update(Msg::Keys(Ok(vec![record("k", 1)])));
+    app.update(Msg::Keys(Ok(first_page(0, vec![record("k", 1)]))));
     app.focus = Panel::Keys;
     assert!(app.update(key(KeyCode::Char('p'))).is_empty());
     assert_eq!(app.mode, Mode::Normal);
@@ -281,4 +283,159 @@ fn help_opens_and_any_key_closes_it_and_q_or_ctrl_c_quits() {
     let ctrl_c = Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
     app.update(key(KeyCode::Char('/')));
     assert_eq!(app.update(ctrl_c), [Command::Quit], "even while typing");
+}
+
+/// `count` keys named `k/00000`, `k/00001`, ... from `from`.
+fn keys_from(from: usize, count: usize) -> Vec<kg_api::KeyRecord> {
+    (from..from + count)
+        .map(|i| record(&format!("k/{i:05}"), i64::try_from(i).unwrap() + 1))
+        .collect()
+}
+
+/// Answers the key fetch among `commands` with the next page of a listing of `total` keys.
+fn answer(app: &mut App, commands: &[Command], total: usize) -> Vec<Command> {
+    let Some(Command::FetchKeys {
+        after, generation, ..
+    }) = commands
+        .iter()
+        .find(|c| matches!(c, Command::FetchKeys { .. }))
+    else {
+        panic!("no key fetch in {commands:?}")
+    };
+    let from = after
+        .as_deref()
+        .map_or(0, |key| key[2..].parse::<usize>().unwrap() + 1);
+    let page = KEY_PAGE as usize;
+    let keys = keys_from(from, page.min(total - from));
+    let next = (from + page < total).then(|| keys.last().unwrap().key.clone());
+    app.update(Msg::Keys(Ok(KeysPage {
+        generation: *generation,
+        after: after.clone(),
+        keys,
+        next,
+        total: after.is_none().then_some(total as u64),
+    })))
+}
+
+#[test]
+fn the_key_browser_pages_through_every_key_as_the_cursor_moves() {
+    let base = Instant::now();
+    let mut app = empty(base, false);
+    app.focus = Panel::Keys;
+    let total = 1_234;
+    let first = app.start();
+    assert!(
+        answer(&mut app, &first, total).is_empty(),
+        "one page is enough for now"
+    );
+    assert_eq!((app.keys.len(), app.keys_total), (500, Some(1_234)));
+
+    // Near the end of what is loaded, the next page is asked for, and only once.
+    for _ in 0..490 {
+        let commands = app.update(key(KeyCode::PageDown));
+        if !commands.is_empty() {
+            assert!(
+                matches!(&commands[..], [Command::FetchKeys { after: Some(after), .. }] if after == "k/00499"),
+                "{commands:?}"
+            );
+            assert!(
+                app.update(key(KeyCode::PageDown)).is_empty(),
+                "one fetch in flight"
+            );
+            answer(&mut app, &commands, total);
+            break;
+        }
+    }
+    assert_eq!(app.keys.len(), 1_000);
+    assert!(app.selected_key >= 500 - KEY_PAGE_STEP);
+
+    // End fetches what is left and lands on the very last key; Home goes back.
+    let mut commands = app.update(key(KeyCode::End));
+    while !commands.is_empty() {
+        commands = answer(&mut app, &commands, total);
+    }
+    assert_eq!(app.keys.len(), total);
+    assert_eq!(app.selected_key, total - 1);
+    assert_eq!(app.keys[app.selected_key].key, "k/01233");
+    assert!(app.update(key(KeyCode::Home)).is_empty());
+    assert_eq!(app.selected_key, 0);
+    app.update(key(KeyCode::PageDown));
+    assert_eq!(app.selected_key, KEY_PAGE_STEP);
+    app.update(key(KeyCode::PageUp));
+    assert_eq!(app.selected_key, 0);
+}
+
+#[test]
+fn a_page_of_an_older_listing_is_dropped() {
+    let base = Instant::now();
+    let mut app = empty(base, false);
+    let old = app.start();
+    let new = app.update(Msg::Done(Ok("put k".to_owned())));
+    assert_ne!(fetch_generation(&old), fetch_generation(&new));
+    app.update(Msg::Keys(Ok(first_page(
+        fetch_generation(&old),
+        vec![record("old", 1)],
+    ))));
+    assert!(app.keys.is_empty(), "the older listing's page is not shown");
+    app.update(Msg::Keys(Ok(first_page(
+        fetch_generation(&new),
+        vec![record("new", 2)],
+    ))));
+    assert_eq!(app.keys[0].key, "new");
+}
+
+#[test]
+fn the_value_view_scrolls_a_long_value_and_other_keys_close_it() {
+    let base = Instant::now();
+    let mut app = empty(base, false);
+    let value = (1..=40)
+        .map(|i| format!("line {i}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    app.update(Msg::Value(Ok(ValueView {
+        key: "k".to_owned(),
+        value,
+        mod_revision: 3,
+        create_revision: 1,
+        version: 2,
+        node: None,
+        cache_hit: None,
+    })));
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::PageDown));
+    assert!(
+        matches!(app.mode, Mode::Value { scroll: 11, .. }),
+        "{:?}",
+        app.mode
+    );
+    for _ in 0..10 {
+        app.update(key(KeyCode::PageDown));
+    }
+    assert!(
+        matches!(app.mode, Mode::Value { scroll: 39, .. }),
+        "stops at the last line"
+    );
+    app.update(key(KeyCode::Home));
+    assert!(matches!(app.mode, Mode::Value { scroll: 0, .. }));
+    app.update(key(KeyCode::Char('x')));
+    assert_eq!(app.mode, Mode::Normal);
+}
+
+#[test]
+fn now_counts_the_events_of_the_last_second_not_the_last_bucket() {
+    let base = Instant::now();
+    let mut app = empty(base, false);
+    app.update(Msg::Tick(base));
+    // 30 writes just before a bucket boundary: half a second later "now" still shows them.
+    for revision in 1..=30 {
+        let at = base + Duration::from_millis(900 + revision);
+        app.update(Msg::Change(
+            event(EventType::Put, "k", i64::try_from(revision).unwrap(), "n1"),
+            at,
+        ));
+    }
+    app.update(Msg::Tick(base + Duration::from_millis(1_400)));
+    assert_eq!(app.throughput.last_second(), 30);
+    app.update(Msg::Tick(base + Duration::from_millis(2_000)));
+    assert_eq!(app.throughput.last_second(), 0);
 }
