@@ -123,13 +123,14 @@ wrk_run() {
     KG_KEYS=$keys wrk -t2 -c"$connections" -d"${round_s}s" --latency -s "scripts/bench/$3" "$2" \
         >"$out/$1.wrk" 2>&1 || fail "wrk failed: $(cat "$out/$1.wrk")"
 }
-# bench_run NAME SECONDS ENDPOINT [ARGS...]: a kg-bench run, saved as NAME.json.
+# bench_run NAME SECONDS ENDPOINT [ARGS...]: a kg-bench run, saved as NAME.json, with its
+# charts in NAME.html.
 bench_run() {
     local name=$1 seconds=$2 endpoint=$3
     shift 3
     "$bin/kg-bench" --endpoint "$endpoint" --concurrency "$connections" --duration "${seconds}s" \
-        --warmup 1s --keys "$keys" --value-size 128 --output json "$@" >"$out/$name.json" ||
-        fail "kg-bench $name failed"
+        --warmup 1s --keys "$keys" --value-size 128 --output json --report "$out/$name.html" "$@" \
+        >"$out/$name.json" || fail "kg-bench $name failed"
 }
 # pgbench_run NAME SCRIPT: pgbench with per-transaction logs, saved as NAME.txt and NAME.<pid>*.
 pgbench_run() {

@@ -4,6 +4,7 @@
 //! and `check` tests a recorded history for linearizability.
 
 pub mod check;
+pub mod html;
 pub mod report;
 pub mod run;
 pub mod stats;
@@ -79,6 +80,9 @@ pub struct CompareArgs {
     /// Changes worse than this are regressions.
     #[arg(long, default_value = "5%", value_parser = parse_percent)]
     pub tolerance: f64,
+    /// Also write the two runs' charts, overlaid, to this self-contained HTML file.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -161,6 +165,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
 
+    /// Also write a self-contained HTML report (charts of latency over time, throughput and
+    /// errors per second, latency distributions per operation and node) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -182,6 +191,18 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
                 })
             };
             let (base, new) = (read(&args.base)?, read(&args.new)?);
+            if let Some(path) = &args.report {
+                let name = |path: &PathBuf| {
+                    path.file_stem().map_or_else(
+                        || path.display().to_string(),
+                        |stem| stem.to_string_lossy().into_owned(),
+                    )
+                };
+                write_html(
+                    path,
+                    &[(&name(&args.base), &base), (&name(&args.new), &new)],
+                )?;
+            }
             let changes = threshold::compare(&base, &new, args.tolerance);
             report::print_changes(out, &changes, args.tolerance).map_err(|e| e.to_string())?;
             Ok(u8::from(changes.iter().any(|c| c.regression)))
@@ -189,6 +210,16 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
         Some(Tool::Check(args)) => check_history(&args, out),
         None => bench(cli.run, out).await,
     }
+}
+
+fn write_html(path: &std::path::Path, runs: &[(&str, &Report)]) -> Result<(), String> {
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(path)
+            .map_err(|err| format!("cannot create {}: {err}", path.display()))?,
+    );
+    html::write_report(&mut file, runs)
+        .and_then(|()| file.flush())
+        .map_err(|err| format!("cannot write {}: {err}", path.display()))
 }
 
 fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
@@ -274,6 +305,9 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         Output::Csv => report::print_csv(out, &report),
     };
     printed.map_err(|err| format!("cannot write the report: {err}"))?;
+    if let Some(path) = &args.report {
+        write_html(path, &[("this run", &report)])?;
+    }
     Ok(if report.requests > 0 && report.successes == 0 {
         // A run in which nothing succeeded measured nothing about the store.
         EXIT_ALL_FAILED

@@ -287,11 +287,51 @@ pub struct SecondReport {
     /// Requests completed in this second; for a partial second, scaled to a rate.
     pub rps: u64,
     pub errors: u64,
+    /// p50 of the successes in this second.
+    #[serde(default)]
+    pub p50_us: u64,
     /// p99 of the successes in this second.
     pub p99_us: u64,
     /// The run ended inside this second: `rps` is its count scaled up to a whole second.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub partial: bool,
+}
+
+/// One point of a latency distribution: the latency at or below which `percentile` percent of
+/// the successful requests completed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PercentilePoint {
+    pub percentile: f64,
+    pub latency_us: u64,
+}
+
+/// The latency distribution of one slice of the run (all requests, an operation or a node),
+/// for the HDR percentile plot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    /// `all`, an operation (`get`), or `node n1`.
+    pub series: String,
+    pub points: Vec<PercentilePoint>,
+}
+
+/// Where the distributions are sampled: dense in the tail, where latency plots are read.
+pub const DISTRIBUTION_PERCENTILES: [f64; 14] = [
+    0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.995, 99.999, 100.0,
+];
+
+impl Distribution {
+    fn of(series: String, histogram: &Histogram<u64>) -> Option<Self> {
+        (!histogram.is_empty()).then(|| Self {
+            series,
+            points: DISTRIBUTION_PERCENTILES
+                .iter()
+                .map(|&percentile| PercentilePoint {
+                    percentile,
+                    latency_us: histogram.value_at_quantile(percentile / 100.0),
+                })
+                .collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,6 +381,9 @@ pub struct Report {
     pub nodes: BTreeMap<String, NodeReport>,
     pub cache: CacheReport,
     pub series: Vec<SecondReport>,
+    /// Latency distributions of the successes: all, per operation, per node.
+    #[serde(default)]
+    pub distributions: Vec<Distribution>,
     #[serde(default)]
     pub thresholds: Vec<ThresholdResult>,
 }
@@ -451,6 +494,11 @@ impl Report {
                         requests: series.requests,
                         rps,
                         errors: series.errors,
+                        p50_us: if series.latency.is_empty() {
+                            0
+                        } else {
+                            series.latency.value_at_quantile(0.5)
+                        },
                         p99_us: if series.latency.is_empty() {
                             0
                         } else {
@@ -459,6 +507,15 @@ impl Report {
                         partial,
                     }
                 })
+                .collect(),
+            distributions: Distribution::of("all".to_owned(), &stats.overall.latency)
+                .into_iter()
+                .chain(stats.ops.iter().filter_map(|(op, series)| {
+                    Distribution::of(op.name().to_owned(), &series.latency)
+                }))
+                .chain(stats.nodes.iter().filter_map(|(node, series)| {
+                    Distribution::of(format!("node {node}"), &series.latency)
+                }))
                 .collect(),
             thresholds: Vec::new(),
         }

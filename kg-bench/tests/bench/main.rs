@@ -564,3 +564,91 @@ async fn a_cas_whose_read_has_no_revision_is_an_error_and_writes_nothing() {
     );
     assert_eq!(writes.load(Ordering::Relaxed), 0, "no CAS may write blind");
 }
+
+/// --report writes one self-contained page with every series, and `compare --report` overlays
+/// two runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_holds_every_series_and_compare_overlays_two_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let run = |name: &'static str| {
+        let json_path = dir.path().join(format!("{name}.json"));
+        let html_path = dir.path().join(format!("{name}.html"));
+        let endpoint = endpoint.clone();
+        async move {
+            let output = kg_bench(&[
+                "--endpoint",
+                &endpoint,
+                "--concurrency",
+                "4",
+                "--duration",
+                "2s",
+                "--keys",
+                "100",
+                "--preload",
+                "--mix",
+                "get=80,put=15,delete=5",
+                "--report",
+                html_path.to_str().unwrap(),
+                "-o",
+                "json",
+            ])
+            .await;
+            assert_eq!(output.status.code(), Some(0), "{output:?}");
+            std::fs::write(&json_path, &output.stdout).unwrap();
+            (json_path, std::fs::read_to_string(&html_path).unwrap())
+        }
+    };
+    let (base_json, page) = run("base").await;
+    assert!(page.starts_with("<!doctype html>"), "{}", &page[..100]);
+    // Every series the issue names: latency over time, throughput and errors per second, the
+    // distribution overall, per operation and per node.
+    for title in [
+        "Latency over time",
+        "Throughput and errors per second",
+        "Latency distribution",
+    ] {
+        assert!(page.contains(title), "the report lacks the chart {title}");
+    }
+    // A legend entry is an SVG text element of its own.
+    let legend = |label: &str| format!(">\n{label}\n</text>");
+    for series in [
+        "p50",
+        "p99",
+        "requests/s",
+        "errors/s",
+        "all",
+        "get",
+        "put",
+        "delete",
+        "node bench-node",
+    ] {
+        assert!(
+            page.contains(&legend(series)),
+            "the report lacks the series {series}"
+        );
+    }
+    // Nothing is fetched at view time: no script, stylesheet link or image source.
+    for fetch in ["<script", "<link", "src=", "url("] {
+        assert!(!page.contains(fetch), "the report would fetch: {fetch}");
+    }
+
+    let (new_json, _) = run("new").await;
+    let overlay = dir.path().join("compare.html");
+    let compared = kg_bench(&[
+        "compare",
+        base_json.to_str().unwrap(),
+        new_json.to_str().unwrap(),
+        "--tolerance",
+        "1000%",
+        "--report",
+        overlay.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(compared.status.code(), Some(0), "{compared:?}");
+    let page = std::fs::read_to_string(&overlay).unwrap();
+    assert!(page.contains("new against base"));
+    for series in ["base: p99", "new: p99", "base: get", "new: get"] {
+        assert!(page.contains(&legend(series)), "the overlay lacks {series}");
+    }
+}
