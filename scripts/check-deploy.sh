@@ -9,10 +9,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_packages docker-compose:docker-compose
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
-    step "installing kubernetes-validate"
-    python3 -m pip install -q kubernetes-validate
-fi
+# Into a venv of its own, as schemathesis: Debian's python3 has no pip and refuses a
+# system-wide install (PEP 668).
+kubernetes_validate=$(pip_tool kubernetes-validate kubernetes-validate)
 
 step "docker-compose config"
 docker-compose -f docker-compose.yml config -q
@@ -60,5 +59,5 @@ print(f"ok: {len(servers)} nodes, ports {sorted(published)}")
 '
 
 step "kubernetes-validate"
-kubernetes-validate --strict --quiet deploy/kubernetes/*.yaml
+"$kubernetes_validate" --strict --quiet deploy/kubernetes/*.yaml
 echo "ok: $(ls deploy/kubernetes/*.yaml | wc -l) manifests"
