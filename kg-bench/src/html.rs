@@ -129,13 +129,7 @@ pub fn write_report(out: &mut dyn Write, runs: &[(&str, &Report)]) -> io::Result
 
 /// The one-line summary the text report opens with, for this run.
 fn headline(run: &str, report: &Report) -> String {
-    let model = match report.target_rps {
-        Some(target) => format!(
-            "open model, target {target:.0} req/s, achieved {:.0} req/s, {} dropped",
-            report.rps, report.dropped
-        ),
-        None => format!("closed model, {:.0} req/s", report.rps),
-    };
+    let model = report.model_summary();
     format!(
         "{run}: {} requests in {:.2} s, {model}; {} errors; p50 {:.2} ms, p99 {:.2} ms",
         report.requests,
@@ -244,28 +238,26 @@ fn tables(run: &str, report: &Report) -> String {
          <th>p99 ms</th><th>max ms</th></tr>",
         escape(run)
     );
-    for (name, op) in &report.ops {
+    let rows = report
+        .ops
+        .iter()
+        .map(|(name, op)| (name.clone(), op.requests, op.errors, &op.latency_us))
+        .chain(report.nodes.iter().map(|(name, node)| {
+            (
+                format!("node {name}"),
+                node.requests,
+                node.errors,
+                &node.latency_us,
+            )
+        }));
+    for (name, requests, errors, latency) in rows {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(name),
-            op.requests,
-            op.errors,
-            ms(op.latency_us.p50),
-            ms(op.latency_us.p99),
-            ms(op.latency_us.max)
-        );
-    }
-    for (name, node) in &report.nodes {
-        let _ = write!(
-            html,
-            "<tr><td>node {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(name),
-            node.requests,
-            node.errors,
-            ms(node.latency_us.p50),
-            ms(node.latency_us.p99),
-            ms(node.latency_us.max)
+            "<tr><td>{}</td><td>{requests}</td><td>{errors}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&name),
+            ms(latency.p50),
+            ms(latency.p99),
+            ms(latency.max)
         );
     }
     html.push_str("</table></section>\n");

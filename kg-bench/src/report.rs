@@ -43,15 +43,7 @@ fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Res
 }
 
 pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
-    // The headline says which model ran: an open model's rate is only meaningful next to the
-    // rate it was asked for and what it could not send.
-    let model = match report.target_rps {
-        Some(target) => format!(
-            "open model, target {target:.0} req/s: achieved {:.0} req/s, {} dropped (never sent)",
-            report.rps, report.dropped
-        ),
-        None => format!("closed model: {:.0} req/s", report.rps),
-    };
+    let model = report.model_summary();
     writeln!(
         out,
         "{} requests in {:.2}s, {model}; {} errors ({:.3}%), {} not found{}",

@@ -388,6 +388,20 @@ pub struct Report {
     pub thresholds: Vec<ThresholdResult>,
 }
 
+impl Report {
+    /// Which model ran and at what rate: an open model's rate is only meaningful next to the
+    /// rate it was asked for and what it could not send.
+    pub fn model_summary(&self) -> String {
+        match self.target_rps {
+            Some(target) => format!(
+                "open model, target {target:.0} req/s: achieved {:.0} req/s, {} dropped (never sent)",
+                self.rps, self.dropped
+            ),
+            None => format!("closed model: {:.0} req/s", self.rps),
+        }
+    }
+}
+
 #[allow(clippy::cast_precision_loss)] // request counts are far below 2^52
 fn ratio(part: u64, whole: u64) -> f64 {
     if whole == 0 {

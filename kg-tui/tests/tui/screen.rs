@@ -45,7 +45,11 @@ fn paused_with_redis_down_at_80x24() {
 }
 
 fn check_truncate(text: &str, width: usize, expected: &str) {
-    assert_eq!(kg_tui::ui::truncate_middle(text, width), expected, "{text:?} in {width}");
+    assert_eq!(
+        kg_tui::ui::truncate_middle(text, width),
+        expected,
+        "{text:?} in {width}"
+    );
 }
 
 #[test]
