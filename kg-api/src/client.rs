@@ -371,11 +371,7 @@ impl Client {
         }
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        Ok(WatchStream {
-            url,
-            body: Box::pin(response.bytes_stream()),
-            buffer: Vec::new(),
-        })
+        Ok(WatchStream::new(url, response.bytes_stream()))
     }
 
     /// A request builder for a path under the base URL, for endpoints and options this client
@@ -481,11 +477,13 @@ fn write_result(headers: &HeaderMap) -> WriteResult {
 /// The change events of a watch, parsed from Server-Sent Events.
 pub struct WatchStream {
     url: String,
-    body: std::pin::Pin<
-        Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static>,
-    >,
-    buffer: Vec<u8>,
+    events: std::pin::Pin<Box<dyn futures::Stream<Item = SseItem> + Send + 'static>>,
 }
+
+type SseItem = std::result::Result<
+    eventsource_stream::Event,
+    eventsource_stream::EventStreamError<reqwest::Error>,
+>;
 
 impl std::fmt::Debug for WatchStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -496,49 +494,109 @@ impl std::fmt::Debug for WatchStream {
 }
 
 impl WatchStream {
+    /// The events of an SSE body, as the bytes arrive from `url`.
+    pub fn new<S>(url: String, body: S) -> Self
+    where
+        S: futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+    {
+        use eventsource_stream::Eventsource as _;
+        WatchStream {
+            url,
+            events: Box::pin(body.eventsource()),
+        }
+    }
+
     /// The next event, `None` when the server ended the stream. Keep-alive comments and
-    /// fields other than `data` are skipped; the event's revision is its SSE id.
+    /// events without data are skipped; the event's revision is its SSE id.
     pub async fn next(&mut self) -> Option<Result<ChangeEvent>> {
         use futures::StreamExt as _;
         loop {
-            if let Some(event) = self.take_event() {
-                return Some(event);
-            }
-            match self.body.next().await? {
-                Ok(chunk) => self.buffer.extend_from_slice(&chunk),
-                Err(source) => {
+            let event = match self.events.next().await? {
+                Ok(event) => event,
+                Err(eventsource_stream::EventStreamError::Transport(source)) => {
                     return Some(Err(Error::Transport {
                         url: self.url.clone(),
                         source,
                     }))
                 }
+                Err(err) => return Some(Err(self.malformed(err))),
+            };
+            if event.data.is_empty() {
+                continue;
             }
+            return Some(serde_json::from_str(&event.data).map_err(|err| self.malformed(err)));
         }
     }
 
-    /// Parses one complete event (terminated by a blank line) out of the buffer.
-    fn take_event(&mut self) -> Option<Result<ChangeEvent>> {
-        loop {
-            let end = self
-                .buffer
-                .windows(2)
-                .position(|window| window == b"\n\n")?;
-            let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
-            let text = String::from_utf8_lossy(&block);
-            let data: Vec<&str> = text
-                .lines()
-                .filter_map(|line| line.strip_prefix("data:"))
-                .map(|data| data.strip_prefix(' ').unwrap_or(data))
+    fn malformed(&self, err: impl std::fmt::Display) -> Error {
+        Error::Api {
+            status: StatusCode::OK,
+            detail: format!("malformed event from {}: {err}", self.url),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body as it may arrive: `chunks` of bytes, split anywhere.
+    fn stream_of(chunks: &[&'static str]) -> WatchStream {
+        let chunks: Vec<reqwest::Result<bytes::Bytes>> = chunks
+            .iter()
+            .map(|chunk| Ok(bytes::Bytes::from_static(chunk.as_bytes())))
+            .collect();
+        WatchStream::new(
+            "http://test/api/watch".to_owned(),
+            futures::stream::iter(chunks),
+        )
+    }
+
+    async fn keys(mut stream: WatchStream) -> Vec<(String, i64)> {
+        let mut seen = Vec::new();
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            seen.push((event.key, event.revision));
+        }
+        seen
+    }
+
+    const ONE: &str = r#"{"type":"put","key":"a","revision":1,"version":1,"node":"n1","at":"2026-11-30T00:00:00Z","value":"x"}"#;
+    const TWO: &str = r#"{"type":"delete","key":"b","revision":2,"version":0,"node":"n1","at":"2026-11-30T00:00:00Z"}"#;
+
+    #[test]
+    fn events_are_read_with_lf_or_crlf_framing_across_chunk_boundaries() {
+        for newline in ["\n", "\r\n"] {
+            let body = format!(
+                ": keep-alive{newline}{newline}id: 1{newline}data: {ONE}{newline}{newline}\
+                 id: 9{newline}{newline}id: 2{newline}data: {TWO}{newline}{newline}"
+            );
+            // Split at every third byte, so a CRLF pair and a field name are cut in two.
+            let leaked: &'static str = Box::leak(body.into_boxed_str());
+            let chunks: Vec<&'static str> = leaked
+                .as_bytes()
+                .chunks(3)
+                .map(|chunk| std::str::from_utf8(chunk).unwrap())
                 .collect();
-            if data.is_empty() {
-                continue; // a keep-alive comment or an id-only block
-            }
-            return Some(
-                serde_json::from_str(&data.join("\n")).map_err(|err| Error::Api {
-                    status: StatusCode::OK,
-                    detail: format!("malformed event from {}: {err}", self.url),
-                }),
+            let seen = futures::executor::block_on(keys(stream_of(&chunks)));
+            assert_eq!(
+                seen,
+                [("a".to_owned(), 1), ("b".to_owned(), 2)],
+                "newline {newline:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_malformed_event_is_an_error_that_names_the_stream() {
+        let mut stream = stream_of(&["data: {not json\r\n\r\n"]);
+        let err = futures::executor::block_on(stream.next())
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("malformed event from http://test/api/watch"),
+            "{err}"
+        );
     }
 }
