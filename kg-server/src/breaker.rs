@@ -10,7 +10,8 @@
 //! The first probe goes at once because a call can also time out when the node itself
 //! stalled: a node stopped for 7 s (SIGSTOP, a frozen VM) finds the `--db-timeout` of every
 //! call it had in flight long past when it resumes, while the database is fine. Waiting a
-//! whole interval before the first probe then turned away ~100 ms of good requests.
+//! whole interval before the first probe then turned away a whole probe interval of good
+//! requests (docs/reliability.md has the drill that showed it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

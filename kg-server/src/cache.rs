@@ -43,10 +43,10 @@ use crate::store::redact_url;
 
 // Each script takes a whole batch: KEYS[1] is the epoch, KEYS[2..] the entries, and the
 // epoch is checked once, so a batch is applied in one epoch or not at all. Per key they do
-// what one call per key did. Under PUT load a call cost Redis ~20 us, about half of it the
-// call itself, so one call per batch took a write's Redis time from 41 to 31 us (INFO
-// commandstats). The price: Redis runs a batch's script without serving anyone else, about
-// 3 ms for the largest batch (MAX_BATCH keys, at the ~10 us per key measured here).
+// what one call per key did. Under PUT load about half of a call's cost in Redis is the call
+// itself, so one call per batch cuts a write's Redis time. The price: Redis runs a batch's
+// script without serving anyone else, a few milliseconds for the largest batch (MAX_BATCH
+// keys). docs/performance.md, "Figures behind choices in the code", has the measurements.
 
 // ARGV[1] the epoch the data was read or committed in, ARGV[2] the TTL in ms, ARGV[3] '1' for
 // a write's update (it takes away the mark its writer set) or '0' for a fill (refused while

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use kg_server::{telemetry, Config};
 
-// Profiling the cache-hit GET path showed ~16% of the node's CPU in glibc malloc/free;
-// mimalloc's thread-local free lists cut that.
+// Under glibc's allocator, malloc and free were a large share of a cache-hit GET's CPU;
+// mimalloc's thread-local free lists cut that (docs/performance.md, "Figures behind choices
+// in the code").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -16,9 +17,10 @@ fn main() -> ExitCode {
     let threads = config.worker_threads.map(usize::from);
     let cores = || std::thread::available_parallelism().map_or(1, usize::from);
     // One thread runs tokio's current-thread scheduler: the multi-thread one with a single
-    // worker still pays for its run queues and for parking and waking that worker. A node
-    // on one thread spent 6-11% less CPU per GET (52 against 59 us at 2,000/s) and served
-    // 6% more GETs at saturation; it is what scripts/start.sh gives nodes on two cores.
+    // worker still pays for its run queues and for parking and waking that worker, and a
+    // node on one thread spent less CPU per GET and served more GETs at saturation
+    // (docs/performance.md has the figures). It is what scripts/start.sh gives nodes on
+    // two cores.
     let mut runtime = if threads.unwrap_or_else(cores) == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
