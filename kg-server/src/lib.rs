@@ -1,7 +1,6 @@
 //! kg-server: a KeyGrid node. `main.rs` parses the config and calls [`run`]; everything else
 //! lives here so that tests can build the app without a socket or spawn it on a free port.
 
-pub mod auth;
 pub mod breaker;
 pub mod cache;
 pub mod config;
@@ -10,12 +9,14 @@ pub mod http;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod tokens;
 pub mod writer;
 
 use tokio::net::TcpListener;
 
 pub use config::Config;
-pub use startup::{serve, shutdown_signal, AppState};
+pub use http::serve;
+pub use startup::{shutdown_signal, AppState};
 
 /// Runs a node until SIGTERM or ctrl-c.
 pub async fn run(config: Config) -> anyhow::Result<()> {

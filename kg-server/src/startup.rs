@@ -1,15 +1,14 @@
-//! Building a node: open the store, start the writer, install metrics, and serve on an
-//! already-bound listener until a shutdown future resolves.
+//! Building a node: open the store, start the writer, the cache and the background tasks, and
+//! hold them in [`AppState`], which every handler gets. Nothing here knows HTTP: a store or
+//! writer failure is a [`CallError`], which `http` maps to a status (`http::serve` puts the
+//! state behind a listener).
 
 use std::future::Future;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use axum::http::HeaderValue;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::net::TcpListener;
 
 use kg_api::{DependencyState, NodeHealth};
 
@@ -17,9 +16,9 @@ use crate::breaker::Breaker;
 use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
 use crate::events::{self, Events};
-use crate::http::{self, Error};
-use crate::store::{self, ConnectOptions, OpResult, Store, WriteOp};
-use crate::writer::{Writer, WriterContext};
+use crate::store::{self, ConnectOptions, OpResult, Store, StoreError, WriteOp};
+use crate::tokens::Tokens;
+use crate::writer::{WriteError, Writer, WriterContext};
 
 /// How often a degraded cache retries its connection.
 const CACHE_RECOVERY_INTERVAL: Duration = Duration::from_millis(500);
@@ -44,8 +43,8 @@ impl std::ops::Deref for AppState {
 /// The node's shared state, behind [`AppState`].
 #[derive(Debug)]
 pub struct NodeState {
+    /// The node's id; visible ASCII, so that it can go in a response header.
     pub node_id: Arc<str>,
-    pub node_header: HeaderValue,
     pub listen: String,
     pub store: Arc<dyn Store>,
     pub writer: Writer,
@@ -59,7 +58,7 @@ pub struct NodeState {
     /// The web view's files, served at `/` when given.
     pub web_dir: Option<std::path::PathBuf>,
     /// The accepted bearer tokens; `None` leaves the API open.
-    pub auth: Option<crate::auth::Tokens>,
+    pub auth: Option<Tokens>,
     pub max_value_bytes: usize,
     pub db_timeout: Duration,
     /// Open while the database is known to be down: database calls then fail at once.
@@ -97,12 +96,14 @@ impl AppState {
     /// supervisor, the event subscriber and the heartbeat.
     pub fn with_store(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         let node_id: Arc<str> = config.node_id().into();
-        let node_header = HeaderValue::from_str(&node_id)
-            .with_context(|| format!("node id {node_id:?} is not a valid HTTP header value"))?;
+        // Every answer names the node in X-KeyGrid-Node, so the id must be a header value.
+        if node_id.is_empty() || !node_id.bytes().all(|byte| byte.is_ascii_graphic()) {
+            anyhow::bail!("node id {node_id:?} must be visible ASCII, as it goes in a header");
+        }
         let auth = config
             .auth_tokens_file
             .as_deref()
-            .map(crate::auth::Tokens::load)
+            .map(Tokens::load)
             .transpose()?;
         let events = Arc::new(Events::new(&config.redis_prefix));
         let cache = match &config.redis_url {
@@ -134,7 +135,6 @@ impl AppState {
         );
         let state = AppState(Arc::new(NodeState {
             node_id,
-            node_header,
             listen: config.listen.to_string(),
             writer,
             cache,
@@ -202,36 +202,83 @@ impl AppState {
         }
     }
 
-    /// Runs a store call with the database timeout; running out of time is a 503. While the
-    /// database is known to be down the call is not made, and the 503 comes at once.
-    pub async fn db<T, E>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, Error>
+    /// Runs a store call with the database timeout; running out of time means the database
+    /// is unavailable. While it is known to be down the call is not made, and the answer
+    /// comes at once.
+    pub async fn db<T, E>(&self, call: impl Future<Output = Result<T, E>>) -> Result<T, CallError>
     where
-        Error: From<E>,
+        CallError: From<E>,
     {
         if self.db_breaker.is_open() {
             metrics::counter!("kg_db_errors_total", "kind" => "breaker_open").increment(1);
-            return Err(Error::DatabaseUnavailable);
+            return Err(CallError::DatabaseUnavailable);
         }
         let result = match tokio::time::timeout(self.db_timeout, call).await {
-            Ok(result) => result.map_err(Error::from),
+            Ok(result) => result.map_err(CallError::from),
             Err(_) => {
                 metrics::counter!("kg_db_errors_total", "kind" => "timeout").increment(1);
-                Err(Error::DatabaseUnavailable)
+                Err(CallError::DatabaseUnavailable)
             }
         };
-        if matches!(result, Err(Error::DatabaseUnavailable)) {
+        if matches!(result, Err(CallError::DatabaseUnavailable)) {
             self.db_breaker.trip(self.store.clone(), self.db_timeout);
         }
         result
     }
 
     /// Queues a write for the next batch and waits, within the database timeout, for its commit.
-    pub async fn write(&self, op: WriteOp) -> Result<OpResult, Error> {
+    pub async fn write(&self, op: WriteOp) -> Result<OpResult, CallError> {
         let result = self.db(self.writer.write(op)).await?;
         if let Some(delay) = self.write_reply_delay {
             tokio::time::sleep(delay).await;
         }
         Ok(result)
+    }
+}
+
+/// How a call through the node's state failed; `http` maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The database cannot be reached, did not answer in time, or is known to be down.
+    #[error("database unavailable")]
+    DatabaseUnavailable,
+    /// The node is shutting down and takes no more writes.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// A bug or an unexpected database error.
+    #[error("{0}")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<&StoreError> for CallError {
+    fn from(err: &StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(cause) => {
+                metrics::counter!("kg_db_errors_total", "kind" => "unavailable").increment(1);
+                tracing::warn!(error = %cause, "database unavailable");
+                CallError::DatabaseUnavailable
+            }
+            StoreError::Internal(cause) => {
+                metrics::counter!("kg_db_errors_total", "kind" => "internal").increment(1);
+                CallError::Internal(anyhow::anyhow!("{cause}"))
+            }
+        }
+    }
+}
+
+impl From<StoreError> for CallError {
+    fn from(err: StoreError) -> Self {
+        CallError::from(&err)
+    }
+}
+
+impl From<WriteError> for CallError {
+    fn from(err: WriteError) -> Self {
+        match err {
+            // The same error may be shared by every write of a failed batch.
+            WriteError::Store(err) => CallError::from(&*err),
+            WriteError::Stopped => CallError::ShuttingDown,
+        }
     }
 }
 
@@ -295,30 +342,6 @@ fn metrics_handle() -> PrometheusHandle {
             }
         })
         .clone()
-}
-
-/// Serves the node on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let shutting_down = state.shutting_down.clone();
-    let app = http::app(state);
-    // Answers (and SSE events) go out as soon as they are written, not after Nagle's wait
-    // for an ACK of an earlier segment.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            shutting_down.send_replace(true);
-        })
-        .await
-        .context("server failed")
 }
 
 /// Resolves on SIGTERM or ctrl-c.

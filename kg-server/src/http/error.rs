@@ -6,8 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kg_api::{ErrorBody, DETAIL_DATABASE_UNAVAILABLE, DETAIL_KEY_NOT_FOUND};
 
-use crate::store::StoreError;
-use crate::writer::WriteError;
+use crate::startup::CallError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -79,34 +78,12 @@ impl IntoResponse for Error {
     }
 }
 
-impl From<&StoreError> for Error {
-    fn from(err: &StoreError) -> Self {
+impl From<CallError> for Error {
+    fn from(err: CallError) -> Self {
         match err {
-            StoreError::Unavailable(cause) => {
-                metrics::counter!("kg_db_errors_total", "kind" => "unavailable").increment(1);
-                tracing::warn!(error = %cause, "database unavailable");
-                Error::DatabaseUnavailable
-            }
-            StoreError::Internal(cause) => {
-                metrics::counter!("kg_db_errors_total", "kind" => "internal").increment(1);
-                Error::Internal(anyhow::anyhow!("{cause}"))
-            }
-        }
-    }
-}
-
-impl From<StoreError> for Error {
-    fn from(err: StoreError) -> Self {
-        Error::from(&err)
-    }
-}
-
-impl From<WriteError> for Error {
-    fn from(err: WriteError) -> Self {
-        match err {
-            // The same error may be shared by every write of a failed batch.
-            WriteError::Store(err) => Error::from(&*err),
-            WriteError::Stopped => Error::ShuttingDown,
+            CallError::DatabaseUnavailable => Error::DatabaseUnavailable,
+            CallError::ShuttingDown => Error::ShuttingDown,
+            CallError::Internal(cause) => Error::Internal(cause),
         }
     }
 }

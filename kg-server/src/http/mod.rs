@@ -1,7 +1,9 @@
 //! The HTTP surface: merges each module's `router()`, adds the cross-cutting layers (request id,
 //! tracing, node header, counters and metrics, panic guard, authentication, body limit) and the
-//! OpenAPI docs.
+//! OpenAPI docs, and serves it on a listener. It sits on top: it knows the node's state
+//! (`startup`), and nothing below it knows HTTP.
 
+mod auth;
 mod error;
 mod health;
 pub mod input;
@@ -9,13 +11,17 @@ mod keys;
 mod watch;
 
 use std::any::Any;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -106,17 +112,45 @@ pub fn app(state: AppState) -> Router {
                         })
                         .on_failure(()),
                 )
-                .layer(middleware::from_fn_with_state(state.clone(), track))
+                .layer(middleware::from_fn_with_state(
+                    (state.clone(), node_header(&state)),
+                    track,
+                ))
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(CatchPanicLayer::custom(panic_response))
                 // Before any body is read or any route is matched; absent when the API is open.
                 .option_layer(
-                    state.auth.is_some().then(|| {
-                        middleware::from_fn_with_state(state.clone(), crate::auth::require)
-                    }),
+                    state
+                        .auth
+                        .is_some()
+                        .then(|| middleware::from_fn_with_state(state.clone(), auth::require)),
                 ),
         )
         .with_state(state)
+}
+
+/// Serves the node on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let shutting_down = state.shutting_down.clone();
+    let app = app(state);
+    // Answers (and SSE events) go out as soon as they are written, not after Nagle's wait
+    // for an ACK of an earlier segment.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(error = %err, "cannot set TCP_NODELAY on a connection");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            shutting_down.send_replace(true);
+        })
+        .await
+        .context("server failed")
 }
 
 /// Refuses a body whose declared Content-Length is over the limit before reading any of it;
@@ -148,18 +182,27 @@ async fn method_not_allowed(_body: Result<Bytes, BytesRejection>) -> Error {
 
 const X_KEYGRID_NODE: HeaderName = HeaderName::from_static(HEADER_NODE);
 
+/// The node header's value, made once. `AppState` checked at build that the id is visible
+/// ASCII, so the fallback is never used.
+fn node_header(state: &AppState) -> HeaderValue {
+    HeaderValue::from_str(&state.node_id)
+        .unwrap_or_else(|_| HeaderValue::from_static("invalid-node-id"))
+}
+
 /// Stamps the node header, counts the request by route, method and status, and logs a
 /// failed one (5xx) with its request id and, for a 500, the cause.
-async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn track(
+    State((state, node_header)): State<(AppState, HeaderValue)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
     let route = route_label(request.uri().path());
     let mut response = next.run(request).await;
     let status = response.status();
 
-    response
-        .headers_mut()
-        .insert(X_KEYGRID_NODE, state.node_header.clone());
+    response.headers_mut().insert(X_KEYGRID_NODE, node_header);
 
     let counters = &state.counters;
     counters.total.fetch_add(1, Ordering::Relaxed);
