@@ -2,42 +2,26 @@
 
 use std::io::{self, Write};
 
-/// Writes `rows` under `headers` (none for a key-value listing), columns padded to align.
+/// Writes `rows` under `headers` (none for a key-value listing), columns padded to align and
+/// two spaces apart, without borders: comfy-table measures the cells in terminal columns.
 pub fn print_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
-    let n_columns = rows
-        .iter()
-        .map(Vec::len)
-        .chain([headers.len()])
-        .max()
-        .unwrap_or(0);
-    let mut widths = vec![0; n_columns];
-    for (column, header) in headers.iter().enumerate() {
-        widths[column] = header.chars().count();
-    }
-    for row in rows {
-        for (column, cell) in row.iter().enumerate() {
-            widths[column] = widths[column].max(cell.chars().count());
-        }
-    }
-    let write_row =
-        |out: &mut dyn Write, cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
-            let mut line = String::new();
-            for (column, cell) in cells.enumerate() {
-                if column > 0 {
-                    line.push_str("  ");
-                }
-                line.push_str(cell);
-                if column + 1 < n_columns {
-                    line.push_str(&" ".repeat(widths[column] - cell.chars().count()));
-                }
-            }
-            writeln!(out, "{}", line.trim_end())
-        };
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
     if !headers.is_empty() {
-        write_row(out, &mut headers.iter().copied())?;
+        table.set_header(headers.iter().copied());
     }
     for row in rows {
-        write_row(out, &mut row.iter().map(String::as_str))?;
+        table.add_row(row.iter().map(String::as_str));
+    }
+    // The preset pads every cell with a space on each side; the first column's left one
+    // would indent the whole table.
+    if let Some(first) = table.column_mut(0) {
+        first.set_padding((0, 1));
+    }
+    for line in table.lines() {
+        writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
 }
