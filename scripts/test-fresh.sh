@@ -109,6 +109,8 @@ podman "${args[@]}" "$image" bash -c '
     echo "node used: $(node --version) from $(dpkg -S "$(command -v node)" | cut -d: -f1)"
 ' 2>&1 | tee "$run_dir/result.txt" || status=$?
 cp "$run_dir"/src/*.sh.log "$run_dir/" 2>/dev/null || true
+# The clone holds two cargo target directories (several GB); the logs are what is kept.
+rm -rf "$run_dir/src"
 echo "logs: $run_dir"
 [ "$status" = 0 ] || fail "the fresh-machine check failed"
 step "the README's two commands pass on a fresh Debian 12"
