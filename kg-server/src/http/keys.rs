@@ -66,6 +66,8 @@ pub async fn get_key(
 ) -> Result<Response, Error> {
     let key = query_key(&QueryParams::parse(query.as_deref(), &["key"])?)?;
     tracing::Span::current().record("key", key.as_str());
+    // A malformed If-Match is a 400 before anything is read.
+    let if_match = input::read_if_match(&headers)?;
     let (entry, cache_hit) = read_entry(&state, &key).await?;
     let cache_header = (
         X_CACHE,
@@ -74,7 +76,7 @@ pub async fn get_key(
     // RFC 9110 (13.2.2): If-Match first (412 unless it holds), then If-None-Match (304 for
     // a GET that names the current revision, or `*` for a key that exists).
     let revision = entry.value.is_some().then_some(entry.revision);
-    if let Some(expect) = input::read_if_match(&headers)? {
+    if let Some(expect) = if_match {
         let holds = match expect {
             Expect::Exists => revision.is_some(),
             Expect::Revision(wanted) => revision == Some(wanted),
