@@ -450,9 +450,10 @@ pub async fn run(
     }
     drop(history_tx);
 
-    bar.set_prefix("load");
-    // The preload's count must not stay on the line once the load has begun.
+    // The preload's count must not stay on the line once the load has begun (the message
+    // first, so that no frame shows the load's prefix beside the preload's count).
     bar.set_message("starting");
+    bar.set_prefix("load");
     let mut last_done = 0;
     let mut stats = Stats::default();
     let mut last_completion = measure_start;

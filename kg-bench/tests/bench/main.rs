@@ -652,3 +652,60 @@ async fn the_html_report_holds_every_series_and_compare_overlays_two_runs() {
         assert!(page.contains(&legend(series)), "the overlay lacks {series}");
     }
 }
+
+/// On a terminal, the progress line stops showing the preload's count once the load begins:
+/// the real binary in a tmux session of the test's own, its screen read every 20 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_progress_line_leaves_the_preload_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let socket = format!("kgbench-test-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .expect("tmux is missing: apt-get install tmux (scripts/test.sh installs it)")
+    };
+    let done = dir.path().join("done");
+    let script = format!(
+        "{bin} --endpoint {endpoint} --preload --keys 3000 -c 4 -d 3s; touch {done}; sleep 30",
+        bin = env!("CARGO_BIN_EXE_kg-bench"),
+        done = done.display(),
+    );
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        "bench",
+        "-x",
+        "120",
+        "-y",
+        "10",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    let (mut saw_preload, mut saw_load) = (false, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kg-bench did not finish"
+        );
+        let screen = String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "bench"]).stdout)
+            .into_owned();
+        for line in screen.lines() {
+            saw_preload |= line.contains("preload") && line.contains("keys written");
+            saw_load |= line.contains(" load ") && line.contains("req/s");
+            assert!(
+                !(line.contains("keys written") && !line.contains("preload")),
+                "the load's line still shows the preload's count:\n{screen}"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = tmux(&["kill-server"]);
+    assert!(saw_preload && saw_load, "both phases were on screen");
+}
