@@ -6,8 +6,9 @@
 // lines, cuts a large value until "Show all", keeps a long key on one line with a tooltip,
 // checks the 404 message, and saves a screenshot to target/e2e/.
 //
-//   KG_E2E_URL    the node's base URL (required)
-//   KG_E2E_TOKEN  a write token the node accepts (required)
+//   KG_E2E_URL       the node's base URL (required)
+//   KG_E2E_TOKEN     a write token the node accepts (required)
+//   KG_E2E_PEER_PID  a second node sharing its Redis, which the test stops (required)
 //   KG_E2E_SHOTS  where screenshots go (default ../target/e2e)
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
@@ -19,6 +20,8 @@ const base = process.env.KG_E2E_URL
 assert.ok(base, 'KG_E2E_URL must name the node under test')
 const token = process.env.KG_E2E_TOKEN
 assert.ok(token, 'KG_E2E_TOKEN must be a write token of the node under test')
+const peerPid = Number(process.env.KG_E2E_PEER_PID)
+assert.ok(peerPid > 0, 'KG_E2E_PEER_PID must name a second node that the test may stop')
 const shots = process.env.KG_E2E_SHOTS ?? path.resolve('..', 'target', 'e2e')
 mkdirSync(shots, { recursive: true })
 
@@ -64,7 +67,7 @@ try {
     await page.locator('#token').fill(token)
     await page.getByRole('button', { name: 'Use' }).click()
     await page.locator('.indicator--live').waitFor({ timeout: 5000 })
-    await page.locator('.chip--ok', { hasText: 'web-e2e' }).waitFor({ timeout: 5000 })
+    await page.locator('.chip--ok', { hasText: /^web-e2e: ok$/ }).waitFor({ timeout: 5000 })
     const stored = await page.evaluate(() => sessionStorage.getItem('keygrid.token'))
     assert.equal(stored, token, 'the token is kept in sessionStorage')
   })
@@ -173,6 +176,16 @@ try {
   await step('the key list follows changes: the deleted key left, the new one came', async () => {
     await page.locator('.key', { hasText: 'e2e/keyboard' }).waitFor({ timeout: 5000 })
     await page.locator('.key', { hasText: 'e2e/greeting' }).waitFor({ state: 'detached', timeout: 5000 })
+  })
+
+  await step('a node that stops goes stale on its chip within seconds', async () => {
+    await page.locator('.chip--ok', { hasText: 'web-e2e-peer' }).waitFor({ timeout: 10000 })
+    const stopped = Date.now()
+    process.kill(peerPid, 'SIGTERM')
+    // Heartbeats come every second and the page polls every 2 s: stale after 3 s without
+    // one, so within about 5 s; it used to say ok for 10 s.
+    await page.locator('.chip--stale', { hasText: 'web-e2e-peer' }).waitFor({ timeout: 7000 })
+    console.log(`     the chip went stale ${Date.now() - stopped} ms after the node stopped`)
   })
 
   await page.screenshot({ path: path.join(shots, 'web.png'), fullPage: true })
