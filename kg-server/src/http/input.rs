@@ -209,24 +209,18 @@ pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Re
 /// serde's explanation in JSON's words: it names Rust types (`expected struct PutRequest`,
 /// `sequence`, `map`) that mean nothing to a client.
 fn in_json_terms(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut rest = message;
-    while let Some(at) = rest.find("struct ") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + "struct ".len()..];
-        let name_len = after
+    // Only serde's own words: a field name or value the client sent is quoted earlier in the
+    // message, so the last `expected struct` and the first `invalid type:` are serde's.
+    let mut text = message.to_owned();
+    if let Some(at) = text.rfind("expected struct ") {
+        let name = at + "expected struct ".len();
+        let end = text[name..]
             .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .unwrap_or(after.len());
-        if name_len == 0 {
-            out.push_str("struct ");
-        } else {
-            out.push_str("a JSON object");
-        }
-        rest = &after[name_len..];
+            .map_or(text.len(), |len| name + len);
+        text.replace_range(at..end, "expected a JSON object");
     }
-    out.push_str(rest);
-    out.replace("invalid type: sequence", "invalid type: array")
-        .replace("invalid type: map", "invalid type: object")
+    text.replacen("invalid type: sequence", "invalid type: array", 1)
+        .replacen("invalid type: map", "invalid type: object", 1)
 }
 
 fn header_text<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h str>, Error> {
@@ -405,6 +399,13 @@ mod tests {
             detail(r#"{"data":{"key":"k","value":"v"},"ttl":5}"#).contains("unknown field `ttl`"),
             "{}",
             detail(r#"{"data":{"key":"k","value":"v"},"ttl":5}"#)
+        );
+        // A field the client named keeps its name, whatever it says.
+        assert!(
+            detail(r#"{"data":{"key":"k","value":"v"},"struct Foo":1}"#)
+                .contains("unknown field `struct Foo`"),
+            "{}",
+            detail(r#"{"data":{"key":"k","value":"v"},"struct Foo":1}"#)
         );
         assert!(
             detail(r#"{"data":5}"#).contains("invalid type: integer `5`, expected a JSON object"),
