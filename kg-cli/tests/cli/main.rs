@@ -439,12 +439,13 @@ async fn health_in_cluster_mode_checks_every_node_the_first_reports() {
     let first = spawn_node_with(dir, &database, "node-a", &extra).await;
     let _second = spawn_node_with(tempfile::tempdir().unwrap(), &database, "node-b", &extra).await;
 
-    // Heartbeats go out every second; give both nodes time to hear each other.
+    // Heartbeats go out every second; give both nodes time to hear each other. Both run in
+    // this test's runtime beside the other tests, so a Redis call may miss the cache timeout
+    // and mark a cache degraded until its next probe: wait for both to be ok too.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let (code, table) = kg(&["-e", &first.endpoint, "health"], "").await;
-        if table.contains("node-a") && table.contains("node-b") {
-            assert_eq!(code, 0, "{table}");
+        if table.contains("node-a") && table.contains("node-b") && code == 0 {
             assert_eq!(
                 table.lines().count(),
                 3,
@@ -454,7 +455,7 @@ async fn health_in_cluster_mode_checks_every_node_the_first_reports() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "node-b never appeared: {table}"
+            "node-b never appeared, or a node never got ok (exit {code}): {table}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
