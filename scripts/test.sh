@@ -154,37 +154,4 @@ grep -Eq '^GET \(hit\) +[1-9][0-9]+$' <<<"$profile_out" && grep -Eq '^PUT +[1-9]
 
 step "scripts/chaos.sh --quick: fault drills under load, judged for lost writes, stale reads, linearizability"
 ./scripts/chaos.sh --quick
-# The judge must catch what it claims to: plant a lost write and a stale read in a copy of a
-# real run's kill drill, and it must count both and fail.
-run=$(ls -td target/chaos/run-* | head -n 1)
-planted=$(mktemp -d /tmp/keygrid-chaos-planted.XXXXXX)
-cp "$run"/kill.* "$planted/"
-python3 - "$planted" <<'PY'
-import json, sys
-d = sys.argv[1]
-history = [json.loads(line) for line in open(f"{d}/kill.jsonl")]
-rows = json.load(open(f"{d}/kill.rows.json"))
-acked = [h for h in history if h["op"] in ("put", "cas") and h["outcome"] == "ok"]
-first, last = min(acked, key=lambda h: h["revision"]), max(acked, key=lambda h: h["revision"])
-# The database lost the last acknowledged write: its row is back at an older state.
-rows[last["key"]] = {"value": "planted", "revision": last["revision"] - 1}
-json.dump(rows, open(f"{d}/kill.rows.json", "w"))
-# A read after everything returns the first write of a key that later writes replaced.
-end = max(h["complete_us"] for h in history)
-stale = {"client": 99, "op": "get", "key": first["key"], "value": first["value"],
-         "revision": first["revision"], "invoke_us": end + 10, "complete_us": end + 20, "outcome": "ok"}
-open(f"{d}/kill.jsonl", "a").write(json.dumps(stale) + "\n")
-PY
-if python3 scripts/chaos/summarize.py "$planted" "$planted/summary.json" kill >"$planted/out.txt"; then
-    cat "$planted/out.txt"
-    fail "the chaos judge passed a run with a planted lost write and stale read"
-fi
-python3 - "$planted/summary.json" <<'PY'
-import json, sys
-[kill] = json.load(open(sys.argv[1]))
-assert kill["lost_acknowledged_writes"] >= 1 and kill["stale_reads"] >= 1, kill
-print("the judge caught the planted lost write and stale read")
-PY
-rm -rf "$planted"
-
 step "all checks passed"

@@ -9,11 +9,10 @@
 //! operation of the history wrote, or no value, and that fixes the initial state.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::BufRead;
 
 use serde::Serialize;
 
-use crate::run::{HistoryEntry, HistoryOutcome};
+use crate::history::{HistoryEntry, HistoryOutcome};
 use crate::workload::Op;
 
 /// What an operation did to, or saw of, the register.
@@ -72,17 +71,11 @@ pub struct KeyResult {
 /// States the search may memoize per key before it answers `Unknown`.
 pub const DEFAULT_STATE_LIMIT: usize = 2_000_000;
 
-/// Reads a history (JSON lines) into each key's operations, dropping those that certainly had
-/// no effect (`fail`).
-pub fn read_history(reader: impl BufRead) -> Result<BTreeMap<String, Vec<Operation>>, String> {
+/// Splits a history into each key's operations, sorted by invocation, dropping those that
+/// certainly had no effect (`fail`).
+pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
     let mut keys: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
-    for (number, line) in reader.lines().enumerate() {
-        let line = line.map_err(|err| format!("cannot read the history: {err}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let record: HistoryEntry = serde_json::from_str(&line)
-            .map_err(|err| format!("history line {}: {err}", number + 1))?;
+    for record in history {
         let complete_us = match record.outcome {
             HistoryOutcome::Ok | HistoryOutcome::Refused => Some(record.complete_us),
             HistoryOutcome::Unknown if record.op != Op::Get => None,
@@ -91,17 +84,16 @@ pub fn read_history(reader: impl BufRead) -> Result<BTreeMap<String, Vec<Operati
         };
         let action = match record.op {
             Op::Get => Action::Read {
-                value: record.value,
+                value: record.value.clone(),
             },
             Op::Put => Action::Write {
-                value: record.value,
+                value: record.value.clone(),
             },
             Op::Delete => Action::Write { value: None },
             Op::Cas => Action::Cas {
-                expected: record.expected,
-                value: record
-                    .value
-                    .ok_or_else(|| format!("history line {}: a cas without a value", number + 1))?,
+                expected: record.expected.clone(),
+                // read_history refuses a cas without a value.
+                value: record.value.clone().unwrap_or_default(),
                 swapped: match record.outcome {
                     HistoryOutcome::Ok => Some(true),
                     HistoryOutcome::Refused => Some(false),
@@ -109,7 +101,7 @@ pub fn read_history(reader: impl BufRead) -> Result<BTreeMap<String, Vec<Operati
                 },
             },
         };
-        keys.entry(record.key).or_default().push(Operation {
+        keys.entry(record.key.clone()).or_default().push(Operation {
             client: record.client,
             action,
             invoke_us: record.invoke_us,
@@ -119,7 +111,7 @@ pub fn read_history(reader: impl BufRead) -> Result<BTreeMap<String, Vec<Operati
     for operations in keys.values_mut() {
         operations.sort_by_key(|op| op.invoke_us);
     }
-    Ok(keys)
+    keys
 }
 
 /// Checks every key of a history.
@@ -771,7 +763,7 @@ mod tests {
             r#"{"client":2,"op":"cas","key":"k3","value":"c","invoke_us":3,"complete_us":4,"outcome":"unknown"}"#,
         ]
         .join("\n");
-        let keys = read_history(lines.as_bytes()).unwrap();
+        let keys = registers(&crate::history::read_history(lines.as_bytes()).unwrap());
         assert_eq!(keys["k1"].len(), 2);
         assert_eq!(keys["k1"][1].complete_us, None);
         assert_eq!(keys["k2"].len(), 2);
@@ -796,7 +788,10 @@ mod tests {
                 None
             )
         );
-        let bad = read_history(r#"{"client":0}"#.as_bytes()).unwrap_err();
+        let bad = crate::history::read_history(r#"{"client":0}"#.as_bytes()).unwrap_err();
         assert!(bad.starts_with("history line 1:"), "{bad}");
+        let cas = r#"{"client":0,"op":"cas","key":"k","value":null,"invoke_us":1,"complete_us":2,"outcome":"ok"}"#;
+        let bad = crate::history::read_history(cas.as_bytes()).unwrap_err();
+        assert!(bad.contains("a cas without a value"), "{bad}");
     }
 }

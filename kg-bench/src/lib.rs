@@ -1,10 +1,13 @@
 //! kg-bench, a load tool for KeyGrid: what k6, oha and wrk2 do, plus what they cannot see
 //! here: the node behind nginx that answered, cache hits, and per-operation latency.
 //! `run` drives the load, `stats` measures, `threshold` judges and compares, `report` prints,
-//! and `check` tests a recorded history for linearizability.
+//! `history` is the recorded history, `check` tests it for linearizability and `judge` runs
+//! every judge over it (lost writes, reused revisions, stale reads, recovery).
 
 pub mod check;
+pub mod history;
 pub mod html;
+pub mod judge;
 pub mod report;
 pub mod run;
 pub mod stats;
@@ -56,6 +59,46 @@ pub enum Tool {
     /// Check a `--record` history for linearizability, per key against a register; exits 1
     /// on a violation, 3 when the search gave up on a key.
     Check(CheckArgs),
+    /// Judge a `--record` history: acknowledged writes lost (against --state, what the store
+    /// holds afterwards), revisions handed out twice, stale reads, linearizability, and the
+    /// time to recover from a fault. Exits 1 when the run misses a bar.
+    Judge(JudgeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JudgeArgs {
+    /// The JSON-lines history written by `--record`.
+    pub history: PathBuf,
+    /// What the store holds after the run, as one JSON object: {"KEY": {"value": "...",
+    /// "revision": N}, ...}, keys without a row left out. Without it lost writes are not
+    /// looked for.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<PathBuf>,
+    /// kg-bench's JSON report of the run, for its request and error counts.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// The run's name in the verdict [default: the history's file name].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// When the fault was repaired, in seconds since the run started; the recovery time is
+    /// counted from here.
+    #[arg(long, value_name = "SECONDS")]
+    pub repaired_at: Option<f64>,
+    /// The only error kinds allowed (as the report counts them: status_503, timeout, ...).
+    #[arg(long, value_delimiter = ',', value_name = "KIND,...")]
+    pub allow_errors: Option<Vec<String>>,
+    /// A failure later than this after the repair fails the run.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_recovery: Option<Duration>,
+    /// States the linearizability search may explore per key before it gives up on that key.
+    #[arg(long, default_value_t = check::DEFAULT_STATE_LIMIT)]
+    pub state_limit: usize,
+    /// Also write the verdict as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Report format (csv is not offered here).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +251,7 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             Ok(u8::from(changes.iter().any(|c| c.regression)))
         }
         Some(Tool::Check(args)) => check_history(&args, out),
+        Some(Tool::Judge(args)) => judge_history(&args, out),
         None => bench(cli.run, out).await,
     }
 }
@@ -223,9 +267,8 @@ fn write_html(path: &std::path::Path, runs: &[(&str, &Report)]) -> Result<(), St
 }
 
 fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
-    let file = std::fs::File::open(&args.history)
-        .map_err(|err| format!("cannot read {}: {err}", args.history.display()))?;
-    let keys = check::read_history(std::io::BufReader::new(file))?;
+    let history = history::read_history_file(&args.history)?;
+    let keys = check::registers(&history);
     let results = check::check_history(&keys, args.state_limit);
     let printed = match args.output {
         Output::Text => report::print_check(out, &results),
@@ -244,6 +287,44 @@ fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
     } else {
         0
     })
+}
+
+fn judge_history(args: &JudgeArgs, out: &mut dyn Write) -> Result<u8, String> {
+    fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        serde_json::from_str(&text).map_err(|err| format!("{}: {err}", path.display()))
+    }
+    let history = history::read_history_file(&args.history)?;
+    let state: Option<judge::StoreState> = args.state.as_deref().map(read_json).transpose()?;
+    let counts: Option<judge::RunCounts> = args.report.as_deref().map(read_json).transpose()?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.history.file_stem().map_or_else(
+            || args.history.display().to_string(),
+            |stem| stem.to_string_lossy().into_owned(),
+        )
+    });
+    let expect = judge::Expectations {
+        repaired_at_s: args.repaired_at,
+        allowed_errors: args.allow_errors.clone(),
+        max_recovery: args.max_recovery,
+        state_limit: args.state_limit,
+    };
+    let verdict = judge::judge(&name, &history, state.as_ref(), counts.as_ref(), &expect)?;
+    if let Some(path) = &args.save {
+        let json = serde_json::to_vec_pretty(&verdict).map_err(|err| err.to_string())?;
+        std::fs::write(path, json)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+    }
+    let printed = match args.output {
+        Output::Text => report::print_judgement(out, &verdict),
+        Output::Json => serde_json::to_writer_pretty(&mut *out, &verdict)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out)),
+        Output::Csv => return Err("judge prints text or json".into()),
+    };
+    printed.map_err(|err| format!("cannot write the verdict: {err}"))?;
+    Ok(u8::from(!verdict.passed))
 }
 
 async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {

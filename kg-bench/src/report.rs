@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use crate::check::{Action, KeyResult, Verdict};
+use crate::judge::Judgement;
 use crate::stats::{Latency, Report};
 use crate::threshold::Change;
 
@@ -300,4 +301,60 @@ pub fn print_check(out: &mut dyn Write, results: &[KeyResult]) -> io::Result<()>
         results.len(),
         results.iter().map(|r| r.operations).sum::<usize>()
     )
+}
+
+/// A judged run: one row of figures, then its problems and examples of what went wrong.
+pub fn print_judgement(out: &mut dyn Write, verdict: &Judgement) -> io::Result<()> {
+    let errors = if verdict.errors_by_kind.is_empty() {
+        "none".to_owned()
+    } else {
+        verdict
+            .errors_by_kind
+            .iter()
+            .map(|(kind, n)| format!("{} {n}", kind.strip_prefix("status_").unwrap_or(kind)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let row = vec![
+        verdict.fault.clone(),
+        verdict.requests.to_string(),
+        errors,
+        verdict.unknown_outcomes.to_string(),
+        verdict.acknowledged_writes.to_string(),
+        verdict
+            .lost_acknowledged_writes
+            .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        verdict.stale_reads.to_string(),
+        verdict.violations.to_string(),
+        verdict
+            .recovery_s
+            .map_or_else(|| "no errors".to_owned(), |s| format!("{s:.2} s")),
+        if verdict.passed { "PASS" } else { "FAIL" }.to_owned(),
+    ];
+    table(
+        out,
+        &[
+            "RUN",
+            "REQUESTS",
+            "ERRORS",
+            "UNKNOWN",
+            "ACKED",
+            "LOST",
+            "STALE",
+            "VIOLATIONS",
+            "RECOVERED",
+            "VERDICT",
+        ],
+        &[row],
+    )?;
+    for problem in &verdict.problems {
+        writeln!(out, "  {problem}")?;
+    }
+    for lost in &verdict.lost_examples {
+        writeln!(out, "  lost: {}", serde_json::to_string(lost)?)?;
+    }
+    for stale in &verdict.stale_examples {
+        writeln!(out, "  stale: {}", serde_json::to_string(stale)?)?;
+    }
+    Ok(())
 }

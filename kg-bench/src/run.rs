@@ -18,11 +18,11 @@ use hyper_util::rt::TokioIo;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::history::{HistoryEntry, HistoryOutcome};
 use crate::stats::{Outcome, Report, Sample, Stats};
 use crate::workload::{key_name, KeyDist, Mix, Op, Sampler, ValueSize};
 
@@ -95,39 +95,6 @@ struct Shared {
     errors: AtomicU64,
     /// Latencies since the progress line last looked, for its p99.
     recent: Mutex<Histogram<u64>>,
-}
-
-/// How an operation ended, as the history records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HistoryOutcome {
-    Ok,
-    /// Certainly had no effect.
-    Fail,
-    /// A CAS whose precondition did not hold (412): it ran, and changed nothing.
-    Refused,
-    /// A write that may have been applied: a timeout, a broken connection or a 5xx.
-    Unknown,
-}
-
-/// One operation as the history records it (`--record`) and `check` reads it back.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    pub client: usize,
-    pub op: Op,
-    pub key: String,
-    /// The value written (put, cas), or read (get; `null` for a missing key).
-    pub value: Option<String>,
-    /// A cas's expected value, as its GET read it; absent when the key was missing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expected: Option<String>,
-    /// The revision the node answered with: the write's, or the value's that a get read.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revision: Option<i64>,
-    /// Microseconds since the run started, on the monotonic clock.
-    pub invoke_us: u64,
-    pub complete_us: u64,
-    pub outcome: HistoryOutcome,
 }
 
 /// The answer to one request, as much as the stats and the history need.

@@ -1,7 +1,8 @@
 //! kg-bench end to end: the real binary against a node spawned on a free port. The JSON
 //! report's counts must add up, the open model must hold its rate, a threshold that cannot
 //! hold must exit 99, `compare` must flag a regression, `--record` must log every call,
-//! `check` must pass a recorded history and fail one with a planted stale read,
+//! `check` must pass a recorded history and fail one with a planted stale read, `judge` must
+//! pass a real run against the node's own state and catch a planted lost write and stale read,
 //! `--token` must go with every request to a node that requires one, and a CAS must not
 //! count as a success when the server's read gave it no revision.
 
@@ -479,6 +480,139 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
     );
     assert!(report.contains("1 violation(s)"), "{report}");
     assert!(report.contains(old["value"].as_str().unwrap()), "{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge_passes_a_real_run_and_catches_a_planted_lost_write_and_stale_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = spawn_node(dir.path()).await;
+    let history = dir.path().join("run.jsonl");
+    let report = dir.path().join("run.json");
+    let output = kg_bench(&[
+        "--endpoint",
+        &endpoint,
+        "-c",
+        "8",
+        "--requests",
+        "800",
+        "--keys",
+        "10",
+        "--mix",
+        "get=40,put=40,cas=20",
+        "--record",
+        history.to_str().unwrap(),
+        "-o",
+        "json",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    std::fs::write(&report, &output.stdout).unwrap();
+
+    // What the node holds afterwards, in the shape the drills dump from PostgreSQL.
+    let client = kg_api::Client::new(&endpoint).unwrap();
+    let rows = client.list_all(Some("bench/"), 1000).await.unwrap();
+    assert_eq!(rows.len(), 10);
+    let state: serde_json::Map<String, Value> = rows
+        .iter()
+        .map(|r| {
+            let row = serde_json::json!({"value": r.value, "revision": r.mod_revision});
+            (r.key.clone(), row)
+        })
+        .collect();
+    let state_file = dir.path().join("state.json");
+    std::fs::write(&state_file, Value::Object(state.clone()).to_string()).unwrap();
+
+    let judge = |history: &std::path::Path, state: &std::path::Path| {
+        let (history, state, report) = (
+            history.to_str().unwrap().to_owned(),
+            state.to_str().unwrap().to_owned(),
+            report.to_str().unwrap().to_owned(),
+        );
+        async move {
+            kg_bench(&[
+                "judge", &history, "--state", &state, "--report", &report, "--name", "run", "-o",
+                "json",
+            ])
+            .await
+        }
+    };
+    let clean = judge(&history, &state_file).await;
+    assert_eq!(clean.status.code(), Some(0), "{clean:?}");
+    let verdict = json(&clean);
+    assert_eq!(verdict["passed"], true, "{verdict}");
+    assert_eq!(verdict["lost_acknowledged_writes"], 0, "{verdict}");
+    assert_eq!(verdict["stale_reads"], 0, "{verdict}");
+    assert_eq!(verdict["violations"], 0, "{verdict}");
+    assert_eq!(verdict["requests"], 800, "{verdict}");
+    assert!(
+        verdict["acknowledged_writes"].as_u64().unwrap() > 300,
+        "{verdict}"
+    );
+
+    // Plant what a failover could do: the store lost the newest acknowledged write (its row
+    // is back one revision), and a read sent after everything saw a key's first value.
+    let text = std::fs::read_to_string(&history).unwrap();
+    let entries: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let acked: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["op"] != "get" && e["outcome"] == "ok")
+        .collect();
+    let by_revision = |e: &&Value| e["revision"].as_i64().unwrap();
+    let newest = acked.iter().copied().max_by_key(by_revision).unwrap();
+    let oldest = acked.iter().copied().min_by_key(by_revision).unwrap();
+    let mut planted_state = state;
+    planted_state.insert(
+        newest["key"].as_str().unwrap().to_owned(),
+        serde_json::json!({"value": "planted", "revision": by_revision(&newest) - 1}),
+    );
+    let end = entries
+        .iter()
+        .map(|e| e["complete_us"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let stale = serde_json::json!({
+        "client": 99, "op": "get", "key": oldest["key"], "value": oldest["value"],
+        "revision": oldest["revision"], "invoke_us": end + 10, "complete_us": end + 20,
+        "outcome": "ok",
+    });
+    let planted_history = dir.path().join("planted.jsonl");
+    std::fs::write(&planted_history, format!("{text}{stale}\n")).unwrap();
+    let planted_state_file = dir.path().join("planted-state.json");
+    std::fs::write(
+        &planted_state_file,
+        Value::Object(planted_state).to_string(),
+    )
+    .unwrap();
+
+    let caught = judge(&planted_history, &planted_state_file).await;
+    assert_eq!(caught.status.code(), Some(1), "{caught:?}");
+    let verdict = json(&caught);
+    assert_eq!(verdict["passed"], false, "{verdict}");
+    assert_eq!(verdict["lost_acknowledged_writes"], 1, "{verdict}");
+    assert_eq!(verdict["lost_examples"][0]["write"], *newest, "{verdict}");
+    assert!(verdict["stale_reads"].as_u64().unwrap() >= 1, "{verdict}");
+    assert!(verdict["violations"].as_u64().unwrap() >= 1, "{verdict}");
+
+    // The text form names both, and the run's verdict.
+    let text = kg_bench(&[
+        "judge",
+        planted_history.to_str().unwrap(),
+        "--state",
+        planted_state_file.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(text.status.code(), Some(1), "{text:?}");
+    let printed = String::from_utf8_lossy(&text.stdout);
+    assert!(printed.contains("FAIL"), "{printed}");
+    assert!(
+        printed.contains("1 acknowledged write(s) lost"),
+        "{printed}"
+    );
+    assert!(printed.contains("  lost: {"), "{printed}");
+    assert!(printed.contains("  stale: {"), "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

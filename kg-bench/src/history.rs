@@ -1,0 +1,89 @@
+//! The history a run records (`--record`), owned here and read by every judge: one JSON line
+//! per operation, with the revision the node answered and when it was invoked and completed.
+
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
+
+use crate::workload::Op;
+
+/// How an operation ended, as the history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryOutcome {
+    Ok,
+    /// Certainly had no effect.
+    Fail,
+    /// A CAS whose precondition did not hold (412): it ran, and changed nothing.
+    Refused,
+    /// A write that may have been applied: a timeout, a broken connection or a 5xx.
+    Unknown,
+}
+
+/// One operation as the history records it (`--record`) and `check` reads it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub client: usize,
+    pub op: Op,
+    pub key: String,
+    /// The value written (put, cas), or read (get; `null` for a missing key).
+    pub value: Option<String>,
+    /// A cas's expected value, as its GET read it; absent when the key was missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    /// The revision the node answered with: the write's, or the value's that a get read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Microseconds since the run started, on the monotonic clock.
+    pub invoke_us: u64,
+    pub complete_us: u64,
+    pub outcome: HistoryOutcome,
+}
+
+impl HistoryEntry {
+    /// A PUT, CAS or DELETE: an operation that may change the store.
+    pub fn is_write(&self) -> bool {
+        self.op != Op::Get
+    }
+
+    /// A write the node acknowledged (2xx): it must be in the store.
+    pub fn is_acknowledged_write(&self) -> bool {
+        self.is_write() && self.outcome == HistoryOutcome::Ok
+    }
+
+    /// The value this write left behind: `None` for a delete.
+    pub fn written_value(&self) -> Option<&str> {
+        match self.op {
+            Op::Delete => None,
+            _ => self.value.as_deref(),
+        }
+    }
+}
+
+/// Reads a recorded history (JSON lines; blank lines are skipped).
+pub fn read_history(reader: impl BufRead) -> Result<Vec<HistoryEntry>, String> {
+    let mut entries = Vec::new();
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.map_err(|err| format!("cannot read the history: {err}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry: HistoryEntry = serde_json::from_str(&line)
+            .map_err(|err| format!("history line {}: {err}", number + 1))?;
+        if entry.op == Op::Cas && entry.value.is_none() {
+            return Err(format!(
+                "history line {}: a cas without a value",
+                number + 1
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// Reads the history in a file.
+pub fn read_history_file(path: &std::path::Path) -> Result<Vec<HistoryEntry>, String> {
+    let file = std::fs::File::open(path)
+        .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    read_history(std::io::BufReader::new(file)).map_err(|err| format!("{}: {err}", path.display()))
+}

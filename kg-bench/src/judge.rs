@@ -1,0 +1,558 @@
+//! The judges of a recorded run, each over the one history type (`history::HistoryEntry`):
+//! acknowledged writes lost (read back against what the store holds afterwards), a revision
+//! handed out twice, stale reads, linearizability per key (`check`), and the time a fault
+//! took to recover from. `judge` puts their findings into one verdict with its problems.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::check::{self, Verdict as KeyVerdict};
+use crate::history::{HistoryEntry, HistoryOutcome};
+use crate::workload::Op;
+
+/// One key as the store holds it after the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredKey {
+    pub value: Option<String>,
+    pub revision: i64,
+}
+
+/// What the store holds after the run, key by key; a key that is absent has no row.
+pub type StoreState = BTreeMap<String, StoredKey>;
+
+/// Why an acknowledged write counts as lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum LostReason {
+    /// Another acknowledged write got the same revision later: this one was rolled back and
+    /// its revision handed out again.
+    RevisionReused { by: Box<HistoryEntry> },
+    /// The key's last acknowledged write is not what the store holds: the row is missing, or
+    /// older, or holds another value at this revision, or a newer value that no write of
+    /// the history with an unknown outcome wrote.
+    NotInStore { stored: Option<StoredKey> },
+}
+
+/// An acknowledged write that the store does not have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LostWrite {
+    pub write: HistoryEntry,
+    #[serde(flatten)]
+    pub reason: LostReason,
+}
+
+/// A read that returned an older state than a write of its key acknowledged before the read
+/// was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaleRead {
+    pub read: HistoryEntry,
+    pub newer: HistoryEntry,
+}
+
+/// What the judge needs of kg-bench's report of the run (read from its JSON).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RunCounts {
+    pub requests: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub precondition_failed: u64,
+}
+
+/// What a scenario asks of a run beyond the judges' own bars.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    /// When the fault was repaired, in seconds since the run started: recovery is counted
+    /// from here.
+    pub repaired_at_s: Option<f64>,
+    /// The only error kinds (as the report counts them, e.g. `status_503`) allowed.
+    pub allowed_errors: Option<Vec<String>>,
+    /// Failures later than this after the repair fail the run.
+    pub max_recovery: Option<Duration>,
+    /// States the linearizability search may explore per key.
+    pub state_limit: usize,
+}
+
+/// The verdict on one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Judgement {
+    pub fault: String,
+    pub requests: u64,
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub cas_refused: u64,
+    pub acknowledged_writes: usize,
+    pub unknown_outcomes: usize,
+    /// `None` when no store state was given: lost writes were not looked for.
+    pub lost_acknowledged_writes: Option<usize>,
+    pub lost_examples: Vec<LostWrite>,
+    pub stale_reads: usize,
+    pub stale_examples: Vec<StaleRead>,
+    pub violations: usize,
+    pub undecided: usize,
+    /// From the repair to the last failed operation; `None` when nothing failed.
+    pub recovery_s: Option<f64>,
+    pub problems: Vec<String>,
+    pub passed: bool,
+}
+
+const EXAMPLES: usize = 3;
+
+/// Every acknowledged write that `state` does not account for, by the rules of `LostReason`.
+/// Fails on an acknowledged write without a revision: it cannot be judged.
+pub fn lost_writes(history: &[HistoryEntry], state: &StoreState) -> Result<Vec<LostWrite>, String> {
+    let acked: Vec<&HistoryEntry> = history
+        .iter()
+        .filter(|h| h.is_acknowledged_write())
+        .collect();
+    if let Some(write) = acked.iter().find(|w| w.revision.is_none()) {
+        return Err(format!(
+            "an acknowledged write without a revision cannot be judged: {write:?}"
+        ));
+    }
+    let mut lost: Vec<LostWrite> = reused_revisions(history)
+        .into_iter()
+        .flat_map(|(_, mut writes)| {
+            writes.sort_by_key(|w| w.complete_us);
+            let last = writes.pop().expect("a reuse has two writes");
+            writes.into_iter().map(move |write| LostWrite {
+                write,
+                reason: LostReason::RevisionReused {
+                    by: Box::new(last.clone()),
+                },
+            })
+        })
+        .collect();
+
+    let mut last_acked: BTreeMap<&str, &HistoryEntry> = BTreeMap::new();
+    for write in &acked {
+        let newer = last_acked
+            .get(write.key.as_str())
+            .is_none_or(|last| write.revision > last.revision);
+        if newer {
+            last_acked.insert(&write.key, write);
+        }
+    }
+    for (key, write) in last_acked {
+        let revision = write.revision.unwrap_or_default();
+        let stored = state.get(key);
+        // A write whose outcome is unknown may have landed after the last acknowledged one.
+        let unknown = || {
+            history
+                .iter()
+                .filter(|h| h.key == key && h.is_write() && h.outcome == HistoryOutcome::Unknown)
+        };
+        let kept = match stored {
+            None => write.op == Op::Delete || unknown().any(|h| h.op == Op::Delete),
+            Some(row) if row.revision < revision => false,
+            Some(row) if row.revision == revision => row.value.as_deref() == write.written_value(),
+            Some(row) => unknown().any(|h| h.written_value() == row.value.as_deref()),
+        };
+        if !kept {
+            lost.push(LostWrite {
+                write: write.clone(),
+                reason: LostReason::NotInStore {
+                    stored: stored.cloned(),
+                },
+            });
+        }
+    }
+    Ok(lost)
+}
+
+/// Revisions that more than one acknowledged write got, with those writes. A revision is a
+/// commit: two acknowledged writes at one revision mean one of them was rolled back.
+pub fn reused_revisions(history: &[HistoryEntry]) -> Vec<(i64, Vec<HistoryEntry>)> {
+    let mut by_revision: BTreeMap<i64, Vec<HistoryEntry>> = BTreeMap::new();
+    for write in history.iter().filter(|h| h.is_acknowledged_write()) {
+        if let Some(revision) = write.revision {
+            by_revision.entry(revision).or_default().push(write.clone());
+        }
+    }
+    by_revision
+        .into_iter()
+        .filter(|(_, writes)| writes.len() > 1)
+        .collect()
+}
+
+/// Every successful GET that saw an older state of its key than the newest write of that
+/// key acknowledged before the GET was sent: a lower revision, or no key where the write
+/// left one.
+pub fn stale_reads(history: &[HistoryEntry]) -> Vec<StaleRead> {
+    // Per key, the acknowledged writes by completion, each with the newest one (by revision)
+    // completed so far.
+    let mut writes: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
+    for write in history.iter().filter(|h| h.is_acknowledged_write()) {
+        writes.entry(&write.key).or_default().push(write);
+    }
+    let newest_so_far: HashMap<&str, Vec<(u64, &HistoryEntry)>> = writes
+        .into_iter()
+        .map(|(key, mut writes)| {
+            writes.sort_by_key(|w| w.complete_us);
+            let mut newest: Option<&HistoryEntry> = None;
+            let prefix = writes
+                .into_iter()
+                .map(|w| {
+                    if newest.is_none_or(|n| w.revision > n.revision) {
+                        newest = Some(w);
+                    }
+                    (w.complete_us, newest.expect("set above"))
+                })
+                .collect();
+            (key, prefix)
+        })
+        .collect();
+
+    let mut stale = Vec::new();
+    for read in history
+        .iter()
+        .filter(|h| h.op == Op::Get && h.outcome == HistoryOutcome::Ok)
+    {
+        let Some(prefix) = newest_so_far.get(read.key.as_str()) else {
+            continue;
+        };
+        let before = prefix.partition_point(|(complete, _)| *complete < read.invoke_us);
+        let Some((_, newest)) = before.checked_sub(1).map(|i| prefix[i]) else {
+            continue;
+        };
+        let is_stale = match (&read.value, read.revision) {
+            // No key: stale unless the newest write deleted it.
+            (None, _) => newest.op != Op::Delete,
+            (Some(_), seen) => newest.revision > Some(seen.unwrap_or(0)),
+        };
+        if is_stale {
+            stale.push(StaleRead {
+                read: read.clone(),
+                newer: newest.clone(),
+            });
+        }
+    }
+    stale.sort_by_key(|s| s.read.invoke_us);
+    stale
+}
+
+/// Seconds from `repaired_at_s` to the last operation that failed or whose outcome is
+/// unknown (never below 0); `None` when nothing failed.
+pub fn recovery_s(history: &[HistoryEntry], repaired_at_s: f64) -> Option<f64> {
+    history
+        .iter()
+        .filter(|h| !matches!(h.outcome, HistoryOutcome::Ok | HistoryOutcome::Refused))
+        .map(|h| h.complete_us)
+        .max()
+        .map(|last| (micros_to_s(last) - repaired_at_s).max(0.0))
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn micros_to_s(us: u64) -> f64 {
+    us as f64 / 1e6
+}
+
+/// Runs every judge over one run: `history`, what the store held afterwards (`state`, when
+/// known), and the counts of kg-bench's report of the run (`report`, for its errors).
+pub fn judge(
+    name: &str,
+    history: &[HistoryEntry],
+    state: Option<&StoreState>,
+    report: Option<&RunCounts>,
+    expect: &Expectations,
+) -> Result<Judgement, String> {
+    let lost = state.map(|state| lost_writes(history, state)).transpose()?;
+    let stale = stale_reads(history);
+    let results = check::check_history(&check::registers(history), expect.state_limit);
+    let violations = results
+        .iter()
+        .filter(|r| matches!(r.verdict, KeyVerdict::Violation { .. }))
+        .count();
+    let undecided = results
+        .iter()
+        .filter(|r| matches!(r.verdict, KeyVerdict::Unknown { .. }))
+        .count();
+    let recovery = recovery_s(history, expect.repaired_at_s.unwrap_or(0.0));
+
+    let errors_by_kind = report.map(|r| r.errors_by_kind.clone()).unwrap_or_default();
+    let mut problems = Vec::new();
+    if let Some(lost) = lost.as_ref().filter(|lost| !lost.is_empty()) {
+        problems.push(format!("{} acknowledged write(s) lost", lost.len()));
+    }
+    if !stale.is_empty() {
+        problems.push(format!("{} stale read(s)", stale.len()));
+    }
+    if violations > 0 || undecided > 0 {
+        problems.push(format!(
+            "{violations} linearizability violation(s), {undecided} undecided"
+        ));
+    }
+    if let Some(allowed) = &expect.allowed_errors {
+        let allowed: HashSet<&str> = allowed.iter().map(String::as_str).collect();
+        let unclean: BTreeMap<&str, u64> = errors_by_kind
+            .iter()
+            .filter(|(kind, _)| !allowed.contains(kind.as_str()))
+            .map(|(kind, n)| (kind.as_str(), *n))
+            .collect();
+        if !unclean.is_empty() {
+            problems.push(format!("errors other than {allowed:?}: {unclean:?}"));
+        }
+    }
+    if let (Some(bound), Some(recovery)) = (expect.max_recovery, recovery) {
+        if recovery > bound.as_secs_f64() {
+            problems.push(format!(
+                "recovered in {recovery:.2} s, over {:.1} s",
+                bound.as_secs_f64()
+            ));
+        }
+    }
+
+    Ok(Judgement {
+        fault: name.to_owned(),
+        requests: report.map_or(history.len() as u64, |r| r.requests),
+        errors_by_kind,
+        cas_refused: report.map_or(0, |r| r.precondition_failed),
+        acknowledged_writes: history.iter().filter(|h| h.is_acknowledged_write()).count(),
+        unknown_outcomes: history
+            .iter()
+            .filter(|h| h.outcome == HistoryOutcome::Unknown)
+            .count(),
+        lost_acknowledged_writes: lost.as_ref().map(Vec::len),
+        lost_examples: lost
+            .unwrap_or_default()
+            .into_iter()
+            .take(EXAMPLES)
+            .collect(),
+        stale_reads: stale.len(),
+        stale_examples: stale.into_iter().take(EXAMPLES).collect(),
+        violations,
+        undecided,
+        recovery_s: recovery,
+        passed: problems.is_empty(),
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        op: Op,
+        key: &str,
+        value: Option<&str>,
+        revision: Option<i64>,
+        at: u64,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            client: 0,
+            op,
+            key: key.to_owned(),
+            value: value.map(str::to_owned),
+            expected: None,
+            revision,
+            invoke_us: at,
+            complete_us: at + 10,
+            outcome: HistoryOutcome::Ok,
+        }
+    }
+
+    fn put(key: &str, value: &str, revision: i64, at: u64) -> HistoryEntry {
+        entry(Op::Put, key, Some(value), Some(revision), at)
+    }
+
+    fn get(key: &str, value: Option<&str>, revision: Option<i64>, at: u64) -> HistoryEntry {
+        entry(Op::Get, key, value, revision, at)
+    }
+
+    fn stored(value: &str, revision: i64) -> StoredKey {
+        StoredKey {
+            value: Some(value.to_owned()),
+            revision,
+        }
+    }
+
+    /// Two keys written, read back and deleted in order, and the store as they left it.
+    fn clean() -> (Vec<HistoryEntry>, StoreState) {
+        let history = vec![
+            get("a", None, None, 0),
+            put("a", "a1", 1, 100),
+            get("a", Some("a1"), Some(1), 200),
+            put("b", "b1", 2, 300),
+            put("a", "a2", 3, 400),
+            get("a", Some("a2"), Some(3), 500),
+            entry(Op::Delete, "b", None, Some(4), 600),
+            get("b", None, None, 700),
+        ];
+        let state = StoreState::from([("a".to_owned(), stored("a2", 3))]);
+        (history, state)
+    }
+
+    fn verdict(history: &[HistoryEntry], state: &StoreState) -> Judgement {
+        let expect = Expectations {
+            state_limit: check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
+        };
+        judge("test", history, Some(state), None, &expect).unwrap()
+    }
+
+    #[test]
+    fn a_clean_history_passes_every_judge() {
+        let (history, state) = clean();
+        let v = verdict(&history, &state);
+        assert_eq!(v.lost_acknowledged_writes, Some(0));
+        assert_eq!((v.stale_reads, v.violations, v.undecided), (0, 0, 0));
+        assert_eq!(v.acknowledged_writes, 4);
+        assert_eq!(v.recovery_s, None);
+        assert!(v.passed, "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_store_that_lost_the_last_write_is_caught() {
+        let (history, mut state) = clean();
+        // The row went back to the first write: the second, acknowledged, is gone.
+        state.insert("a".to_owned(), stored("a1", 1));
+        let lost = lost_writes(&history, &state).unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].write.value.as_deref(), Some("a2"));
+        assert_eq!(
+            lost[0].reason,
+            LostReason::NotInStore {
+                stored: Some(stored("a1", 1))
+            }
+        );
+        let v = verdict(&history, &state);
+        assert!(!v.passed);
+        assert_eq!(v.problems, ["1 acknowledged write(s) lost"]);
+    }
+
+    #[test]
+    fn a_missing_row_another_value_or_a_lost_delete_is_a_loss() {
+        let (history, state) = clean();
+        let mut gone = state.clone();
+        gone.remove("a");
+        assert_eq!(lost_writes(&history, &gone).unwrap().len(), 1);
+        let mut other = state.clone();
+        other.insert("a".to_owned(), stored("someone else", 3));
+        assert_eq!(lost_writes(&history, &other).unwrap().len(), 1);
+        // The delete of b was acknowledged, yet b is back at its old revision.
+        let mut undeleted = state;
+        undeleted.insert("b".to_owned(), stored("b1", 2));
+        let lost = lost_writes(&history, &undeleted).unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].write.op, Op::Delete);
+    }
+
+    #[test]
+    fn a_newer_row_is_kept_only_when_an_unknown_write_explains_it() {
+        let (mut history, mut state) = clean();
+        state.insert("a".to_owned(), stored("a3", 9));
+        assert_eq!(lost_writes(&history, &state).unwrap().len(), 1);
+        let mut timed_out = put("a", "a3", 0, 800);
+        timed_out.revision = None;
+        timed_out.outcome = HistoryOutcome::Unknown;
+        history.push(timed_out);
+        assert_eq!(lost_writes(&history, &state).unwrap(), []);
+    }
+
+    #[test]
+    fn a_revision_handed_out_twice_loses_the_earlier_write() {
+        let (mut history, mut state) = clean();
+        // b's write was rolled back and its revision went to a later write of c.
+        history.push(put("c", "c1", 2, 900));
+        state.insert("c".to_owned(), stored("c1", 2));
+        let reused = reused_revisions(&history);
+        assert_eq!(reused.len(), 1);
+        assert_eq!(reused[0].0, 2);
+        let lost = lost_writes(&history, &state).unwrap();
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].write.key, "b");
+        assert!(matches!(&lost[0].reason, LostReason::RevisionReused { by } if by.key == "c"));
+    }
+
+    #[test]
+    fn a_read_older_than_an_acknowledged_write_is_stale() {
+        let (mut history, state) = clean();
+        // Sent after a2 was acknowledged, yet it saw a1.
+        history.push(get("a", Some("a1"), Some(1), 1_000));
+        // And a read that saw no key where a write left one.
+        history.push(get("a", None, None, 1_100));
+        let stale = stale_reads(&history);
+        assert_eq!(stale.len(), 2);
+        assert_eq!(stale[0].newer.value.as_deref(), Some("a2"));
+        let v = verdict(&history, &state);
+        assert_eq!(v.stale_reads, 2);
+        assert!(
+            v.problems.iter().any(|p| p == "2 stale read(s)"),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn a_read_concurrent_with_a_write_may_see_either_state() {
+        let history = vec![
+            put("a", "a1", 1, 0),
+            // The write of a2 runs from 100 to 110; a read from 105 may see a1.
+            put("a", "a2", 2, 100),
+            get("a", Some("a1"), Some(1), 105),
+        ];
+        assert_eq!(stale_reads(&history), []);
+    }
+
+    #[test]
+    fn a_non_linearizable_window_is_a_violation() {
+        // Each read is fresh by revision, yet a read after a2 sees a1 again through an
+        // unknown-outcome write it cannot be explained by: only the register search sees it.
+        let mut history = vec![
+            put("a", "a1", 1, 0),
+            get("a", Some("a2"), Some(2), 100),
+            get("a", Some("a1"), Some(2), 200),
+        ];
+        let mut pending = put("a", "a2", 0, 50);
+        pending.revision = None;
+        pending.outcome = HistoryOutcome::Unknown;
+        pending.complete_us = 1_000;
+        history.push(pending);
+        let state = StoreState::from([("a".to_owned(), stored("a2", 2))]);
+        let v = verdict(&history, &state);
+        assert_eq!(v.violations, 1);
+        assert_eq!(v.stale_reads, 0);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn recovery_counts_from_the_repair_and_bounds_and_error_kinds_apply() {
+        let (mut history, state) = clean();
+        let mut failed = get("a", None, None, 2_400_000);
+        failed.outcome = HistoryOutcome::Fail;
+        history.push(failed);
+        assert_eq!(
+            recovery_s(&history, 2.0).map(|s| (s * 100.0).round()),
+            Some(40.0)
+        );
+        assert_eq!(recovery_s(&history, 3.0), Some(0.0));
+
+        let report: RunCounts = serde_json::from_value(serde_json::json!({
+            "requests": 9, "rps": 4.5,
+            "errors_by_kind": {"status_503": 3, "timeout": 1},
+        }))
+        .unwrap();
+        let expect = Expectations {
+            repaired_at_s: Some(2.0),
+            allowed_errors: Some(vec!["status_503".to_owned()]),
+            max_recovery: Some(Duration::from_millis(200)),
+            state_limit: check::DEFAULT_STATE_LIMIT,
+        };
+        let v = judge("pg-down", &history, Some(&state), Some(&report), &expect).unwrap();
+        assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
+        assert!(v.problems[0].contains("timeout"), "{:?}", v.problems);
+        assert!(
+            v.problems[1].starts_with("recovered in 0.40 s"),
+            "{:?}",
+            v.problems
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_write_without_a_revision_cannot_be_judged() {
+        let history = vec![entry(Op::Put, "a", Some("a1"), None, 0)];
+        let err = lost_writes(&history, &StoreState::new()).unwrap_err();
+        assert!(err.contains("without a revision"), "{err}");
+    }
+}
