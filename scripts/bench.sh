@@ -114,8 +114,8 @@ wait_for_status "http://127.0.0.1:$proxy_port/api/key?key=bench/00000000" 200 5 
 
 # The machine drifts by 20% and more over minutes, so a row and its baseline measured minutes
 # apart can land on different sides of a drift. Each row and its baselines are therefore
-# measured in --rounds alternating rounds of duration / rounds seconds, and summarize.py takes
-# each ratio as the median of the per-round ratios.
+# measured in --rounds alternating rounds of duration / rounds seconds, and `kg-bench
+# summarize` takes each ratio as the median of the per-round ratios.
 round_s=$((duration / rounds > 0 ? duration / rounds : 1))
 
 # wrk_run NAME URL LUA: a wrk run with latency percentiles, saved as NAME.wrk.
@@ -175,8 +175,10 @@ redis-benchmark -p "$KG_REDIS_PORT" -c "$connections" -n $((duration * 50000)) -
 step "90/10 GET/PUT mix through nginx: kg-bench (${duration}s)"
 bench_run mix-nginx-kgbench "$duration" "$api" --mix get=90,put=10
 # Half the GET rate through nginx, as kg-bench measured it over the rounds.
-get_rate=$(python3 -c 'import json, sys; print(int(sum(json.load(open(f))["rps"] for f in sys.argv[1:]) / len(sys.argv[1:]) / 2))' \
+# (A report's own rate is its one top-level "rps" line; the per-second series are nested deeper.)
+get_rate=$(awk '/^  "rps": / { gsub(",", "", $2); sum += $2; n++ } END { if (n) printf "%d", sum / n / 2 }' \
     "$out"/get-nginx-kgbench.r*.json)
+[[ "$get_rate" =~ ^[1-9][0-9]*$ ]] || fail "no GET rate in the kg-bench reports of $out"
 step "GET latency through nginx: kg-bench open model at $get_rate req/s (half the GET rate), then its floor, nginx->static at the same rate (${duration}s each)"
 bench_run get-latency-kgbench "$duration" "$api" --mix get=100 --rate "$get_rate"
 bench_run static-latency-kgbench "$duration" "http://127.0.0.1:$proxy_port" --mix get=100 \
@@ -188,12 +190,12 @@ for node in "${KG_NODES[@]}"; do
         "/proc/$pid/status"
 done >"$out/rss.jsonl"
 
-python3 scripts/bench/summarize.py "$out" "$(cat <<JSON
+"$bin/kg-bench" summarize "$out" --save "$KG_ROOT/target/bench/bench-$stamp.json" --meta "$(cat <<JSON
 {"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "profile": "$KG_PROFILE", "quick": $([ $quick = 1 ] && echo true || echo false),
  "duration_s": $duration, "rounds": $rounds, "connections": $connections, "keys": $keys, "cores": $(nproc),
  "cpu": "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)",
  "commit": "$(git describe --always --dirty 2>/dev/null || echo unknown)"}
 JSON
-)" "$KG_ROOT/target/bench/bench-$stamp.json"
+)" || fail "the benchmark measured the wrong thing (errors, or a row without a rate): see above"
 cp "$KG_ROOT/target/bench/bench-$stamp.json" "$KG_ROOT/target/bench/latest.json"
 echo "raw outputs in $out"

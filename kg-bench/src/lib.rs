@@ -11,6 +11,7 @@ pub mod judge;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod suite;
 pub mod threshold;
 pub mod workload;
 
@@ -63,6 +64,22 @@ pub enum Tool {
     /// holds afterwards), revisions handed out twice, stale reads, linearizability, and the
     /// time to recover from a fault. Exits 1 when the run misses a bar.
     Judge(JudgeArgs),
+    /// The table of one scripts/bench.sh run: reads its raw outputs (kg-bench, wrk, pgbench,
+    /// redis-benchmark), prints rates, latencies, ratios and targets, and writes them as JSON.
+    /// Exits 1 when a row or baseline got errors or measured nothing.
+    Summarize(SummarizeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SummarizeArgs {
+    /// The run's directory, as scripts/bench.sh lays it out.
+    pub run_dir: PathBuf,
+    /// What the table's heading names (date, profile, rounds, ...), as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub meta: String,
+    /// Write the table as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -252,6 +269,7 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
         }
         Some(Tool::Check(args)) => check_history(&args, out),
         Some(Tool::Judge(args)) => judge_history(&args, out),
+        Some(Tool::Summarize(args)) => summarize_suite(&args, out),
         None => bench(cli.run, out).await,
     }
 }
@@ -287,6 +305,28 @@ fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
     } else {
         0
     })
+}
+
+fn summarize_suite(args: &SummarizeArgs, out: &mut dyn Write) -> Result<u8, String> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&args.meta).map_err(|err| format!("--meta: {err}"))?;
+    let suite = suite::summarize(&args.run_dir, meta)?;
+    suite::print(out, &suite).map_err(|err| format!("cannot write the table: {err}"))?;
+    if let Some(path) = &args.save {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|err| format!("cannot create {}: {err}", parent.display()))?;
+        }
+        let json = serde_json::to_vec_pretty(&suite).map_err(|err| err.to_string())?;
+        std::fs::write(path, json)
+            .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+        writeln!(out, "\nwritten to {}", path.display()).map_err(|err| err.to_string())?;
+    }
+    let unsound = suite::unsound_rows(&suite);
+    for row in &unsound {
+        writeln!(out, "measured the wrong thing: {row}").map_err(|err| err.to_string())?;
+    }
+    Ok(u8::from(!unsound.is_empty()))
 }
 
 fn judge_history(args: &JudgeArgs, out: &mut dyn Write) -> Result<u8, String> {

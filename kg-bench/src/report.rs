@@ -18,7 +18,7 @@ fn latency_cells(l: &Latency) -> Vec<String> {
 }
 
 /// `rows` under `headers`, columns padded to align and two spaces apart, without borders.
-fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+pub(crate) fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)

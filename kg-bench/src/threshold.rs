@@ -1,5 +1,5 @@
 //! k6-style pass/fail thresholds (`p99<5ms`, `p(95)<2ms`, `errors<0.1%`, `rps>10000`,
-//! `dropped<1`) and the comparison of two JSON reports (`kg-bench compare`). Pure.
+//! `dropped<1`, `nodes>=3`, `node_share>20%`) and the comparison of two JSON reports (`kg-bench compare`). Pure.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +20,11 @@ pub enum Metric {
     Rps,
     /// Open model: requests the run never sent (k6's `dropped_iterations`), a count.
     Dropped,
+    /// How many nodes answered (X-KeyGrid-Node), a count.
+    Nodes,
+    /// The smallest share of the requests that one answering node took: whether a load
+    /// balancer spreads the load.
+    NodeShare,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,20 +102,22 @@ impl FromStr for Threshold {
             "errors" => Metric::Errors,
             "rps" => Metric::Rps,
             "dropped" => Metric::Dropped,
+            "nodes" => Metric::Nodes,
+            "node_share" => Metric::NodeShare,
             other => match parse_percentile(other) {
                 Some(thousandths) => Metric::Latency(LatencyStat::Percentile(thousandths)),
                 None => {
                     return Err(format!(
                         "{text:?}: unknown metric {other:?} (a percentile such as p95, p(95) or \
-                         p99.9; max, mean, errors, rps, dropped)"
+                         p99.9; max, mean, errors, rps, dropped, nodes, node_share)"
                     ))
                 }
             },
         };
         let limit = match metric {
             Metric::Latency(_) => parse_duration_us(value),
-            Metric::Errors => parse_ratio(value),
-            Metric::Rps | Metric::Dropped => value
+            Metric::Errors | Metric::NodeShare => parse_ratio(value),
+            Metric::Rps | Metric::Dropped | Metric::Nodes => value
                 .parse::<f64>()
                 .ok()
                 .filter(|v| v.is_finite() && *v >= 0.0),
@@ -178,6 +185,11 @@ impl Threshold {
             Metric::Errors => (report.error_ratio, "ratio"),
             Metric::Rps => (report.rps, "rps"),
             Metric::Dropped => (report.dropped as f64, "requests"),
+            Metric::Nodes => (report.nodes.len() as f64, "nodes"),
+            Metric::NodeShare => {
+                let smallest = report.nodes.values().map(|n| n.share).reduce(f64::min);
+                (smallest.unwrap_or(0.0), "ratio")
+            }
         }
     }
 
@@ -302,7 +314,8 @@ mod tests {
                     op: Op::Get,
                     outcome,
                     latency: Duration::from_millis(*ms),
-                    node: None,
+                    // Two nodes in turn: n1 answers 3 of 5, n2 2 of 5.
+                    node: Some(if i % 2 == 0 { "n1" } else { "n2" }),
                     cache_hit: None,
                 },
                 0,
@@ -339,6 +352,11 @@ mod tests {
         }
         let t: Threshold = "dropped<1".parse().unwrap();
         assert_eq!((t.metric, t.limit), (Metric::Dropped, 1.0));
+        let t: Threshold = "nodes>=3".parse().unwrap();
+        assert_eq!((t.metric, t.limit), (Metric::Nodes, 3.0));
+        let t: Threshold = "node_share>20%".parse().unwrap();
+        assert_eq!(t.metric, Metric::NodeShare);
+        assert!((t.limit - 0.2).abs() < 1e-12);
         let t: Threshold = "p99<5ms".parse().unwrap();
         assert_eq!(t.comparison, Comparison::Less);
         assert!((t.limit - 5_000.0).abs() < 1e-9);
@@ -382,6 +400,10 @@ mod tests {
         assert!(check("rps>4").passed);
         assert!(!check("rps>5").passed);
         assert!((check("rps>5").value - 5.0).abs() < 1e-9);
+        assert!(check("nodes>=2").passed);
+        assert!(!check("nodes>=3").passed);
+        assert!(check("node_share>=40%").passed);
+        assert!(!check("node_share>40%").passed);
     }
 
     #[test]
