@@ -10,29 +10,20 @@
 
 use std::process::Output;
 
-use clap::Parser;
 use serde_json::Value;
 
-/// A node on embedded SQLite in `dir`.
-async fn spawn_node(dir: &std::path::Path) -> String {
-    spawn_node_with(dir, &[]).await
+/// A node on embedded SQLite in `dir`, named bench-node, with more of kg-server's arguments.
+async fn spawn_node_with(dir: &std::path::Path, extra: &[String]) -> String {
+    let options = kg_testkit::AppOptions {
+        node_id: Some("bench-node".to_owned()),
+        extra_args: extra.to_vec(),
+        ..kg_testkit::AppOptions::default()
+    };
+    kg_testkit::spawn_node_in(dir, None, options).await
 }
 
-/// The same, with more of kg-server's arguments.
-async fn spawn_node_with(dir: &std::path::Path, extra: &[String]) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut args = vec![
-        "kg-server".to_owned(),
-        format!("--listen={address}"),
-        format!("--database-url=sqlite://{}", dir.join("kg.db").display()),
-        "--node-id=bench-node".to_owned(),
-    ];
-    args.extend_from_slice(extra);
-    let config = kg_server::Config::try_parse_from(args).unwrap();
-    let state = kg_server::AppState::build(&config).await.unwrap();
-    tokio::spawn(kg_server::serve(listener, state, std::future::pending()));
-    format!("http://{address}")
+async fn spawn_node(dir: &std::path::Path) -> String {
+    spawn_node_with(dir, &[]).await
 }
 
 async fn kg_bench(args: &[&str]) -> Output {

@@ -5,6 +5,7 @@
 
 use clap::Parser;
 use kg_cli::{run, Cli, CliError};
+use kg_testkit::{dead_endpoint, AppOptions};
 
 /// A node on embedded SQLite in a temporary directory.
 struct Node {
@@ -14,39 +15,15 @@ struct Node {
 
 async fn spawn_node() -> Node {
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("kg.db").display());
-    spawn_node_with(dir, &database, "cli-node", &[]).await
-}
-
-/// A node on `database` (possibly shared with other nodes), with extra flags.
-async fn spawn_node_with(
-    dir: tempfile::TempDir,
-    database: &str,
-    node_id: &str,
-    extra: &[String],
-) -> Node {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut args = vec![
-        "kg-server".to_owned(),
-        format!("--listen={address}"),
-        format!("--database-url={database}"),
-        format!("--node-id={node_id}"),
-    ];
-    args.extend_from_slice(extra);
-    let config = kg_server::Config::try_parse_from(args).unwrap();
-    let state = kg_server::AppState::build(&config).await.unwrap();
-    tokio::spawn(kg_server::serve(listener, state, std::future::pending()));
+    let options = AppOptions {
+        node_id: Some("cli-node".to_owned()),
+        ..AppOptions::default()
+    };
+    let endpoint = kg_testkit::spawn_node_in(dir.path(), None, options).await;
     Node {
-        endpoint: format!("http://{address}"),
+        endpoint,
         _dir: dir,
     }
-}
-
-/// An endpoint where nothing listens.
-fn dead_endpoint() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}", listener.local_addr().unwrap())
 }
 
 /// Runs `kg ARGS` with `stdin`; returns the exit code and stdout, as the binary would.
@@ -429,15 +406,18 @@ async fn health_and_status_report_each_node() {
 async fn health_in_cluster_mode_checks_every_node_the_first_reports() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("shared.db").display());
-    let redis =
-        std::env::var("KG_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-    let prefix = format!("kgtest-cli-{}", std::process::id());
-    let extra = [
-        format!("--redis-url={redis}"),
-        format!("--redis-prefix={prefix}"),
-    ];
-    let first = spawn_node_with(dir, &database, "node-a", &extra).await;
-    let _second = spawn_node_with(tempfile::tempdir().unwrap(), &database, "node-b", &extra).await;
+    let prefix = kg_testkit::unique_prefix();
+    let options = |node: &str| AppOptions {
+        node_id: Some(node.to_owned()),
+        ..AppOptions::with_redis(&kg_testkit::test_redis_url(), &prefix)
+    };
+    let first = Node {
+        endpoint: kg_testkit::spawn_node_in(dir.path(), Some(&database), options("node-a")).await,
+        _dir: dir,
+    };
+    let second_dir = tempfile::tempdir().unwrap();
+    let _second =
+        kg_testkit::spawn_node_in(second_dir.path(), Some(&database), options("node-b")).await;
 
     // Heartbeats go out every second; give both nodes time to hear each other. Both run in
     // this test's runtime beside the other tests, so a Redis call may miss the cache timeout

@@ -16,8 +16,7 @@ use kg_api::{Client, Precondition};
 use kg_cli::drill::{self, Action, DrillOptions, DrillReport, Expect, Phase, Runtime};
 
 // The node's own table of hostile requests, sent here through nginx.
-#[path = "../../../kg-server/tests/api/hostile_cases.rs"]
-mod hostile_cases;
+use kg_testkit::hostile as hostile_cases;
 
 /// nginx's API port.
 const ENTRY: &str = "http://127.0.0.1:8000";

@@ -5,7 +5,7 @@ use kg_api::{Client, ClientOptions, Precondition};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_with, AppOptions, Backend, TestApp};
+use kg_testkit::{spawn_app_with, AppOptions, Backend, TestApp};
 
 const READER: &str = "r-3f9c2a";
 const WRITER: &str = "w-81be07";

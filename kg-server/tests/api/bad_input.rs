@@ -3,8 +3,8 @@
 
 use kg_api::Precondition;
 
-use crate::helpers::{spawn_app, Backend};
-use crate::hostile_cases;
+use kg_testkit::hostile as hostile_cases;
+use kg_testkit::{spawn_app, Backend};
 
 on_both_backends!(bad_input_gets_documented_4xx_with_detail);
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use kg_api::Precondition;
 
-use crate::helpers::{free_port, ThrowawayPostgres};
+use kg_testkit::{free_port, ThrowawayPostgres};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_defaults_to_embedded_sqlite_and_drains_on_sigterm() {

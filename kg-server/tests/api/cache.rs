@@ -8,7 +8,7 @@ use futures::future::join_all;
 use kg_api::{DependencyState, Error, Precondition};
 use redis::AsyncCommands;
 
-use crate::helpers::{
+use kg_testkit::{
     redis_connection, spawn_app_with, test_redis_url, unique_prefix, AppOptions, Backend,
     ThrowawayRedis,
 };
@@ -365,7 +365,7 @@ async fn a_write_whose_cache_update_did_not_land_fences_the_epoch_before_its_ack
 /// pause drill, where the writing CAS took 14.5 ms from call to answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn between_a_commit_and_its_cache_update_reads_come_from_the_database() {
-    use crate::helpers::spawn_app_on;
+    use kg_testkit::spawn_app_on;
     let prefix = unique_prefix();
     // Node a's cache updates wait 1.5 s after each commit; node b's do not.
     let mut slow = AppOptions::with_redis(&test_redis_url(), &prefix);

@@ -3,7 +3,7 @@
 use futures::future::join_all;
 use kg_api::{Error, Precondition};
 
-use crate::helpers::{spawn_app, Backend};
+use kg_testkit::{spawn_app, Backend};
 
 on_both_backends!(
     concurrent_cas_has_exactly_one_winner_per_revision,

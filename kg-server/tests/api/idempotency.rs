@@ -5,7 +5,7 @@ use futures::future::join_all;
 use kg_api::Precondition;
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, spawn_app_on, AppOptions, Backend, TestApp};
+use kg_testkit::{spawn_app, spawn_app_on, AppOptions, Backend, TestApp};
 
 on_both_backends!(retried_writes_are_applied_once_and_answered_alike);
 

@@ -3,7 +3,7 @@
 use kg_api::{KeyListResponse, Precondition};
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, Backend};
+use kg_testkit::{spawn_app, Backend};
 
 on_both_backends!(
     listing_walks_every_page_in_byte_order,

@@ -3,9 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
-mod helpers;
-mod hostile_cases;
-
 /// Instantiates `async fn name(backend: Backend)` tests once per backend.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -13,7 +10,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(crate::helpers::Backend::Postgres).await
+                    super::$name(kg_testkit::Backend::Postgres).await
                 }
             )*
         }
@@ -21,7 +18,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(crate::helpers::Backend::Sqlite).await
+                    super::$name(kg_testkit::Backend::Sqlite).await
                 }
             )*
         }

@@ -3,7 +3,7 @@
 use kg_api::{DependencyState, Precondition};
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, Backend};
+use kg_testkit::{spawn_app, Backend};
 
 on_both_backends!(
     ready_and_status_report_the_database,
@@ -124,11 +124,11 @@ async fn web_dir_serves_the_web_view_and_leaves_the_api_alone() {
     .unwrap();
     std::fs::create_dir(web.path().join("assets")).unwrap();
     std::fs::write(web.path().join("assets/app.js"), "console.log(1)").unwrap();
-    let options = crate::helpers::AppOptions {
+    let options = kg_testkit::AppOptions {
         extra_args: vec![format!("--web-dir={}", web.path().display())],
-        ..crate::helpers::AppOptions::default()
+        ..kg_testkit::AppOptions::default()
     };
-    let app = crate::helpers::spawn_app_with(Backend::Sqlite, options).await;
+    let app = kg_testkit::spawn_app_with(Backend::Sqlite, options).await;
 
     for path in ["/", "/keys/some/page"] {
         let response = app.http.get(app.url(path)).send().await.unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use kg_api::{DependencyState, Error, Precondition};
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app_on, AppOptions, ThrowawayPostgres};
+use kg_testkit::{spawn_app_on, AppOptions, ThrowawayPostgres};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_gives_503_and_the_node_recovers_by_itself() {
@@ -99,8 +99,8 @@ async fn heartbeats_say_degraded_while_the_database_is_down() {
     use kg_api::{NodeHealth, NodeHeartbeat};
 
     let postgres = ThrowawayPostgres::start();
-    let prefix = crate::helpers::unique_prefix();
-    let mut options = AppOptions::with_redis(&crate::helpers::test_redis_url(), &prefix);
+    let prefix = kg_testkit::unique_prefix();
+    let mut options = AppOptions::with_redis(&kg_testkit::test_redis_url(), &prefix);
     options.extra_args.push("--db-timeout=1s".to_owned());
     let app = spawn_app_on(
         &postgres.url(),
@@ -110,7 +110,7 @@ async fn heartbeats_say_degraded_while_the_database_is_down() {
     .await;
     let written = app.client.put("k", "v", Precondition::None).await.unwrap();
 
-    let client = redis::Client::open(crate::helpers::test_redis_url()).unwrap();
+    let client = redis::Client::open(kg_testkit::test_redis_url()).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub.subscribe(format!("{prefix}:nodes")).await.unwrap();
     let mut beats = pubsub.into_on_message().map(|message| {

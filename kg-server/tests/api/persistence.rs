@@ -2,7 +2,7 @@
 
 use kg_api::Precondition;
 
-use crate::helpers::{spawn_app, spawn_app_on, AppOptions, Backend};
+use kg_testkit::{spawn_app, spawn_app_on, AppOptions, Backend};
 
 on_both_backends!(writes_survive_a_restart);
 

@@ -3,7 +3,7 @@
 use kg_api::{Error, Precondition};
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, Backend};
+use kg_testkit::{spawn_app, Backend};
 
 on_both_backends!(
     revisions_increase_and_are_never_reused_across_delete_and_recreate,

@@ -2,7 +2,7 @@
 
 use reqwest::StatusCode;
 
-use crate::helpers::{spawn_app, Backend};
+use kg_testkit::{spawn_app, Backend};
 
 on_both_backends!(
     health_returns_seed_body,

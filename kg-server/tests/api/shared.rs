@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use futures::future::join_all;
 use kg_api::Precondition;
 
-use crate::helpers::{spawn_app, spawn_app_on, AppOptions, Backend};
+use kg_testkit::{spawn_app, spawn_app_on, AppOptions, Backend};
 
 on_both_backends!(nodes_sharing_a_database_never_reuse_a_revision);
 

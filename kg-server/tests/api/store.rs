@@ -5,7 +5,7 @@ use sqlx::Connection as _;
 
 use kg_server::store::{Expect, WriteOp, WriteOutcome};
 
-use crate::helpers::{fresh_database, open_store, Backend};
+use kg_testkit::{fresh_database, open_store, Backend};
 
 on_both_backends!(
     batch_applies_ops_in_order_with_consecutive_revisions,

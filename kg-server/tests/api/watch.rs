@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kg_api::{ChangeEvent, EventType, NodeHeartbeat, Precondition};
 
-use crate::helpers::{
+use kg_testkit::{
     spawn_app, spawn_app_on, spawn_app_with, test_redis_url, unique_prefix, AppOptions, Backend,
 };
 

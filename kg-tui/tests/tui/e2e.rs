@@ -6,31 +6,23 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use kg_api::Precondition;
 
 fn redis_url() -> String {
-    std::env::var("KG_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    kg_testkit::test_redis_url()
 }
 
 /// A node on SQLite; with `prefix`, on the machine's Redis under that prefix.
 async fn spawn_node(dir: &Path, prefix: Option<&str>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let mut args = vec![
-        "kg-server".to_owned(),
-        format!("--listen={address}"),
-        format!("--database-url=sqlite://{}", dir.join("kg.db").display()),
-        "--node-id=tui-e2e".to_owned(),
-    ];
-    if let Some(prefix) = prefix {
-        args.push(format!("--redis-url={}", redis_url()));
-        args.push(format!("--redis-prefix={prefix}"));
-    }
-    let config = kg_server::Config::try_parse_from(args).unwrap();
-    let state = kg_server::AppState::build(&config).await.unwrap();
-    tokio::spawn(kg_server::serve(listener, state, std::future::pending()));
-    format!("http://{address}")
+    let options = match prefix {
+        Some(prefix) => kg_testkit::AppOptions::with_redis(&redis_url(), prefix),
+        None => kg_testkit::AppOptions::default(),
+    };
+    let options = kg_testkit::AppOptions {
+        node_id: Some("tui-e2e".to_owned()),
+        ..options
+    };
+    kg_testkit::spawn_node_in(dir, None, options).await
 }
 
 /// A tmux server of the test's own, so it never touches a user's sessions.
@@ -265,59 +257,12 @@ async fn drive(dir: &Path, endpoint: &str, args: &str, connected: &str, name: &s
     );
 }
 
-/// A Redis of the test's own on a free port, so it can be killed and brought back.
-struct ThrowawayRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl ThrowawayRedis {
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut redis = Self { port, child: None };
-        redis.spawn();
-        redis
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is missing: apt-get install redis-server");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for ThrowawayRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// When Redis goes away the header says so, and the subscriber comes back by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_screen_says_when_redis_is_unreachable_and_the_feed_reconnects() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path(), None).await;
-    let mut redis = ThrowawayRedis::start();
+    let mut redis = kg_testkit::ThrowawayRedis::start();
     let script = format!(
         "{bin} --endpoint {endpoint} --redis-url redis://127.0.0.1:{port}; sleep 30",
         bin = env!("CARGO_BIN_EXE_kg-tui"),
@@ -333,7 +278,7 @@ async fn the_screen_says_when_redis_is_unreachable_and_the_feed_reconnects() {
         s.contains("redis: UNREACHABLE")
     })
     .await;
-    redis.spawn();
+    redis.restart();
     tmux.wait_for("redis: connected again", Duration::from_secs(10), |s| {
         s.contains("redis: connected")
     })

@@ -1,6 +1,6 @@
 //! The table of hostile requests that both the node's own tests and the cluster tests (through
-//! nginx) send, each with the 4xx and the detail it must get back, and the senders. Included
-//! by path from both test crates, so the two can never drift apart.
+//! nginx) send, each with the 4xx and the detail it must get back, and the senders. One table
+//! for both, so the two can never drift apart.
 
 use std::net::SocketAddr;
 
@@ -76,6 +76,7 @@ fn put_body(key: &str, value: &str) -> Option<Vec<u8>> {
 }
 
 /// One bad request and what it must get back.
+#[derive(Debug)]
 pub struct Case {
     pub method: Method,
     pub path: String,
