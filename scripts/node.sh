@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Controls one node of the local stack (scripts/start.sh): this is what the failover drill and
-# the cluster tests use.
+# Controls one member of the local stack (scripts/start.sh): a node, its PostgreSQL or its
+# Redis. The fault runtime of kg failover-drill and kg-bench chaos acts through it, and so do
+# the cluster tests.
 #
-#   ./scripts/node.sh stop n2     graceful: finish in-flight requests, then exit; stays down
-#   ./scripts/node.sh start n2    start it (again) and wait until it is ready
-#   ./scripts/node.sh kill n2     SIGKILL, as a crash would; stays down, like `docker kill`
-#   ./scripts/node.sh restart n2  stop, then start
-#   ./scripts/node.sh status      every node: up or down, pid, readiness
+#   ./scripts/node.sh stop n2         graceful: finish in-flight requests, then exit; stays down
+#   ./scripts/node.sh start n2        start it (again) and wait until it is ready
+#   ./scripts/node.sh kill n2         SIGKILL, as a crash would; stays down, like `docker kill`
+#   ./scripts/node.sh restart n2      stop, then start
+#   ./scripts/node.sh pid n2          the process to signal (pause and resume send it STOP/CONT)
+#   ./scripts/node.sh status          every node: up or down, pid, readiness
+#   ./scripts/node.sh kill postgres   a crash: pg_ctl stop -m immediate (no checkpoint)
+#   ./scripts/node.sh stop|start|pid postgres, and kill|stop|start|pid|flush redis
 #
 # Each node runs under a small supervisor that restarts it a second after it dies on its own,
 # as the seed's `restart: unless-stopped` does; stop and kill tell the supervisor to let it be.
@@ -14,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # The supervisor: runs the node, restarts it when it exits unless asked to stay down.
 supervise() {
@@ -90,6 +94,48 @@ stop_node() {
     done
 }
 
+# postgres ACTION: the stack's PostgreSQL.
+postgres() {
+    local pgdata="$KG_STATE_DIR/postgres"
+    case "$1" in
+        start)
+            start_postgres "$pgdata" "$KG_PG_PORT" "$KG_LOGS/postgres.log"
+            echo "postgres is ready"
+            ;;
+        stop | kill)
+            [ -s "$pgdata/postmaster.pid" ] || { echo "postgres is not running"; return 0; }
+            # kill: every backend exits at once with no checkpoint; the start recovers.
+            "${AS_POSTGRES[@]}" "$(pg_bin_dir)/pg_ctl" -D "$pgdata" -w -t 60 \
+                -m "$([ "$1" = kill ] && echo immediate || echo fast)" stop >/dev/null
+            echo "postgres stopped ($1)"
+            ;;
+        pid) head -n 1 "$pgdata/postmaster.pid" ;;
+        *) usage; exit 2 ;;
+    esac
+}
+
+# redis ACTION: the stack's Redis (persistence off: a restart comes back empty).
+redis() {
+    case "$1" in
+        start) start_redis; echo "redis is ready" ;;
+        stop | kill)
+            if pid_alive "$KG_RUN/redis.pid"; then
+                local pid
+                pid=$(cat "$KG_RUN/redis.pid")
+                kill "-$([ "$1" = kill ] && echo KILL || echo TERM)" "$pid"
+                while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+                rm -f "$KG_RUN/redis.pid"
+                echo "redis stopped ($1)"
+            else
+                echo "redis is not running"
+            fi
+            ;;
+        flush) redis-cli -p "$KG_REDIS_PORT" flushall >/dev/null && echo "redis flushed" ;;
+        pid) cat "$KG_RUN/redis.pid" ;;
+        *) usage; exit 2 ;;
+    esac
+}
+
 status() {
     local node port state ready
     printf '%-5s %-6s %-8s %s\n' NODE STATE PID READY
@@ -101,7 +147,12 @@ status() {
     done
 }
 
+case "${2:-}" in
+    postgres) postgres "$1"; exit ;;
+    redis) redis "$1"; exit ;;
+esac
 case "${1:-}" in
+    pid) [ $# -eq 2 ] || { usage; exit 2; }; pid_alive "$KG_RUN/$2.pid" && cat "$KG_RUN/$2.pid" ;;
     start) [ $# -ge 2 ] || { usage; exit 2; }; start "$2" "${3:-}" ;;
     stop) [ $# -eq 2 ] || { usage; exit 2; }; stop_node "$2" TERM ;;
     kill) [ $# -eq 2 ] || { usage; exit 2; }; stop_node "$2" KILL ;;

@@ -38,6 +38,12 @@ pub struct HistoryEntry {
     pub invoke_us: u64,
     pub complete_us: u64,
     pub outcome: HistoryOutcome,
+    /// What went wrong, as the report counts it (`status_503`, `timeout`, `connect`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The node that answered (X-KeyGrid-Node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl HistoryEntry {

@@ -349,6 +349,8 @@ mod tests {
             invoke_us: at,
             complete_us: at + 10,
             outcome: HistoryOutcome::Ok,
+            error: None,
+            node: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! `history` is the recorded history, `check` tests it for linearizability and `judge` runs
 //! every judge over it (lost writes, reused revisions, stale reads, recovery).
 
+pub mod chaos;
 pub mod check;
+pub mod fault;
 pub mod history;
 pub mod html;
 pub mod judge;
@@ -68,6 +70,40 @@ pub enum Tool {
     /// redis-benchmark), prints rates, latencies, ratios and targets, and writes them as JSON.
     /// Exits 1 when a row or baseline got errors or measured nothing.
     Summarize(SummarizeArgs),
+    /// The fault drills against a running stack: each fault under load, injected through the
+    /// fault runtime, then judged (lost writes, stale reads, linearizability; the PostgreSQL
+    /// faults also on 503-only errors and a 2 s recovery). Exits 1 when a fault fails.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChaosArgs {
+    /// nginx (or a node) of the stack under test.
+    #[arg(
+        long,
+        short = 'e',
+        env = "KG_ENDPOINT",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub endpoint: String,
+    /// The faults, in order [default: all of them].
+    #[arg(long, value_delimiter = ',', value_name = "FAULT,...")]
+    pub faults: Vec<String>,
+    /// The local stack's scripts/node.sh, through which faults are injected.
+    #[arg(long, default_value = "scripts/node.sh")]
+    pub node_script: PathBuf,
+    /// The node the node faults act on (nginx sends writes to it first).
+    #[arg(long, default_value = "n1")]
+    pub node: String,
+    /// Load per fault.
+    #[arg(long, default_value = "12s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Requests per second.
+    #[arg(long, default_value_t = 400.0)]
+    pub rate: f64,
+    /// Histories, reports, states and verdicts go here.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +306,41 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
         Some(Tool::Check(args)) => check_history(&args, out),
         Some(Tool::Judge(args)) => judge_history(&args, out),
         Some(Tool::Summarize(args)) => summarize_suite(&args, out),
+        Some(Tool::Chaos(args)) => {
+            let faults: Vec<String> = if args.faults.is_empty() {
+                chaos::FAULTS.iter().map(|f| (*f).to_owned()).collect()
+            } else {
+                args.faults
+            };
+            if !args.node_script.is_file() {
+                return Err(format!(
+                    "{} not found: run from the KeyGrid checkout or pass --node-script",
+                    args.node_script.display()
+                ));
+            }
+            if !(args.rate.is_finite() && args.rate > 0.0) {
+                return Err(format!("--rate {} must be above 0", args.rate));
+            }
+            let runtime = fault::Runtime::Local {
+                script: args.node_script,
+            };
+            let load = chaos::Load {
+                duration: args.duration,
+                rate: args.rate,
+            };
+            let node = args.node.parse()?;
+            let passed = chaos::run_all(
+                &args.endpoint,
+                &runtime,
+                &faults,
+                &node,
+                &load,
+                &args.out,
+                out,
+            )
+            .await?;
+            Ok(u8::from(!passed))
+        }
         None => bench(cli.run, out).await,
     }
 }
@@ -357,7 +428,7 @@ fn judge_history(args: &JudgeArgs, out: &mut dyn Write) -> Result<u8, String> {
             .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
     }
     let printed = match args.output {
-        Output::Text => report::print_judgement(out, &verdict),
+        Output::Text => report::print_judgements(out, std::slice::from_ref(&verdict)),
         Output::Json => serde_json::to_writer_pretty(&mut *out, &verdict)
             .map_err(std::io::Error::other)
             .and_then(|()| writeln!(out)),
@@ -413,6 +484,9 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         record: args.record,
         // The live line goes to stderr, and only when a person is watching.
         progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+        key_prefix: workload::DEFAULT_KEY_PREFIX.to_owned(),
+        stop: None,
+        origin: None,
     };
     let (mut report, latency) = run::run(options, settings).await?;
     report.thresholds = args

@@ -303,34 +303,9 @@ pub fn print_check(out: &mut dyn Write, results: &[KeyResult]) -> io::Result<()>
     )
 }
 
-/// A judged run: one row of figures, then its problems and examples of what went wrong.
-pub fn print_judgement(out: &mut dyn Write, verdict: &Judgement) -> io::Result<()> {
-    let errors = if verdict.errors_by_kind.is_empty() {
-        "none".to_owned()
-    } else {
-        verdict
-            .errors_by_kind
-            .iter()
-            .map(|(kind, n)| format!("{} {n}", kind.strip_prefix("status_").unwrap_or(kind)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let row = vec![
-        verdict.fault.clone(),
-        verdict.requests.to_string(),
-        errors,
-        verdict.unknown_outcomes.to_string(),
-        verdict.acknowledged_writes.to_string(),
-        verdict
-            .lost_acknowledged_writes
-            .map_or_else(|| "-".to_owned(), |n| n.to_string()),
-        verdict.stale_reads.to_string(),
-        verdict.violations.to_string(),
-        verdict
-            .recovery_s
-            .map_or_else(|| "no errors".to_owned(), |s| format!("{s:.2} s")),
-        if verdict.passed { "PASS" } else { "FAIL" }.to_owned(),
-    ];
+/// Judged runs: one row of figures each, then each failed run's problems and examples.
+pub fn print_judgements(out: &mut dyn Write, verdicts: &[Judgement]) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = verdicts.iter().map(judgement_row).collect();
     table(
         out,
         &[
@@ -345,16 +320,50 @@ pub fn print_judgement(out: &mut dyn Write, verdict: &Judgement) -> io::Result<(
             "RECOVERED",
             "VERDICT",
         ],
-        &[row],
+        &rows,
     )?;
-    for problem in &verdict.problems {
-        writeln!(out, "  {problem}")?;
-    }
-    for lost in &verdict.lost_examples {
-        writeln!(out, "  lost: {}", serde_json::to_string(lost)?)?;
-    }
-    for stale in &verdict.stale_examples {
-        writeln!(out, "  stale: {}", serde_json::to_string(stale)?)?;
+    for verdict in verdicts.iter().filter(|v| !v.problems.is_empty()) {
+        if verdicts.len() > 1 {
+            writeln!(out, "{}:", verdict.fault)?;
+        }
+        for problem in &verdict.problems {
+            writeln!(out, "  {problem}")?;
+        }
+        for lost in &verdict.lost_examples {
+            writeln!(out, "  lost: {}", serde_json::to_string(lost)?)?;
+        }
+        for stale in &verdict.stale_examples {
+            writeln!(out, "  stale: {}", serde_json::to_string(stale)?)?;
+        }
     }
     Ok(())
+}
+
+fn judgement_row(verdict: &Judgement) -> Vec<String> {
+    let errors = if verdict.errors_by_kind.is_empty() {
+        "none".to_owned()
+    } else {
+        verdict
+            .errors_by_kind
+            .iter()
+            .map(|(kind, n)| format!("{} {n}", kind.strip_prefix("status_").unwrap_or(kind)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![
+        verdict.fault.clone(),
+        verdict.requests.to_string(),
+        errors,
+        verdict.unknown_outcomes.to_string(),
+        verdict.acknowledged_writes.to_string(),
+        verdict
+            .lost_acknowledged_writes
+            .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        verdict.stale_reads.to_string(),
+        verdict.violations.to_string(),
+        verdict
+            .recovery_s
+            .map_or_else(|| "no errors".to_owned(), |s| format!("{s:.2} s")),
+        if verdict.passed { "PASS" } else { "FAIL" }.to_owned(),
+    ]
 }

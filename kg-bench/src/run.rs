@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::history::{HistoryEntry, HistoryOutcome};
 use crate::stats::{Outcome, Report, Sample, Stats};
-use crate::workload::{key_name, KeyDist, Mix, Op, Sampler, ValueSize};
+use crate::workload::{key_name, new_run_id, KeyDist, Mix, Op, Sampler, ValueSize};
 
 /// An endpoint, resolved once.
 #[derive(Debug, Clone)]
@@ -83,11 +83,21 @@ pub struct RunOptions {
     pub token: Option<String>,
     pub record: Option<PathBuf>,
     pub progress: bool,
+    /// Keys are this prefix and an 8-digit number (`bench/` by default).
+    pub key_prefix: String,
+    /// Set by a scenario to end a run that has no --duration or --requests (a drill that
+    /// holds the load while it injects faults).
+    pub stop: Option<Arc<AtomicBool>>,
+    /// The instant the history's microseconds count from; now when `None`. A scenario that
+    /// marks its own events on the same clock passes its own.
+    pub origin: Option<Instant>,
 }
 
 /// State the workers share: stop flags and the live counters the progress line reads.
 #[derive(Debug)]
 struct Shared {
+    /// In every value this run writes (`Sampler::value`).
+    run_id: u32,
     stop: AtomicBool,
     /// Requests issued in the measured part (for `--requests`).
     issued: AtomicU64,
@@ -297,7 +307,7 @@ async fn operate(
 }
 
 /// Writes every key once, with `concurrency` connections.
-async fn preload(options: &RunOptions, bar: &ProgressBar) -> Result<(), String> {
+async fn preload(options: &RunOptions, run_id: u32, bar: &ProgressBar) -> Result<(), String> {
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicU64::new(0));
@@ -307,7 +317,7 @@ async fn preload(options: &RunOptions, bar: &ProgressBar) -> Result<(), String> 
         let (next, failed, done) = (next.clone(), failed.clone(), done.clone());
         let options = options.clone();
         tasks.spawn(async move {
-            let sampler = Sampler::new(options.keys, options.key_dist, options.value_size)?;
+            let sampler = Sampler::new(options.keys, options.key_dist, options.value_size, run_id)?;
             let mut rng = SmallRng::seed_from_u64(worker as u64);
             let mut connection = Connection {
                 target,
@@ -319,7 +329,7 @@ async fn preload(options: &RunOptions, bar: &ProgressBar) -> Result<(), String> 
                 if index >= options.keys {
                     return Ok::<(), String>(());
                 }
-                let key = key_name(index);
+                let key = key_name(&options.key_prefix, index);
                 let value = sampler.value(&mut rng, worker, index);
                 let answer = operate(
                     &mut connection,
@@ -371,8 +381,9 @@ pub async fn run(
         return Err("no endpoint".to_owned());
     }
     let bar = progress_bar(options.progress);
+    let run_id = new_run_id();
     if options.preload {
-        preload(&options, &bar).await?;
+        preload(&options, run_id, &bar).await?;
     }
 
     let (history_tx, history_task) = match &options.record {
@@ -387,6 +398,7 @@ pub async fn run(
     };
 
     let shared = Arc::new(Shared {
+        run_id,
         stop: AtomicBool::new(false),
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
@@ -395,7 +407,7 @@ pub async fn run(
             Histogram::new_with_bounds(1, 3_600_000_000, 2).map_err(|err| err.to_string())?,
         ),
     });
-    let start = Instant::now();
+    let start = options.origin.unwrap_or_else(Instant::now);
     let measure_start = start + options.warmup;
     let end = options.duration.map(|duration| measure_start + duration);
     let mut workers = tokio::task::JoinSet::new();
@@ -494,7 +506,12 @@ async fn work(
     history: Option<mpsc::UnboundedSender<HistoryEntry>>,
     clock: Clock,
 ) -> Result<(Stats, Instant), String> {
-    let sampler = Sampler::new(options.keys, options.key_dist, options.value_size)?;
+    let sampler = Sampler::new(
+        options.keys,
+        options.key_dist,
+        options.value_size,
+        shared.run_id,
+    )?;
     let mut rng = SmallRng::seed_from_u64(0x6b67_6265_6e63_6800 ^ worker as u64);
     let mut connection = Connection {
         target: options.targets[worker % options.targets.len()].clone(),
@@ -516,8 +533,15 @@ async fn work(
             p * worker as u32 / options.concurrency.max(1) as u32
         });
     let mut sequence = 0u64;
+    let stopped = || {
+        shared.stop.load(Ordering::Relaxed)
+            || options
+                .stop
+                .as_ref()
+                .is_some_and(|stop| stop.load(Ordering::Relaxed))
+    };
     loop {
-        if shared.stop.load(Ordering::Relaxed) {
+        if stopped() {
             break;
         }
         let scheduled = match period {
@@ -560,7 +584,7 @@ async fn work(
         }
         sequence += 1;
         let op = options.mix.pick(&mut rng);
-        let key = key_name(sampler.key_index(&mut rng));
+        let key = key_name(&options.key_prefix, sampler.key_index(&mut rng));
         let value =
             matches!(op, Op::Put | Op::Cas).then(|| sampler.value(&mut rng, worker, sequence));
         let record = |op: Op, answer: &Answer, expected, invoked, completed| {
@@ -579,6 +603,8 @@ async fn work(
                     invoke_us: micros_since(clock.start, invoked),
                     complete_us: micros_since(clock.start, completed),
                     outcome: history_outcome(op, answer.outcome),
+                    error: answer.outcome.error_kind(),
+                    node: answer.node.clone(),
                 });
             }
         };

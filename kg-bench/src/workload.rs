@@ -172,10 +172,12 @@ pub struct Sampler {
     keys: u64,
     zipf: Option<Zipf<f64>>,
     sizes: ValueSize,
+    run_id: u32,
 }
 
 impl Sampler {
-    pub fn new(keys: u64, dist: KeyDist, sizes: ValueSize) -> Result<Self, String> {
+    /// `run_id` goes into every value (see `value`); `new_run_id` makes one per run.
+    pub fn new(keys: u64, dist: KeyDist, sizes: ValueSize, run_id: u32) -> Result<Self, String> {
         let zipf = match dist {
             KeyDist::Uniform => None,
             KeyDist::Zipf { s } => Some(
@@ -183,7 +185,12 @@ impl Sampler {
                 Zipf::new(keys as f64, s).map_err(|err| format!("zipf: {err}"))?,
             ),
         };
-        Ok(Self { keys, zipf, sizes })
+        Ok(Self {
+            keys,
+            zipf,
+            sizes,
+            run_id,
+        })
     }
 
     /// The index of the next key, in `0..keys`.
@@ -201,24 +208,30 @@ impl Sampler {
     /// never mistake a value an earlier run left behind for one this run has yet to write.
     pub fn value(&self, rng: &mut SmallRng, client: usize, sequence: u64) -> String {
         let size = rng.random_range(self.sizes.min..=self.sizes.max);
-        let mut value = format!("r{:08x}-c{client}-s{sequence}-", *RUN_ID);
+        let mut value = format!("r{:08x}-c{client}-s{sequence}-", self.run_id);
         let pad = size.saturating_sub(value.len());
         value.extend(std::iter::repeat_n('x', pad));
         value
     }
 }
 
-/// This process's run id, random, in every value it writes.
-static RUN_ID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+/// A random id for one run, in every value it writes. A process may make several runs (the
+/// chaos drills run one per fault), so the id is per run, not per process.
+pub fn new_run_id() -> u32 {
     use std::hash::{BuildHasher, Hasher};
-    // std's hasher keys are random per process: no RNG feature needed for one number.
-    std::hash::RandomState::new().build_hasher().finish() as u32
-});
+    // Each RandomState has fresh keys: no RNG feature needed for one number.
+    #[allow(clippy::cast_possible_truncation)]
+    let id = std::hash::RandomState::new().build_hasher().finish() as u32;
+    id
+}
 
 /// The key name of index `i`: fixed width, so keys sort in index order.
-pub fn key_name(i: u64) -> String {
-    format!("bench/{i:08}")
+pub fn key_name(prefix: &str, i: u64) -> String {
+    format!("{prefix}{i:08}")
 }
+
+/// The key prefix of a run that names none.
+pub const DEFAULT_KEY_PREFIX: &str = "bench/";
 
 #[cfg(test)]
 mod tests {
@@ -282,6 +295,7 @@ mod tests {
             1000,
             KeyDist::Zipf { s: 1.1 },
             ValueSize { min: 64, max: 64 },
+            1,
         )
         .unwrap();
         let mut rng = SmallRng::seed_from_u64(1);
@@ -296,12 +310,14 @@ mod tests {
 
     #[test]
     fn values_are_unique_and_sized() {
-        let sampler = Sampler::new(10, KeyDist::Uniform, ValueSize { min: 64, max: 100 }).unwrap();
+        let sampler =
+            Sampler::new(10, KeyDist::Uniform, ValueSize { min: 64, max: 100 }, 0xabc).unwrap();
         let mut rng = SmallRng::seed_from_u64(3);
         let a = sampler.value(&mut rng, 1, 1);
         let b = sampler.value(&mut rng, 1, 2);
         assert_ne!(a, b);
         assert!((64..=100).contains(&a.len()));
-        assert!(a.starts_with(&format!("r{:08x}-c1-s1-", *RUN_ID)), "{a}");
+        assert!(a.starts_with("r00000abc-c1-s1-"), "{a}");
+        assert_ne!(new_run_id(), new_run_id());
     }
 }

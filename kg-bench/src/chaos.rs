@@ -1,0 +1,268 @@
+//! `kg-bench chaos`: the fault drills as scenarios over the fault runtime. Each fault runs
+//! under kg-bench's own load (its history recorded), is injected 2 s in as a list of steps,
+//! and is judged afterwards against what the store holds: lost acknowledged writes, stale
+//! reads, linearizability, and for the PostgreSQL faults a clean (503 only) and quick
+//! recovery.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::fault::{Action, Member, Runtime, Step};
+use crate::history;
+use crate::judge::{self, Expectations, Judgement, RunCounts, StoreState, StoredKey};
+use crate::run::{self, RunOptions, Target};
+use crate::stats::Report;
+use crate::workload::{KeyDist, ValueSize, DEFAULT_KEY_PREFIX};
+
+/// Every fault, in the order a full run takes them.
+pub const FAULTS: [&str; 6] = [
+    "kill",
+    "pause",
+    "redis-restart",
+    "redis-flush",
+    "pg-restart",
+    "pg-down",
+];
+
+/// How long the load runs before the fault, so that the history has a healthy start.
+const BEFORE_FAULT: Duration = Duration::from_secs(2);
+/// A PostgreSQL fault must stop failing requests this soon after its repair.
+const PG_MAX_RECOVERY: Duration = Duration::from_secs(2);
+
+/// A fault: its steps, and what its verdict asks beyond the judges' own bars.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub steps: Vec<Step>,
+    pub allowed_errors: Option<Vec<String>>,
+    pub max_recovery: Option<Duration>,
+}
+
+/// The scenario of fault `name`, acting on `node` where it acts on a node.
+pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
+    let wait = |ms| Step::Wait(Duration::from_millis(ms));
+    let steps = match name {
+        // A crash of the node nginx sends writes to first, and its start 3 s later.
+        "kill" => vec![
+            Step::Do(Action::Kill, node.clone()),
+            wait(3000),
+            Step::Do(Action::Start, node.clone()),
+        ],
+        // Past nginx's 5 s read timeout: requests in flight on it time out.
+        "pause" => vec![
+            Step::Do(Action::Pause, node.clone()),
+            wait(7000),
+            Step::Do(Action::Resume, node.clone()),
+        ],
+        // Persistence is off: Redis comes back empty.
+        "redis-restart" => vec![
+            Step::Do(Action::Stop, Member::Redis),
+            wait(1000),
+            Step::Do(Action::Start, Member::Redis),
+        ],
+        "redis-flush" => vec![Step::Do(Action::Flush, Member::Redis)],
+        "pg-restart" => vec![
+            Step::Do(Action::Kill, Member::Postgres),
+            Step::Do(Action::Start, Member::Postgres),
+        ],
+        "pg-down" => vec![
+            Step::Do(Action::Kill, Member::Postgres),
+            wait(3000),
+            Step::Do(Action::Start, Member::Postgres),
+        ],
+        other => {
+            return Err(format!(
+                "unknown fault {other:?} (the faults are {})",
+                FAULTS.join(", ")
+            ))
+        }
+    };
+    let postgres = name.starts_with("pg-");
+    Ok(Scenario {
+        name: name.to_owned(),
+        steps,
+        allowed_errors: postgres.then(|| vec!["status_503".to_owned()]),
+        max_recovery: postgres.then_some(PG_MAX_RECOVERY),
+    })
+}
+
+/// The load each fault runs under.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub duration: Duration,
+    pub rate: f64,
+}
+
+/// Runs `scenario` under `load` against `endpoint`, writing the history, kg-bench's report,
+/// the store's state and the verdict to `out/NAME.{jsonl,json,state.json,verdict.json}`.
+pub async fn run_fault(
+    endpoint: &str,
+    runtime: &Runtime,
+    scenario: &Scenario,
+    load: &Load,
+    out: &Path,
+) -> Result<Judgement, String> {
+    let file = |suffix: &str| out.join(format!("{}.{suffix}", scenario.name));
+    let origin = Instant::now();
+    let options = RunOptions {
+        targets: vec![Target::resolve(endpoint).await?],
+        // Sequential clients: each history entry is one client's call, as the checker wants.
+        concurrency: 8,
+        rate: Some(load.rate),
+        duration: Some(load.duration),
+        requests: None,
+        warmup: Duration::ZERO,
+        mix: "get=40,put=40,cas=20".parse::<crate::workload::Mix>()?,
+        keys: 10,
+        key_dist: KeyDist::Uniform,
+        value_size: "128".parse::<ValueSize>()?,
+        preload: false,
+        // Longer than any fault, so that an answer that comes is recorded as such.
+        timeout: Duration::from_secs(10),
+        token: None,
+        record: Some(file("jsonl")),
+        progress: false,
+        key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
+        stop: None,
+        origin: Some(origin),
+    };
+    let settings = serde_json::json!({"fault": scenario.name, "rate": load.rate});
+    let load_task = tokio::spawn(run::run(options, settings));
+    tokio::time::sleep_until((origin + BEFORE_FAULT).into()).await;
+    let injected = runtime.run(&scenario.steps, origin).await;
+    let (report, _) = load_task
+        .await
+        .map_err(|err| format!("the load failed: {err}"))??;
+    let repaired = injected?;
+    write_json(&file("json"), &report)?;
+
+    let state = read_state(endpoint, DEFAULT_KEY_PREFIX).await?;
+    write_json(&file("state.json"), &state)?;
+    let history = history::read_history_file(&file("jsonl"))?;
+    let expect = Expectations {
+        repaired_at_s: repaired.last().map(Duration::as_secs_f64),
+        allowed_errors: scenario.allowed_errors.clone(),
+        max_recovery: scenario.max_recovery,
+        state_limit: crate::check::DEFAULT_STATE_LIMIT,
+    };
+    let verdict = judge::judge(
+        &scenario.name,
+        &history,
+        Some(&state),
+        Some(&counts(&report)),
+        &expect,
+    )?;
+    write_json(&file("verdict.json"), &verdict)?;
+    Ok(verdict)
+}
+
+fn counts(report: &Report) -> RunCounts {
+    RunCounts {
+        requests: report.requests,
+        errors_by_kind: report.errors_by_kind.clone(),
+        precondition_failed: report.precondition_failed,
+    }
+}
+
+/// What the store holds under `prefix`, listed through the API once it answers again (the
+/// listing reads the database, never the cache).
+pub async fn read_state(endpoint: &str, prefix: &str) -> Result<StoreState, String> {
+    let client = kg_api::Client::new(endpoint).map_err(|err| err.to_string())?;
+    let mut attempt = 0;
+    let records = loop {
+        match client.list_all(Some(prefix), kg_api::MAX_PAGE_SIZE).await {
+            Ok(records) => break records,
+            // Members may still be coming back from the fault.
+            Err(_) if attempt < 40 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(err) => return Err(format!("cannot read the keys back: {err}")),
+        }
+    };
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let stored = StoredKey {
+                value: record.value,
+                revision: record.mod_revision,
+            };
+            (record.key, stored)
+        })
+        .collect())
+}
+
+fn write_json(path: &PathBuf, value: &impl serde::Serialize) -> Result<(), String> {
+    let json = serde_json::to_vec_pretty(value).map_err(|err| err.to_string())?;
+    std::fs::write(path, json).map_err(|err| format!("cannot write {}: {err}", path.display()))
+}
+
+/// Runs every fault in turn, printing each verdict as it comes and the table at the end;
+/// writes `out/summary.json`. Returns whether every fault passed.
+pub async fn run_all(
+    endpoint: &str,
+    runtime: &Runtime,
+    faults: &[String],
+    node: &Member,
+    load: &Load,
+    out_dir: &Path,
+    out: &mut dyn Write,
+) -> Result<bool, String> {
+    let scenarios = faults
+        .iter()
+        .map(|name| scenario(name, node))
+        .collect::<Result<Vec<_>, _>>()?;
+    std::fs::create_dir_all(out_dir)
+        .map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
+    let io = |err: std::io::Error| format!("cannot write the verdict: {err}");
+    let mut verdicts = Vec::new();
+    for scenario in &scenarios {
+        let steps: Vec<String> = scenario.steps.iter().map(ToString::to_string).collect();
+        writeln!(
+            out,
+            "==> {}: {:.0}s of load at {} req/s; {} s in: {}",
+            scenario.name,
+            load.duration.as_secs_f64(),
+            load.rate,
+            BEFORE_FAULT.as_secs(),
+            steps.join(", ")
+        )
+        .map_err(io)?;
+        let verdict = run_fault(endpoint, runtime, scenario, load, out_dir).await?;
+        crate::report::print_judgements(out, std::slice::from_ref(&verdict)).map_err(io)?;
+        verdicts.push(verdict);
+    }
+    writeln!(out, "\nall faults:").map_err(io)?;
+    crate::report::print_judgements(out, &verdicts).map_err(io)?;
+    write_json(&out_dir.join("summary.json"), &verdicts)?;
+    writeln!(
+        out,
+        "histories, reports, states and verdicts in {}",
+        out_dir.display()
+    )
+    .map_err(io)?;
+    Ok(verdicts.iter().all(|v| v.passed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fault_has_a_scenario_and_the_postgres_ones_have_their_bar() {
+        let n1: Member = "n1".parse().unwrap();
+        for name in FAULTS {
+            let s = scenario(name, &n1).unwrap();
+            assert!(!s.steps.is_empty(), "{name}");
+            assert_eq!(s.max_recovery.is_some(), name.starts_with("pg-"), "{name}");
+        }
+        let kill = scenario("kill", &n1).unwrap();
+        let shown: Vec<String> = kill.steps.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["kill n1", "wait 3000 ms", "start n1"]);
+        let down = scenario("pg-down", &n1).unwrap();
+        assert_eq!(down.allowed_errors, Some(vec!["status_503".to_owned()]));
+        let err = scenario("meteor", &n1).unwrap_err();
+        assert!(err.contains("unknown fault \"meteor\""), "{err}");
+    }
+}
