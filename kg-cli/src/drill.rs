@@ -1,99 +1,32 @@
 //! `kg failover-drill`: the seed's manual failover procedure, run automatically under load, with
-//! per-phase figures and a PASS/FAIL verdict. The phase engine is public so that the cluster
-//! tests can run other sequences (kills, rolling restarts) through the same code.
+//! per-phase figures and a PASS/FAIL verdict. The load is kg-bench's engine, the node changes
+//! go through kg-bench's fault runtime, and the verdict on lost writes, stale reads and
+//! linearizability is kg-bench's judge. The phase engine is public so that the cluster tests
+//! can run other sequences (kills, rolling restarts) through the same code.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kg_api::{Client, Precondition};
+use kg_bench::fault::{self, Member};
+use kg_bench::history::{self, HistoryEntry, HistoryOutcome};
+use kg_bench::judge::{self, Expectations, RunCounts};
+use kg_bench::run::{RunOptions, Target};
+use kg_bench::workload::{KeyDist, Mix, Op, ValueSize};
 use serde::Serialize;
-use tokio::process::Command as Process;
-use tokio::sync::Semaphore;
+
+/// How the drill stops and starts nodes: kg-bench's fault runtime.
+pub use kg_bench::fault::Runtime;
 
 /// The key the seed's drill writes and reads.
 pub const SEED_KEY: &str = "failover";
 
-/// How the drill stops and starts nodes.
-#[derive(Debug, Clone)]
-pub enum Runtime {
-    /// `scripts/node.sh stop|start|kill <node>` of the local stack.
-    Local { script: PathBuf },
-    /// `docker compose stop|start <service>`.
-    Compose,
-    /// Shell commands with `{node}` replaced by the node's name.
-    Command { stop: String, start: String },
-}
-
-impl Runtime {
-    /// Stops `node` (gracefully where the runtime can).
-    pub async fn stop(&self, node: &str) -> Result<(), String> {
-        match self {
-            Runtime::Local { script } => run_process(script_command(script, &["stop", node])).await,
-            Runtime::Compose => run_process(compose_command(&["stop", node])).await,
-            Runtime::Command { stop, .. } => run_process(shell(stop, node)).await,
-        }
-    }
-
-    /// Starts `node` again.
-    pub async fn start(&self, node: &str) -> Result<(), String> {
-        match self {
-            Runtime::Local { script } => {
-                run_process(script_command(script, &["start", node])).await
-            }
-            Runtime::Compose => run_process(compose_command(&["start", node])).await,
-            Runtime::Command { start, .. } => run_process(shell(start, node)).await,
-        }
-    }
-
-    /// Kills `node` abruptly (SIGKILL); runtimes without that notion stop it instead.
-    pub async fn kill(&self, node: &str) -> Result<(), String> {
-        match self {
-            Runtime::Local { script } => run_process(script_command(script, &["kill", node])).await,
-            Runtime::Compose => run_process(compose_command(&["kill", node])).await,
-            Runtime::Command { stop, .. } => run_process(shell(stop, node)).await,
-        }
-    }
-}
-
-fn script_command(script: &PathBuf, args: &[&str]) -> Process {
-    let mut command = Process::new(script);
-    command.args(args);
-    command
-}
-
-fn compose_command(args: &[&str]) -> Process {
-    let mut command = Process::new("docker");
-    command.arg("compose").args(args);
-    command
-}
-
-fn shell(template: &str, node: &str) -> Process {
-    let mut command = Process::new("sh");
-    command.arg("-c").arg(template.replace("{node}", node));
-    command
-}
-
-async fn run_process(mut command: Process) -> Result<(), String> {
-    let shown = format!("{:?}", command.as_std());
-    let output = command
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|err| format!("cannot run {shown}: {err}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{shown} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
-}
+/// Keys the load spreads over, under the drill's own prefix.
+const KEYS: u64 = 100;
 
 /// What a phase does to the cluster before holding the load.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -178,42 +111,12 @@ pub struct DrillOptions {
     pub write_ratio: f64,
     /// The restore phase must serve a GET within this long of its action starting.
     pub max_recovery: Duration,
-    /// Bound on requests in flight at once.
+    /// Connections, each with one request in flight.
     pub concurrency: usize,
-}
-
-/// How one request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    Ok,
-    Status(u16),
-    /// No answer: refused, reset or timed out.
-    Transport,
-    /// A GET of an acknowledged key answered 200 with another value.
-    WrongValue,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Get,
-    Put,
-}
-
-#[derive(Debug, Clone)]
-struct Sample {
-    issued: Instant,
-    op: Op,
-    outcome: Outcome,
-    latency: Duration,
-    node: Option<String>,
-}
-
-/// Everything the load generator shares with its requests.
-#[derive(Debug, Default)]
-struct Shared {
-    samples: Mutex<Vec<Sample>>,
-    /// Keys whose PUT got a 200, with the value written.
-    acknowledged: Mutex<Vec<(String, String)>>,
+    /// A request without an answer after this long has an unknown outcome.
+    pub timeout: Duration,
+    /// Bearer token for nodes that require one.
+    pub token: Option<String>,
 }
 
 /// The figures of one phase.
@@ -229,7 +132,7 @@ pub struct PhaseReport {
     pub successes: u64,
     pub failed_gets: u64,
     pub failed_puts: u64,
-    /// Failures by status code, `transport` for no answer, `wrong_value` for a bad read.
+    /// Failures by status code, `transport` for no answer (refused, reset, timed out).
     pub errors: BTreeMap<String, u64>,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -256,11 +159,17 @@ pub struct DrillReport {
     pub lost_writes: u64,
     /// Up to 10 lost keys, for the curious.
     pub lost_examples: Vec<String>,
+    /// GETs that returned an older state than a write acknowledged before they were sent.
+    pub stale_reads: u64,
+    /// Keys whose history is not linearizable (kg-bench's checker).
+    pub violations: u64,
     pub passed: bool,
 }
 
-/// Runs `phases` against the entry `client` while holding the load, then reads every
-/// acknowledged write back. `progress` shows a live line on a terminal.
+/// Runs `phases` against the entry `client` while kg-bench's load engine holds an open-model
+/// load on it (its history recorded), then judges the history: acknowledged writes lost
+/// (against a listing of the drill's keys), stale reads and linearizability, and each phase
+/// against its expectation. `progress` shows a live line on a terminal.
 pub async fn run_drill(
     client: &Client,
     runtime: &Runtime,
@@ -286,23 +195,40 @@ pub async fn run_drill(
 
     let run_id = format!("{:08x}", fastrand::u32(..));
     let prefix = format!("drill/{run_id}/");
-    let shared = Arc::new(Shared::default());
-    shared
-        .acknowledged
-        .lock()
-        .map_err(|_| "poisoned")?
-        .push((SEED_KEY.to_owned(), "ok".to_owned()));
+    let history_file = std::env::temp_dir().join(format!("kg-drill-{run_id}.jsonl"));
+    let origin = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let put = (options.write_ratio * 100.0).round() as u32;
+    let load_options = RunOptions {
+        targets: vec![Target::resolve(client.endpoint().as_str().trim_end_matches('/')).await?],
+        concurrency: options.concurrency,
+        rate: Some(f64::from(options.rate)),
+        duration: None,
+        requests: None,
+        warmup: Duration::ZERO,
+        mix: Mix {
+            get: 100 - put,
+            put,
+            delete: 0,
+            cas: 0,
+        },
+        keys: KEYS,
+        key_dist: KeyDist::Uniform,
+        value_size: ValueSize { min: 32, max: 32 },
+        preload: false,
+        timeout: options.timeout,
+        token: options.token.clone(),
+        record: Some(history_file.clone()),
+        progress: false,
+        key_prefix: prefix.clone(),
+        stop: Some(stop.clone()),
+        origin: Some(origin),
+    };
+    let settings = serde_json::json!({"drill": run_id});
+    let load = tokio::spawn(kg_bench::run::run(load_options, settings));
 
     let bar = progress_bar(progress);
-    let (stop_load, stop_rx) = tokio::sync::watch::channel(false);
-    let load = tokio::spawn(generate_load(
-        client.clone(),
-        shared.clone(),
-        prefix.clone(),
-        options.clone(),
-        stop_rx,
-    ));
-
     let mut marks = Vec::with_capacity(phases.len());
     for (index, phase) in phases.iter().enumerate() {
         bar.set_prefix(format!(
@@ -314,38 +240,64 @@ pub async fn run_drill(
         let started = Instant::now();
         let result = apply(runtime, &phase.action).await;
         let settled = Instant::now();
-        marks.push((started, settled));
+        marks.push((micros(origin, started), micros(origin, settled)));
         if let Err(err) = result {
-            let _ = stop_load.send(true);
+            stop.store(true, Ordering::Relaxed);
             let _ = load.await;
+            let _ = std::fs::remove_file(&history_file);
             bar.finish_and_clear();
             return Err(format!("phase {:?}: {err}", phase.name));
         }
-        let until = settled + options.phase_duration;
-        while Instant::now() < until {
-            update_bar(&bar, &shared);
-            tokio::time::sleep(Duration::from_millis(100).min(until - Instant::now())).await;
-        }
+        tokio::time::sleep_until((settled + options.phase_duration).into()).await;
     }
-    let _ = stop_load.send(true);
-    let _ = load.await;
+    stop.store(true, Ordering::Relaxed);
+    let loaded = load.await.map_err(|err| format!("the load failed: {err}"));
     bar.finish_and_clear();
+    let history = history::read_history_file(&history_file);
+    let _ = std::fs::remove_file(&history_file);
+    let (report, _) = loaded??;
+    let history = history?;
 
-    let samples = std::mem::take(&mut *shared.samples.lock().map_err(|_| "poisoned")?);
-    let acknowledged = std::mem::take(&mut *shared.acknowledged.lock().map_err(|_| "poisoned")?);
-    let lost = lost_writes(client, &prefix, &acknowledged).await?;
+    let state = kg_bench::chaos::read_state(client.endpoint().as_str(), &prefix).await?;
+    let verdict = judge::judge(
+        "failover-drill",
+        &history,
+        Some(&state),
+        Some(&RunCounts {
+            requests: report.requests,
+            errors_by_kind: report.errors_by_kind.clone(),
+            precondition_failed: report.precondition_failed,
+        }),
+        &Expectations {
+            state_limit: kg_bench::check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
+        },
+    )?;
+    let mut lost: Vec<String> = judge::lost_writes(&history, &state)?
+        .into_iter()
+        .map(|lost| lost.write.key)
+        .collect();
+    // The seed's own key, written before the load: still there after every phase.
+    match client.get(SEED_KEY).await {
+        Ok(read) if read.value == "ok" => {}
+        _ => lost.push(SEED_KEY.to_owned()),
+    }
 
     let mut reports = Vec::with_capacity(phases.len());
     for (index, phase) in phases.iter().enumerate() {
         let (started, settled) = marks[index];
         let end = marks.get(index + 1).map(|(next, _)| *next);
-        let in_phase: Vec<&Sample> = samples
+        let in_phase: Vec<&HistoryEntry> = history
             .iter()
-            .filter(|s| s.issued >= started && end.is_none_or(|end| s.issued < end))
+            .filter(|h| h.invoke_us >= started && end.is_none_or(|end| h.invoke_us < end))
             .collect();
         reports.push(phase_report(phase, &in_phase, started, settled, options));
     }
-    let passed = lost.is_empty() && reports.iter().all(|phase| phase.passed);
+    let passed = lost.is_empty()
+        && verdict.stale_reads == 0
+        && verdict.violations == 0
+        && verdict.undecided == 0
+        && reports.iter().all(|phase| phase.passed);
     Ok(DrillReport {
         endpoint: client.endpoint().to_string(),
         rate: options.rate,
@@ -353,30 +305,46 @@ pub async fn run_drill(
         phase_duration_ms: millis(options.phase_duration),
         max_recovery_ms: millis(options.max_recovery),
         phases: reports,
-        acknowledged_writes: acknowledged.len() as u64,
+        // The seed's write counts too.
+        acknowledged_writes: verdict.acknowledged_writes as u64 + 1,
         lost_writes: lost.len() as u64,
         lost_examples: lost.into_iter().take(10).collect(),
+        stale_reads: verdict.stale_reads as u64,
+        violations: (verdict.violations + verdict.undecided) as u64,
         passed,
     })
 }
 
+fn micros(origin: Instant, at: Instant) -> u64 {
+    u64::try_from(at.saturating_duration_since(origin).as_micros()).unwrap_or(u64::MAX)
+}
+
 async fn apply(runtime: &Runtime, action: &Action) -> Result<(), String> {
+    let on = |nodes: &[String]| {
+        nodes
+            .iter()
+            .map(|node| node.parse::<Member>())
+            .collect::<Result<Vec<_>, _>>()
+    };
     match action {
         Action::None => Ok(()),
         Action::Stop(nodes) => {
-            for node in nodes {
-                runtime.stop(node).await?;
+            for node in on(nodes)? {
+                runtime.act(fault::Action::Stop, &node).await?;
             }
             Ok(())
         }
         Action::Kill(nodes) => {
-            for node in nodes {
-                runtime.kill(node).await?;
+            for node in on(nodes)? {
+                runtime.act(fault::Action::Kill, &node).await?;
             }
             Ok(())
         }
         Action::Start(nodes) => {
-            let starts = nodes.iter().map(|node| runtime.start(node));
+            let nodes = on(nodes)?;
+            let starts = nodes
+                .iter()
+                .map(|node| runtime.act(fault::Action::Start, node));
             futures::future::join_all(starts)
                 .await
                 .into_iter()
@@ -384,163 +352,35 @@ async fn apply(runtime: &Runtime, action: &Action) -> Result<(), String> {
                 .map(|_| ())
         }
         Action::Restart(nodes) => {
-            for node in nodes {
-                runtime.stop(node).await?;
-                runtime.start(node).await?;
+            for node in on(nodes)? {
+                runtime.act(fault::Action::Stop, &node).await?;
+                runtime.act(fault::Action::Start, &node).await?;
             }
             Ok(())
         }
     }
 }
 
-/// Open-loop load at `options.rate`, like k6's constant-arrival-rate: a request starts on
-/// every tick, whatever the others are doing, up to `options.concurrency` in flight.
-async fn generate_load(
-    client: Client,
-    shared: Arc<Shared>,
-    prefix: String,
-    options: DrillOptions,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let period = Duration::from_secs_f64(1.0 / f64::from(options.rate.max(1)));
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut sequence = 0u64;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => break,
-        }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
-        sequence += 1;
-        let write = fastrand::f64() < options.write_ratio;
-        let (client, shared) = (client.clone(), shared.clone());
-        let key = format!("{prefix}{sequence:08}");
-        tasks.spawn(async move {
-            let _permit = permit;
-            if write {
-                put_once(&client, &shared, key).await;
-            } else {
-                get_once(&client, &shared).await;
-            }
-        });
-        // Reap finished tasks so the set does not grow with the drill.
-        while tasks.try_join_next().is_some() {}
+/// Whether an operation of the history succeeded: answered 2xx (or 404 for a GET).
+fn succeeded(entry: &HistoryEntry) -> bool {
+    matches!(entry.outcome, HistoryOutcome::Ok | HistoryOutcome::Refused)
+}
+
+/// A failure's label in the phase table: the status code, or `transport` for no answer.
+fn failure_label(entry: &HistoryEntry) -> String {
+    match entry.error.as_deref() {
+        Some(kind) => kind
+            .strip_prefix("status_")
+            .map_or_else(|| "transport".to_owned(), str::to_owned),
+        None => "transport".to_owned(),
     }
-    while tasks.join_next().await.is_some() {}
-}
-
-async fn put_once(client: &Client, shared: &Shared, key: String) {
-    let value = format!("v-{key}");
-    let issued = Instant::now();
-    let result = client.put(&key, &value, Precondition::None).await;
-    let latency = issued.elapsed();
-    let (outcome, node) = match result {
-        Ok(written) => {
-            if let Ok(mut acknowledged) = shared.acknowledged.lock() {
-                acknowledged.push((key, value));
-            }
-            (Outcome::Ok, written.meta.node)
-        }
-        Err(err) => (failure(&err), None),
-    };
-    record(shared, issued, Op::Put, outcome, latency, node);
-}
-
-async fn get_once(client: &Client, shared: &Shared) {
-    let target = shared.acknowledged.lock().ok().and_then(|acknowledged| {
-        (!acknowledged.is_empty())
-            .then(|| acknowledged[fastrand::usize(..acknowledged.len())].clone())
-    });
-    let Some((key, value)) = target else {
-        return;
-    };
-    let issued = Instant::now();
-    let result = client.get(&key).await;
-    let latency = issued.elapsed();
-    let (outcome, node) = match result {
-        Ok(read) if read.value == value => (Outcome::Ok, read.meta.node),
-        Ok(read) => (Outcome::WrongValue, read.meta.node),
-        Err(err) => (failure(&err), None),
-    };
-    record(shared, issued, Op::Get, outcome, latency, node);
-}
-
-fn failure(err: &kg_api::Error) -> Outcome {
-    err.status().map_or(Outcome::Transport, |status| {
-        Outcome::Status(status.as_u16())
-    })
-}
-
-fn record(
-    shared: &Shared,
-    issued: Instant,
-    op: Op,
-    outcome: Outcome,
-    latency: Duration,
-    node: Option<String>,
-) {
-    if let Ok(mut samples) = shared.samples.lock() {
-        samples.push(Sample {
-            issued,
-            op,
-            outcome,
-            latency,
-            node,
-        });
-    }
-}
-
-/// Reads back every acknowledged drill key with one listing, and the seed's key with a GET.
-async fn lost_writes(
-    client: &Client,
-    prefix: &str,
-    acknowledged: &[(String, String)],
-) -> Result<Vec<String>, String> {
-    // Nodes may still be coming back from the last phase; give the read-back a few tries.
-    let mut attempt = 0;
-    let stored = loop {
-        match client.list_all(Some(prefix), kg_api::MAX_PAGE_SIZE).await {
-            Ok(records) => break records,
-            Err(_) if attempt < 20 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(err) => return Err(format!("cannot read the acknowledged writes back: {err}")),
-        }
-    };
-    let stored: BTreeMap<&str, &str> = stored
-        .iter()
-        .map(|record| {
-            (
-                record.key.as_str(),
-                record.value.as_deref().unwrap_or_default(),
-            )
-        })
-        .collect();
-    let mut lost = Vec::new();
-    for (key, value) in acknowledged {
-        if key == SEED_KEY {
-            match client.get(SEED_KEY).await {
-                Ok(read) if read.value == *value => {}
-                _ => lost.push(key.clone()),
-            }
-        } else if stored.get(key.as_str()) != Some(&value.as_str()) {
-            lost.push(key.clone());
-        }
-    }
-    Ok(lost)
 }
 
 fn phase_report(
     phase: &Phase,
-    samples: &[&Sample],
-    started: Instant,
-    settled: Instant,
+    entries: &[&HistoryEntry],
+    started: u64,
+    settled: u64,
     options: &DrillOptions,
 ) -> PhaseReport {
     // Latencies in microseconds, up to an hour (longer ones saturate).
@@ -548,48 +388,43 @@ fn phase_report(
     let mut errors = BTreeMap::new();
     let mut answered_by = BTreeMap::new();
     let (mut successes, mut failed_gets, mut failed_puts) = (0, 0, 0);
-    for sample in samples {
-        let micros = u64::try_from(sample.latency.as_micros()).unwrap_or(u64::MAX);
+    for entry in entries {
         if let Some(histogram) = histogram.as_mut() {
-            histogram.saturating_record(micros.max(1));
+            histogram.saturating_record((entry.complete_us - entry.invoke_us).max(1));
         }
-        if let Some(node) = &sample.node {
+        if let Some(node) = &entry.node {
             *answered_by.entry(node.clone()).or_insert(0) += 1;
         }
-        let label = match sample.outcome {
-            Outcome::Ok => {
-                successes += 1;
-                continue;
-            }
-            Outcome::Status(status) => status.to_string(),
-            Outcome::Transport => "transport".to_owned(),
-            Outcome::WrongValue => "wrong_value".to_owned(),
-        };
-        match sample.op {
-            Op::Get => failed_gets += 1,
-            Op::Put => failed_puts += 1,
+        if succeeded(entry) {
+            successes += 1;
+            continue;
         }
-        *errors.entry(label).or_insert(0) += 1;
+        if entry.op == Op::Get {
+            failed_gets += 1;
+        } else {
+            failed_puts += 1;
+        }
+        *errors.entry(failure_label(entry)).or_insert(0) += 1;
     }
 
-    let last_failure = samples
+    let last_failure = entries
         .iter()
-        .filter(|s| s.outcome != Outcome::Ok)
-        .map(|s| s.issued)
+        .filter(|e| !succeeded(e))
+        .map(|e| e.invoke_us)
         .max();
-    let recovery = match last_failure {
-        None => Some(Duration::ZERO),
-        Some(last) => samples
+    let recovery_us = match last_failure {
+        None => Some(0),
+        Some(last) => entries
             .iter()
-            .filter(|s| s.outcome == Outcome::Ok && s.issued > last)
-            .map(|s| s.issued + s.latency)
+            .filter(|e| succeeded(e) && e.invoke_us > last)
+            .map(|e| e.complete_us)
             .min()
-            .map(|first_ok| first_ok.saturating_duration_since(started)),
+            .map(|first_ok| first_ok.saturating_sub(started)),
     };
-    let first_get_ok = samples
+    let first_get_ok = entries
         .iter()
-        .filter(|s| s.op == Op::Get && s.outcome == Outcome::Ok)
-        .map(|s| (s.issued + s.latency).saturating_duration_since(started))
+        .filter(|e| e.op == Op::Get && succeeded(e))
+        .map(|e| Duration::from_micros(e.complete_us.saturating_sub(started)))
         .min();
 
     let problem = match phase.expect {
@@ -601,10 +436,11 @@ fn phase_report(
             failed_gets + failed_puts
         )),
         Expect::AllBadGateway => {
-            let after: Vec<&&Sample> = samples.iter().filter(|s| s.issued >= settled).collect();
+            let after: Vec<&&HistoryEntry> =
+                entries.iter().filter(|e| e.invoke_us >= settled).collect();
             let not_502 = after
                 .iter()
-                .filter(|s| s.outcome != Outcome::Status(502))
+                .filter(|e| e.error.as_deref() != Some("status_502"))
                 .count();
             if after.is_empty() {
                 Some("no request was made with every node down".to_owned())
@@ -629,6 +465,7 @@ fn phase_report(
         _ => None,
     };
 
+    #[allow(clippy::cast_precision_loss)]
     let quantile_ms = |q: f64| match &histogram {
         Some(histogram) if !histogram.is_empty() => histogram.value_at_quantile(q) as f64 / 1000.0,
         _ => 0.0,
@@ -638,8 +475,8 @@ fn phase_report(
         action: phase.action.clone(),
         nodes_up: phase.nodes_up,
         expect: phase.expect,
-        action_ms: millis(settled - started),
-        requests: samples.len() as u64,
+        action_ms: (settled - started) / 1000,
+        requests: entries.len() as u64,
         successes,
         failed_gets,
         failed_puts,
@@ -647,7 +484,7 @@ fn phase_report(
         p50_ms: quantile_ms(0.5),
         p99_ms: quantile_ms(0.99),
         answered_by,
-        recovery_ms: recovery.map(millis),
+        recovery_ms: recovery_us.map(|us| us / 1000),
         passed: problem.is_none(),
         problem,
     }
@@ -668,14 +505,4 @@ fn progress_bar(visible: bool) -> ProgressBar {
     );
     bar.enable_steady_tick(Duration::from_millis(120));
     bar
-}
-
-fn update_bar(bar: &ProgressBar, shared: &Shared) {
-    if bar.is_hidden() {
-        return;
-    }
-    if let Ok(samples) = shared.samples.lock() {
-        let failed = samples.iter().filter(|s| s.outcome != Outcome::Ok).count();
-        bar.set_message(format!("{} requests, {failed} failed", samples.len()));
-    }
 }

@@ -298,7 +298,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
         Command::FailoverDrill(args) => {
             let entry = cli.global.endpoint.first().map_or("", String::as_str);
             let client = kg_api::Client::with_options(entry, &options)?;
-            return failover_drill(&client, args, format, out).await;
+            return failover_drill(&client, &options, args, format, out).await;
         }
     }
     Ok(0)
@@ -307,6 +307,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
 /// Runs the seed's drill; the exit code is 0 on PASS and 1 on FAIL.
 async fn failover_drill(
     client: &kg_api::Client,
+    client_options: &ClientOptions,
     args: cli::DrillArgs,
     format: Output,
     out: &mut dyn Write,
@@ -353,6 +354,8 @@ async fn failover_drill(
         write_ratio: args.write_ratio,
         max_recovery: args.max_recovery,
         concurrency: args.concurrency as usize,
+        timeout: client_options.timeout,
+        token: client_options.token.clone(),
     };
     let phases = drill::seed_phases(&nodes);
     let progress = format == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());

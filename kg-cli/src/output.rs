@@ -106,8 +106,8 @@ pub fn print_drill(out: &mut dyn Write, report: &crate::drill::DrillReport) -> i
     writeln!(out)?;
     writeln!(
         out,
-        "acknowledged writes: {}, lost: {}",
-        report.acknowledged_writes, report.lost_writes
+        "acknowledged writes: {}, lost: {}; stale reads: {}, linearizability violations: {}",
+        report.acknowledged_writes, report.lost_writes, report.stale_reads, report.violations
     )?;
     for key in &report.lost_examples {
         writeln!(out, "  lost: {key}")?;
@@ -169,6 +169,8 @@ mod tests {
             acknowledged_writes: 0,
             lost_writes: 0,
             lost_examples: Vec::new(),
+            stale_reads: 0,
+            violations: 0,
             passed: true,
         };
         let mut out = Vec::new();

@@ -215,6 +215,8 @@ async fn load_survives_kills_and_rolling_restarts_without_errors_or_lost_writes(
         write_ratio: 0.3,
         max_recovery: Duration::from_secs(5),
         concurrency: 32,
+        timeout: Duration::from_secs(5),
+        token: None,
     };
     let report = drill::run_drill(&client, &runtime, &phases, &options, false)
         .await
@@ -225,6 +227,7 @@ async fn load_survives_kills_and_rolling_restarts_without_errors_or_lost_writes(
         "the load wrote too little"
     );
     assert_eq!(report.lost_writes, 0, "{:?}", report.lost_examples);
+    assert_eq!((report.stale_reads, report.violations), (0, 0));
     for phase in &report.phases {
         assert!(phase.requests > 0, "{}: no requests", phase.name);
         assert!(phase.passed, "{}: {:?}", phase.name, phase.problem);
