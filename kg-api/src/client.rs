@@ -343,16 +343,35 @@ impl Client {
 
     /// Every live key under `prefix`, walking all pages of `page_size`.
     pub async fn list_all(&self, prefix: Option<&str>, page_size: u32) -> Result<Vec<KeyRecord>> {
+        self.list_up_to(prefix, None, false, page_size).await
+    }
+
+    /// Up to `limit` live keys under `prefix` (all of them when `None`), with or without
+    /// their values, walking pages of at most `page_size`: the paging every listing client
+    /// needs, written once.
+    pub async fn list_up_to(
+        &self,
+        prefix: Option<&str>,
+        limit: Option<usize>,
+        keys_only: bool,
+        page_size: u32,
+    ) -> Result<Vec<KeyRecord>> {
+        let wanted = limit.unwrap_or(usize::MAX);
         let mut keys = Vec::new();
         let mut after: Option<String> = None;
-        loop {
-            let page = self.list(prefix, Some(page_size), after.as_deref()).await?;
+        while keys.len() < wanted {
+            let size = u32::try_from(wanted - keys.len()).map_or(page_size, |n| n.min(page_size));
+            let page = self
+                .list_page(prefix, Some(size), after.as_deref(), keys_only)
+                .await?;
             keys.extend(page.keys);
             match page.next {
                 Some(next) => after = Some(next),
-                None => return Ok(keys),
+                None => break,
             }
         }
+        keys.truncate(wanted);
+        Ok(keys)
     }
 
     /// `GET /api/watch`: a stream of committed changes. `after` resumes after that revision

@@ -1,6 +1,33 @@
-//! Printing: aligned text tables and one-line JSON documents.
+//! Printing: every command's result is a typed struct that says how it reads as text, raw
+//! and JSON (`Render`), and `emit` picks the one the user asked for; plus aligned tables.
 
 use std::io::{self, Write};
+
+use crate::cli::Output;
+
+/// A command's result in each output format. JSON is the struct as serde writes it, on one
+/// line; raw, for scripts, is the JSON unless the result has a barer form.
+pub trait Render: serde::Serialize {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()>;
+
+    fn raw(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.json(out)
+    }
+
+    fn json(&self, out: &mut dyn Write) -> io::Result<()> {
+        serde_json::to_writer(&mut *out, self)?;
+        writeln!(out)
+    }
+}
+
+/// Writes `value` in `format`.
+pub fn emit(out: &mut dyn Write, format: Output, value: &impl Render) -> io::Result<()> {
+    match format {
+        Output::Text => value.text(out),
+        Output::Raw => value.raw(out),
+        Output::Json => value.json(out),
+    }
+}
 
 /// Writes `rows` under `headers` (none for a key-value listing), columns padded to align and
 /// two spaces apart, without borders: comfy-table measures the cells in terminal columns.
@@ -24,12 +51,6 @@ pub fn print_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) 
         writeln!(out, "{}", line.trim_end())?;
     }
     Ok(())
-}
-
-/// Writes a JSON document on one line.
-pub fn write_value(out: &mut dyn Write, value: &serde_json::Value) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value)?;
-    writeln!(out)
 }
 
 /// The drill's report: a table of phases, the write check, then the verdict and its reasons.

@@ -1,0 +1,134 @@
+//! `kg put`, `kg get`, `kg delete`: one key at a time.
+
+use std::io::{self, Read, Write};
+
+use kg_api::{Endpoints, Precondition};
+use serde::Serialize;
+
+use crate::cli::{DeleteArgs, GetArgs, PutArgs};
+use crate::output::Render;
+use crate::CliError;
+
+/// What `kg put` and `kg delete` print: the write's revision.
+#[derive(Debug, Serialize)]
+pub struct Written {
+    pub key: String,
+    pub revision: i64,
+    /// Left out for a delete.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub create_revision: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    pub node: Option<String>,
+}
+
+impl Render for Written {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(out, "OK revision {}", self.revision)
+    }
+
+    fn raw(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(out, "{}", self.revision)
+    }
+}
+
+/// What `kg get` prints.
+#[derive(Debug, Serialize)]
+pub struct Got {
+    pub key: String,
+    pub value: String,
+    pub revision: i64,
+    pub create_revision: i64,
+    pub version: i64,
+    pub node: Option<String>,
+    /// `hit` or `miss` when the node says.
+    pub cache: Option<&'static str>,
+}
+
+impl Render for Got {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(out, "{}", self.value)
+    }
+
+    /// The value's bytes alone, without a newline: `kg get -o raw k > file` round-trips.
+    fn raw(&self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(self.value.as_bytes())
+    }
+}
+
+pub async fn put(
+    endpoints: &Endpoints,
+    args: PutArgs,
+    input: &mut dyn Read,
+) -> Result<Written, CliError> {
+    let value = if args.value == "-" {
+        let mut value = String::new();
+        input
+            .read_to_string(&mut value)
+            .map_err(|err| CliError::Usage(format!("cannot read the value from stdin: {err}")))?;
+        value
+    } else {
+        args.value
+    };
+    let precondition = match (args.if_revision, args.create_only) {
+        (Some(revision), _) => Precondition::IfRevision(revision),
+        (None, true) => Precondition::CreateOnly,
+        (None, false) => Precondition::None,
+    };
+    let key = args.key;
+    let written = endpoints
+        .call(|client| {
+            let (key, value) = (key.clone(), value.clone());
+            async move { client.put(&key, &value, precondition).await }
+        })
+        .await?;
+    Ok(Written {
+        key,
+        revision: written.revision,
+        create_revision: Some(written.create_revision),
+        version: Some(written.version),
+        node: written.meta.node,
+    })
+}
+
+pub async fn get(endpoints: &Endpoints, args: GetArgs) -> Result<Got, CliError> {
+    let key = args.key;
+    let read = endpoints
+        .call(|client| {
+            let key = key.clone();
+            async move { client.get(&key).await }
+        })
+        .await?;
+    Ok(Got {
+        key,
+        value: read.value,
+        revision: read.mod_revision,
+        create_revision: read.create_revision,
+        version: read.version,
+        node: read.meta.node,
+        cache: read
+            .meta
+            .cache_hit
+            .map(|hit| if hit { "hit" } else { "miss" }),
+    })
+}
+
+pub async fn delete(endpoints: &Endpoints, args: DeleteArgs) -> Result<Written, CliError> {
+    let precondition = args
+        .if_revision
+        .map_or(Precondition::None, Precondition::IfRevision);
+    let key = args.key;
+    let deleted = endpoints
+        .call(|client| {
+            let key = key.clone();
+            async move { client.delete(&key, precondition).await }
+        })
+        .await?;
+    Ok(Written {
+        key,
+        revision: deleted.revision,
+        create_revision: None,
+        version: None,
+        node: deleted.meta.node,
+    })
+}

@@ -1,0 +1,9 @@
+//! One module per command group; each runs its commands and returns typed results that
+//! `output::emit` prints in the format asked for.
+
+pub mod failover;
+pub mod health;
+pub mod keys;
+pub mod list;
+pub mod status;
+pub mod watch;

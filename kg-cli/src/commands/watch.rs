@@ -1,0 +1,95 @@
+//! `kg watch`: follows `/api/watch`, reconnecting with the last revision seen.
+
+use std::io::{self, Write};
+use std::time::Duration;
+
+use kg_api::{ChangeEvent, Endpoints};
+use serde::Serialize;
+
+use crate::cli::{Output, WatchArgs};
+use crate::output::{emit, Render};
+use crate::CliError;
+
+/// One change: JSON as the event stream sent it, text (and raw) one line per event.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct Event(pub ChangeEvent);
+
+impl Render for Event {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        let event = &self.0;
+        let kind = match event.kind {
+            kg_api::EventType::Put => "PUT",
+            kg_api::EventType::Delete => "DELETE",
+        };
+        // One line per event: control characters in the value are escaped. A value too large
+        // for an event is named by its size, not silently missing.
+        let value = match (&event.value, event.value_bytes) {
+            (Some(value), _) => format!(" = {}", value.escape_debug()),
+            (None, Some(bytes)) => format!(" = <{bytes} bytes, not in the event>"),
+            (None, None) => String::new(),
+        };
+        writeln!(
+            out,
+            "{} {:<6} {}{}  (rev {}, node {})",
+            event.at.format("%H:%M:%S%.3f"),
+            kind,
+            event.key,
+            value,
+            event.revision,
+            event.node
+        )
+    }
+
+    fn raw(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.text(out)
+    }
+}
+
+/// Prints events until `--count` of them; a node that is down or restarting is retried, as
+/// `kg watch` is meant to outlive it.
+pub async fn watch(
+    endpoints: &Endpoints,
+    args: WatchArgs,
+    format: Output,
+    out: &mut dyn Write,
+) -> Result<u8, CliError> {
+    let mut last = args.from_revision;
+    let mut seen = 0_usize;
+    let mut failures = 0_u32;
+    loop {
+        let prefix = args.prefix.clone();
+        let stream = endpoints
+            .call(|client| {
+                let prefix = prefix.clone();
+                async move { client.watch(prefix.as_deref(), last).await }
+            })
+            .await;
+        let mut stream = match stream {
+            Ok(stream) => {
+                failures = 0;
+                stream
+            }
+            Err(err)
+                if failures < 30
+                    && (err.is_connect() || matches!(err, kg_api::Error::Unavailable { .. })) =>
+            {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        while let Some(event) = stream.next().await {
+            let Ok(event) = event else { break };
+            last = Some(event.revision);
+            emit(out, format, &Event(event))?;
+            out.flush()?;
+            seen += 1;
+            if args.count.is_some_and(|count| seen >= count) {
+                return Ok(0);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
