@@ -132,6 +132,16 @@ pub fn check_history(
         .collect()
 }
 
+/// How many keys are violations and how many undecided.
+pub fn tally(results: &[KeyResult]) -> (usize, usize) {
+    let count =
+        |wanted: fn(&Verdict) -> bool| results.iter().filter(|r| wanted(&r.verdict)).count();
+    (
+        count(|v| matches!(v, Verdict::Violation { .. })),
+        count(|v| matches!(v, Verdict::Unknown { .. })),
+    )
+}
+
 /// Checks one key's operations (sorted by invocation) and, on a violation, narrows it down to
 /// a smallest failing window.
 pub fn check_key(operations: &[Operation], state_limit: usize) -> Verdict {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{self, Verdict as KeyVerdict};
+use crate::check;
 use crate::history::{HistoryEntry, HistoryOutcome};
 use crate::workload::Op;
 
@@ -259,14 +259,7 @@ pub fn judge(
     let lost = state.map(|state| lost_writes(history, state)).transpose()?;
     let stale = stale_reads(history);
     let results = check::check_history(&check::registers(history), expect.state_limit);
-    let violations = results
-        .iter()
-        .filter(|r| matches!(r.verdict, KeyVerdict::Violation { .. }))
-        .count();
-    let undecided = results
-        .iter()
-        .filter(|r| matches!(r.verdict, KeyVerdict::Unknown { .. }))
-        .count();
+    let (violations, undecided) = check::tally(&results);
     let recovery = recovery_s(history, expect.repaired_at_s.unwrap_or(0.0));
 
     let errors_by_kind = report.map(|r| r.errors_by_kind.clone()).unwrap_or_default();

@@ -367,14 +367,10 @@ fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
         Output::Csv => return Err("check prints text or json".into()),
     };
     printed.map_err(|err| format!("cannot write the verdict: {err}"))?;
-    let violated = |r: &&check::KeyResult| matches!(r.verdict, check::Verdict::Violation { .. });
-    let undecided = |r: &&check::KeyResult| matches!(r.verdict, check::Verdict::Unknown { .. });
-    Ok(if results.iter().any(|r| violated(&r)) {
-        1
-    } else if results.iter().any(|r| undecided(&r)) {
-        EXIT_CHECK_UNDECIDED
-    } else {
-        0
+    Ok(match check::tally(&results) {
+        (0, 0) => 0,
+        (0, _) => EXIT_CHECK_UNDECIDED,
+        _ => 1,
     })
 }
 

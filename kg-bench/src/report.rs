@@ -17,13 +17,17 @@ fn latency_cells(l: &Latency) -> Vec<String> {
     vec![ms(l.p50), ms(l.p90), ms(l.p99), ms(l.p999), ms(l.max)]
 }
 
-/// `rows` under `headers`, columns padded to align and two spaces apart, without borders.
-pub(crate) fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
+/// `rows` under `headers` (none for a key-value listing), columns padded to align and two
+/// spaces apart, without borders: comfy-table measures the cells in terminal columns. kg
+/// prints its tables with it too.
+pub fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)
-        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
-        .set_header(headers.iter().copied());
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    if !headers.is_empty() {
+        table.set_header(headers.iter().copied());
+    }
     for row in rows {
         table.add_row(row.iter().map(String::as_str));
     }
@@ -287,14 +291,7 @@ pub fn print_check(out: &mut dyn Write, results: &[KeyResult]) -> io::Result<()>
             &rows,
         )?;
     }
-    let violations = results
-        .iter()
-        .filter(|r| matches!(r.verdict, Verdict::Violation { .. }))
-        .count();
-    let undecided = results
-        .iter()
-        .filter(|r| matches!(r.verdict, Verdict::Unknown { .. }))
-        .count();
+    let (violations, undecided) = crate::check::tally(results);
     writeln!(
         out,
         "\n{} keys, {} operations: {violations} violation(s), {undecided} undecided",

@@ -725,13 +725,18 @@ async fn write_history(
 }
 
 fn progress_bar(visible: bool) -> ProgressBar {
+    spinner(visible, "{spinner} {elapsed:>4} {prefix:7} {msg}")
+}
+
+/// A live line on stderr in indicatif's `template`, ticking by itself; hidden unless
+/// `visible` (a person is watching). kg failover-drill's line is one too.
+pub fn spinner(visible: bool, template: &str) -> ProgressBar {
     if !visible {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>4} {prefix:7} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
     bar

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use kg_api::{Client, Precondition};
 use kg_bench::fault::{self, Member};
 use kg_bench::history::{self, HistoryEntry, HistoryOutcome};
@@ -495,14 +495,5 @@ fn millis(duration: Duration) -> u64 {
 }
 
 fn progress_bar(visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed:>3} {prefix}  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
+    kg_bench::run::spinner(visible, "{spinner} {elapsed:>3} {prefix}  {msg}")
 }

@@ -29,29 +29,8 @@ pub fn emit(out: &mut dyn Write, format: Output, value: &impl Render) -> io::Res
     }
 }
 
-/// Writes `rows` under `headers` (none for a key-value listing), columns padded to align and
-/// two spaces apart, without borders: comfy-table measures the cells in terminal columns.
-pub fn print_table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io::Result<()> {
-    let mut table = comfy_table::Table::new();
-    table
-        .load_preset(comfy_table::presets::NOTHING)
-        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
-    if !headers.is_empty() {
-        table.set_header(headers.iter().copied());
-    }
-    for row in rows {
-        table.add_row(row.iter().map(String::as_str));
-    }
-    // The preset pads every cell with a space on each side; the first column's left one
-    // would indent the whole table.
-    if let Some(first) = table.column_mut(0) {
-        first.set_padding((0, 1));
-    }
-    for line in table.lines() {
-        writeln!(out, "{}", line.trim_end())?;
-    }
-    Ok(())
-}
+/// The tables kg prints are kg-bench's: the same helper, the same look.
+pub use kg_bench::report::table as print_table;
 
 /// The drill's report: a table of phases, the write check, then the verdict and its reasons.
 pub fn print_drill(out: &mut dyn Write, report: &crate::drill::DrillReport) -> io::Result<()> {

@@ -26,6 +26,16 @@ async fn spawn_node(dir: &std::path::Path) -> String {
     spawn_node_with(dir, &[]).await
 }
 
+/// A recorded history: its text, and each line parsed.
+fn read_history(path: &std::path::Path) -> (String, Vec<Value>) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let entries = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (text, entries)
+}
+
 async fn kg_bench(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_kg-bench"))
         .args(args)
@@ -354,11 +364,7 @@ async fn record_writes_every_operation_with_unique_written_values() {
     ])
     .await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
-    let entries: Vec<Value> = std::fs::read_to_string(&history)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let (_, entries) = read_history(&history);
     assert_eq!(entries.len(), 400);
     let mut written = std::collections::HashSet::new();
     let mut revisions = std::collections::HashSet::new();
@@ -423,11 +429,7 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
         "{keys:?}"
     );
     // Every operation is checked but those that certainly did nothing (a delete's 404).
-    let text = std::fs::read_to_string(&history).unwrap();
-    let entries: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, entries) = read_history(&history);
     // A CAS is its GET, then the conditional PUT: swapped (ok) or refused (412), both checked.
     let cases: Vec<&Value> = entries.iter().filter(|e| e["op"] == "cas").collect();
     assert!(cases.len() > 100, "{} CAS operations", cases.len());
@@ -542,11 +544,7 @@ async fn judge_passes_a_real_run_and_catches_a_planted_lost_write_and_stale_read
 
     // Plant what a failover could do: the store lost the newest acknowledged write (its row
     // is back one revision), and a read sent after everything saw a key's first value.
-    let text = std::fs::read_to_string(&history).unwrap();
-    let entries: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (text, entries) = read_history(&history);
     let acked: Vec<&Value> = entries
         .iter()
         .filter(|e| e["op"] != "get" && e["outcome"] == "ok")
