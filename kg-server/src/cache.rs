@@ -35,11 +35,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisResult, Script};
 
-use crate::store::redact_url;
+use crate::redis_target::RedisTarget;
 
 // Each script takes a whole batch: KEYS[1] is the epoch, KEYS[2..] the entries, and the
 // epoch is checked once, so a batch is applied in one epoch or not at all. Per key they do
@@ -153,7 +152,8 @@ pub struct EntryRef<'a> {
 /// Settings for [`Cache::new`].
 #[derive(Debug, Clone)]
 pub struct CacheOptions {
-    pub url: String,
+    /// The server, or the Sentinel-watched master, to use.
+    pub target: RedisTarget,
     /// Namespace of every key and channel, so that clusters can share one Redis.
     pub prefix: String,
     /// Bound on how long any entry lives, and so on any staleness the design cannot prevent.
@@ -163,7 +163,6 @@ pub struct CacheOptions {
 }
 
 pub struct Cache {
-    client: redis::Client,
     connection: Mutex<Option<ConnectionManager>>,
     options: CacheOptions,
     epoch_key: String,
@@ -197,12 +196,9 @@ impl std::fmt::Debug for Cache {
 }
 
 impl Cache {
-    /// A cache for `options.url`. It starts degraded; [`Cache::recover`] connects it.
+    /// A cache for `options.target`. It starts degraded; [`Cache::recover`] connects it.
     pub fn new(options: CacheOptions) -> anyhow::Result<Self> {
-        let client = redis::Client::open(options.url.as_str())
-            .with_context(|| format!("invalid redis url {}", redact_url(&options.url)))?;
         Ok(Self {
-            client,
             connection: Mutex::new(None),
             epoch_key: format!("{}:epoch", options.prefix),
             key_prefix: format!("{}:key:", options.prefix),
@@ -218,8 +214,9 @@ impl Cache {
         })
     }
 
-    pub fn client(&self) -> &redis::Client {
-        &self.client
+    /// Where the cache's Redis is; the event bus and heartbeats use the same.
+    pub fn target(&self) -> &RedisTarget {
+        &self.options.target
     }
 
     /// True while reads may use the cache.
@@ -434,7 +431,8 @@ impl Cache {
     pub async fn fence(&self) -> bool {
         let bumped = self
             .call(async {
-                let mut connection = self.client.get_multiplexed_async_connection().await?;
+                let client = self.options.target.client().await?;
+                let mut connection = client.get_multiplexed_async_connection().await?;
                 redis::cmd("INCR")
                     .arg(&self.epoch_key)
                     .query_async::<i64>(&mut connection)
@@ -490,11 +488,10 @@ impl Cache {
                     .set_connection_timeout(self.options.timeout)
                     .set_response_timeout(self.options.timeout)
                     .set_number_of_retries(1);
+                // Asked anew at every connection: after a Sentinel failover, the new master.
+                let client = self.call(self.options.target.client()).await?;
                 let connection = self
-                    .call(ConnectionManager::new_with_config(
-                        self.client.clone(),
-                        config,
-                    ))
+                    .call(ConnectionManager::new_with_config(client, config))
                     .await?;
                 if let Ok(mut slot) = self.connection.lock() {
                     *slot = Some(connection.clone());
@@ -557,21 +554,44 @@ impl Cache {
         }
     }
 
+    /// The server's run_id; an error when the server is not a master. A master that was
+    /// demoted (Sentinel made another the master while it was away) keeps its run_id and
+    /// answers reads from entries the new master may have replaced: it must not be used.
     async fn server_run_id(&self, connection: &mut ConnectionManager) -> RedisResult<String> {
         let info: String = self
-            .call(redis::cmd("INFO").arg("server").query_async(connection))
+            .call(
+                redis::cmd("INFO")
+                    .arg("server")
+                    .arg("replication")
+                    .query_async(connection),
+            )
             .await?;
-        Ok(info
-            .lines()
-            .find_map(|line| line.strip_prefix("run_id:"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned())
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|line| line.strip_prefix(name))
+                .unwrap_or_default()
+                .trim()
+                .to_owned()
+        };
+        let role = field("role:");
+        if !role.is_empty() && role != "master" {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::ReadOnly,
+                "the redis server is no longer the master",
+            )));
+        }
+        Ok(field("run_id:"))
     }
 
     fn mark_down(&self, err: &redis::RedisError) {
         metrics::counter!("kg_cache_errors_total").increment(1);
         self.writes_enabled.store(false, Ordering::Release);
+        if self.options.target.follows_failover() {
+            // The next recovery asks the Sentinels which server is the master now.
+            if let Ok(mut slot) = self.connection.lock() {
+                *slot = None;
+            }
+        }
         if self.reads_enabled.swap(false, Ordering::AcqRel) {
             tracing::warn!(error = %err, "redis cache unreachable; serving from the database");
         }

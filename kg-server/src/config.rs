@@ -35,8 +35,22 @@ pub struct Config {
     pub db_timeout: Duration,
 
     /// redis://... for the read cache and the change-event bus; without it, events stay in-process.
-    #[arg(long, env = "KG_REDIS_URL")]
+    #[arg(long, env = "KG_REDIS_URL", conflicts_with = "redis_sentinel")]
     pub redis_url: Option<String>,
+
+    /// Instead of --redis-url: Redis Sentinels (HOST:PORT,...) that name the master of
+    /// --redis-master; the node follows a failover to the promoted replica.
+    #[arg(
+        long,
+        env = "KG_REDIS_SENTINEL",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    pub redis_sentinel: Vec<String>,
+
+    /// The master's name in the Sentinels' configuration.
+    #[arg(long, env = "KG_REDIS_MASTER", default_value = "keygrid")]
+    pub redis_master: String,
 
     /// Namespace of KeyGrid's Redis keys and channels (`<prefix>:events`, `<prefix>:nodes`).
     #[arg(long, env = "KG_REDIS_PREFIX", default_value = kg_api::DEFAULT_REDIS_PREFIX)]

@@ -18,6 +18,7 @@ use kg_api::{
 };
 use tokio::sync::broadcast;
 
+use crate::redis_target::RedisTarget;
 use crate::store::Change;
 
 /// What watchers receive from the fan-out.
@@ -144,10 +145,15 @@ pub fn change_event(change: &Change) -> ChangeEvent {
 
 /// Forwards other nodes' events from Redis into the local fan-out, reconnecting forever.
 /// Each (re)subscription tells watchers to resync, since events may have been missed.
-pub async fn subscribe_redis(client: redis::Client, events: Arc<Events>, node_id: Arc<str>) {
+pub async fn subscribe_redis(target: RedisTarget, events: Arc<Events>, node_id: Arc<str>) {
     let mut first = true;
     loop {
-        match client.get_async_pubsub().await {
+        // The master now: after a Sentinel failover, the promoted replica.
+        let pubsub = match target.client().await {
+            Ok(client) => client.get_async_pubsub().await,
+            Err(err) => Err(err),
+        };
+        match pubsub {
             Ok(mut pubsub) => match pubsub
                 .subscribe(&[&events.events_channel, &events.nodes_channel])
                 .await
@@ -193,7 +199,7 @@ pub async fn subscribe_redis(client: redis::Client, events: Arc<Events>, node_id
 /// Publishes a heartbeat on `<prefix>:nodes` every `interval`; `status` reports the node's
 /// health and, when the database answered, its current revision.
 pub async fn heartbeat<F, Fut>(
-    client: redis::Client,
+    target: RedisTarget,
     events: Arc<Events>,
     status: F,
     node_id: Arc<str>,
@@ -209,10 +215,16 @@ pub async fn heartbeat<F, Fut>(
     loop {
         ticker.tick().await;
         if connection.is_none() {
-            connection = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
-                .await
-                .ok()
-                .and_then(Result::ok);
+            connection = tokio::time::timeout(timeout, async {
+                target
+                    .client()
+                    .await?
+                    .get_multiplexed_async_connection()
+                    .await
+            })
+            .await
+            .ok()
+            .and_then(Result::ok);
         }
         let Some(active) = connection.as_mut() else {
             continue;

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod redis_target;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
@@ -47,7 +48,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         listen = %config.listen,
         database = %store::redact_url(&url),
         kind = %state.store.kind(),
-        cache = config.redis_url.as_deref().map(store::redact_url).unwrap_or_else(|| "disabled".to_owned()),
+        cache = state.cache.as_ref().map_or("disabled", |cache| cache.target().shown()),
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "kg-server ready"
     );

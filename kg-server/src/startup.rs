@@ -16,6 +16,7 @@ use crate::breaker::Breaker;
 use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
 use crate::events::{self, Events};
+use crate::redis_target::RedisTarget;
 use crate::store::{self, ConnectOptions, OpResult, Store, StoreError, WriteOp};
 use crate::tokens::Tokens;
 use crate::writer::{WriteError, Writer, WriterContext};
@@ -106,17 +107,28 @@ impl AppState {
             .map(Tokens::load)
             .transpose()?;
         let events = Arc::new(Events::new(&config.redis_prefix));
-        let cache = match &config.redis_url {
-            Some(url) => {
+        let target = match (&config.redis_url, config.redis_sentinel.is_empty()) {
+            (Some(_), false) => {
+                anyhow::bail!("give --redis-url or --redis-sentinel, not both")
+            }
+            (Some(url), true) => Some(RedisTarget::url(url)?),
+            (None, false) => Some(RedisTarget::sentinel(
+                &config.redis_sentinel,
+                &config.redis_master,
+            )?),
+            (None, true) => None,
+        };
+        let cache = match target {
+            Some(target) => {
                 let cache = Arc::new(Cache::new(CacheOptions {
-                    url: url.clone(),
+                    target,
                     prefix: config.redis_prefix.clone(),
                     ttl: config.cache_ttl,
                     timeout: config.cache_timeout,
                 })?);
                 tokio::spawn(cache::supervise(cache.clone(), CACHE_RECOVERY_INTERVAL));
                 tokio::spawn(events::subscribe_redis(
-                    cache.client().clone(),
+                    cache.target().clone(),
                     events.clone(),
                     node_id.clone(),
                 ));
@@ -160,7 +172,7 @@ impl AppState {
         if let Some(cache) = &state.cache {
             let probe = state.clone();
             tokio::spawn(events::heartbeat(
-                cache.client().clone(),
+                cache.target().clone(),
                 state.events.clone(),
                 move || {
                     let state = probe.clone();

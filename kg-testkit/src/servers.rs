@@ -161,13 +161,20 @@ pub fn free_port() -> u16 {
 pub struct ThrowawayRedis {
     pub port: u16,
     child: Option<std::process::Child>,
+    extra: Vec<String>,
 }
 
 impl ThrowawayRedis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With more of redis-server's arguments (`--replicaof HOST PORT`, say).
+    pub fn start_with(extra: &[String]) -> Self {
         let mut redis = Self {
             port: free_port(),
             child: None,
+            extra: extra.to_vec(),
         };
         redis.restart();
         redis
@@ -190,6 +197,7 @@ impl ThrowawayRedis {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.extra)
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is required: apt-get install redis-server");
@@ -224,4 +232,84 @@ pub async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|err| {
             panic!("Redis is required for the tests and is not reachable at {url}: {err}")
         })
+}
+
+/// A Redis primary, one replica and one Sentinel watching them (quorum 1), each on a free
+/// port: enough for a real Sentinel failover when the primary is killed.
+#[derive(Debug)]
+pub struct ThrowawaySentinelGroup {
+    pub primary: ThrowawayRedis,
+    pub replica: ThrowawayRedis,
+    pub sentinel_port: u16,
+    sentinel: std::process::Child,
+    /// The name the Sentinel knows the group by.
+    pub master: String,
+    _dir: tempfile::TempDir,
+}
+
+impl ThrowawaySentinelGroup {
+    pub fn start() -> Self {
+        let primary = ThrowawayRedis::start();
+        let replica = ThrowawayRedis::start_with(&[
+            "--replicaof".to_owned(),
+            "127.0.0.1".to_owned(),
+            primary.port.to_string(),
+        ]);
+        let dir = tempfile::Builder::new()
+            .prefix("kg-sentinel-")
+            .tempdir()
+            .expect("tempdir");
+        let master = "keygrid".to_owned();
+        // A Sentinel rewrites its configuration file, so it gets one of its own, named
+        // first on its command line. Short timings: a test waits for the failover.
+        let sentinel_port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {dir}\n\
+                 sentinel monitor {master} 127.0.0.1 {port} 1\n\
+                 sentinel down-after-milliseconds {master} 1000\n\
+                 sentinel failover-timeout {master} 5000\n\
+                 sentinel parallel-syncs {master} 1\n",
+                dir = dir.path().display(),
+                port = primary.port
+            ),
+        )
+        .expect("sentinel.conf");
+        let sentinel = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is required: apt-get install redis-server");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", sentinel_port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis sentinel did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            primary,
+            replica,
+            sentinel_port,
+            sentinel,
+            master,
+            _dir: dir,
+        }
+    }
+
+    /// `HOST:PORT` of the Sentinel, as --redis-sentinel takes it.
+    pub fn sentinel_address(&self) -> String {
+        format!("127.0.0.1:{}", self.sentinel_port)
+    }
+}
+
+impl Drop for ThrowawaySentinelGroup {
+    fn drop(&mut self) {
+        let _ = self.sentinel.kill();
+        let _ = self.sentinel.wait();
+    }
 }

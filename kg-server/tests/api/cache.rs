@@ -584,7 +584,7 @@ async fn a_batch_is_marked_stored_and_released_key_by_key() {
 /// A cache on the shared Redis under `prefix`, connected (its first epoch bumped).
 async fn connected_cache(prefix: &str) -> kg_server::cache::Cache {
     let cache = kg_server::cache::Cache::new(kg_server::cache::CacheOptions {
-        url: test_redis_url(),
+        target: kg_server::redis_target::RedisTarget::url(&test_redis_url()).unwrap(),
         prefix: prefix.to_owned(),
         ttl: Duration::from_secs(60),
         timeout: Duration::from_secs(1),

@@ -37,6 +37,7 @@ mod outage;
 mod persistence;
 mod revisions;
 mod seed;
+mod sentinel;
 mod shared;
 mod store;
 mod watch;
