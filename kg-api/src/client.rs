@@ -377,6 +377,17 @@ impl Client {
     /// `GET /api/watch`: a stream of committed changes. `after` resumes after that revision
     /// (sent as `Last-Event-ID`); without it only changes from now on are streamed.
     pub async fn watch(&self, prefix: Option<&str>, after: Option<i64>) -> Result<WatchStream> {
+        self.watch_with(prefix, after, None).await
+    }
+
+    /// `watch`, asking for a progress event whenever nothing else was sent for `progress`
+    /// (`WatchStream::next_item` yields them).
+    pub async fn watch_with(
+        &self,
+        prefix: Option<&str>,
+        after: Option<i64>,
+        progress: Option<Duration>,
+    ) -> Result<WatchStream> {
         let mut request = self
             .request(Method::GET, "api/watch")
             .header(reqwest::header::ACCEPT, "text/event-stream")
@@ -387,6 +398,9 @@ impl Client {
         }
         if let Some(after) = after {
             request = request.header("last-event-id", after.to_string());
+        }
+        if let Some(progress) = progress {
+            request = request.query(&[("progress", format!("{}ms", progress.as_millis()))]);
         }
         let response = self.send(request).await?;
         let url = response.url().to_string();
@@ -493,6 +507,14 @@ fn write_result(headers: &HeaderMap) -> WriteResult {
     }
 }
 
+/// What a watch stream carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    Change(ChangeEvent),
+    /// Every change up to this revision has been sent (`watch_with`'s progress).
+    Progress(i64),
+}
+
 /// The change events of a watch, parsed from Server-Sent Events.
 pub struct WatchStream {
     url: String,
@@ -525,9 +547,20 @@ impl WatchStream {
         }
     }
 
-    /// The next event, `None` when the server ended the stream. Keep-alive comments and
-    /// events without data are skipped; the event's revision is its SSE id.
+    /// The next change, `None` when the server ended the stream. Keep-alive comments, events
+    /// without data and progress events are skipped.
     pub async fn next(&mut self) -> Option<Result<ChangeEvent>> {
+        loop {
+            match self.next_item().await? {
+                Ok(WatchItem::Change(event)) => return Some(Ok(event)),
+                Ok(WatchItem::Progress(_)) => continue,
+                Err(err) => return Some(Err(err)),
+            }
+        }
+    }
+
+    /// The next change or progress event, `None` when the server ended the stream.
+    pub async fn next_item(&mut self) -> Option<Result<WatchItem>> {
         use futures::StreamExt as _;
         loop {
             let event = match self.events.next().await? {
@@ -543,7 +576,15 @@ impl WatchStream {
             if event.data.is_empty() {
                 continue;
             }
-            return Some(serde_json::from_str(&event.data).map_err(|err| self.malformed(err)));
+            return Some(if event.event == "progress" {
+                serde_json::from_str::<WatchProgress>(&event.data)
+                    .map(|progress| WatchItem::Progress(progress.revision))
+                    .map_err(|err| self.malformed(err))
+            } else {
+                serde_json::from_str(&event.data)
+                    .map(WatchItem::Change)
+                    .map_err(|err| self.malformed(err))
+            });
         }
     }
 

@@ -15,7 +15,8 @@ pub mod client;
 pub mod endpoints;
 #[cfg(feature = "client")]
 pub use client::{
-    Client, ClientOptions, Error, GetResult, Precondition, ResponseMeta, WatchStream, WriteResult,
+    Client, ClientOptions, Error, GetResult, Precondition, ResponseMeta, WatchItem, WatchStream,
+    WriteResult,
 };
 #[cfg(feature = "client")]
 pub use endpoints::Endpoints;

@@ -155,6 +155,14 @@ pub enum EventType {
     Delete,
 }
 
+/// `/api/watch?progress=...`: the data of a `progress` event, sent when nothing else was for
+/// that long. Every change up to `revision` under the watched prefix has been sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct WatchProgress {
+    pub revision: i64,
+}
+
 /// A committed change, as published on Redis `keygrid:events` and streamed by `/api/watch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]

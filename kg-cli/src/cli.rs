@@ -139,6 +139,10 @@ pub struct WatchArgs {
     /// Exit after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<usize>,
+    /// Ask for a progress line whenever nothing changed under the prefix for this long: the
+    /// revision the watch is complete up to (etcd's progress notify). Not counted by --count.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub progress: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

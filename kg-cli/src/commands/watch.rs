@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use kg_api::{ChangeEvent, Endpoints};
+use kg_api::{ChangeEvent, Endpoints, WatchItem};
 use serde::Serialize;
 
 use crate::cli::{Output, WatchArgs};
@@ -46,6 +46,29 @@ impl Render for Event {
     }
 }
 
+/// A progress event: `{"type": "progress", "revision": N}`, beside changes' `"type": "put"`.
+#[derive(Debug, Serialize)]
+pub struct Progress {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub revision: i64,
+}
+
+impl Render for Progress {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(
+            out,
+            "{} PROGRESS up to rev {}",
+            chrono::Utc::now().format("%H:%M:%S%.3f"),
+            self.revision
+        )
+    }
+
+    fn raw(&self, out: &mut dyn Write) -> io::Result<()> {
+        self.text(out)
+    }
+}
+
 /// Prints events until `--count` of them; a node that is down or restarting is retried, as
 /// `kg watch` is meant to outlive it.
 pub async fn watch(
@@ -62,7 +85,11 @@ pub async fn watch(
         let stream = endpoints
             .call(|client| {
                 let prefix = prefix.clone();
-                async move { client.watch(prefix.as_deref(), last).await }
+                async move {
+                    client
+                        .watch_with(prefix.as_deref(), last, args.progress)
+                        .await
+                }
             })
             .await;
         let mut stream = match stream {
@@ -80,8 +107,25 @@ pub async fn watch(
             }
             Err(err) => return Err(err.into()),
         };
-        while let Some(event) = stream.next().await {
-            let Ok(event) = event else { break };
+        while let Some(item) = stream.next_item().await {
+            let event = match item {
+                Ok(WatchItem::Change(event)) => event,
+                Ok(WatchItem::Progress(revision)) => {
+                    // Everything up to here was sent: a reconnect resumes after it.
+                    last = Some(revision);
+                    emit(
+                        out,
+                        format,
+                        &Progress {
+                            kind: "progress",
+                            revision,
+                        },
+                    )?;
+                    out.flush()?;
+                    continue;
+                }
+                Err(_) => break,
+            };
             last = Some(event.revision);
             emit(out, format, &Event(event))?;
             out.flush()?;

@@ -296,6 +296,50 @@ async fn watch_names_the_size_of_a_value_left_out_of_an_event() {
 }
 
 #[tokio::test]
+async fn watch_progress_lines_name_the_revision_a_quiet_prefix_is_complete_up_to() {
+    let node = spawn_node().await;
+    let e = node.endpoint.clone();
+    kg(&["-e", &e, "put", "busy/1", "x"], "").await;
+    kg(&["-e", &e, "put", "busy/2", "x"], "").await;
+    let args = [
+        "-e",
+        &e,
+        "-o",
+        "json",
+        "watch",
+        "--prefix",
+        "quiet/",
+        "--progress",
+        "1s",
+        "--count",
+        "1",
+    ];
+    // Progress lines do not count: the watch ends with the first change of its own.
+    let ((code, lines), _) = tokio::join!(kg(&args, ""), async {
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        kg(&["-e", &e, "put", "quiet/k", "v"], "").await
+    });
+    assert_eq!(code, 0, "{lines}");
+    let lines: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let (last, progress) = lines.split_last().unwrap();
+    assert!(!progress.is_empty(), "no progress line in 2.5 s: {lines:?}");
+    for line in progress {
+        assert_eq!(
+            (line["type"].as_str(), line["revision"].as_i64()),
+            (Some("progress"), Some(2)),
+            "{lines:?}"
+        );
+    }
+    assert_eq!(
+        (last["type"].as_str(), last["key"].as_str()),
+        (Some("put"), Some("quiet/k"))
+    );
+}
+
+#[tokio::test]
 async fn watch_prints_one_line_per_event_and_stops_after_count() {
     let node = spawn_node().await;
     let e = node.endpoint.as_str();

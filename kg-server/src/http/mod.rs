@@ -46,7 +46,7 @@ use crate::startup::AppState;
         keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, watch::watch,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,
     ),
-    components(schemas(keys::IfNoneMatchAny)),
+    components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress)),
     tags((name = "keys", description = "Key-value operations"), (name = "node", description = "Node information")),
 )]
 pub struct ApiDoc;

@@ -13,6 +13,10 @@
 //!    ([`IDLE_CHECK`]).
 //!
 //! A watcher therefore never sees revisions go backwards and never misses a key's final state.
+//!
+//! With `progress=5s`, a watcher that was sent nothing for that long gets a `progress` event
+//! (etcd's progress notify): the revision its stream is complete up to, as its SSE id too, so
+//! that a watcher of a quiet prefix knows how far it is up to date and resumes from there.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -25,7 +29,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures::Stream;
-use kg_api::{ChangeEvent, ErrorBody};
+use kg_api::{ChangeEvent, ErrorBody, WatchProgress};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -43,6 +47,9 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 const REPLAY_PAGE: u32 = 1000;
 /// Interval of SSE keep-alive comments.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The shortest and longest `progress` interval a watcher may ask for.
+const PROGRESS_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(3600);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/watch", get(watch))
@@ -54,10 +61,11 @@ pub fn router() -> Router<AppState> {
     params(
         ("prefix" = Option<String>, Query, nullable = false, description = "Only keys starting with this"),
         ("from_revision" = Option<i64>, Query, nullable = false, minimum = 0, description = "Replay every change above this revision first (default: only new changes)"),
+        ("progress" = Option<String>, Query, nullable = false, description = "When nothing was sent for this long (1s to 1h, e.g. `5s`), send a `progress` event: `id:` and `data: {\"revision\": N}` name the revision the stream is complete up to"),
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume after this revision; overrides from_revision"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `id:` is the revision, `data:` a ChangeEvent; a keep-alive comment every 15 s", content_type = "text/event-stream", body = ChangeEvent),
+        (status = 200, description = "`text/event-stream`: `id:` is the revision, `data:` a ChangeEvent; with `progress`, `event: progress` events whose data is a WatchProgress; a keep-alive comment every 15 s", content_type = "text/event-stream", body = ChangeEvent),
         (status = 400, description = "Bad query string or Last-Event-ID", body = ErrorBody),
         (status = 410, description = "The revision to resume from is compacted", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
@@ -68,9 +76,23 @@ pub async fn watch(
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
-    let params = QueryParams::parse(query.as_deref(), &["prefix", "from_revision"])?;
+    let params = QueryParams::parse(query.as_deref(), &["prefix", "from_revision", "progress"])?;
     let prefix = params.key_part("prefix")?.unwrap_or_default().to_owned();
     let from_revision = params.integer("from_revision", 0..=i64::MAX)?;
+    let progress = params
+        .get("progress")
+        .map(|text| {
+            kg_api::parse_duration(text)
+                .ok()
+                .filter(|interval| PROGRESS_RANGE.contains(interval))
+                .ok_or_else(|| {
+                    Error::BadRequest(format!(
+                        "query parameter \"progress\" must be a duration from 1s to 1h, \
+                         like 5s, got {text:?}"
+                    ))
+                })
+        })
+        .transpose()?;
     let last_event_id = headers
         .get("last-event-id")
         .map(|value| {
@@ -104,6 +126,8 @@ pub async fn watch(
         last: start,
         pending: BTreeMap::new(),
         sender,
+        progress,
+        last_sent: Instant::now(),
     };
     tokio::spawn(watcher.run(receiver));
     metrics::gauge!("kg_watchers").increment(1.0);
@@ -119,6 +143,10 @@ struct Watcher {
     /// Live events above `last + 1`, waiting for the revisions before them.
     pending: BTreeMap<i64, Arc<ChangeEvent>>,
     sender: mpsc::Sender<Result<Event, Infallible>>,
+    /// Send a progress event when nothing was sent for this long.
+    progress: Option<Duration>,
+    /// When the client was last sent an event (a change or a progress).
+    last_sent: Instant,
 }
 
 /// The client went away.
@@ -178,6 +206,7 @@ impl Watcher {
                     if idle {
                         last_activity = Instant::now();
                     }
+                    self.notify_progress().await?;
                 }
             }
         }
@@ -195,6 +224,35 @@ impl Watcher {
                 self.send(&event).await?;
             }
         }
+        Ok(())
+    }
+
+    /// A progress event, when one is due: first catches up with the database (which may send
+    /// changes instead, and so put the progress off), then names `last`.
+    async fn notify_progress(&mut self) -> Result<(), Disconnected> {
+        let Some(interval) = self.progress else {
+            return Ok(());
+        };
+        if self.last_sent.elapsed() < interval {
+            return Ok(());
+        }
+        if self.database_moved_on().await {
+            self.replay().await?;
+            if self.last_sent.elapsed() < interval {
+                return Ok(());
+            }
+        }
+        let Ok(data) = serde_json::to_string(&WatchProgress {
+            revision: self.last,
+        }) else {
+            return Ok(());
+        };
+        let sse = Event::default()
+            .event("progress")
+            .id(self.last.to_string())
+            .data(data);
+        self.sender.send(Ok(sse)).await.map_err(|_| Disconnected)?;
+        self.last_sent = Instant::now();
         Ok(())
     }
 
@@ -249,7 +307,7 @@ impl Watcher {
         self.deliver_contiguous().await
     }
 
-    async fn send(&self, event: &ChangeEvent) -> Result<(), Disconnected> {
+    async fn send(&mut self, event: &ChangeEvent) -> Result<(), Disconnected> {
         if !event.key.starts_with(&self.prefix) {
             return Ok(());
         }
@@ -257,6 +315,8 @@ impl Watcher {
             return Ok(());
         };
         let sse = Event::default().id(event.revision.to_string()).data(data);
-        self.sender.send(Ok(sse)).await.map_err(|_| Disconnected)
+        self.sender.send(Ok(sse)).await.map_err(|_| Disconnected)?;
+        self.last_sent = Instant::now();
+        Ok(())
     }
 }

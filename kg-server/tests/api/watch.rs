@@ -290,3 +290,96 @@ async fn purged_tombstones_make_older_resumes_gone() {
         .unwrap();
     assert_eq!((again.create_revision, again.version), (again.revision, 1));
 }
+
+/// The next change or progress event within 5 s.
+async fn item(stream: &mut kg_api::WatchStream) -> kg_api::WatchItem {
+    tokio::time::timeout(Duration::from_secs(5), stream.next_item())
+        .await
+        .expect("an item within 5 s")
+        .expect("the stream is open")
+        .expect("a well-formed item")
+}
+
+/// `progress=1s`: a watcher of a quiet prefix is told, as the other prefix moves on, how far
+/// its stream is complete; a change of its own comes as a change, and a resume from the
+/// progress revision misses nothing. A bad interval is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_gets_progress_events_with_the_revision_it_is_complete_up_to() {
+    use kg_api::WatchItem;
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut quiet = app
+        .client
+        .watch_with(Some("quiet/"), None, Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let mut busy_revision = 0;
+    for i in 0..3 {
+        busy_revision = app
+            .client
+            .put(&format!("busy/{i}"), "x", Precondition::None)
+            .await
+            .unwrap()
+            .revision;
+    }
+    // The first progress may predate some busy writes; within a few it has caught up.
+    let mut seen = 0;
+    for _ in 0..4 {
+        match item(&mut quiet).await {
+            WatchItem::Progress(revision) => {
+                assert!(revision >= seen, "progress went back: {revision} < {seen}");
+                seen = revision;
+                if seen >= busy_revision {
+                    break;
+                }
+            }
+            WatchItem::Change(event) => panic!("a change outside the prefix: {event:?}"),
+        }
+    }
+    assert_eq!(
+        seen, busy_revision,
+        "progress never reached the newest revision"
+    );
+
+    let own = app
+        .client
+        .put("quiet/k", "v", Precondition::None)
+        .await
+        .unwrap();
+    match item(&mut quiet).await {
+        WatchItem::Change(event) => assert_eq!(
+            (event.key.as_str(), event.revision),
+            ("quiet/k", own.revision)
+        ),
+        WatchItem::Progress(revision) => {
+            // A progress due just before the write may come first; it must not claim the write.
+            assert!(revision < own.revision);
+            match item(&mut quiet).await {
+                WatchItem::Change(event) => assert_eq!(event.revision, own.revision),
+                other => panic!("expected the change, got {other:?}"),
+            }
+        }
+    }
+
+    // Resuming from a progress revision replays exactly what came after it.
+    let mut resumed = app.client.watch(Some("quiet/"), Some(seen)).await.unwrap();
+    let replayed = next_event(&mut resumed, Duration::from_secs(5)).await;
+    assert_eq!(
+        (replayed.key.as_str(), replayed.revision),
+        ("quiet/k", own.revision)
+    );
+
+    for bad in ["0s", "2h", "soon", ""] {
+        let response = app
+            .http
+            .get(app.url(&format!("/api/watch?progress={bad}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "progress={bad}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().unwrap().contains("\"progress\""),
+            "{body}"
+        );
+    }
+}
