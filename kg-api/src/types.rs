@@ -259,6 +259,10 @@ pub struct NodeStatus {
     pub uptime_seconds: u64,
     pub database: DatabaseStatus,
     pub cache: DependencyState,
+    /// Where the cache is: a Redis URL (password masked), or `sentinel master NAME via
+    /// HOST:PORT,...`; `null` without Redis.
+    #[serde(default)]
+    pub cache_endpoint: Option<String>,
     /// The cluster's current revision as the database last reported it; `null` if unreachable.
     pub revision: Option<i64>,
     pub requests: RequestCounters,
@@ -287,6 +291,14 @@ pub struct DatabaseStatus {
     /// `postgres` or `sqlite`.
     pub kind: String,
     pub state: DependencyState,
+    /// The database URL the node was given (its password masked): with a replicated
+    /// PostgreSQL, the address that follows the primary (HAProxy).
+    #[serde(default)]
+    pub endpoint: String,
+    /// Whether the node's connection reached a primary (PostgreSQL's `pg_is_in_recovery()`
+    /// is false); `null` for SQLite, or when the database did not answer.
+    #[serde(default)]
+    pub primary: Option<bool>,
 }
 
 /// Requests this node has answered since it started, by status class.

@@ -48,6 +48,8 @@ pub struct NodeState {
     pub node_id: Arc<str>,
     pub listen: String,
     pub store: Arc<dyn Store>,
+    /// The database URL, password masked, for /api/status.
+    pub database_endpoint: String,
     pub writer: Writer,
     /// The Redis read cache, when `--redis-url` is given.
     pub cache: Option<Arc<Cache>>,
@@ -155,6 +157,7 @@ impl AppState {
             write_reply_delay: config.write_reply_delay,
             web_dir: config.web_dir.clone(),
             auth,
+            database_endpoint: store::redact_url(&config.database_url().0),
             store,
             max_value_bytes: config.max_value_bytes,
             db_timeout: config.db_timeout,

@@ -24,12 +24,24 @@ impl Render for Status {
             vec![
                 "database".to_owned(),
                 format!(
-                    "{} ({})",
+                    "{} ({}{}) at {}",
                     status.database.kind,
-                    state_name(status.database.state)
+                    state_name(status.database.state),
+                    match status.database.primary {
+                        Some(true) => ", primary",
+                        Some(false) => ", NOT a primary",
+                        None => "",
+                    },
+                    status.database.endpoint
                 ),
             ],
-            vec!["cache".to_owned(), state_name(status.cache).to_owned()],
+            vec![
+                "cache".to_owned(),
+                match &status.cache_endpoint {
+                    Some(endpoint) => format!("{} at {endpoint}", state_name(status.cache)),
+                    None => state_name(status.cache).to_owned(),
+                },
+            ],
             vec![
                 "revision".to_owned(),
                 status

@@ -59,6 +59,10 @@ pub async fn get_ready(State(state): State<AppState>) -> impl IntoResponse {
     responses((status = 200, description = "Node status", body = NodeStatus)))]
 pub async fn get_status(State(state): State<AppState>) -> Json<NodeStatus> {
     let revision = state.db(state.store.current_revision()).await.ok();
+    let primary = match revision {
+        Some(_) => state.db(state.store.is_primary()).await.ok().flatten(),
+        None => None,
+    };
     let counters = &state.counters;
     Json(NodeStatus {
         node: state.node_id.to_string(),
@@ -72,8 +76,14 @@ pub async fn get_status(State(state): State<AppState>) -> Json<NodeStatus> {
             } else {
                 DependencyState::Unavailable
             },
+            endpoint: state.database_endpoint.clone(),
+            primary,
         },
         cache: state.cache_state(),
+        cache_endpoint: state
+            .cache
+            .as_ref()
+            .map(|cache| cache.target().shown().to_owned()),
         revision,
         requests: RequestCounters {
             total: counters.total.load(Ordering::Relaxed),

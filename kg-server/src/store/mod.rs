@@ -303,6 +303,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The last revision handed out.
     async fn current_revision(&self) -> Result<i64, StoreError>;
 
+    /// Whether the connection is to a primary; `None` where there is no such notion.
+    async fn is_primary(&self) -> Result<Option<bool>, StoreError> {
+        Ok(None)
+    }
+
     /// The highest revision whose tombstone has been purged: replay cannot start below it.
     async fn compact_revision(&self) -> Result<i64, StoreError>;
 

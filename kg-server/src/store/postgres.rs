@@ -191,4 +191,11 @@ impl Store for PostgresStore {
             .await?;
         Ok(revision)
     }
+
+    async fn is_primary(&self) -> Result<Option<bool>, StoreError> {
+        let primary: bool = sqlx::query_scalar("SELECT NOT pg_is_in_recovery()")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(Some(primary))
+    }
 }

@@ -30,6 +30,14 @@ async fn ready_and_status_report_the_database(backend: Backend) {
     };
     assert_eq!(node.database.kind, kind);
     assert_eq!(node.database.state, DependencyState::Ok);
+    // The URL the node was given, and whether it reached a primary (PostgreSQL only).
+    assert_eq!(node.database.endpoint, app.database_url);
+    let primary = match backend {
+        Backend::Postgres => Some(true),
+        Backend::Sqlite => None,
+    };
+    assert_eq!(node.database.primary, primary);
+    assert_eq!(node.cache_endpoint, None);
     assert_eq!(node.revision, Some(1));
     // ready, put, get: the status request itself is counted after it is answered.
     assert_eq!(node.requests.total, 3);

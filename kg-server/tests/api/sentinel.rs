@@ -37,6 +37,13 @@ async fn a_node_follows_a_sentinel_failover_and_never_reads_an_old_value() {
         master_address(&group).await,
         Some(format!("127.0.0.1:{}", group.primary.port))
     );
+    assert_eq!(
+        app.client.status().await.unwrap().cache_endpoint,
+        Some(format!(
+            "sentinel master keygrid via {}",
+            group.sentinel_address()
+        ))
+    );
     app.client.put("k", "v0", Precondition::None).await.unwrap();
     assert_eq!(
         app.client.get("k").await.unwrap().meta.cache_hit,

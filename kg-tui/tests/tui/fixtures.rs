@@ -56,8 +56,11 @@ pub fn status(node: &str, port: u16, cache: DependencyState, revision: i64) -> N
         database: DatabaseStatus {
             kind: "postgres".to_owned(),
             state: DependencyState::Ok,
+            endpoint: "postgres://postgres@127.0.0.1:5442/postgres".to_owned(),
+            primary: Some(true),
         },
         cache,
+        cache_endpoint: Some("redis://127.0.0.1:6389".to_owned()),
         revision: Some(revision),
         requests: RequestCounters::default(),
         peers: Vec::<PeerStatus>::new(),
