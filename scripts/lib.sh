@@ -79,6 +79,8 @@ KG_RUN="$KG_STATE_DIR/run"
 KG_LOGS="$KG_STATE_DIR/logs"
 KG_DATABASE_URL="postgres://postgres@127.0.0.1:$KG_PG_PORT/keygrid"
 KG_STACK_REDIS_URL="redis://127.0.0.1:$KG_REDIS_PORT"
+# With `start.sh --ha` (scripts/ha.sh) the nodes find the Redis primary through these.
+KG_HA_SENTINELS="127.0.0.1:26389,127.0.0.1:26390,127.0.0.1:26391"
 
 # The binaries' directory: the one start.sh recorded for the running stack, else KG_PROFILE's.
 kg_bin_dir() {

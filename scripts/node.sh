@@ -28,9 +28,13 @@ supervise() {
     echo $$ >"$KG_RUN/$node.supervisor.pid"
     # stop.sh or a stray SIGTERM: take the node down with us, gracefully.
     trap 'touch "$KG_RUN/$node.down"; [ -n "${child:-}" ] && kill -TERM "$child" 2>/dev/null' TERM INT
+    # With the replicated data tier (start.sh --ha), Redis is found through its Sentinels; the
+    # database URL is the same, HAProxy's, which follows the PostgreSQL primary.
+    local redis=("KG_REDIS_URL=$KG_STACK_REDIS_URL")
+    [ -e "$KG_RUN/ha" ] && redis=("KG_REDIS_SENTINEL=$KG_HA_SENTINELS" "KG_REDIS_MASTER=keygrid")
     while [ ! -e "$KG_RUN/$node.down" ]; do
-        KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$node" KG_DATABASE_URL="$KG_DATABASE_URL" \
-            KG_REDIS_URL="$KG_STACK_REDIS_URL" KG_WORKER_THREADS="$KG_WORKER_THREADS" \
+        env KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$node" KG_DATABASE_URL="$KG_DATABASE_URL" \
+            "${redis[@]}" KG_WORKER_THREADS="$KG_WORKER_THREADS" \
             "$bin/kg-server" &
         child=$!
         echo "$child" >"$KG_RUN/$node.pid"

@@ -6,6 +6,9 @@
 #   ./scripts/start.sh            build and start the local stack (no Docker needed)
 #   ./scripts/start.sh --docker   the same with `docker compose up -d --build`
 #   ./scripts/start.sh --no-build start from binaries built earlier
+#   ./scripts/start.sh --ha       the same with a replicated data tier (scripts/ha.sh):
+#                                 PostgreSQL x3 under Patroni and etcd behind HAProxy on 5442,
+#                                 Redis primary, replica and three Sentinels
 #
 # KG_AUTH_TOKENS_FILE=FILE turns on bearer tokens on the local nodes (the script's own checks
 # present the file's first token); --docker always uses them (.keygrid/auth-tokens).
@@ -17,8 +20,14 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 build=1
+ha=0
+for arg in "$@"; do
+    case "$arg" in
+        --ha) ha=1 ;;
+    esac
+done
 case "${1:-}" in
-    "") ;;
+    "" | --ha) [ "${2:-}" = --no-build ] && build=0 ;;
     --no-build) build=0 ;;
     --docker)
         command -v docker >/dev/null 2>&1 || fail "--docker needs a Docker engine; without one, run ./scripts/start.sh"
@@ -33,7 +42,7 @@ case "${1:-}" in
         exec docker-compose up -d --build
         ;;
     -h | --help)
-        sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) fail "unknown option '$1' (try --help)" ;;
@@ -64,24 +73,36 @@ echo "$bin" >"$KG_RUN/bin-dir"
 
 already=0
 
+if [ "$ha" = 1 ]; then
+    [ -s "$KG_STATE_DIR/postgres/PG_VERSION" ] && fail "$KG_STATE_DIR holds a single-server stack; stop it with ./scripts/stop.sh --purge, or use another KG_STATE_DIR"
+    scripts/ha.sh up
+    touch "$KG_RUN/ha"
+elif [ -e "$KG_RUN/ha" ]; then
+    fail "$KG_STATE_DIR holds an --ha stack; start it with --ha, or stop it with ./scripts/stop.sh --purge"
+fi
+
 # --- PostgreSQL --------------------------------------------------------------------------------
 # A cluster of its own on KG_PG_PORT, TCP only, with fsync and synchronous_commit on: a commit
 # that KeyGrid acknowledged survives a power cut, throwaway instance or not.
-if postgres_running "$KG_STATE_DIR/postgres"; then
+if [ "$ha" = 1 ]; then
+    : # Patroni's, behind HAProxy on KG_PG_PORT
+elif postgres_running "$KG_STATE_DIR/postgres"; then
     echo "PostgreSQL is already running on $KG_PG_PORT"
     already=$((already + 1))
 else
     start_postgres "$KG_STATE_DIR/postgres" "$KG_PG_PORT" "$KG_LOGS/postgres.log"
 fi
 admin_url="postgres://postgres@127.0.0.1:$KG_PG_PORT/postgres"
-if [ -z "$(psql "$admin_url" -qAtc "select 1 from pg_database where datname = 'keygrid'")" ]; then
+if [ "$ha" = 0 ] && [ -z "$(psql "$admin_url" -qAtc "select 1 from pg_database where datname = 'keygrid'")" ]; then
     psql "$admin_url" -qc "create database keygrid" >/dev/null
 fi
 
 # --- Redis -------------------------------------------------------------------------------------
 # Only a cache and an event bus: it keeps nothing on disk, and the nodes distrust its entries
 # after a restart (see docs/consistency.md).
-if pid_alive "$KG_RUN/redis.pid"; then
+if [ "$ha" = 1 ]; then
+    : # ha.sh's primary, replica and Sentinels
+elif pid_alive "$KG_RUN/redis.pid"; then
     echo "Redis is already running on $KG_REDIS_PORT"
     already=$((already + 1))
 else

@@ -35,6 +35,11 @@ if pid_alive "$KG_RUN/redis.pid"; then
     rm -f "$KG_RUN/redis.pid"
 fi
 
+if [ -d "$KG_STATE_DIR/ha" ]; then
+    step "stopping the replicated data tier"
+    if [ "$purge" = 1 ]; then scripts/ha.sh down --purge; else scripts/ha.sh down; fi
+fi
+
 pgdata="$KG_STATE_DIR/postgres"
 if [ -s "$pgdata/postmaster.pid" ]; then
     step "stopping PostgreSQL"

@@ -1,0 +1,489 @@
+#!/usr/bin/env bash
+# The replicated data tier of `./scripts/start.sh --ha`, on loopback, from Debian's packages:
+# PostgreSQL 15 x3 under Patroni (etcd x3 as its store; synchronous_mode_strict), HAProxy on
+# 5442 routing to the current primary, and Redis (a primary, a replica, three Sentinels).
+#
+#   ./scripts/ha.sh up                  start every member that is not running; wait until
+#                                       there is a leader with a sync standby and a Redis master
+#   ./scripts/ha.sh down [--purge]      stop every member (stop.sh does this); --purge deletes
+#                                       the tier's data too
+#   ./scripts/ha.sh status [--json]     every member: kind, name, port, pid, role
+#   ./scripts/ha.sh kill|stop|start|pause|resume MEMBER|all
+#   ./scripts/ha.sh pid MEMBER
+#
+# Members: etcd1-etcd3 (clients on 2379/2479/2579), pg1-pg3 (PostgreSQL on 5451-5453 with its
+# Patroni, REST on 8008-8010: kill, pause and resume act on both), haproxy (5442), redis1 and
+# redis2 (6389, 6390), sentinel1-sentinel3 (26389-26391). pg-leader and redis-master name
+# whichever member holds that role now; pg and redis name every member of the kind that is
+# down (for start). n1-n3 are passed to scripts/node.sh, so the fault runtime of kg-bench chaos
+# can act on the whole stack through this one script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+HA_DIR="$KG_STATE_DIR/ha"
+ETCD_CLIENT=(2379 2479 2579)
+ETCD_PEER=(2380 2480 2580)
+PG_PORTS=(5451 5452 5453)
+REST_PORTS=(8008 8009 8010)
+REDIS_PORTS=("$KG_REDIS_PORT" "$((KG_REDIS_PORT + 1))")
+IFS=, read -r -a SENTINEL_ADDRESSES <<<"$KG_HA_SENTINELS"
+SENTINEL_PORTS=("${SENTINEL_ADDRESSES[@]##*:}")
+# The name the Sentinels and the nodes (--redis-master) know the Redis primary by.
+REDIS_MASTER_NAME=keygrid
+
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# index MEMBER PREFIX: 1 for pg1 with prefix pg, ...; fails for a name outside 1-3.
+index() {
+    local n=${1#"$2"}
+    [[ "$n" =~ ^[1-3]$ ]] || fail "unknown member '$1'"
+    echo "$n"
+}
+
+# The directory Patroni's PostgreSQL data lives in: under the state directory when the
+# postgres user can reach it, else under /var/lib/keygrid (as start_postgres does).
+pg_root() {
+    if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$KG_STATE_DIR"; then
+        echo "/var/lib/keygrid/$(printf '%s' "$HA_DIR" | md5sum | cut -c1-12)/pg"
+    else
+        echo "$HA_DIR/pg"
+    fi
+}
+
+pid_of() { # pid_of FILE: the pid in FILE if that process runs
+    pid_alive "$1" && cat "$1"
+}
+
+# --- etcd ---------------------------------------------------------------------------------------
+etcd_start() {
+    local i=$1 cluster="" j
+    pid_alive "$HA_DIR/etcd$i.pid" && return 0
+    for j in 1 2 3; do cluster+="${cluster:+,}etcd$j=http://127.0.0.1:${ETCD_PEER[j - 1]}"; done
+    mkdir -p "$HA_DIR/etcd$i"
+    local state=new
+    [ -d "$HA_DIR/etcd$i/member" ] && state=existing
+    setsid nohup etcd --name "etcd$i" --data-dir "$HA_DIR/etcd$i" \
+        --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT[i - 1]}" \
+        --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT[i - 1]}" \
+        --listen-peer-urls "http://127.0.0.1:${ETCD_PEER[i - 1]}" \
+        --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER[i - 1]}" \
+        --initial-cluster "$cluster" --initial-cluster-token keygrid-ha \
+        --initial-cluster-state "$state" >>"$KG_LOGS/etcd$i.log" 2>&1 </dev/null &
+    echo $! >"$HA_DIR/etcd$i.pid"
+}
+
+# --- Patroni and PostgreSQL ---------------------------------------------------------------------
+patroni_conf() { echo "$HA_DIR/patroni$1.yml"; }
+# Patroni itself, not the runuser that started it as postgres.
+patroni_pid() {
+    local owner=()
+    [ "$(id -u)" -eq 0 ] && owner=(-u postgres)
+    pgrep "${owner[@]}" -f "patroni $(patroni_conf "$1")\$" | head -n 1
+}
+postmaster_pid() {
+    local file
+    file="$(pg_root)$1/data/postmaster.pid"
+    [ -s "$file" ] || return 1
+    local pid
+    pid=$(head -n 1 "$file")
+    kill -0 "$pid" 2>/dev/null && echo "$pid"
+}
+
+patroni_start() {
+    local i=$1 root conf hosts="" j
+    [ -n "$(patroni_pid "$i")" ] && return 0
+    root="$(pg_root)$i"
+    conf=$(patroni_conf "$i")
+    mkdir -p "$root"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$root" "$(dirname "$root")" && chmod 700 "$root"
+    for j in 1 2 3; do hosts+="${hosts:+,}127.0.0.1:${ETCD_CLIENT[j - 1]}"; done
+    # Failover timing for a LAN: the leader key lives ttl seconds, so a dead leader is
+    # replaced within about ttl + loop_wait, and the new leader then needs a synchronous
+    # standby before it commits (strict mode). Patroni needs loop_wait + 2 * retry_timeout <=
+    # ttl, or a leader could lose its key while it still retries a slow etcd; a shorter ttl
+    # would turn a slow etcd round trip on a loaded machine into a needless failover.
+    cat >"$conf" <<YAML
+scope: keygrid
+name: pg$i
+log:
+  level: WARNING
+restapi:
+  listen: 127.0.0.1:${REST_PORTS[i - 1]}
+  connect_address: 127.0.0.1:${REST_PORTS[i - 1]}
+etcd3:
+  hosts: $hosts
+bootstrap:
+  dcs:
+    ttl: 5
+    loop_wait: 1
+    retry_timeout: 2
+    maximum_lag_on_failover: 0
+    # A commit is acknowledged only once a synchronous standby has it, and with no standby
+    # the primary refuses commits rather than run alone.
+    synchronous_mode: true
+    synchronous_mode_strict: true
+    postgresql:
+      use_pg_rewind: true
+      parameters:
+        fsync: 'on'
+        synchronous_commit: 'on'
+        full_page_writes: 'on'
+        wal_log_hints: 'on'
+        max_wal_senders: 10
+        max_replication_slots: 10
+  initdb:
+    - encoding: UTF8
+    - locale: C
+    - auth: trust
+  pg_hba:
+    - local all all trust
+    - host all all 127.0.0.1/32 trust
+    - host replication all 127.0.0.1/32 trust
+postgresql:
+  listen: 127.0.0.1:${PG_PORTS[i - 1]}
+  connect_address: 127.0.0.1:${PG_PORTS[i - 1]}
+  data_dir: $root/data
+  bin_dir: $(pg_bin_dir)
+  pgpass: $root/pgpass
+  # Loopback with trust: the passwords are never asked for, but initdb wants one.
+  authentication:
+    superuser:
+      username: postgres
+      password: keygrid-local
+    replication:
+      username: postgres
+      password: keygrid-local
+  parameters:
+    unix_socket_directories: $root
+YAML
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$conf"
+    setsid nohup "${AS_POSTGRES[@]}" patroni "$conf" >>"$KG_LOGS/patroni$i.log" 2>&1 </dev/null &
+}
+
+# The Patroni member that leads now (asked of each REST API in turn).
+pg_leader() {
+    local i
+    for i in 1 2 3; do
+        if [ "$(http_status "http://127.0.0.1:${REST_PORTS[i - 1]}/primary")" = 200 ]; then
+            echo "pg$i"
+            return 0
+        fi
+    done
+    fail "no PostgreSQL member is the leader now"
+}
+
+# --- HAProxy ------------------------------------------------------------------------------------
+haproxy_start() {
+    pid_alive "$HA_DIR/haproxy.pid" && return 0
+    # Each member is checked on its Patroni REST API: /primary answers 200 on the leader only.
+    # A member marked down has its sessions cut, so no node keeps talking to a deposed primary.
+    cat >"$HA_DIR/haproxy.cfg" <<CFG
+global
+    maxconn 1000
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30m
+    timeout server 30m
+    timeout check 1s
+listen primary
+    bind 127.0.0.1:$KG_PG_PORT
+    option httpchk GET /primary
+    http-check expect status 200
+    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
+$(for i in 1 2 3; do echo "    server pg$i 127.0.0.1:${PG_PORTS[i - 1]} maxconn 300 check port ${REST_PORTS[i - 1]}"; done)
+CFG
+    haproxy -f "$HA_DIR/haproxy.cfg" -c -q || fail "haproxy rejected $HA_DIR/haproxy.cfg"
+    haproxy -f "$HA_DIR/haproxy.cfg" -D -p "$HA_DIR/haproxy.pid" 2>>"$KG_LOGS/haproxy.log"
+}
+
+# --- Redis and Sentinel -------------------------------------------------------------------------
+redis_start() {
+    local i=$1 port=${REDIS_PORTS[$1 - 1]} replica=()
+    pid_alive "$HA_DIR/redis$i.pid" && return 0
+    # redis2 starts as redis1's replica; later the Sentinels decide who replicates whom.
+    [ "$i" = 2 ] && [ ! -e "$HA_DIR/redis2.started" ] && replica=(--replicaof 127.0.0.1 "${REDIS_PORTS[0]}")
+    mkdir -p "$HA_DIR/redis$i"
+    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+        --pidfile "$HA_DIR/redis$i.pid" --logfile "$KG_LOGS/redis$i.log" \
+        --dir "$HA_DIR/redis$i" --save "" --appendonly no "${replica[@]}" >/dev/null
+    touch "$HA_DIR/redis$i.started"
+    for _ in $(seq 50); do
+        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+        sleep 0.1
+    done
+    fail "redis$i did not start; see $KG_LOGS/redis$i.log"
+}
+
+sentinel_start() {
+    local i=$1 port=${SENTINEL_PORTS[$1 - 1]} conf="$HA_DIR/sentinel$1.conf"
+    pid_alive "$HA_DIR/sentinel$i.pid" && return 0
+    # A Sentinel rewrites its file as the topology changes; an existing one is kept.
+    if [ ! -f "$conf" ]; then
+        cat >"$conf" <<CONF
+port $port
+bind 127.0.0.1
+sentinel monitor $REDIS_MASTER_NAME 127.0.0.1 ${REDIS_PORTS[0]} 2
+sentinel down-after-milliseconds $REDIS_MASTER_NAME 1000
+sentinel failover-timeout $REDIS_MASTER_NAME 10000
+sentinel parallel-syncs $REDIS_MASTER_NAME 1
+CONF
+    fi
+    redis-server "$conf" --sentinel --daemonize yes --pidfile "$HA_DIR/sentinel$i.pid" \
+        --logfile "$KG_LOGS/sentinel$i.log" --dir "$HA_DIR" >/dev/null
+}
+
+redis_master_port() {
+    redis-cli -p "${SENTINEL_PORTS[0]}" sentinel get-master-addr-by-name "$REDIS_MASTER_NAME" 2>/dev/null |
+        sed -n 2p
+}
+
+redis_master() {
+    local port i
+    port=$(redis_master_port)
+    for i in 1 2; do
+        [ "$port" = "${REDIS_PORTS[i - 1]}" ] && { echo "redis$i"; return 0; }
+    done
+    fail "the Sentinels name no Redis master"
+}
+
+# --- members ------------------------------------------------------------------------------------
+# pids MEMBER: every process the member is (PostgreSQL: Patroni, the postmaster, its children).
+pids() {
+    local member=$1 pid
+    case "$member" in
+        etcd?) pid_of "$HA_DIR/etcd$(index "$member" etcd).pid" || true ;;
+        pg?)
+            local i
+            i=$(index "$member" pg)
+            patroni_pid "$i" || true
+            if pid=$(postmaster_pid "$i"); then
+                echo "$pid"
+                pgrep -P "$pid" || true
+            fi
+            ;;
+        haproxy) pid_of "$HA_DIR/haproxy.pid" || true ;;
+        redis?) pid_of "$HA_DIR/redis$(index "$member" redis).pid" || true ;;
+        sentinel?) pid_of "$HA_DIR/sentinel$(index "$member" sentinel).pid" || true ;;
+        *) fail "unknown member '$member'" ;;
+    esac
+}
+
+member_start() {
+    case "$1" in
+        etcd?) etcd_start "$(index "$1" etcd)" ;;
+        pg?) patroni_start "$(index "$1" pg)" ;;
+        haproxy) haproxy_start ;;
+        redis?) redis_start "$(index "$1" redis)" ;;
+        sentinel?) sentinel_start "$(index "$1" sentinel)" ;;
+        *) fail "unknown member '$1'" ;;
+    esac
+}
+
+# signal_member MEMBER SIGNAL: sends SIGNAL to every process of MEMBER.
+signal_member() {
+    local list
+    list=$(pids "$1")
+    [ -n "$list" ] || { echo "$1 is not running"; return 0; }
+    # shellcheck disable=SC2086
+    kill "-$2" $list 2>/dev/null || true
+}
+
+member_stop() {
+    local member=$1 signal=$2 pid
+    case "$member" in
+        pg?)
+            # Patroni first, so that it does not restart the postmaster; a kill takes both at
+            # once, as a crash of the machine would.
+            if [ "$signal" = KILL ]; then
+                signal_member "$member" KILL
+            else
+                pid=$(patroni_pid "$(index "$member" pg)" || true)
+                [ -n "$pid" ] && kill -TERM "$pid"
+                while [ -n "$(patroni_pid "$(index "$member" pg)" || true)" ]; do sleep 0.1; done
+            fi
+            ;;
+        *) signal_member "$member" "$signal" ;;
+    esac
+    # Wait until the member is gone.
+    for _ in $(seq 300); do
+        [ -z "$(pids "$member")" ] && break
+        sleep 0.1
+    done
+    echo "$member stopped ($signal)"
+}
+
+ALL=(etcd1 etcd2 etcd3 pg1 pg2 pg3 haproxy redis1 redis2 sentinel1 sentinel2 sentinel3)
+
+# resolve MEMBER: the members a name stands for.
+resolve() {
+    case "$1" in
+        all) printf '%s\n' "${ALL[@]}" ;;
+        pg-leader) pg_leader ;;
+        redis-master) redis_master ;;
+        pg) printf '%s\n' pg1 pg2 pg3 ;;
+        redis) printf '%s\n' redis1 redis2 ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# --- up, down, status ---------------------------------------------------------------------------
+up() {
+    ensure_packages etcd:etcd-server patroni:patroni haproxy:haproxy redis-server:redis-server \
+        redis-cli:redis-tools psql:postgresql-client initdb:postgresql
+    mkdir -p "$HA_DIR" "$KG_LOGS"
+    local member port
+    for member in "${ALL[@]}"; do
+        [ -n "$(pids "$member")" ] && continue
+        port=$(port_of "$member")
+        port_in_use "$port" && fail "port $port ($member) is taken by something else"
+    done
+    for i in 1 2 3; do etcd_start "$i"; done
+    for _ in $(seq 100); do
+        [ "$(http_status "http://127.0.0.1:${ETCD_CLIENT[0]}/health")" = 200 ] && break
+        sleep 0.1
+    done
+    for i in 1 2 3; do patroni_start "$i"; done
+    haproxy_start
+    for i in 1 2; do redis_start "$i"; done
+    for i in 1 2 3; do sentinel_start "$i"; done
+    step "waiting for a PostgreSQL leader with a synchronous standby"
+    local deadline=$((SECONDS + 120)) admin="postgres://postgres@127.0.0.1:$KG_PG_PORT/postgres"
+    until [ "$(psql "$admin" -qAtc 'select not pg_is_in_recovery()' 2>/dev/null)" = t ] &&
+        curl -fs "http://127.0.0.1:${REST_PORTS[0]}/cluster" | grep -q '"sync_standby"'; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "no PostgreSQL leader with a sync standby within 120 s; see $KG_LOGS/patroni*.log"
+        sleep 0.5
+    done
+    if [ -z "$(psql "$admin" -qAtc "select 1 from pg_database where datname = 'keygrid'")" ]; then
+        psql "$admin" -qc "create database keygrid" >/dev/null
+    fi
+    step "waiting for the Sentinels to agree on a Redis master"
+    until [ -n "$(redis_master_port)" ] &&
+        redis-cli -p "${SENTINEL_PORTS[0]}" sentinel replicas "$REDIS_MASTER_NAME" 2>/dev/null | grep -q .; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "the Sentinels name no master with a replica; see $KG_LOGS/sentinel*.log"
+        sleep 0.2
+    done
+    echo "data tier up: PostgreSQL leader $(pg_leader) behind 127.0.0.1:$KG_PG_PORT, Redis master $(redis_master)"
+}
+
+down() {
+    local member
+    for member in sentinel3 sentinel2 sentinel1 redis2 redis1 haproxy pg3 pg2 pg1; do
+        [ -n "$(pids "$member")" ] && member_stop "$member" TERM >/dev/null
+    done
+    # etcd last: Patroni keeps its lock in it until it has stopped PostgreSQL.
+    for member in etcd3 etcd2 etcd1; do
+        [ -n "$(pids "$member")" ] && member_stop "$member" TERM >/dev/null
+    done
+    echo "data tier stopped"
+}
+
+role_of() {
+    local member=$1 i
+    case "$member" in
+        etcd?)
+            i=$(index "$member" etcd)
+            local status
+            status=$(curl -fs -X POST "http://127.0.0.1:${ETCD_CLIENT[i - 1]}/v3/maintenance/status" -d '{}' 2>/dev/null) || { echo -; return; }
+            local id leader
+            id=$(sed -n 's/.*"member_id":"\([0-9]*\)".*/\1/p' <<<"$status")
+            leader=$(sed -n 's/.*"leader":"\([0-9]*\)".*/\1/p' <<<"$status")
+            if [ -n "$id" ] && [ "$id" = "$leader" ]; then echo leader; else echo follower; fi
+            ;;
+        pg?)
+            i=$(index "$member" pg)
+            local cluster
+            cluster=$(curl -fs "http://127.0.0.1:${REST_PORTS[i - 1]}/cluster" 2>/dev/null) || { echo -; return; }
+            # {"members": [{"name": "pg1", "role": "leader", ...}, ...]}
+            sed -n "s/.*{\"name\": \"$member\", \"role\": \"\([a-z_]*\)\".*/\1/p" <<<"$cluster" |
+                sed 's/sync_standby/sync standby/' | grep . || echo -
+            ;;
+        haproxy) echo "proxy to $(pg_leader 2>/dev/null || echo nothing)" ;;
+        redis?)
+            i=$(index "$member" redis)
+            redis-cli -p "${REDIS_PORTS[i - 1]}" info replication 2>/dev/null |
+                sed -n 's/^role:\([a-z]*\).*/\1/p' | sed 's/slave/replica/' | grep . || echo -
+            ;;
+        sentinel?) echo sentinel ;;
+    esac
+}
+
+port_of() {
+    case "$1" in
+        etcd?) echo "${ETCD_CLIENT[$(index "$1" etcd) - 1]}" ;;
+        pg?) echo "${PG_PORTS[$(index "$1" pg) - 1]}" ;;
+        haproxy) echo "$KG_PG_PORT" ;;
+        redis?) echo "${REDIS_PORTS[$(index "$1" redis) - 1]}" ;;
+        sentinel?) echo "${SENTINEL_PORTS[$(index "$1" sentinel) - 1]}" ;;
+    esac
+}
+
+status() {
+    local json=${1:-} member kind pid role first=1
+    [ "$json" = --json ] && printf '['
+    [ "$json" = --json ] || printf '%-10s %-10s %-6s %-8s %s\n' KIND NAME PORT PID ROLE
+    for member in "${ALL[@]}"; do
+        kind=${member%%[0-9]*}
+        pid=$(pids "$member" | head -n 1 || true)
+        if [ -n "$pid" ]; then role=$(role_of "$member"); else role=down; fi
+        if [ "$json" = --json ]; then
+            [ "$first" = 1 ] || printf ','
+            first=0
+            printf '{"kind":"%s","name":"%s","port":%s,"pid":%s,"role":"%s"}' \
+                "$kind" "$member" "$(port_of "$member")" "${pid:-null}" "$role"
+        else
+            printf '%-10s %-10s %-6s %-8s %s\n' "$kind" "$member" "$(port_of "$member")" "${pid:--}" "$role"
+        fi
+    done
+    [ "$json" = --json ] && printf ']\n'
+    return 0
+}
+
+action=${1:-}
+target=${2:-}
+case "$action" in
+    up) up ;;
+    down)
+        down
+        if [ "$target" = --purge ]; then
+            rm -rf "$(dirname "$(pg_root)")" "$HA_DIR"
+        fi
+        ;;
+    status) status "$target" ;;
+    kill | stop | start | pause | resume | pid)
+        [ -n "$target" ] || { usage; exit 2; }
+        case "$target" in
+            n[1-9]) exec scripts/node.sh "$action" "$target" ;;
+        esac
+        # A fault on a role (pg-leader, redis-master) is undone on the member that held it
+        # then, not on the one that holds it after the failover.
+        remembered="$HA_DIR/last-$target"
+        case "$action:$target" in
+            kill:pg-leader | kill:redis-master | pause:pg-leader | pause:redis-master | stop:pg-leader | stop:redis-master)
+                members=$(resolve "$target")
+                echo "$members" >"$remembered"
+                ;;
+            *:pg-leader | *:redis-master)
+                if [ -s "$remembered" ]; then members=$(cat "$remembered"); else members=$(resolve "$target"); fi
+                [ "$action" = start ] || [ "$action" = resume ] && rm -f "$remembered"
+                ;;
+            *) members=$(resolve "$target") ;;
+        esac
+        for member in $members; do
+            case "$action" in
+                kill) member_stop "$member" KILL ;;
+                stop) member_stop "$member" TERM ;;
+                start)
+                    if [ -z "$(pids "$member")" ]; then member_start "$member"; echo "$member started"; fi
+                    ;;
+                pause) signal_member "$member" STOP; echo "$member paused" ;;
+                resume) signal_member "$member" CONT; echo "$member resumed" ;;
+                # Every process of the member, one per line: the fault runtime pauses them all.
+                pid) pids "$member" ;;
+            esac
+        done
+        ;;
+    -h | --help) usage ;;
+    *) usage; exit 2 ;;
+esac
