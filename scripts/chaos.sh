@@ -22,6 +22,12 @@
 #   ./scripts/chaos.sh                 12 s of load per fault at 400 req/s
 #   ./scripts/chaos.sh --quick         8 s at 200 req/s (scripts/test.sh runs this)
 #   ./scripts/chaos.sh --only pause    one fault
+#   ./scripts/chaos.sh --ha [--quick]  the replicated data tier (start.sh --ha) and its faults,
+#                                      through scripts/ha.sh: pg-primary-kill (the Patroni
+#                                      leader's postmaster and Patroni SIGKILLed; writes back
+#                                      within 15 s, only 503s) and redis-master-kill (Sentinel
+#                                      promotes the replica; no request may fail); 30 s of load
+#                                      at 200 req/s per fault, --quick 20 s at 100
 # Uses the ports of scripts/start.sh (stop your own stack first); KG_PROFILE=debug for debug
 # binaries. Results: target/chaos/run-*/ and target/chaos/latest.json.
 set -euo pipefail
@@ -31,14 +37,29 @@ source scripts/lib.sh
 duration=12
 rate=400
 fault=""
+ha=0
+quick=0
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) duration=8; rate=200; shift ;;
+        --quick) quick=1; shift ;;
+        --ha) ha=1; shift ;;
         --only) fault=$2; shift 2 ;;
-        -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
+script=scripts/node.sh
+start_flags=(--no-build)
+if [ "$ha" = 1 ]; then
+    # A failover takes Patroni's ttl: the load must outlast it by a margin.
+    duration=30 rate=200
+    [ "$quick" = 1 ] && duration=20 rate=100
+    script=scripts/ha.sh
+    start_flags+=(--ha)
+    [ -n "$fault" ] || fault=pg-primary-kill,redis-master-kill
+elif [ "$quick" = 1 ]; then
+    duration=8 rate=200
+fi
 
 stack_ports_free "the drill"
 build_tools
@@ -53,18 +74,19 @@ finish() {
     local status=$?
     # A paused node must not outlive the drill stopped.
     [ -s "$KG_RUN/n1.pid" ] && kill -CONT "$(cat "$KG_RUN/n1.pid")" 2>/dev/null
+    [ "$ha" = 1 ] && scripts/ha.sh resume all >/dev/null 2>&1
     ./scripts/stop.sh --purge >/dev/null 2>&1 || true
     exit "$status"
 }
 trap finish EXIT
 step "starting the cluster ($KG_PROFILE binaries, state in $KG_STATE_DIR)"
-./scripts/start.sh --no-build >"$out/start.log" 2>&1 || { cat "$out/start.log"; fail "the cluster did not start"; }
+./scripts/start.sh "${start_flags[@]}" >"$out/start.log" 2>&1 || { cat "$out/start.log"; fail "the cluster did not start"; }
 source scripts/lib.sh # KG_RUN and friends under the new KG_STATE_DIR
 
 only=()
 [ -n "$fault" ] && only=(--faults "$fault")
 status=0
-"$bin/kg-bench" chaos --endpoint "http://127.0.0.1:$KG_API_PORT" --node-script scripts/node.sh \
+"$bin/kg-bench" chaos --endpoint "http://127.0.0.1:$KG_API_PORT" --node-script "$script" \
     --duration "${duration}s" --rate "$rate" --out "$out" "${only[@]}" || status=$?
 [ "$status" -le 1 ] || fail "kg-bench chaos could not run the drills"
 [ -f "$out/summary.json" ] && cp "$out/summary.json" "$KG_ROOT/target/chaos/latest.json"

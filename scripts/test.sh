@@ -22,7 +22,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step "checking prerequisites"
 ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools \
-    tmux:tmux python3:python3 curl:curl
+    tmux:tmux python3:python3 curl:curl etcd:etcd-server patroni:patroni haproxy:haproxy
 python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv:python3-venv
 ensure_build_tools
 
@@ -131,4 +131,8 @@ grep -Eq '^GET \(hit\) +[1-9][0-9]+$' <<<"$profile_out" && grep -Eq '^PUT +[1-9]
 
 step "scripts/chaos.sh --quick: fault drills under load, judged for lost writes, stale reads, linearizability"
 ./scripts/chaos.sh --quick
+
+step "scripts/chaos.sh --ha --quick: the replicated data tier (Patroni, etcd, HAProxy, Sentinel) under failover"
+./scripts/chaos.sh --ha --quick
+
 step "all checks passed"

@@ -107,8 +107,9 @@ impl fmt::Display for Step {
 /// How faults reach the stack.
 #[derive(Debug, Clone)]
 pub enum Runtime {
-    /// The local stack's `scripts/node.sh ACTION MEMBER`; pause and resume signal the pid
-    /// that `node.sh pid MEMBER` names. Its supervisor restarts a node that dies on its own,
+    /// The local stack's `scripts/node.sh ACTION MEMBER` (or `scripts/ha.sh`, which also
+    /// knows the replicated data tier); pause and resume signal every pid that
+    /// `SCRIPT pid MEMBER` names. Its supervisor restarts a node that dies on its own,
     /// as compose's `restart: unless-stopped` does, and leaves one it stopped or killed.
     Local { script: PathBuf },
     /// `docker compose ACTION SERVICE` (pause and resume are compose's pause and unpause).
@@ -125,8 +126,14 @@ impl Runtime {
         match self {
             Runtime::Local { script } => match action {
                 Action::Pause | Action::Resume => {
-                    let pid = output(local(script, &["pid", &name])).await?;
-                    signal(&pid, action)
+                    // One pid per line: a PostgreSQL member is Patroni, the postmaster and its
+                    // backends, all stopped together.
+                    let pids = output(local(script, &["pid", &name])).await?;
+                    if pids.trim().is_empty() {
+                        return Err(format!("{name} has no process to {}", action.name()));
+                    }
+                    pids.split_whitespace()
+                        .try_for_each(|pid| signal(pid, action))
                 }
                 _ => output(local(script, &[action.name(), &name]))
                     .await

@@ -86,7 +86,9 @@ pub struct ChaosArgs {
         default_value = "http://127.0.0.1:8000"
     )]
     pub endpoint: String,
-    /// The faults, in order [default: all of them].
+    /// The faults, in order [default: all of them]; with the replicated data tier
+    /// (`start.sh --ha`, --node-script scripts/ha.sh) also pg-primary-kill and
+    /// redis-master-kill.
     #[arg(long, value_delimiter = ',', value_name = "FAULT,...")]
     pub faults: Vec<String>,
     /// The local stack's scripts/node.sh, through which faults are injected.
