@@ -200,20 +200,12 @@ CFG
 
 # --- Redis and Sentinel -------------------------------------------------------------------------
 redis_start() {
-    local i=$1 port=${REDIS_PORTS[$1 - 1]} replica=()
-    pid_alive "$HA_DIR/redis$i.pid" && return 0
+    local i=$1 replica=()
+    pid_alive "$HA_DIR/redis$i/redis.pid" && return 0
     # redis2 starts as redis1's replica; later the Sentinels decide who replicates whom.
     [ "$i" = 2 ] && [ ! -e "$HA_DIR/redis2.started" ] && replica=(--replicaof 127.0.0.1 "${REDIS_PORTS[0]}")
-    mkdir -p "$HA_DIR/redis$i"
-    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
-        --pidfile "$HA_DIR/redis$i.pid" --logfile "$KG_LOGS/redis$i.log" \
-        --dir "$HA_DIR/redis$i" --save "" --appendonly no "${replica[@]}" >/dev/null
+    start_redis "${REDIS_PORTS[i - 1]}" "$HA_DIR/redis$i" "${replica[@]}"
     touch "$HA_DIR/redis$i.started"
-    for _ in $(seq 50); do
-        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
-        sleep 0.1
-    done
-    fail "redis$i did not start; see $KG_LOGS/redis$i.log"
 }
 
 sentinel_start() {
@@ -264,7 +256,7 @@ pids() {
             fi
             ;;
         haproxy) pid_of "$HA_DIR/haproxy.pid" || true ;;
-        redis?) pid_of "$HA_DIR/redis$(index "$member" redis).pid" || true ;;
+        redis?) pid_of "$HA_DIR/redis$(index "$member" redis)/redis.pid" || true ;;
         sentinel?) pid_of "$HA_DIR/sentinel$(index "$member" sentinel).pid" || true ;;
         *) fail "unknown member '$member'" ;;
     esac

@@ -221,16 +221,18 @@ purge_postgres() {
     rm -rf "$1"
 }
 
-# start_redis [PORT DIR]: a Redis on 127.0.0.1:PORT (default the stack's, KG_REDIS_PORT),
-# persistence off, its pid in DIR/redis.pid and log in DIR/redis.log (default the stack's
-# run and log directories); waits for its PONG.
+# start_redis [PORT DIR [ARG...]]: a Redis on 127.0.0.1:PORT (default the stack's,
+# KG_REDIS_PORT), persistence off, its pid in DIR/redis.pid and log in DIR/redis.log (default
+# the stack's run and log directories), with more of redis-server's arguments (ha.sh's
+# replica: --replicaof HOST PORT); waits for its PONG.
 start_redis() {
     local port=${1:-$KG_REDIS_PORT} pid_dir=${2:-$KG_RUN} log_dir=${2:-$KG_LOGS}
     local dir=${2:-$KG_STATE_DIR}/redis
+    shift $(($# < 2 ? $# : 2))
     mkdir -p "$dir" "$pid_dir" "$log_dir"
     redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
         --pidfile "$pid_dir/redis.pid" --logfile "$log_dir/redis.log" \
-        --dir "$dir" --save "" --appendonly no >/dev/null
+        --dir "$dir" --save "" --appendonly no "$@" >/dev/null
     for _ in $(seq 50); do
         [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
         sleep 0.1
