@@ -208,6 +208,15 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// A plain GET of `path` (with its query), for tests that look at the raw answer.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|err| panic!("GET {path}: {err}"))
+    }
+
     /// The key as the database holds it, read directly rather than through the node.
     pub async fn state_store_get(&self, key: &str) -> kg_api::KeyRecord {
         open_store(&self.database_url)

@@ -37,22 +37,12 @@ async fn writes_fill_the_cache_and_reads_hit(backend: Backend) {
     );
 
     // A key that does not exist is a miss once, then a cached 404.
-    let missing = app
-        .http
-        .get(app.url("/api/key?key=nope"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get("/api/key?key=nope").await;
     assert_eq!(
         (missing.status().as_u16(), &missing.headers()["x-cache"]),
         (404, &"miss".parse().unwrap())
     );
-    let again = app
-        .http
-        .get(app.url("/api/key?key=nope"))
-        .send()
-        .await
-        .unwrap();
+    let again = app.get("/api/key?key=nope").await;
     assert_eq!(
         (again.status().as_u16(), &again.headers()["x-cache"]),
         (404, &"hit".parse().unwrap())
@@ -60,12 +50,7 @@ async fn writes_fill_the_cache_and_reads_hit(backend: Backend) {
     assert_eq!(again.text().await.unwrap(), r#"{"detail":"Key not found"}"#);
 
     app.client.delete("k", Precondition::None).await.unwrap();
-    let deleted = app
-        .http
-        .get(app.url("/api/key?key=k"))
-        .send()
-        .await
-        .unwrap();
+    let deleted = app.get("/api/key?key=k").await;
     assert_eq!(
         (deleted.status().as_u16(), &deleted.headers()["x-cache"]),
         (404, &"hit".parse().unwrap())

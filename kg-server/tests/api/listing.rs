@@ -71,11 +71,8 @@ async fn listing_filters_by_prefix_and_skips_deleted_keys(backend: Backend) {
 
     // The raw body has exactly the documented shape.
     let raw: serde_json::Value = app
-        .http
-        .get(app.url("/api/keys?prefix=admin"))
-        .send()
+        .get("/api/keys?prefix=admin")
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -89,25 +86,12 @@ async fn listing_filters_by_prefix_and_skips_deleted_keys(backend: Backend) {
 async fn listing_rejects_out_of_range_limits(backend: Backend) {
     let app = spawn_app(backend).await;
     for query in ["limit=0", "limit=1001", "limit=-1", "limit=ten"] {
-        let response = app
-            .http
-            .get(app.url(&format!("/api/keys?{query}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(&format!("/api/keys?{query}")).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
         let body: kg_api::ErrorBody = response.json().await.unwrap();
         assert!(body.detail.contains("limit"), "{query}: {}", body.detail);
     }
-    let page: KeyListResponse = app
-        .http
-        .get(app.url("/api/keys?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: KeyListResponse = app.get("/api/keys?limit=1000").await.json().await.unwrap();
     assert!(page.keys.is_empty());
 }
 
@@ -130,11 +114,8 @@ async fn listing_keys_only_leaves_values_out_and_count_only_counts(backend: Back
     assert_eq!(page.next.as_deref(), Some("big/2"));
     // Not even a "value" field on the wire: the point is not to send the values.
     let raw = app
-        .http
-        .get(app.url("/api/keys?prefix=big/&keys_only=true"))
-        .send()
+        .get("/api/keys?prefix=big/&keys_only=true")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -189,23 +170,13 @@ async fn listing_refuses_unknown_parameters_and_control_characters(backend: Back
             r#"query parameter "keys_only" must be true or false"#,
         ),
     ] {
-        let response = app
-            .http
-            .get(app.url(&format!("/api/keys?{query}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(&format!("/api/keys?{query}")).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
         let body: kg_api::ErrorBody = response.json().await.unwrap();
         assert!(body.detail.contains(detail), "{query}: {}", body.detail);
     }
     let long = "k".repeat(513);
-    let response = app
-        .http
-        .get(app.url(&format!("/api/keys?prefix={long}")))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get(&format!("/api/keys?prefix={long}")).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     // The same rules on the other routes that take a key or a prefix.
     for path in [
@@ -213,7 +184,7 @@ async fn listing_refuses_unknown_parameters_and_control_characters(backend: Back
         "/api/watch?prefix=a%00b",
         "/api/watch?prefx=ux/",
     ] {
-        let response = app.http.get(app.url(path)).send().await.unwrap();
+        let response = app.get(path).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
     }
 }

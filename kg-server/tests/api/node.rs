@@ -61,15 +61,7 @@ async fn metrics_count_requests_by_route_and_status(backend: Backend) {
 
 async fn openapi_documents_every_route_and_swagger_ui_is_served(backend: Backend) {
     let app = spawn_app(backend).await;
-    let doc: serde_json::Value = app
-        .http
-        .get(app.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: serde_json::Value = app.get("/api/openapi.json").await.json().await.unwrap();
     let paths = doc["paths"].as_object().unwrap();
     for (path, methods) in [
         ("/api/key", &["get", "put", "delete"][..]),
@@ -115,7 +107,7 @@ async fn openapi_documents_every_route_and_swagger_ui_is_served(backend: Backend
         assert_eq!(schema["pattern"], KEY_PATTERN, "{schema}");
     }
 
-    let ui = app.http.get(app.url("/api/docs/")).send().await.unwrap();
+    let ui = app.get("/api/docs/").await;
     assert_eq!(ui.status(), StatusCode::OK);
     assert!(ui.text().await.unwrap().contains("swagger-ui"));
 }
@@ -139,7 +131,7 @@ async fn web_dir_serves_the_web_view_and_leaves_the_api_alone() {
     let app = kg_testkit::spawn_app_with(Backend::Sqlite, options).await;
 
     for path in ["/", "/keys/some/page"] {
-        let response = app.http.get(app.url(path)).send().await.unwrap();
+        let response = app.get(path).await;
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         assert!(response.headers()["content-type"]
             .to_str()
@@ -151,16 +143,11 @@ async fn web_dir_serves_the_web_view_and_leaves_the_api_alone() {
             .unwrap()
             .contains("<title>KeyGrid</title>"));
     }
-    let script = app
-        .http
-        .get(app.url("/assets/app.js"))
-        .send()
-        .await
-        .unwrap();
+    let script = app.get("/assets/app.js").await;
     assert_eq!(script.status(), StatusCode::OK);
     assert_eq!(script.text().await.unwrap(), "console.log(1)");
 
-    let unknown = app.http.get(app.url("/api/nope")).send().await.unwrap();
+    let unknown = app.get("/api/nope").await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
     assert_eq!(unknown.text().await.unwrap(), r#"{"detail":"Not Found"}"#);
     app.client.put("k", "v", Precondition::None).await.unwrap();

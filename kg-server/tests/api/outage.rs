@@ -26,12 +26,7 @@ async fn database_outage_gives_503_and_the_node_recovers_by_itself() {
     postgres.stop_server();
 
     let started = Instant::now();
-    let read = app
-        .http
-        .get(app.url("/api/key?key=before"))
-        .send()
-        .await
-        .unwrap();
+    let read = app.get("/api/key?key=before").await;
     assert_eq!(read.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(
         read.text().await.unwrap(),

@@ -13,7 +13,7 @@ on_both_backends!(
 
 async fn health_returns_seed_body(backend: Backend) {
     let app = spawn_app(backend).await;
-    let response = app.http.get(app.url("/api/health")).send().await.unwrap();
+    let response = app.get("/api/health").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.text().await.unwrap(), r#"{"status":"ok"}"#);
 }
@@ -32,12 +32,7 @@ async fn put_get_delete_match_seed_bodies_byte_for_byte(backend: Backend) {
     assert_eq!(put.headers()["etag"], "\"1\"");
     assert_eq!(put.text().await.unwrap(), r#"{"status":"success"}"#);
 
-    let get = app
-        .http
-        .get(app.url("/api/key?key=foo"))
-        .send()
-        .await
-        .unwrap();
+    let get = app.get("/api/key?key=foo").await;
     assert_eq!(get.status(), StatusCode::OK);
     assert_eq!(get.headers()["etag"], "\"1\"");
     assert_eq!(get.headers()["content-type"], "application/json");
@@ -52,12 +47,7 @@ async fn put_get_delete_match_seed_bodies_byte_for_byte(backend: Backend) {
     assert_eq!(delete.status(), StatusCode::OK);
     assert_eq!(delete.text().await.unwrap(), r#"{"status":"success"}"#);
 
-    let gone = app
-        .http
-        .get(app.url("/api/key?key=foo"))
-        .send()
-        .await
-        .unwrap();
+    let gone = app.get("/api/key?key=foo").await;
     assert_eq!(gone.status(), StatusCode::NOT_FOUND);
     assert_eq!(gone.text().await.unwrap(), r#"{"detail":"Key not found"}"#);
 }

@@ -369,12 +369,7 @@ async fn a_quiet_watch_gets_progress_events_with_the_revision_it_is_complete_up_
     );
 
     for bad in ["0s", "2h", "soon", ""] {
-        let response = app
-            .http
-            .get(app.url(&format!("/api/watch?progress={bad}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(&format!("/api/watch?progress={bad}")).await;
         assert_eq!(response.status(), 400, "progress={bad}");
         let body: serde_json::Value = response.json().await.unwrap();
         assert!(
