@@ -25,9 +25,12 @@
 #   ./scripts/chaos.sh --ha [--quick]  the replicated data tier (start.sh --ha) and its faults,
 #                                      through scripts/ha.sh: pg-primary-kill (the Patroni
 #                                      leader's postmaster and Patroni SIGKILLed; writes back
-#                                      within 15 s, only 503s) and redis-master-kill (Sentinel
-#                                      promotes the replica; no request may fail); 30 s of load
-#                                      at 200 req/s per fault, --quick 20 s at 100
+#                                      within 15 s, only 503s), pg-primary-pause (the same
+#                                      members SIGSTOPped for 10 s, past Patroni's ttl: the
+#                                      zombie primary), pg-switchover (patronictl, only 503s,
+#                                      none 2 s after it), redis-master-kill (Sentinel promotes
+#                                      the replica; no request may fail); 30 s of load at
+#                                      200 req/s per fault, --quick 20 s at 100
 # Uses the ports of scripts/start.sh (stop your own stack first); KG_PROFILE=debug for debug
 # binaries. Results: target/chaos/run-*/ and target/chaos/latest.json.
 set -euo pipefail
@@ -44,7 +47,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; shift ;;
         --ha) ha=1; shift ;;
         --only) fault=$2; shift 2 ;;
-        -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
@@ -56,7 +59,7 @@ if [ "$ha" = 1 ]; then
     [ "$quick" = 1 ] && duration=20 rate=100
     script=scripts/ha.sh
     start_flags+=(--ha)
-    [ -n "$fault" ] || fault=pg-primary-kill,redis-master-kill
+    [ -n "$fault" ] || fault=pg-primary-kill,pg-primary-pause,pg-switchover,redis-master-kill
 elif [ "$quick" = 1 ]; then
     duration=8 rate=200
 fi

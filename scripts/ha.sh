@@ -9,6 +9,7 @@
 #                                       the tier's data too
 #   ./scripts/ha.sh status [--json]     every member: kind, name, port, pid, role
 #   ./scripts/ha.sh kill|stop|start|pause|resume MEMBER|all
+#   ./scripts/ha.sh switchover [pg]     a planned switchover (patronictl) to the sync standby
 #   ./scripts/ha.sh pid MEMBER
 #
 # Members: etcd1-etcd3 (clients on 2379/2479/2579), pg1-pg3 (PostgreSQL on 5451-5453 with its
@@ -32,7 +33,7 @@ SENTINEL_PORTS=("${SENTINEL_ADDRESSES[@]##*:}")
 # The name the Sentinels and the nodes (--redis-master) know the Redis primary by.
 REDIS_MASTER_NAME=keygrid
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # index MEMBER PREFIX: 1 for pg1 with prefix pg, ...; fails for a name outside 1-3.
 index() {
@@ -432,10 +433,23 @@ status() {
     return 0
 }
 
+# A planned switchover: Patroni hands the leader lock to the synchronous standby.
+switchover() {
+    local leader deadline=$((SECONDS + 60)) now
+    leader=$(pg_leader)
+    patronictl -c "$(patroni_conf 1)" switchover keygrid --leader "$leader" --force >/dev/null
+    until now=$(pg_leader 2>/dev/null) && [ "$now" != "$leader" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "no new leader within 60 s of the switchover from $leader"
+        sleep 0.2
+    done
+    echo "switched over from $leader to $now"
+}
+
 action=${1:-}
 target=${2:-}
 case "$action" in
     up) up ;;
+    switchover) switchover ;;
     down)
         down
         if [ "$target" = --purge ]; then

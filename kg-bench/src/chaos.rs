@@ -26,7 +26,16 @@ pub const FAULTS: [&str; 6] = [
 ];
 
 /// The faults of the replicated data tier (`scripts/start.sh --ha`, through scripts/ha.sh).
-pub const HA_FAULTS: [&str; 2] = ["pg-primary-kill", "redis-master-kill"];
+pub const HA_FAULTS: [&str; 4] = [
+    "pg-primary-kill",
+    "pg-primary-pause",
+    "pg-switchover",
+    "redis-master-kill",
+];
+
+/// A paused leader: its ttl runs out, another member leads, and the paused one wakes up to
+/// find itself deposed; the bound counts from the pause, so it takes in the wake-up too.
+const PG_PAUSE_BOUND: Duration = Duration::from_secs(20);
 
 /// Writes must be back this soon after the PostgreSQL leader dies: Patroni's ttl (5 s in
 /// scripts/ha.sh), the promotion, and a synchronous standby for the new leader, with room for
@@ -109,6 +118,34 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
                 repair_step: None,
             }
             .repaired_at_first_step());
+        }
+        // The zombie primary: the leader's Patroni, postmaster and backends stopped for longer
+        // than Patroni's ttl, so that another member leads while the old one still holds
+        // sessions, and wakes up believing for a moment that it leads. No read may be stale.
+        "pg-primary-pause" => {
+            let leader = Member::Node("pg-leader".to_owned());
+            return Ok(Scenario {
+                name: name.to_owned(),
+                steps: vec![
+                    Step::Do(Action::Pause, leader.clone()),
+                    wait(10_000),
+                    Step::Do(Action::Resume, leader),
+                ],
+                allowed_errors: Some(vec!["status_503".to_owned()]),
+                max_recovery: Some(PG_PAUSE_BOUND),
+                repair_step: None,
+            }
+            .repaired_at_first_step());
+        }
+        // A planned change of leader (patronictl switchover) under load.
+        "pg-switchover" => {
+            return Ok(Scenario {
+                name: name.to_owned(),
+                steps: vec![Step::Do(Action::Switchover, Member::Postgres)],
+                allowed_errors: Some(vec!["status_503".to_owned()]),
+                max_recovery: Some(PG_MAX_RECOVERY),
+                repair_step: None,
+            });
         }
         // Sentinel promotes the replica; the nodes read from the database meanwhile, so no
         // request may fail at all.
@@ -317,6 +354,15 @@ mod tests {
         );
         let redis = scenario("redis-master-kill", &n1).unwrap();
         assert_eq!(redis.allowed_errors, Some(Vec::new()));
+        for name in HA_FAULTS {
+            assert!(!scenario(name, &n1).unwrap().steps.is_empty(), "{name}");
+        }
+        let pause = scenario("pg-primary-pause", &n1).unwrap();
+        let shown: Vec<String> = pause.steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["pause pg-leader", "wait 10000 ms", "resume pg-leader"]
+        );
         for name in FAULTS {
             let s = scenario(name, &n1).unwrap();
             assert!(!s.steps.is_empty(), "{name}");

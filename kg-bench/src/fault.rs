@@ -72,6 +72,8 @@ pub enum Action {
     Resume,
     /// Redis only: FLUSHALL.
     Flush,
+    /// PostgreSQL under Patroni only: a planned switchover to the synchronous standby.
+    Switchover,
 }
 
 impl Action {
@@ -83,6 +85,7 @@ impl Action {
             Action::Pause => "pause",
             Action::Resume => "resume",
             Action::Flush => "flush",
+            Action::Switchover => "switchover",
         }
     }
 }
@@ -141,6 +144,9 @@ impl Runtime {
             },
             Runtime::Compose => {
                 let verb = match action {
+                    Action::Switchover => {
+                        return Err("the compose runtime has no switchover".to_owned())
+                    }
                     Action::Pause => "pause",
                     Action::Resume => "unpause",
                     Action::Flush => {
