@@ -558,29 +558,29 @@ impl Cache {
     /// demoted (Sentinel made another the master while it was away) keeps its run_id and
     /// answers reads from entries the new master may have replaced: it must not be used.
     async fn server_run_id(&self, connection: &mut ConnectionManager) -> RedisResult<String> {
-        let info: String = self
-            .call(
-                redis::cmd("INFO")
-                    .arg("server")
-                    .arg("replication")
-                    .query_async(connection),
-            )
+        // ROLE's first element is "master", "slave" or "sentinel" (Redis 2.8.12 and later).
+        let role: Vec<redis::Value> = self
+            .call(redis::cmd("ROLE").query_async(&mut *connection))
             .await?;
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .unwrap_or_default()
-                .trim()
-                .to_owned()
-        };
-        let role = field("role:");
-        if !role.is_empty() && role != "master" {
+        let is_master = matches!(
+            role.first(),
+            Some(redis::Value::BulkString(name)) if name.as_slice() == b"master"
+        ) || matches!(role.first(), Some(redis::Value::SimpleString(name)) if name == "master");
+        if !is_master {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::ReadOnly,
                 "the redis server is no longer the master",
             )));
         }
-        Ok(field("run_id:"))
+        let info: String = self
+            .call(redis::cmd("INFO").arg("server").query_async(connection))
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned())
     }
 
     fn mark_down(&self, err: &redis::RedisError) {
