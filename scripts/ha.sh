@@ -294,7 +294,12 @@ member_stop() {
             else
                 pid=$(patroni_pid "$(index "$member" pg)" || true)
                 [ -n "$pid" ] && kill -TERM "$pid"
-                while [ -n "$(patroni_pid "$(index "$member" pg)" || true)" ]; do sleep 0.1; done
+                # Patroni stops its PostgreSQL first (a fast shutdown); past a minute, a kill.
+                for _ in $(seq 600); do
+                    [ -n "$(patroni_pid "$(index "$member" pg)" || true)" ] || break
+                    sleep 0.1
+                done
+                [ -n "$(pids "$member")" ] && signal_member "$member" KILL
             fi
             ;;
         *) signal_member "$member" "$signal" ;;
