@@ -2,7 +2,9 @@
 # Runs every check KeyGrid has: formatting, clippy with -D warnings, the whole cargo test
 # suite against PostgreSQL, Redis and embedded SQLite, the deployment files (docker-compose,
 # Kubernetes), and then the cluster tests against a stack of its own from scripts/start.sh
-# (nginx on 8000/8080, nodes on 8001-8003: stop your own stack first).
+# (nginx on 8000/8080, nodes on 8001-8003: stop your own stack first), and last the fault
+# drills, the replicated data tier's too (start.sh --ha: etcd on 2379-2580, PostgreSQL on
+# 5451-5453, Patroni on 8008-8010, Redis on 6389-6390, Sentinels on 26389-26391).
 #
 # It needs nothing running: unless told otherwise it starts a throwaway PostgreSQL (initdb +
 # pg_ctl, trust, fsync on) and a throwaway Redis on free ports, the same way start.sh starts
