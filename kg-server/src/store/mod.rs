@@ -255,10 +255,14 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
             let code = db.code();
             let code = code.as_deref().unwrap_or_default();
             // PostgreSQL: class 08 connection exceptions, 57P0x shutdown/cannot connect now,
-            // 53300 too many connections. SQLite: 5 SQLITE_BUSY, 6 SQLITE_LOCKED.
+            // 53300 too many connections, and 25006 read-only transaction: during a failover a
+            // connection can reach a member that is not (or no longer) the primary, which is
+            // the database being unavailable for writes, not a bad query. SQLite: 5
+            // SQLITE_BUSY, 6 SQLITE_LOCKED.
             code.starts_with("08")
                 || code.starts_with("57P0")
                 || code == "53300"
+                || code == "25006"
                 || code == "5"
                 || code == "6"
         }

@@ -139,3 +139,55 @@ async fn heartbeats_say_degraded_while_the_database_is_down() {
     postgres.start_server();
     expect(&mut beats, NodeHealth::Ok).await;
 }
+
+/// A database that takes no writes (a standby mid-failover, here a database set read-only,
+/// its sessions cut so that the pool reconnects read-only) is unavailable for writes: every
+/// PUT gets 503 with a detail and writes nothing, never a 500, and reads go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_gives_503_on_writes_not_500() {
+    use sqlx::Connection as _;
+    let app = kg_testkit::spawn_app(kg_testkit::Backend::Postgres).await;
+    app.client.put("k", "v", Precondition::None).await.unwrap();
+    let name = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&kg_testkit::admin_database_url())
+        .await
+        .unwrap();
+    for statement in [
+        format!("ALTER DATABASE {name} SET default_transaction_read_only = on"),
+        format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ),
+    ] {
+        sqlx::query(&statement).execute(&mut admin).await.unwrap();
+    }
+
+    // The first calls may meet a cut session (also a 503); the later ones a read-only one.
+    for i in 0..10 {
+        let response = app
+            .http
+            .put(app.url("/api/key"))
+            .body(format!(r#"{{"data":{{"key":"k","value":"w{i}"}}}}"#))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "write {i}: {body}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{body}"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match app.client.get("k").await {
+            Ok(read) => {
+                assert_eq!(read.value, "v", "nothing was written");
+                break;
+            }
+            Err(err) => assert!(Instant::now() < deadline, "reads did not come back: {err}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
