@@ -229,7 +229,8 @@ pub async fn run_fault(
     let repaired = injected?;
     write_json(&file("json"), &report)?;
 
-    let state = read_state(endpoint, DEFAULT_KEY_PREFIX).await?;
+    let client = kg_api::Client::new(endpoint).map_err(|err| err.to_string())?;
+    let state = read_state(&client, DEFAULT_KEY_PREFIX).await?;
     write_json(&file("state.json"), &state)?;
     let history = history::read_history_file(&file("jsonl"))?;
     let expect = Expectations {
@@ -260,10 +261,10 @@ fn counts(report: &Report) -> RunCounts {
     }
 }
 
-/// What the store holds under `prefix`, listed through the API once it answers again (the
-/// listing reads the database, never the cache).
-pub async fn read_state(endpoint: &str, prefix: &str) -> Result<StoreState, String> {
-    let client = kg_api::Client::new(endpoint).map_err(|err| err.to_string())?;
+/// What the store holds under `prefix`, listed through the API with `client` (its token, if
+/// the nodes want one) once it answers again (the listing reads the database, never the
+/// cache).
+pub async fn read_state(client: &kg_api::Client, prefix: &str) -> Result<StoreState, String> {
     let mut attempt = 0;
     let records = loop {
         match client.list_all(Some(prefix), kg_api::MAX_PAGE_SIZE).await {

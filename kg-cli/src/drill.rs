@@ -258,7 +258,7 @@ pub async fn run_drill(
     let (report, _) = loaded??;
     let history = history?;
 
-    let state = kg_bench::chaos::read_state(client.endpoint().as_str(), &prefix).await?;
+    let state = kg_bench::chaos::read_state(client, &prefix).await?;
     let verdict = judge::judge(
         "failover-drill",
         &history,

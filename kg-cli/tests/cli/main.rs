@@ -613,3 +613,49 @@ async fn failover_drill_rejects_bad_arguments_with_exit_2() {
     assert_eq!(code, 0);
     insta::assert_snapshot!("failover_drill_help", help);
 }
+
+/// Against nodes that require a token, the drill's load and its read-back both carry the
+/// one given to kg: the drill runs to its verdict (here FAIL, as nothing stops the one node
+/// when it stops "every" node) instead of failing to read its keys back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_drill_takes_the_token_to_its_load_and_its_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "drill-token write\n").unwrap();
+    let options = AppOptions {
+        node_id: Some("cli-node".to_owned()),
+        extra_args: vec![format!("--auth-tokens-file={}", tokens.display())],
+        ..AppOptions::default()
+    };
+    let endpoint = kg_testkit::spawn_node_in(dir.path(), None, options).await;
+    let args = [
+        "-e",
+        &endpoint,
+        "--token",
+        "drill-token",
+        "-o",
+        "json",
+        "failover-drill",
+        "--runtime",
+        "command",
+        "--stop-cmd",
+        "true",
+        "--start-cmd",
+        "true",
+        "--nodes",
+        "n1",
+        "--phase-duration",
+        "300ms",
+        "--rate",
+        "50",
+    ];
+    let (code, out) = kg(&args, "").await;
+    assert_eq!(code, 1, "a verdict, FAIL: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["lost_writes"], 0, "{report}");
+    assert!(
+        report["acknowledged_writes"].as_u64().unwrap() > 1,
+        "{report}"
+    );
+    assert_eq!(report["passed"], false);
+}
