@@ -184,6 +184,8 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
 pub struct Load {
     pub duration: Duration,
     pub rate: f64,
+    /// Bearer token for nodes that require one: the load and the read-back both send it.
+    pub token: Option<String>,
 }
 
 /// Runs `scenario` under `load` against `endpoint`, writing the history, kg-bench's report,
@@ -212,7 +214,7 @@ pub async fn run_fault(
         preload: false,
         // Longer than any fault, so that an answer that comes is recorded as such.
         timeout: Duration::from_secs(10),
-        token: None,
+        token: load.token.clone(),
         record: Some(file("jsonl")),
         progress: false,
         key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
@@ -229,7 +231,14 @@ pub async fn run_fault(
     let repaired = injected?;
     write_json(&file("json"), &report)?;
 
-    let client = kg_api::Client::new(endpoint).map_err(|err| err.to_string())?;
+    let client = kg_api::Client::with_options(
+        endpoint,
+        &kg_api::ClientOptions {
+            timeout: Duration::from_secs(10),
+            token: load.token.clone(),
+        },
+    )
+    .map_err(|err| err.to_string())?;
     let state = read_state(&client, DEFAULT_KEY_PREFIX).await?;
     write_json(&file("state.json"), &state)?;
     let history = history::read_history_file(&file("jsonl"))?;

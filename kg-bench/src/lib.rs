@@ -106,6 +106,9 @@ pub struct ChaosArgs {
     /// Histories, reports, states and verdicts go here.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Bearer token for nodes that require authentication.
+    #[arg(long, env = "KG_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -329,6 +332,7 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             let load = chaos::Load {
                 duration: args.duration,
                 rate: args.rate,
+                token: args.token,
             };
             let node = args.node.parse()?;
             let passed = chaos::run_all(
