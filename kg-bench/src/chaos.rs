@@ -43,6 +43,10 @@ const PG_PAUSE_BOUND: Duration = Duration::from_secs(20);
 /// docs/high-availability.md.
 const PG_FAILOVER_BOUND: Duration = Duration::from_secs(15);
 
+/// Keys of the data tier's drills, and of the others.
+const HA_KEYS: u64 = 50;
+const KEYS: u64 = 10;
+
 /// How long the load runs before the fault, so that the history has a healthy start.
 const BEFORE_FAULT: Duration = Duration::from_secs(2);
 /// A PostgreSQL fault must stop failing requests this soon after its repair.
@@ -58,6 +62,10 @@ pub struct Scenario {
     /// The step whose end counts as the repair, from which recovery is measured; the last
     /// step when `None`.
     pub repair_step: Option<usize>,
+    /// Keys the load spreads over. A failover leaves hundreds of writes with an unknown
+    /// outcome, each of which the linearizability search may place anywhere: spread over few
+    /// keys they are too many per key for the search to finish (it answers undecided).
+    pub keys: u64,
 }
 
 impl Scenario {
@@ -65,6 +73,12 @@ impl Scenario {
     /// failover), whatever the later steps do.
     fn repaired_at_first_step(mut self) -> Self {
         self.repair_step = Some(0);
+        self
+    }
+
+    /// The data tier's faults: a load over more keys (see `keys`).
+    fn over_many_keys(mut self) -> Self {
+        self.keys = HA_KEYS;
         self
     }
 }
@@ -116,8 +130,10 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
                 // Counted from the kill: nothing may fail later than this after it.
                 max_recovery: Some(PG_FAILOVER_BOUND),
                 repair_step: None,
+                keys: KEYS,
             }
-            .repaired_at_first_step());
+            .repaired_at_first_step()
+            .over_many_keys());
         }
         // The zombie primary: the leader's Patroni, postmaster and backends stopped for longer
         // than Patroni's ttl, so that another member leads while the old one still holds
@@ -134,8 +150,10 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
                 allowed_errors: Some(vec!["status_503".to_owned()]),
                 max_recovery: Some(PG_PAUSE_BOUND),
                 repair_step: None,
+                keys: KEYS,
             }
-            .repaired_at_first_step());
+            .repaired_at_first_step()
+            .over_many_keys());
         }
         // A planned change of leader (patronictl switchover) under load.
         "pg-switchover" => {
@@ -145,7 +163,9 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
                 allowed_errors: Some(vec!["status_503".to_owned()]),
                 max_recovery: Some(PG_MAX_RECOVERY),
                 repair_step: None,
-            });
+                keys: KEYS,
+            }
+            .over_many_keys());
         }
         // Sentinel promotes the replica; the nodes read from the database meanwhile, so no
         // request may fail at all.
@@ -176,6 +196,11 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
         },
         max_recovery: postgres.then_some(PG_MAX_RECOVERY),
         repair_step: None,
+        keys: if name == "redis-master-kill" {
+            HA_KEYS
+        } else {
+            KEYS
+        },
     })
 }
 
@@ -208,7 +233,7 @@ pub async fn run_fault(
         requests: None,
         warmup: Duration::ZERO,
         mix: "get=40,put=40,cas=20".parse::<crate::workload::Mix>()?,
-        keys: 10,
+        keys: scenario.keys,
         key_dist: KeyDist::Uniform,
         value_size: "128".parse::<ValueSize>()?,
         preload: false,
@@ -367,6 +392,10 @@ mod tests {
         for name in HA_FAULTS {
             assert!(!scenario(name, &n1).unwrap().steps.is_empty(), "{name}");
         }
+        assert!(HA_FAULTS
+            .iter()
+            .all(|name| scenario(name, &n1).unwrap().keys == HA_KEYS));
+        assert_eq!(scenario("kill", &n1).unwrap().keys, KEYS);
         let pause = scenario("pg-primary-pause", &n1).unwrap();
         let shown: Vec<String> = pause.steps.iter().map(ToString::to_string).collect();
         assert_eq!(
