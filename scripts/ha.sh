@@ -250,7 +250,17 @@ pids() {
         pg?)
             local i
             i=$(index "$member" pg)
-            patroni_pid "$i" || true
+            local patroni parent
+            patroni=$(patroni_pid "$i" || true)
+            if [ -n "$patroni" ]; then
+                echo "$patroni"
+                # As root, the runuser that started Patroni: it stops itself when Patroni is
+                # stopped, so it is paused, resumed and killed with the member.
+                parent=$(ps -o ppid= -p "$patroni" 2>/dev/null | tr -d ' ')
+                if [ -n "$parent" ] && [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = runuser ]; then
+                    echo "$parent"
+                fi
+            fi
             if pid=$(postmaster_pid "$i"); then
                 echo "$pid"
                 pgrep -P "$pid" || true
