@@ -20,7 +20,7 @@ use super::input::{self, check_key, json_body, precondition, query_key, QueryPar
 use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
-use crate::store::{Expect, OpResult, WriteOp, WriteOutcome};
+use crate::store::{Expect, ListQuery, OpResult, WriteOp, WriteOutcome};
 
 // Validated once, at compile time: `from_static` checks its name on every call.
 const X_CACHE: HeaderName = HeaderName::from_static(HEADER_CACHE);
@@ -332,9 +332,13 @@ pub async fn list_keys(
     }
     let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
     // One row more than asked tells whether another page follows.
-    let mut keys = state
-        .db(state.store.list(prefix, after, limit + 1, !keys_only))
-        .await?;
+    let page = ListQuery {
+        prefix,
+        after,
+        limit: limit + 1,
+        with_values: !keys_only,
+    };
+    let mut keys = state.db(state.store.list(&page)).await?;
     let next = if keys.len() > limit as usize {
         keys.truncate(limit as usize);
         keys.last().map(|record| record.key.clone())

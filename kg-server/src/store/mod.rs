@@ -7,6 +7,7 @@
 //! per write.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::fmt;
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 use kg_api::KeyRecord;
 
 pub use postgres::PostgresStore;
+pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
 
 /// Which backend a store is.
@@ -152,6 +154,16 @@ impl WriteOutcome {
     }
 }
 
+/// Up to `limit` live keys starting with `prefix` and greater than `after`; their values only
+/// `with_values`.
+#[derive(Debug, Clone, Copy)]
+pub struct ListQuery<'a> {
+    pub prefix: &'a str,
+    pub after: Option<&'a str>,
+    pub limit: u32,
+    pub with_values: bool,
+}
+
 /// A live row as both stores read it; converted to the wire type explicitly.
 #[derive(Debug, sqlx::FromRow)]
 struct KeyRow {
@@ -278,15 +290,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The live key, or `None` for a missing or deleted one.
     async fn get(&self, key: &str) -> Result<Option<KeyRecord>, StoreError>;
 
-    /// Up to `limit` live keys starting with `prefix` and greater than `after`, in byte order;
-    /// their values only `with_values`.
-    async fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: u32,
-        with_values: bool,
-    ) -> Result<Vec<KeyRecord>, StoreError>;
+    /// A page of live keys, in byte order: see [`ListQuery`].
+    async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<KeyRecord>, StoreError>;
 
     /// How many live keys start with `prefix` and are greater than `after`.
     async fn count(&self, prefix: &str, after: Option<&str>) -> Result<u64, StoreError>;

@@ -9,20 +9,16 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use kg_api::KeyRecord;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 
-use super::{
-    prefix_upper_bound, Change, ChangeRow, ConnectOptions, Expect, KeyRow, OpResult, Store,
-    StoreError, StoreKind, WriteOp, WriteOutcome,
-};
+use super::sql::{Dialect, SqlStore};
+use super::{ConnectOptions, Expect, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
 
-#[derive(Debug, Clone)]
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
+/// The embedded store on SQLite.
+pub type SqliteStore = SqlStore<Sqlite>;
 
 impl SqliteStore {
     pub async fn connect(url: &str, options: &ConnectOptions) -> anyhow::Result<Self> {
@@ -55,61 +51,22 @@ impl SqliteStore {
 }
 
 #[async_trait]
-impl Store for SqliteStore {
-    fn kind(&self) -> StoreKind {
-        StoreKind::Sqlite
-    }
+impl Dialect for Sqlite {
+    const KIND: StoreKind = StoreKind::Sqlite;
 
-    async fn get(&self, key: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT key, value, create_revision, mod_revision, version \
-             FROM kg_keys WHERE key = ?1 AND value IS NOT NULL",
-        )
-        .bind(key)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(KeyRecord::from))
-    }
+    const CHANGES_SINCE: &'static str =
+        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
+           mod_at AS mod_at_ms FROM kg_keys \
+         WHERE mod_revision > $1 AND key >= $2 AND ($3 IS NULL OR key < $3) \
+         ORDER BY mod_revision LIMIT $4";
 
-    async fn list(
-        &self,
-        prefix: &str,
-        after: Option<&str>,
-        limit: u32,
-        with_values: bool,
-    ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT key, CASE WHEN ?5 THEN value END AS value, create_revision, mod_revision, version FROM kg_keys \
-             WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND (?3 IS NULL OR key > ?3) \
-               AND value IS NOT NULL \
-             ORDER BY key LIMIT ?4",
-        )
-        .bind(prefix)
-        .bind(prefix_upper_bound(prefix))
-        .bind(after)
-        .bind(i64::from(limit))
-        .bind(with_values)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(KeyRecord::from).collect())
-    }
-
-    async fn count(&self, prefix: &str, after: Option<&str>) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM kg_keys \
-             WHERE key >= ?1 AND (?2 IS NULL OR key < ?2) AND (?3 IS NULL OR key > ?3) AND value IS NOT NULL",
-        )
-        .bind(prefix)
-        .bind(prefix_upper_bound(prefix))
-        .bind(after)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count.max(0) as u64)
-    }
-
-    async fn apply(&self, node: &str, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError> {
+    async fn apply(
+        pool: &SqlitePool,
+        node: &str,
+        ops: &[WriteOp],
+    ) -> Result<Vec<OpResult>, StoreError> {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut revision: i64 = sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1")
             .fetch_one(&mut *tx)
             .await?;
@@ -169,40 +126,12 @@ impl Store for SqliteStore {
         Ok(results)
     }
 
-    async fn changes_since(
-        &self,
-        after: i64,
-        prefix: &str,
-        limit: u32,
-    ) -> Result<Vec<Change>, StoreError> {
-        let rows: Vec<ChangeRow> = sqlx::query_as(
-            "SELECT key, value, create_revision, mod_revision, version, mod_node, \
-               mod_at AS mod_at_ms FROM kg_keys \
-             WHERE mod_revision > ?1 AND key >= ?2 AND (?3 IS NULL OR key < ?3) \
-             ORDER BY mod_revision LIMIT ?4",
-        )
-        .bind(after)
-        .bind(prefix)
-        .bind(prefix_upper_bound(prefix))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.into_iter().map(Change::from).collect())
-    }
-
-    async fn compact_revision(&self) -> Result<i64, StoreError> {
-        let revision = sqlx::query_scalar("SELECT compact_revision FROM kg_meta WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(revision)
-    }
-
-    async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
+    async fn compact(pool: &SqlitePool, retention: std::time::Duration) -> Result<u64, StoreError> {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = chrono::Utc::now()
             .timestamp_millis()
             .saturating_sub(retention_ms);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let (purged, newest): (i64, Option<i64>) = sqlx::query_as(
             "SELECT count(*), max(mod_revision) FROM kg_keys WHERE value IS NULL AND mod_at < ?1",
         )
@@ -223,13 +152,6 @@ impl Store for SqliteStore {
             .await?;
         tx.commit().await?;
         Ok(u64::try_from(purged).unwrap_or_default())
-    }
-
-    async fn current_revision(&self) -> Result<i64, StoreError> {
-        let revision = sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(revision)
     }
 }
 
@@ -259,55 +181,35 @@ async fn apply_one(
     if !holds {
         return Ok(WriteOutcome::PreconditionFailed);
     }
-    match (&op.value, current) {
-        (None, None) => Ok(WriteOutcome::NotFound),
-        (None, Some(_)) => {
-            *revision += 1;
-            sqlx::query(
-                "UPDATE kg_keys SET value = NULL, create_revision = 0, \
-                 mod_revision = ?2, version = 0, mod_node = ?3, mod_at = ?4 WHERE key = ?1",
-            )
-            .bind(&op.key)
-            .bind(*revision)
-            .bind(node)
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?;
-            Ok(WriteOutcome::Applied {
-                revision: *revision,
-                create_revision: 0,
-                version: 0,
-            })
-        }
-        (Some(value), current) => {
-            *revision += 1;
-            let (create_revision, version) = match current {
-                Some((create_revision, _, version)) => (create_revision, version + 1),
-                None => (*revision, 1),
-            };
-            sqlx::query(
-                "INSERT INTO kg_keys \
-                   (key, value, create_revision, mod_revision, version, mod_node, mod_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                   create_revision = excluded.create_revision, \
-                   mod_revision = excluded.mod_revision, version = excluded.version, \
-                   mod_node = excluded.mod_node, mod_at = excluded.mod_at",
-            )
-            .bind(&op.key)
-            .bind(value.as_bytes())
-            .bind(create_revision)
-            .bind(*revision)
-            .bind(version)
-            .bind(node)
-            .bind(now_ms)
-            .execute(&mut **tx)
-            .await?;
-            Ok(WriteOutcome::Applied {
-                revision: *revision,
-                create_revision,
-                version,
-            })
-        }
-    }
+    // A delete leaves a tombstone: no value, create_revision and version 0.
+    let (create_revision, version) = match (&op.value, current) {
+        (None, None) => return Ok(WriteOutcome::NotFound),
+        (None, Some(_)) => (0, 0),
+        (Some(_), Some((create_revision, _, version))) => (create_revision, version + 1),
+        (Some(_), None) => (*revision + 1, 1),
+    };
+    *revision += 1;
+    sqlx::query(
+        "INSERT INTO kg_keys \
+           (key, value, create_revision, mod_revision, version, mod_node, mod_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+           create_revision = excluded.create_revision, \
+           mod_revision = excluded.mod_revision, version = excluded.version, \
+           mod_node = excluded.mod_node, mod_at = excluded.mod_at",
+    )
+    .bind(&op.key)
+    .bind(op.value.as_deref().map(str::as_bytes))
+    .bind(create_revision)
+    .bind(*revision)
+    .bind(version)
+    .bind(node)
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(WriteOutcome::Applied {
+        revision: *revision,
+        create_revision,
+        version,
+    })
 }

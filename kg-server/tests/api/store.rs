@@ -3,7 +3,7 @@
 
 use sqlx::Connection as _;
 
-use kg_server::store::{Expect, WriteOp, WriteOutcome};
+use kg_server::store::{Expect, ListQuery, WriteOp, WriteOutcome};
 
 use kg_testkit::{fresh_database, open_store, Backend};
 
@@ -307,13 +307,31 @@ async fn batch_applies_ops_in_order_with_consecutive_revisions(backend: Backend)
     );
     assert_eq!(store.current_revision().await.unwrap(), 5);
 
-    let listed = store.list("", None, 10, true).await.unwrap();
+    let all = ListQuery {
+        prefix: "",
+        after: None,
+        limit: 10,
+        with_values: true,
+    };
+    let listed = store.list(&all).await.unwrap();
     let keys: Vec<_> = listed.iter().map(|record| record.key.as_str()).collect();
     assert_eq!(keys, ["a", "c"]);
-    let after_a = store.list("", Some("a"), 10, true).await.unwrap();
+    let after_a = store
+        .list(&ListQuery {
+            after: Some("a"),
+            ..all
+        })
+        .await
+        .unwrap();
     assert_eq!(after_a.len(), 1);
     // Keys only: the same keys and metadata, no values; and the count agrees.
-    let names_only = store.list("", None, 10, false).await.unwrap();
+    let names_only = store
+        .list(&ListQuery {
+            with_values: false,
+            ..all
+        })
+        .await
+        .unwrap();
     assert!(names_only.iter().all(|record| record.value.is_none()));
     assert_eq!(
         names_only
