@@ -10,3 +10,9 @@ pub mod servers;
 
 pub use node::*;
 pub use servers::*;
+
+/// The words of a command line, split on whitespace: tests write a command's arguments as one
+/// line, as a user types them, instead of an array of one word a line.
+pub fn argv(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}

@@ -44,6 +44,17 @@ async fn kg_bench(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// kg-bench run with the arguments of one command line.
+async fn bench(line: &str) -> Output {
+    kg_bench(&kg_testkit::argv(line)).await
+}
+
+/// The stdout of a run that must have exited with `code`.
+fn stdout(output: &Output, code: i32) -> String {
+    assert_eq!(output.status.code(), Some(code), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn json(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
         panic!(
@@ -58,23 +69,10 @@ fn json(output: &Output) -> Value {
 async fn the_json_report_is_complete_and_its_counts_add_up() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
-    let output = kg_bench(&[
-        "--endpoint",
-        &endpoint,
-        "--concurrency",
-        "4",
-        "--duration",
-        "2s",
-        "--warmup",
-        "500ms",
-        "--keys",
-        "200",
-        "--preload",
-        "--mix",
-        "get=70,put=20,delete=10",
-        "--output",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {endpoint} --concurrency 4 --duration 2s --warmup 500ms --keys \
+         200 --preload --mix get=70,put=20,delete=10 --output json"
+    ))
     .await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let report = json(&output);
@@ -127,22 +125,10 @@ async fn the_json_report_is_complete_and_its_counts_add_up() {
 async fn the_open_model_holds_its_rate() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
-    let output = kg_bench(&[
-        "--endpoint",
-        &endpoint,
-        "--rate",
-        "200",
-        "--concurrency",
-        "8",
-        "--duration",
-        "2s",
-        "--keys",
-        "50",
-        "--mix",
-        "get=1,put=1",
-        "-o",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {endpoint} --rate 200 --concurrency 8 --duration 2s --keys 50 \
+         --mix get=1,put=1 -o json"
+    ))
     .await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let report = json(&output);
@@ -166,20 +152,11 @@ async fn the_open_model_holds_its_rate() {
 async fn an_overloaded_open_model_stops_on_time_and_counts_what_it_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
-    let args = [
-        "--endpoint",
-        &endpoint,
-        "--rate",
-        "20000",
-        "--concurrency",
-        "2",
-        "--duration",
-        "2s",
-        "--keys",
-        "100",
-        "--mix",
-        "get=1,put=1",
-    ];
+    let args_line = format!(
+        "--endpoint {endpoint} --rate 20000 --concurrency 2 --duration 2s --keys 100 \
+         --mix get=1,put=1"
+    );
+    let args = kg_testkit::argv(&args_line);
     let output = kg_bench(&[&args[..], &["-o", "json"]].concat()).await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let report = json(&output);
@@ -201,8 +178,7 @@ async fn an_overloaded_open_model_stops_on_time_and_counts_what_it_dropped() {
     assert_eq!(report["target_rps"], 20000.0);
 
     let text = kg_bench(&[&args[..], &["--threshold", "dropped<1"]].concat()).await;
-    assert_eq!(text.status.code(), Some(99), "{text:?}");
-    let stdout = String::from_utf8_lossy(&text.stdout);
+    let stdout = stdout(&text, 99);
     assert!(
         stdout.contains("open model, target 20000 req/s: achieved"),
         "the headline names the model: {stdout}"
@@ -218,16 +194,9 @@ async fn a_run_where_every_request_failed_exits_1_and_keeps_failures_apart() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", listener.local_addr().unwrap())
     };
-    let output = kg_bench(&[
-        "--endpoint",
-        &dead,
-        "--concurrency",
-        "2",
-        "--duration",
-        "1s",
-        "-o",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {dead} --concurrency 2 --duration 1s -o json"
+    ))
     .await;
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let report = json(&output);
@@ -247,39 +216,20 @@ async fn a_run_where_every_request_failed_exits_1_and_keeps_failures_apart() {
 async fn thresholds_print_their_values_and_a_failed_one_exits_99() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
-    let base = [
-        "--endpoint",
-        endpoint.as_str(),
-        "-c",
-        "2",
-        "--requests",
-        "200",
-        "--keys",
-        "20",
-    ];
-    let passing = kg_bench(
-        &[
-            &base[..],
-            &["--threshold", "errors<1%", "--threshold", "p99<5s"],
-        ]
-        .concat(),
-    )
+    let base_line = format!("--endpoint {endpoint} -c 2 --requests 200 --keys 20");
+    let passing = bench(&format!(
+        "{base_line} --threshold errors<1% --threshold p99<5s"
+    ))
     .await;
-    assert_eq!(passing.status.code(), Some(0), "{passing:?}");
-    let text = String::from_utf8_lossy(&passing.stdout);
+    let text = stdout(&passing, 0);
     assert!(text.contains("✓ errors<1%: 0.000%"), "{text}");
     assert!(text.contains("200 requests"), "exactly --requests: {text}");
 
-    let failing = kg_bench(
-        &[
-            &base[..],
-            &["--threshold", "p99<1us", "--threshold", "rps>1"],
-        ]
-        .concat(),
-    )
+    let failing = bench(&format!(
+        "{base_line} --threshold p99<1us --threshold rps>1"
+    ))
     .await;
-    assert_eq!(failing.status.code(), Some(99), "{failing:?}");
-    let text = String::from_utf8_lossy(&failing.stdout);
+    let text = stdout(&failing, 99);
     assert!(text.contains("✗ p99<1us: "), "{text}");
     assert!(text.contains("✓ rps>1: "), "{text}");
 
@@ -295,18 +245,9 @@ async fn thresholds_print_their_values_and_a_failed_one_exits_99() {
 async fn compare_flags_a_regression_between_two_reports() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
-    let output = kg_bench(&[
-        "--endpoint",
-        &endpoint,
-        "-c",
-        "2",
-        "--requests",
-        "300",
-        "--keys",
-        "20",
-        "-o",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {endpoint} -c 2 --requests 300 --keys 20 -o json"
+    ))
     .await;
     let base = json(&output);
     let mut slower = base.clone();
@@ -317,23 +258,22 @@ async fn compare_flags_a_regression_between_two_reports() {
     std::fs::write(&base_path, base.to_string()).unwrap();
     std::fs::write(&slower_path, slower.to_string()).unwrap();
 
-    let same = kg_bench(&[
-        "compare",
-        base_path.to_str().unwrap(),
-        base_path.to_str().unwrap(),
-    ])
+    let same = bench(&format!(
+        "compare {} {}",
+        base_path.display(),
+        base_path.display()
+    ))
     .await;
     assert_eq!(same.status.code(), Some(0), "{same:?}");
     assert!(String::from_utf8_lossy(&same.stdout).contains("0 regression(s) beyond 5.0%"));
 
-    let worse = kg_bench(&[
-        "compare",
-        base_path.to_str().unwrap(),
-        slower_path.to_str().unwrap(),
-    ])
+    let worse = bench(&format!(
+        "compare {} {}",
+        base_path.display(),
+        slower_path.display()
+    ))
     .await;
-    assert_eq!(worse.status.code(), Some(1), "{worse:?}");
-    let text = String::from_utf8_lossy(&worse.stdout);
+    let text = stdout(&worse, 1);
     let line = text.lines().find(|l| l.starts_with("p99_us ")).unwrap();
     assert!(
         line.contains("+100.0%") && line.contains("REGRESSION"),
@@ -346,22 +286,11 @@ async fn record_writes_every_operation_with_unique_written_values() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
     let history = dir.path().join("history.jsonl");
-    let output = kg_bench(&[
-        "--endpoint",
-        &endpoint,
-        "-c",
-        "4",
-        "--requests",
-        "400",
-        "--keys",
-        "10",
-        "--mix",
-        "get=50,put=50",
-        "--record",
-        history.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {endpoint} -c 4 --requests 400 --keys 10 --mix get=50,put=50 \
+         --record {} -o json",
+        history.display()
+    ))
     .await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     let (_, entries) = read_history(&history);
@@ -400,22 +329,11 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
     let history = dir.path().join("history.jsonl");
-    let output = kg_bench(&[
-        "--endpoint",
-        &endpoint,
-        "-c",
-        "8",
-        "--requests",
-        "1000",
-        "--keys",
-        "10",
-        "--mix",
-        "get=40,put=35,delete=5,cas=20",
-        "--record",
-        history.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {endpoint} -c 8 --requests 1000 --keys 10 --mix \
+         get=40,put=35,delete=5,cas=20 --record {} -o json",
+        history.display()
+    ))
     .await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
 
@@ -464,8 +382,7 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
     let tampered = dir.path().join("tampered.jsonl");
     std::fs::write(&tampered, format!("{text}{stale}\n")).unwrap();
     let check = kg_bench(&["check", tampered.to_str().unwrap()]).await;
-    assert_eq!(check.status.code(), Some(1), "{check:?}");
-    let report = String::from_utf8_lossy(&check.stdout);
+    let report = stdout(&check, 1);
     let key = new["key"].as_str().unwrap();
     assert!(
         report.contains(&format!("{key}: smallest failing window")),
@@ -481,22 +398,11 @@ async fn judge_passes_a_real_run_and_catches_a_planted_lost_write_and_stale_read
     let endpoint = spawn_node(dir.path()).await;
     let history = dir.path().join("run.jsonl");
     let report = dir.path().join("run.json");
-    let output = kg_bench(&[
-        "--endpoint",
-        &endpoint,
-        "-c",
-        "8",
-        "--requests",
-        "800",
-        "--keys",
-        "10",
-        "--mix",
-        "get=40,put=40,cas=20",
-        "--record",
-        history.to_str().unwrap(),
-        "-o",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {endpoint} -c 8 --requests 800 --keys 10 --mix \
+         get=40,put=40,cas=20 --record {} -o json",
+        history.display()
+    ))
     .await;
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     std::fs::write(&report, &output.stdout).unwrap();
@@ -586,15 +492,13 @@ async fn judge_passes_a_real_run_and_catches_a_planted_lost_write_and_stale_read
     assert!(verdict["violations"].as_u64().unwrap() >= 1, "{verdict}");
 
     // The text form names both, and the run's verdict.
-    let text = kg_bench(&[
-        "judge",
-        planted_history.to_str().unwrap(),
-        "--state",
-        planted_state_file.to_str().unwrap(),
-    ])
+    let text = bench(&format!(
+        "judge {} --state {}",
+        planted_history.display(),
+        planted_state_file.display()
+    ))
     .await;
-    assert_eq!(text.status.code(), Some(1), "{text:?}");
-    let printed = String::from_utf8_lossy(&text.stdout);
+    let printed = stdout(&text, 1);
     assert!(printed.contains("FAIL"), "{printed}");
     assert!(
         printed.contains("1 acknowledged write(s) lost"),
@@ -666,18 +570,9 @@ async fn a_cas_whose_read_has_no_revision_is_an_error_and_writes_nothing() {
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let output = kg_bench(&[
-        "--endpoint",
-        &endpoint,
-        "--concurrency",
-        "2",
-        "--requests",
-        "20",
-        "--mix",
-        "cas=100",
-        "--output",
-        "json",
-    ])
+    let output = bench(&format!(
+        "--endpoint {endpoint} --concurrency 2 --requests 20 --mix cas=100 --output json"
+    ))
     .await;
     let report = json(&output);
     assert_eq!(
@@ -699,23 +594,11 @@ async fn the_html_report_holds_every_series_and_compare_overlays_two_runs() {
         let html_path = dir.path().join(format!("{name}.html"));
         let endpoint = endpoint.clone();
         async move {
-            let output = kg_bench(&[
-                "--endpoint",
-                &endpoint,
-                "--concurrency",
-                "4",
-                "--duration",
-                "2s",
-                "--keys",
-                "100",
-                "--preload",
-                "--mix",
-                "get=80,put=15,delete=5",
-                "--report",
-                html_path.to_str().unwrap(),
-                "-o",
-                "json",
-            ])
+            let output = bench(&format!(
+                "--endpoint {endpoint} --concurrency 4 --duration 2s --keys 100 \
+                 --preload --mix get=80,put=15,delete=5 --report {} -o json",
+                html_path.display()
+            ))
             .await;
             assert_eq!(output.status.code(), Some(0), "{output:?}");
             std::fs::write(&json_path, &output.stdout).unwrap();
@@ -758,15 +641,12 @@ async fn the_html_report_holds_every_series_and_compare_overlays_two_runs() {
 
     let (new_json, _) = run("new").await;
     let overlay = dir.path().join("compare.html");
-    let compared = kg_bench(&[
-        "compare",
-        base_json.to_str().unwrap(),
-        new_json.to_str().unwrap(),
-        "--tolerance",
-        "1000%",
-        "--report",
-        overlay.to_str().unwrap(),
-    ])
+    let compared = bench(&format!(
+        "compare {} {} --tolerance 1000% --report {}",
+        base_json.display(),
+        new_json.display(),
+        overlay.display()
+    ))
     .await;
     assert_eq!(compared.status.code(), Some(0), "{compared:?}");
     let page = std::fs::read_to_string(&overlay).unwrap();
@@ -796,19 +676,8 @@ async fn on_a_terminal_the_progress_line_leaves_the_preload_behind() {
         bin = env!("CARGO_BIN_EXE_kg-bench"),
         done = done.display(),
     );
-    let started = tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        "bench",
-        "-x",
-        "120",
-        "-y",
-        "10",
-        "sh",
-        "-c",
-        &script,
-    ]);
+    let session = kg_testkit::argv("new-session -d -s bench -x 120 -y 10 sh -c");
+    let started = tmux(&[&session[..], &[script.as_str()]].concat());
     assert!(started.status.success(), "{started:?}");
     let (mut saw_preload, mut saw_load) = (false, false);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);

@@ -207,16 +207,7 @@ async fn list_walks_every_page_and_prints_an_aligned_table() {
     );
     // --keys-only in JSON: the keys and their revisions, without values.
     let (_, json) = kg(
-        &[
-            "-e",
-            e,
-            "-o",
-            "json",
-            "list",
-            "--prefix",
-            "user/",
-            "--keys-only",
-        ],
+        &kg_testkit::argv(&format!("-e {e} -o json list --prefix user/ --keys-only")),
         "",
     )
     .await;
@@ -277,17 +268,7 @@ async fn watch_names_the_size_of_a_value_left_out_of_an_event() {
         "{line}"
     );
     let (_, json) = kg(
-        &[
-            "-e",
-            e,
-            "-o",
-            "json",
-            "watch",
-            "--from-revision",
-            "0",
-            "--count",
-            "1",
-        ],
+        &kg_testkit::argv(&format!("-e {e} -o json watch --from-revision 0 --count 1")),
         "",
     )
     .await;
@@ -301,19 +282,8 @@ async fn watch_progress_lines_name_the_revision_a_quiet_prefix_is_complete_up_to
     let e = node.endpoint.clone();
     kg(&["-e", &e, "put", "busy/1", "x"], "").await;
     kg(&["-e", &e, "put", "busy/2", "x"], "").await;
-    let args = [
-        "-e",
-        &e,
-        "-o",
-        "json",
-        "watch",
-        "--prefix",
-        "quiet/",
-        "--progress",
-        "1s",
-        "--count",
-        "1",
-    ];
+    let args_line = format!("-e {e} -o json watch --prefix quiet/ --progress 1s --count 1");
+    let args = kg_testkit::argv(&args_line);
     // Progress lines do not count: the watch ends with the first change of its own.
     let ((code, lines), _) = tokio::join!(kg(&args, ""), async {
         tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
@@ -349,17 +319,9 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
     kg(&["-e", e, "put", "other", "x"], "").await;
     // Revisions: w/1 put 1, delete 2, w/2 put 3, other 4.
     let (code, lines) = kg(
-        &[
-            "-e",
-            e,
-            "watch",
-            "--prefix",
-            "w/",
-            "--from-revision",
-            "0",
-            "--count",
-            "1",
-        ],
+        &kg_testkit::argv(&format!(
+            "-e {e} watch --prefix w/ --from-revision 0 --count 1"
+        )),
         "",
     )
     .await;
@@ -370,17 +332,9 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
         "{lines}"
     );
     let (_, lines) = kg(
-        &[
-            "-e",
-            e,
-            "watch",
-            "--prefix",
-            "w/2",
-            "--from-revision",
-            "0",
-            "--count",
-            "1",
-        ],
+        &kg_testkit::argv(&format!(
+            "-e {e} watch --prefix w/2 --from-revision 0 --count 1"
+        )),
         "",
     )
     .await;
@@ -389,17 +343,7 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
         "one line per event, control characters escaped: {lines}"
     );
     let (code, json) = kg(
-        &[
-            "-e",
-            e,
-            "-o",
-            "json",
-            "watch",
-            "--from-revision",
-            "0",
-            "--count",
-            "2",
-        ],
+        &kg_testkit::argv(&format!("-e {e} -o json watch --from-revision 0 --count 2")),
         "",
     )
     .await;
@@ -517,27 +461,13 @@ async fn failover_drill_fails_when_all_down_does_not_give_502() {
     let log = dir.path().join("actions.log");
     let stop = format!("echo stop {{node}} >> {}", log.display());
     let start = format!("echo start {{node}} >> {}", log.display());
-    let (code, report) = kg(
-        &[
-            "-e",
-            &node.endpoint,
-            "failover-drill",
-            "--runtime",
-            "command",
-            "--stop-cmd",
-            &stop,
-            "--start-cmd",
-            &start,
-            "--nodes",
-            "a,b",
-            "--phase-duration",
-            "300ms",
-            "--rate",
-            "50",
-        ],
-        "",
-    )
-    .await;
+    // The commands hold spaces: each is one argument.
+    let drill = format!(
+        "-e {} failover-drill --runtime command --nodes a,b --phase-duration 300ms --rate 50",
+        node.endpoint
+    );
+    let commands = ["--stop-cmd", &stop, "--start-cmd", &start];
+    let (code, report) = kg(&[&kg_testkit::argv(&drill)[..], &commands].concat(), "").await;
     assert_eq!(code, 1, "{report}");
     assert!(report.trim_end().ends_with("FAIL"), "{report}");
     assert!(
@@ -559,25 +489,11 @@ async fn failover_drill_fails_when_all_down_does_not_give_502() {
 
     // The JSON report carries the same verdict, phase by phase.
     let (code, json) = kg(
-        &[
-            "-e",
-            &node.endpoint,
-            "-o",
-            "json",
-            "failover-drill",
-            "--runtime",
-            "command",
-            "--stop-cmd",
-            "true",
-            "--start-cmd",
-            "true",
-            "--nodes",
-            "a",
-            "--phase-duration",
-            "200ms",
-            "--rate",
-            "50",
-        ],
+        &kg_testkit::argv(&format!(
+            "-e {} -o json failover-drill --runtime command --stop-cmd true \
+             --start-cmd true --nodes a --phase-duration 200ms --rate 50",
+            node.endpoint
+        )),
         "",
     )
     .await;
@@ -595,13 +511,7 @@ async fn failover_drill_fails_when_all_down_does_not_give_502() {
 #[tokio::test]
 async fn failover_drill_rejects_bad_arguments_with_exit_2() {
     for args in [
-        &[
-            "failover-drill",
-            "--runtime",
-            "command",
-            "--start-cmd",
-            "true",
-        ][..],
+        &kg_testkit::argv("failover-drill --runtime command --start-cmd true")[..],
         &["failover-drill", "--write-ratio", "1.5"],
         &["failover-drill", "--rate", "0"],
         &["failover-drill", "--node-script", "/nonexistent/node.sh"],
@@ -628,27 +538,11 @@ async fn failover_drill_takes_the_token_to_its_load_and_its_read_back() {
         ..AppOptions::default()
     };
     let endpoint = kg_testkit::spawn_node_in(dir.path(), None, options).await;
-    let args = [
-        "-e",
-        &endpoint,
-        "--token",
-        "drill-token",
-        "-o",
-        "json",
-        "failover-drill",
-        "--runtime",
-        "command",
-        "--stop-cmd",
-        "true",
-        "--start-cmd",
-        "true",
-        "--nodes",
-        "n1",
-        "--phase-duration",
-        "300ms",
-        "--rate",
-        "50",
-    ];
+    let args_line = format!(
+        "-e {endpoint} --token drill-token -o json failover-drill --runtime command \
+         --stop-cmd true --start-cmd true --nodes n1 --phase-duration 300ms --rate 50"
+    );
+    let args = kg_testkit::argv(&args_line);
     let (code, out) = kg(&args, "").await;
     assert_eq!(code, 1, "a verdict, FAIL: {out}");
     let report: serde_json::Value = serde_json::from_str(&out).unwrap();
