@@ -5,7 +5,9 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::FromRequestParts;
 use axum::http::header::{IF_MATCH, IF_NONE_MATCH};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, StatusCode};
 use percent_encoding::percent_decode;
 use serde::de::DeserializeOwned;
@@ -163,6 +165,21 @@ pub fn check_key(key: &str) -> Result<(), String> {
 }
 
 /// The key of a query string, validated: a bad one is a 400.
+/// The `?key=` of a single-key request (and nothing else in the query), validated, and
+/// recorded on the request's span: an extractor, so each handler takes it as an argument.
+#[derive(Debug)]
+pub struct KeyParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyParam {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        let key = query_key(&QueryParams::parse(parts.uri.query(), &["key"])?)?;
+        tracing::Span::current().record("key", key.as_str());
+        Ok(KeyParam(key))
+    }
+}
+
 pub fn query_key(params: &QueryParams) -> Result<String, Error> {
     let key = params.required("key")?;
     check_key(key).map_err(Error::BadRequest)?;

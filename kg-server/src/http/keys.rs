@@ -16,7 +16,7 @@ use kg_api::{
     HEADER_REVISION, HEADER_VERSION, MAX_PAGE_SIZE,
 };
 
-use super::input::{self, check_key, json_body, precondition, query_key, QueryParams};
+use super::input::{self, check_key, json_body, precondition, KeyParam, QueryParams};
 use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
@@ -58,14 +58,11 @@ pub fn router() -> Router<AppState> {
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
-#[tracing::instrument(level = "debug", skip_all, fields(key))]
 pub async fn get_key(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    KeyParam(key): KeyParam,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let key = query_key(&QueryParams::parse(query.as_deref(), &["key"])?)?;
-    tracing::Span::current().record("key", key.as_str());
     // A malformed If-Match is a 400 before anything is read.
     let if_match = input::read_if_match(&headers)?;
     let (entry, cache_hit) = read_entry(&state, &key).await?;
@@ -187,7 +184,6 @@ pub enum IfNoneMatchAny {
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
-#[tracing::instrument(level = "debug", skip_all, fields(key))]
 pub async fn put_key(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -255,14 +251,11 @@ pub async fn put_key(
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
-#[tracing::instrument(level = "debug", skip_all, fields(key))]
 pub async fn delete_key(
     State(state): State<AppState>,
-    RawQuery(query): RawQuery,
+    KeyParam(key): KeyParam,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
-    let key = query_key(&QueryParams::parse(query.as_deref(), &["key"])?)?;
-    tracing::Span::current().record("key", key.as_str());
     let idempotency_key = input::idempotency_key(&headers)?;
     let expect = precondition(&headers, false)?;
     let op = WriteOp {

@@ -108,6 +108,8 @@ pub fn app(state: AppState) -> Router {
                                 method = %request.method(),
                                 path = %request.uri().path(),
                                 request_id,
+                                // Recorded by the key handlers once the key is parsed.
+                                key = tracing::field::Empty,
                             )
                         })
                         .on_failure(()),
