@@ -4,6 +4,8 @@
 //! The server, CLI, dashboard, bench and tests all depend on this crate so that a URL or a
 //! JSON shape is written exactly once.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod duration;
 pub mod types;
 pub use duration::parse_duration;

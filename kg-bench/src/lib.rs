@@ -83,7 +83,7 @@ pub struct ChaosArgs {
         long,
         short = 'e',
         env = "KG_ENDPOINT",
-        default_value = "http://127.0.0.1:8000"
+        default_value = kg_api::cli::DEFAULT_ENDPOINT
     )]
     pub endpoint: String,
     /// The faults, in order [default: all of them]; with the replicated data tier
@@ -195,16 +195,9 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Node or load balancer URL; repeat it or give a comma-separated list (workers are
-    /// spread over them).
-    #[arg(
-        long,
-        short = 'e',
-        env = "KG_ENDPOINT",
-        default_value = "http://127.0.0.1:8000",
-        value_delimiter = ','
-    )]
-    pub endpoint: Vec<String>,
+    /// The nodes (workers are spread over them in kg-bench; kg-tui polls each).
+    #[command(flatten)]
+    pub endpoints: kg_api::cli::EndpointArgs,
 
     /// Connections, each with one request in flight.
     #[arg(long, short = 'c', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
@@ -447,7 +440,7 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         }
     }
     let mut targets = Vec::new();
-    for endpoint in &args.endpoint {
+    for endpoint in &args.endpoints.endpoint {
         targets.push(Target::resolve(endpoint.trim()).await?);
     }
     let duration = match (args.duration, args.requests) {
@@ -455,7 +448,7 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         (duration, _) => duration,
     };
     let settings = serde_json::json!({
-        "endpoints": args.endpoint,
+        "endpoints": args.endpoints.endpoint,
         "concurrency": args.concurrency,
         "rate": args.rate,
         "model": if args.rate.is_some() { "open" } else { "closed" },

@@ -29,7 +29,7 @@ pub struct GlobalOptions {
         long,
         short = 'e',
         env = "KG_ENDPOINT",
-        default_value = "http://127.0.0.1:8000",
+        default_value = kg_api::cli::DEFAULT_ENDPOINT,
         global = true
     )]
     pub endpoint: Vec<String>,

@@ -26,15 +26,9 @@ const TICK: Duration = Duration::from_millis(250);
 #[derive(Debug, Parser)]
 #[command(name = "kg-tui", version, about, long_about)]
 pub struct Cli {
-    /// Node or load balancer URL; repeat it or give a comma-separated list. Each is polled.
-    #[arg(
-        long,
-        short = 'e',
-        env = "KG_ENDPOINT",
-        default_value = "http://127.0.0.1:8000",
-        value_delimiter = ','
-    )]
-    pub endpoint: Vec<String>,
+    /// The nodes (workers are spread over them in kg-bench; kg-tui polls each).
+    #[command(flatten)]
+    pub endpoints: kg_api::cli::EndpointArgs,
 
     /// Redis for change events and heartbeats; without it, events come from /api/watch.
     #[arg(long, env = "KG_REDIS_URL")]
@@ -65,8 +59,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         timeout: cli.timeout,
         token: cli.token.clone(),
     };
-    let endpoints = Endpoints::new(&cli.endpoint, &options).map_err(|err| err.to_string())?;
+    let endpoints =
+        Endpoints::new(&cli.endpoints.endpoint, &options).map_err(|err| err.to_string())?;
     let pollers = cli
+        .endpoints
         .endpoint
         .iter()
         .map(|endpoint| Client::with_options(endpoint, &options))
@@ -92,7 +88,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         tokio::spawn(sources::poll_status(client, tx.clone()));
     }
 
-    let mut app = App::new(cli.endpoint.clone(), cli.read_only, feed, Instant::now());
+    let mut app = App::new(
+        cli.endpoints.endpoint.clone(),
+        cli.read_only,
+        feed,
+        Instant::now(),
+    );
     run_commands(app.start(), &endpoints, &tx);
 
     let mut terminal = ratatui::init();

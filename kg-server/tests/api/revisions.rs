@@ -122,22 +122,16 @@ async fn get_with_current_etag_returns_304(backend: Backend) {
     let app = spawn_app(backend).await;
     let written = app.client.put("k", "v", Precondition::None).await.unwrap();
     let etag = format!("\"{}\"", written.revision);
-    let response = app
-        .http
-        .get(app.url("/api/key?key=k"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let get_if_changed = || {
+        app.http
+            .get(app.url("/api/key?key=k"))
+            .header("if-none-match", &etag)
+            .send()
+    };
+    let response = get_if_changed().await.unwrap();
     assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
     app.client.put("k", "w", Precondition::None).await.unwrap();
-    let changed = app
-        .http
-        .get(app.url("/api/key?key=k"))
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+    let changed = get_if_changed().await.unwrap();
     assert_eq!(changed.status(), StatusCode::OK);
 }
 
