@@ -14,10 +14,10 @@
 #
 # Members: etcd1-etcd3 (clients on 2379/2479/2579), pg1-pg3 (PostgreSQL on 5451-5453 with its
 # Patroni, REST on 8008-8010: kill, pause and resume act on both), haproxy (5442), redis1 and
-# redis2 (6389, 6390), sentinel1-sentinel3 (26389-26391). pg-leader and redis-master name
-# whichever member holds that role now; pg and redis name every member of the kind that is
-# down (for start). n1-n3 are passed to scripts/node.sh, so the fault runtime of kg-bench chaos
-# can act on the whole stack through this one script.
+# redis2 (6389, 6390), sentinel1-sentinel3 (26389-26391). pg-leader, etcd-leader and
+# redis-master name whichever member holds that role now; pg and redis name every member of
+# the kind that is down (for start). n1-n3 are passed to scripts/node.sh, so the fault runtime
+# of kg-bench chaos can act on the whole stack through this one script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -120,6 +120,11 @@ bootstrap:
     loop_wait: 1
     retry_timeout: 2
     maximum_lag_on_failover: 0
+    # While etcd cannot be reached (its leader died and the others are electing another),
+    # the leader keeps leading as long as every other member answers it over Patroni's REST
+    # API, instead of demoting itself after retry_timeout: losing an etcd member must change
+    # nothing a client sees.
+    failsafe_mode: true
     # A commit is acknowledged only once a synchronous standby has it, and with no standby
     # the primary refuses commits rather than run alone.
     synchronous_mode: true
@@ -241,6 +246,20 @@ redis_master() {
     fail "the Sentinels name no Redis master"
 }
 
+# etcd_leader: the etcd member that leads now, as its metrics say.
+etcd_leader() {
+    local i metrics
+    for i in 1 2 3; do
+        # Read whole before grep: grep -q would stop reading and fail curl (pipefail).
+        metrics=$(curl -fsS --max-time 1 "http://127.0.0.1:${ETCD_CLIENT[i - 1]}/metrics" 2>/dev/null) || continue
+        if grep -q '^etcd_server_is_leader 1' <<<"$metrics"; then
+            echo "etcd$i"
+            return 0
+        fi
+    done
+    fail "no etcd member leads"
+}
+
 # --- members ------------------------------------------------------------------------------------
 # pids MEMBER: every process the member is (PostgreSQL: Patroni, the postmaster, its children).
 pids() {
@@ -330,6 +349,7 @@ resolve() {
         all) printf '%s\n' "${ALL[@]}" ;;
         pg-leader) pg_leader ;;
         redis-master) redis_master ;;
+        etcd-leader) etcd_leader ;;
         pg) printf '%s\n' pg1 pg2 pg3 ;;
         redis) printf '%s\n' redis1 redis2 ;;
         *) echo "$1" ;;
@@ -481,11 +501,11 @@ case "$action" in
         # then, not on the one that holds it after the failover.
         remembered="$HA_DIR/last-$target"
         case "$action:$target" in
-            kill:pg-leader | kill:redis-master | pause:pg-leader | pause:redis-master | stop:pg-leader | stop:redis-master)
+            kill:*-leader | kill:redis-master | pause:*-leader | pause:redis-master | stop:*-leader | stop:redis-master)
                 members=$(resolve "$target")
                 echo "$members" >"$remembered"
                 ;;
-            *:pg-leader | *:redis-master)
+            *:pg-leader | *:etcd-leader | *:redis-master)
                 if [ -s "$remembered" ]; then members=$(cat "$remembered"); else members=$(resolve "$target"); fi
                 [ "$action" = start ] || [ "$action" = resume ] && rm -f "$remembered"
                 ;;

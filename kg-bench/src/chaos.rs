@@ -26,11 +26,12 @@ pub const FAULTS: [&str; 6] = [
 ];
 
 /// The faults of the replicated data tier (`scripts/start.sh --ha`, through scripts/ha.sh).
-pub const HA_FAULTS: [&str; 4] = [
+pub const HA_FAULTS: [&str; 5] = [
     "pg-primary-kill",
     "pg-primary-pause",
     "pg-switchover",
     "redis-master-kill",
+    "etcd-member-kill",
 ];
 
 /// A paused leader: its ttl runs out, another member leads, and the paused one wakes up to
@@ -69,6 +70,32 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// A fault judged by the judges' own bars only, over the drills' few keys.
+    fn new(name: &str, steps: Vec<Step>) -> Self {
+        Scenario {
+            name: name.to_owned(),
+            steps,
+            allowed_errors: None,
+            max_recovery: None,
+            repair_step: None,
+            keys: KEYS,
+        }
+    }
+
+    /// Requests may fail only as 503 (a JSON detail), and none later than `bound` after the
+    /// repair.
+    fn only_503s_until(mut self, bound: Duration) -> Self {
+        self.allowed_errors = Some(vec!["status_503".to_owned()]);
+        self.max_recovery = Some(bound);
+        self
+    }
+
+    /// No request may fail at all.
+    fn without_errors(mut self) -> Self {
+        self.allowed_errors = Some(Vec::new());
+        self
+    }
+
     /// Recovery counted from the end of the first step: for a fault that repairs itself (a
     /// failover), whatever the later steps do.
     fn repaired_at_first_step(mut self) -> Self {
@@ -86,97 +113,88 @@ impl Scenario {
 /// The scenario of fault `name`, acting on `node` where it acts on a node.
 pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
     let wait = |ms| Step::Wait(Duration::from_millis(ms));
-    let steps = match name {
+    let role = |name: &str| Member::Node(name.to_owned());
+    // A fault, a wait, and its repair: the member comes back.
+    let outage = |down: Action, member: Member, ms, up: Action| {
+        vec![
+            Step::Do(down, member.clone()),
+            wait(ms),
+            Step::Do(up, member),
+        ]
+    };
+    let scenario = match name {
         // A crash of the node nginx sends writes to first, and its start 3 s later.
-        "kill" => vec![
-            Step::Do(Action::Kill, node.clone()),
-            wait(3000),
-            Step::Do(Action::Start, node.clone()),
-        ],
+        "kill" => Scenario::new(
+            name,
+            outage(Action::Kill, node.clone(), 3000, Action::Start),
+        ),
         // Past nginx's 5 s read timeout: requests in flight on it time out.
-        "pause" => vec![
-            Step::Do(Action::Pause, node.clone()),
-            wait(7000),
-            Step::Do(Action::Resume, node.clone()),
-        ],
+        "pause" => Scenario::new(
+            name,
+            outage(Action::Pause, node.clone(), 7000, Action::Resume),
+        ),
         // Persistence is off: Redis comes back empty.
-        "redis-restart" => vec![
-            Step::Do(Action::Stop, Member::Redis),
-            wait(1000),
-            Step::Do(Action::Start, Member::Redis),
-        ],
-        "redis-flush" => vec![Step::Do(Action::Flush, Member::Redis)],
-        "pg-restart" => vec![
-            Step::Do(Action::Kill, Member::Postgres),
-            Step::Do(Action::Start, Member::Postgres),
-        ],
-        "pg-down" => vec![
-            Step::Do(Action::Kill, Member::Postgres),
-            wait(3000),
-            Step::Do(Action::Start, Member::Postgres),
-        ],
+        "redis-restart" => Scenario::new(
+            name,
+            outage(Action::Stop, Member::Redis, 1000, Action::Start),
+        ),
+        "redis-flush" => Scenario::new(name, vec![Step::Do(Action::Flush, Member::Redis)]),
+        "pg-restart" => Scenario::new(
+            name,
+            vec![
+                Step::Do(Action::Kill, Member::Postgres),
+                Step::Do(Action::Start, Member::Postgres),
+            ],
+        )
+        .only_503s_until(PG_MAX_RECOVERY),
+        "pg-down" => Scenario::new(
+            name,
+            outage(Action::Kill, Member::Postgres, 3000, Action::Start),
+        )
+        .only_503s_until(PG_MAX_RECOVERY),
         // The leader's postmaster and Patroni die together; a standby is promoted once the
-        // leader key expires. The old leader comes back (as a replica) 10 s later.
-        "pg-primary-kill" => {
-            let leader = Member::Node("pg-leader".to_owned());
-            return Ok(Scenario {
-                name: name.to_owned(),
-                steps: vec![
-                    Step::Do(Action::Kill, leader.clone()),
-                    wait(10_000),
-                    Step::Do(Action::Start, leader),
-                ],
-                allowed_errors: Some(vec!["status_503".to_owned()]),
-                // Counted from the kill: nothing may fail later than this after it.
-                max_recovery: Some(PG_FAILOVER_BOUND),
-                repair_step: None,
-                keys: KEYS,
-            }
-            .repaired_at_first_step()
-            .over_many_keys());
-        }
+        // leader key expires. The old leader comes back (as a replica) 10 s later. The bound
+        // counts from the kill: nothing may fail later than this after it.
+        "pg-primary-kill" => Scenario::new(
+            name,
+            outage(Action::Kill, role("pg-leader"), 10_000, Action::Start),
+        )
+        .only_503s_until(PG_FAILOVER_BOUND)
+        .repaired_at_first_step()
+        .over_many_keys(),
         // The zombie primary: the leader's Patroni, postmaster and backends stopped for longer
         // than Patroni's ttl, so that another member leads while the old one still holds
         // sessions, and wakes up believing for a moment that it leads. No read may be stale.
-        "pg-primary-pause" => {
-            let leader = Member::Node("pg-leader".to_owned());
-            return Ok(Scenario {
-                name: name.to_owned(),
-                steps: vec![
-                    Step::Do(Action::Pause, leader.clone()),
-                    wait(10_000),
-                    Step::Do(Action::Resume, leader),
-                ],
-                allowed_errors: Some(vec!["status_503".to_owned()]),
-                max_recovery: Some(PG_PAUSE_BOUND),
-                repair_step: None,
-                keys: KEYS,
-            }
-            .repaired_at_first_step()
-            .over_many_keys());
-        }
+        "pg-primary-pause" => Scenario::new(
+            name,
+            outage(Action::Pause, role("pg-leader"), 10_000, Action::Resume),
+        )
+        .only_503s_until(PG_PAUSE_BOUND)
+        .repaired_at_first_step()
+        .over_many_keys(),
         // A planned change of leader (patronictl switchover) under load.
         "pg-switchover" => {
-            return Ok(Scenario {
-                name: name.to_owned(),
-                steps: vec![Step::Do(Action::Switchover, Member::Postgres)],
-                allowed_errors: Some(vec!["status_503".to_owned()]),
-                max_recovery: Some(PG_MAX_RECOVERY),
-                repair_step: None,
-                keys: KEYS,
-            }
-            .over_many_keys());
+            Scenario::new(name, vec![Step::Do(Action::Switchover, Member::Postgres)])
+                .only_503s_until(PG_MAX_RECOVERY)
+                .over_many_keys()
         }
         // Sentinel promotes the replica; the nodes read from the database meanwhile, so no
         // request may fail at all.
-        "redis-master-kill" => {
-            let master = Member::Node("redis-master".to_owned());
-            vec![
-                Step::Do(Action::Kill, master.clone()),
-                wait(5000),
-                Step::Do(Action::Start, master),
-            ]
-        }
+        "redis-master-kill" => Scenario::new(
+            name,
+            outage(Action::Kill, role("redis-master"), 5000, Action::Start),
+        )
+        .without_errors()
+        .over_many_keys(),
+        // etcd's leader dies: the other two elect another within an election timeout, and
+        // Patroni's leader renews its key through them well inside its ttl, so nothing a client
+        // sees may change: no request may fail.
+        "etcd-member-kill" => Scenario::new(
+            name,
+            outage(Action::Kill, role("etcd-leader"), 5000, Action::Start),
+        )
+        .without_errors()
+        .over_many_keys(),
         other => {
             return Err(format!(
                 "unknown fault {other:?} (the faults are {}; with --ha also {})",
@@ -185,23 +203,7 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
             ))
         }
     };
-    let postgres = name.starts_with("pg-");
-    Ok(Scenario {
-        name: name.to_owned(),
-        steps,
-        allowed_errors: if name == "redis-master-kill" {
-            Some(Vec::new())
-        } else {
-            postgres.then(|| vec!["status_503".to_owned()])
-        },
-        max_recovery: postgres.then_some(PG_MAX_RECOVERY),
-        repair_step: None,
-        keys: if name == "redis-master-kill" {
-            HA_KEYS
-        } else {
-            KEYS
-        },
-    })
+    Ok(scenario)
 }
 
 /// The load each fault runs under.
@@ -387,8 +389,16 @@ mod tests {
             (failover.repair_step, failover.max_recovery),
             (Some(0), Some(PG_FAILOVER_BOUND))
         );
-        let redis = scenario("redis-master-kill", &n1).unwrap();
-        assert_eq!(redis.allowed_errors, Some(Vec::new()));
+        for name in ["redis-master-kill", "etcd-member-kill"] {
+            let quiet = scenario(name, &n1).unwrap();
+            assert_eq!(quiet.allowed_errors, Some(Vec::new()), "{name}");
+        }
+        let etcd = scenario("etcd-member-kill", &n1).unwrap();
+        let shown: Vec<String> = etcd.steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            ["kill etcd-leader", "wait 5000 ms", "start etcd-leader"]
+        );
         for name in HA_FAULTS {
             assert!(!scenario(name, &n1).unwrap().steps.is_empty(), "{name}");
         }

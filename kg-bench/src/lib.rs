@@ -87,8 +87,8 @@ pub struct ChaosArgs {
     )]
     pub endpoint: String,
     /// The faults, in order [default: all of them]; with the replicated data tier
-    /// (`start.sh --ha`, --node-script scripts/ha.sh) also pg-primary-kill and
-    /// redis-master-kill.
+    /// (`start.sh --ha`, --node-script scripts/ha.sh) also pg-primary-kill, pg-primary-pause,
+    /// pg-switchover, redis-master-kill and etcd-member-kill.
     #[arg(long, value_delimiter = ',', value_name = "FAULT,...")]
     pub faults: Vec<String>,
     /// The local stack's scripts/node.sh, through which faults are injected.
