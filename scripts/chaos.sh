@@ -30,8 +30,12 @@
 #                                      zombie primary), pg-switchover (patronictl, only 503s,
 #                                      none 2 s after it), redis-master-kill (Sentinel promotes
 #                                      the replica; no request may fail), etcd-member-kill
-#                                      (etcd's leader SIGKILLed; no request may fail); 30 s of
-#                                      load at 200 req/s per fault, --quick 20 s at 100
+#                                      (etcd's leader SIGKILLed; no request may fail), and last
+#                                      pg-async-kill, the negative control (synchronous
+#                                      replication off, the leader's WAL senders stopped, the
+#                                      leader killed: passes only if the judge finds the lost
+#                                      writes); 30 s of load at 200 req/s per fault, --quick
+#                                      20 s at 100
 # Uses the ports of scripts/start.sh (stop your own stack first); KG_PROFILE=debug for debug
 # binaries. Results: target/chaos/run-*/ and target/chaos/latest.json.
 set -euo pipefail
@@ -48,7 +52,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; shift ;;
         --ha) ha=1; shift ;;
         --only) fault=$2; shift 2 ;;
-        -h | --help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
@@ -60,7 +64,7 @@ if [ "$ha" = 1 ]; then
     [ "$quick" = 1 ] && duration=20 rate=100
     script=scripts/ha.sh
     start_flags+=(--ha)
-    [ -n "$fault" ] || fault=pg-primary-kill,pg-primary-pause,pg-switchover,redis-master-kill,etcd-member-kill
+    [ -n "$fault" ] || fault=pg-primary-kill,pg-primary-pause,pg-switchover,redis-master-kill,etcd-member-kill,pg-async-kill
 elif [ "$quick" = 1 ]; then
     duration=8 rate=200
 fi

@@ -10,14 +10,17 @@
 #   ./scripts/ha.sh status [--json]     every member: kind, name, port, pid, role
 #   ./scripts/ha.sh kill|stop|start|pause|resume MEMBER|all
 #   ./scripts/ha.sh switchover [pg]     a planned switchover (patronictl) to the sync standby
+#   ./scripts/ha.sh sync|async [pg]     synchronous replication on (the tier's setting) or off
+#                                       (only for the negative control of chaos.sh --ha)
 #   ./scripts/ha.sh pid MEMBER
 #
 # Members: etcd1-etcd3 (clients on 2379/2479/2579), pg1-pg3 (PostgreSQL on 5451-5453 with its
 # Patroni, REST on 8008-8010: kill, pause and resume act on both), haproxy (5442), redis1 and
 # redis2 (6389, 6390), sentinel1-sentinel3 (26389-26391). pg-leader, etcd-leader and
-# redis-master name whichever member holds that role now; pg and redis name every member of
-# the kind that is down (for start). n1-n3 are passed to scripts/node.sh, so the fault runtime
-# of kg-bench chaos can act on the whole stack through this one script.
+# redis-master name whichever member holds that role now; pg-walsenders the leader's WAL
+# senders (pid, pause, resume); pg and redis name every member of the kind that is down
+# (for start). n1-n3 are passed to scripts/node.sh, so the fault runtime of kg-bench chaos
+# can act on the whole stack through this one script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -33,7 +36,7 @@ SENTINEL_PORTS=("${SENTINEL_ADDRESSES[@]##*:}")
 # The name the Sentinels and the nodes (--redis-master) know the Redis primary by.
 REDIS_MASTER_NAME=keygrid
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # index MEMBER PREFIX: 1 for pg1 with prefix pg, ...; fails for a name outside 1-3.
 index() {
@@ -285,6 +288,17 @@ pids() {
                 pgrep -P "$pid" || true
             fi
             ;;
+        # The leader's WAL senders alone: the negative control stops them, so that the
+        # leader's asynchronous commits reach no standby. (Stopping the standbys' receivers
+        # instead does not do it: what the senders still send waits in the receivers' socket
+        # buffers and is read once they resume.)
+        pg-walsenders)
+            local i
+            for i in 1 2 3; do
+                pid=$(postmaster_pid "$i") || continue
+                pgrep -P "$pid" -f walsender || true
+            done
+            ;;
         haproxy) pid_of "$HA_DIR/haproxy.pid" || true ;;
         redis?) pid_of "$HA_DIR/redis$(index "$member" redis)/redis.pid" || true ;;
         sentinel?) pid_of "$HA_DIR/sentinel$(index "$member" sentinel).pid" || true ;;
@@ -468,6 +482,41 @@ status() {
     return 0
 }
 
+# replication sync|async: Patroni's synchronous mode on (strict, no lag allowed on failover:
+# the tier's settings) or off, with any lag allowed on failover. Off is only for the negative
+# control, which shows that the judge sees the writes an asynchronous failover loses.
+replication() {
+    local mode=$1 settings deadline=$((SECONDS + 30))
+    case "$mode" in
+        sync) settings=(-s synchronous_mode=true -s synchronous_mode_strict=true -s maximum_lag_on_failover=0) ;;
+        async) settings=(-s synchronous_mode=false -s synchronous_mode_strict=false -s maximum_lag_on_failover=1073741824) ;;
+        *) fail "replication sync|async" ;;
+    esac
+    patronictl -c "$(patroni_conf 1)" edit-config keygrid --force "${settings[@]}" >/dev/null
+    # Patroni applies it on its next loop: until then a commit may still wait for a standby.
+    local want=0 named
+    [ "$mode" = async ] && want=1
+    while :; do
+        named=0
+        sync_standby_named || named=$?
+        [ "$named" = "$want" ] && break
+        [ "$SECONDS" -lt "$deadline" ] || fail "Patroni did not turn replication $mode within 30 s"
+        sleep 0.2
+    done
+    echo "replication $mode"
+}
+
+# sync_standby_named: whether a member of the cluster is its synchronous standby now.
+sync_standby_named() {
+    local i cluster
+    for i in 1 2 3; do
+        cluster=$(curl -fsS --max-time 1 "http://127.0.0.1:${REST_PORTS[i - 1]}/cluster" 2>/dev/null) || continue
+        grep -q '"sync_standby"' <<<"$cluster"
+        return
+    done
+    return 2
+}
+
 # A planned switchover: Patroni hands the leader lock to the synchronous standby.
 switchover() {
     local leader deadline=$((SECONDS + 60)) now
@@ -485,6 +534,8 @@ target=${2:-}
 case "$action" in
     up) up ;;
     switchover) switchover ;;
+    # MEMBER is pg (the fault runtime names the kind it acts on).
+    sync | async) replication "$action" ;;
     down)
         down
         if [ "$target" = --purge ]; then

@@ -26,12 +26,13 @@ pub const FAULTS: [&str; 6] = [
 ];
 
 /// The faults of the replicated data tier (`scripts/start.sh --ha`, through scripts/ha.sh).
-pub const HA_FAULTS: [&str; 5] = [
+pub const HA_FAULTS: [&str; 6] = [
     "pg-primary-kill",
     "pg-primary-pause",
     "pg-switchover",
     "redis-master-kill",
     "etcd-member-kill",
+    "pg-async-kill",
 ];
 
 /// A paused leader: its ttl runs out, another member leads, and the paused one wakes up to
@@ -67,6 +68,9 @@ pub struct Scenario {
     /// outcome, each of which the linearizability search may place anywhere: spread over few
     /// keys they are too many per key for the search to finish (it answers undecided).
     pub keys: u64,
+    /// A negative control: the fault must lose acknowledged writes, and the drill passes only
+    /// when the judge finds them (and so fails the run).
+    pub control: bool,
 }
 
 impl Scenario {
@@ -79,6 +83,23 @@ impl Scenario {
             max_recovery: None,
             repair_step: None,
             keys: KEYS,
+            control: false,
+        }
+    }
+
+    /// See `control`.
+    fn negative_control(mut self) -> Self {
+        self.control = true;
+        self
+    }
+
+    /// Whether the drill passed: the verdict passed, or for a negative control, the judge
+    /// found lost writes.
+    pub fn passed(&self, verdict: &Judgement) -> bool {
+        if self.control {
+            verdict.lost_acknowledged_writes.unwrap_or(0) > 0
+        } else {
+            verdict.passed
         }
     }
 
@@ -195,6 +216,28 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
         )
         .without_errors()
         .over_many_keys(),
+        // The negative control: pg-primary-kill with synchronous replication off and the
+        // leader's WAL senders stopped for 4 s before the kill, so that the writes the leader
+        // acknowledges meanwhile reach no standby and die with it (the kill takes the stopped
+        // senders too). The old leader rejoins (pg_rewind drops what it alone had), and
+        // synchronous replication is turned back on for the drills after it.
+        "pg-async-kill" => {
+            let leader = role("pg-leader");
+            Scenario::new(
+                name,
+                vec![
+                    Step::Do(Action::Async, Member::Postgres),
+                    Step::Do(Action::Pause, role("pg-walsenders")),
+                    wait(4000),
+                    Step::Do(Action::Kill, leader.clone()),
+                    wait(10_000),
+                    Step::Do(Action::Start, leader),
+                    Step::Do(Action::Sync, Member::Postgres),
+                ],
+            )
+            .over_many_keys()
+            .negative_control()
+        }
         other => {
             return Err(format!(
                 "unknown fault {other:?} (the faults are {}; with --ha also {})",
@@ -349,6 +392,7 @@ pub async fn run_all(
         .map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
     let io = |err: std::io::Error| format!("cannot write the verdict: {err}");
     let mut verdicts = Vec::new();
+    let mut passed = true;
     for scenario in &scenarios {
         let steps: Vec<String> = scenario.steps.iter().map(ToString::to_string).collect();
         writeln!(
@@ -363,6 +407,16 @@ pub async fn run_all(
         .map_err(io)?;
         let verdict = run_fault(endpoint, runtime, scenario, load, out_dir).await?;
         crate::report::print_judgements(out, std::slice::from_ref(&verdict)).map_err(io)?;
+        if scenario.control {
+            let lost = verdict.lost_acknowledged_writes.unwrap_or(0);
+            if scenario.passed(&verdict) {
+                writeln!(out, "negative control: the judge found the {lost} lost acknowledged write(s) it must find: PASS")
+            } else {
+                writeln!(out, "negative control: synchronous replication was off, yet the judge found no lost write: FAIL")
+            }
+            .map_err(io)?;
+        }
+        passed &= scenario.passed(&verdict);
         verdicts.push(verdict);
     }
     writeln!(out, "\nall faults:").map_err(io)?;
@@ -374,12 +428,57 @@ pub async fn run_all(
         out_dir.display()
     )
     .map_err(io)?;
-    Ok(verdicts.iter().all(|v| v.passed))
+    Ok(passed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The negative control passes exactly when the judge finds a lost write, which fails
+    /// the verdict; every other drill passes with its verdict.
+    #[test]
+    fn the_negative_control_passes_only_when_the_judge_sees_a_loss() {
+        let n1: Member = "n1".parse().unwrap();
+        let history = history::read_history(
+            &br#"{"client":0,"op":"put","key":"k","value":"v1","revision":7,"invoke_us":0,"complete_us":10,"outcome":"ok"}"#[..],
+        )
+        .unwrap();
+        let expect = Expectations {
+            state_limit: crate::check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
+        };
+        let kept = StoreState::from([(
+            "k".to_owned(),
+            StoredKey {
+                value: Some("v1".to_owned()),
+                revision: 7,
+            },
+        )]);
+        let clean = judge::judge("c", &history, Some(&kept), None, &expect).unwrap();
+        let lost = judge::judge("c", &history, Some(&StoreState::new()), None, &expect).unwrap();
+        assert!(clean.passed && !lost.passed);
+
+        let control = scenario("pg-async-kill", &n1).unwrap();
+        assert!(control.control);
+        assert!(control.passed(&lost), "a loss is what the control must see");
+        assert!(!control.passed(&clean), "no loss means the judge is blind");
+        let shown: Vec<String> = control.steps.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "async postgres",
+                "pause pg-walsenders",
+                "wait 4000 ms",
+                "kill pg-leader",
+                "wait 10000 ms",
+                "start pg-leader",
+                "sync postgres"
+            ]
+        );
+        let drill = scenario("pg-primary-kill", &n1).unwrap();
+        assert!(drill.passed(&clean) && !drill.passed(&lost));
+    }
 
     #[test]
     fn every_fault_has_a_scenario_and_the_postgres_ones_have_their_bar() {

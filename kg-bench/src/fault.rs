@@ -74,6 +74,11 @@ pub enum Action {
     Flush,
     /// PostgreSQL under Patroni only: a planned switchover to the synchronous standby.
     Switchover,
+    /// PostgreSQL under Patroni only: synchronous replication off, so that a failover may
+    /// lose acknowledged commits; only the negative control does this.
+    Async,
+    /// PostgreSQL under Patroni only: synchronous replication on again (strict).
+    Sync,
 }
 
 impl Action {
@@ -86,6 +91,8 @@ impl Action {
             Action::Resume => "resume",
             Action::Flush => "flush",
             Action::Switchover => "switchover",
+            Action::Async => "async",
+            Action::Sync => "sync",
         }
     }
 }
@@ -144,8 +151,8 @@ impl Runtime {
             },
             Runtime::Compose => {
                 let verb = match action {
-                    Action::Switchover => {
-                        return Err("the compose runtime has no switchover".to_owned())
+                    Action::Switchover | Action::Async | Action::Sync => {
+                        return Err(format!("the compose runtime has no {}", action.name()))
                     }
                     Action::Pause => "pause",
                     Action::Resume => "unpause",
