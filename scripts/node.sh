@@ -29,9 +29,10 @@ supervise() {
     # stop.sh or a stray SIGTERM: take the node down with us, gracefully.
     trap 'touch "$KG_RUN/$node.down"; [ -n "${child:-}" ] && kill -TERM "$child" 2>/dev/null' TERM INT
     # With the replicated data tier (start.sh --ha), Redis is found through its Sentinels; the
-    # database URL is the same, HAProxy's, which follows the PostgreSQL primary.
+    # database URL is the same, HAProxy's, which follows the PostgreSQL primary, and database
+    # reads are fenced so that a deposed primary cannot answer one (docs/consistency.md).
     local redis=("KG_REDIS_URL=$KG_STACK_REDIS_URL")
-    [ -e "$KG_RUN/ha" ] && redis=("KG_REDIS_SENTINEL=$KG_HA_SENTINELS" "KG_REDIS_MASTER=keygrid")
+    [ -e "$KG_RUN/ha" ] && redis=("KG_REDIS_SENTINEL=$KG_HA_SENTINELS" "KG_REDIS_MASTER=keygrid" "KG_READ_FENCE=true")
     while [ ! -e "$KG_RUN/$node.down" ]; do
         env KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$node" KG_DATABASE_URL="$KG_DATABASE_URL" \
             "${redis[@]}" KG_WORKER_THREADS="$KG_WORKER_THREADS" \

@@ -80,6 +80,7 @@ mod tests {
         let options = ConnectOptions {
             max_connections: 2,
             acquire_timeout: Duration::from_secs(5),
+            read_fence: false,
         };
         let store = store::connect(&url, &options).await.unwrap();
         let breaker = Arc::new(Breaker::default());

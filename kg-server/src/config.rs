@@ -30,6 +30,13 @@ pub struct Config {
     #[arg(long, env = "KG_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
 
+    /// PostgreSQL: follow each database read with a commit on the same session, which a
+    /// primary without its synchronous standby cannot complete, so that no read is answered
+    /// by a deposed primary whatever routes the connection (docs/consistency.md). For the
+    /// replicated data tier; it costs a synchronous commit per read that misses the cache.
+    #[arg(long, env = "KG_READ_FENCE")]
+    pub read_fence: bool,
+
     /// How long a request waits on the database before answering 503, e.g. 2s or 500ms.
     #[arg(long, env = "KG_DB_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub db_timeout: Duration,

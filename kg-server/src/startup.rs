@@ -90,6 +90,7 @@ impl AppState {
         let options = ConnectOptions {
             max_connections: config.db_pool_size,
             acquire_timeout: config.db_timeout,
+            read_fence: config.read_fence,
         };
         let store = store::connect(&url, &options).await?;
         Self::with_store(config, store)

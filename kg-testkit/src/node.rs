@@ -247,6 +247,7 @@ pub async fn open_store(url: &str) -> Arc<dyn Store> {
     let options = ConnectOptions {
         max_connections: 8,
         acquire_timeout: Duration::from_secs(5),
+        read_fence: false,
     };
     store::connect(url, &options).await.expect("open store")
 }

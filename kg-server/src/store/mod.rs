@@ -353,6 +353,9 @@ pub struct ConnectOptions {
     pub max_connections: u32,
     /// How long a query waits for a pooled connection before the node answers 503.
     pub acquire_timeout: std::time::Duration,
+    /// PostgreSQL: follow every read with a commit on the same session (see
+    /// `Dialect::FENCE`).
+    pub read_fence: bool,
 }
 
 /// The smallest string greater than every string that starts with `prefix`, in byte order, or

@@ -36,13 +36,28 @@ impl PostgresStore {
             .run(&pool)
             .await
             .context("failed to run postgres migrations")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            read_fence: options.read_fence,
+        })
     }
 }
 
 #[async_trait]
 impl Dialect for Postgres {
     const KIND: StoreKind = StoreKind::Postgres;
+
+    // A transactional WAL record (an empty logical message) makes the statement's implicit
+    // transaction commit like a write: with synchronous_commit on, the commit waits for a
+    // synchronous standby. (A transaction ID alone writes no WAL and does not wait.) Under
+    // Patroni's strict synchronous mode a deposed primary has no standby left (it was
+    // promoted, or follows the new leader), so it cannot answer. pg_current_xact_id comes
+    // first, as CASE guarantees, because on a standby it fails with SQLSTATE 25006 (a 503)
+    // where the message would fail with an internal error.
+    const FENCE: Option<&'static str> = Some(
+        "SELECT CASE WHEN pg_current_xact_id() IS NOT NULL \
+         THEN pg_logical_emit_message(true, 'keygrid-read-fence', '') END",
+    );
 
     const CHANGES_SINCE: &'static str =
         "SELECT key, value, create_revision, mod_revision, version, mod_node, \

@@ -6,6 +6,7 @@
 
 use async_trait::async_trait;
 use kg_api::KeyRecord;
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
 
 use super::{
@@ -21,6 +22,12 @@ pub trait Dialect: Database {
     /// `changes_since`'s query: the commit time is a timestamp in PostgreSQL and Unix
     /// milliseconds in SQLite.
     const CHANGES_SINCE: &'static str;
+
+    /// A statement that only the current primary can complete, run after a read on the
+    /// read's own session when the store is fenced: the read is then known to come from a
+    /// server that was still the primary after it ran (as a Raft leader confirms its
+    /// leadership before it answers a read). `None` where there is one server.
+    const FENCE: Option<&'static str> = None;
 
     async fn apply(
         pool: &Pool<Self>,
@@ -39,6 +46,8 @@ pub trait Dialect: Database {
 #[derive(Debug, Clone)]
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+    /// Whether reads are fenced (`--read-fence`); only where the dialect has a fence.
+    pub(super) read_fence: bool,
 }
 
 #[async_trait]
@@ -61,17 +70,20 @@ where
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let mut session = self.pool.acquire().await?;
         let row: Option<KeyRow> = sqlx::query_as(
             "SELECT key, value, create_revision, mod_revision, version \
              FROM kg_keys WHERE key = $1 AND value IS NOT NULL",
         )
         .bind(key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *session)
         .await?;
+        self.fence(&mut session).await?;
         Ok(row.map(KeyRecord::from))
     }
 
     async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<KeyRecord>, StoreError> {
+        let mut session = self.pool.acquire().await?;
         let rows: Vec<KeyRow> = sqlx::query_as(
             "SELECT key, CASE WHEN $5 THEN value END AS value, create_revision, mod_revision, \
                version FROM kg_keys \
@@ -84,12 +96,14 @@ where
         .bind(query.after)
         .bind(i64::from(query.limit))
         .bind(query.with_values)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *session)
         .await?;
+        self.fence(&mut session).await?;
         Ok(rows.into_iter().map(KeyRecord::from).collect())
     }
 
     async fn count(&self, prefix: &str, after: Option<&str>) -> Result<u64, StoreError> {
+        let mut session = self.pool.acquire().await?;
         let count: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM kg_keys \
              WHERE key >= $1 AND (CAST($2 AS text) IS NULL OR key < $2) \
@@ -98,8 +112,9 @@ where
         .bind(prefix)
         .bind(prefix_upper_bound(prefix))
         .bind(after)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *session)
         .await?;
+        self.fence(&mut session).await?;
         Ok(count.max(0) as u64)
     }
 
@@ -148,6 +163,17 @@ where
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
 {
+    /// The dialect's fence on `session`, when reads are fenced.
+    async fn fence(&self, session: &mut PoolConnection<DB>) -> Result<(), StoreError>
+    where
+        DB: Dialect,
+    {
+        if let (true, Some(fence)) = (self.read_fence, DB::FENCE) {
+            sqlx::query(fence).execute(&mut **session).await?;
+        }
+        Ok(())
+    }
+
     /// One counter of the `kg_meta` row.
     async fn meta(&self, sql: &'static str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)

@@ -46,7 +46,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("failed to run sqlite migrations")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            read_fence: false,
+        })
     }
 }
 

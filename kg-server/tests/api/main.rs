@@ -30,6 +30,7 @@ mod bad_input;
 mod binary;
 mod cache;
 mod cas;
+mod fence;
 mod idempotency;
 mod listing;
 mod node;
