@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kg_api::{ChangeEvent, DependencyState, KeyRecord, NodeHealth, NodeHeartbeat, NodeStatus};
 
+use crate::tier::TierSnapshot;
+
 /// A heartbeat older than this marks a node stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
 /// A heartbeat older than this marks a node down.
@@ -43,6 +45,8 @@ pub enum Msg {
     Value(Result<ValueView, String>),
     /// The outcome of a put or delete, as a message for the status line.
     Done(Result<String, String>),
+    /// One poll of the data tier (Patroni and the Sentinels), with the wall-clock time.
+    Tier(TierSnapshot, chrono::DateTime<chrono::Local>),
 }
 
 /// Where events come from, and whether that works right now.
@@ -379,7 +383,16 @@ pub struct App {
     pub message: Option<Result<String, String>>,
     /// When the message was set; it clears after [`MESSAGE_FOR`].
     message_at: Option<Instant>,
+    /// The data tier's last poll, when the dashboard was given Patroni or Sentinels.
+    pub tier: Option<TierSnapshot>,
+    /// The last leader seen of each kind (`postgres`, `redis`), to tell a failover.
+    tier_leaders: BTreeMap<&'static str, String>,
+    /// Changes of leader, newest first, each with when the poll saw it.
+    pub tier_changes: VecDeque<(chrono::DateTime<chrono::Local>, String)>,
 }
+
+/// Changes of leader the data-tier panel keeps.
+pub const MAX_TIER_CHANGES: usize = 20;
 
 /// How long an action's message stays on the status line.
 pub const MESSAGE_FOR: Duration = Duration::from_secs(5);
@@ -414,6 +427,9 @@ impl App {
             mode: Mode::Normal,
             message: None,
             message_at: None,
+            tier: None,
+            tier_leaders: BTreeMap::new(),
+            tier_changes: VecDeque::new(),
         }
     }
 
@@ -489,7 +505,38 @@ impl App {
                 self.message = Some(result);
                 self.fetch_keys()
             }
+            Msg::Tier(snapshot, at) => {
+                self.on_tier(snapshot, at);
+                Vec::new()
+            }
         }
+    }
+
+    /// A new view of the data tier: a leader that is gone, or another than before, is a
+    /// failover, logged in `tier_changes` and on the status line as it happens.
+    fn on_tier(&mut self, snapshot: TierSnapshot, at: chrono::DateTime<chrono::Local>) {
+        for (kind, label) in [("postgres", "PostgreSQL"), ("redis", "Redis")] {
+            let now = snapshot.leader(kind).map(str::to_owned);
+            let before = self.tier_leaders.get(kind).cloned();
+            let change = match (&before, &now) {
+                (Some(old), Some(new)) if old != new => {
+                    Some(format!("{label} leader {old} → {new}"))
+                }
+                (Some(old), None) if self.tier.as_ref().and_then(|t| t.leader(kind)).is_some() => {
+                    Some(format!("{label}: no leader (was {old})"))
+                }
+                _ => None,
+            };
+            if let Some(change) = change {
+                self.message = Some(Ok(change.clone()));
+                self.tier_changes.push_front((at, change));
+                self.tier_changes.truncate(MAX_TIER_CHANGES);
+            }
+            if let Some(now) = now {
+                self.tier_leaders.insert(kind, now);
+            }
+        }
+        self.tier = Some(snapshot);
     }
 
     /// What the dashboard needs first: the key browser's first page.

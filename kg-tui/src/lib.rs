@@ -1,9 +1,10 @@
-//! kg-tui, a live dashboard of a KeyGrid cluster: nodes, change events, throughput and a key
+//! kg-tui, a live dashboard of a KeyGrid cluster: nodes, the data tier, change events, throughput and a key
 //! browser. One `tokio::select!` loop feeds [`app::App::update`] with key presses, ticks and
 //! data from the tasks in [`sources`]; [`ui::draw`] renders the state.
 
 pub mod app;
 pub mod sources;
+pub mod tier;
 pub mod ui;
 
 use std::time::{Duration, Instant};
@@ -37,6 +38,31 @@ pub struct Cli {
     /// The cluster's Redis key and channel prefix.
     #[arg(long, env = "KG_REDIS_PREFIX", default_value = kg_api::DEFAULT_REDIS_PREFIX)]
     pub redis_prefix: String,
+
+    /// Patroni REST APIs of the replicated data tier (`scripts/start.sh --ha`:
+    /// http://127.0.0.1:8008,http://127.0.0.1:8009,http://127.0.0.1:8010): the data-tier
+    /// panel shows the PostgreSQL members, their roles and lag, and each change of leader.
+    #[arg(
+        long,
+        env = "KG_PATRONI",
+        value_delimiter = ',',
+        value_name = "URL,..."
+    )]
+    pub patroni: Vec<String>,
+
+    /// Sentinels of the data tier's Redis (`HOST:PORT,...`): the panel shows its master and
+    /// replicas.
+    #[arg(
+        long,
+        env = "KG_REDIS_SENTINEL",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    pub redis_sentinel: Vec<String>,
+
+    /// The Redis primary's name in the Sentinels' configuration.
+    #[arg(long, env = "KG_REDIS_MASTER", default_value = "keygrid")]
+    pub redis_master: String,
 
     /// Disable put (p) and delete (d).
     #[arg(long)]
@@ -86,6 +112,14 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     };
     for client in pollers {
         tokio::spawn(sources::poll_status(client, tx.clone()));
+    }
+    let tier = tier::TierSources {
+        patroni: cli.patroni.clone(),
+        sentinels: cli.redis_sentinel.clone(),
+        master: cli.redis_master.clone(),
+    };
+    if !tier.is_empty() {
+        tokio::spawn(sources::poll_tier(tier, tx.clone()));
     }
 
     let mut app = App::new(

@@ -12,6 +12,7 @@ use kg_api::{
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::app::{Command, FeedState, KeysPage, Msg, ValueView};
+use crate::tier::TierSources;
 
 /// How often each endpoint's `/api/status` is polled.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -19,6 +20,18 @@ pub const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// Bound on connecting to Redis, so an unreachable one is reported quickly.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Polls the data tier every [`POLL_INTERVAL`], forever.
+pub async fn poll_tier(sources: TierSources, tx: UnboundedSender<Msg>) {
+    let http = reqwest::Client::new();
+    loop {
+        let snapshot = sources.poll(&http).await;
+        if tx.send(Msg::Tier(snapshot, chrono::Local::now())).is_err() {
+            return;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
 
 /// Follows `<prefix>:events` and `<prefix>:nodes`, reconnecting forever.
 pub async fn subscribe_redis(url: String, prefix: String, tx: UnboundedSender<Msg>) {

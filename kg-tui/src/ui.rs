@@ -68,9 +68,15 @@ fn flexible_width(area: Rect, fixed: &[u16]) -> usize {
 pub fn draw(frame: &mut Frame, app: &App) {
     let area = frame.area();
     let node_rows = u16::try_from(app.nodes.len().clamp(1, 8)).unwrap_or(8);
-    let [header, nodes, middle, throughput, footer] = Layout::vertical([
+    // The data-tier panel only when the dashboard was given Patroni or Sentinels: one row a
+    // member, one for errors, one for the last change of leader.
+    let tier_rows = app.tier.as_ref().map_or(0, |tier| {
+        u16::try_from(tier.members.len().clamp(1, 8)).unwrap_or(8) + 5
+    });
+    let [header, nodes, tier, middle, throughput, footer] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(node_rows + 3),
+        Constraint::Length(tier_rows),
         Constraint::Min(6),
         Constraint::Length(4),
         Constraint::Length(1),
@@ -78,6 +84,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
     .areas(area);
     draw_header(frame, app, header);
     draw_nodes(frame, app, nodes);
+    draw_tier(frame, app, tier);
     let [events, keys] =
         Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(middle);
     draw_events(frame, app, events);
@@ -206,6 +213,76 @@ fn draw_nodes(frame: &mut Frame, app: &App, area: Rect) {
     } else {
         frame.render_widget(table, area);
     }
+}
+
+/// The data tier's members and roles, and its last changes of leader.
+fn draw_tier(frame: &mut Frame, app: &App, area: Rect) {
+    let Some(tier) = &app.tier else { return };
+    let rows = tier.members.iter().map(|member| {
+        let leads = member.role == "leader" || member.role == "master";
+        let state_style = match member.state.as_str() {
+            "running" | "streaming" | "up" => Style::new().green(),
+            _ => Style::new().red().bold(),
+        };
+        Row::new(vec![
+            Cell::from(member.kind),
+            Cell::from(member.name.clone()),
+            Cell::from(member.role.clone()).style(if leads {
+                Style::new().bold()
+            } else {
+                Style::new()
+            }),
+            Cell::from(member.state.clone()).style(state_style),
+            Cell::from(member.lag.map_or(String::new(), |lag| format!("{lag} B"))),
+        ])
+    });
+    let header = Row::new(["KIND", "MEMBER", "ROLE", "STATE", "LAG"]).style(Style::new().bold());
+    let widths = [
+        Constraint::Length(9),
+        Constraint::Min(16),
+        Constraint::Length(13),
+        Constraint::Length(10),
+        Constraint::Length(10),
+    ];
+    let [table_area, notes] =
+        Layout::vertical([Constraint::Min(2), Constraint::Length(3)]).areas(area);
+    let leaders = ["postgres", "redis"]
+        .iter()
+        .filter(|kind| tier.members.iter().any(|m| m.kind == **kind))
+        .map(|kind| format!("{kind}: {}", tier.leader(kind).unwrap_or("NO LEADER")))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let block = Block::bordered()
+        .borders(
+            ratatui::widgets::Borders::TOP
+                | ratatui::widgets::Borders::LEFT
+                | ratatui::widgets::Borders::RIGHT,
+        )
+        .title(format!(" Data tier · {leaders} "));
+    frame.render_widget(
+        Table::new(rows, widths).header(header).block(block),
+        table_area,
+    );
+    let mut lines = Vec::new();
+    if !tier.errors.is_empty() {
+        lines.push(Line::styled(tier.errors.join("; "), Style::new().red()));
+    }
+    lines.push(match app.tier_changes.front() {
+        Some((at, change)) => Line::from(vec![
+            Span::raw("last failover: "),
+            Span::styled(change.clone(), Style::new().yellow().bold()),
+            Span::raw(format!(" at {}", at.format("%H:%M:%S"))),
+        ]),
+        None => Line::raw("no failover seen"),
+    });
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().borders(
+            ratatui::widgets::Borders::BOTTOM
+                | ratatui::widgets::Borders::LEFT
+                | ratatui::widgets::Borders::RIGHT,
+        )),
+        notes,
+    );
 }
 
 /// The events table's fixed columns: time, op, revision, node (the key takes the rest).

@@ -62,3 +62,67 @@ fn long_keys_are_cut_in_the_middle_with_an_ellipsis() {
     // Wide characters count two columns.
     check_truncate("日本語のキー/値", 7, "日…/値");
 }
+
+/// The data-tier panel, fed three polls: pg1 leads, nobody does (the failover), pg2 leads.
+/// Each change of leader is logged as it happens, and the panel shows the newest.
+#[test]
+fn a_postgres_failover_shows_in_the_data_tier_panel_at_120x40() {
+    use chrono::TimeZone as _;
+    use kg_tui::app::Msg;
+    use kg_tui::tier::{parse_patroni_cluster, parse_sentinel, TierSnapshot};
+
+    let cluster = |leader: Option<&str>| {
+        let members: Vec<String> = ["pg1", "pg2", "pg3"]
+            .iter()
+            .map(|name| {
+                let role = if Some(*name) == leader {
+                    "leader"
+                } else {
+                    "replica"
+                };
+                format!(r#"{{"name": "{name}", "role": "{role}", "state": "running", "lag": 0}}"#)
+            })
+            .collect();
+        format!(r#"{{"members": [{}]}}"#, members.join(", "))
+    };
+    let strings = |fields: &[&str]| fields.iter().map(|f| (*f).to_owned()).collect::<Vec<_>>();
+    let redis = parse_sentinel(
+        &strings(&["ip", "127.0.0.1", "port", "6389", "flags", "master"]),
+        &[strings(&[
+            "ip",
+            "127.0.0.1",
+            "port",
+            "6390",
+            "flags",
+            "slave",
+        ])],
+    );
+    let snapshot = |leader| TierSnapshot {
+        members: parse_patroni_cluster(&cluster(leader))
+            .unwrap()
+            .into_iter()
+            .chain(redis.clone())
+            .collect(),
+        errors: Vec::new(),
+    };
+    let at = |second| {
+        chrono::Local
+            .with_ymd_and_hms(2026, 12, 1, 4, 33, second)
+            .unwrap()
+    };
+
+    let mut app = populated(Instant::now());
+    app.update(Msg::Tier(snapshot(Some("pg1")), at(40)));
+    assert!(app.tier_changes.is_empty(), "a first leader is no failover");
+    app.update(Msg::Tier(snapshot(None), at(42)));
+    app.update(Msg::Tier(snapshot(Some("pg2")), at(50)));
+    let changes: Vec<&str> = app.tier_changes.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(
+        changes,
+        [
+            "PostgreSQL leader pg1 → pg2",
+            "PostgreSQL: no leader (was pg1)"
+        ]
+    );
+    insta::assert_snapshot!("data_tier_failover_120x40", render(&app, 120, 40));
+}
