@@ -18,6 +18,7 @@
 #
 #   ./scripts/bench.sh                 20 s per row, 64 connections, 100,000 keys
 #   ./scripts/bench.sh --quick         2 s per row over 2,000 keys: checks the script and its JSON
+#   ./scripts/bench.sh --ha [...]      the cost of the replicated data tier (scripts/bench-ha.sh)
 #   options: --duration SECONDS --rounds N --connections N --keys N --no-build
 #   Each row and its baselines run in --rounds (4) alternating rounds that add up to --duration;
 #   a ratio is the median of the per-round ratios.
@@ -25,6 +26,14 @@
 # stack first. KG_PROFILE=debug measures debug binaries (test.sh's smoke run does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --ha is its own benchmark, of two stacks side by side.
+for arg in "$@"; do
+    if [ "$arg" = --ha ]; then
+        args=()
+        for other in "$@"; do [ "$other" = --ha ] || args+=("$other"); done
+        exec scripts/bench-ha.sh "${args[@]}"
+    fi
+done
 source scripts/lib.sh
 
 duration=20
@@ -41,7 +50,7 @@ while [ $# -gt 0 ]; do
         --connections) connections=$2; shift 2 ;;
         --keys) keys=$2; shift 2 ;;
         --no-build) build=0; shift ;;
-        -h | --help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done

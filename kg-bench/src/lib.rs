@@ -113,7 +113,7 @@ pub struct ChaosArgs {
 
 #[derive(Debug, Args)]
 pub struct SummarizeArgs {
-    /// The run's directory, as scripts/bench.sh lays it out.
+    /// The run's directory, as scripts/bench.sh (or bench.sh --ha) lays it out.
     pub run_dir: PathBuf,
     /// What the table's heading names (date, profile, rounds, ...), as a JSON object.
     #[arg(long, default_value = "{}")]
@@ -376,7 +376,12 @@ fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
 fn summarize_suite(args: &SummarizeArgs, out: &mut dyn Write) -> Result<u8, String> {
     let meta: serde_json::Value =
         serde_json::from_str(&args.meta).map_err(|err| format!("--meta: {err}"))?;
-    let suite = suite::summarize(&args.run_dir, meta)?;
+    // bench.sh --ha lays out its run with put-ha/put-single rounds instead.
+    let suite = if args.run_dir.join("put-ha.r1.json").exists() {
+        suite::summarize_ha(&args.run_dir, meta)?
+    } else {
+        suite::summarize(&args.run_dir, meta)?
+    };
     suite::print(out, &suite).map_err(|err| format!("cannot write the table: {err}"))?;
     if let Some(path) = &args.save {
         if let Some(parent) = path.parent() {

@@ -510,6 +510,58 @@ pub fn summarize(dir: &Path, meta: serde_json::Value) -> Result<Suite, String> {
     })
 }
 
+const SINGLE_PUT: &str = "PUT via nginx, single-server stack";
+const SINGLE_GET: &str = "GET hit via nginx, single-server stack";
+
+/// `scripts/bench.sh --ha`'s table: the same kg-bench PUT and GET (cache hit) through nginx
+/// on the replicated data tier (`put-ha`, `get-ha`) against the single-server stack
+/// (`put-single`, `get-single`), measured in alternating rounds; the targets are the issue's
+/// costs of HA (PUT >= 0.7x, GET hit >= 0.95x).
+pub fn summarize_ha(dir: &Path, meta: serde_json::Value) -> Result<Suite, String> {
+    let mut baselines = BTreeMap::new();
+    baselines.insert(
+        SINGLE_PUT.to_owned(),
+        in_rounds(dir, "put-single", "json", parse_report)?,
+    );
+    baselines.insert(
+        SINGLE_GET.to_owned(),
+        in_rounds(dir, "get-single", "json", parse_report)?,
+    );
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (row, name, baseline, want) in [
+        ("PUT via nginx, HA tier", "put-ha", SINGLE_PUT, 0.7),
+        ("GET hit via nginx, HA tier", "get-ha", SINGLE_GET, 0.95),
+    ] {
+        let measurement = in_rounds(dir, name, "json", parse_report)?;
+        let value = ratio_of(&measurement, &baselines[baseline]);
+        targets.push(TargetResult {
+            target: format!("{row} / single-server stack"),
+            want: format!(">= {want}"),
+            value,
+            met: value >= want,
+        });
+        rows.push(Row {
+            ratios: BTreeMap::from([(baseline.to_owned(), value)]),
+            row: row.to_owned(),
+            tool: "kg-bench".to_owned(),
+            measurement,
+        });
+    }
+    Ok(Suite {
+        meta,
+        rows,
+        baselines,
+        rss: Vec::new(),
+        cache: CacheCounts {
+            hits: 0,
+            misses: 0,
+            hit_ratio: None,
+        },
+        targets,
+    })
+}
+
 /// Rows that measured the wrong thing: any errors, or no rate at all.
 pub fn unsound_rows(suite: &Suite) -> Vec<String> {
     let rows = suite
@@ -589,6 +641,11 @@ pub fn print(out: &mut dyn Write, suite: &Suite) -> io::Result<()> {
         })
         .collect();
     crate::report::table(out, &["BASELINE", "REQ/S", "P50 MS", "P99 MS"], &baselines)?;
+    // The HA table measures neither memory nor the cache's counters.
+    if suite.rss.is_empty() {
+        writeln!(out)?;
+        return print_targets(out, suite);
+    }
     let mut memory = String::from("\npeak RSS: ");
     for (i, r) in suite.rss.iter().enumerate() {
         #[allow(clippy::cast_precision_loss)]
@@ -608,6 +665,10 @@ pub fn print(out: &mut dyn Write, suite: &Suite) -> io::Result<()> {
             .hit_ratio
             .map_or_else(|| "-".to_owned(), |r| format!("{r:.4}"))
     )?;
+    print_targets(out, suite)
+}
+
+fn print_targets(out: &mut dyn Write, suite: &Suite) -> io::Result<()> {
     let targets: Vec<Vec<String>> = suite
         .targets
         .iter()
