@@ -137,4 +137,7 @@ step "scripts/chaos.sh --quick: fault drills under load, judged for lost writes,
 step "scripts/chaos.sh --ha --quick: the replicated data tier (Patroni, etcd, HAProxy, Sentinel) under failover"
 ./scripts/chaos.sh --ha --quick
 
+step "scripts/bench.sh --ha --quick: the HA cost benchmark runs, both stacks without errors (no figure is asserted)"
+./scripts/bench.sh --ha --quick --no-build
+
 step "all checks passed"
