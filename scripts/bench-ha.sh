@@ -32,9 +32,7 @@ while [ $# -gt 0 ]; do
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
-for number in "$duration" "$rounds" "$connections" "$keys"; do
-    [[ "$number" =~ ^[1-9][0-9]*$ ]] || fail "'$number' is not a positive whole number (try --help)"
-done
+whole_numbers "$duration" "$rounds" "$connections" "$keys"
 
 stack_ports_free "the benchmark"
 if [ "$build" = 1 ]; then build_tools; else build_tools --no-build; fi

@@ -54,9 +54,7 @@ while [ $# -gt 0 ]; do
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
-for number in "$duration" "$rounds" "$connections" "$keys"; do
-    [[ "$number" =~ ^[1-9][0-9]*$ ]] || fail "'$number' is not a positive whole number (try --help)"
-done
+whole_numbers "$duration" "$rounds" "$connections" "$keys"
 
 ensure_packages wrk:wrk pgbench:postgresql-contrib psql:postgresql-client \
     redis-benchmark:redis-tools nginx:nginx curl:curl

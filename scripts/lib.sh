@@ -4,6 +4,13 @@
 
 step() { printf '\n==> %s\n' "$*"; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# whole_numbers VALUE...: fails unless each option value is a positive whole number.
+whole_numbers() {
+    local number
+    for number in "$@"; do
+        [[ "$number" =~ ^[1-9][0-9]*$ ]] || fail "'$number' is not a positive whole number (try --help)"
+    done
+}
 
 # The newest PostgreSQL server binaries (initdb, pg_ctl) from Debian's packages.
 pg_bin_dir() {

@@ -33,9 +33,7 @@ while [ $# -gt 0 ]; do
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
-for number in "$seconds" "$keys"; do
-    [[ "$number" =~ ^[1-9][0-9]*$ ]] || fail "'$number' is not a positive whole number (try --help)"
-done
+whole_numbers "$seconds" "$keys"
 [ -z "$baseline" ] || [ -x "$baseline" ] || fail "--baseline $baseline is not an executable"
 
 admin_url="${KG_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"

@@ -5,6 +5,25 @@
 /// and a lone `kg-server` by default, both listen there.
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:8000";
 
+/// The Redis Sentinels of a replicated Redis and the name they know its master by.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SentinelArgs {
+    /// Redis Sentinels (HOST:PORT,...) that name the master of --redis-master, instead of a
+    /// fixed --redis-url: kg-server follows a failover to the promoted replica, kg-tui shows
+    /// the master and its replicas.
+    #[arg(
+        long,
+        env = "KG_REDIS_SENTINEL",
+        value_delimiter = ',',
+        value_name = "HOST:PORT,..."
+    )]
+    pub redis_sentinel: Vec<String>,
+
+    /// The master's name in the Sentinels' configuration.
+    #[arg(long, env = "KG_REDIS_MASTER", default_value = "keygrid")]
+    pub redis_master: String,
+}
+
 /// `-e/--endpoint`, repeated or comma-separated.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EndpointArgs {

@@ -45,19 +45,8 @@ pub struct Config {
     #[arg(long, env = "KG_REDIS_URL", conflicts_with = "redis_sentinel")]
     pub redis_url: Option<String>,
 
-    /// Instead of --redis-url: Redis Sentinels (HOST:PORT,...) that name the master of
-    /// --redis-master; the node follows a failover to the promoted replica.
-    #[arg(
-        long,
-        env = "KG_REDIS_SENTINEL",
-        value_delimiter = ',',
-        value_name = "HOST:PORT,..."
-    )]
-    pub redis_sentinel: Vec<String>,
-
-    /// The master's name in the Sentinels' configuration.
-    #[arg(long, env = "KG_REDIS_MASTER", default_value = "keygrid")]
-    pub redis_master: String,
+    #[command(flatten)]
+    pub sentinel: kg_api::cli::SentinelArgs,
 
     /// Namespace of KeyGrid's Redis keys and channels (`<prefix>:events`, `<prefix>:nodes`).
     #[arg(long, env = "KG_REDIS_PREFIX", default_value = kg_api::DEFAULT_REDIS_PREFIX)]

@@ -110,14 +110,14 @@ impl AppState {
             .map(Tokens::load)
             .transpose()?;
         let events = Arc::new(Events::new(&config.redis_prefix));
-        let target = match (&config.redis_url, config.redis_sentinel.is_empty()) {
+        let target = match (&config.redis_url, config.sentinel.redis_sentinel.is_empty()) {
             (Some(_), false) => {
                 anyhow::bail!("give --redis-url or --redis-sentinel, not both")
             }
             (Some(url), true) => Some(RedisTarget::url(url)?),
             (None, false) => Some(RedisTarget::sentinel(
-                &config.redis_sentinel,
-                &config.redis_master,
+                &config.sentinel.redis_sentinel,
+                &config.sentinel.redis_master,
             )?),
             (None, true) => None,
         };

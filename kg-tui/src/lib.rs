@@ -50,19 +50,9 @@ pub struct Cli {
     )]
     pub patroni: Vec<String>,
 
-    /// Sentinels of the data tier's Redis (`HOST:PORT,...`): the panel shows its master and
-    /// replicas.
-    #[arg(
-        long,
-        env = "KG_REDIS_SENTINEL",
-        value_delimiter = ',',
-        value_name = "HOST:PORT,..."
-    )]
-    pub redis_sentinel: Vec<String>,
-
-    /// The Redis primary's name in the Sentinels' configuration.
-    #[arg(long, env = "KG_REDIS_MASTER", default_value = "keygrid")]
-    pub redis_master: String,
+    /// The data tier's Redis Sentinels: the panel shows its master and replicas.
+    #[command(flatten)]
+    pub sentinel: kg_api::cli::SentinelArgs,
 
     /// Disable put (p) and delete (d).
     #[arg(long)]
@@ -115,8 +105,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
     let tier = tier::TierSources {
         patroni: cli.patroni.clone(),
-        sentinels: cli.redis_sentinel.clone(),
-        master: cli.redis_master.clone(),
+        sentinels: cli.sentinel.redis_sentinel.clone(),
+        master: cli.sentinel.redis_master.clone(),
     };
     if !tier.is_empty() {
         tokio::spawn(sources::poll_tier(tier, tx.clone()));
