@@ -92,8 +92,33 @@ pub struct Judgement {
     pub undecided: usize,
     /// From the repair to the last failed operation; `None` when nothing failed.
     pub recovery_s: Option<f64>,
+    /// Multi-key invariants the store's state broke (see [`Judgement::hold_invariants`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub broken_invariants: Vec<crate::invariant::Broken>,
     pub problems: Vec<String>,
     pub passed: bool,
+}
+
+impl Judgement {
+    /// Checks `invariants` against the store's state after the run, as one view; each that
+    /// breaks is a problem, and fails the verdict.
+    pub fn hold_invariants(
+        &mut self,
+        state: &StoreState,
+        invariants: &[crate::invariant::Invariant],
+    ) {
+        let view = crate::invariant::View::from_state(state);
+        for invariant in invariants {
+            for broken in crate::invariant::check(std::slice::from_ref(&view), invariant) {
+                self.problems.push(format!(
+                    "invariant {} broken: {}",
+                    broken.invariant, broken.detail
+                ));
+                self.broken_invariants.push(broken);
+            }
+        }
+        self.passed = self.problems.is_empty();
+    }
 }
 
 const EXAMPLES: usize = 3;
@@ -316,6 +341,7 @@ pub fn judge(
         violations,
         undecided,
         recovery_s: recovery,
+        broken_invariants: Vec::new(),
         passed: problems.is_empty(),
         problems,
     })

@@ -9,6 +9,7 @@ pub mod check;
 pub mod fault;
 pub mod history;
 pub mod html;
+pub mod invariant;
 pub mod judge;
 pub mod report;
 pub mod run;
@@ -151,6 +152,11 @@ pub struct JudgeArgs {
     /// States the linearizability search may explore per key before it gives up on that key.
     #[arg(long, default_value_t = check::DEFAULT_STATE_LIMIT)]
     pub state_limit: usize,
+    /// A multi-key invariant the state (--state) must keep; repeat for more:
+    /// sum:KEY,KEY,...=TOTAL (integer values, an absent key counting 0) or together:KEY,KEY,...
+    /// (one value in all, or all absent).
+    #[arg(long, value_name = "RULE", requires = "state")]
+    pub invariant: Vec<invariant::Invariant>,
     /// Also write the verdict as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
@@ -421,7 +427,10 @@ fn judge_history(args: &JudgeArgs, out: &mut dyn Write) -> Result<u8, String> {
         max_recovery: args.max_recovery,
         state_limit: args.state_limit,
     };
-    let verdict = judge::judge(&name, &history, state.as_ref(), counts.as_ref(), &expect)?;
+    let mut verdict = judge::judge(&name, &history, state.as_ref(), counts.as_ref(), &expect)?;
+    if let Some(state) = &state {
+        verdict.hold_invariants(state, &args.invariant);
+    }
     if let Some(path) = &args.save {
         let json = serde_json::to_vec_pretty(&verdict).map_err(|err| err.to_string())?;
         std::fs::write(path, json)

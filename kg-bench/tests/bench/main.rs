@@ -448,6 +448,33 @@ async fn judge_passes_a_real_run_and_catches_a_planted_lost_write_and_stale_read
         "{verdict}"
     );
 
+    // Multi-key invariants over the same state: two keys the run wrote apart do not hold one
+    // value (a `together` rule breaks), two keys nobody wrote do (both absent).
+    let written: Vec<&String> = state.keys().take(2).collect();
+    let invariants = bench(&format!(
+        "judge {} --state {} --invariant together:{},{} --invariant together:none/1,none/2 -o json",
+        history.display(),
+        state_file.display(),
+        written[0],
+        written[1]
+    ))
+    .await;
+    assert_eq!(invariants.status.code(), Some(1), "{invariants:?}");
+    let verdict = json(&invariants);
+    let broken = verdict["broken_invariants"].as_array().unwrap();
+    assert_eq!(broken.len(), 1, "{verdict}");
+    assert_eq!(
+        broken[0]["invariant"],
+        format!("together:{},{}", written[0], written[1])
+    );
+    assert!(
+        verdict["problems"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("invariant together:"),
+        "{verdict}"
+    );
+
     // Plant what a failover could do: the store lost the newest acknowledged write (its row
     // is back one revision), and a read sent after everything saw a key's first value.
     let (text, entries) = read_history(&history);
