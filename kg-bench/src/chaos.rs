@@ -321,13 +321,14 @@ pub async fn run_fault(
         max_recovery: scenario.max_recovery,
         state_limit: crate::check::DEFAULT_STATE_LIMIT,
     };
-    let verdict = judge::judge(
+    let mut verdict = judge::judge(
         &scenario.name,
         &history,
         Some(&state),
         Some(&counts(&report)),
         &expect,
     )?;
+    verdict.negative_control = scenario.control;
     write_json(&file("verdict.json"), &verdict)?;
     Ok(verdict)
 }
@@ -478,6 +479,25 @@ mod tests {
         );
         let drill = scenario("pg-primary-kill", &n1).unwrap();
         assert!(drill.passed(&clean) && !drill.passed(&lost));
+
+        // The table says what a control's verdict means, not a bare FAIL.
+        let shown = |verdict: &Judgement| {
+            let mut control = verdict.clone();
+            control.negative_control = true;
+            let mut text = Vec::new();
+            crate::report::print_judgements(&mut text, &[control]).unwrap();
+            String::from_utf8(text).unwrap()
+        };
+        assert!(
+            shown(&lost).contains("FAIL (control: PASS)"),
+            "{}",
+            shown(&lost)
+        );
+        assert!(
+            shown(&clean).contains("NO LOSS (control: FAIL)"),
+            "{}",
+            shown(&clean)
+        );
     }
 
     #[test]

@@ -97,6 +97,10 @@ pub struct Judgement {
     pub broken_invariants: Vec<crate::invariant::Broken>,
     pub problems: Vec<String>,
     pub passed: bool,
+    /// A negative control's run (see `chaos::Scenario::control`): its verdict must fail on a
+    /// loss, and the tables say so instead of a bare FAIL.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub negative_control: bool,
 }
 
 impl Judgement {
@@ -342,6 +346,7 @@ pub fn judge(
         undecided,
         recovery_s: recovery,
         broken_invariants: Vec::new(),
+        negative_control: false,
         passed: problems.is_empty(),
         problems,
     })

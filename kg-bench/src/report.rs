@@ -361,6 +361,15 @@ fn judgement_row(verdict: &Judgement) -> Vec<String> {
         verdict
             .recovery_s
             .map_or_else(|| "no errors".to_owned(), |s| format!("{s:.2} s")),
-        if verdict.passed { "PASS" } else { "FAIL" }.to_owned(),
+        match (verdict.negative_control, verdict.passed) {
+            (false, true) => "PASS",
+            (false, false) => "FAIL",
+            // A control passes when the judge saw the loss it was built to cause.
+            (true, _) if verdict.lost_acknowledged_writes.unwrap_or(0) > 0 => {
+                "FAIL (control: PASS)"
+            }
+            (true, _) => "NO LOSS (control: FAIL)",
+        }
+        .to_owned(),
     ]
 }
