@@ -130,6 +130,18 @@ pub struct WriteResult {
     pub meta: ResponseMeta,
 }
 
+/// What a put ties the key's life to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Attach {
+    /// Nothing: the key lives until deleted (and leaves any lease it had).
+    #[default]
+    None,
+    /// An existing lease.
+    Lease(i64),
+    /// A new lease of this many seconds, for this key alone.
+    Ttl(u64),
+}
+
 /// A value read with `GET /api/key` and its metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetResult {
@@ -137,6 +149,10 @@ pub struct GetResult {
     pub mod_revision: i64,
     pub create_revision: i64,
     pub version: i64,
+    /// The key's lease, if it has one.
+    pub lease: Option<i64>,
+    /// Milliseconds left on that lease.
+    pub ttl_remaining_ms: Option<i64>,
     pub meta: ResponseMeta,
 }
 
@@ -243,12 +259,23 @@ impl Client {
         value: &str,
         precondition: Precondition,
     ) -> Result<WriteResult> {
-        let body = PutRequest {
-            data: KeyValue {
-                key: key.to_owned(),
-                value: value.to_owned(),
-            },
-        };
+        self.put_with(key, value, precondition, Attach::None).await
+    }
+
+    /// `PUT /api/key`, attaching the key to a lease or to a TTL of its own.
+    pub async fn put_with(
+        &self,
+        key: &str,
+        value: &str,
+        precondition: Precondition,
+        attach: Attach,
+    ) -> Result<WriteResult> {
+        let mut body = PutRequest::new(key, value);
+        match attach {
+            Attach::None => {}
+            Attach::Lease(id) => body.lease = Some(id),
+            Attach::Ttl(seconds) => body.ttl = Some(seconds),
+        }
         let request = with_precondition(self.request(Method::PUT, "api/key"), precondition);
         let response = self.send(request.json(&body)).await?;
         let result = write_result(response.headers());
@@ -269,8 +296,49 @@ impl Client {
                 .unwrap_or_default(),
             create_revision: header_i64(&headers, HEADER_CREATE_REVISION).unwrap_or_default(),
             version: header_i64(&headers, HEADER_VERSION).unwrap_or_default(),
+            lease: header_i64(&headers, HEADER_LEASE),
+            ttl_remaining_ms: header_i64(&headers, HEADER_TTL_REMAINING_MS),
             meta: response_meta(&headers),
         })
+    }
+
+    /// `POST /api/leases`: a lease of `ttl` seconds.
+    pub async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant> {
+        let request = self
+            .request(Method::POST, "api/leases")
+            .json(&LeaseGrantRequest { ttl });
+        let response = self.send(request).await?;
+        self.json(response).await
+    }
+
+    /// `POST /api/leases/{id}/keepalive`: the lease's full TTL again.
+    pub async fn lease_keepalive(&self, id: i64) -> Result<LeaseGrant> {
+        let request = self.request(Method::POST, &format!("api/leases/{id}/keepalive"));
+        let response = self.send(request).await?;
+        self.json(response).await
+    }
+
+    /// `GET /api/leases/{id}`: its TTL, the time it has left and its keys.
+    pub async fn lease(&self, id: i64) -> Result<LeaseInfo> {
+        let response = self
+            .send(self.request(Method::GET, &format!("api/leases/{id}")))
+            .await?;
+        self.json(response).await
+    }
+
+    /// `GET /api/leases`: every live lease.
+    pub async fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        let response = self.send(self.request(Method::GET, "api/leases")).await?;
+        let list: LeaseListResponse = self.json(response).await?;
+        Ok(list.leases)
+    }
+
+    /// `DELETE /api/leases/{id}`: ends the lease and deletes its keys at once.
+    pub async fn lease_revoke(&self, id: i64) -> Result<LeaseRevokeResponse> {
+        let response = self
+            .send(self.request(Method::DELETE, &format!("api/leases/{id}")))
+            .await?;
+        self.json(response).await
     }
 
     /// `DELETE /api/key?key=...`.

@@ -2,7 +2,8 @@
 //! what the seed's byte-compatible bodies have no room for.
 //!
 //! The seed's four shapes (`HealthResponse`, `PutRequest`, `GetResponse`, `SuccessResponse`)
-//! must serialise exactly as the seed's FastAPI service did, so they carry no optional fields.
+//! must serialise exactly as the seed's FastAPI service did: the only optional fields they
+//! carry (a PUT's `lease` and `ttl`) are left out when unset, so a seed body round-trips.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +26,14 @@ pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const HEADER_IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Header saying whether a GET was answered from the Redis cache: `hit` or `miss`.
 pub const HEADER_CACHE: &str = "x-cache";
+/// Header carrying the id of the lease a key is attached to, on GET.
+pub const HEADER_LEASE: &str = "x-keygrid-lease";
+/// Header carrying the milliseconds left on a leased key's lease, on GET.
+pub const HEADER_TTL_REMAINING_MS: &str = "x-keygrid-ttl-remaining-ms";
+
+/// The shortest and longest lease TTL, in seconds.
+pub const MIN_LEASE_TTL_SECONDS: u64 = 1;
+pub const MAX_LEASE_TTL_SECONDS: u64 = 86_400;
 
 /// Default and largest page size of `GET /api/keys`.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
@@ -44,14 +53,151 @@ pub struct HealthResponse {
     pub status: String,
 }
 
-/// `PUT /api/key` request: `{"data":{"key":"foo","value":"bar"}}`.
+/// `PUT /api/key` request: `{"data":{"key":"foo","value":"bar"}}`, optionally with a lease to
+/// attach the key to, or a TTL that grants a lease for this key alone (not both).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
-// An unknown field is refused, not ignored: `{"data": ..., "ttl": 5}` must not look as if a
+// An unknown field is refused, not ignored: `{"data": ..., "tll": 5}` must not look as if a
 // TTL was set.
 #[serde(deny_unknown_fields)]
 pub struct PutRequest {
     pub data: KeyValue,
+    /// A live lease (from `POST /api/leases`): the key is deleted when the lease ends. A put
+    /// without `lease` or `ttl` detaches the key from any lease it had.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, nullable = false))]
+    pub lease: Option<i64>,
+    /// Seconds: grants a lease of this TTL for this key alone (1 to 86400).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::optional"
+    )]
+    #[cfg_attr(
+        feature = "utoipa",
+        schema(minimum = 1, maximum = 86400, nullable = false)
+    )]
+    pub ttl: Option<u64>,
+}
+
+impl PutRequest {
+    /// The seed's body: a key and a value, no lease.
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            data: KeyValue {
+                key: key.into(),
+                value: value.into(),
+            },
+            lease: None,
+            ttl: None,
+        }
+    }
+}
+
+/// `POST /api/leases` request: `{"ttl": 30}`, seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseGrantRequest {
+    /// Seconds, 1 to 86400.
+    #[serde(deserialize_with = "whole::number")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 86400))]
+    pub ttl: u64,
+}
+
+/// Whole numbers as JSON Schema's `integer` has them: `30` and `30.0` alike (serde's integers
+/// refuse `30.0`, which a schema-valid client may send), anything fractional refused.
+mod whole {
+    use serde::de::{Deserializer, Error, Unexpected, Visitor};
+
+    struct Whole;
+
+    impl Visitor<'_> for Whole {
+        type Value = i128;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+
+        fn visit_i64<E: Error>(self, value: i64) -> Result<i128, E> {
+            Ok(i128::from(value))
+        }
+
+        fn visit_u64<E: Error>(self, value: u64) -> Result<i128, E> {
+            Ok(i128::from(value))
+        }
+
+        fn visit_f64<E: Error>(self, value: f64) -> Result<i128, E> {
+            // Past 2^63 a float is outside every range these fields take anyway.
+            if value.fract() == 0.0 && value.abs() < 9.2e18 {
+                Ok(value as i128)
+            } else {
+                Err(E::invalid_value(Unexpected::Float(value), &self))
+            }
+        }
+    }
+
+    pub fn number<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i128>,
+    {
+        let value = deserializer.deserialize_any(Whole)?;
+        T::try_from(value).map_err(|_| {
+            D::Error::invalid_value(Unexpected::Other("a number out of range"), &Whole)
+        })
+    }
+
+    pub fn optional<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i128>,
+    {
+        number(deserializer).map(Some)
+    }
+}
+
+/// A lease's id and TTL: the answer to a grant and to a keep-alive (the full TTL again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct LeaseGrant {
+    pub id: i64,
+    /// Seconds.
+    pub ttl: u64,
+}
+
+/// `GET /api/leases/{id}`: a live lease, the time it has left and the keys attached to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct LeaseInfo {
+    pub id: i64,
+    /// Seconds, as granted.
+    pub ttl: u64,
+    /// Milliseconds until it expires, by the database's clock.
+    pub remaining_ms: i64,
+    /// The live keys attached to it, in byte order (left out of `GET /api/leases`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+}
+
+/// `GET /api/leases`: every live lease, soonest to expire first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct LeaseListResponse {
+    pub leases: Vec<LeaseInfo>,
+}
+
+/// `DELETE /api/leases/{id}`: how many keys the revoke deleted, and the last revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct LeaseRevokeResponse {
+    pub deleted: u64,
+    /// The revision of the last delete, or the current revision when no key was attached.
+    pub revision: i64,
 }
 
 /// A key and its value, as the seed's PUT body carries them.
@@ -128,6 +274,12 @@ pub struct KeyRecord {
     pub mod_revision: i64,
     /// Writes since the key was created: 1 after the first put.
     pub version: i64,
+    /// The lease the key is attached to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
+    /// Milliseconds left on that lease, by the database's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_remaining_ms: Option<i64>,
 }
 
 /// `GET /api/keys` page: keys in byte order, and the key to pass as `after` for the next page.
@@ -184,6 +336,37 @@ pub struct ChangeEvent {
     /// The size of a put's value in bytes, when `value` was left out for its size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_bytes: Option<u64>,
+    /// Why a delete happened when no client asked for it: its lease expired or was revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DeleteReason>,
+}
+
+/// Why a key was deleted by its lease ending rather than by a client's delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteReason {
+    /// The lease's deadline passed without a keep-alive.
+    Expired,
+    /// `DELETE /api/leases/{id}`.
+    Revoked,
+}
+
+impl DeleteReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeleteReason::Expired => "expired",
+            DeleteReason::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "expired" => Some(DeleteReason::Expired),
+            "revoked" => Some(DeleteReason::Revoked),
+            _ => None,
+        }
+    }
 }
 
 /// Liveness of a node, as published every second on Redis `keygrid:nodes`.
@@ -337,12 +520,7 @@ mod tests {
             r#"{"data":{"value":"bar"}}"#,
         );
         check(
-            PutRequest {
-                data: KeyValue {
-                    key: "foo".into(),
-                    value: "bar".into(),
-                },
-            },
+            PutRequest::new("foo", "bar"),
             r#"{"data":{"key":"foo","value":"bar"}}"#,
         );
         check(
@@ -364,10 +542,50 @@ mod tests {
             at: chrono::DateTime::from_timestamp(0, 0).unwrap(),
             value: None,
             value_bytes: None,
+            reason: None,
         };
         check(
-            event,
+            event.clone(),
             r#"{"type":"delete","key":"k","revision":7,"version":0,"node":"n1","at":"1970-01-01T00:00:00Z"}"#,
         );
+        check(
+            ChangeEvent {
+                reason: Some(DeleteReason::Expired),
+                ..event
+            },
+            r#"{"type":"delete","key":"k","revision":7,"version":0,"node":"n1","at":"1970-01-01T00:00:00Z","reason":"expired"}"#,
+        );
+    }
+
+    #[test]
+    fn lease_numbers_take_whole_floats_and_refuse_fractions() {
+        let grant: LeaseGrantRequest = serde_json::from_str(r#"{"ttl": 547.0}"#).unwrap();
+        assert_eq!(grant.ttl, 547);
+        for bad in [
+            r#"{"ttl": 1.5}"#,
+            r#"{"ttl": -1}"#,
+            r#"{"ttl": "5"}"#,
+            r#"{"ttl": 1e30}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<LeaseGrantRequest>(bad).is_err(),
+                "{bad}"
+            );
+        }
+        let put: PutRequest =
+            serde_json::from_str(r#"{"data":{"key":"k","value":"v"},"lease":7.0}"#).unwrap();
+        assert_eq!((put.lease, put.ttl), (Some(7), None));
+        let put: PutRequest = serde_json::from_str(r#"{"data":{"key":"k","value":"v"}}"#).unwrap();
+        assert_eq!((put.lease, put.ttl), (None, None));
+    }
+
+    #[test]
+    fn a_put_with_a_lease_or_ttl_carries_it_and_one_without_is_the_seeds() {
+        let mut put = PutRequest::new("k", "v");
+        put.ttl = Some(30);
+        check(put, r#"{"data":{"key":"k","value":"v"},"ttl":30}"#);
+        let mut put = PutRequest::new("k", "v");
+        put.lease = Some(7);
+        check(put, r#"{"data":{"key":"k","value":"v"},"lease":7}"#);
     }
 }

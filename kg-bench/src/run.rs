@@ -249,12 +249,7 @@ impl Answer {
 
 /// The seed's PUT body, in kg-api's wire type.
 fn put_body(key: &str, value: &str) -> Bytes {
-    let body = kg_api::PutRequest {
-        data: kg_api::KeyValue {
-            key: key.to_owned(),
-            value: value.to_owned(),
-        },
-    };
+    let body = kg_api::PutRequest::new(key, value);
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 

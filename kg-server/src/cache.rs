@@ -10,6 +10,11 @@
 //!   an atomic script would make, without a script's cost on every hit;
 //! - `STORE` writes an entry only if it is newer than the one cached in the current epoch.
 //!
+//! **Leased keys** are cached as entries marked leased (`d` = 2) without their value: a lookup
+//! sends their reads to the database, which alone knows whether the lease's deadline has passed
+//! by its own clock. The entry still carries the revision, so that no slow fill of an older,
+//! unleased state can land over it.
+//!
 //! Because `STORE` never lowers a revision, a slow reader that fills the cache after a writer
 //! has stored a newer revision is a no-op, and a delete leaves a revisioned tombstone that no
 //! slow fill can resurrect. Keys that do not exist are cached as tombstones at revision 0.
@@ -49,7 +54,7 @@ use crate::redis_target::RedisTarget;
 
 // ARGV[1] the epoch the data was read or committed in, ARGV[2] the TTL in ms, ARGV[3] '1' for
 // a write's update (it takes away the mark its writer set) or '0' for a fill (refused while
-// any write of the key is pending), then five per entry: revision, deleted ('1'/'0'), value,
+// any write of the key is pending), then five per entry: revision, deleted ('1', '0', or '2' for leased), value,
 // create_revision, version. Returns -1 if the epoch moved, else how many entries it wrote.
 const STORE: &str = r"
 local epoch = redis.call('GET', KEYS[1]) or '0'
@@ -122,6 +127,8 @@ pub struct CacheEntry {
     pub value: Option<String>,
     pub create_revision: i64,
     pub version: i64,
+    /// The key's lease and the milliseconds left on it; only ever read from the database.
+    pub lease: Option<(i64, i64)>,
 }
 
 /// The answer of [`Cache::lookup`].
@@ -147,6 +154,8 @@ pub struct EntryRef<'a> {
     pub value: Option<&'a str>,
     pub create_revision: i64,
     pub version: i64,
+    /// Attached to a lease: cached as a marker that sends reads to the database.
+    pub leased: bool,
 }
 
 /// Settings for [`Cache::new`].
@@ -262,7 +271,8 @@ impl Cache {
                 if entry_epoch != Some(epoch) {
                     return Lookup::Miss { epoch };
                 }
-                if pending.unwrap_or(0) > 0 {
+                // A leased key (d = 2) is read from the database like a pending one.
+                if pending.unwrap_or(0) > 0 || deleted == Some(2) {
                     return Lookup::Pending;
                 }
                 let Some(revision) = revision else {
@@ -273,6 +283,7 @@ impl Cache {
                     value: (deleted == Some(0)).then(|| utf8_value(value.unwrap_or_default())),
                     create_revision: create_revision.unwrap_or(0),
                     version: version.unwrap_or(0),
+                    lease: None,
                 })
             }
             Err(err) => {
@@ -368,8 +379,17 @@ impl Cache {
                 invocation
                     .key(self.entry_key(entry.key))
                     .arg(entry.revision)
-                    .arg(i32::from(entry.value.is_none()))
-                    .arg(entry.value.unwrap_or_default())
+                    .arg(match (entry.value, entry.leased) {
+                        (None, _) => 1,
+                        (Some(_), false) => 0,
+                        (Some(_), true) => 2,
+                    })
+                    // A leased entry's value is never served, so it is not stored.
+                    .arg(if entry.leased {
+                        ""
+                    } else {
+                        entry.value.unwrap_or_default()
+                    })
                     .arg(entry.create_revision)
                     .arg(entry.version);
             }

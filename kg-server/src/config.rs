@@ -64,6 +64,12 @@ pub struct Config {
     #[arg(long, env = "KG_TOMBSTONE_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub tombstone_retention: Duration,
 
+    /// How often the node looks for leases whose deadline has passed, and deletes their keys.
+    /// Every node looks; the first to find a lease deletes it. Expiry is visible to readers at
+    /// the deadline whatever this is: it bounds how late the delete events come.
+    #[arg(long, env = "KG_LEASE_SWEEP_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
+    pub lease_sweep_interval: Duration,
+
     /// Test hook: a pause between a cache miss's database read and its cache fill.
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub cache_fill_delay: Option<Duration>,

@@ -140,6 +140,7 @@ pub fn change_event(change: &Change) -> ChangeEvent {
             .as_ref()
             .filter(|value| value.len() > EVENT_VALUE_MAX_BYTES)
             .map(|value| value.len() as u64),
+        reason: change.reason,
     }
 }
 

@@ -4,7 +4,7 @@
 //! state behind a listener).
 
 use std::future::Future;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
 use crate::events::{self, Events};
 use crate::redis_target::RedisTarget;
-use crate::store::{self, ConnectOptions, OpResult, Store, StoreError, WriteOp};
+use crate::store::{self, ConnectOptions, LeaseEnd, OpResult, Store, StoreError, WriteOp};
 use crate::tokens::Tokens;
 use crate::writer::{WriteError, Writer, WriterContext};
 
@@ -72,6 +72,9 @@ pub struct NodeState {
     /// Flips to true when the node starts shutting down; long-lived streams end on it, since
     /// graceful shutdown waits for every connection to close.
     pub shutting_down: tokio::sync::watch::Sender<bool>,
+    /// Set when this node could not reach the database: before its next database call the
+    /// node gives every lease its full TTL back (see [`Store::refresh_leases`]).
+    pub leases_unsettled: Arc<AtomicBool>,
 }
 
 /// Requests answered since start, by status class, for `/api/status`.
@@ -167,7 +170,9 @@ impl AppState {
             counters: Arc::default(),
             metrics: metrics_handle(),
             shutting_down: tokio::sync::watch::Sender::new(false),
+            leases_unsettled: Arc::default(),
         }));
+        tokio::spawn(sweep_leases(state.clone(), config.lease_sweep_interval));
         tokio::spawn(compact_tombstones(
             state.store.clone(),
             config.tombstone_retention,
@@ -229,6 +234,7 @@ impl AppState {
             metrics::counter!("kg_db_errors_total", "kind" => "breaker_open").increment(1);
             return Err(CallError::DatabaseUnavailable);
         }
+        self.settle_leases().await?;
         let result = match tokio::time::timeout(self.db_timeout, call).await {
             Ok(result) => result.map_err(CallError::from),
             Err(_) => {
@@ -237,9 +243,30 @@ impl AppState {
             }
         };
         if matches!(result, Err(CallError::DatabaseUnavailable)) {
+            self.leases_unsettled.store(true, Ordering::Release);
             self.db_breaker.trip(self.store.clone(), self.db_timeout);
         }
         result
+    }
+
+    /// After this node lost the database: gives every lease its full TTL back before anything
+    /// else is read or written, so that an outage, during which no keep-alive could land,
+    /// never makes a lease expire. Idempotent, so every node that saw the outage may run it.
+    async fn settle_leases(&self) -> Result<(), CallError> {
+        if !self.leases_unsettled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match tokio::time::timeout(self.db_timeout, self.store.refresh_leases()).await {
+            Ok(Ok(extended)) => {
+                self.leases_unsettled.store(false, Ordering::Release);
+                if extended > 0 {
+                    tracing::info!(extended, "leases given their full TTL after an outage");
+                }
+                Ok(())
+            }
+            Ok(Err(err)) => Err(CallError::from(err)),
+            Err(_) => Err(CallError::DatabaseUnavailable),
+        }
     }
 
     /// Queues a write for the next batch and waits, within the database timeout, for its commit.
@@ -299,6 +326,44 @@ impl From<WriteError> for CallError {
 }
 
 /// Purges tombstones older than `retention`, checking every half retention (1 s to 10 min).
+/// Deletes the keys of leases whose deadline has passed, through the writer so that the deletes
+/// are published in revision order. Every node runs this; `end_leases` makes each expiry
+/// happen once, on whichever node gets there first.
+async fn sweep_leases(state: AppState, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if *state.shutting_down.borrow() {
+            return;
+        }
+        match state.db(state.store.leases_due()).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => continue,
+        }
+        // Batches until none is left, so that a burst of expiries is not spread over ticks.
+        loop {
+            match state
+                .db(state.writer.end_leases(LeaseEnd::Expired(EXPIRE_BATCH)))
+                .await
+            {
+                Ok(Some(changes)) if !changes.is_empty() => {
+                    metrics::counter!("kg_lease_expired_keys_total")
+                        .increment(changes.len() as u64);
+                }
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "lease expiry failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// The most leases one expiry transaction ends.
+const EXPIRE_BATCH: u32 = 64;
+
 async fn compact_tombstones(store: Arc<dyn Store>, retention: Duration) {
     let interval = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut ticker = tokio::time::interval(interval);

@@ -122,7 +122,7 @@ pub fn cases() -> Vec<Case> {
         case(M::PUT, "/api/key", &[], raw(b"{not json"), S::UNPROCESSABLE_ENTITY, "malformed JSON"),
         case(M::PUT, "/api/key", &[], raw(b""), S::UNPROCESSABLE_ENTITY, "empty"),
         case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k"}}"#), S::UNPROCESSABLE_ENTITY, "missing field `value`"),
-        case(M::PUT, "/api/key", &[], raw(br#"{"key":"k","value":"v"}"#), S::UNPROCESSABLE_ENTITY, "unknown field `key`, expected `data`"),
+        case(M::PUT, "/api/key", &[], raw(br#"{"key":"k","value":"v"}"#), S::UNPROCESSABLE_ENTITY, "unknown field `key`, expected one of `data`, `lease`, `ttl`"),
         case(M::PUT, "/api/key", &[], raw(br#"{}"#), S::UNPROCESSABLE_ENTITY, "missing field `data`"),
         case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":5}}"#), S::UNPROCESSABLE_ENTITY, "invalid type"),
         case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":7,"value":"v"}}"#), S::UNPROCESSABLE_ENTITY, "invalid type"),
@@ -149,7 +149,7 @@ pub fn cases() -> Vec<Case> {
         case(M::GET, "/api/keys?prefx=ux/", &[], None, S::BAD_REQUEST, "unknown query parameter \"prefx\""),
         case(M::DELETE, "/api/key?key=k&force=1", &[], None, S::BAD_REQUEST, "unknown query parameter"),
         // Unknown body fields and bodies that are not objects: 422, naming the field.
-        case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":"v"},"ttl":5}"#), S::UNPROCESSABLE_ENTITY, "unknown field `ttl`"),
+        case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":"v"},"tll":5}"#), S::UNPROCESSABLE_ENTITY, "unknown field `tll`"),
         case(M::PUT, "/api/key", &[], raw(br#"{"data":{"key":"k","value":"v","lease":1}}"#), S::UNPROCESSABLE_ENTITY, "unknown field `lease`"),
         case(M::PUT, "/api/key", &[], raw(b"[]"), S::UNPROCESSABLE_ENTITY, "expected a JSON object"),
         // A value one byte over the limit: 413 (a body far over it: see below).

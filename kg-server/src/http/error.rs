@@ -26,6 +26,9 @@ pub enum Error {
     Unprocessable(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A lease that does not exist, has expired or was revoked.
+    #[error("lease {0} not found: it does not exist, has expired or was revoked")]
+    LeaseNotFound(i64),
     /// A watch asked to resume below the compact revision.
     #[error("{0}")]
     Gone(String),
@@ -45,7 +48,9 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::KeyNotFound | Error::RouteNotFound => StatusCode::NOT_FOUND,
+            Error::KeyNotFound | Error::RouteNotFound | Error::LeaseNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             Error::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -144,6 +144,18 @@ fn decode_component(text: &str) -> Result<String, Error> {
         .map_err(|_| Error::BadRequest("query string is not valid UTF-8".to_owned()))
 }
 
+/// Checks a lease TTL (seconds) against the documented range: a 422 outside it.
+pub fn check_ttl(ttl: u64) -> Result<(), super::Error> {
+    use kg_api::{MAX_LEASE_TTL_SECONDS, MIN_LEASE_TTL_SECONDS};
+    if (MIN_LEASE_TTL_SECONDS..=MAX_LEASE_TTL_SECONDS).contains(&ttl) {
+        Ok(())
+    } else {
+        Err(super::Error::Unprocessable(format!(
+            "ttl must be {MIN_LEASE_TTL_SECONDS} to {MAX_LEASE_TTL_SECONDS} seconds, not {ttl}"
+        )))
+    }
+}
+
 /// Checks a key against the documented limits; `Err` carries the reason.
 pub fn check_key(key: &str) -> Result<(), String> {
     if key.is_empty() {
@@ -413,9 +425,9 @@ mod tests {
             detail("5")
         );
         assert!(
-            detail(r#"{"data":{"key":"k","value":"v"},"ttl":5}"#).contains("unknown field `ttl`"),
+            detail(r#"{"data":{"key":"k","value":"v"},"tll":5}"#).contains("unknown field `tll`"),
             "{}",
-            detail(r#"{"data":{"key":"k","value":"v"},"ttl":5}"#)
+            detail(r#"{"data":{"key":"k","value":"v"},"tll":5}"#)
         );
         // A field the client named keeps its name, whatever it says.
         assert!(

@@ -13,14 +13,14 @@ use axum::{Json, Router};
 use kg_api::{
     ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, PutRequest, SuccessResponse,
     ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE, HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED,
-    HEADER_REVISION, HEADER_VERSION, MAX_PAGE_SIZE,
+    HEADER_LEASE, HEADER_REVISION, HEADER_TTL_REMAINING_MS, HEADER_VERSION, MAX_PAGE_SIZE,
 };
 
 use super::input::{self, check_key, json_body, precondition, KeyParam, QueryParams};
 use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
-use crate::store::{Expect, ListQuery, OpResult, WriteOp, WriteOutcome};
+use crate::store::{Expect, LeaseEnd, ListQuery, OpResult, WriteOp, WriteOutcome};
 
 // Validated once, at compile time: `from_static` checks its name on every call.
 const X_CACHE: HeaderName = HeaderName::from_static(HEADER_CACHE);
@@ -28,6 +28,8 @@ const X_REVISION: HeaderName = HeaderName::from_static(HEADER_REVISION);
 const X_CREATE_REVISION: HeaderName = HeaderName::from_static(HEADER_CREATE_REVISION);
 const X_VERSION: HeaderName = HeaderName::from_static(HEADER_VERSION);
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static(HEADER_IDEMPOTENT_REPLAYED);
+const X_LEASE: HeaderName = HeaderName::from_static(HEADER_LEASE);
+const X_TTL_REMAINING_MS: HeaderName = HeaderName::from_static(HEADER_TTL_REMAINING_MS);
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -50,6 +52,8 @@ pub fn router() -> Router<AppState> {
             ("X-KeyGrid-Create-Revision" = i64, description = "The key's create_revision"),
             ("X-KeyGrid-Version" = i64, description = "Writes since the key was created"),
             ("X-Cache" = String, description = "`hit` when answered from the Redis cache, `miss` otherwise"),
+            ("X-KeyGrid-Lease" = i64, description = "The key's lease, when it has one"),
+            ("X-KeyGrid-TTL-Remaining-Ms" = i64, description = "Milliseconds left on the key's lease, by the database's clock"),
         )),
         (status = 304, description = "If-None-Match named the current revision, or was * and the key exists"),
         (status = 400, description = "Missing or invalid key, or a malformed If-Match", body = ErrorBody),
@@ -86,7 +90,14 @@ pub async fn get_key(
     let Some(value) = entry.value else {
         return Ok(([cache_header], Error::KeyNotFound).into_response());
     };
-    let response_headers = revision_headers(entry.revision, entry.create_revision, entry.version);
+    let mut response_headers =
+        revision_headers(entry.revision, entry.create_revision, entry.version)
+            .into_iter()
+            .collect::<HeaderMap>();
+    if let Some((lease, remaining_ms)) = entry.lease {
+        response_headers.insert(X_LEASE, HeaderValue::from(lease));
+        response_headers.insert(X_TTL_REMAINING_MS, HeaderValue::from(remaining_ms.max(0)));
+    }
     let not_modified = headers
         .get(IF_NONE_MATCH)
         .and_then(|value| value.to_str().ok())
@@ -128,12 +139,14 @@ async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), E
             value: record.value,
             create_revision: record.create_revision,
             version: record.version,
+            lease: record.lease.zip(record.ttl_remaining_ms),
         },
         None => CacheEntry {
             revision: 0,
             value: None,
             create_revision: 0,
             version: 0,
+            lease: None,
         },
     };
     if let (Some(cache), Some(epoch)) = (&state.cache, miss_epoch) {
@@ -146,6 +159,7 @@ async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), E
             value: entry.value.as_deref(),
             create_revision: entry.create_revision,
             version: entry.version,
+            leased: entry.lease.is_some(),
         };
         cache.fill(fill, epoch).await;
     }
@@ -178,9 +192,10 @@ pub enum IfNoneMatchAny {
             ("X-KeyGrid-Version" = i64, description = "The key's version after this write"),
         )),
         (status = 400, description = "Malformed precondition header", body = ErrorBody),
+        (status = 404, description = "The lease named does not exist or has expired", body = ErrorBody),
         (status = 412, description = "Precondition failed", body = ErrorBody),
         (status = 413, description = "Value or body too large", body = ErrorBody),
-        (status = 422, description = "Malformed JSON, wrong types, missing fields or an invalid key", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, wrong types, missing fields, an invalid key, a TTL out of range, or both `lease` and `ttl`", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
@@ -190,7 +205,7 @@ pub async fn put_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let request: PutRequest = json_body(body)?;
-    let PutRequest { data } = request;
+    let PutRequest { data, lease, ttl } = request;
     tracing::Span::current().record("key", data.key.as_str());
     check_key(&data.key).map_err(Error::Unprocessable)?;
     if data.value.len() > state.max_value_bytes {
@@ -202,15 +217,51 @@ pub async fn put_key(
     }
     // After the request itself is found valid: a precondition is never the answer to a
     // request that would fail without it (RFC 9110, 13.2.1).
+    match (lease, ttl) {
+        (Some(_), Some(_)) => {
+            return Err(Error::Unprocessable(
+                "give `lease` or `ttl`, not both".to_owned(),
+            ))
+        }
+        (Some(id), None) if id < 1 => {
+            return Err(Error::Unprocessable(format!(
+                "lease must be a lease id (1 or more), not {id}"
+            )))
+        }
+        (None, Some(ttl)) => input::check_ttl(ttl)?,
+        _ => {}
+    }
     let idempotency_key = input::idempotency_key(&headers)?;
     let expect = precondition(&headers, true)?;
+    // A TTL of the key's own is a lease granted for it now; if the put does not apply, the
+    // lease, which holds no key, is revoked again.
+    let granted = match ttl {
+        Some(ttl) => Some(state.db(state.store.lease_grant(ttl)).await?.id),
+        None => None,
+    };
     let op = WriteOp {
         key: data.key,
         value: Some(data.value),
         expect,
         idempotency_key,
+        lease: granted.or(lease),
+        ttl,
     };
-    let result = state.write(op).await?;
+    let result = state.write(op).await;
+    if let Some(id) = granted {
+        if !matches!(
+            &result,
+            Ok(OpResult {
+                outcome: WriteOutcome::Applied { .. },
+                replayed: false
+            })
+        ) {
+            let _ = state
+                .db(state.writer.end_leases(LeaseEnd::Revoke(id)))
+                .await;
+        }
+    }
+    let result = result?;
     let response = match result.outcome {
         WriteOutcome::Applied {
             revision,
@@ -223,6 +274,9 @@ pub async fn put_key(
             .into_response(),
         WriteOutcome::PreconditionFailed => precondition_failed(expect).into_response(),
         WriteOutcome::IdempotencyMismatch => idempotency_mismatch().into_response(),
+        WriteOutcome::LeaseNotFound => {
+            Error::LeaseNotFound(lease.unwrap_or_default()).into_response()
+        }
         WriteOutcome::NotFound => {
             return Err(Error::Internal(anyhow::anyhow!(
                 "store reported not-found for a put"
@@ -263,6 +317,8 @@ pub async fn delete_key(
         value: None,
         expect,
         idempotency_key,
+        lease: None,
+        ttl: None,
     };
     let result = state.write(op).await?;
     let response = match result.outcome {
@@ -274,6 +330,11 @@ pub async fn delete_key(
         WriteOutcome::NotFound => Error::KeyNotFound.into_response(),
         WriteOutcome::PreconditionFailed => precondition_failed(expect).into_response(),
         WriteOutcome::IdempotencyMismatch => idempotency_mismatch().into_response(),
+        WriteOutcome::LeaseNotFound => {
+            return Err(Error::Internal(anyhow::anyhow!(
+                "store reported a missing lease for a delete"
+            )))
+        }
     };
     Ok(mark_replayed(response, result))
 }

@@ -8,6 +8,7 @@ mod error;
 mod health;
 pub mod input;
 mod keys;
+mod leases;
 mod watch;
 
 use std::any::Any;
@@ -44,10 +45,11 @@ use crate::startup::AppState;
     info(title = "KeyGrid", description = "A distributed key-value store. Bodies are byte-compatible with the original FastAPI service; revision metadata travels in headers."),
     paths(
         keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, watch::watch,
+        leases::grant, leases::keepalive, leases::show, leases::list, leases::revoke,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,
     ),
-    components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress)),
-    tags((name = "keys", description = "Key-value operations"), (name = "node", description = "Node information")),
+    components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress, kg_api::DeleteReason)),
+    tags((name = "keys", description = "Key-value operations"), (name = "leases", description = "Leases: keys that expire"), (name = "node", description = "Node information")),
 )]
 pub struct ApiDoc;
 
@@ -61,6 +63,7 @@ pub fn app(state: AppState) -> Router {
         .saturating_add(64 * 1024);
     let router = Router::new()
         .merge(keys::router())
+        .merge(leases::router())
         .merge(health::router())
         .merge(watch::router())
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()));

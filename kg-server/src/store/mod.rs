@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use kg_api::KeyRecord;
+use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo};
 
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
@@ -45,6 +45,11 @@ pub struct WriteOp {
     pub expect: Expect,
     /// The client's Idempotency-Key, if it sent one.
     pub idempotency_key: Option<String>,
+    /// The lease a put attaches the key to; `None` detaches it from any.
+    pub lease: Option<i64>,
+    /// The TTL a put asked for, when the node granted `lease` for it. The fingerprint covers
+    /// this instead of the lease id: a retry is granted a new lease, and is the same write.
+    pub ttl: Option<u64>,
 }
 
 impl WriteOp {
@@ -63,6 +68,19 @@ impl WriteOp {
         hasher.update(self.key.as_bytes());
         if let Some(value) = &self.value {
             hasher.update(value.as_bytes());
+        }
+        // Only when set, so that an idempotency record written before leases existed still
+        // matches a retry of the same write.
+        match (self.ttl, self.lease) {
+            (Some(ttl), _) => {
+                hasher.update(b"\0ttl\0");
+                hasher.update(ttl.to_be_bytes());
+            }
+            (None, Some(lease)) => {
+                hasher.update(b"\0lease\0");
+                hasher.update(lease.to_be_bytes());
+            }
+            (None, None) => {}
         }
         hasher
             .finalize()
@@ -110,6 +128,8 @@ pub enum WriteOutcome {
     PreconditionFailed,
     /// The idempotency key was already used for a different write.
     IdempotencyMismatch,
+    /// A put named a lease that does not exist or has expired.
+    LeaseNotFound,
 }
 
 /// The outcome of one write of a batch, and whether it is a replay: the outcome recorded for
@@ -135,6 +155,7 @@ impl WriteOutcome {
             },
             (1, _) => WriteOutcome::NotFound,
             (3, _) => WriteOutcome::IdempotencyMismatch,
+            (4, _) => WriteOutcome::LeaseNotFound,
             _ => WriteOutcome::PreconditionFailed,
         }
     }
@@ -150,6 +171,7 @@ impl WriteOutcome {
             WriteOutcome::NotFound => (1, None, None, None),
             WriteOutcome::PreconditionFailed => (2, None, None, None),
             WriteOutcome::IdempotencyMismatch => (3, None, None, None),
+            WriteOutcome::LeaseNotFound => (4, None, None, None),
         }
     }
 }
@@ -173,6 +195,8 @@ struct KeyRow {
     create_revision: i64,
     mod_revision: i64,
     version: i64,
+    lease: Option<i64>,
+    ttl_remaining_ms: Option<i64>,
 }
 
 impl From<KeyRow> for KeyRecord {
@@ -187,6 +211,8 @@ impl From<KeyRow> for KeyRecord {
             create_revision: row.create_revision,
             mod_revision: row.mod_revision,
             version: row.version,
+            lease: row.lease,
+            ttl_remaining_ms: row.ttl_remaining_ms,
         }
     }
 }
@@ -204,6 +230,10 @@ pub struct Change {
     pub node: String,
     /// Commit time, Unix milliseconds.
     pub at_ms: i64,
+    /// The lease a put attached the key to.
+    pub lease: Option<i64>,
+    /// Set on a delete made by a lease's end.
+    pub reason: Option<DeleteReason>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -215,6 +245,8 @@ struct ChangeRow {
     version: i64,
     mod_node: String,
     mod_at_ms: i64,
+    lease: Option<i64>,
+    reason: Option<String>,
 }
 
 impl From<ChangeRow> for Change {
@@ -229,6 +261,8 @@ impl From<ChangeRow> for Change {
             version: row.version,
             node: row.mod_node,
             at_ms: row.mod_at_ms,
+            lease: row.lease,
+            reason: row.reason.as_deref().and_then(DeleteReason::parse),
         }
     }
 }
@@ -323,6 +357,46 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Purges tombstones (and idempotency records) older than `retention` and raises the
     /// compact revision to the newest tombstone purged. Returns how many tombstones were purged.
     async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError>;
+
+    /// A new lease of `ttl` seconds, its deadline set by the database's clock.
+    async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError>;
+
+    /// Sets a live lease's deadline a full TTL ahead again; `None` once it has expired or
+    /// been revoked.
+    async fn lease_keepalive(&self, id: i64) -> Result<Option<LeaseGrant>, StoreError>;
+
+    /// A live lease with its keys; `None` once it has expired or been revoked.
+    async fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, StoreError>;
+
+    /// Every live lease, soonest deadline first, without their keys.
+    async fn leases(&self) -> Result<Vec<LeaseInfo>, StoreError>;
+
+    /// Ends leases and deletes their keys under the revision lock, in one transaction: one
+    /// revision per key, each tombstone marked with why. The lease row and its keys go
+    /// together, so whichever node ends a lease first is the only one that deletes its keys.
+    /// `None` when a revoked lease does not exist.
+    async fn end_leases(
+        &self,
+        node: &str,
+        end: LeaseEnd,
+    ) -> Result<Option<Vec<Change>>, StoreError>;
+
+    /// Whether any lease's deadline has passed: a cheap check without the revision lock.
+    async fn leases_due(&self) -> Result<bool, StoreError>;
+
+    /// Gives every lease at least its full TTL from now, as etcd does when a new leader takes
+    /// over: run after this node could not reach the database, so that an outage, during which
+    /// no keep-alive could land, never makes a lease expire. Returns how many it extended.
+    async fn refresh_leases(&self) -> Result<u64, StoreError>;
+}
+
+/// Which leases [`Store::end_leases`] ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseEnd {
+    /// Up to this many leases whose deadline has passed, soonest first.
+    Expired(u32),
+    /// This lease, now.
+    Revoke(i64),
 }
 
 /// Opens the store a database URL names and runs its migrations.

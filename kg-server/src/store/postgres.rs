@@ -7,7 +7,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, Postgres};
 use sqlx::ConnectOptions as _;
 use std::str::FromStr;
 
-use super::sql::{Dialect, SqlStore};
+use std::sync::OnceLock;
+
+use super::sql::{Dialect, Queries, SqlStore};
 use super::{ConnectOptions, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
 
 /// The store on PostgreSQL.
@@ -61,7 +63,7 @@ impl Dialect for Postgres {
 
     const CHANGES_SINCE: &'static str =
         "SELECT key, value, create_revision, mod_revision, version, mod_node, \
-           (extract(epoch FROM mod_at) * 1000)::bigint AS mod_at_ms FROM kg_keys \
+           (extract(epoch FROM mod_at) * 1000)::bigint AS mod_at_ms, lease, reason FROM kg_keys \
          WHERE mod_revision > $1 AND key >= $2 AND ($3::text IS NULL OR key < $3) \
          ORDER BY mod_revision LIMIT $4";
 
@@ -83,8 +85,9 @@ impl Dialect for Postgres {
             .iter()
             .map(|op| op.idempotency_key.as_ref().map(|_| op.fingerprint()))
             .collect();
+        let leases: Vec<Option<i64>> = ops.iter().map(|op| op.lease).collect();
         let rows: Vec<(i16, Option<i64>, Option<i64>, Option<i64>, bool)> =
-            sqlx::query_as("SELECT * FROM kg_apply($1, $2, $3, $4, $5, $6, $7)")
+            sqlx::query_as("SELECT * FROM kg_apply($1, $2, $3, $4, $5, $6, $7, $8)")
                 .bind(node)
                 .bind(deletes)
                 .bind(keys)
@@ -92,6 +95,7 @@ impl Dialect for Postgres {
                 .bind(expects)
                 .bind(idempotency_keys)
                 .bind(fingerprints)
+                .bind(leases)
                 .fetch_all(pool)
                 .await?;
         Ok(rows
@@ -126,6 +130,22 @@ impl Dialect for Postgres {
         .fetch_one(pool)
         .await?;
         Ok(u64::try_from(purged).unwrap_or_default())
+    }
+
+    fn queries() -> &'static Queries {
+        static QUERIES: OnceLock<Queries> = OnceLock::new();
+        QUERIES.get_or_init(|| Queries::new("kg_now_ms()", "now()", "GREATEST"))
+    }
+
+    async fn begin_write(
+        pool: &PgPool,
+    ) -> Result<(sqlx::Transaction<'_, Postgres>, i64), StoreError> {
+        let mut tx = pool.begin().await?;
+        let revision: i64 =
+            sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut *tx)
+                .await?;
+        Ok((tx, revision))
     }
 
     async fn is_primary(pool: &PgPool) -> Result<Option<bool>, StoreError> {

@@ -2,17 +2,108 @@
 //! for what each does its own way (the write batch, compaction, the primary check).
 //!
 //! One SQL text serves both because both drivers read `$N` as the Nth bound value and
-//! `CAST($N AS text)` gives PostgreSQL the type of a parameter that may be NULL.
+//! `CAST($N AS text)` gives PostgreSQL the type of a parameter that may be NULL. The one part
+//! that differs is the database's clock, which leases are judged by: [`Queries`] builds each
+//! statement once per dialect around the dialect's `NOW_MS`.
 
 use async_trait::async_trait;
-use kg_api::KeyRecord;
+use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo};
 use sqlx::pool::PoolConnection;
-use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Type};
+use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::{
-    prefix_upper_bound, Change, ChangeRow, KeyRow, ListQuery, OpResult, Store, StoreError,
-    StoreKind, WriteOp,
+    prefix_upper_bound, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, OpResult, Store,
+    StoreError, StoreKind, WriteOp,
 };
+
+/// Every statement whose text depends on the dialect's clock, built once per dialect.
+#[derive(Debug)]
+pub struct Queries {
+    get: String,
+    list: String,
+    count: String,
+    lease_grant: String,
+    lease_keepalive: String,
+    lease: String,
+    leases: String,
+    leases_due: String,
+    refresh_leases: String,
+    leases_to_refresh: String,
+    expire: String,
+    tombstone: String,
+}
+
+impl Queries {
+    /// `now_ms`: the database's clock in Unix milliseconds; `mod_at_now`: the same instant as
+    /// `kg_keys.mod_at` stores it; `greatest`: the two-argument maximum.
+    pub fn new(now_ms: &str, mod_at_now: &str, greatest: &str) -> Self {
+        // A key is live while it has a value and either no lease or a lease whose deadline is
+        // ahead: an expired key is gone for readers before the sweeper deletes it.
+        let live = format!("k.value IS NOT NULL AND (k.lease IS NULL OR l.deadline > {now_ms})");
+        let row = format!(
+            "k.key, {{value}}, k.create_revision, k.mod_revision, k.version, k.lease, \
+             l.deadline - {now_ms} AS ttl_remaining_ms \
+             FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease"
+        );
+        let range = "k.key >= $1 AND (CAST($2 AS text) IS NULL OR k.key < $2) \
+                     AND (CAST($3 AS text) IS NULL OR k.key > $3)";
+        Self {
+            get: format!(
+                "SELECT {} WHERE k.key = $1 AND {live}",
+                row.replace("{value}", "k.value")
+            ),
+            list: format!(
+                "SELECT {} WHERE {range} AND {live} ORDER BY k.key LIMIT $4",
+                row.replace("{value}", "CASE WHEN $5 THEN k.value END AS value")
+            ),
+            count: format!(
+                "SELECT count(*) FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
+                 WHERE {range} AND {live}"
+            ),
+            lease_grant: format!(
+                "INSERT INTO kg_leases (ttl, deadline) VALUES ($1, {now_ms} + $1 * 1000) \
+                 RETURNING id, ttl"
+            ),
+            lease_keepalive: format!(
+                "UPDATE kg_leases SET deadline = {now_ms} + ttl * 1000 \
+                 WHERE id = $1 AND deadline > {now_ms} RETURNING id, ttl"
+            ),
+            lease: format!(
+                "SELECT id, ttl, deadline - {now_ms} FROM kg_leases \
+                 WHERE id = $1 AND deadline > {now_ms}"
+            ),
+            leases: format!(
+                "SELECT id, ttl, deadline - {now_ms} FROM kg_leases \
+                 WHERE deadline > {now_ms} ORDER BY deadline, id"
+            ),
+            leases_due: format!(
+                "SELECT count(*) FROM \
+                   (SELECT 1 FROM kg_leases WHERE deadline <= {now_ms} LIMIT 1) due"
+            ),
+            leases_to_refresh: format!(
+                "SELECT count(*) FROM kg_leases WHERE deadline < {now_ms} + ttl * 1000"
+            ),
+            refresh_leases: format!(
+                "UPDATE kg_leases SET deadline = {greatest}(deadline, {now_ms} + ttl * 1000) \
+                 WHERE deadline < {now_ms} + ttl * 1000 RETURNING id"
+            ),
+            // The deadline is checked again on the row deleted: a keep-alive that committed
+            // after the subquery read it keeps its lease.
+            expire: format!(
+                "DELETE FROM kg_leases WHERE id IN \
+                   (SELECT id FROM kg_leases WHERE deadline <= {now_ms} \
+                    ORDER BY deadline, id LIMIT $1) \
+                 AND deadline <= {now_ms} RETURNING id"
+            ),
+            tombstone: format!(
+                "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
+                   mod_revision = $1, mod_node = $2, mod_at = {mod_at_now}, lease = NULL, \
+                   reason = $3 \
+                 WHERE key = $4"
+            ),
+        }
+    }
+}
 
 /// What one database does its own way.
 #[async_trait]
@@ -40,6 +131,12 @@ pub trait Dialect: Database {
     async fn is_primary(_pool: &Pool<Self>) -> Result<Option<bool>, StoreError> {
         Ok(None)
     }
+
+    /// The statements built around this dialect's clock.
+    fn queries() -> &'static Queries;
+
+    /// A transaction holding the revision lock, and the last revision handed out.
+    async fn begin_write(pool: &Pool<Self>) -> Result<(Transaction<'_, Self>, i64), StoreError>;
 }
 
 /// A store on one sqlx pool; `DB` picks the database.
@@ -64,6 +161,9 @@ where
     for<'r> KeyRow: FromRow<'r, DB::Row>,
     for<'r> ChangeRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64): FromRow<'r, DB::Row>,
+    for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
 {
     fn kind(&self) -> StoreKind {
         DB::KIND
@@ -71,49 +171,36 @@ where
 
     async fn get(&self, key: &str) -> Result<Option<KeyRecord>, StoreError> {
         let mut session = self.pool.acquire().await?;
-        let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT key, value, create_revision, mod_revision, version \
-             FROM kg_keys WHERE key = $1 AND value IS NOT NULL",
-        )
-        .bind(key)
-        .fetch_optional(&mut *session)
-        .await?;
+        let row: Option<KeyRow> = sqlx::query_as(&DB::queries().get)
+            .bind(key)
+            .fetch_optional(&mut *session)
+            .await?;
         self.fence(&mut session).await?;
         Ok(row.map(KeyRecord::from))
     }
 
     async fn list(&self, query: &ListQuery<'_>) -> Result<Vec<KeyRecord>, StoreError> {
         let mut session = self.pool.acquire().await?;
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "SELECT key, CASE WHEN $5 THEN value END AS value, create_revision, mod_revision, \
-               version FROM kg_keys \
-             WHERE key >= $1 AND (CAST($2 AS text) IS NULL OR key < $2) \
-               AND (CAST($3 AS text) IS NULL OR key > $3) AND value IS NOT NULL \
-             ORDER BY key LIMIT $4",
-        )
-        .bind(query.prefix)
-        .bind(prefix_upper_bound(query.prefix))
-        .bind(query.after)
-        .bind(i64::from(query.limit))
-        .bind(query.with_values)
-        .fetch_all(&mut *session)
-        .await?;
+        let rows: Vec<KeyRow> = sqlx::query_as(&DB::queries().list)
+            .bind(query.prefix)
+            .bind(prefix_upper_bound(query.prefix))
+            .bind(query.after)
+            .bind(i64::from(query.limit))
+            .bind(query.with_values)
+            .fetch_all(&mut *session)
+            .await?;
         self.fence(&mut session).await?;
         Ok(rows.into_iter().map(KeyRecord::from).collect())
     }
 
     async fn count(&self, prefix: &str, after: Option<&str>) -> Result<u64, StoreError> {
         let mut session = self.pool.acquire().await?;
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM kg_keys \
-             WHERE key >= $1 AND (CAST($2 AS text) IS NULL OR key < $2) \
-               AND (CAST($3 AS text) IS NULL OR key > $3) AND value IS NOT NULL",
-        )
-        .bind(prefix)
-        .bind(prefix_upper_bound(prefix))
-        .bind(after)
-        .fetch_one(&mut *session)
-        .await?;
+        let count: i64 = sqlx::query_scalar(&DB::queries().count)
+            .bind(prefix)
+            .bind(prefix_upper_bound(prefix))
+            .bind(after)
+            .fetch_one(&mut *session)
+            .await?;
         self.fence(&mut session).await?;
         Ok(count.max(0) as u64)
     }
@@ -153,6 +240,153 @@ where
 
     async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
         DB::compact(&self.pool, retention).await
+    }
+
+    async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError> {
+        let (id, ttl): (i64, i64) = sqlx::query_as(&DB::queries().lease_grant)
+            .bind(i64::try_from(ttl).unwrap_or(i64::MAX))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(grant(id, ttl))
+    }
+
+    async fn lease_keepalive(&self, id: i64) -> Result<Option<LeaseGrant>, StoreError> {
+        let row: Option<(i64, i64)> = sqlx::query_as(&DB::queries().lease_keepalive)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(id, ttl)| grant(id, ttl)))
+    }
+
+    async fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, StoreError> {
+        let mut session = self.pool.acquire().await?;
+        let row: Option<(i64, i64, i64)> = sqlx::query_as(&DB::queries().lease)
+            .bind(id)
+            .fetch_optional(&mut *session)
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let keys: Vec<(String,)> = sqlx::query_as(
+            "SELECT key FROM kg_keys WHERE lease = $1 AND value IS NOT NULL ORDER BY key",
+        )
+        .bind(id)
+        .fetch_all(&mut *session)
+        .await?;
+        self.fence(&mut session).await?;
+        let mut info = lease_info(row);
+        info.keys = Some(keys.into_iter().map(|(key,)| key).collect());
+        Ok(Some(info))
+    }
+
+    async fn leases(&self) -> Result<Vec<LeaseInfo>, StoreError> {
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&DB::queries().leases)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(lease_info).collect())
+    }
+
+    async fn end_leases(
+        &self,
+        node: &str,
+        end: LeaseEnd,
+    ) -> Result<Option<Vec<Change>>, StoreError> {
+        let (mut tx, mut revision) = DB::begin_write(&self.pool).await?;
+        let (ids, reason): (Vec<(i64,)>, _) = match end {
+            LeaseEnd::Expired(limit) => (
+                sqlx::query_as(&DB::queries().expire)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?,
+                DeleteReason::Expired,
+            ),
+            LeaseEnd::Revoke(id) => (
+                sqlx::query_as("DELETE FROM kg_leases WHERE id = $1 RETURNING id")
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?,
+                DeleteReason::Revoked,
+            ),
+        };
+        if ids.is_empty() {
+            // Nothing changed: the transaction's rollback only lets the lock go.
+            return Ok(matches!(end, LeaseEnd::Expired(_)).then(Vec::new));
+        }
+        let at_ms = chrono::Utc::now().timestamp_millis();
+        let mut changes = Vec::new();
+        for (id,) in ids {
+            let keys: Vec<(String,)> = sqlx::query_as(
+                "SELECT key FROM kg_keys WHERE lease = $1 AND value IS NOT NULL ORDER BY key",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (key,) in keys {
+                revision += 1;
+                sqlx::query(&DB::queries().tombstone)
+                    .bind(revision)
+                    .bind(node)
+                    .bind(reason.as_str())
+                    .bind(key.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                changes.push(Change {
+                    key,
+                    value: None,
+                    revision,
+                    create_revision: 0,
+                    version: 0,
+                    node: node.to_owned(),
+                    at_ms,
+                    lease: None,
+                    reason: Some(reason),
+                });
+            }
+        }
+        sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(changes))
+    }
+
+    async fn leases_due(&self) -> Result<bool, StoreError> {
+        let due: i64 = sqlx::query_scalar(&DB::queries().leases_due)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(due > 0)
+    }
+
+    async fn refresh_leases(&self) -> Result<u64, StoreError> {
+        // A read first: with no lease to extend, a database that takes no writes (read-only,
+        // or a standby mid-failover) does not hold up every read behind this refresh.
+        let due: i64 = sqlx::query_scalar(&DB::queries().leases_to_refresh)
+            .fetch_one(&self.pool)
+            .await?;
+        if due == 0 {
+            return Ok(0);
+        }
+        let extended: Vec<(i64,)> = sqlx::query_as(&DB::queries().refresh_leases)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(extended.len() as u64)
+    }
+}
+
+fn grant(id: i64, ttl: i64) -> LeaseGrant {
+    LeaseGrant {
+        id,
+        ttl: u64::try_from(ttl).unwrap_or_default(),
+    }
+}
+
+fn lease_info((id, ttl, remaining_ms): (i64, i64, i64)) -> LeaseInfo {
+    LeaseInfo {
+        id,
+        ttl: u64::try_from(ttl).unwrap_or_default(),
+        remaining_ms,
+        keys: None,
     }
 }
 

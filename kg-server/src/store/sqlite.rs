@@ -14,7 +14,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 
-use super::sql::{Dialect, SqlStore};
+use std::sync::OnceLock;
+
+use super::sql::{Dialect, Queries, SqlStore};
 use super::{ConnectOptions, Expect, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
 
 /// The embedded store on SQLite.
@@ -59,7 +61,7 @@ impl Dialect for Sqlite {
 
     const CHANGES_SINCE: &'static str =
         "SELECT key, value, create_revision, mod_revision, version, mod_node, \
-           mod_at AS mod_at_ms FROM kg_keys \
+           mod_at AS mod_at_ms, lease, reason FROM kg_keys \
          WHERE mod_revision > $1 AND key >= $2 AND ($3 IS NULL OR key < $3) \
          ORDER BY mod_revision LIMIT $4";
 
@@ -129,6 +131,21 @@ impl Dialect for Sqlite {
         Ok(results)
     }
 
+    fn queries() -> &'static Queries {
+        static QUERIES: OnceLock<Queries> = OnceLock::new();
+        QUERIES.get_or_init(|| Queries::new(SQLITE_NOW_MS, SQLITE_NOW_MS, "max"))
+    }
+
+    async fn begin_write(
+        pool: &SqlitePool,
+    ) -> Result<(sqlx::Transaction<'_, Sqlite>, i64), StoreError> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        let revision: i64 = sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok((tx, revision))
+    }
+
     async fn compact(pool: &SqlitePool, retention: std::time::Duration) -> Result<u64, StoreError> {
         let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
         let cutoff = chrono::Utc::now()
@@ -158,6 +175,10 @@ impl Dialect for Sqlite {
     }
 }
 
+/// SQLite's clock in Unix milliseconds: `julianday('now')` is fixed for the length of one
+/// statement, as PostgreSQL's `now()` is for a transaction.
+const SQLITE_NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
 /// Applies one write inside the batch's transaction: `kg_apply`'s loop body, in Rust.
 async fn apply_one(
     tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
@@ -166,11 +187,14 @@ async fn apply_one(
     op: &WriteOp,
     revision: &mut i64,
 ) -> Result<WriteOutcome, StoreError> {
-    // (create_revision, mod_revision, version) of the live key, if it is live.
-    let current: Option<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT create_revision, mod_revision, version FROM kg_keys \
-         WHERE key = ?1 AND value IS NOT NULL",
-    )
+    // (create_revision, mod_revision, version) of the live key, if it is live: a key whose
+    // lease has expired is absent, whether or not the sweeper has deleted it yet.
+    let current: Option<(i64, i64, i64)> = sqlx::query_as(&format!(
+        "SELECT k.create_revision, k.mod_revision, k.version \
+         FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
+         WHERE k.key = ?1 AND k.value IS NOT NULL \
+           AND (k.lease IS NULL OR l.deadline > {SQLITE_NOW_MS})"
+    ))
     .bind(&op.key)
     .fetch_optional(&mut **tx)
     .await?;
@@ -184,6 +208,17 @@ async fn apply_one(
     if !holds {
         return Ok(WriteOutcome::PreconditionFailed);
     }
+    if let (Some(lease), Some(_)) = (op.lease, &op.value) {
+        let live: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM kg_leases WHERE id = ?1 AND deadline > {SQLITE_NOW_MS}"
+        ))
+        .bind(lease)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if live.is_none() {
+            return Ok(WriteOutcome::LeaseNotFound);
+        }
+    }
     // A delete leaves a tombstone: no value, create_revision and version 0.
     let (create_revision, version) = match (&op.value, current) {
         (None, None) => return Ok(WriteOutcome::NotFound),
@@ -194,12 +229,13 @@ async fn apply_one(
     *revision += 1;
     sqlx::query(
         "INSERT INTO kg_keys \
-           (key, value, create_revision, mod_revision, version, mod_node, mod_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+           (key, value, create_revision, mod_revision, version, mod_node, mod_at, lease, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) \
          ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
            create_revision = excluded.create_revision, \
            mod_revision = excluded.mod_revision, version = excluded.version, \
-           mod_node = excluded.mod_node, mod_at = excluded.mod_at",
+           mod_node = excluded.mod_node, mod_at = excluded.mod_at, lease = excluded.lease, \
+           reason = NULL",
     )
     .bind(&op.key)
     .bind(op.value.as_deref().map(str::as_bytes))
@@ -208,6 +244,7 @@ async fn apply_one(
     .bind(version)
     .bind(node)
     .bind(now_ms)
+    .bind(op.value.as_ref().and(op.lease))
     .execute(&mut **tx)
     .await?;
     Ok(WriteOutcome::Applied {

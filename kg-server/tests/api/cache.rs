@@ -437,6 +437,7 @@ async fn cache_writes_issued_before_an_epoch_bump_are_refused() {
         value: Some(value),
         create_revision: 1,
         version: revision,
+        leased: false,
     };
 
     // Another node recovers from an outage meanwhile.
@@ -495,6 +496,7 @@ async fn a_batch_is_marked_stored_and_released_key_by_key() {
         value,
         create_revision: 1,
         version: revision,
+        leased: false,
     };
     let hit = |lookup: Lookup| match lookup {
         Lookup::Hit(hit) => (hit.revision, hit.value),

@@ -32,6 +32,7 @@ mod cache;
 mod cas;
 mod fence;
 mod idempotency;
+mod leases;
 mod listing;
 mod node;
 mod outage;

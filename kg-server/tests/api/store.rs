@@ -27,7 +27,7 @@ type ApplyRow = (i16, Option<i64>, Option<i64>, Option<i64>, bool);
 async fn call_apply(pool: &sqlx::PgPool, function: &str, args: &ApplyArgs) -> Vec<ApplyRow> {
     let (deletes, keys, values, expects, idem, fingerprints) = args.clone();
     sqlx::query_as(&format!(
-        "SELECT * FROM {function}('n', $1, $2, $3, $4, $5, $6)"
+        "SELECT * FROM {function}('n', $1, $2, $3, $4, $5, $6, NULL::bigint[])"
     ))
     .bind(deletes)
     .bind(keys)
@@ -158,7 +158,7 @@ async fn postgres_apply_probes_by_key_whatever_the_statistics_said_at_planning()
         args
     };
     let apply = |args: ApplyArgs| {
-        sqlx::query("SELECT * FROM kg_apply('n', $1, $2, $3, $4, $5, $6)")
+        sqlx::query("SELECT * FROM kg_apply('n', $1, $2, $3, $4, $5, $6, NULL::bigint[])")
             .bind(args.0)
             .bind(args.1)
             .bind(args.2)
@@ -230,6 +230,8 @@ fn put(key: &str, value: &str, expect: Expect) -> WriteOp {
         value: Some(value.to_owned()),
         expect,
         idempotency_key: None,
+        lease: None,
+        ttl: None,
     }
 }
 
@@ -239,6 +241,8 @@ fn delete(key: &str, expect: Expect) -> WriteOp {
         value: None,
         expect,
         idempotency_key: None,
+        lease: None,
+        ttl: None,
     }
 }
 

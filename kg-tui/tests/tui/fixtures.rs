@@ -34,6 +34,7 @@ pub fn event(kind: EventType, key: &str, revision: i64, node: &str) -> ChangeEve
             .unwrap(),
         value: None,
         value_bytes: None,
+        reason: None,
     }
 }
 
@@ -74,6 +75,8 @@ pub fn record(key: &str, revision: i64) -> KeyRecord {
         create_revision: revision,
         mod_revision: revision,
         version: 1,
+        lease: None,
+        ttl_remaining_ms: None,
     }
 }
 

@@ -1,0 +1,380 @@
+//! Leases: grant, keep-alive, revoke, expiry on both backends and through the cache, expiry
+//! exactly once when nodes race, and no early expiry across a database outage.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kg_api::{Attach, ChangeEvent, DeleteReason, Error, EventType, Precondition};
+use reqwest::StatusCode;
+
+use kg_testkit::{
+    fresh_database, spawn_app_on, spawn_app_with, test_redis_url, unique_prefix, AppOptions,
+    Backend, ThrowawayPostgres,
+};
+
+on_both_backends!(
+    a_leased_key_is_gone_for_every_read_from_its_deadline_and_its_delete_is_an_expiry,
+    keepalive_extends_a_lease_and_revoke_deletes_its_keys_at_once,
+    a_put_without_a_lease_detaches_the_key,
+    bad_lease_input_is_a_4xx_and_writes_nothing,
+    a_retried_ttl_put_is_replayed_not_refused,
+    expiry_happens_once_when_three_nodes_race_to_sweep,
+);
+
+/// The next change event within `wait`.
+async fn next_change(stream: &mut kg_api::WatchStream, wait: Duration) -> ChangeEvent {
+    tokio::time::timeout(wait, stream.next())
+        .await
+        .expect("an event within the wait")
+        .expect("the stream is open")
+        .expect("a well-formed event")
+}
+
+/// A node with the cache on, sweeping often so that tests wait less.
+fn cached_options() -> AppOptions {
+    let mut options = AppOptions::with_redis(&test_redis_url(), &unique_prefix());
+    options
+        .extra_args
+        .push("--lease-sweep-interval=50ms".to_owned());
+    options
+}
+
+async fn a_leased_key_is_gone_for_every_read_from_its_deadline_and_its_delete_is_an_expiry(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, cached_options()).await;
+    let client = &app.client;
+    let mut watch = client.watch(None, None).await.unwrap();
+    let written = client
+        .put_with("session/a", "alive", Precondition::None, Attach::Ttl(1))
+        .await
+        .unwrap();
+    let read = client.get("session/a").await.unwrap();
+    let lease = read.lease.expect("the key names its lease");
+    let remaining = read.ttl_remaining_ms.unwrap();
+    assert!((1..=1000).contains(&remaining), "{remaining} ms left");
+    // Twice, so that the cache has been filled: a leased key is still read from the database.
+    let again = client.get("session/a").await.unwrap();
+    assert_eq!(
+        again.meta.cache_hit,
+        Some(false),
+        "a leased key is never a hit"
+    );
+    let info = client.lease(lease).await.unwrap();
+    assert_eq!(info.keys.as_deref(), Some(&["session/a".to_owned()][..]));
+    assert_eq!(info.ttl, 1);
+
+    // The deadline as this machine's clock sees it, give or take a round trip.
+    let asked = Instant::now();
+    let remaining = client.lease(lease).await.unwrap().remaining_ms;
+    let deadline = asked + Duration::from_millis(u64::try_from(remaining).unwrap());
+    let margin = Duration::from_millis(20);
+    let mut late_reads = 0;
+    loop {
+        let started = Instant::now();
+        let read = client.get("session/a").await;
+        match read {
+            Ok(_) => assert!(
+                started < deadline + margin,
+                "a read started {:?} after the deadline returned the key",
+                started - deadline
+            ),
+            Err(Error::NotFound { .. }) => {
+                late_reads += 1;
+                if late_reads > 20 {
+                    break;
+                }
+            }
+            Err(err) => panic!("{err}"),
+        }
+        assert!(started < deadline + Duration::from_secs(3), "never expired");
+    }
+    assert!(Instant::now() > deadline, "gone only after the deadline");
+    let listed = client.list(Some("session/"), None, None).await.unwrap();
+    assert!(listed.keys.is_empty(), "{:?}", listed.keys);
+
+    let put = next_change(&mut watch, Duration::from_secs(5)).await;
+    assert_eq!(
+        (put.kind, put.revision, put.reason),
+        (EventType::Put, written.revision, None)
+    );
+    let expired = next_change(&mut watch, Duration::from_secs(5)).await;
+    assert_eq!(
+        (expired.kind, expired.key.as_str(), expired.reason),
+        (EventType::Delete, "session/a", Some(DeleteReason::Expired))
+    );
+    assert_eq!(expired.revision, written.revision + 1);
+    assert!(matches!(
+        client.lease_keepalive(lease).await,
+        Err(Error::NotFound { .. })
+    ));
+    // A replay says why too: the tombstone remembers the reason.
+    let mut replay = client.watch(None, Some(written.revision)).await.unwrap();
+    let replayed = next_change(&mut replay, Duration::from_secs(5)).await;
+    assert_eq!(replayed.reason, Some(DeleteReason::Expired));
+    // The key can be created again, as a new key.
+    let recreated = client
+        .put("session/a", "again", Precondition::CreateOnly)
+        .await;
+    assert_eq!(recreated.unwrap().version, 1);
+}
+
+async fn keepalive_extends_a_lease_and_revoke_deletes_its_keys_at_once(backend: Backend) {
+    let app = spawn_app_with(backend, cached_options()).await;
+    let client = &app.client;
+    let lease = client.lease_grant(1).await.unwrap();
+    assert_eq!(lease.ttl, 1);
+    for key in ["lock/a", "lock/b"] {
+        client
+            .put_with(key, "held", Precondition::None, Attach::Lease(lease.id))
+            .await
+            .unwrap();
+    }
+    // Kept alive for three TTLs.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert_eq!(client.lease_keepalive(lease.id).await.unwrap(), lease);
+        assert_eq!(client.get("lock/a").await.unwrap().value, "held");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let listed = client.leases().await.unwrap();
+    assert!(listed.iter().any(|info| info.id == lease.id));
+
+    let mut watch = client.watch(Some("lock/"), None).await.unwrap();
+    let revoked = client.lease_revoke(lease.id).await.unwrap();
+    assert_eq!(revoked.deleted, 2);
+    assert!(matches!(
+        client.get("lock/a").await,
+        Err(Error::NotFound { .. })
+    ));
+    for key in ["lock/a", "lock/b"] {
+        let event = next_change(&mut watch, Duration::from_secs(5)).await;
+        assert_eq!(
+            (event.key.as_str(), event.kind, event.reason),
+            (key, EventType::Delete, Some(DeleteReason::Revoked))
+        );
+    }
+    assert_eq!(
+        client.status().await.unwrap().revision,
+        Some(revoked.revision)
+    );
+    for gone in [
+        client.lease_revoke(lease.id).await.err(),
+        client.lease_keepalive(lease.id).await.err(),
+        client.lease(lease.id).await.err(),
+    ] {
+        assert!(matches!(gone, Some(Error::NotFound { .. })), "{gone:?}");
+    }
+}
+
+async fn a_put_without_a_lease_detaches_the_key(backend: Backend) {
+    let app = spawn_app_with(backend, cached_options()).await;
+    let client = &app.client;
+    let lease = client.lease_grant(1).await.unwrap();
+    client
+        .put_with("k", "leased", Precondition::None, Attach::Lease(lease.id))
+        .await
+        .unwrap();
+    client.put("k", "kept", Precondition::None).await.unwrap();
+    let read = client.get("k").await.unwrap();
+    assert_eq!((read.lease, read.version), (None, 2));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(client.get("k").await.unwrap().value, "kept");
+    assert!(matches!(
+        client.lease(lease.id).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+async fn bad_lease_input_is_a_4xx_and_writes_nothing(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let put = |body: &'static str| {
+        app.http
+            .put(app.url("/api/key"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases: [(&str, StatusCode, &str); 6] = [
+        (
+            r#"{"data":{"key":"k","value":"v"},"ttl":0}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ttl must be 1 to 86400 seconds, not 0",
+        ),
+        (
+            r#"{"data":{"key":"k","value":"v"},"ttl":86401}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ttl must be 1 to 86400 seconds, not 86401",
+        ),
+        (
+            r#"{"data":{"key":"k","value":"v"},"ttl":-5}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (
+            r#"{"data":{"key":"k","value":"v"},"ttl":5,"lease":1}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "give `lease` or `ttl`, not both",
+        ),
+        (
+            r#"{"data":{"key":"k","value":"v"},"lease":0}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lease must be a lease id (1 or more), not 0",
+        ),
+        (
+            r#"{"data":{"key":"k","value":"v"},"lease":424242}"#,
+            StatusCode::NOT_FOUND,
+            "lease 424242 not found: it does not exist, has expired or was revoked",
+        ),
+    ];
+    for (body, status, detail) in cases {
+        let response = put(body).await.unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let answer: kg_api::ErrorBody = response.json().await.unwrap();
+        assert!(answer.detail.contains(detail), "{body}: {}", answer.detail);
+    }
+    for (method, path, body, status) in [
+        ("POST", "/api/leases", r#"{"ttl":0}"#, 422),
+        ("POST", "/api/leases", r#"{"ttl":"5"}"#, 422),
+        ("POST", "/api/leases", r#"{"ttl":5,"x":1}"#, 422),
+        ("POST", "/api/leases/abc/keepalive", "", 400),
+        ("POST", "/api/leases/0/keepalive", "", 400),
+        ("GET", "/api/leases/-1", "", 400),
+        ("DELETE", "/api/leases/99999999999999999999", "", 400),
+        ("DELETE", "/api/leases/77", "", 404),
+    ] {
+        let response = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{method} {path} {body}");
+        let answer: kg_api::ErrorBody = response.json().await.unwrap();
+        assert!(!answer.detail.is_empty());
+    }
+    assert!(matches!(
+        app.client.get("k").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(app.client.leases().await.unwrap().is_empty());
+    assert_eq!(app.client.status().await.unwrap().revision, Some(0));
+}
+
+async fn a_retried_ttl_put_is_replayed_not_refused(backend: Backend) {
+    let app = spawn_app_with(backend, AppOptions::default()).await;
+    let send = || {
+        app.http
+            .put(app.url("/api/key"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "ttl-put-1")
+            .body(r#"{"data":{"key":"k","value":"v"},"ttl":60}"#)
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let retry = send().await.unwrap();
+    assert_eq!(retry.status(), StatusCode::OK);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    // The retry's own lease held no key and was revoked: one lease, holding the key.
+    let leases = app.client.leases().await.unwrap();
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(app.client.get("k").await.unwrap().lease, Some(leases[0].id));
+}
+
+/// Three nodes on one database, each sweeping every 10 ms: every leased key is deleted once,
+/// so the revision counter ends at exactly one put and one delete per key.
+async fn expiry_happens_once_when_three_nodes_race_to_sweep(backend: Backend) {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = fresh_database(backend, dir.path()).await;
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let options = AppOptions {
+            node_id: Some(id.to_owned()),
+            extra_args: vec!["--lease-sweep-interval=10ms".to_owned()],
+            ..AppOptions::default()
+        };
+        nodes.push(spawn_app_on(&url, dir.clone(), options).await);
+    }
+    const KEYS: i64 = 60;
+    for index in 0..KEYS {
+        let node = &nodes[usize::try_from(index).unwrap() % 3].client;
+        node.put_with(
+            &format!("race/{index:02}"),
+            "v",
+            Precondition::None,
+            Attach::Ttl(1),
+        )
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while nodes[0].client.count(Some("race/")).await.unwrap() > 0
+        || !nodes[0].client.leases().await.unwrap().is_empty()
+    {
+        assert!(Instant::now() < deadline, "the leases never expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let any second sweep that would wrongly delete again have its chance.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        nodes[0].client.status().await.unwrap().revision,
+        Some(2 * KEYS)
+    );
+    let mut replay = nodes[1].client.watch(Some("race/"), Some(0)).await.unwrap();
+    let mut sweepers = std::collections::BTreeSet::new();
+    for _ in 0..KEYS {
+        let event = next_change(&mut replay, Duration::from_secs(5)).await;
+        assert_eq!(
+            (event.kind, event.reason),
+            (EventType::Delete, Some(DeleteReason::Expired))
+        );
+        sweepers.insert(event.node);
+    }
+    assert!(!sweepers.is_empty());
+}
+
+/// A database outage longer than a lease's TTL does not expire it: no keep-alive could land
+/// meanwhile, so the node gives the lease its full TTL back before anything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_never_expires_a_lease_early() {
+    let postgres = ThrowawayPostgres::start();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = AppOptions {
+        extra_args: vec!["--lease-sweep-interval=50ms".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_on(&postgres.url(), dir, options).await;
+    let client = &app.client;
+    client
+        .put_with("held", "v", Precondition::None, Attach::Ttl(2))
+        .await
+        .unwrap();
+    postgres.stop_server();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    postgres.start_server();
+    // The node's breaker lets calls through again within a few seconds.
+    let back = Instant::now() + Duration::from_secs(15);
+    let read = loop {
+        match client.get("held").await {
+            Err(Error::Unavailable { .. }) if Instant::now() < back => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => break other,
+        }
+    };
+    let read = read.expect("the lease outlived the outage");
+    let remaining = read.ttl_remaining_ms.unwrap();
+    assert!(remaining > 1000, "{remaining} ms left after the refresh");
+    // And it still expires, a full TTL later.
+    let gone = Instant::now() + Duration::from_secs(5);
+    while client.get("held").await.is_ok() {
+        assert!(
+            Instant::now() < gone,
+            "the lease never expired after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
