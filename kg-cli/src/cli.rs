@@ -74,6 +74,17 @@ pub enum Command {
     Health,
     /// Show the answering node's full status.
     Status,
+    /// Grant, keep alive, revoke and inspect leases: a leased key is deleted when its lease
+    /// expires or is revoked.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Hold a lock while a command runs (or until ctrl-c), as etcdctl's lock does.
+    ///
+    /// Waits until the lock NAME is free: waiters get it in order of arrival, each watching
+    /// the one before it. The lock is a key under NAME/ on a lease kept alive while held, and
+    /// is released on exit; if kg is killed, it frees itself when the lease's TTL runs out.
+    /// Prints the lock's key once held. With a command, exits with the command's status.
+    Lock(LockArgs),
     /// Run the seed's failover drill under load and judge it: PASS exits 0, FAIL exits 1.
     ///
     /// Phases: baseline; stop n1; stop n2; stop n3 (all down); restore all. Each holds a
@@ -97,6 +108,64 @@ pub struct PutArgs {
     /// Write only if the key does not exist (If-None-Match: *).
     #[arg(long)]
     pub create_only: bool,
+    /// Delete the key after this long (whole seconds, e.g. 30s or 5m) unless written again:
+    /// the key gets a lease of its own.
+    #[arg(long, value_name = "DURATION", value_parser = parse_ttl, conflicts_with = "lease")]
+    pub ttl: Option<u64>,
+    /// Attach the key to this lease (from `kg lease grant`).
+    #[arg(long, value_name = "ID")]
+    pub lease: Option<i64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCommand {
+    /// Grant a lease of TTL (whole seconds, e.g. 30s); prints its id.
+    Grant {
+        #[arg(value_parser = parse_ttl)]
+        ttl: u64,
+    },
+    /// Keep a lease alive once, or with --forever every third of its TTL until ctrl-c.
+    Keepalive {
+        id: i64,
+        #[arg(long)]
+        forever: bool,
+    },
+    /// Revoke a lease: its keys are deleted at once.
+    Revoke { id: i64 },
+    /// List the live leases, soonest to expire first.
+    List,
+    /// Show a lease: its TTL, the time it has left and its keys.
+    Show { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The lock's name: its holders' keys live under NAME/.
+    pub name: String,
+    /// How long the lock outlives a holder that stops keeping it alive (whole seconds).
+    #[arg(long, default_value = "10s", value_parser = parse_ttl)]
+    pub ttl: u64,
+    /// The command to run while holding the lock (after `--`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// A lease TTL: a duration of whole seconds within the server's range.
+fn parse_ttl(text: &str) -> Result<u64, String> {
+    let duration = parse_duration(text)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!("{text:?} is not a whole number of seconds"));
+    }
+    let seconds = duration.as_secs();
+    if (kg_api::MIN_LEASE_TTL_SECONDS..=kg_api::MAX_LEASE_TTL_SECONDS).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "a TTL is {}s to {}s, not {text}",
+            kg_api::MIN_LEASE_TTL_SECONDS,
+            kg_api::MAX_LEASE_TTL_SECONDS
+        ))
+    }
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ pub use output::print_drill as print_drill_report;
 /// What a command can fail with; each maps to one documented exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The key does not exist: exit 1.
+    /// The key (or lease) does not exist: exit 1.
     #[error("{0}")]
     NotFound(String),
     /// Bad arguments, or input the server rejected: exit 2.
@@ -67,7 +67,7 @@ pub const EXIT_UNHEALTHY: u8 = 1;
 /// Runs one command, writing results to `out` and reading `-` values from `input`; returns
 /// the exit code of a command that ran (0, or 1 for an unhealthy `health`).
 pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<u8, CliError> {
-    use commands::{failover, health, keys, list, status, watch};
+    use commands::{failover, health, keys, leases, list, status, watch};
     let options = ClientOptions {
         timeout: cli.global.timeout,
         token: cli.global.token.clone(),
@@ -89,6 +89,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
             return Ok(if health.healthy() { 0 } else { EXIT_UNHEALTHY });
         }
         Command::Status => emit(out, format, &status::status(&endpoints).await?)?,
+        Command::Lease(command) => return leases::lease(&endpoints, command, format, out).await,
+        Command::Lock(args) => return leases::lock(&endpoints, args, format, out).await,
         Command::Completions(args) => {
             // Into a buffer first: clap_complete panics when its writer fails, and a closed
             // pipe (`kg completions fish | head`) must end the command quietly.

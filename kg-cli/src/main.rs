@@ -4,7 +4,7 @@ use std::io::{self, ErrorKind, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kg_cli::{run, Cli, CliError};
+use kg_cli::{run, Cli, CliError, Command};
 
 /// Exit code after ctrl-c, as shells report SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -15,9 +15,14 @@ async fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut input = io::stdin().lock();
-    let result = tokio::select! {
-        result = run(cli, &mut out, &mut input) => result,
-        _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
+    // `kg lock` handles ctrl-c itself: it must release the lock before it exits.
+    let result = if matches!(cli.command, Command::Lock(_)) {
+        run(cli, &mut out, &mut input).await
+    } else {
+        tokio::select! {
+            result = run(cli, &mut out, &mut input) => result,
+            _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
+        }
     };
     let _ = out.flush();
     match result {

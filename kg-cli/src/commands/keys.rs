@@ -2,7 +2,7 @@
 
 use std::io::{self, Read, Write};
 
-use kg_api::{Endpoints, Precondition};
+use kg_api::{Attach, Endpoints, Precondition};
 use serde::Serialize;
 
 use crate::cli::{DeleteArgs, GetArgs, PutArgs};
@@ -43,6 +43,11 @@ pub struct Got {
     pub node: Option<String>,
     /// `hit` or `miss` when the node says.
     pub cache: Option<&'static str>,
+    /// The key's lease and the seconds left on it, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_remaining: Option<f64>,
 }
 
 impl Render for Got {
@@ -75,11 +80,16 @@ pub async fn put(
         (None, true) => Precondition::CreateOnly,
         (None, false) => Precondition::None,
     };
+    let attach = match (args.ttl, args.lease) {
+        (Some(ttl), _) => Attach::Ttl(ttl),
+        (None, Some(lease)) => Attach::Lease(lease),
+        (None, None) => Attach::None,
+    };
     let key = args.key;
     let written = endpoints
         .call(|client| {
             let (key, value) = (key.clone(), value.clone());
-            async move { client.put(&key, &value, precondition).await }
+            async move { client.put_with(&key, &value, precondition, attach).await }
         })
         .await?;
     Ok(Written {
@@ -110,6 +120,8 @@ pub async fn get(endpoints: &Endpoints, args: GetArgs) -> Result<Got, CliError> 
             .meta
             .cache_hit
             .map(|hit| if hit { "hit" } else { "miss" }),
+        lease: read.lease,
+        ttl_remaining: read.ttl_remaining_ms.map(|ms| ms as f64 / 1000.0),
     })
 }
 

@@ -4,6 +4,7 @@
 pub mod failover;
 pub mod health;
 pub mod keys;
+pub mod leases;
 pub mod list;
 pub mod status;
 pub mod watch;

@@ -29,9 +29,14 @@ impl Render for Event {
             (None, Some(bytes)) => format!(" = <{bytes} bytes, not in the event>"),
             (None, None) => String::new(),
         };
+        // A delete made by a lease's end says so: `(rev 9, node n1, expired)`.
+        let reason = event
+            .reason
+            .map(|reason| format!(", {}", reason.as_str()))
+            .unwrap_or_default();
         writeln!(
             out,
-            "{} {:<6} {}{}  (rev {}, node {})",
+            "{} {:<6} {}{}  (rev {}, node {}{reason})",
             event.at.format("%H:%M:%S%.3f"),
             kind,
             event.key,
