@@ -24,7 +24,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step "checking prerequisites"
 ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools \
-    tmux:tmux python3:python3 curl:curl etcd:etcd-server patroni:patroni haproxy:haproxy
+    tmux:tmux python3:python3 curl:curl etcd:etcd-server patroni:patroni haproxy:haproxy \
+    faketime:faketime
 python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv:python3-venv
 ensure_build_tools
 

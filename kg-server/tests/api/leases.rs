@@ -378,3 +378,180 @@ async fn a_database_outage_never_expires_a_lease_early() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A kg-server process whose clock is `offset` away from the machine's (libfaketime), on
+/// `url`, serving until dropped.
+struct SkewedNode {
+    child: std::process::Child,
+    client: kg_api::Client,
+}
+
+impl SkewedNode {
+    async fn start(url: &str, offset: &str, id: &str) -> Self {
+        let port = kg_testkit::free_port();
+        let child = std::process::Command::new("faketime")
+            .args(["-f", offset, env!("CARGO_BIN_EXE_kg-server")])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args([
+                "--database-url",
+                url,
+                "--node-id",
+                id,
+                "--db-pool-size",
+                "4",
+            ])
+            // Timers run on the monotonic clock, which stays true: only wall time is skewed.
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("faketime runs kg-server (scripts/test.sh installs Debian's faketime)");
+        let client = kg_api::Client::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let up = Instant::now() + Duration::from_secs(15);
+        while client.health().await.is_err() {
+            assert!(Instant::now() < up, "the {offset} node did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, client }
+    }
+}
+
+impl Drop for SkewedNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Nodes an hour ahead and an hour behind agree with a true one on when a lease expires:
+/// neither expires anything early, and neither keeps it past the deadline, because only
+/// PostgreSQL's clock decides. (SQLite's clock is the clock of the process that runs the
+/// statement, so nodes sharing one SQLite file must share a clock: docs/consistency.md.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_skewed_clocks_expire_nothing_early_and_nothing_late() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let options = AppOptions {
+        extra_args: vec!["--lease-sweep-interval=50ms".to_owned()],
+        ..AppOptions::default()
+    };
+    let truth = spawn_app_on(&url, dir.clone(), options).await;
+    let ahead = SkewedNode::start(&url, "+1h", "ahead").await;
+    let behind = SkewedNode::start(&url, "-1h", "behind").await;
+    let nodes = [&truth.client, &ahead.client, &behind.client];
+
+    let started = Instant::now();
+    for (index, node) in nodes.iter().enumerate() {
+        node.put_with(
+            &format!("skew/{index}"),
+            "v",
+            Precondition::None,
+            Attach::Ttl(3),
+        )
+        .await
+        .unwrap();
+    }
+    // The skew is real: each skewed node's HTTP Date header is an hour off.
+    for (node, sign) in [(&ahead.client, 1), (&behind.client, -1)] {
+        let response = node
+            .request(reqwest::Method::GET, "api/health")
+            .send()
+            .await
+            .unwrap();
+        let date = response.headers()["date"].to_str().unwrap().to_owned();
+        let skew = chrono::DateTime::parse_from_rfc2822(&date)
+            .unwrap()
+            .to_utc()
+            - chrono::Utc::now();
+        assert!(
+            skew * sign > chrono::TimeDelta::minutes(50),
+            "not skewed: {date}"
+        );
+    }
+
+    // Well inside the TTL every node sees every key, with about the same time left.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for node in nodes {
+        for index in 0..3 {
+            let read = node.get(&format!("skew/{index}")).await.unwrap();
+            let left = read.ttl_remaining_ms.unwrap();
+            assert!((1000..=2100).contains(&left), "{left} ms left");
+        }
+    }
+    // Past the deadline no node returns any of them.
+    let deadline = started + Duration::from_secs(3);
+    tokio::time::sleep_until((deadline + Duration::from_millis(300)).into()).await;
+    for node in nodes {
+        assert_eq!(node.count(Some("skew/")).await.unwrap(), 0);
+    }
+}
+
+/// The expiry target: delete events reach watchers on every node within 1 s of the deadline
+/// (p99), with three nodes on one database and Redis, sweeping at the default interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_events_reach_every_node_within_a_second_of_the_deadline() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let url = fresh_database(Backend::Postgres, dir.path()).await;
+    let prefix = unique_prefix();
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let mut options = AppOptions::with_redis(&test_redis_url(), &prefix);
+        options.node_id = Some(id.to_owned());
+        nodes.push(spawn_app_on(&url, dir.clone(), options).await);
+    }
+    let mut watchers = Vec::new();
+    for node in &nodes {
+        watchers.push(node.client.watch(Some("exp/"), None).await.unwrap());
+    }
+    // When each key's PUT was sent: its deadline is at least a TTL after that.
+    const KEYS: usize = 20;
+    let mut sent = Vec::new();
+    for index in 0..KEYS {
+        sent.push(Instant::now());
+        nodes[index % 3]
+            .client
+            .put_with(
+                &format!("exp/{index:02}"),
+                "v",
+                Precondition::None,
+                Attach::Ttl(1),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let tasks: Vec<_> = watchers
+        .into_iter()
+        .map(|mut watch| {
+            tokio::spawn(async move {
+                let mut arrivals = std::collections::BTreeMap::new();
+                while arrivals.len() < KEYS {
+                    let event = next_change(&mut watch, Duration::from_secs(10)).await;
+                    if event.kind == EventType::Delete {
+                        assert_eq!(event.reason, Some(DeleteReason::Expired));
+                        arrivals.insert(event.key, Instant::now());
+                    }
+                }
+                arrivals
+            })
+        })
+        .collect();
+    let mut gaps = Vec::new();
+    for task in tasks {
+        for (key, arrived) in task.await.unwrap() {
+            let index: usize = key["exp/".len()..].parse().unwrap();
+            let deadline = sent[index] + Duration::from_secs(1);
+            gaps.push(arrived.saturating_duration_since(deadline));
+        }
+    }
+    gaps.sort();
+    let p99 = gaps[(gaps.len() * 99).div_ceil(100) - 1];
+    println!(
+        "expiry to delete event, {} events on 3 nodes: p50 {:?}, p99 {:?}, max {:?}",
+        gaps.len(),
+        gaps[gaps.len() / 2],
+        p99,
+        gaps[gaps.len() - 1]
+    );
+    assert!(p99 < Duration::from_secs(1), "p99 {p99:?}");
+}
