@@ -364,6 +364,9 @@ pub struct App {
     pub keys_next: Option<String>,
     /// Every key under the prefix, as `count_only` said with the first page.
     pub keys_total: Option<u64>,
+    /// When each leased key of the listing expires, on this clock: the time left the listing
+    /// said, counted from when the page arrived, so the countdown runs between fetches.
+    pub key_deadlines: BTreeMap<String, Instant>,
     /// The listing the pages in flight belong to.
     keys_generation: u64,
     keys_loading: bool,
@@ -413,6 +416,7 @@ impl App {
             keys: Vec::new(),
             keys_next: None,
             keys_total: None,
+            key_deadlines: BTreeMap::new(),
             keys_generation: 0,
             keys_loading: false,
             keys_wanted: 0,
@@ -589,6 +593,16 @@ impl App {
         };
         self.keys_loading = false;
         self.keys_error = None;
+        if page.after.is_none() {
+            self.key_deadlines.clear();
+        }
+        for record in &page.keys {
+            if let Some(left) = record.ttl_remaining_ms {
+                let left = Duration::from_millis(u64::try_from(left).unwrap_or_default());
+                self.key_deadlines
+                    .insert(record.key.clone(), self.now + left);
+            }
+        }
         if page.after.is_none() {
             self.keys = page.keys;
             self.keys_total = page.total;

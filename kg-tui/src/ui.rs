@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use kg_api::{DependencyState, EventType};
+use kg_api::{DeleteReason, DependencyState, EventType};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style, Stylize};
 use ratatui::text::{Line, Span};
@@ -287,8 +287,8 @@ fn draw_tier(frame: &mut Frame, app: &App, area: Rect) {
 
 /// The events table's fixed columns: time, op, revision, node (the key takes the rest).
 const EVENT_COLUMNS: [u16; 4] = [12, 3, 6, 7];
-/// The key browser's fixed columns: version, revision.
-const KEY_COLUMNS: [u16; 2] = [4, 8];
+/// The key browser's fixed columns: version, revision, time left on a lease.
+const KEY_COLUMNS: [u16; 3] = [4, 8, 7];
 
 fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
     let title = if app.paused {
@@ -306,9 +306,16 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
         .skip(first)
         .take(visible)
         .map(|(index, event)| {
-            let (kind, style) = match event.kind {
-                EventType::Put => ("PUT", Style::new().green()),
-                EventType::Delete => ("DEL", Style::new().red()),
+            // A delete made by a lease's end stands out from a client's delete.
+            let (kind, style) = match (event.kind, event.reason) {
+                (EventType::Put, _) => ("PUT", Style::new().green()),
+                (EventType::Delete, None) => ("DEL", Style::new().red()),
+                (EventType::Delete, Some(DeleteReason::Expired)) => {
+                    ("EXP", Style::new().yellow().bold())
+                }
+                (EventType::Delete, Some(DeleteReason::Revoked)) => {
+                    ("RVK", Style::new().yellow().bold())
+                }
             };
             let row = Row::new(vec![
                 Cell::from(event.at.format("%H:%M:%S%.3f").to_string()),
@@ -370,7 +377,15 @@ fn draw_keys(frame: &mut Frame, app: &App, area: Rect) {
     }
     let visible = usize::from(area.height.saturating_sub(3));
     let first = app.selected_key.saturating_sub(visible.saturating_sub(1));
-    let key_width = flexible_width(area, &KEY_COLUMNS);
+    // The TTL column only while some key of the listing is leased: plain listings keep the
+    // room for their keys.
+    let leased = !app.key_deadlines.is_empty();
+    let columns: &[u16] = if leased {
+        &KEY_COLUMNS
+    } else {
+        &KEY_COLUMNS[..2]
+    };
+    let key_width = flexible_width(area, columns);
     let rows = app
         .keys
         .iter()
@@ -378,29 +393,47 @@ fn draw_keys(frame: &mut Frame, app: &App, area: Rect) {
         .skip(first)
         .take(visible)
         .map(|(index, record)| {
-            let row = Row::new(vec![
+            let ttl = match app.key_deadlines.get(&record.key) {
+                None => Cell::from("-"),
+                Some(deadline) => match deadline.checked_duration_since(app.now) {
+                    Some(left) if !left.is_zero() => Cell::from(countdown(left)),
+                    _ => Cell::from("expired").style(Style::new().yellow()),
+                },
+            };
+            let mut cells = vec![
                 Cell::from(truncate_middle(&record.key, key_width)),
                 Cell::from(record.version.to_string()),
                 Cell::from(record.mod_revision.to_string()),
-            ]);
+            ];
+            if leased {
+                cells.push(ttl);
+            }
+            let row = Row::new(cells);
             if app.focus == Panel::Keys && index == app.selected_key {
                 row.style(Style::new().reversed())
             } else {
                 row
             }
         });
-    let [version, revision] = KEY_COLUMNS;
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Fill(1),
-            Constraint::Length(version),
-            Constraint::Length(revision),
-        ],
-    )
-    .header(Row::new(["KEY", "VER", "REV"]).style(Style::new().bold()))
-    .block(block);
+    let widths = std::iter::once(Constraint::Fill(1))
+        .chain(columns.iter().map(|width| Constraint::Length(*width)));
+    let headers = ["KEY", "VER", "REV", "TTL"];
+    let table = Table::new(rows, widths)
+        .header(Row::new(headers[..=columns.len()].iter().copied()).style(Style::new().bold()))
+        .block(block);
     frame.render_widget(table, area);
+}
+
+/// Time left on a lease: tenths under ten seconds, whole seconds to an hour, then minutes.
+fn countdown(left: Duration) -> String {
+    let seconds = left.as_secs_f64();
+    if seconds < 10.0 {
+        format!("{seconds:.1}s")
+    } else if seconds < 3600.0 {
+        format!("{}s", left.as_secs())
+    } else {
+        format!("{}m", left.as_secs() / 60)
+    }
 }
 
 fn draw_throughput(frame: &mut Frame, app: &App, area: Rect) {

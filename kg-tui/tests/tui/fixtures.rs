@@ -80,8 +80,9 @@ pub fn record(key: &str, revision: i64) -> KeyRecord {
     }
 }
 
-/// Three nodes (n1 fresh and ok, n2 degraded cache, n3 with an old heartbeat), six events
-/// from two nodes over three seconds, and four keys, seen at `base + 12 s`.
+/// Three nodes (n1 fresh and ok, n2 degraded cache, n3 with an old heartbeat), seven events
+/// from two nodes over three seconds (the newest a lease's expiry), and four keys (one
+/// leased, 30 s left), seen at `base + 12 s`.
 pub fn populated(base: Instant) -> App {
     let mut app = App::new(
         vec!["http://127.0.0.1:8000".to_owned()],
@@ -130,12 +131,20 @@ pub fn populated(base: Instant) -> App {
         let received = base + Duration::from_millis(9_000 + 500 * revision as u64);
         app.update(Msg::Change(event(kind, key, revision, node), received));
     }
+    // A session whose lease ran out, and one still held with 30 s left.
+    let mut expired = event(EventType::Delete, "session/bob", 7, "n2");
+    expired.reason = Some(kg_api::DeleteReason::Expired);
+    app.update(Msg::Change(expired, base + Duration::from_millis(10_800)));
+    let mut leased = record("user/4", 2);
+    leased.lease = Some(2);
+    leased.ttl_remaining_ms = Some(30_000);
     app.update(Msg::Keys(Ok(first_page(
         0,
         vec![
             record("config/mode", 3),
             record("user/1", 6),
             record("user/3", 5),
+            leased,
         ],
     ))));
     app.update(Msg::Tick(base + Duration::from_secs(12)));

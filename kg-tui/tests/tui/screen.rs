@@ -1,6 +1,6 @@
 //! The full screen, snapshotted on a `TestBackend` at 80×24 and 120×40 from a fixed state.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossterm::event::KeyCode;
 use ratatui::backend::TestBackend;
@@ -125,4 +125,26 @@ fn a_postgres_failover_shows_in_the_data_tier_panel_at_120x40() {
         ]
     );
     insta::assert_snapshot!("data_tier_failover_120x40", render(&app, 120, 40));
+}
+
+/// The row of `key` in the key browser, as drawn.
+fn key_row(screen: &str, key: &str) -> String {
+    screen
+        .lines()
+        .find_map(|line| line.split("││").nth(1).filter(|keys| keys.contains(key)))
+        .unwrap_or_else(|| panic!("{key} not on screen:\n{screen}"))
+        .to_owned()
+}
+
+#[test]
+fn a_leased_key_counts_down_between_fetches_and_then_says_expired() {
+    let base = Instant::now();
+    let mut app = populated(base);
+    assert!(key_row(&render(&app, 120, 40), "user/4").contains(" 30s "));
+    app.update(kg_tui::app::Msg::Tick(base + Duration::from_millis(36_500)));
+    assert!(key_row(&render(&app, 120, 40), "user/4").contains(" 5.5s "));
+    app.update(kg_tui::app::Msg::Tick(base + Duration::from_secs(43)));
+    let row = key_row(&render(&app, 120, 40), "user/4");
+    assert!(row.contains(" expired"), "{row}");
+    assert!(key_row(&render(&app, 120, 40), "user/1").contains(" - "));
 }
