@@ -9,7 +9,8 @@ SELECT count(*) FROM kg_apply(
     ARRAY(SELECT convert_to(repeat('v', 128), 'UTF8') FROM generate_series(1, :keys)),
     array_fill(NULL::bigint, ARRAY[:keys]),
     array_fill(NULL::text, ARRAY[:keys]),
-    array_fill(NULL::text, ARRAY[:keys]));
+    array_fill(NULL::text, ARRAY[:keys]),
+    array_fill(NULL::bigint, ARRAY[:keys]));
 CREATE TABLE bench_kv (key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL, revision bigint NOT NULL);
 INSERT INTO bench_kv SELECT 'bench/' || lpad(g::text, 8, '0'), convert_to(repeat('v', 128), 'UTF8'), g
     FROM generate_series(0, :keys - 1) g;
