@@ -37,6 +37,12 @@ DROP FUNCTION kg_apply_serial(text, boolean[], text[], bytea[], bigint[], text[]
 -- As 0001's kg_apply, with p_lease: the lease each put attaches its key to (NULL for none).
 -- out_status 4: the put named a lease that does not exist or has expired; nothing written.
 -- A key whose lease has expired counts as absent, whether or not the sweeper has run.
+--
+-- Every lease lookup is by id alone, its deadline compared outside the lookup: a lookup by id
+-- AND deadline lets the planner answer it with a range scan of kg_leases_deadline filtered by
+-- id, which costs nothing while the table is empty, when a session plans this once for good,
+-- and reads every live lease for every write once there are thousands (seen: PUTs from 6,000/s
+-- to 2,000/s with 10,000 leases, until the node's sessions were replaced).
 CREATE FUNCTION kg_apply_serial(p_node text, p_delete boolean[], p_keys text[], p_values bytea[],
                          p_expect bigint[], p_idem text[], p_fingerprint text[], p_lease bigint[])
 RETURNS TABLE (out_status smallint, out_revision bigint, out_create_revision bigint,
@@ -85,7 +91,7 @@ BEGIN
             OR (expect >= 0 AND (NOT live OR cur.mod_revision <> expect)) THEN
             out_status := 2; out_revision := NULL; out_create_revision := NULL; out_version := NULL;
         ELSIF NOT p_delete[i] AND p_lease[i] IS NOT NULL
-            AND NOT EXISTS (SELECT 1 FROM kg_leases l WHERE l.id = p_lease[i] AND l.deadline > at) THEN
+            AND NOT coalesce((SELECT l.deadline > at FROM kg_leases l WHERE l.id = p_lease[i]), false) THEN
             out_status := 4; out_revision := NULL; out_create_revision := NULL; out_version := NULL;
         ELSIF p_delete[i] AND NOT live THEN
             out_status := 1; out_revision := NULL; out_create_revision := NULL; out_version := NULL;
@@ -165,7 +171,7 @@ BEGIN
                 AS live,
             cur.create_revision AS cur_create,
             cur.mod_revision AS cur_mod, cur.version AS cur_version,
-            i.lease IS NULL OR granted.id IS NOT NULL AS lease_ok
+            i.lease IS NULL OR coalesce(granted.deadline > at, false) AS lease_ok
         FROM input i
         LEFT JOIN LATERAL (SELECT * FROM kg_idempotency d WHERE d.id = i.idem OFFSET 0) prior
             ON true
@@ -173,8 +179,8 @@ BEGIN
         -- The lease the key has now, and the lease the put attaches it to.
         LEFT JOIN LATERAL (SELECT l.deadline FROM kg_leases l WHERE l.id = cur.lease OFFSET 0) held
             ON true
-        LEFT JOIN LATERAL (SELECT l.id FROM kg_leases l
-                           WHERE l.id = i.lease AND l.deadline > at OFFSET 0) granted ON true
+        LEFT JOIN LATERAL (SELECT l.deadline FROM kg_leases l WHERE l.id = i.lease OFFSET 0) granted
+            ON true
     ),
     decided AS (
         SELECT j.*,
