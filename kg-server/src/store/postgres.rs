@@ -134,7 +134,7 @@ impl Dialect for Postgres {
 
     fn queries() -> &'static Queries {
         static QUERIES: OnceLock<Queries> = OnceLock::new();
-        QUERIES.get_or_init(|| Queries::new("kg_now_ms()", "now()", "GREATEST"))
+        QUERIES.get_or_init(|| Queries::new("kg_now_ms()", "now()", "GREATEST", true))
     }
 
     async fn begin_write(

@@ -35,8 +35,24 @@ pub struct Queries {
 
 impl Queries {
     /// `now_ms`: the database's clock in Unix milliseconds; `mod_at_now`: the same instant as
-    /// `kg_keys.mod_at` stores it; `greatest`: the two-argument maximum.
-    pub fn new(now_ms: &str, mod_at_now: &str, greatest: &str) -> Self {
+    /// `kg_keys.mod_at` stores it; `greatest`: the two-argument maximum; `quick_keepalive`:
+    /// commit keep-alives without waiting for their WAL (PostgreSQL's synchronous_commit).
+    pub fn new(now_ms: &str, mod_at_now: &str, greatest: &str, quick_keepalive: bool) -> Self {
+        // A keep-alive need not be durable, as etcd keeps renewals out of its log: at hundreds
+        // a second, keep-alives that each waited for a WAL flush (and, with Patroni, for the
+        // synchronous standby) would take the flushes the write batches wait on. Losing the
+        // last few in a crash or a failover cannot end a lease early: every node that saw the
+        // database go away gives every lease its full TTL back first (settle_leases).
+        // set_config(.., true) inside the statement applies to its own implicit transaction,
+        // so this stays one prepared statement and one round trip.
+        let (quick, quick_guard) = if quick_keepalive {
+            (
+                "WITH quick AS (SELECT set_config('synchronous_commit', 'off', true) AS on_commit) ",
+                " AND (SELECT on_commit FROM quick) = 'off'",
+            )
+        } else {
+            ("", "")
+        };
         // A key is live while it has a value and either no lease or a lease whose deadline is
         // ahead: an expired key is gone for readers before the sweeper deletes it.
         let live = format!("k.value IS NOT NULL AND (k.lease IS NULL OR l.deadline > {now_ms})");
@@ -65,8 +81,8 @@ impl Queries {
                  RETURNING id, ttl"
             ),
             lease_keepalive: format!(
-                "UPDATE kg_leases SET deadline = {now_ms} + ttl * 1000 \
-                 WHERE id = $1 AND deadline > {now_ms} RETURNING id, ttl"
+                "{quick}UPDATE kg_leases SET deadline = {now_ms} + ttl * 1000 \
+                 WHERE id = $1 AND deadline > {now_ms}{quick_guard} RETURNING id, ttl"
             ),
             lease: format!(
                 "SELECT id, ttl, deadline - {now_ms} FROM kg_leases \
@@ -76,9 +92,11 @@ impl Queries {
                 "SELECT id, ttl, deadline - {now_ms} FROM kg_leases \
                  WHERE deadline > {now_ms} ORDER BY deadline, id"
             ),
+            // min() is the first entry of kg_leases_deadline: one index probe, where a LIMIT 1
+            // with the deadline in its filter may be planned as a scan of every lease.
             leases_due: format!(
-                "SELECT count(*) FROM \
-                   (SELECT 1 FROM kg_leases WHERE deadline <= {now_ms} LIMIT 1) due"
+                "SELECT count(*) FROM kg_leases \
+                 WHERE deadline = (SELECT min(deadline) FROM kg_leases) AND deadline <= {now_ms}"
             ),
             leases_to_refresh: format!(
                 "SELECT count(*) FROM kg_leases WHERE deadline < {now_ms} + ttl * 1000"

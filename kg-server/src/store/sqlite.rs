@@ -133,7 +133,7 @@ impl Dialect for Sqlite {
 
     fn queries() -> &'static Queries {
         static QUERIES: OnceLock<Queries> = OnceLock::new();
-        QUERIES.get_or_init(|| Queries::new(SQLITE_NOW_MS, SQLITE_NOW_MS, "max"))
+        QUERIES.get_or_init(|| Queries::new(SQLITE_NOW_MS, SQLITE_NOW_MS, "max", false))
     }
 
     async fn begin_write(
