@@ -11,6 +11,7 @@ pub mod history;
 pub mod html;
 pub mod invariant;
 pub mod judge;
+pub mod leases;
 pub mod report;
 pub mod run;
 pub mod stats;
@@ -75,6 +76,26 @@ pub enum Tool {
     /// fault runtime, then judged (lost writes, stale reads, linearizability; the PostgreSQL
     /// faults also on 503-only errors and a 2 s recovery). Exits 1 when a fault fails.
     Chaos(ChaosArgs),
+    /// Grant many leases and keep each alive every third of its TTL, spread evenly, for a
+    /// while: the background load of scripts/bench-leases.sh. Prints a JSON line once all
+    /// are granted and one with the totals; exits 1 if any keep-alive failed.
+    Leases(LeasesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LeasesArgs {
+    /// The node (or nginx) to hold the leases on.
+    #[arg(long, short = 'e', default_value = kg_api::cli::DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+    /// How many leases.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// Their TTL, in whole seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ttl: u64,
+    /// How long to keep them alive.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub duration: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -308,6 +329,17 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             Ok(u8::from(changes.iter().any(|c| c.regression)))
         }
         Some(Tool::Check(args)) => check_history(&args, out),
+        Some(Tool::Leases(args)) => {
+            let load =
+                leases::hold(&args.endpoint, args.count, args.ttl, args.duration, out).await?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&load).map_err(|e| e.to_string())?
+            )
+            .map_err(|err| err.to_string())?;
+            Ok(u8::from(load.failed > 0))
+        }
         Some(Tool::Judge(args)) => judge_history(&args, out),
         Some(Tool::Summarize(args)) => summarize_suite(&args, out),
         Some(Tool::Chaos(args)) => {

@@ -1,0 +1,99 @@
+//! `kg-bench leases`: holds many leases alive, as a fleet of clients with sessions would, so
+//! that a benchmark can measure what they cost a node's other requests (scripts/bench-leases.sh).
+//!
+//! Grants `count` leases, then keeps each alive every third of its TTL (as etcd's clients and
+//! `kg lock` do), the keep-alives spread evenly over that period rather than in bursts. Prints
+//! one JSON line when every lease is granted and one with the totals at the end.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kg_api::{Client, ClientOptions};
+
+/// How many grants or keep-alives are in flight at once.
+const IN_FLIGHT: usize = 32;
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct LeaseLoad {
+    pub leases: u64,
+    pub ttl_seconds: u64,
+    pub keepalives: u64,
+    /// Keep-alives that failed (a lease that expired counts here: it was not kept alive).
+    pub failed: u64,
+    pub seconds: f64,
+}
+
+/// Grants `count` leases of `ttl` on `endpoint` and keeps them alive for `duration`.
+pub async fn hold(
+    endpoint: &str,
+    count: u64,
+    ttl: u64,
+    duration: Duration,
+    out: &mut dyn Write,
+) -> Result<LeaseLoad, String> {
+    let client =
+        Client::with_options(endpoint, &ClientOptions::default()).map_err(|err| err.to_string())?;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut grants = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|err| err.to_string())?;
+        let client = client.clone();
+        grants.spawn(async move {
+            let granted = client.lease_grant(ttl).await;
+            drop(permit);
+            granted.map(|grant| grant.id).map_err(|err| err.to_string())
+        });
+    }
+    let mut ids = Vec::new();
+    while let Some(granted) = grants.join_next().await {
+        ids.push(granted.map_err(|err| err.to_string())??);
+    }
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"granted": ids.len(), "ttl": ttl})
+    )
+    .map_err(|err| err.to_string())?;
+    out.flush().map_err(|err| err.to_string())?;
+
+    // Each lease once per TTL/3: one keep-alive every period / count, in order.
+    let period = Duration::from_millis(ttl.saturating_mul(1000) / 3);
+    let gap = period.div_f64(ids.len().max(1) as f64);
+    let keepalives = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(gap.max(Duration::from_micros(50)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut next = 0_usize;
+    while started.elapsed() < duration && !ids.is_empty() {
+        ticker.tick().await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let (client, id) = (client.clone(), ids[next % ids.len()]);
+        let (keepalives, failed) = (keepalives.clone(), failed.clone());
+        tokio::spawn(async move {
+            match client.lease_keepalive(id).await {
+                Ok(_) => keepalives.fetch_add(1, Ordering::Relaxed),
+                Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+            };
+            drop(permit);
+        });
+        next += 1;
+    }
+    // Let the last keep-alives finish.
+    let _ = in_flight.acquire_many(IN_FLIGHT as u32).await;
+    Ok(LeaseLoad {
+        leases: ids.len() as u64,
+        ttl_seconds: ttl,
+        keepalives: keepalives.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# What live leases cost a node's GETs and PUTs: the node's CPU time per request (user + system,
+# from /proc) with and without N leases kept alive every TTL/3 by `kg-bench leases`, in
+# alternating rounds of the same run, and the ratio. Target: at most 1.05 with 10,000 leases.
+# The keep-alives' own work counts against the GETs and PUTs: that is their cost to the node.
+#
+#   ./scripts/bench-leases.sh [--rounds N] [--seconds N] [--leases N] [--ttl SECONDS]
+#                             [--connections N] [--keys N]
+#
+# One release node (KG_PROFILE=debug: a debug build, for a smoke run) with the Redis cache, on
+# a fresh database in the PostgreSQL at KG_BENCH_DATABASE_URL and a key prefix of its own in
+# the Redis at KG_BENCH_REDIS_URL (defaults: the machine's, as for the tests). GET is a warm
+# cache hit, PUT a random key of --keys, both from wrk. Nothing is restarted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+rounds=3
+seconds=10
+leases=10000
+ttl=60
+connections=32
+keys=10000
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --rounds) rounds=$2; shift 2 ;;
+        --seconds) seconds=$2; shift 2 ;;
+        --leases) leases=$2; shift 2 ;;
+        --ttl) ttl=$2; shift 2 ;;
+        --connections) connections=$2; shift 2 ;;
+        --keys) keys=$2; shift 2 ;;
+        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) fail "unknown option '$1' (try --help)" ;;
+    esac
+done
+whole_numbers "$rounds" "$seconds" "$leases" "$ttl" "$connections" "$keys"
+
+admin_url="${KG_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+redis_url="${KG_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
+ensure_packages wrk:wrk psql:postgresql-client bc:bc curl:curl
+psql "$admin_url" -qAtc 'select 1' >/dev/null || fail "PostgreSQL is not reachable at $admin_url"
+
+case "${KG_PROFILE:-release}" in
+    release) build=(--release); bin=target/release ;;
+    debug | dev) build=(); bin=target/debug ;;
+    *) fail "KG_PROFILE must be release or debug, not $KG_PROFILE" ;;
+esac
+step "building kg-server and kg-bench (${KG_PROFILE:-release})"
+cargo build "${build[@]}" --locked -p kg-server -p kg-bench
+
+database="kgleases_$$"
+bench_url="${admin_url%/*}/$database"
+workdir=$(mktemp -d)
+node_pid=""
+holder_pid=""
+cleanup() {
+    for pid in $holder_pid $node_pid; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    psql "$admin_url" -qc "drop database if exists $database" >/dev/null 2>&1 || true
+    rm -rf "$workdir"
+}
+trap cleanup EXIT
+psql "$admin_url" -qc "create database $database" >/dev/null
+
+port=$(free_port)
+step "starting a node on 127.0.0.1:$port with the Redis cache"
+RUST_LOG=warn "$bin/kg-server" --listen "127.0.0.1:$port" --database-url "$bench_url" \
+    --node-id bench-leases --redis-url "$redis_url" --redis-prefix "kgleases-$$" \
+    >"$workdir/node.log" 2>&1 &
+node_pid=$!
+wait_for_status "http://127.0.0.1:$port/api/ready" 200 30 || fail "the node did not start: $(cat "$workdir/node.log")"
+psql "$bench_url" -v ON_ERROR_STOP=1 -v keys="$keys" -qAt -f scripts/bench/preload.sql >/dev/null
+KG_KEYS=$keys wrk -t2 -c"$connections" -d"$(( keys / 4000 + 3 ))s" -s scripts/bench/warm.lua \
+    "http://127.0.0.1:$port" >"$workdir/warm.txt" 2>&1
+
+ticks=$(getconf CLK_TCK)
+# cpu_seconds: the node's user + system CPU so far.
+cpu_seconds() {
+    awk -v hz="$ticks" '{print ($14 + $15) / hz}' "/proc/$node_pid/stat"
+}
+# row LUA: "requests cpu_us_per_request" for a wrk run of --seconds.
+row() {
+    local before after requests
+    before=$(cpu_seconds)
+    KG_KEYS=$keys wrk -t2 -c"$connections" -d"${seconds}s" -s "scripts/bench/$1" \
+        "http://127.0.0.1:$port" >"$workdir/wrk.txt" 2>&1
+    after=$(cpu_seconds)
+    grep -q 'non-2xx: 0, socket errors: 0' "$workdir/wrk.txt" ||
+        fail "$1 got errors: $(cat "$workdir/wrk.txt")"
+    requests=$(awk '/requests in/ {print $1}' "$workdir/wrk.txt")
+    echo "$requests $(echo "($after - $before) * 1000000 / $requests" | bc -l)"
+}
+
+ratios_get=()
+ratios_put=()
+for round in $(seq "$rounds"); do
+    step "round $round/$rounds: GET and PUT without leases"
+    read -r get_n get_plain <<<"$(row get.lua)"
+    read -r put_n put_plain <<<"$(row put.lua)"
+    step "round $round/$rounds: $leases leases of ${ttl}s granted, kept alive every $(( ttl / 3 ))s"
+    "$bin/kg-bench" leases -e "http://127.0.0.1:$port" --count "$leases" --ttl "$ttl" \
+        --duration "$(( 2 * seconds + 4 ))s" >"$workdir/holder.txt" 2>&1 &
+    holder_pid=$!
+    for _ in $(seq 600); do
+        grep -q '"granted"' "$workdir/holder.txt" && break
+        kill -0 "$holder_pid" 2>/dev/null || fail "kg-bench leases failed: $(cat "$workdir/holder.txt")"
+        sleep 0.1
+    done
+    sleep 2 # keep-alives at their steady rate before measuring
+    read -r get_n2 get_leased <<<"$(row get.lua)"
+    read -r put_n2 put_leased <<<"$(row put.lua)"
+    wait "$holder_pid" || fail "keep-alives failed: $(tail -n 1 "$workdir/holder.txt")"
+    holder_pid=""
+    keepalive_rate=$(tail -n 1 "$workdir/holder.txt" |
+        sed -E 's/.*"keepalives":([0-9]+).*"seconds":([0-9.]+).*/\1 \2/' | awk '{printf "%.0f", $1 / $2}')
+    # The next round starts without leases again. They hold no keys, so dropping the rows is
+    # all a revoke would do.
+    psql "$bench_url" -qAtc 'DELETE FROM kg_leases' >/dev/null
+    ratios_get+=("$(echo "$get_leased / $get_plain" | bc -l)")
+    ratios_put+=("$(echo "$put_leased / $put_plain" | bc -l)")
+    printf '  GET %.1f -> %.1f us/request (%s, %s requests), PUT %.1f -> %.1f (%s, %s); %s keep-alives/s\n' \
+        "$get_plain" "$get_leased" "$(printf '%.3f' "${ratios_get[-1]}")" "$get_n2" \
+        "$put_plain" "$put_leased" "$(printf '%.3f' "${ratios_put[-1]}")" "$put_n2" "$keepalive_rate"
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+printf '\n%-6s %s\n' "row" "node CPU per request, with / without $leases leases (TTL ${ttl}s), median of $rounds rounds"
+printf '%-6s %.3f   rounds: %s\n' GET "$(median "${ratios_get[@]}")" "$(printf '%.3f ' "${ratios_get[@]}")"
+printf '%-6s %.3f   rounds: %s\n' PUT "$(median "${ratios_put[@]}")" "$(printf '%.3f ' "${ratios_put[@]}")"
+printf 'target: at most 1.05 (%s connections, %s keys, %ss per row, on %s cores)\n' \
+    "$connections" "$keys" "$seconds" "$(nproc)"
