@@ -30,6 +30,9 @@ export interface KeyRecord {
   create_revision: number
   mod_revision: number
   version: number
+  /** The key's lease, when it has one, and the milliseconds left on it when listed. */
+  lease?: number
+  ttl_remaining_ms?: number
 }
 
 export interface ChangeEvent {
@@ -40,6 +43,8 @@ export interface ChangeEvent {
   node: string
   at: string
   value?: string
+  /** On a delete made by a lease's end. */
+  reason?: 'expired' | 'revoked'
 }
 
 export interface NodeInfo {
@@ -137,6 +142,9 @@ export const useKvStore = defineStore('kv', {
     prefix: '',
     /** The `after` of the next page, or null on the last page. */
     nextAfter: null as string | null,
+    /** When each leased key of the list expires, by this page's clock (Date.now()): the time
+     *  left the listing said, counted from when the page arrived. */
+    deadlines: {} as Record<string, number>,
     keysError: null as string | null,
     events: [] as ChangeEvent[],
     connection: 'connecting' as Connection,
@@ -185,13 +193,15 @@ export const useKvStore = defineStore('kv', {
       return { ok: true, status: response.status, message: '', meta, ...ok(body) }
     },
 
-    put(key: string, value: string): Promise<Result> {
+    /** With `ttl` (seconds), the key gets a lease of its own and is deleted when it runs out. */
+    put(key: string, value: string, ttl?: number): Promise<Result> {
+      const body = ttl === undefined ? { data: { key, value } } : { data: { key, value }, ttl }
       return this.request(
         '/api/key',
         {
           method: 'PUT',
           headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ data: { key, value } }),
+          body: JSON.stringify(body),
         },
         (body) => ({ message: body.status }),
       )
@@ -221,6 +231,13 @@ export const useKvStore = defineStore('kv', {
           return
         }
         const page = await response.json()
+        const arrived = Date.now()
+        if (!more) this.deadlines = {}
+        for (const record of page.keys as KeyRecord[]) {
+          if (record.ttl_remaining_ms !== undefined) {
+            this.deadlines[record.key] = arrived + record.ttl_remaining_ms
+          }
+        }
         this.keys = more ? [...this.keys, ...page.keys] : page.keys
         this.nextAfter = page.next ?? null
         this.prefix = prefix

@@ -148,6 +148,16 @@ try {
     assert.match(first, /e2e\/from-curl/, 'the newest event is on top')
   })
 
+  await step('a put with a TTL shows its time left in the list, then arrives as EXPIRED', async () => {
+    await page.locator('#put-key').fill('e2e/ttl')
+    await page.locator('#put-value').fill('brief')
+    await page.locator('#put-ttl').fill('2')
+    await page.getByRole('button', { name: 'Put', exact: true }).click()
+    await page.locator('.key', { hasText: 'e2e/ttl' }).filter({ hasText: /\ds left/ }).waitFor({ timeout: 5000 })
+    await page.locator('.event', { hasText: 'e2e/ttl' }).filter({ hasText: 'EXPIRED' }).waitFor({ timeout: 8000 })
+    await page.locator('#put-ttl').fill('')
+  })
+
   await step('delete asks for confirmation, then deletes; a get shows the 404 detail', async () => {
     await page.locator('#delete-key').fill('e2e/greeting')
     await page.getByRole('button', { name: 'Delete', exact: true }).click()

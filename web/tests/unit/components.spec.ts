@@ -1,11 +1,12 @@
 // Each form and the events panel, mounted with a real Pinia store over a scripted fetch.
-import { beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { flushPromises, mount } from '@vue/test-utils'
 import { createPinia, setActivePinia } from 'pinia'
 import PutForm from '../../src/components/PutForm.vue'
 import GetForm from '../../src/components/GetForm.vue'
 import DeleteForm from '../../src/components/DeleteForm.vue'
 import EventsPanel from '../../src/components/EventsPanel.vue'
+import KeyList from '../../src/components/KeyList.vue'
 import TokenForm from '../../src/components/TokenForm.vue'
 import { SHOWN_CHARS, useKvStore } from '../../src/store/kvStore'
 import { NODE_HEADERS, fakeFetch } from './fake'
@@ -31,6 +32,27 @@ describe('forms', () => {
     expect(meta).toContain('n2')
     expect(meta).toContain('7')
     expect(meta).toContain('hit')
+  })
+
+  it('PutForm sends a TTL when one is given, and the seed body when not', async () => {
+    const store = useKvStore()
+    const ok = { status: 200, body: { status: 'success' } }
+    const { fetcher, calls } = fakeFetch([ok, ok])
+    store.fetcher = fetcher
+    const form = mount(PutForm)
+    await form.find('#put-key').setValue('session/ann')
+    await form.find('#put-value').setValue('online')
+    await form.find('#put-ttl').setValue('30')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    expect(JSON.parse(String(calls[0].init?.body))).toEqual({
+      data: { key: 'session/ann', value: 'online' },
+      ttl: 30,
+    })
+    await form.find('#put-ttl').setValue('')
+    await form.find('form').trigger('submit')
+    await flushPromises()
+    expect(JSON.parse(String(calls[1].init?.body))).toEqual({ data: { key: 'session/ann', value: 'online' } })
   })
 
   it('GetForm shows the value, or the 404 detail', async () => {
@@ -138,6 +160,49 @@ describe('EventsPanel', () => {
     expect(rows[0]).toContain('k3')
     expect(rows[1]).toContain('DELETE')
     expect(rows[2]).toContain('k1')
+  })
+
+  it('marks a delete made by a lease ending as EXPIRED or REVOKED', async () => {
+    const store = useKvStore()
+    store.fetcher = (() => new Promise(() => {})) as typeof fetch
+    const panel = mount(EventsPanel)
+    const at = '2026-11-23T12:00:00Z'
+    store.addEvent({ type: 'delete', key: 'a', revision: 1, version: 0, node: 'n1', at, reason: 'expired' })
+    store.addEvent({ type: 'delete', key: 'b', revision: 2, version: 0, node: 'n1', at, reason: 'revoked' })
+    await flushPromises()
+    const ops = panel.findAll('.op')
+    expect(ops.map((op) => op.text())).toEqual(['REVOKED', 'EXPIRED'])
+    expect(ops[1].classes()).toContain('op--expired')
+  })
+})
+
+describe('KeyList', () => {
+  beforeEach(() => {
+    setActivePinia(createPinia())
+    vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout'] })
+  })
+  afterEach(() => vi.useRealTimers())
+
+  it('shows the time left on a leased key, counting down, then expired', async () => {
+    const store = useKvStore()
+    const page = {
+      keys: [
+        { key: 'plain', create_revision: 1, mod_revision: 1, version: 1 },
+        { key: 'session/ann', create_revision: 2, mod_revision: 2, version: 1, lease: 3, ttl_remaining_ms: 5000 },
+      ],
+      next: null,
+    }
+    const { fetcher } = fakeFetch([{ status: 200, body: page }])
+    store.fetcher = fetcher
+    const list = mount(KeyList)
+    await flushPromises()
+    const meta = () => list.findAll('.key__meta').map((row) => row.text())
+    expect(meta()).toEqual(['rev 1 · v1', 'rev 2 · v1 · 5s left'])
+    await vi.advanceTimersByTimeAsync(2000)
+    expect(meta()[1]).toBe('rev 2 · v1 · 3s left')
+    await vi.advanceTimersByTimeAsync(4000)
+    expect(meta()[1]).toBe('rev 2 · v1 · expired')
+    list.unmount()
   })
 })
 
