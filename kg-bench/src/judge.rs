@@ -232,6 +232,13 @@ pub fn stale_reads(history: &[HistoryEntry]) -> Vec<StaleRead> {
         })
         .collect();
 
+    let mut deletes: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
+    for delete in history
+        .iter()
+        .filter(|h| h.op == Op::Delete && h.is_acknowledged_write())
+    {
+        deletes.entry(&delete.key).or_default().push(delete);
+    }
     let mut stale = Vec::new();
     for read in history
         .iter()
@@ -245,8 +252,17 @@ pub fn stale_reads(history: &[HistoryEntry]) -> Vec<StaleRead> {
             continue;
         };
         let is_stale = match (&read.value, read.revision) {
-            // No key: stale unless the newest write deleted it.
-            (None, _) => newest.op != Op::Delete,
+            // No key: stale unless the newest write deleted it, or a newer delete ran
+            // alongside the read (an expiry, whose window is its lease's deadline, or any
+            // delete acknowledged after the read began) and may have come first.
+            (None, _) => {
+                newest.op != Op::Delete
+                    && !deletes.get(read.key.as_str()).is_some_and(|deletes| {
+                        deletes.iter().any(|delete| {
+                            delete.invoke_us < read.complete_us && delete.revision > newest.revision
+                        })
+                    })
+            }
             (Some(_), seen) => newest.revision > Some(seen.unwrap_or(0)),
         };
         if is_stale {
@@ -519,6 +535,35 @@ mod tests {
             get("a", Some("a1"), Some(1), 105),
         ];
         assert_eq!(stale_reads(&history), []);
+    }
+
+    #[test]
+    fn no_key_is_fresh_while_a_newer_delete_runs_and_stale_after_an_older_one() {
+        // An expiry: a delete whose window (100..110) is its lease's deadline. A read from 105
+        // that saw no key may have come after it.
+        let mut expiry = entry(Op::Delete, "a", None, Some(2), 100);
+        expiry.client = 9;
+        let history = vec![
+            put("a", "a1", 1, 0),
+            expiry.clone(),
+            get("a", None, None, 105),
+        ];
+        assert_eq!(stale_reads(&history), []);
+        // A delete older than the newest write explains nothing: a1 was rewritten as a3
+        // (acknowledged at 60) after the delete of revision 2, so no key at 105 is stale.
+        let history = vec![
+            put("a", "a1", 1, 0),
+            entry(Op::Delete, "a", None, Some(2), 20),
+            put("a", "a3", 3, 50),
+            get("a", None, None, 105),
+        ];
+        assert_eq!(stale_reads(&history).len(), 1);
+        // Nor does a newer delete that began after the read ended.
+        let mut late = expiry;
+        late.invoke_us = 200;
+        late.complete_us = 210;
+        let history = vec![put("a", "a1", 1, 0), late, get("a", None, None, 105)];
+        assert_eq!(stale_reads(&history).len(), 1);
     }
 
     #[test]

@@ -10,6 +10,8 @@
 
 use std::process::Output;
 
+mod leases;
+
 use serde_json::Value;
 
 /// A node on embedded SQLite in `dir`, named bench-node, with more of kg-server's arguments.
