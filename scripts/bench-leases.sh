@@ -2,7 +2,9 @@
 # What live leases cost a node's GETs and PUTs: the node's CPU time per request (user + system,
 # from /proc) with and without N leases kept alive every TTL/3 by `kg-bench leases`, in
 # alternating rounds of the same run, and the ratio. Target: at most 1.05 with 10,000 leases.
-# The keep-alives' own work counts against the GETs and PUTs: that is their cost to the node.
+# Two ratios: "total" counts the keep-alives' own work against the GETs and PUTs; "net"
+# first takes off what the keep-alives cost alone (measured in the same round, with no other
+# load), so it shows whether live leases make a GET or a PUT itself dearer.
 #
 #   ./scripts/bench-leases.sh [--rounds N] [--seconds N] [--leases N] [--ttl SECONDS]
 #                             [--connections N] [--keys N]
@@ -79,7 +81,8 @@ ticks=$(getconf CLK_TCK)
 cpu_seconds() {
     awk -v hz="$ticks" '{print ($14 + $15) / hz}' "/proc/$node_pid/stat"
 }
-# row LUA: "requests cpu_us_per_request" for a wrk run of --seconds.
+# row LUA [BACKGROUND]: "requests cpu_us_per_request" for a wrk run of --seconds; the
+# node's CPU less BACKGROUND CPU-seconds per second (default 0).
 row() {
     local before after requests
     before=$(cpu_seconds)
@@ -89,18 +92,20 @@ row() {
     grep -q 'non-2xx: 0, socket errors: 0' "$workdir/wrk.txt" ||
         fail "$1 got errors: $(cat "$workdir/wrk.txt")"
     requests=$(awk '/requests in/ {print $1}' "$workdir/wrk.txt")
-    echo "$requests $(echo "($after - $before) * 1000000 / $requests" | bc -l)"
+    echo "$requests $(echo "($after - $before - ${2:-0} * $seconds) * 1000000 / $requests" | bc -l)"
 }
 
 ratios_get=()
 ratios_put=()
+net_get=()
+net_put=()
 for round in $(seq "$rounds"); do
     step "round $round/$rounds: GET and PUT without leases"
     read -r get_n get_plain <<<"$(row get.lua)"
     read -r put_n put_plain <<<"$(row put.lua)"
     step "round $round/$rounds: $leases leases of ${ttl}s granted, kept alive every $(( ttl / 3 ))s"
     "$bin/kg-bench" leases -e "http://127.0.0.1:$port" --count "$leases" --ttl "$ttl" \
-        --duration "$(( 2 * seconds + 4 ))s" >"$workdir/holder.txt" 2>&1 &
+        --duration "$(( 4 * seconds + seconds / 2 + 4 ))s" >"$workdir/holder.txt" 2>&1 &
     holder_pid=$!
     for _ in $(seq 600); do
         grep -q '"granted"' "$workdir/holder.txt" && break
@@ -108,8 +113,14 @@ for round in $(seq "$rounds"); do
         sleep 0.1
     done
     sleep 2 # keep-alives at their steady rate before measuring
+    # What the keep-alives cost the node alone, in CPU-seconds per second.
+    before=$(cpu_seconds)
+    sleep "$(( seconds / 2 ))"
+    background=$(echo "($(cpu_seconds) - $before) / $(( seconds / 2 ))" | bc -l)
     read -r get_n2 get_leased <<<"$(row get.lua)"
     read -r put_n2 put_leased <<<"$(row put.lua)"
+    read -r _ get_net <<<"$(row get.lua "$background")"
+    read -r _ put_net <<<"$(row put.lua "$background")"
     wait "$holder_pid" || fail "keep-alives failed: $(tail -n 1 "$workdir/holder.txt")"
     holder_pid=""
     keepalive_rate=$(tail -n 1 "$workdir/holder.txt" |
@@ -119,13 +130,19 @@ for round in $(seq "$rounds"); do
     psql "$bench_url" -qAtc 'DELETE FROM kg_leases' >/dev/null
     ratios_get+=("$(echo "$get_leased / $get_plain" | bc -l)")
     ratios_put+=("$(echo "$put_leased / $put_plain" | bc -l)")
+    net_get+=("$(echo "$get_net / $get_plain" | bc -l)")
+    net_put+=("$(echo "$put_net / $put_plain" | bc -l)")
     printf '  GET %.1f -> %.1f us/request (%s, %s requests), PUT %.1f -> %.1f (%s, %s); %s keep-alives/s\n' \
         "$get_plain" "$get_leased" "$(printf '%.3f' "${ratios_get[-1]}")" "$get_n2" \
         "$put_plain" "$put_leased" "$(printf '%.3f' "${ratios_put[-1]}")" "$put_n2" "$keepalive_rate"
+    printf '  net of the keep-alives alone (%.1f%% of a core): GET %.1f (%.3f), PUT %.1f (%.3f)\n' \
+        "$(echo "$background * 100" | bc -l)" "$get_net" "${net_get[-1]}" "$put_net" "${net_put[-1]}"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 printf '\n%-6s %s\n' "row" "node CPU per request, with / without $leases leases (TTL ${ttl}s), median of $rounds rounds"
-printf '%-6s %.3f   rounds: %s\n' GET "$(median "${ratios_get[@]}")" "$(printf '%.3f ' "${ratios_get[@]}")"
-printf '%-6s %.3f   rounds: %s\n' PUT "$(median "${ratios_put[@]}")" "$(printf '%.3f ' "${ratios_put[@]}")"
+printf '%-10s %.3f   rounds: %s\n' "GET total" "$(median "${ratios_get[@]}")" "$(printf '%.3f ' "${ratios_get[@]}")"
+printf '%-10s %.3f   rounds: %s\n' "PUT total" "$(median "${ratios_put[@]}")" "$(printf '%.3f ' "${ratios_put[@]}")"
+printf '%-10s %.3f   rounds: %s\n' "GET net" "$(median "${net_get[@]}")" "$(printf '%.3f ' "${net_get[@]}")"
+printf '%-10s %.3f   rounds: %s\n' "PUT net" "$(median "${net_put[@]}")" "$(printf '%.3f ' "${net_put[@]}")"
 printf 'target: at most 1.05 (%s connections, %s keys, %ss per row, on %s cores)\n' \
     "$connections" "$keys" "$seconds" "$(nproc)"

@@ -337,9 +337,15 @@ async fn sweep_leases(state: AppState, interval: Duration) {
         if *state.shutting_down.borrow() {
             return;
         }
-        match state.db(state.store.leases_due()).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => continue,
+        // Straight to the store, not through `db`: a check that fails while the database
+        // changes hands must not trip the breaker and turn away the requests behind it.
+        match tokio::time::timeout(state.db_timeout, state.store.leases_due()).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => continue,
+            Ok(Err(_)) | Err(_) => {
+                state.leases_unsettled.store(true, Ordering::Release);
+                continue;
+            }
         }
         // Batches until none is left, so that a burst of expiries is not spread over ticks.
         loop {
