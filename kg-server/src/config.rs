@@ -70,6 +70,13 @@ pub struct Config {
     #[arg(long, env = "KG_LEASE_SWEEP_INTERVAL", default_value = "200ms", value_parser = parse_duration)]
     pub lease_sweep_interval: Duration,
 
+    /// How long a keep-alive waits for others to join it before they are all renewed with one
+    /// statement. Longer windows make each keep-alive cheaper for the node and later to answer;
+    /// a client keeps a lease alive every third of its TTL, so tens of milliseconds are nothing
+    /// to it (the TTL is at least a second).
+    #[arg(long, env = "KG_KEEPALIVE_WINDOW", default_value = "50ms", value_parser = parse_duration)]
+    pub keepalive_window: Duration,
+
     /// Test hook: a pause between a cache miss's database read and its cache fill.
     #[arg(long, hide = true, value_parser = parse_duration)]
     pub cache_fill_delay: Option<Duration>,

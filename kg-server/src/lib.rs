@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod http;
+pub mod keepalive;
 pub mod redis_target;
 pub mod startup;
 pub mod store;

@@ -16,6 +16,7 @@ use crate::breaker::Breaker;
 use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
 use crate::events::{self, Events};
+use crate::keepalive::KeepAlives;
 use crate::redis_target::RedisTarget;
 use crate::store::{self, ConnectOptions, LeaseEnd, OpResult, Store, StoreError, WriteOp};
 use crate::tokens::Tokens;
@@ -51,6 +52,8 @@ pub struct NodeState {
     /// The database URL, password masked, for /api/status.
     pub database_endpoint: String,
     pub writer: Writer,
+    /// Renews leases in batches (`POST /api/leases/{id}/keepalive`).
+    pub keepalives: KeepAlives,
     /// The Redis read cache, when `--redis-url` is given.
     pub cache: Option<Arc<Cache>>,
     pub events: Arc<Events>,
@@ -151,10 +154,12 @@ impl AppState {
                 cache_update_delay: config.cache_update_delay,
             },
         );
+        let keepalives = KeepAlives::spawn(store.clone(), config.keepalive_window);
         let state = AppState(Arc::new(NodeState {
             node_id,
             listen: config.listen.to_string(),
             writer,
+            keepalives,
             cache,
             events,
             cache_fill_delay: config.cache_fill_delay,
@@ -413,6 +418,12 @@ fn metrics_handle() -> PrometheusHandle {
                     builder.set_buckets_for_metric(
                         Matcher::Full("kg_write_batch_size".to_owned()),
                         &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
+                    )
+                })
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("kg_keepalive_batch_size".to_owned()),
+                        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0],
                     )
                 })
                 .map(PrometheusBuilder::build_recorder);

@@ -67,7 +67,7 @@ pub async fn keepalive(
     Path(id): Path<String>,
 ) -> Result<Json<LeaseGrant>, Error> {
     let id = lease_id(&id)?;
-    match state.db(state.store.lease_keepalive(id)).await? {
+    match state.db(state.keepalives.renew(id)).await? {
         Some(grant) => Ok(Json(grant)),
         None => Err(Error::LeaseNotFound(id)),
     }

@@ -361,9 +361,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// A new lease of `ttl` seconds, its deadline set by the database's clock.
     async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError>;
 
-    /// Sets a live lease's deadline a full TTL ahead again; `None` once it has expired or
-    /// been revoked.
-    async fn lease_keepalive(&self, id: i64) -> Result<Option<LeaseGrant>, StoreError>;
+    /// Sets each live lease's deadline a full TTL ahead again, in one statement, and returns
+    /// the grants of those renewed: a lease missing from them has expired or been revoked.
+    async fn lease_keepalive(&self, ids: &[i64]) -> Result<Vec<LeaseGrant>, StoreError>;
 
     /// A live lease with its keys; `None` once it has expired or been revoked.
     async fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, StoreError>;

@@ -12,6 +12,11 @@ use std::sync::OnceLock;
 use super::sql::{Dialect, Queries, SqlStore};
 use super::{ConnectOptions, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
 
+/// `id` is one of the comma-separated integers in `$1`. `= ANY` over an array is planned as
+/// index lookups whatever its length, where an IN over a set-returning function may be
+/// planned as a scan of every lease.
+const POSTGRES_ID_IN_LIST: &str = "id = ANY(CAST('{' || CAST($1 AS text) || '}' AS bigint[]))";
+
 /// The store on PostgreSQL.
 pub type PostgresStore = SqlStore<Postgres>;
 
@@ -134,7 +139,15 @@ impl Dialect for Postgres {
 
     fn queries() -> &'static Queries {
         static QUERIES: OnceLock<Queries> = OnceLock::new();
-        QUERIES.get_or_init(|| Queries::new("kg_now_ms()", "now()", "GREATEST", true))
+        QUERIES.get_or_init(|| {
+            Queries::new(
+                "kg_now_ms()",
+                "now()",
+                "GREATEST",
+                POSTGRES_ID_IN_LIST,
+                true,
+            )
+        })
     }
 
     async fn begin_write(

@@ -35,9 +35,17 @@ pub struct Queries {
 
 impl Queries {
     /// `now_ms`: the database's clock in Unix milliseconds; `mod_at_now`: the same instant as
-    /// `kg_keys.mod_at` stores it; `greatest`: the two-argument maximum; `quick_keepalive`:
-    /// commit keep-alives without waiting for their WAL (PostgreSQL's synchronous_commit).
-    pub fn new(now_ms: &str, mod_at_now: &str, greatest: &str, quick_keepalive: bool) -> Self {
+    /// `kg_keys.mod_at` stores it; `greatest`: the two-argument maximum; `id_in_list`: a
+    /// condition that `id` is one of the comma-separated integers bound as `$1`;
+    /// `quick_keepalive`: commit keep-alives without waiting for their WAL (PostgreSQL's
+    /// synchronous_commit).
+    pub fn new(
+        now_ms: &str,
+        mod_at_now: &str,
+        greatest: &str,
+        id_in_list: &str,
+        quick_keepalive: bool,
+    ) -> Self {
         // A keep-alive need not be durable, as etcd keeps renewals out of its log: at hundreds
         // a second, keep-alives that each waited for a WAL flush (and, with Patroni, for the
         // synchronous standby) would take the flushes the write batches wait on. Losing the
@@ -82,7 +90,7 @@ impl Queries {
             ),
             lease_keepalive: format!(
                 "{quick}UPDATE kg_leases SET deadline = {now_ms} + ttl * 1000 \
-                 WHERE id = $1 AND deadline > {now_ms}{quick_guard} RETURNING id, ttl"
+                 WHERE {id_in_list} AND deadline > {now_ms}{quick_guard} RETURNING id, ttl"
             ),
             lease: format!(
                 "SELECT id, ttl, deadline - {now_ms} FROM kg_leases \
@@ -268,12 +276,13 @@ where
         Ok(grant(id, ttl))
     }
 
-    async fn lease_keepalive(&self, id: i64) -> Result<Option<LeaseGrant>, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(&DB::queries().lease_keepalive)
-            .bind(id)
-            .fetch_optional(&self.pool)
+    async fn lease_keepalive(&self, ids: &[i64]) -> Result<Vec<LeaseGrant>, StoreError> {
+        let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        let rows: Vec<(i64, i64)> = sqlx::query_as(&DB::queries().lease_keepalive)
+            .bind(list.as_str())
+            .fetch_all(&self.pool)
             .await?;
-        Ok(row.map(|(id, ttl)| grant(id, ttl)))
+        Ok(rows.into_iter().map(|(id, ttl)| grant(id, ttl)).collect())
     }
 
     async fn lease(&self, id: i64) -> Result<Option<LeaseInfo>, StoreError> {

@@ -133,7 +133,15 @@ impl Dialect for Sqlite {
 
     fn queries() -> &'static Queries {
         static QUERIES: OnceLock<Queries> = OnceLock::new();
-        QUERIES.get_or_init(|| Queries::new(SQLITE_NOW_MS, SQLITE_NOW_MS, "max", false))
+        QUERIES.get_or_init(|| {
+            Queries::new(
+                SQLITE_NOW_MS,
+                SQLITE_NOW_MS,
+                "max",
+                SQLITE_ID_IN_LIST,
+                false,
+            )
+        })
     }
 
     async fn begin_write(
@@ -178,6 +186,10 @@ impl Dialect for Sqlite {
 /// SQLite's clock in Unix milliseconds: `julianday('now')` is fixed for the length of one
 /// statement, as PostgreSQL's `now()` is for a transaction.
 const SQLITE_NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+
+/// `id` is one of the comma-separated integers in `$1`: SQLite has no arrays, but reads a
+/// list as a JSON array, and an IN over the lease's rowid is one lookup per id.
+const SQLITE_ID_IN_LIST: &str = "id IN (SELECT value FROM json_each('[' || $1 || ']'))";
 
 /// Applies one write inside the batch's transaction: `kg_apply`'s loop body, in Rust.
 async fn apply_one(

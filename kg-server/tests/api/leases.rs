@@ -15,6 +15,7 @@ use kg_testkit::{
 on_both_backends!(
     a_leased_key_is_gone_for_every_read_from_its_deadline_and_its_delete_is_an_expiry,
     keepalive_extends_a_lease_and_revoke_deletes_its_keys_at_once,
+    keepalives_that_share_a_batch_each_get_their_own_answer,
     a_put_without_a_lease_detaches_the_key,
     bad_lease_input_is_a_4xx_and_writes_nothing,
     a_retried_ttl_put_is_replayed_not_refused,
@@ -164,6 +165,87 @@ async fn keepalive_extends_a_lease_and_revoke_deletes_its_keys_at_once(backend: 
         client.lease(lease.id).await.err(),
     ] {
         assert!(matches!(gone, Some(Error::NotFound { .. })), "{gone:?}");
+    }
+}
+
+/// The value of an unlabelled metric line `NAME VALUE` in Prometheus text.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+async fn keepalives_that_share_a_batch_each_get_their_own_answer(backend: Backend) {
+    // A long window, so that keep-alives sent together certainly share a statement.
+    let mut options = AppOptions::default();
+    options
+        .extra_args
+        .push("--keepalive-window=200ms".to_owned());
+    let app = spawn_app_with(backend, options).await;
+    let client = &app.client;
+    let mut live = Vec::new();
+    for ttl in [2, 3, 5] {
+        for _ in 0..10 {
+            live.push(client.lease_grant(ttl).await.unwrap());
+        }
+    }
+    let revoked = client.lease_grant(5).await.unwrap();
+    client.lease_revoke(revoked.id).await.unwrap();
+    let never = revoked.id + 1000;
+    // Long enough that a lease of 2 s that was not renewed has less than 1 s left.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let before = client.metrics().await.unwrap();
+
+    // Every live lease twice (a batch may name a lease more than once), the revoked one and
+    // one that never existed, all at once.
+    let mut asks = tokio::task::JoinSet::new();
+    let ids = live
+        .iter()
+        .chain(live.iter())
+        .map(|grant| grant.id)
+        .chain([revoked.id, never]);
+    for id in ids {
+        let client = client.clone();
+        asks.spawn(async move { (id, client.lease_keepalive(id).await) });
+    }
+    let mut answered = 0;
+    while let Some(asked) = asks.join_next().await {
+        let (id, answer) = asked.unwrap();
+        answered += 1;
+        match live.iter().find(|grant| grant.id == id) {
+            Some(grant) => assert_eq!(answer.unwrap(), *grant, "lease {id}"),
+            None => assert!(
+                matches!(answer, Err(Error::NotFound { .. })),
+                "lease {id}: {answer:?}"
+            ),
+        }
+    }
+    assert_eq!(answered, 62);
+    let after = client.metrics().await.unwrap();
+    let renewed = metric(&after, "kg_keepalive_batch_size_sum")
+        - metric(&before, "kg_keepalive_batch_size_sum");
+    let statements = metric(&after, "kg_keepalive_batch_size_count")
+        - metric(&before, "kg_keepalive_batch_size_count");
+    // Other tests in this process keep leases alive too, but only a few times each.
+    assert!(
+        renewed >= 62.0,
+        "{renewed} keep-alives in {statements} statements"
+    );
+    assert!(
+        statements <= 10.0,
+        "{renewed} keep-alives in {statements} statements"
+    );
+    // Each was renewed by its own TTL from the statement's time, not by another's.
+    for grant in &live {
+        let info = client.lease(grant.id).await.unwrap();
+        let remaining = info.remaining_ms;
+        let ttl_ms = i64::try_from(grant.ttl).unwrap() * 1000;
+        assert!(
+            (ttl_ms - 500..=ttl_ms).contains(&remaining),
+            "lease {} of {} s has {remaining} ms",
+            grant.id,
+            grant.ttl
+        );
     }
 }
 
