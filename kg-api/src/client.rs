@@ -475,6 +475,18 @@ impl Client {
         Ok(WatchStream::new(url, response.bytes_stream()))
     }
 
+    /// `GET /api/snapshot`: every live key at one revision. The header is read before this
+    /// returns; the keys follow from [`SnapshotStream::next`].
+    pub async fn snapshot(&self) -> Result<SnapshotStream> {
+        let request = self
+            .request(Method::GET, "api/snapshot")
+            // A snapshot of many keys takes as long as it takes; only connecting is bounded.
+            .timeout(Duration::from_secs(365 * 24 * 3600));
+        let response = self.send(request).await?;
+        let url = response.url().to_string();
+        SnapshotStream::start(url, response.bytes_stream()).await
+    }
+
     /// A request builder for a path under the base URL, for endpoints and options this client
     /// has no method for (raw bodies in tests, streaming in the CLI).
     pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -581,6 +593,120 @@ pub enum WatchItem {
     Change(ChangeEvent),
     /// Every change up to this revision has been sent (`watch_with`'s progress).
     Progress(i64),
+}
+
+/// The lines of `GET /api/snapshot` as they arrive: its header, then each key, then the end
+/// line, which [`SnapshotStream::next`] checks against the keys it gave.
+pub struct SnapshotStream {
+    url: String,
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: Vec<u8>,
+    /// Where the next line starts in `buffer`.
+    start: usize,
+    keys: u64,
+    ended: bool,
+    /// The snapshot's first line: its revision and how many keys follow.
+    pub header: SnapshotHeader,
+}
+
+impl std::fmt::Debug for SnapshotStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotStream")
+            .field("url", &self.url)
+            .field("header", &self.header)
+            .finish()
+    }
+}
+
+impl SnapshotStream {
+    /// Reads the header of a snapshot body arriving from `url`.
+    pub async fn start<S>(url: String, body: S) -> Result<Self>
+    where
+        S: futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send + 'static,
+    {
+        let mut stream = SnapshotStream {
+            url,
+            body: Box::pin(body),
+            buffer: Vec::new(),
+            start: 0,
+            keys: 0,
+            ended: false,
+            header: SnapshotHeader {
+                format: String::new(),
+                version: 0,
+                revision: 0,
+                created_at: String::new(),
+                keys: 0,
+            },
+        };
+        let Some(line) = stream.line().await? else {
+            return Err(stream.malformed("the snapshot is empty"));
+        };
+        stream.header = SnapshotHeader::parse(&line).map_err(|err| stream.malformed(err))?;
+        Ok(stream)
+    }
+
+    /// The next key, with its value; `None` after the end line. A body that ends without
+    /// one, or whose end line disagrees with the keys received, is an error: it was cut short.
+    pub async fn next(&mut self) -> Result<Option<KeyRecord>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let Some(line) = self.line().await? else {
+            return Err(self.malformed(format!(
+                "the snapshot was cut short after {} keys (no end line)",
+                self.keys
+            )));
+        };
+        match SnapshotLine::parse(&line).map_err(|err| self.malformed(err))? {
+            SnapshotLine::Key(record) => {
+                self.keys += 1;
+                Ok(Some(record))
+            }
+            SnapshotLine::End(SnapshotEnd { end }) if end == self.keys => {
+                self.ended = true;
+                Ok(None)
+            }
+            SnapshotLine::End(SnapshotEnd { end }) => Err(self.malformed(format!(
+                "the end line counts {end} keys, but {} arrived",
+                self.keys
+            ))),
+        }
+    }
+
+    /// The next line without its newline; `None` at the end of the body. A last line without
+    /// a newline is returned as it is (and will not parse if it was cut).
+    async fn line(&mut self) -> Result<Option<Vec<u8>>> {
+        use futures::StreamExt as _;
+        loop {
+            if let Some(at) = self.buffer[self.start..].iter().position(|&b| b == b'\n') {
+                let line = self.buffer[self.start..self.start + at].to_vec();
+                self.start += at + 1;
+                return Ok(Some(line));
+            }
+            // Keep only the unread part before reading more.
+            self.buffer.drain(..self.start);
+            self.start = 0;
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(source)) => {
+                    return Err(Error::Transport {
+                        url: self.url.clone(),
+                        source,
+                    })
+                }
+                None if self.buffer.is_empty() => return Ok(None),
+                None => return Ok(Some(std::mem::take(&mut self.buffer))),
+            }
+        }
+    }
+
+    fn malformed(&self, err: impl std::fmt::Display) -> Error {
+        Error::Api {
+            status: StatusCode::OK,
+            detail: format!("bad snapshot from {}: {err}", self.url),
+        }
+    }
 }
 
 /// The change events of a watch, parsed from Server-Sent Events.
@@ -725,6 +851,91 @@ mod tests {
             err.to_string()
                 .contains("malformed event from http://test/api/watch"),
             "{err}"
+        );
+    }
+
+    const HEADER: &str = r#"{"format":"keygrid-snapshot","version":1,"revision":7,"created_at":"2026-12-01T00:00:00.000Z","keys":2}"#;
+    const KEY_A: &str =
+        r#"{"key":"a","value":"1","create_revision":1,"mod_revision":3,"version":2}"#;
+    const KEY_B: &str = r#"{"key":"b","value":"2","create_revision":4,"mod_revision":4,"version":1,"lease":9,"ttl_remaining_ms":1500}"#;
+
+    /// The snapshot body `lines` (each followed by a newline), split every `every` bytes.
+    fn snapshot_of(lines: &[&str], every: usize) -> Result<SnapshotStream> {
+        let body: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        let chunks: Vec<reqwest::Result<bytes::Bytes>> = body
+            .as_bytes()
+            .chunks(every)
+            .map(|chunk| Ok(bytes::Bytes::copy_from_slice(chunk)))
+            .collect();
+        futures::executor::block_on(SnapshotStream::start(
+            "http://test/api/snapshot".to_owned(),
+            futures::stream::iter(chunks),
+        ))
+    }
+
+    fn drain(stream: &mut SnapshotStream) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        while let Some(record) = futures::executor::block_on(stream.next())? {
+            keys.push(record.key);
+        }
+        Ok(keys)
+    }
+
+    #[test]
+    fn a_whole_snapshot_reads_the_same_however_its_bytes_arrive() {
+        for every in [1, 7, 4096] {
+            let mut stream = snapshot_of(&[HEADER, KEY_A, KEY_B, r#"{"end":2}"#], every).unwrap();
+            assert_eq!((stream.header.revision, stream.header.keys), (7, 2));
+            assert_eq!(drain(&mut stream).unwrap(), ["a", "b"], "chunks of {every}");
+            assert!(futures::executor::block_on(stream.next())
+                .unwrap()
+                .is_none());
+        }
+    }
+
+    #[test]
+    fn a_snapshot_cut_short_or_miscounted_is_refused() {
+        let cut = drain(&mut snapshot_of(&[HEADER, KEY_A, KEY_B], 5).unwrap()).unwrap_err();
+        assert!(cut.to_string().contains("cut short after 2 keys"), "{cut}");
+        let miscounted =
+            drain(&mut snapshot_of(&[HEADER, KEY_A, r#"{"end":2}"#], 5).unwrap()).unwrap_err();
+        assert!(
+            miscounted
+                .to_string()
+                .contains("counts 2 keys, but 1 arrived"),
+            "{miscounted}"
+        );
+        let no_value = drain(
+            &mut snapshot_of(
+                &[
+                    HEADER,
+                    r#"{"key":"a","create_revision":1,"mod_revision":1,"version":1}"#,
+                ],
+                5,
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(no_value.to_string().contains("has no value"), "{no_value}");
+    }
+
+    #[test]
+    fn a_header_of_another_format_or_version_is_refused() {
+        let version =
+            snapshot_of(&[&HEADER.replace(r#""version":1"#, r#""version":2"#)], 64).unwrap_err();
+        assert!(
+            version.to_string().contains("version 2 is not supported"),
+            "{version}"
+        );
+        let format = snapshot_of(&[&HEADER.replace("keygrid-snapshot", "etcd")], 64).unwrap_err();
+        assert!(
+            format.to_string().contains("its format is \"etcd\""),
+            "{format}"
+        );
+        let empty = snapshot_of(&[], 64).unwrap_err();
+        assert!(
+            empty.to_string().contains("the snapshot is empty"),
+            "{empty}"
         );
     }
 }

@@ -17,8 +17,8 @@ pub mod client;
 pub mod endpoints;
 #[cfg(feature = "client")]
 pub use client::{
-    Attach, Client, ClientOptions, Error, GetResult, Precondition, ResponseMeta, WatchItem,
-    WatchStream, WriteResult,
+    Attach, Client, ClientOptions, Error, GetResult, Precondition, ResponseMeta, SnapshotStream,
+    WatchItem, WatchStream, WriteResult,
 };
 #[cfg(feature = "client")]
 pub use endpoints::Endpoints;

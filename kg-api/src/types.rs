@@ -298,6 +298,83 @@ pub struct KeyCountResponse {
     pub count: u64,
 }
 
+/// The `format` of a snapshot's header line.
+pub const SNAPSHOT_FORMAT: &str = "keygrid-snapshot";
+/// The snapshot format's version; a reader refuses any other.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+/// The first line of `GET /api/snapshot`: what follows and at which revision it was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotHeader {
+    /// Always `keygrid-snapshot`.
+    pub format: String,
+    /// Always 1.
+    pub version: u32,
+    /// Every key line shows the store exactly as of this revision.
+    pub revision: i64,
+    /// When the snapshot was taken (RFC 3339, UTC).
+    pub created_at: String,
+    /// How many key lines follow. (On SQLite, whose clock moves within a transaction, a
+    /// leased key that expires while the snapshot is read may be left out: then fewer do.)
+    pub keys: u64,
+}
+
+/// The last line of `GET /api/snapshot`: present only when every key line was sent, so that
+/// a snapshot cut short is never mistaken for a whole one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotEnd {
+    /// How many key lines were sent.
+    pub end: u64,
+}
+
+/// One line of a snapshot file after the header: a key (a [`KeyRecord`] with its value) or
+/// the end line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SnapshotLine {
+    End(SnapshotEnd),
+    Key(KeyRecord),
+}
+
+impl SnapshotHeader {
+    /// A snapshot's first line, refusing anything that is not a snapshot of this format.
+    pub fn parse(line: &[u8]) -> Result<Self, String> {
+        let header: SnapshotHeader = serde_json::from_slice(line)
+            .map_err(|err| format!("not a KeyGrid snapshot header: {err}"))?;
+        if header.format != SNAPSHOT_FORMAT {
+            return Err(format!(
+                "not a KeyGrid snapshot: its format is {:?}",
+                header.format
+            ));
+        }
+        if header.version != SNAPSHOT_VERSION {
+            return Err(format!(
+                "snapshot format version {} is not supported (this reads version {SNAPSHOT_VERSION})",
+                header.version
+            ));
+        }
+        Ok(header)
+    }
+}
+
+impl SnapshotLine {
+    /// A line after the header: a key with its value, or the end line.
+    pub fn parse(line: &[u8]) -> Result<Self, String> {
+        let line: SnapshotLine =
+            serde_json::from_slice(line).map_err(|err| format!("not a snapshot line: {err}"))?;
+        if let SnapshotLine::Key(record) = &line {
+            if record.value.is_none() {
+                return Err(format!("snapshot line for {:?} has no value", record.key));
+            }
+        }
+        Ok(line)
+    }
+}
+
 /// What kind of change an event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]

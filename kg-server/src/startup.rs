@@ -42,6 +42,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// How many snapshots one node streams at once.
+pub const MAX_SNAPSHOTS: usize = 2;
+
 /// The node's shared state, behind [`AppState`].
 #[derive(Debug)]
 pub struct NodeState {
@@ -54,6 +57,9 @@ pub struct NodeState {
     pub writer: Writer,
     /// Renews leases in batches (`POST /api/leases/{id}/keepalive`).
     pub keepalives: KeepAlives,
+    /// One permit per snapshot this node may stream at once (`GET /api/snapshot`): each holds
+    /// a database session for as long as its client reads.
+    pub snapshots: Arc<tokio::sync::Semaphore>,
     /// The Redis read cache, when `--redis-url` is given.
     pub cache: Option<Arc<Cache>>,
     pub events: Arc<Events>,
@@ -160,6 +166,7 @@ impl AppState {
             listen: config.listen.to_string(),
             writer,
             keepalives,
+            snapshots: Arc::new(tokio::sync::Semaphore::new(MAX_SNAPSHOTS)),
             cache,
             events,
             cache_fill_delay: config.cache_fill_delay,

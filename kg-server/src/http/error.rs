@@ -32,6 +32,9 @@ pub enum Error {
     /// A watch asked to resume below the compact revision.
     #[error("{0}")]
     Gone(String),
+    /// A limit on concurrent work was reached; the request may be retried later.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// An `If-Match` / `If-None-Match` condition did not hold.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -57,6 +60,7 @@ impl Error {
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Error::Gone(_) => StatusCode::GONE,
+            Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::DatabaseUnavailable | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

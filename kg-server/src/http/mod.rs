@@ -9,6 +9,7 @@ mod health;
 pub mod input;
 mod keys;
 mod leases;
+mod snapshot;
 mod watch;
 
 use std::any::Any;
@@ -46,9 +47,10 @@ use crate::startup::AppState;
     paths(
         keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, watch::watch,
         leases::grant, leases::keepalive, leases::show, leases::list, leases::revoke,
+        snapshot::snapshot,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,
     ),
-    components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress, kg_api::DeleteReason)),
+    components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress, kg_api::DeleteReason, kg_api::KeyRecord, kg_api::SnapshotEnd)),
     tags((name = "keys", description = "Key-value operations"), (name = "leases", description = "Leases: keys that expire"), (name = "node", description = "Node information")),
 )]
 pub struct ApiDoc;
@@ -64,6 +66,7 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .merge(keys::router())
         .merge(leases::router())
+        .merge(snapshot::router())
         .merge(health::router())
         .merge(watch::router())
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()));

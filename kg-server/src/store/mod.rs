@@ -358,6 +358,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// compact revision to the newest tombstone purged. Returns how many tombstones were purged.
     async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError>;
 
+    /// Opens a read of every live key at one revision, for `GET /api/snapshot`. It holds a
+    /// database session (and on PostgreSQL a REPEATABLE READ transaction) until it is finished
+    /// or dropped.
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError>;
+
     /// A new lease of `ttl` seconds, its deadline set by the database's clock.
     async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError>;
 
@@ -388,6 +393,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// over: run after this node could not reach the database, so that an outage, during which
     /// no keep-alive could land, never makes a lease expire. Returns how many it extended.
     async fn refresh_leases(&self) -> Result<u64, StoreError>;
+}
+
+/// A read of every live key as of one revision: [`Store::snapshot`].
+#[async_trait]
+pub trait Snapshot: Send {
+    /// The revision every page shows.
+    fn revision(&self) -> i64;
+
+    /// How many live keys the snapshot holds.
+    fn keys(&self) -> u64;
+
+    /// Up to `limit` live keys greater than `after` (from the first without it), with their
+    /// values, in byte order.
+    async fn page(&mut self, after: Option<&str>, limit: u32)
+        -> Result<Vec<KeyRecord>, StoreError>;
+
+    /// Ends the read. Where reads are fenced, this first confirms that the server was still
+    /// the primary, so that the snapshot held every write acknowledged before it was taken.
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
 }
 
 /// Which leases [`Store::end_leases`] ends.

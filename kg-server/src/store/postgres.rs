@@ -54,6 +54,9 @@ impl PostgresStore {
 impl Dialect for Postgres {
     const KIND: StoreKind = StoreKind::Postgres;
 
+    // Not READ ONLY: a fenced snapshot ends with the fence, which writes.
+    const SNAPSHOT_BEGIN: &'static str = "BEGIN ISOLATION LEVEL REPEATABLE READ";
+
     // A transactional WAL record (an empty logical message) makes the statement's implicit
     // transaction commit like a write: with synchronous_commit on, the commit waits for a
     // synchronous standby. (A transaction ID alone writes no WAL and does not wait.) Under

@@ -12,7 +12,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::{
-    prefix_upper_bound, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, OpResult, Store,
+    prefix_upper_bound, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, OpResult, Snapshot, Store,
     StoreError, StoreKind, WriteOp,
 };
 
@@ -140,6 +140,10 @@ pub trait Dialect: Database {
     /// milliseconds in SQLite.
     const CHANGES_SINCE: &'static str;
 
+    /// How a snapshot's transaction begins: one that sees a single point in time for every
+    /// statement in it.
+    const SNAPSHOT_BEGIN: &'static str;
+
     /// A statement that only the current primary can complete, run after a read on the
     /// read's own session when the store is fenced: the read is then known to come from a
     /// server that was still the primary after it ran (as a Raft leader confirms its
@@ -266,6 +270,25 @@ where
 
     async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
         DB::compact(&self.pool, retention).await
+    }
+
+    async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
+        let mut tx = self.pool.begin_with(DB::SNAPSHOT_BEGIN).await?;
+        let revision: i64 = sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let keys: i64 = sqlx::query_scalar(&DB::queries().count)
+            .bind("")
+            .bind(None::<String>)
+            .bind(None::<&str>)
+            .fetch_one(&mut *tx)
+            .await?;
+        Ok(Box::new(SqlSnapshot {
+            tx,
+            revision,
+            keys: u64::try_from(keys).unwrap_or_default(),
+            fence: self.read_fence.then_some(DB::FENCE).flatten(),
+        }))
     }
 
     async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError> {
@@ -398,6 +421,62 @@ where
             .fetch_all(&self.pool)
             .await?;
         Ok(extended.len() as u64)
+    }
+}
+
+/// [`Store::snapshot`] over sqlx: one transaction for every page.
+struct SqlSnapshot<DB: Database> {
+    tx: Transaction<'static, DB>,
+    revision: i64,
+    keys: u64,
+    fence: Option<&'static str>,
+}
+
+#[async_trait]
+impl<DB> Snapshot for SqlSnapshot<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<String>: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> bool: Encode<'q, DB> + Type<DB>,
+    for<'r> KeyRow: FromRow<'r, DB::Row>,
+{
+    fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    fn keys(&self) -> u64 {
+        self.keys
+    }
+
+    async fn page(
+        &mut self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(&DB::queries().list)
+            .bind("")
+            .bind(None::<String>)
+            .bind(after)
+            .bind(i64::from(limit))
+            .bind(true)
+            .fetch_all(&mut *self.tx)
+            .await?;
+        Ok(rows.into_iter().map(KeyRecord::from).collect())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<(), StoreError> {
+        if let Some(fence) = self.fence {
+            sqlx::query(fence).execute(&mut *self.tx).await?;
+        }
+        // Committing makes the fence wait for the synchronous standby, as a fenced read's
+        // does; a server that is no longer the primary cannot.
+        self.tx.commit().await?;
+        Ok(())
     }
 }
 

@@ -59,6 +59,10 @@ impl SqliteStore {
 impl Dialect for Sqlite {
     const KIND: StoreKind = StoreKind::Sqlite;
 
+    // A deferred transaction in WAL mode reads one snapshot of the file, taken at its first
+    // read, whatever commits meanwhile.
+    const SNAPSHOT_BEGIN: &'static str = "BEGIN";
+
     const CHANGES_SINCE: &'static str =
         "SELECT key, value, create_revision, mod_revision, version, mod_node, \
            mod_at AS mod_at_ms, lease, reason FROM kg_keys \

@@ -41,5 +41,6 @@ mod revisions;
 mod seed;
 mod sentinel;
 mod shared;
+mod snapshot;
 mod store;
 mod watch;
