@@ -85,6 +85,9 @@ pub enum Command {
     /// is released on exit; if kg is killed, it frees itself when the lease's TTL runs out.
     /// Prints the lock's key once held. With a command, exits with the command's status.
     Lock(LockArgs),
+    /// Save every live key at one revision to a file, or load such a file into a cluster.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Run the seed's failover drill under load and judge it: PASS exits 0, FAIL exits 1.
     ///
     /// Phases: baseline; stop n1; stop n2; stop n3 (all down); restore all. Each holds a
@@ -136,6 +139,34 @@ pub enum LeaseCommand {
     List,
     /// Show a lease: its TTL, the time it has left and its keys.
     Show { id: i64 },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Save every live key, with its value and metadata, as of one revision: JSON lines
+    /// (a header, one line per key, an end line that counts them). Written to FILE.part and
+    /// renamed to FILE once whole, so FILE is never a snapshot cut short.
+    Save {
+        /// Where to write the snapshot.
+        file: PathBuf,
+    },
+    /// Load a saved snapshot into an empty cluster, keeping every value; prints what it
+    /// restored.
+    ///
+    /// The file is checked whole before anything is written. Keys get new revisions (the
+    /// cluster's own); a leased key gets a new lease with the time its lease had left when
+    /// the snapshot was taken, keys that shared a lease sharing the new one.
+    Restore {
+        /// A file written by `kg snapshot save`.
+        file: PathBuf,
+        /// Load into a cluster that already holds keys: the snapshot's keys are written over
+        /// them, and keys it lacks are left as they are.
+        #[arg(long)]
+        force: bool,
+        /// Writes in flight at once.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        concurrency: u16,
+    },
 }
 
 #[derive(Debug, Args)]

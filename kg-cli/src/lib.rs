@@ -67,7 +67,7 @@ pub const EXIT_UNHEALTHY: u8 = 1;
 /// Runs one command, writing results to `out` and reading `-` values from `input`; returns
 /// the exit code of a command that ran (0, or 1 for an unhealthy `health`).
 pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<u8, CliError> {
-    use commands::{failover, health, keys, leases, list, status, watch};
+    use commands::{failover, health, keys, leases, list, snapshot, status, watch};
     let options = ClientOptions {
         timeout: cli.global.timeout,
         token: cli.global.token.clone(),
@@ -91,6 +91,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
         Command::Status => emit(out, format, &status::status(&endpoints).await?)?,
         Command::Lease(command) => return leases::lease(&endpoints, command, format, out).await,
         Command::Lock(args) => return leases::lock(&endpoints, args, format, out).await,
+        Command::Snapshot(command) => {
+            return snapshot::snapshot(&endpoints, command, format, out).await
+        }
         Command::Completions(args) => {
             // Into a buffer first: clap_complete panics when its writer fails, and a closed
             // pipe (`kg completions fish | head`) must end the command quietly.

@@ -6,5 +6,6 @@ pub mod health;
 pub mod keys;
 pub mod leases;
 pub mod list;
+pub mod snapshot;
 pub mod status;
 pub mod watch;

@@ -7,6 +7,7 @@ use clap::Parser;
 use kg_cli::{run, Cli, CliError};
 use kg_testkit::{dead_endpoint, AppOptions};
 
+mod backup;
 mod leases;
 
 /// A node on embedded SQLite in a temporary directory.

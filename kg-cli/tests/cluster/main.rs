@@ -619,3 +619,207 @@ async fn hostile_input_through_nginx_gets_its_4xx_and_no_node_suffers() {
     }
     println!("node RSS before/after (KiB): {before:?} -> {after:?}");
 }
+
+/// Runs `kg ARGS` in-process, as the binary would; returns its exit code and stdout.
+async fn kg(args: &[&str]) -> (u8, String) {
+    use clap::Parser as _;
+    let cli =
+        kg_cli::Cli::try_parse_from(std::iter::once("kg").chain(args.iter().copied())).unwrap();
+    let mut out = Vec::new();
+    let code = match kg_cli::run(cli, &mut out, &mut std::io::empty()).await {
+        Ok(code) => code,
+        Err(err) => {
+            out.extend_from_slice(format!("error: {err}").as_bytes());
+            err.exit_code()
+        }
+    };
+    (code, String::from_utf8(out).unwrap())
+}
+
+/// Issue 22's round trip: 100,000 keys saved through nginx while writers go on changing
+/// them restore, into an empty node, exactly the state at the snapshot's revision. The
+/// writers' acknowledged writes (each with its revision) say what that state is.
+#[tokio::test]
+async fn a_snapshot_of_100k_keys_saved_while_writes_go_on_restores_its_revision_exactly() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use futures::StreamExt as _;
+
+    const KEYS: usize = 100_000;
+    let _turn = STACK.lock().await;
+    all_nodes_up().await;
+    let client = Client::new(ENTRY).unwrap();
+    // The same keys on every run, so that runs against one stack do not pile up keys.
+    let prefix = "snapshot-round-trip/".to_owned();
+    let key = |i: usize| format!("{prefix}{i:06}");
+    let started = Instant::now();
+    let retried = std::sync::atomic::AtomicU64::new(0);
+    futures::stream::iter(0..KEYS)
+        .for_each_concurrent(64, |i| {
+            let (client, key, retried) = (client.clone(), key(i), &retried);
+            async move {
+                // Writing "initial" again is harmless, so a put that failed is retried; the
+                // count is printed, and the writers below must not fail at all.
+                for attempt in 0.. {
+                    match client.put(&key, "initial", Precondition::None).await {
+                        Ok(_) => break,
+                        Err(err) if attempt < 5 => {
+                            println!("loading {key}: {err}; retrying");
+                            retried.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(err) => panic!("loading {key}: {err}"),
+                    }
+                }
+            }
+        })
+        .await;
+    println!(
+        "loaded {KEYS} keys in {:?} ({} puts retried)",
+        started.elapsed(),
+        retried.load(Ordering::Relaxed)
+    );
+
+    // Writers put and delete keys all over the range until the save is done, logging every
+    // acknowledged write with its revision.
+    let stop = Arc::new(AtomicBool::new(false));
+    /// An acknowledged write: its revision, its key, and its value (`None` for a delete).
+    type Acked = (i64, String, Option<String>);
+    let log: Arc<Mutex<Vec<Acked>>> = Arc::default();
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let (client, stop, log, prefix) =
+                (client.clone(), stop.clone(), log.clone(), prefix.clone());
+            tokio::spawn(async move {
+                let mut n = 0_u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let key = format!("{prefix}{:06}", fastrand::usize(..KEYS + 1000));
+                    if n.is_multiple_of(4) {
+                        match client.delete(&key, Precondition::None).await {
+                            Ok(done) => log.lock().unwrap().push((done.revision, key, None)),
+                            Err(kg_api::Error::NotFound { .. }) => {}
+                            Err(err) => panic!("delete {key}: {err}"),
+                        }
+                    } else {
+                        let value = format!("w{writer}-{n}");
+                        let done = client.put(&key, &value, Precondition::None).await.unwrap();
+                        log.lock().unwrap().push((done.revision, key, Some(value)));
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.kgs");
+    let file_arg = file.to_str().unwrap();
+    let started = Instant::now();
+    let (code, saved) = kg(&["-e", ENTRY, "snapshot", "save", file_arg]).await;
+    assert_eq!(code, 0, "{saved}");
+    println!("{} in {:?}", saved.trim(), started.elapsed());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let mut lines = text.lines();
+    let header = kg_api::SnapshotHeader::parse(lines.next().unwrap().as_bytes()).unwrap();
+    let revision = header.revision;
+    let mut log = std::mem::take(&mut *log.lock().unwrap());
+    log.sort();
+    let (before, after) = log
+        .iter()
+        .partition::<Vec<_>, _>(|entry| entry.0 <= revision);
+    assert!(
+        before.len() > 100 && after.len() > 100,
+        "writes went on around the snapshot: {} before it, {} after",
+        before.len(),
+        after.len()
+    );
+    let mut expected: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    for i in 0..KEYS {
+        expected.insert(key(i), ("initial".to_owned(), 0));
+    }
+    for (at, key, value) in before {
+        match value {
+            Some(value) => expected.insert(key.clone(), (value.clone(), *at)),
+            None => expected.remove(key),
+        };
+    }
+
+    // The file holds exactly that state, each write at the revision it was acknowledged at.
+    let mut in_file: BTreeMap<String, (String, i64)> = BTreeMap::new();
+    for line in lines {
+        if let kg_api::SnapshotLine::Key(record) =
+            kg_api::SnapshotLine::parse(line.as_bytes()).unwrap()
+        {
+            if record.key.starts_with(&prefix) {
+                in_file.insert(record.key, (record.value.unwrap(), record.mod_revision));
+            }
+        }
+    }
+    assert_eq!(in_file.len(), expected.len());
+    for (key, (value, at)) in &expected {
+        let (file_value, file_at) = &in_file[key];
+        assert_eq!(file_value, value, "{key} in the snapshot at {revision}");
+        if *at > 0 {
+            assert_eq!(file_at, at, "{key}'s revision");
+        }
+    }
+
+    // Restored into an empty node (the stack's own binary, on SQLite), it reads back the same.
+    let target_dir = tempfile::tempdir().unwrap();
+    let bin_dir = std::fs::read_to_string(state_dir().join("run/bin-dir")).unwrap();
+    let port = kg_testkit::free_port();
+    let target = format!("http://127.0.0.1:{port}");
+    let mut node = tokio::process::Command::new(PathBuf::from(bin_dir.trim()).join("kg-server"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--node-id",
+            "restore-target",
+        ])
+        .arg("--database-url")
+        .arg(format!(
+            "sqlite://{}",
+            target_dir.path().join("kg.db").display()
+        ))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready(&target).await {
+        assert!(
+            Instant::now() < deadline,
+            "the restore target never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let (code, restored) = kg(&["-e", &target, "snapshot", "restore", file_arg]).await;
+    assert_eq!(code, 0, "{restored}");
+    println!("{} in {:?}", restored.trim(), started.elapsed());
+    let restored: BTreeMap<String, String> = Client::new(&target)
+        .unwrap()
+        .list_all(Some(&prefix), 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.key, record.value.unwrap()))
+        .collect();
+    let expected: BTreeMap<String, String> = expected
+        .into_iter()
+        .map(|(key, (value, _))| (key, value))
+        .collect();
+    assert!(
+        restored == expected,
+        "the restored keys differ from the snapshot's state"
+    );
+    node.kill().await.unwrap();
+}

@@ -1,0 +1,206 @@
+//! `kg snapshot save` and `kg snapshot restore`: a round trip between real nodes, leases
+//! included, and the refusals (a non-empty cluster, a damaged file) that write nothing.
+
+use super::{kg, spawn_node};
+
+/// Every live key of a node: key, value, and the lease it shares with which other keys.
+async fn contents(endpoint: &str) -> Vec<(String, String, Option<i64>)> {
+    let client = kg_api::Client::new(endpoint).unwrap();
+    client
+        .list_all(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|record| (record.key, record.value.unwrap(), record.lease))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_snapshot_restores_every_value_and_lease_into_an_empty_cluster() {
+    let source = spawn_node().await;
+    let e = source.endpoint.as_str();
+    for i in 0..300 {
+        let (code, out) = kg(
+            &["-e", e, "put", &format!("app/{i:03}"), &format!("v{i}")],
+            "",
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+    }
+    kg(&["-e", e, "delete", "app/000"], "").await;
+    let (_, lease) = kg(&["-e", e, "-o", "raw", "lease", "grant", "300s"], "").await;
+    let lease = lease.trim();
+    for key in ["svc/a", "svc/b"] {
+        assert_eq!(
+            kg(&["-e", e, "put", key, "up", "--lease", lease], "")
+                .await
+                .0,
+            0
+        );
+    }
+    assert_eq!(
+        kg(&["-e", e, "put", "session", "s", "--ttl", "120s"], "")
+            .await
+            .0,
+        0
+    );
+    let (_, revision) = kg(
+        &["-e", e, "-o", "raw", "put", "ünï/日本", "line\nbreak"],
+        "",
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.kgs");
+    let file_arg = file.to_str().unwrap();
+    let (code, saved) = kg(&["-e", e, "snapshot", "save", file_arg], "").await;
+    assert_eq!(code, 0, "{saved}");
+    assert!(
+        saved.starts_with(&format!(
+            "saved 303 keys at revision {} to {file_arg} (",
+            revision.trim()
+        )),
+        "{saved}"
+    );
+    assert!(!dir.path().join("backup.kgs.part").exists());
+
+    // A cluster that holds keys is refused, and nothing is written to it.
+    let busy = spawn_node().await;
+    kg(&["-e", &busy.endpoint, "put", "mine", "keep"], "").await;
+    let (code, refused) = kg(&["-e", &busy.endpoint, "snapshot", "restore", file_arg], "").await;
+    assert_eq!(code, 2, "{refused}");
+    assert!(refused.contains("the cluster holds 1 keys"), "{refused}");
+    assert_eq!(contents(&busy.endpoint).await.len(), 1);
+
+    let target = spawn_node().await;
+    let (code, restored) = kg(
+        &[
+            "-e",
+            &target.endpoint,
+            "-o",
+            "json",
+            "snapshot",
+            "restore",
+            file_arg,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{restored}");
+    let restored: serde_json::Value = serde_json::from_str(&restored).unwrap();
+    assert_eq!(restored["keys"], 303);
+    assert_eq!(restored["leases"], 2, "svc/a and svc/b share one lease");
+    assert_eq!(restored["snapshot_revision"].to_string(), revision.trim());
+
+    let (before, after) = (contents(e).await, contents(&target.endpoint).await);
+    let values = |rows: &[(String, String, Option<i64>)]| {
+        rows.iter()
+            .map(|(key, value, lease)| (key.clone(), value.clone(), lease.is_some()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        values(&after),
+        values(&before),
+        "every key, value and lease"
+    );
+    let lease_of = |key: &str| after.iter().find(|row| row.0 == key).unwrap().2;
+    assert_eq!(
+        lease_of("svc/a"),
+        lease_of("svc/b"),
+        "keys that shared a lease still do"
+    );
+    assert_ne!(lease_of("svc/a"), lease_of("session"));
+    let (_, shown) = kg(&["-e", &target.endpoint, "-o", "json", "get", "svc/a"], "").await;
+    let left = serde_json::from_str::<serde_json::Value>(&shown).unwrap()["ttl_remaining"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        left > 250.0 && left <= 300.0,
+        "the lease's time left is kept: {left}"
+    );
+
+    // --force writes the snapshot over what is there.
+    let (code, forced) = kg(
+        &[
+            "-e",
+            &busy.endpoint,
+            "snapshot",
+            "restore",
+            "--force",
+            file_arg,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{forced}");
+    assert!(
+        forced.starts_with("restored 303 keys (2 leases) from "),
+        "{forced}"
+    );
+    assert_eq!(contents(&busy.endpoint).await.len(), 304);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_file_is_refused_before_anything_is_written() {
+    let source = spawn_node().await;
+    let e = source.endpoint.as_str();
+    for key in ["a", "b", "c"] {
+        kg(&["-e", e, "put", key, key], "").await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("whole.kgs");
+    assert_eq!(
+        kg(&["-e", e, "snapshot", "save", file.to_str().unwrap()], "")
+            .await
+            .0,
+        0
+    );
+    let whole = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = whole.lines().collect();
+    assert_eq!(lines.len(), 5, "header, three keys, end: {whole}");
+
+    let damaged = [
+        ("cut", lines[..4].join("\n")),
+        ("miscounted", [&lines[..3], &lines[4..]].concat().join("\n")),
+        ("repeated", [&lines[..3], &lines[2..]].concat().join("\n")),
+        ("not-a-snapshot", "{\"hello\": 1}\n".to_owned()),
+    ];
+    let target = spawn_node().await;
+    for (name, text) in damaged {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let (code, out) = kg(
+            &[
+                "-e",
+                &target.endpoint,
+                "snapshot",
+                "restore",
+                path.to_str().unwrap(),
+            ],
+            "",
+        )
+        .await;
+        assert_eq!(code, 2, "{name}: {out}");
+        assert!(out.contains("is not a whole snapshot"), "{name}: {out}");
+    }
+    let (code, out) = kg(
+        &[
+            "-e",
+            &target.endpoint,
+            "snapshot",
+            "restore",
+            "/nonexistent/file",
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, out.contains("cannot read /nonexistent/file")),
+        (2, true),
+        "{out}"
+    );
+    assert!(
+        contents(&target.endpoint).await.is_empty(),
+        "nothing was written"
+    );
+}
