@@ -8,6 +8,9 @@ use kg_cli::{run, Cli, CliError};
 use kg_testkit::{dead_endpoint, AppOptions};
 
 mod backup;
+#[path = "../common/kg.rs"]
+mod common;
+use common::kg;
 mod leases;
 
 /// A node on embedded SQLite in a temporary directory.
@@ -27,23 +30,6 @@ async fn spawn_node() -> Node {
         endpoint,
         _dir: dir,
     }
-}
-
-/// Runs `kg ARGS` with `stdin`; returns the exit code and stdout, as the binary would.
-async fn kg(args: &[&str], stdin: &str) -> (u8, String) {
-    let cli = match Cli::try_parse_from(std::iter::once("kg").chain(args.iter().copied())) {
-        Ok(cli) => cli,
-        Err(err) => return (err.exit_code() as u8, err.to_string()),
-    };
-    let mut out = Vec::new();
-    let code = match run(cli, &mut out, &mut stdin.as_bytes()).await {
-        Ok(code) => code,
-        Err(err) => {
-            out.extend_from_slice(format!("error: {err}").as_bytes());
-            err.exit_code()
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
 }
 
 #[tokio::test]

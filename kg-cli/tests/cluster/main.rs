@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use kg_api::{Client, Precondition};
 use kg_cli::drill::{self, Action, DrillOptions, DrillReport, Expect, Phase, Runtime};
 
+#[path = "../common/kg.rs"]
+mod common;
+use common::kg;
+
 // The node's own table of hostile requests, sent here through nginx.
 use kg_testkit::hostile as hostile_cases;
 
@@ -620,22 +624,6 @@ async fn hostile_input_through_nginx_gets_its_4xx_and_no_node_suffers() {
     println!("node RSS before/after (KiB): {before:?} -> {after:?}");
 }
 
-/// Runs `kg ARGS` in-process, as the binary would; returns its exit code and stdout.
-async fn kg(args: &[&str]) -> (u8, String) {
-    use clap::Parser as _;
-    let cli =
-        kg_cli::Cli::try_parse_from(std::iter::once("kg").chain(args.iter().copied())).unwrap();
-    let mut out = Vec::new();
-    let code = match kg_cli::run(cli, &mut out, &mut std::io::empty()).await {
-        Ok(code) => code,
-        Err(err) => {
-            out.extend_from_slice(format!("error: {err}").as_bytes());
-            err.exit_code()
-        }
-    };
-    (code, String::from_utf8(out).unwrap())
-}
-
 /// Issue 22's round trip: 100,000 keys saved through nginx while writers go on changing
 /// them restore, into an empty node, exactly the state at the snapshot's revision. The
 /// writers' acknowledged writes (each with its revision) say what that state is.
@@ -718,7 +706,7 @@ async fn a_snapshot_of_100k_keys_saved_while_writes_go_on_restores_its_revision_
     let file = dir.path().join("cluster.kgs");
     let file_arg = file.to_str().unwrap();
     let started = Instant::now();
-    let (code, saved) = kg(&["-e", ENTRY, "snapshot", "save", file_arg]).await;
+    let (code, saved) = kg(&["-e", ENTRY, "snapshot", "save", file_arg], "").await;
     assert_eq!(code, 0, "{saved}");
     println!("{} in {:?}", saved.trim(), started.elapsed());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -802,7 +790,7 @@ async fn a_snapshot_of_100k_keys_saved_while_writes_go_on_restores_its_revision_
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let started = Instant::now();
-    let (code, restored) = kg(&["-e", &target, "snapshot", "restore", file_arg]).await;
+    let (code, restored) = kg(&["-e", &target, "snapshot", "restore", file_arg], "").await;
     assert_eq!(code, 0, "{restored}");
     println!("{} in {:?}", restored.trim(), started.elapsed());
     let restored: BTreeMap<String, String> = Client::new(&target)

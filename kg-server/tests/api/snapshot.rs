@@ -34,17 +34,22 @@ fn without_time(mut record: KeyRecord) -> KeyRecord {
     record
 }
 
-async fn a_snapshot_shows_every_live_key_as_of_its_revision_while_writes_go_on(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let client = &app.client;
+/// Writes the `KEYS` keys, each with a value tagged `tag`.
+async fn load(client: &kg_api::Client, tag: &str) {
     futures::stream::iter(0..KEYS)
         .for_each_concurrent(64, |i| async move {
             client
-                .put(&format!("k/{i:05}"), &value("old", i), Precondition::None)
+                .put(&format!("k/{i:05}"), &value(tag, i), Precondition::None)
                 .await
                 .unwrap();
         })
         .await;
+}
+
+async fn a_snapshot_shows_every_live_key_as_of_its_revision_while_writes_go_on(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = &app.client;
+    load(client, "old").await;
     client.delete("k/00000", Precondition::None).await.unwrap();
     let leased = client
         .put_with(
@@ -115,14 +120,7 @@ async fn a_snapshot_shows_every_live_key_as_of_its_revision_while_writes_go_on(b
 async fn a_node_streams_two_snapshots_at_once_and_refuses_a_third_with_429(backend: Backend) {
     let app = spawn_app(backend).await;
     let client = &app.client;
-    futures::stream::iter(0..KEYS)
-        .for_each_concurrent(64, |i| async move {
-            client
-                .put(&format!("k/{i:05}"), &value("v", i), Precondition::None)
-                .await
-                .unwrap();
-        })
-        .await;
+    load(client, "v").await;
     // Two clients that read the header and then stop reading: their snapshots stay open.
     let first = client.snapshot().await.unwrap();
     let second = client.snapshot().await.unwrap();
