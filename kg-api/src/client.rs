@@ -352,6 +352,20 @@ impl Client {
         Ok(result)
     }
 
+    /// `DELETE /api/keys`: deletes every live key under `prefix` at one revision. An empty
+    /// prefix is refused by the node unless `all` says every key is meant.
+    pub async fn delete_prefix(&self, prefix: &str, all: bool) -> Result<DeletePrefixResponse> {
+        let mut request = self.request(Method::DELETE, "api/keys");
+        if !prefix.is_empty() {
+            request = request.query(&[("prefix", prefix)]);
+        }
+        if all {
+            request = request.query(&[("all", "true")]);
+        }
+        let response = self.send(request).await?;
+        self.json(response).await
+    }
+
     /// `GET /api/keys`: one page of live keys in byte order.
     pub async fn list(
         &self,
@@ -472,7 +486,9 @@ impl Client {
         }
         let response = self.send(request).await?;
         let url = response.url().to_string();
-        Ok(WatchStream::new(url, response.bytes_stream()))
+        let mut stream = WatchStream::new(url, response.bytes_stream());
+        stream.resume_after = after;
+        Ok(stream)
     }
 
     /// `GET /api/snapshot`: every live key at one revision. The header is read before this
@@ -713,6 +729,8 @@ impl SnapshotStream {
 pub struct WatchStream {
     url: String,
     events: std::pin::Pin<Box<dyn futures::Stream<Item = SseItem> + Send + 'static>>,
+    /// The last SSE id read (or the revision the watch was opened after).
+    resume_after: Option<i64>,
 }
 
 type SseItem = std::result::Result<
@@ -738,7 +756,16 @@ impl WatchStream {
         WatchStream {
             url,
             events: Box::pin(body.eventsource()),
+            resume_after: None,
         }
+    }
+
+    /// The revision a new watch should resume after to miss nothing and repeat nothing: the
+    /// last SSE id read, or what this watch was opened after. It is not always the last
+    /// event's revision: a revision that changed several keys carries its id on its last
+    /// event only, so a stream cut inside it resumes before it and gets all of it again.
+    pub fn resume_after(&self) -> Option<i64> {
+        self.resume_after
     }
 
     /// The next change, `None` when the server ended the stream. Keep-alive comments, events
@@ -767,6 +794,9 @@ impl WatchStream {
                 }
                 Err(err) => return Some(Err(self.malformed(err))),
             };
+            if let Ok(revision) = event.id.trim().parse::<i64>() {
+                self.resume_after = Some(revision);
+            }
             if event.data.is_empty() {
                 continue;
             }
@@ -817,6 +847,35 @@ mod tests {
 
     const ONE: &str = r#"{"type":"put","key":"a","revision":1,"version":1,"node":"n1","at":"2026-11-30T00:00:00Z","value":"x"}"#;
     const TWO: &str = r#"{"type":"delete","key":"b","revision":2,"version":0,"node":"n1","at":"2026-11-30T00:00:00Z"}"#;
+
+    #[test]
+    fn a_revision_of_several_events_is_resumed_after_only_once_all_have_come() {
+        let first = r#"{"type":"delete","key":"p/a","revision":5,"version":0,"node":"n1","at":"2026-11-30T00:00:00Z"}"#;
+        let second = r#"{"type":"delete","key":"p/b","revision":5,"version":0,"node":"n1","at":"2026-11-30T00:00:00Z"}"#;
+        let body = format!("id: 4\ndata: {ONE}\n\ndata: {first}\n\nid: 5\ndata: {second}\n\n");
+        let mut stream = stream_of(&[Box::leak(body.into_boxed_str())]);
+        assert_eq!(stream.resume_after(), None);
+        assert_eq!(
+            futures::executor::block_on(stream.next())
+                .unwrap()
+                .unwrap()
+                .key,
+            "a"
+        );
+        assert_eq!(stream.resume_after(), Some(4));
+        let cut = futures::executor::block_on(stream.next()).unwrap().unwrap();
+        assert_eq!((cut.key.as_str(), cut.revision), ("p/a", 5));
+        // Cut here, a reconnect must ask for revision 5 again.
+        assert_eq!(stream.resume_after(), Some(4));
+        assert_eq!(
+            futures::executor::block_on(stream.next())
+                .unwrap()
+                .unwrap()
+                .key,
+            "p/b"
+        );
+        assert_eq!(stream.resume_after(), Some(5));
+    }
 
     #[test]
     fn events_are_read_with_lf_or_crlf_framing_across_chunk_boundaries() {

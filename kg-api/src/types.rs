@@ -237,6 +237,17 @@ impl SuccessResponse {
     }
 }
 
+/// `DELETE /api/keys?prefix=P` success: how many live keys the one revision deleted. With
+/// nothing to delete no revision is used, and `revision` is the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct DeletePrefixResponse {
+    #[cfg_attr(feature = "utoipa", schema(example = "success"))]
+    pub status: String,
+    pub deleted: u64,
+    pub revision: i64,
+}
+
 /// `GET /api/key` success: `{"data":{"value":"bar"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
@@ -399,7 +410,8 @@ pub struct ChangeEvent {
     #[serde(rename = "type")]
     pub kind: EventType,
     pub key: String,
-    /// The revision of this change; unique and strictly increasing across the cluster.
+    /// The revision of this change. Revisions strictly increase across the cluster; one that
+    /// changed several keys at once (a prefix delete) carries one event per key, in key order.
     pub revision: i64,
     /// The key's version after the change; 0 for a delete.
     pub version: i64,
@@ -416,6 +428,11 @@ pub struct ChangeEvent {
     /// Why a delete happened when no client asked for it: its lease expired or was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<DeleteReason>,
+    /// On Redis only, when the revision changed more than one key: how many events it has,
+    /// so that a node knows when it holds them all. `/api/watch` leaves it out and marks the
+    /// end of a revision with the SSE `id:` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_events: Option<u32>,
 }
 
 /// Why a key was deleted by its lease ending rather than by a client's delete.
@@ -620,6 +637,7 @@ mod tests {
             value: None,
             value_bytes: None,
             reason: None,
+            revision_events: None,
         };
         check(
             event.clone(),

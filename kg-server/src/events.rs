@@ -141,6 +141,7 @@ pub fn change_event(change: &Change) -> ChangeEvent {
             .filter(|value| value.len() > EVENT_VALUE_MAX_BYTES)
             .map(|value| value.len() as u64),
         reason: change.reason,
+        revision_events: None,
     }
 }
 

@@ -18,7 +18,9 @@ use crate::config::Config;
 use crate::events::{self, Events};
 use crate::keepalive::KeepAlives;
 use crate::redis_target::RedisTarget;
-use crate::store::{self, ConnectOptions, LeaseEnd, OpResult, Store, StoreError, WriteOp};
+use crate::store::{
+    self, ConnectOptions, LeaseEnd, OpResult, PrefixDelete, Store, StoreError, WriteOp,
+};
 use crate::tokens::Tokens;
 use crate::writer::{WriteError, Writer, WriterContext};
 
@@ -282,6 +284,11 @@ impl AppState {
     }
 
     /// Queues a write for the next batch and waits, within the database timeout, for its commit.
+    /// Deletes every live key under `prefix` at one revision, through the writer.
+    pub async fn delete_prefix(&self, prefix: String) -> Result<PrefixDelete, CallError> {
+        self.db(self.writer.delete_prefix(prefix)).await
+    }
+
     pub async fn write(&self, op: WriteOp) -> Result<OpResult, CallError> {
         let result = self.db(self.writer.write(op)).await?;
         if let Some(delay) = self.write_reply_delay {

@@ -2,7 +2,7 @@
 //! a second task then updates the cache and publishes each batch's change events, in commit
 //! order, before anyone is answered. The next batch commits meanwhile.
 //!
-//! A lease's end (expiry or revoke) deletes its keys through the same task, so that its
+//! A lease's end (expiry or revoke) and a prefix delete go through the same task, so that their
 //! deletes are published in revision order with everyone else's writes.
 //!
 //! Every write takes the cluster-wide revision lock until its commit is durable, so writes
@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cache::{Cache, EntryRef};
 use crate::events::{change_event, Events};
-use crate::store::{Change, LeaseEnd, OpResult, Store, StoreError, WriteOp, WriteOutcome};
+use crate::store::{
+    Change, LeaseEnd, MarkKeys, OpResult, PrefixDelete, Store, StoreError, WriteOp, WriteOutcome,
+};
 
 /// The most writes one transaction carries; a bound on how long the revision lock is held.
 pub const MAX_BATCH: usize = 256;
@@ -37,7 +39,13 @@ enum Pending {
         end: LeaseEnd,
         reply: oneshot::Sender<EndResult>,
     },
+    DeletePrefix {
+        prefix: String,
+        reply: oneshot::Sender<PrefixResult>,
+    },
 }
+
+type PrefixResult = Result<PrefixDelete, Arc<StoreError>>;
 
 /// The keys a lease's end deleted; `None` for a revoke of a lease that does not exist.
 type EndResult = Result<Option<Vec<Change>>, Arc<StoreError>>;
@@ -83,6 +91,20 @@ impl Writer {
         }
     }
 
+    /// Deletes every live key under `prefix` at one revision (see [`Store::delete_prefix`])
+    /// and waits until the deletes are published.
+    pub async fn delete_prefix(&self, prefix: String) -> Result<PrefixDelete, WriteError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending::DeletePrefix { prefix, reply })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        match outcome.await {
+            Ok(result) => result.map_err(WriteError::Store),
+            Err(_) => Err(WriteError::Stopped),
+        }
+    }
+
     /// Ends leases (see [`Store::end_leases`]) and waits until their deletes are published.
     pub async fn end_leases(&self, end: LeaseEnd) -> Result<Option<Vec<Change>>, WriteError> {
         let (reply, outcome) = oneshot::channel();
@@ -110,6 +132,10 @@ enum Committed {
         epoch: i64,
         reply: oneshot::Sender<EndResult>,
     },
+    Prefix {
+        result: PrefixDelete,
+        reply: oneshot::Sender<PrefixResult>,
+    },
 }
 
 /// Commits batches one after the other. Each committed batch goes to `publish`, so the next
@@ -124,6 +150,7 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
         let mut ops = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut ends = Vec::new();
+        let mut prefixes = Vec::new();
         for pending in batch.drain(..) {
             match pending {
                 Pending::Write { op, reply } => {
@@ -131,6 +158,30 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                     replies.push(reply);
                 }
                 Pending::EndLeases { end, reply } => ends.push((end, reply)),
+                Pending::DeletePrefix { prefix, reply } => prefixes.push((prefix, reply)),
+            }
+        }
+        // Before the batch's writes: all of them were in flight at once, so any order is one
+        // a client could have seen.
+        for (prefix, reply) in prefixes {
+            let mark = mark_hook(&context);
+            match store.delete_prefix(&context.node_id, &prefix, &*mark).await {
+                Ok(result) => {
+                    if committed_tx
+                        .send(Committed::Prefix { result, reply })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    // As for a failed batch: the commit may have landed.
+                    if let Some(cache) = &context.cache {
+                        cache.fence().await;
+                    }
+                    let _ = reply.send(Err(Arc::new(err)));
+                }
             }
         }
         for (end, reply) in ends {
@@ -230,8 +281,43 @@ async fn publish(context: WriterContext, mut committed: mpsc::Receiver<Committed
                 }
                 let _ = reply.send(Ok(changes));
             }
+            Committed::Prefix { result, reply } => {
+                if let PrefixDelete::Deleted { changes, epoch } = &result {
+                    deliver(&context, changes, &[], *epoch).await;
+                }
+                let _ = reply.send(Ok(result));
+            }
         }
     }
+}
+
+/// [`Store::delete_prefix`]'s hook: marks the keys pending in the cache, [`MAX_BATCH`] at a
+/// time so that Redis is never held up by one script over a whole range. Every key must be
+/// marked in the epoch the update will use, so if the epoch moved between two calls the keys
+/// are marked again.
+fn mark_hook(context: &WriterContext) -> Box<MarkKeys> {
+    let cache = context.cache.clone();
+    Box::new(move |keys: Vec<String>| {
+        let cache = cache.clone();
+        Box::pin(async move {
+            let Some(cache) = cache else {
+                return 0;
+            };
+            let mut epoch = cache.known_epoch();
+            for _ in 0..3 {
+                let mut epochs = Vec::new();
+                for chunk in keys.chunks(MAX_BATCH) {
+                    let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+                    epochs.push(cache.mark(&chunk).await);
+                }
+                epoch = epochs.last().copied().unwrap_or(epoch);
+                if epochs.iter().all(|marked| *marked == epoch) {
+                    break;
+                }
+            }
+            epoch
+        })
+    })
 }
 
 /// Updates the cache and publishes events for a committed batch, in revision order, before
@@ -275,32 +361,51 @@ async fn after_commit(
 
 /// Stores committed changes in the cache and publishes their events; takes away the marks of
 /// `released`, the keys marked for writes that changed nothing.
+///
+/// A revision that changed several keys (a prefix delete) has its events counted in
+/// `revision_events`, so that watchers know when they hold all of them. Its cache update goes
+/// [`MAX_BATCH`] entries at a time, each with its events' PUBLISHes.
 async fn deliver(context: &WriterContext, changes: &[Change], released: &[&str], epoch: i64) {
+    // A revision's changes are next to each other: a batch's writes each have their own.
     let events: Vec<_> = changes
-        .iter()
-        .map(|change| Arc::new(change_event(change)))
+        .chunk_by(|a, b| a.revision == b.revision)
+        .flat_map(|shared| {
+            let count = (shared.len() > 1).then(|| u32::try_from(shared.len()).unwrap_or(u32::MAX));
+            shared.iter().map(move |change| {
+                let mut event = change_event(change);
+                event.revision_events = count;
+                Arc::new(event)
+            })
+        })
         .collect();
     if let Some(cache) = &context.cache {
-        let entries: Vec<EntryRef<'_>> = changes
-            .iter()
-            .map(|change| EntryRef {
-                key: &change.key,
-                revision: change.revision,
-                value: change.value.as_deref(),
-                create_revision: change.create_revision,
-                version: change.version,
-                leased: change.lease.is_some(),
-            })
-            .collect();
-        let landed = cache
-            .store(
-                &entries,
-                released,
-                epoch,
-                context.events.redis_publishes(&events),
-            )
-            .await;
-        if !landed && !entries.is_empty() {
+        let mut landed = true;
+        let mut released = Some(released);
+        for (changes, events) in changes.chunks(MAX_BATCH).zip(events.chunks(MAX_BATCH)) {
+            let entries: Vec<EntryRef<'_>> = changes
+                .iter()
+                .map(|change| EntryRef {
+                    key: &change.key,
+                    revision: change.revision,
+                    value: change.value.as_deref(),
+                    create_revision: change.create_revision,
+                    version: change.version,
+                    leased: change.lease.is_some(),
+                })
+                .collect();
+            landed &= cache
+                .store(
+                    &entries,
+                    released.take().unwrap_or_default(),
+                    epoch,
+                    context.events.redis_publishes(events),
+                )
+                .await;
+        }
+        if let Some(released) = released {
+            // No changes: only marks to take away.
+            cache.store(&[], released, epoch, redis::pipe()).await;
+        } else if !landed {
             cache.fence().await;
         }
     }

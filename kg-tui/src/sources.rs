@@ -104,7 +104,7 @@ pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
                 loop {
                     match stream.next().await {
                         Some(Ok(event)) => {
-                            last = Some(event.revision);
+                            last = stream.resume_after();
                             if tx.send(Msg::Change(event, Instant::now())).is_err() {
                                 return;
                             }

@@ -1,4 +1,5 @@
-//! The key routes: the seed's `GET`/`PUT`/`DELETE /api/key`, and `GET /api/keys` listing.
+//! The key routes: the seed's `GET`/`PUT`/`DELETE /api/key`, `GET /api/keys` listing and
+//! `DELETE /api/keys` prefix deletes.
 //!
 //! Bodies stay byte-compatible with the seed; revision metadata travels in headers.
 
@@ -11,16 +12,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use kg_api::{
-    ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, PutRequest, SuccessResponse,
-    ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE, HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED,
-    HEADER_LEASE, HEADER_REVISION, HEADER_TTL_REMAINING_MS, HEADER_VERSION, MAX_PAGE_SIZE,
+    DeletePrefixResponse, ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, PutRequest,
+    SuccessResponse, ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE, HEADER_CREATE_REVISION,
+    HEADER_IDEMPOTENT_REPLAYED, HEADER_LEASE, HEADER_REVISION, HEADER_TTL_REMAINING_MS,
+    HEADER_VERSION, MAX_PAGE_SIZE,
 };
 
 use super::input::{self, check_key, json_body, precondition, KeyParam, QueryParams};
 use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
-use crate::store::{Expect, LeaseEnd, ListQuery, OpResult, WriteOp, WriteOutcome};
+use crate::store::{
+    Expect, LeaseEnd, ListQuery, OpResult, PrefixDelete, WriteOp, WriteOutcome, MAX_PREFIX_DELETE,
+};
 
 // Validated once, at compile time: `from_static` checks its name on every call.
 const X_CACHE: HeaderName = HeaderName::from_static(HEADER_CACHE);
@@ -34,7 +38,7 @@ const X_TTL_REMAINING_MS: HeaderName = HeaderName::from_static(HEADER_TTL_REMAIN
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/key", get(get_key).put(put_key).delete(delete_key))
-        .route("/api/keys", get(list_keys))
+        .route("/api/keys", get(list_keys).delete(delete_keys))
 }
 
 /// Read a key.
@@ -337,6 +341,59 @@ pub async fn delete_key(
         }
     };
     Ok(mark_replayed(response, result))
+}
+
+/// Delete every live key under a prefix, at one revision.
+#[utoipa::path(
+    delete, path = "/api/keys", tag = "keys",
+    params(
+        ("prefix" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Delete every live key starting with this. To delete every key, leave it out and send `all=true` instead (OpenAPI cannot say \"one or the other\"; the node answers 400 to neither)"),
+        ("all" = Option<bool>, Query, nullable = false, description = "Allow an empty or missing prefix, which deletes every key; with a prefix it changes nothing"),
+    ),
+    responses(
+        (status = 200, description = "Deleted, at one revision with one delete event per key. With nothing to delete no revision is used and `revision` is the current one", body = DeletePrefixResponse, headers(
+            ("X-KeyGrid-Revision" = i64, description = "The revision of the deletes, or the current one"),
+        )),
+        (status = 400, description = "An empty prefix without `all=true`, an unknown parameter, or more live keys under the prefix than one delete may remove (10,000)", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn delete_keys(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, Error> {
+    let params = QueryParams::parse(query.as_deref(), &["prefix", "all"])?;
+    let prefix = params.key_part("prefix")?.unwrap_or_default();
+    let all = params.flag("all")?;
+    if prefix.is_empty() && !all {
+        return Err(Error::BadRequest(
+            "give a prefix (DELETE /api/keys?prefix=P deletes every key under P), \
+             or all=true to delete every key"
+                .to_owned(),
+        ));
+    }
+    let (deleted, revision) = match state.delete_prefix(prefix.to_owned()).await? {
+        PrefixDelete::Deleted { changes, .. } => (
+            changes.len() as u64,
+            changes.first().map_or(0, |change| change.revision),
+        ),
+        PrefixDelete::Nothing { revision } => (0, revision),
+        PrefixDelete::TooMany(live) => {
+            return Err(Error::BadRequest(format!(
+                "{live} live keys start with {prefix:?}; one delete removes at most \
+                 {MAX_PREFIX_DELETE}: delete longer prefixes one at a time"
+            )))
+        }
+    };
+    Ok((
+        [(X_REVISION, HeaderValue::from(revision))],
+        Json(DeletePrefixResponse {
+            status: "success".to_owned(),
+            deleted,
+            revision,
+        }),
+    )
+        .into_response())
 }
 
 /// What `GET /api/keys` answers: a page, or with `count_only` a count. For the OpenAPI

@@ -45,7 +45,7 @@ use crate::startup::AppState;
 #[openapi(
     info(title = "KeyGrid", description = "A distributed key-value store. Bodies are byte-compatible with the original FastAPI service; revision metadata travels in headers."),
     paths(
-        keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, watch::watch,
+        keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, keys::delete_keys, watch::watch,
         leases::grant, leases::keepalive, leases::show, leases::list, leases::revoke,
         snapshot::snapshot,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,

@@ -1,13 +1,18 @@
 //! `GET /api/watch`: committed changes as Server-Sent Events, resumable with `Last-Event-ID`.
 //!
 //! Revisions are dense and in commit order cluster-wide (see `store`), so a watcher knows
-//! exactly which revision comes next. Live events arrive from the node's fan-out, possibly out
+//! exactly which revision comes next. Most revisions change one key; one that changes several
+//! (a prefix delete) says on each of its events how many it has, so the watcher knows when it
+//! holds them all. It sends them together, in key order, and only the last carries the SSE
+//! `id:`: a client cut off in the middle of a revision resumes from the one before and gets
+//! the whole revision again. Live events arrive from the node's fan-out, possibly out
 //! of order (several nodes publish) or not at all (Redis pub/sub is at-most-once). So each
 //! watcher:
 //!
 //! 1. subscribes to the fan-out first, then replays from the database every key whose latest
 //!    change is above the client's revision (deletes included, from tombstones);
-//! 2. delivers live events in revision order, holding early ones in a small buffer;
+//! 2. delivers live events in revision order, holding early ones (and a revision's events
+//!    until all have come) in a small buffer;
 //! 3. replays from the database again when a gap stays open for [`GAP_WAIT`], when the fan-out
 //!    says events may be lost, and when the database has moved on while no event came
 //!    ([`IDLE_CHECK`]).
@@ -43,6 +48,8 @@ use crate::startup::AppState;
 const GAP_WAIT: Duration = Duration::from_millis(250);
 /// How long without events before a watcher asks the database whether it missed any.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// The most live events a watcher holds before it replays from the database instead.
+const MAX_PENDING: usize = 4096;
 /// Rows per replay query.
 const REPLAY_PAGE: u32 = 1000;
 /// Interval of SSE keep-alive comments.
@@ -65,7 +72,7 @@ pub fn router() -> Router<AppState> {
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume after this revision; overrides from_revision"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `id:` is the revision, `data:` a ChangeEvent; with `progress`, `event: progress` events whose data is a WatchProgress; a keep-alive comment every 15 s", content_type = "text/event-stream", body = ChangeEvent),
+        (status = 200, description = "`text/event-stream`: `data:` a ChangeEvent, `id:` its revision; a revision that changed several keys sends their events together in key order, with the `id:` on the last only; with `progress`, `event: progress` events whose data is a WatchProgress; a keep-alive comment every 15 s", content_type = "text/event-stream", body = ChangeEvent),
         (status = 400, description = "Bad query string or Last-Event-ID", body = ErrorBody),
         (status = 410, description = "The revision to resume from is compacted", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
@@ -140,8 +147,9 @@ struct Watcher {
     /// Every revision up to this one has been delivered, or is covered by a later delivery
     /// of the same key, or is outside the prefix.
     last: i64,
-    /// Live events above `last + 1`, waiting for the revisions before them.
-    pending: BTreeMap<i64, Arc<ChangeEvent>>,
+    /// Live events above `last`, by revision: waiting for the revisions before them, or for
+    /// the rest of their own revision.
+    pending: BTreeMap<i64, Vec<Arc<ChangeEvent>>>,
     sender: mpsc::Sender<Result<Event, Infallible>>,
     /// Send a progress event when nothing was sent for this long.
     progress: Option<Duration>,
@@ -178,8 +186,13 @@ impl Watcher {
                     Ok(Signal::Event(event)) => {
                         last_activity = Instant::now();
                         if event.revision > self.last {
-                            self.pending.insert(event.revision, event);
-                            self.deliver_contiguous().await?;
+                            self.hold(event);
+                            if self.pending.values().map(Vec::len).sum::<usize>() > MAX_PENDING {
+                                // A revision too large to wait for here: the database has it.
+                                self.replay().await?;
+                            } else {
+                                self.deliver_contiguous().await?;
+                            }
                         }
                         gap_since = match (self.pending.is_empty(), gap_since) {
                             (true, _) => None,
@@ -212,16 +225,33 @@ impl Watcher {
         }
     }
 
-    /// Delivers buffered events while they continue the sequence.
+    /// Buffers a live event; a key's event that is already held (the same event again) is not.
+    fn hold(&mut self, event: Arc<ChangeEvent>) {
+        let held = self.pending.entry(event.revision).or_default();
+        if !held.iter().any(|other| other.key == event.key) {
+            held.push(event);
+        }
+    }
+
+    /// Delivers buffered revisions while they continue the sequence and are complete.
     async fn deliver_contiguous(&mut self) -> Result<(), Disconnected> {
         while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() > self.last + 1 {
+            let revision = *entry.key();
+            if revision > self.last + 1 {
                 break;
             }
-            let event = entry.remove();
-            if event.revision == self.last + 1 {
-                self.last = event.revision;
-                self.send(&event).await?;
+            if revision == self.last + 1 {
+                let expected = entry.get()[0].revision_events.unwrap_or(1) as usize;
+                if entry.get().len() < expected {
+                    break;
+                }
+            }
+            let mut events = entry.remove();
+            if revision == self.last + 1 {
+                self.last = revision;
+                events.sort_by(|a, b| a.key.cmp(&b.key));
+                self.send_revision(events.iter().map(|event| (**event).clone()).collect())
+                    .await?;
             }
         }
         Ok(())
@@ -277,46 +307,80 @@ impl Watcher {
                 return Err(Disconnected);
             }
         }
-        let mut after = self.last;
+        // Pages go by (revision, key), so a page may end inside a revision; a revision's
+        // events are held until the next revision starts, and sent together.
+        let mut after: (i64, Option<String>) = (self.last, None);
+        let mut revision: Vec<ChangeEvent> = Vec::new();
+        let mut sent = self.last;
         loop {
             let page = self
                 .state
-                .db(self
-                    .state
-                    .store
-                    .changes_since(after, &self.prefix, REPLAY_PAGE))
+                .db(self.state.store.changes_since(
+                    after.0,
+                    after.1.as_deref(),
+                    &self.prefix,
+                    REPLAY_PAGE,
+                ))
                 .await;
             let Ok(page) = page else {
                 // What was sent is covered; the next gap or idle check resumes from there.
-                self.last = self.last.max(after);
+                self.last = self.last.max(sent);
                 return Ok(());
             };
-            for change in &page {
-                after = change.revision;
-                self.send(&change_event(change)).await?;
+            let full = page.len() == REPLAY_PAGE as usize;
+            for change in page {
+                if revision
+                    .first()
+                    .is_some_and(|held| held.revision != change.revision)
+                {
+                    let complete = std::mem::take(&mut revision);
+                    sent = complete[0].revision;
+                    self.send_revision(complete).await?;
+                }
+                revision.push(change_event(&change));
+                after = (change.revision, Some(change.key));
             }
-            if page.len() < REPLAY_PAGE as usize {
+            if !full {
                 break;
             }
         }
+        if let Some(held) = revision.first() {
+            sent = held.revision;
+            self.send_revision(revision).await?;
+        }
         // Every revision up to `covered` had committed before the replay's queries ran, so
         // each is either in the replay or superseded by a later change that is.
-        self.last = self.last.max(covered).max(after);
+        self.last = self.last.max(covered).max(sent);
         self.pending.retain(|revision, _| *revision > self.last);
         self.state.events.observe(self.last);
         self.deliver_contiguous().await
     }
 
-    async fn send(&mut self, event: &ChangeEvent) -> Result<(), Disconnected> {
-        if !event.key.starts_with(&self.prefix) {
-            return Ok(());
+    /// Sends one revision's events under the prefix, in the order given; only the last
+    /// carries the SSE id, so that a client resumes after a revision only once it has all of it.
+    async fn send_revision(&mut self, events: Vec<ChangeEvent>) -> Result<(), Disconnected> {
+        let events: Vec<ChangeEvent> = events
+            .into_iter()
+            .filter(|event| event.key.starts_with(&self.prefix))
+            .collect();
+        let count = events.len();
+        for (index, mut event) in events.into_iter().enumerate() {
+            let mut sse = Event::default();
+            if index + 1 == count {
+                sse = sse.id(event.revision.to_string());
+            }
+            // The count is for nodes (see `ChangeEvent`); the stream marks a revision's end
+            // with its id.
+            event.revision_events = None;
+            let Ok(data) = serde_json::to_string(&event) else {
+                continue;
+            };
+            self.sender
+                .send(Ok(sse.data(data)))
+                .await
+                .map_err(|_| Disconnected)?;
+            self.last_sent = Instant::now();
         }
-        let Ok(data) = serde_json::to_string(event) else {
-            return Ok(());
-        };
-        let sse = Event::default().id(event.revision.to_string()).data(data);
-        self.sender.send(Ok(sse)).await.map_err(|_| Disconnected)?;
-        self.last_sent = Instant::now();
         Ok(())
     }
 }

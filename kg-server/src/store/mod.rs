@@ -335,10 +335,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn apply(&self, node: &str, ops: &[WriteOp]) -> Result<Vec<OpResult>, StoreError>;
 
     /// The latest change of each key under `prefix` whose revision is above `after`, deletes
-    /// included, in revision order: what a watcher that has seen `after` missed.
+    /// included, in (revision, key) order: what a watcher that has seen `after` missed. With
+    /// `after_key`, also those at revision `after` whose key is above it: the next page.
     async fn changes_since(
         &self,
         after: i64,
+        after_key: Option<&str>,
         prefix: &str,
         limit: u32,
     ) -> Result<Vec<Change>, StoreError>;
@@ -386,6 +388,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         end: LeaseEnd,
     ) -> Result<Option<Vec<Change>>, StoreError>;
 
+    /// Deletes every live key under `prefix` (all keys for an empty one) at one new revision,
+    /// one tombstone per key. `mark` is called with the keys, in byte order, after they are
+    /// deleted and before the commit makes that visible: the writer marks them pending in the
+    /// cache there, and its answer comes back in [`PrefixDelete::Deleted`].
+    async fn delete_prefix(
+        &self,
+        node: &str,
+        prefix: &str,
+        mark: &MarkKeys,
+    ) -> Result<PrefixDelete, StoreError>;
+
     /// Whether any lease's deadline has passed: a cheap check without the revision lock.
     async fn leases_due(&self) -> Result<bool, StoreError>;
 
@@ -412,6 +425,26 @@ pub trait Snapshot: Send {
     /// Ends the read. Where reads are fenced, this first confirms that the server was still
     /// the primary, so that the snapshot held every write acknowledged before it was taken.
     async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// The most keys one prefix delete removes. Its tombstones, events and cache marks are held
+/// in memory at once, and it holds the revision lock for all of them, which must end well
+/// within the node's database timeout; a larger range is refused with nothing written.
+pub const MAX_PREFIX_DELETE: u64 = 10_000;
+
+/// [`Store::delete_prefix`]'s hook: marks keys pending in the cache, returning the epoch.
+pub type MarkKeys = dyn Fn(Vec<String>) -> futures::future::BoxFuture<'static, i64> + Send + Sync;
+
+/// What [`Store::delete_prefix`] did.
+#[derive(Debug)]
+pub enum PrefixDelete {
+    /// One tombstone per key, in byte order, all at one revision; `epoch` is what the mark
+    /// hook answered.
+    Deleted { changes: Vec<Change>, epoch: i64 },
+    /// No live key under the prefix: nothing written, and `revision` is the current one.
+    Nothing { revision: i64 },
+    /// More live keys than [`MAX_PREFIX_DELETE`]: nothing written.
+    TooMany(u64),
 }
 
 /// Which leases [`Store::end_leases`] ends.

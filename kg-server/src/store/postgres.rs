@@ -72,8 +72,9 @@ impl Dialect for Postgres {
     const CHANGES_SINCE: &'static str =
         "SELECT key, value, create_revision, mod_revision, version, mod_node, \
            (extract(epoch FROM mod_at) * 1000)::bigint AS mod_at_ms, lease, reason FROM kg_keys \
-         WHERE mod_revision > $1 AND key >= $2 AND ($3::text IS NULL OR key < $3) \
-         ORDER BY mod_revision LIMIT $4";
+         WHERE mod_revision >= $1 AND (mod_revision > $1 OR key > $5::text) \
+           AND key >= $2 AND ($3::text IS NULL OR key < $3) \
+         ORDER BY mod_revision, key LIMIT $4";
 
     async fn apply(
         pool: &PgPool,

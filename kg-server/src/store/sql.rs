@@ -12,8 +12,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::{
-    prefix_upper_bound, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, OpResult, Snapshot, Store,
-    StoreError, StoreKind, WriteOp,
+    prefix_upper_bound, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult,
+    PrefixDelete, Snapshot, Store, StoreError, StoreKind, WriteOp, MAX_PREFIX_DELETE,
 };
 
 /// Every statement whose text depends on the dialect's clock, built once per dialect.
@@ -31,6 +31,7 @@ pub struct Queries {
     leases_to_refresh: String,
     expire: String,
     tombstone: String,
+    delete_range: String,
 }
 
 impl Queries {
@@ -120,6 +121,19 @@ impl Queries {
                    (SELECT id FROM kg_leases WHERE deadline <= {now_ms} \
                     ORDER BY deadline, id LIMIT $1) \
                  AND deadline <= {now_ms} RETURNING id"
+            ),
+            // The same liveness as `live`, without the join that an UPDATE cannot portably
+            // make: a key whose lease has run out is already gone for readers, and the sweeper
+            // deletes it under its own reason.
+            delete_range: format!(
+                "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
+                   mod_revision = $1, mod_node = $2, mod_at = {mod_at_now}, lease = NULL, \
+                   reason = NULL \
+                 WHERE key >= $3 AND (CAST($4 AS text) IS NULL OR key < $4) \
+                   AND value IS NOT NULL \
+                   AND (lease IS NULL OR EXISTS (SELECT 1 FROM kg_leases l \
+                        WHERE l.id = kg_keys.lease AND l.deadline > {now_ms})) \
+                 RETURNING key"
             ),
             tombstone: format!(
                 "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
@@ -242,6 +256,7 @@ where
     async fn changes_since(
         &self,
         after: i64,
+        after_key: Option<&str>,
         prefix: &str,
         limit: u32,
     ) -> Result<Vec<Change>, StoreError> {
@@ -250,6 +265,7 @@ where
             .bind(prefix)
             .bind(prefix_upper_bound(prefix))
             .bind(i64::from(limit))
+            .bind(after_key)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(Change::from).collect())
@@ -399,6 +415,64 @@ where
             .await?;
         tx.commit().await?;
         Ok(Some(changes))
+    }
+
+    async fn delete_prefix(
+        &self,
+        node: &str,
+        prefix: &str,
+        mark: &MarkKeys,
+    ) -> Result<PrefixDelete, StoreError> {
+        let upper = prefix_upper_bound(prefix);
+        let (mut tx, revision) = DB::begin_write(&self.pool).await?;
+        // Counted under the revision lock, so the count is what the delete would remove.
+        let live: i64 = sqlx::query_scalar(&DB::queries().count)
+            .bind(prefix)
+            .bind(upper.clone())
+            .bind(None::<&str>)
+            .fetch_one(&mut *tx)
+            .await?;
+        let live = u64::try_from(live).unwrap_or_default();
+        if live > MAX_PREFIX_DELETE {
+            return Ok(PrefixDelete::TooMany(live));
+        }
+        if live == 0 {
+            // etcd's DeleteRange does not use a revision when it deletes nothing either.
+            return Ok(PrefixDelete::Nothing { revision });
+        }
+        let revision = revision + 1;
+        let deleted: Vec<(String,)> = sqlx::query_as(&DB::queries().delete_range)
+            .bind(revision)
+            .bind(node)
+            .bind(prefix)
+            .bind(upper)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut keys: Vec<String> = deleted.into_iter().map(|(key,)| key).collect();
+        keys.sort_unstable();
+        // Marked before the commit makes the deletes visible: see `cache.rs`.
+        let epoch = mark(keys.clone()).await;
+        sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let at_ms = chrono::Utc::now().timestamp_millis();
+        let changes = keys
+            .into_iter()
+            .map(|key| Change {
+                key,
+                value: None,
+                revision,
+                create_revision: 0,
+                version: 0,
+                node: node.to_owned(),
+                at_ms,
+                lease: None,
+                reason: None,
+            })
+            .collect();
+        Ok(PrefixDelete::Deleted { changes, epoch })
     }
 
     async fn leases_due(&self) -> Result<bool, StoreError> {

@@ -37,6 +37,7 @@ mod listing;
 mod node;
 mod outage;
 mod persistence;
+mod prefix_delete;
 mod revisions;
 mod seed;
 mod sentinel;

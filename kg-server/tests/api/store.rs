@@ -382,7 +382,7 @@ async fn changes_replay_latest_states_and_compaction_purges_old_tombstones(backe
     store.apply("node-a", &batch).await.unwrap();
 
     // Only each key's latest state, in revision order, deletes included.
-    let changes = store.changes_since(0, "", 100).await.unwrap();
+    let changes = store.changes_since(0, None, "", 100).await.unwrap();
     let seen: Vec<_> = changes
         .iter()
         .map(|change| {
@@ -405,12 +405,12 @@ async fn changes_replay_latest_states_and_compaction_purges_old_tombstones(backe
         .iter()
         .all(|change| change.node == "node-a" && change.at_ms > 0));
     assert_eq!(
-        store.changes_since(3, "a/", 100).await.unwrap().len(),
+        store.changes_since(3, None, "a/", 100).await.unwrap().len(),
         1,
         "prefix and after"
     );
     assert_eq!(
-        store.changes_since(0, "", 2).await.unwrap().len(),
+        store.changes_since(0, None, "", 2).await.unwrap().len(),
         2,
         "limit"
     );
@@ -428,7 +428,7 @@ async fn changes_replay_latest_states_and_compaction_purges_old_tombstones(backe
     assert_eq!(store.compact(std::time::Duration::ZERO).await.unwrap(), 1);
     assert_eq!(store.compact_revision().await.unwrap(), 4);
     let keys: Vec<_> = store
-        .changes_since(0, "", 100)
+        .changes_since(0, None, "", 100)
         .await
         .unwrap()
         .into_iter()

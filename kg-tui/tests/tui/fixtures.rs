@@ -35,6 +35,7 @@ pub fn event(kind: EventType, key: &str, revision: i64, node: &str) -> ChangeEve
         value: None,
         value_bytes: None,
         reason: None,
+        revision_events: None,
     }
 }
 
