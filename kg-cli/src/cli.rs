@@ -64,7 +64,7 @@ pub enum Command {
     Put(PutArgs),
     /// Read a key's value.
     Get(GetArgs),
-    /// Delete a key.
+    /// Delete a key, or with --prefix every key under a prefix at one revision.
     Delete(DeleteArgs),
     /// List keys in byte order, walking every page.
     List(ListArgs),
@@ -206,10 +206,18 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    pub key: String,
+    /// The key; with --prefix, the prefix.
+    #[arg(required_unless_present = "all")]
+    pub key: Option<String>,
     /// Delete only if the key is at this revision (If-Match).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["prefix", "all"])]
     pub if_revision: Option<i64>,
+    /// Delete every live key starting with KEY, at one revision (as etcdctl del --prefix).
+    #[arg(long)]
+    pub prefix: bool,
+    /// Delete every key.
+    #[arg(long, conflicts_with_all = ["key", "prefix"])]
+    pub all: bool,
 }
 
 #[derive(Debug, Args)]

@@ -212,6 +212,7 @@ pub async fn run_drill(
             put,
             delete: 0,
             cas: 0,
+            delete_prefix: 0,
         },
         keys: KEYS,
         key_dist: KeyDist::Uniform,

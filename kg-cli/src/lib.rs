@@ -77,6 +77,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
     match cli.command {
         Command::Put(args) => emit(out, format, &keys::put(&endpoints, args, input).await?)?,
         Command::Get(args) => emit(out, format, &keys::get(&endpoints, args).await?)?,
+        Command::Delete(args) if args.prefix || args.all => {
+            emit(out, format, &keys::delete_range(&endpoints, args).await?)?;
+        }
         Command::Delete(args) => emit(out, format, &keys::delete(&endpoints, args).await?)?,
         Command::List(args) if args.count => {
             emit(out, format, &list::count(&endpoints, &args).await?)?;

@@ -125,11 +125,54 @@ pub async fn get(endpoints: &Endpoints, args: GetArgs) -> Result<Got, CliError> 
     })
 }
 
+/// What `kg delete --prefix` and `--all` print: how many keys the one revision deleted.
+#[derive(Debug, Serialize)]
+pub struct DeletedRange {
+    pub prefix: String,
+    pub deleted: u64,
+    /// The deletes' revision; with nothing deleted, the current one.
+    pub revision: i64,
+}
+
+impl Render for DeletedRange {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        let keys = if self.deleted == 1 { "key" } else { "keys" };
+        writeln!(
+            out,
+            "OK deleted {} {keys} at revision {}",
+            self.deleted, self.revision
+        )
+    }
+
+    fn raw(&self, out: &mut dyn Write) -> io::Result<()> {
+        writeln!(out, "{}", self.deleted)
+    }
+}
+
+/// `kg delete --prefix P` or `kg delete --all`.
+pub async fn delete_range(
+    endpoints: &Endpoints,
+    args: DeleteArgs,
+) -> Result<DeletedRange, CliError> {
+    let prefix = args.key.unwrap_or_default();
+    let deleted = endpoints
+        .call(|client| {
+            let prefix = prefix.clone();
+            async move { client.delete_prefix(&prefix, args.all).await }
+        })
+        .await?;
+    Ok(DeletedRange {
+        prefix,
+        deleted: deleted.deleted,
+        revision: deleted.revision,
+    })
+}
+
 pub async fn delete(endpoints: &Endpoints, args: DeleteArgs) -> Result<Written, CliError> {
     let precondition = args
         .if_revision
         .map_or(Precondition::None, Precondition::IfRevision);
-    let key = args.key;
+    let key = args.key.unwrap_or_default();
     let deleted = endpoints
         .call(|client| {
             let key = key.clone();

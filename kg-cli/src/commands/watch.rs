@@ -131,7 +131,7 @@ pub async fn watch(
                 }
                 Err(_) => break,
             };
-            last = Some(event.revision);
+            last = stream.resume_after();
             emit(out, format, &Event(event))?;
             out.flush()?;
             seen += 1;

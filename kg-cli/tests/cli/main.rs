@@ -69,6 +69,52 @@ async fn put_get_delete_in_every_output_mode() {
 }
 
 #[tokio::test]
+async fn delete_prefix_removes_a_range_at_one_revision_and_all_needs_saying() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    for key in ["app/a", "app/b", "apple", "other"] {
+        assert_eq!(kg(&["-e", e, "put", key, "v"], "").await.0, 0);
+    }
+    assert_eq!(
+        kg(&["-e", e, "delete", "app/", "--prefix"], "").await,
+        (0, "OK deleted 2 keys at revision 5\n".into())
+    );
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "list", "--keys-only"], "").await,
+        (0, "apple\nother\n".into())
+    );
+    let (code, json) = kg(&["-e", e, "-o", "json", "delete", "app/", "--prefix"], "").await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"prefix": "app/", "deleted": 0, "revision": 5})
+    );
+    // An empty prefix is every key: the node wants that said with --all.
+    let (code, message) = kg(&["-e", e, "delete", "", "--prefix"], "").await;
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("all=true"), "{message}");
+    assert_eq!(kg(&["-e", e, "delete", "x", "--all"], "").await.0, 2);
+    assert_eq!(
+        kg(
+            &["-e", e, "delete", "x", "--prefix", "--if-revision", "3"],
+            ""
+        )
+        .await
+        .0,
+        2
+    );
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "delete", "--all"], "").await,
+        (0, "2\n".into())
+    );
+    assert_eq!(
+        kg(&["-e", e, "list", "--count"], "").await,
+        (0, "0\n".into())
+    );
+}
+
+#[tokio::test]
 async fn put_reads_the_value_from_stdin_with_a_dash() {
     let node = spawn_node().await;
     let e = node.endpoint.as_str();
