@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::history::{HistoryEntry, HistoryOutcome};
+use crate::history::{expand_prefix_deletes, HistoryEntry, HistoryOutcome};
 use crate::workload::Op;
 
 /// What an operation did to, or saw of, the register.
@@ -75,7 +75,7 @@ pub const DEFAULT_STATE_LIMIT: usize = 2_000_000;
 /// certainly had no effect (`fail`).
 pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
     let mut keys: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
-    for record in history {
+    for record in &expand_prefix_deletes(history) {
         let complete_us = match record.outcome {
             HistoryOutcome::Ok | HistoryOutcome::Refused => Some(record.complete_us),
             HistoryOutcome::Unknown if record.op != Op::Get => None,
@@ -89,7 +89,7 @@ pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
             Op::Put => Action::Write {
                 value: record.value.clone(),
             },
-            Op::Delete => Action::Write { value: None },
+            Op::Delete | Op::DeletePrefix => Action::Write { value: None },
             Op::Cas => Action::Cas {
                 expected: record.expected.clone(),
                 // read_history refuses a cas without a value.

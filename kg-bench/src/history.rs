@@ -44,6 +44,10 @@ pub struct HistoryEntry {
     /// The node that answered (X-KeyGrid-Node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// How many keys a prefix delete deleted. With none its revision is not its own but the
+    /// current one, which the node reports without using a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<u64>,
 }
 
 impl HistoryEntry {
@@ -60,10 +64,44 @@ impl HistoryEntry {
     /// The value this write left behind: `None` for a delete.
     pub fn written_value(&self) -> Option<&str> {
         match self.op {
-            Op::Delete => None,
+            Op::Delete | Op::DeletePrefix => None,
             _ => self.value.as_deref(),
         }
     }
+}
+
+/// The history as the judges read it: each prefix delete becomes a delete of every key of the
+/// history under its prefix, with the prefix delete's revision, times and outcome. To a key
+/// it is exactly that (a delete of a key that does not exist changes nothing), and a key
+/// no other operation names can be neither read nor lost. The deletes of one prefix delete
+/// share its client and invocation time, which is how `judge::reused_revisions` knows them
+/// for one commit.
+pub fn expand_prefix_deletes(history: &[HistoryEntry]) -> Vec<HistoryEntry> {
+    if history.iter().all(|entry| entry.op != Op::DeletePrefix) {
+        return history.to_vec();
+    }
+    let keys: std::collections::BTreeSet<&str> = history
+        .iter()
+        .filter(|entry| entry.op != Op::DeletePrefix)
+        .map(|entry| entry.key.as_str())
+        .collect();
+    let mut expanded = Vec::with_capacity(history.len());
+    for entry in history {
+        if entry.op != Op::DeletePrefix {
+            expanded.push(entry.clone());
+            continue;
+        }
+        let under = keys
+            .range(entry.key.as_str()..)
+            .take_while(|key| key.starts_with(entry.key.as_str()));
+        expanded.extend(under.map(|key| HistoryEntry {
+            op: Op::Delete,
+            key: (*key).to_owned(),
+            value: None,
+            ..entry.clone()
+        }));
+    }
+    expanded
 }
 
 /// Reads a recorded history (JSON lines; blank lines are skipped).

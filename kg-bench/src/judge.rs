@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::check;
-use crate::history::{HistoryEntry, HistoryOutcome};
+use crate::history::{expand_prefix_deletes, HistoryEntry, HistoryOutcome};
 use crate::workload::Op;
 
 /// One key as the store holds it after the run.
@@ -130,6 +130,7 @@ const EXAMPLES: usize = 3;
 /// Every acknowledged write that `state` does not account for, by the rules of `LostReason`.
 /// Fails on an acknowledged write without a revision: it cannot be judged.
 pub fn lost_writes(history: &[HistoryEntry], state: &StoreState) -> Result<Vec<LostWrite>, String> {
+    let history = &expand_prefix_deletes(history);
     let acked: Vec<&HistoryEntry> = history
         .iter()
         .filter(|h| h.is_acknowledged_write())
@@ -190,12 +191,24 @@ pub fn lost_writes(history: &[HistoryEntry], state: &StoreState) -> Result<Vec<L
 }
 
 /// Revisions that more than one acknowledged write got, with those writes. A revision is a
-/// commit: two acknowledged writes at one revision mean one of them was rolled back.
+/// commit: two acknowledged writes at one revision mean one of them was rolled back. The
+/// deletes of one prefix delete share its revision as one write: they have one client and
+/// one invocation time, which two requests of one client cannot.
 pub fn reused_revisions(history: &[HistoryEntry]) -> Vec<(i64, Vec<HistoryEntry>)> {
     let mut by_revision: BTreeMap<i64, Vec<HistoryEntry>> = BTreeMap::new();
-    for write in history.iter().filter(|h| h.is_acknowledged_write()) {
+    // A prefix delete that deleted nothing names the current revision, not one of its own.
+    let commits = history
+        .iter()
+        .filter(|h| h.is_acknowledged_write() && h.deleted != Some(0));
+    for write in commits {
         if let Some(revision) = write.revision {
-            by_revision.entry(revision).or_default().push(write.clone());
+            let writes = by_revision.entry(revision).or_default();
+            let same_request = |other: &HistoryEntry| {
+                (other.client, other.invoke_us) == (write.client, write.invoke_us)
+            };
+            if !writes.iter().any(same_request) {
+                writes.push(write.clone());
+            }
         }
     }
     by_revision
@@ -208,6 +221,7 @@ pub fn reused_revisions(history: &[HistoryEntry]) -> Vec<(i64, Vec<HistoryEntry>
 /// key acknowledged before the GET was sent: a lower revision, or no key where the write
 /// left one.
 pub fn stale_reads(history: &[HistoryEntry]) -> Vec<StaleRead> {
+    let history = &expand_prefix_deletes(history);
     // Per key, the acknowledged writes by completion, each with the newest one (by revision)
     // completed so far.
     let mut writes: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
@@ -391,6 +405,7 @@ mod tests {
             outcome: HistoryOutcome::Ok,
             error: None,
             node: None,
+            deleted: None,
         }
     }
 
@@ -490,6 +505,81 @@ mod tests {
         timed_out.outcome = HistoryOutcome::Unknown;
         history.push(timed_out);
         assert_eq!(lost_writes(&history, &state).unwrap(), []);
+    }
+
+    /// `clean()`, then a prefix delete of "p/" over p/1 and p/2 at one revision, and the
+    /// store as it left them.
+    fn with_prefix_delete() -> (Vec<HistoryEntry>, StoreState) {
+        let (mut history, state) = clean();
+        history.extend([
+            put("p/1", "x", 5, 800),
+            put("p/2", "y", 6, 900),
+            put("q", "q", 7, 950),
+            entry(Op::DeletePrefix, "p/", None, Some(8), 1_000),
+            get("p/1", None, None, 1_100),
+            get("q", Some("q"), Some(7), 1_200),
+        ]);
+        let mut state = state;
+        state.insert("q".to_owned(), stored("q", 7));
+        (history, state)
+    }
+
+    #[test]
+    fn a_prefix_delete_is_a_delete_of_each_key_under_it_at_one_revision() {
+        let (history, state) = with_prefix_delete();
+        let v = verdict(&history, &state);
+        assert!(v.passed, "{:?}", v.problems);
+        assert_eq!(
+            reused_revisions(&history),
+            [],
+            "one request's deletes are one commit"
+        );
+        let expanded = crate::history::expand_prefix_deletes(&history);
+        let deleted: Vec<&str> = expanded
+            .iter()
+            .filter(|h| h.revision == Some(8))
+            .map(|h| h.key.as_str())
+            .collect();
+        assert_eq!(deleted, ["p/1", "p/2"], "q is not under p/");
+    }
+
+    #[test]
+    fn a_key_a_prefix_delete_left_behind_is_lost_and_reading_it_is_stale() {
+        let (mut history, mut state) = with_prefix_delete();
+        // The store kept p/2 as it was before the prefix delete.
+        state.insert("p/2".to_owned(), stored("y", 6));
+        let lost = lost_writes(&history, &state).unwrap();
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert_eq!(
+            (lost[0].write.key.as_str(), lost[0].write.revision),
+            ("p/2", Some(8))
+        );
+        // A read sent after the prefix delete was acknowledged that still saw p/2.
+        history.push(get("p/2", Some("y"), Some(6), 1_300));
+        let stale = stale_reads(&history);
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        assert_eq!(stale[0].read.key, "p/2");
+        let v = verdict(&history, &state);
+        assert_eq!(v.violations, 1, "the register check sees it too");
+        assert!(!v.passed);
+        // Two requests at one revision are still a reuse.
+        history.push(put("r", "r", 8, 1_400));
+        assert_eq!(reused_revisions(&history).len(), 1);
+    }
+
+    #[test]
+    fn a_prefix_delete_that_deleted_nothing_reuses_no_revision() {
+        let (mut history, state) = with_prefix_delete();
+        // Nothing is left under p/: the node answers with the current revision, 8.
+        let mut again = entry(Op::DeletePrefix, "p/", None, Some(8), 1_400);
+        again.deleted = Some(0);
+        history.push(again.clone());
+        assert_eq!(reused_revisions(&history), []);
+        assert!(verdict(&history, &state).passed);
+        // Had it deleted something, revision 8 would be handed out twice.
+        again.deleted = Some(1);
+        history.push(again);
+        assert_eq!(reused_revisions(&history).len(), 1);
     }
 
     #[test]

@@ -290,6 +290,16 @@ async fn operate(
                     .send(Method::DELETE, &format!("/api/key?key={key}"), None, None)
                     .await
             }
+            Op::DeletePrefix => {
+                connection
+                    .send(
+                        Method::DELETE,
+                        &format!("/api/keys?prefix={key}"),
+                        None,
+                        None,
+                    )
+                    .await
+            }
         }
     };
     match tokio::time::timeout(timeout, call).await {
@@ -579,7 +589,11 @@ async fn work(
         }
         sequence += 1;
         let op = options.mix.pick(&mut rng);
-        let key = key_name(&options.key_prefix, sampler.key_index(&mut rng));
+        let mut key = key_name(&options.key_prefix, sampler.key_index(&mut rng));
+        if op == Op::DeletePrefix {
+            // The key's ten neighbours: key names end in a fixed-width index.
+            key.pop();
+        }
         let value =
             matches!(op, Op::Put | Op::Cas).then(|| sampler.value(&mut rng, worker, sequence));
         let record = |op: Op, answer: &Answer, expected, invoked, completed| {
@@ -590,7 +604,7 @@ async fn work(
                     value: match op {
                         Op::Put | Op::Cas => value.clone(),
                         Op::Get => answer.body.as_deref().and_then(read_value),
-                        Op::Delete => None,
+                        Op::Delete | Op::DeletePrefix => None,
                     },
                     expected,
                     revision: answer.revision.filter(|_| answer.outcome == Outcome::Ok),
@@ -600,6 +614,9 @@ async fn work(
                     outcome: history_outcome(op, answer.outcome),
                     error: answer.outcome.error_kind(),
                     node: answer.node.clone(),
+                    deleted: (op == Op::DeletePrefix)
+                        .then(|| answer.body.as_deref().and_then(deleted_count))
+                        .flatten(),
                 });
             }
         };
@@ -687,6 +704,12 @@ fn read_value(body: &[u8]) -> Option<String> {
     serde_json::from_slice::<kg_api::GetResponse>(body)
         .ok()
         .map(|response| response.data.value)
+}
+
+fn deleted_count(body: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<kg_api::DeletePrefixResponse>(body)
+        .ok()
+        .map(|response| response.deleted)
 }
 
 fn history_outcome(op: Op, outcome: Outcome) -> HistoryOutcome {

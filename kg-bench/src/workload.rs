@@ -19,10 +19,14 @@ pub enum Op {
     /// Compare-and-swap: a GET, then a PUT of a new value conditioned on the revision read
     /// (`If-Match`, or `If-None-Match: *` for a missing key).
     Cas,
+    /// `DELETE /api/keys?prefix=P`, P being the sampled key without its last digit: the ten
+    /// keys that share it, deleted at one revision.
+    #[serde(rename = "delete_prefix")]
+    DeletePrefix,
 }
 
 impl Op {
-    pub const ALL: [Op; 4] = [Op::Get, Op::Put, Op::Delete, Op::Cas];
+    pub const ALL: [Op; 5] = [Op::Get, Op::Put, Op::Delete, Op::Cas, Op::DeletePrefix];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -30,6 +34,7 @@ impl Op {
             Op::Put => "put",
             Op::Delete => "delete",
             Op::Cas => "cas",
+            Op::DeletePrefix => "delete_prefix",
         }
     }
 }
@@ -40,13 +45,20 @@ impl fmt::Display for Op {
     }
 }
 
-/// `get=90,put=9,delete=1`: relative weights of each operation (`cas` too).
+/// `get=90,put=9,delete=1`: relative weights of each operation (`cas` and `delete_prefix`
+/// too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Mix {
     pub get: u32,
     pub put: u32,
     pub delete: u32,
     pub cas: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub delete_prefix: u32,
+}
+
+fn is_zero(weight: &u32) -> bool {
+    *weight == 0
 }
 
 impl FromStr for Mix {
@@ -58,6 +70,7 @@ impl FromStr for Mix {
             put: 0,
             delete: 0,
             cas: 0,
+            delete_prefix: 0,
         };
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = part
@@ -72,9 +85,10 @@ impl FromStr for Mix {
                 "put" => &mut mix.put,
                 "delete" => &mut mix.delete,
                 "cas" => &mut mix.cas,
+                "delete_prefix" => &mut mix.delete_prefix,
                 other => {
                     return Err(format!(
-                        "unknown operation {other:?} (get, put, delete, cas)"
+                        "unknown operation {other:?} (get, put, delete, cas, delete_prefix)"
                     ))
                 }
             };
@@ -89,7 +103,7 @@ impl FromStr for Mix {
 
 impl Mix {
     fn total(&self) -> u32 {
-        self.get + self.put + self.delete + self.cas
+        self.get + self.put + self.delete + self.cas + self.delete_prefix
     }
 
     pub fn pick(&self, rng: &mut SmallRng) -> Op {
@@ -100,8 +114,10 @@ impl Mix {
             Op::Put
         } else if roll < self.get + self.put + self.delete {
             Op::Delete
-        } else {
+        } else if roll < self.get + self.put + self.delete + self.cas {
             Op::Cas
+        } else {
+            Op::DeletePrefix
         }
     }
 }
@@ -247,10 +263,15 @@ mod tests {
                 get: 90,
                 put: 9,
                 delete: 1,
-                cas: 0
+                cas: 0,
+                delete_prefix: 0,
             })
         );
         assert_eq!("cas=2".parse::<Mix>().map(|m| m.cas), Ok(2));
+        assert_eq!(
+            "delete_prefix=3".parse::<Mix>().map(|m| m.delete_prefix),
+            Ok(3)
+        );
         assert_eq!(" put=1 ".parse::<Mix>().map(|m| (m.get, m.put)), Ok((0, 1)));
         for bad in ["", "get=0", "get", "get=x", "scan=1", "get=-1"] {
             assert!(bad.parse::<Mix>().is_err(), "{bad:?}");
@@ -259,13 +280,19 @@ mod tests {
 
     #[test]
     fn the_mix_is_sampled_in_proportion() {
-        let mix: Mix = "get=80,put=9,delete=1,cas=10".parse().unwrap();
+        let mix: Mix = "get=79,put=9,delete=1,cas=10,delete_prefix=1"
+            .parse()
+            .unwrap();
         let mut rng = SmallRng::seed_from_u64(7);
         let mut counts = std::collections::BTreeMap::new();
         for _ in 0..100_000 {
             *counts.entry(mix.pick(&mut rng)).or_insert(0) += 1;
         }
-        assert!((79_000..81_000).contains(&counts[&Op::Get]), "{counts:?}");
+        assert!((78_000..80_000).contains(&counts[&Op::Get]), "{counts:?}");
+        assert!(
+            (800..1_200).contains(&counts[&Op::DeletePrefix]),
+            "{counts:?}"
+        );
         assert!((9_500..10_500).contains(&counts[&Op::Cas]), "{counts:?}");
         assert!((8_500..9_500).contains(&counts[&Op::Put]), "{counts:?}");
         assert!((800..1_200).contains(&counts[&Op::Delete]), "{counts:?}");

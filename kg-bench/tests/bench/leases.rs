@@ -95,6 +95,7 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     outcome: HistoryOutcome::Ok,
                     error: None,
                     node: None,
+                    deleted: None,
                 };
                 history.lock().unwrap().push(entry(
                     Op::Put,
@@ -149,6 +150,7 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     outcome: HistoryOutcome::Ok,
                     error: None,
                     node: None,
+                    deleted: None,
                 });
                 count += 1;
             }

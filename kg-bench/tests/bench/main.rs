@@ -333,7 +333,7 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
     let history = dir.path().join("history.jsonl");
     let output = bench(&format!(
         "--endpoint {endpoint} -c 8 --requests 1000 --keys 10 --mix \
-         get=40,put=35,delete=5,cas=20 --record {} -o json",
+         get=40,put=32,delete=5,cas=20,delete_prefix=3 --record {} -o json",
         history.display()
     ))
     .await;
@@ -359,7 +359,27 @@ async fn check_passes_a_recorded_history_and_catches_a_planted_stale_read() {
             .all(|e| e["outcome"] == "ok" || e["outcome"] == "refused"),
         "{cases:?}"
     );
-    let effective = entries.iter().filter(|e| e["outcome"] != "fail").count() as u64;
+    // A prefix delete of bench/0000000 is a delete of each of the ten keys under it.
+    let prefix_deletes: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["op"] == "delete_prefix")
+        .collect();
+    assert!(
+        prefix_deletes.len() > 10,
+        "{} prefix deletes",
+        prefix_deletes.len()
+    );
+    assert!(
+        prefix_deletes
+            .iter()
+            .all(|e| e["key"] == "bench/0000000" && e["outcome"] == "ok"),
+        "{prefix_deletes:?}"
+    );
+    let effective: u64 = entries
+        .iter()
+        .filter(|e| e["outcome"] != "fail")
+        .map(|e| if e["op"] == "delete_prefix" { 10 } else { 1 })
+        .sum();
     let checked: u64 = keys.iter().map(|k| k["operations"].as_u64().unwrap()).sum();
     assert_eq!(checked, effective);
     assert!(effective > 900, "{effective}");
