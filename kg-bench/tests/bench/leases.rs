@@ -32,6 +32,7 @@ fn micros(since: Instant) -> u64 {
 /// store must show, whether or not its sweeper has run yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
+    let _shared = super::LOAD.read().await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let url = fresh_database(Backend::Postgres, dir.path()).await;
     let prefix = unique_prefix();
