@@ -352,6 +352,21 @@ impl Client {
         Ok(result)
     }
 
+    /// `POST /api/txn`: compares, then one branch of ops, atomically at one revision. With an
+    /// idempotency key, a retry (on any node) gets the first attempt's answer.
+    pub async fn txn(
+        &self,
+        txn: &crate::TxnRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<crate::TxnResponse> {
+        let mut request = self.request(Method::POST, "api/txn").json(txn);
+        if let Some(id) = idempotency_key {
+            request = request.header(HEADER_IDEMPOTENCY_KEY, id);
+        }
+        let response = self.send(request).await?;
+        self.json(response).await
+    }
+
     /// `DELETE /api/keys`: deletes every live key under `prefix` at one revision. An empty
     /// prefix is refused by the node unless `all` says every key is meant.
     pub async fn delete_prefix(&self, prefix: &str, all: bool) -> Result<DeletePrefixResponse> {

@@ -7,8 +7,10 @@
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod duration;
+pub mod txn;
 pub mod types;
 pub use duration::parse_duration;
+pub use txn::*;
 pub use types::*;
 
 #[cfg(feature = "client")]

@@ -111,7 +111,7 @@ pub struct LeaseGrantRequest {
 
 /// Whole numbers as JSON Schema's `integer` has them: `30` and `30.0` alike (serde's integers
 /// refuse `30.0`, which a schema-valid client may send), anything fractional refused.
-mod whole {
+pub(crate) mod whole {
     use serde::de::{Deserializer, Error, Unexpected, Visitor};
 
     struct Whole;

@@ -19,7 +19,8 @@ use crate::events::{self, Events};
 use crate::keepalive::KeepAlives;
 use crate::redis_target::RedisTarget;
 use crate::store::{
-    self, ConnectOptions, LeaseEnd, OpResult, PrefixDelete, Store, StoreError, WriteOp,
+    self, ConnectOptions, LeaseEnd, OpResult, PrefixDelete, Store, StoreError, TxnOutcome, TxnPlan,
+    WriteOp,
 };
 use crate::tokens::Tokens;
 use crate::writer::{WriteError, Writer, WriterContext};
@@ -287,6 +288,11 @@ impl AppState {
     /// Deletes every live key under `prefix` at one revision, through the writer.
     pub async fn delete_prefix(&self, prefix: String) -> Result<PrefixDelete, CallError> {
         self.db(self.writer.delete_prefix(prefix)).await
+    }
+
+    /// Runs a multi-key transaction through the writer.
+    pub async fn txn(&self, plan: TxnPlan) -> Result<TxnOutcome, CallError> {
+        self.db(self.writer.txn(plan)).await
     }
 
     pub async fn write(&self, op: WriteOp) -> Result<OpResult, CallError> {

@@ -2,8 +2,9 @@
 //! a second task then updates the cache and publishes each batch's change events, in commit
 //! order, before anyone is answered. The next batch commits meanwhile.
 //!
-//! A lease's end (expiry or revoke) and a prefix delete go through the same task, so that their
-//! deletes are published in revision order with everyone else's writes.
+//! A lease's end (expiry or revoke), a prefix delete and a multi-key transaction go through the
+//! same task, so that their changes are published in revision order with everyone else's
+//! writes. Transactions that queued up together share one commit, as single writes do.
 //!
 //! Every write takes the cluster-wide revision lock until its commit is durable, so writes
 //! committed one by one are bound by fsync latency (measured here: ~720 serialised commits/s
@@ -17,7 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cache::{Cache, EntryRef};
 use crate::events::{change_event, Events};
 use crate::store::{
-    Change, LeaseEnd, MarkKeys, OpResult, PrefixDelete, Store, StoreError, WriteOp, WriteOutcome,
+    Change, LeaseEnd, MarkKeys, OpResult, PrefixDelete, Store, StoreError, TxnOutcome, TxnPlan,
+    WriteOp, WriteOutcome,
 };
 
 /// The most writes one transaction carries; a bound on how long the revision lock is held.
@@ -43,9 +45,15 @@ enum Pending {
         prefix: String,
         reply: oneshot::Sender<PrefixResult>,
     },
+    Txn {
+        plan: TxnPlan,
+        reply: oneshot::Sender<TxnReply>,
+    },
 }
 
 type PrefixResult = Result<PrefixDelete, Arc<StoreError>>;
+
+type TxnReply = Result<TxnOutcome, Arc<StoreError>>;
 
 /// The keys a lease's end deleted; `None` for a revoke of a lease that does not exist.
 type EndResult = Result<Option<Vec<Change>>, Arc<StoreError>>;
@@ -105,6 +113,19 @@ impl Writer {
         }
     }
 
+    /// Runs a transaction (see [`Store::txns`]) and waits until its changes are published.
+    pub async fn txn(&self, plan: TxnPlan) -> Result<TxnOutcome, WriteError> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Pending::Txn { plan, reply })
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        match outcome.await {
+            Ok(result) => result.map_err(WriteError::Store),
+            Err(_) => Err(WriteError::Stopped),
+        }
+    }
+
     /// Ends leases (see [`Store::end_leases`]) and waits until their deletes are published.
     pub async fn end_leases(&self, end: LeaseEnd) -> Result<Option<Vec<Change>>, WriteError> {
         let (reply, outcome) = oneshot::channel();
@@ -136,6 +157,11 @@ enum Committed {
         result: PrefixDelete,
         reply: oneshot::Sender<PrefixResult>,
     },
+    Txns {
+        outcomes: Vec<TxnOutcome>,
+        epoch: i64,
+        replies: Vec<oneshot::Sender<TxnReply>>,
+    },
 }
 
 /// Commits batches one after the other. Each committed batch goes to `publish`, so the next
@@ -151,6 +177,7 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
         let mut replies = Vec::with_capacity(batch.len());
         let mut ends = Vec::new();
         let mut prefixes = Vec::new();
+        let (mut plans, mut txn_replies) = (Vec::new(), Vec::new());
         for pending in batch.drain(..) {
             match pending {
                 Pending::Write { op, reply } => {
@@ -159,6 +186,36 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                 }
                 Pending::EndLeases { end, reply } => ends.push((end, reply)),
                 Pending::DeletePrefix { prefix, reply } => prefixes.push((prefix, reply)),
+                Pending::Txn { plan, reply } => {
+                    plans.push(plan);
+                    txn_replies.push(reply);
+                }
+            }
+        }
+        if !plans.is_empty() {
+            metrics::histogram!("kg_txn_batch_size").record(plans.len() as f64);
+            let mark = mark_hook(&context);
+            match store.txns(&context.node_id, &plans, &*mark).await {
+                Ok((outcomes, epoch)) => {
+                    let committed = Committed::Txns {
+                        outcomes,
+                        epoch,
+                        replies: txn_replies,
+                    };
+                    if committed_tx.send(committed).await.is_err() {
+                        return;
+                    }
+                }
+                Err(err) => {
+                    // As for a failed batch: the commit may have landed.
+                    if let Some(cache) = &context.cache {
+                        cache.fence().await;
+                    }
+                    let err = Arc::new(err);
+                    for reply in txn_replies {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
             }
         }
         // Before the batch's writes: all of them were in flight at once, so any order is one
@@ -287,6 +344,27 @@ async fn publish(context: WriterContext, mut committed: mpsc::Receiver<Committed
                 }
                 let _ = reply.send(Ok(result));
             }
+            Committed::Txns {
+                outcomes,
+                epoch,
+                replies,
+            } => {
+                // In revision order: the transactions ran one after the other.
+                let changes: Vec<Change> = outcomes
+                    .iter()
+                    .filter_map(|outcome| match outcome {
+                        TxnOutcome::Done { changes, .. } => Some(changes.iter().cloned()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                if !changes.is_empty() {
+                    deliver(&context, &changes, &[], epoch).await;
+                }
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
         }
     }
 }
@@ -362,7 +440,7 @@ async fn after_commit(
 /// Stores committed changes in the cache and publishes their events; takes away the marks of
 /// `released`, the keys marked for writes that changed nothing.
 ///
-/// A revision that changed several keys (a prefix delete) has its events counted in
+/// A revision that changed several keys (a prefix delete, a transaction) has its events counted in
 /// `revision_events`, so that watchers know when they hold all of them. Its cache update goes
 /// [`MAX_BATCH`] entries at a time, each with its events' PUBLISHes.
 async fn deliver(context: &WriterContext, changes: &[Change], released: &[&str], epoch: i64) {

@@ -347,7 +347,7 @@ pub async fn delete_key(
 #[utoipa::path(
     delete, path = "/api/keys", tag = "keys",
     params(
-        ("prefix" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Delete every live key starting with this. To delete every key, leave it out and send `all=true` instead (OpenAPI cannot say \"one or the other\"; the node answers 400 to neither)"),
+        ("prefix" = Option<String>, Query, nullable = false, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Delete every live key starting with this. Required unless `all=true` is sent, which deletes every key (OpenAPI cannot say \"one or the other\"; the node answers 400 to neither)"),
         ("all" = Option<bool>, Query, nullable = false, description = "Allow an empty or missing prefix, which deletes every key; with a prefix it changes nothing"),
     ),
     responses(
@@ -475,7 +475,7 @@ fn revision_headers(
     ]
 }
 
-fn idempotency_mismatch() -> Error {
+pub(super) fn idempotency_mismatch() -> Error {
     Error::Unprocessable(
         "Idempotency-Key was already used for a different request; use a new key for a new write"
             .to_owned(),

@@ -10,6 +10,7 @@ pub mod input;
 mod keys;
 mod leases;
 mod snapshot;
+mod txn;
 mod watch;
 
 use std::any::Any;
@@ -47,7 +48,7 @@ use crate::startup::AppState;
     paths(
         keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, keys::delete_keys, watch::watch,
         leases::grant, leases::keepalive, leases::show, leases::list, leases::revoke,
-        snapshot::snapshot,
+        snapshot::snapshot, txn::txn,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,
     ),
     components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress, kg_api::DeleteReason, kg_api::KeyRecord, kg_api::SnapshotEnd)),
@@ -67,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::router())
         .merge(leases::router())
         .merge(snapshot::router())
+        .merge(txn::router())
         .merge(health::router())
         .merge(watch::router())
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()));
@@ -266,6 +268,7 @@ fn route_label(path: &str) -> &'static str {
         "/api/key" => "/api/key",
         "/api/keys" => "/api/keys",
         "/api/watch" => "/api/watch",
+        "/api/txn" => "/api/txn",
         "/api/health" => "/api/health",
         "/api/ready" => "/api/ready",
         "/api/status" => "/api/status",

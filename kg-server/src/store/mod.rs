@@ -9,6 +9,7 @@
 mod postgres;
 mod sql;
 mod sqlite;
+mod txn;
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo};
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
+pub use txn::{TxnOutcome, TxnPlan};
 
 /// Which backend a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,6 +400,17 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         prefix: &str,
         mark: &MarkKeys,
     ) -> Result<PrefixDelete, StoreError>;
+
+    /// Runs transactions one after the other, each at its own revision (when it writes), all
+    /// in one database transaction under the revision lock, so that they share one commit.
+    /// `mark` is called once, before that commit, with every key they changed; its answer
+    /// comes back with the outcomes.
+    async fn txns(
+        &self,
+        node: &str,
+        plans: &[TxnPlan],
+        mark: &MarkKeys,
+    ) -> Result<(Vec<TxnOutcome>, i64), StoreError>;
 
     /// Whether any lease's deadline has passed: a cheap check without the revision lock.
     async fn leases_due(&self) -> Result<bool, StoreError>;

@@ -7,13 +7,14 @@
 //! statement once per dialect around the dialect's `NOW_MS`.
 
 use async_trait::async_trait;
-use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo};
+use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo, TxnOp, TxnResponse, TxnResult};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::{
-    prefix_upper_bound, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult,
-    PrefixDelete, Snapshot, Store, StoreError, StoreKind, WriteOp, MAX_PREFIX_DELETE,
+    prefix_upper_bound, txn, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult,
+    PrefixDelete, Snapshot, Store, StoreError, StoreKind, TxnOutcome, TxnPlan, WriteOp,
+    MAX_PREFIX_DELETE,
 };
 
 /// Every statement whose text depends on the dialect's clock, built once per dialect.
@@ -32,6 +33,8 @@ pub struct Queries {
     expire: String,
     tombstone: String,
     delete_range: String,
+    upsert: String,
+    remember_txn: String,
 }
 
 impl Queries {
@@ -135,6 +138,23 @@ impl Queries {
                         WHERE l.id = kg_keys.lease AND l.deadline > {now_ms})) \
                  RETURNING key"
             ),
+            // $7 is cast because PostgreSQL cannot type a NULL parameter in VALUES.
+            upsert: format!(
+                "INSERT INTO kg_keys (key, value, create_revision, mod_revision, version, \
+                   mod_node, mod_at, lease, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, {mod_at_now}, CAST($7 AS bigint), NULL) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+                   create_revision = excluded.create_revision, \
+                   mod_revision = excluded.mod_revision, version = excluded.version, \
+                   mod_node = excluded.mod_node, mod_at = excluded.mod_at, \
+                   lease = excluded.lease, reason = NULL"
+            ),
+            // Status 0, as an applied write's; the answer itself is in `response`.
+            remember_txn: format!(
+                "INSERT INTO kg_idempotency \
+                   (id, fingerprint, status, revision, created_at, response) \
+                 VALUES ($1, $2, 0, $3, {mod_at_now}, $4)"
+            ),
             tombstone: format!(
                 "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
                    mod_revision = $1, mod_node = $2, mod_at = {mod_at_now}, lease = NULL, \
@@ -208,6 +228,9 @@ where
     for<'r> (i64, i64): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
     for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
 {
     fn kind(&self) -> StoreKind {
         DB::KIND
@@ -473,6 +496,231 @@ where
             })
             .collect();
         Ok(PrefixDelete::Deleted { changes, epoch })
+    }
+
+    async fn txns(
+        &self,
+        node: &str,
+        plans: &[TxnPlan],
+        mark: &MarkKeys,
+    ) -> Result<(Vec<TxnOutcome>, i64), StoreError> {
+        let queries = DB::queries();
+        let (mut tx, mut revision) = DB::begin_write(&self.pool).await?;
+        let at_ms = chrono::Utc::now().timestamp_millis();
+        let mut outcomes = Vec::with_capacity(plans.len());
+        let mut changed = Vec::new();
+        for plan in plans {
+            let fingerprint = plan.idempotency_key.as_ref().map(|_| plan.fingerprint());
+            if let (Some(id), Some(fingerprint)) = (&plan.idempotency_key, &fingerprint) {
+                let prior: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(
+                    "SELECT fingerprint, response FROM kg_idempotency WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some((prior, response)) = prior {
+                    let response = response
+                        .filter(|_| prior == *fingerprint)
+                        .and_then(|body| serde_json::from_slice(&body).ok());
+                    outcomes.push(match response {
+                        Some(response) => TxnOutcome::Done {
+                            response,
+                            changes: Vec::new(),
+                            replayed: true,
+                        },
+                        None => TxnOutcome::IdempotencyMismatch,
+                    });
+                    continue;
+                }
+            }
+            let request = &plan.request;
+            let mut succeeded = true;
+            for compare in &request.compare {
+                let row: Option<KeyRow> = sqlx::query_as(&queries.get)
+                    .bind(compare.key.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let current = row.as_ref().map(|row| txn::Current {
+                    value: row.value.as_deref().unwrap_or_default(),
+                    revision: row.mod_revision,
+                    create_revision: row.create_revision,
+                    version: row.version,
+                });
+                succeeded &= txn::holds(compare, current.as_ref());
+            }
+            let ops = if succeeded {
+                &request.success
+            } else {
+                &request.failure
+            };
+            // Every way the branch can be refused is checked before its first write, so a
+            // refused transaction writes nothing without a savepoint to roll back to.
+            let mut refused = None;
+            let mut deleting = 0u64;
+            for op in ops {
+                match op {
+                    TxnOp::Put {
+                        lease: Some(lease), ..
+                    } => {
+                        let live: Option<(i64, i64, i64)> = sqlx::query_as(&queries.lease)
+                            .bind(*lease)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if live.is_none() {
+                            refused = Some(TxnOutcome::LeaseNotFound(*lease));
+                            break;
+                        }
+                    }
+                    TxnOp::DeletePrefix { prefix } => {
+                        let live: i64 = sqlx::query_scalar(&queries.count)
+                            .bind(prefix.as_str())
+                            .bind(prefix_upper_bound(prefix))
+                            .bind(None::<&str>)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        deleting += u64::try_from(live).unwrap_or_default();
+                    }
+                    _ => {}
+                }
+            }
+            if deleting > MAX_PREFIX_DELETE {
+                refused = refused.or(Some(TxnOutcome::TooMany(deleting)));
+            }
+            if let Some(refused) = refused {
+                outcomes.push(refused);
+                continue;
+            }
+            let next = revision + 1;
+            let mut results = Vec::with_capacity(ops.len());
+            let mut changes = Vec::new();
+            let change = |key: &str, value: Option<&str>, create_revision, version, lease| Change {
+                key: key.to_owned(),
+                value: value.map(str::to_owned),
+                revision: next,
+                create_revision,
+                version,
+                node: node.to_owned(),
+                at_ms,
+                lease,
+                reason: None,
+            };
+            for op in ops {
+                match op {
+                    TxnOp::Put { key, value, lease } => {
+                        let row: Option<KeyRow> = sqlx::query_as(&queries.get)
+                            .bind(key.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        let (create_revision, version) =
+                            row.map_or((next, 1), |row| (row.create_revision, row.version + 1));
+                        sqlx::query(&queries.upsert)
+                            .bind(key.as_str())
+                            .bind(value.as_bytes())
+                            .bind(create_revision)
+                            .bind(next)
+                            .bind(version)
+                            .bind(node)
+                            .bind(*lease)
+                            .execute(&mut *tx)
+                            .await?;
+                        changes.push(change(key, Some(value), create_revision, version, *lease));
+                        results.push(TxnResult::Put {
+                            key: key.clone(),
+                            create_revision,
+                            version,
+                        });
+                    }
+                    TxnOp::Delete { key } => {
+                        let row: Option<KeyRow> = sqlx::query_as(&queries.get)
+                            .bind(key.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        if row.is_some() {
+                            sqlx::query(&queries.tombstone)
+                                .bind(next)
+                                .bind(node)
+                                .bind(None::<&str>)
+                                .bind(key.as_str())
+                                .execute(&mut *tx)
+                                .await?;
+                            changes.push(change(key, None, 0, 0, None));
+                        }
+                        results.push(TxnResult::Delete {
+                            key: key.clone(),
+                            deleted: u64::from(row.is_some()),
+                        });
+                    }
+                    TxnOp::DeletePrefix { prefix } => {
+                        let deleted: Vec<(String,)> = sqlx::query_as(&queries.delete_range)
+                            .bind(next)
+                            .bind(node)
+                            .bind(prefix.as_str())
+                            .bind(prefix_upper_bound(prefix))
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        for (key,) in &deleted {
+                            changes.push(change(key, None, 0, 0, None));
+                        }
+                        results.push(TxnResult::DeletePrefix {
+                            prefix: prefix.clone(),
+                            deleted: deleted.len() as u64,
+                        });
+                    }
+                    TxnOp::Get { key } => {
+                        let row: Option<KeyRow> = sqlx::query_as(&queries.get)
+                            .bind(key.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        results.push(TxnResult::Get {
+                            key: key.clone(),
+                            kv: row.map(KeyRecord::from),
+                        });
+                    }
+                }
+            }
+            if !changes.is_empty() {
+                revision = next;
+            }
+            // Watchers get a revision's events in key order (see `watch.rs`).
+            changes.sort_by(|a, b| a.key.cmp(&b.key));
+            let response = TxnResponse {
+                succeeded,
+                revision,
+                results,
+            };
+            if let (Some(id), Some(fingerprint)) = (&plan.idempotency_key, &fingerprint) {
+                let body = serde_json::to_vec(&response)
+                    .map_err(|err| StoreError::Internal(sqlx::Error::Decode(err.into())))?;
+                sqlx::query(&queries.remember_txn)
+                    .bind(id.as_str())
+                    .bind(fingerprint.as_str())
+                    .bind(revision)
+                    .bind(body.as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            changed.extend(changes.iter().map(|change| change.key.clone()));
+            outcomes.push(TxnOutcome::Done {
+                response,
+                changes,
+                replayed: false,
+            });
+        }
+        if changed.is_empty() {
+            // Nothing written but idempotency records, if any: they still commit.
+            tx.commit().await?;
+            return Ok((outcomes, 0));
+        }
+        // Marked before the commit makes the writes visible: see `cache.rs`.
+        changed.sort_unstable();
+        changed.dedup();
+        let epoch = mark(changed).await;
+        sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((outcomes, epoch))
     }
 
     async fn leases_due(&self) -> Result<bool, StoreError> {

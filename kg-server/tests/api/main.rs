@@ -44,4 +44,5 @@ mod sentinel;
 mod shared;
 mod snapshot;
 mod store;
+mod txn;
 mod watch;

@@ -1,0 +1,166 @@
+//! What a multi-key transaction (`POST /api/txn`) is to the store: the request, validated by
+//! the HTTP layer, and what running it did. The SQL that runs it is in `sql.rs`.
+
+use kg_api::{Compare, CompareTarget, CompareValue, TxnRequest, TxnResponse};
+
+use super::Change;
+
+/// One transaction as the writer hands it to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnPlan {
+    pub request: TxnRequest,
+    /// The client's Idempotency-Key, if it sent one.
+    pub idempotency_key: Option<String>,
+}
+
+impl TxnPlan {
+    /// SHA-256 over the request, so that an idempotency key reused for another request (a
+    /// single-key write included, whose fingerprint never starts this way) is refused.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(b"txn\0");
+        // Serialising a parsed request is canonical: fields in declaration order, ops in order.
+        hasher.update(serde_json::to_vec(&self.request).unwrap_or_default());
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
+/// What running one transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOutcome {
+    /// The compares were evaluated and one branch applied. `changes` are its writes, in key
+    /// order at one revision (none for a replay, or a branch that changed nothing).
+    Done {
+        response: TxnResponse,
+        changes: Vec<Change>,
+        replayed: bool,
+    },
+    /// A put named a lease that does not exist or has expired: nothing written.
+    LeaseNotFound(i64),
+    /// The branch's prefix deletes would remove more than `MAX_PREFIX_DELETE` keys: nothing
+    /// written.
+    TooMany(u64),
+    /// The idempotency key was already used for a different request.
+    IdempotencyMismatch,
+}
+
+/// A live key's state as a compare sees it: value, mod_revision, create_revision, version.
+pub struct Current<'a> {
+    pub value: &'a [u8],
+    pub revision: i64,
+    pub create_revision: i64,
+    pub version: i64,
+}
+
+/// Whether `compare` holds for a key in `current` state (`None`: missing). As in etcd, a
+/// missing key's revisions and version are 0 and every comparison of its value fails. A
+/// target and operand that do not go together never hold; the HTTP layer refuses them first.
+pub fn holds(compare: &Compare, current: Option<&Current<'_>>) -> bool {
+    let number = |field: fn(&Current<'_>) -> i64| current.map_or(0, field);
+    match (compare.target, &compare.value) {
+        (CompareTarget::Value, CompareValue::Text(text)) => {
+            current.is_some_and(|key| compare.op.holds(key.value.cmp(text.as_bytes())))
+        }
+        (CompareTarget::Revision, CompareValue::Integer(want)) => {
+            compare.op.holds(number(|key| key.revision).cmp(want))
+        }
+        (CompareTarget::CreateRevision, CompareValue::Integer(want)) => compare
+            .op
+            .holds(number(|key| key.create_revision).cmp(want)),
+        (CompareTarget::Version, CompareValue::Integer(want)) => {
+            compare.op.holds(number(|key| key.version).cmp(want))
+        }
+        (CompareTarget::Exists, CompareValue::Bool(want)) => {
+            compare.op.holds(current.is_some().cmp(want))
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kg_api::CompareOp;
+
+    fn compare(target: CompareTarget, op: CompareOp, value: CompareValue) -> Compare {
+        Compare {
+            key: "k".to_owned(),
+            target,
+            op,
+            value,
+        }
+    }
+
+    #[test]
+    fn a_missing_key_is_at_zero_and_fails_every_value_compare() {
+        use CompareOp::*;
+        let zero = CompareValue::Integer(0);
+        for target in [
+            CompareTarget::Revision,
+            CompareTarget::CreateRevision,
+            CompareTarget::Version,
+        ] {
+            assert!(holds(&compare(target, Equal, zero.clone()), None));
+            assert!(!holds(&compare(target, Greater, zero.clone()), None));
+        }
+        for op in [Equal, NotEqual, Less, Greater] {
+            let text = CompareValue::Text(String::new());
+            assert!(!holds(&compare(CompareTarget::Value, op, text), None));
+        }
+        let absent = compare(CompareTarget::Exists, Equal, CompareValue::Bool(false));
+        assert!(holds(&absent, None));
+    }
+
+    #[test]
+    fn a_live_key_compares_bytes_and_numbers() {
+        use CompareOp::*;
+        let key = Current {
+            value: b"b",
+            revision: 7,
+            create_revision: 3,
+            version: 2,
+        };
+        let text = |s: &str| CompareValue::Text(s.to_owned());
+        assert!(holds(
+            &compare(CompareTarget::Value, Equal, text("b")),
+            Some(&key)
+        ));
+        assert!(holds(
+            &compare(CompareTarget::Value, Greater, text("a")),
+            Some(&key)
+        ));
+        assert!(holds(
+            &compare(CompareTarget::Value, Less, text("ba")),
+            Some(&key)
+        ));
+        assert!(!holds(
+            &compare(CompareTarget::Value, NotEqual, text("b")),
+            Some(&key)
+        ));
+        let int = CompareValue::Integer;
+        assert!(holds(
+            &compare(CompareTarget::Revision, Equal, int(7)),
+            Some(&key)
+        ));
+        assert!(holds(
+            &compare(CompareTarget::CreateRevision, Less, int(4)),
+            Some(&key)
+        ));
+        assert!(holds(
+            &compare(CompareTarget::Version, NotEqual, int(1)),
+            Some(&key)
+        ));
+        let exists = compare(CompareTarget::Exists, Equal, CompareValue::Bool(true));
+        assert!(holds(&exists, Some(&key)));
+        // A mismatched operand never holds.
+        assert!(!holds(
+            &compare(CompareTarget::Version, Equal, text("2")),
+            Some(&key)
+        ));
+    }
+}
