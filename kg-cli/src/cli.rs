@@ -68,6 +68,19 @@ pub enum Command {
     Delete(DeleteArgs),
     /// List keys in byte order, walking every page.
     List(ListArgs),
+    /// Run a transaction: compares, then one branch of ops, atomically at one revision.
+    ///
+    /// Reads the transaction as JSON from FILE, or from standard input without one (or with
+    /// `-`), in the body of `POST /api/txn`:
+    ///
+    ///   {"compare": [{"key": "a", "target": "value", "op": "==", "value": "1"}],
+    ///    "success": [{"op": "put", "key": "a", "value": "2"}, {"op": "get", "key": "b"}],
+    ///    "failure": [{"op": "get", "key": "a"}]}
+    ///
+    /// Targets: value, revision, create_revision, version, exists. Ops: put (with an optional
+    /// lease), delete, delete_prefix, get. Prints SUCCESS or FAILURE (which branch ran) and
+    /// the revision, then one line per op; exits 0 either way, as etcdctl txn does.
+    Txn(TxnArgs),
     /// Follow changes as they are committed; reconnects by itself.
     Watch(WatchArgs),
     /// Check every endpoint: status, latency, database, cache, revision.
@@ -218,6 +231,16 @@ pub struct DeleteArgs {
     /// Delete every key.
     #[arg(long, conflicts_with_all = ["key", "prefix"])]
     pub all: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TxnArgs {
+    /// A file holding the transaction's JSON; `-` or none reads standard input.
+    pub file: Option<PathBuf>,
+    /// Name the transaction, so that sending it again (on any node) replays the first answer
+    /// instead of applying it twice.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Args)]

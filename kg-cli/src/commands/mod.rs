@@ -8,4 +8,5 @@ pub mod leases;
 pub mod list;
 pub mod snapshot;
 pub mod status;
+pub mod txn;
 pub mod watch;

@@ -115,6 +115,59 @@ async fn delete_prefix_removes_a_range_at_one_revision_and_all_needs_saying() {
 }
 
 #[tokio::test]
+async fn txn_reads_json_from_stdin_or_a_file_and_prints_the_branch_that_ran() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    assert_eq!(kg(&["-e", e, "put", "a", "1"], "").await.0, 0);
+    let swap = r#"{"compare": [{"key": "a", "target": "value", "op": "==", "value": "1"}],
+                   "success": [{"op": "put", "key": "a", "value": "2"},
+                               {"op": "put", "key": "b", "value": "x"},
+                               {"op": "get", "key": "a"}],
+                   "failure": [{"op": "get", "key": "a"}, {"op": "get", "key": "zz"}]}"#;
+    assert_eq!(
+        kg(&["-e", e, "txn"], swap).await,
+        (
+            0,
+            "SUCCESS revision 2\nput a (version 2)\nput b (version 1)\nget a (revision 2)\n2\n"
+                .into()
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("swap.json");
+    std::fs::write(&file, swap).unwrap();
+    let path = file.to_str().unwrap();
+    assert_eq!(
+        kg(&["-e", e, "txn", path], "").await,
+        (
+            0,
+            "FAILURE revision 2\nget a (revision 2)\n2\nget zz: not found\n".into()
+        ),
+        "the compare no longer holds, and a failure exits 0 as etcdctl's does"
+    );
+    let (code, json) = kg(&["-e", e, "-o", "json", "txn", "-"], swap).await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (json["succeeded"].as_bool(), json["revision"].as_i64()),
+        (Some(false), Some(2))
+    );
+    assert_eq!(
+        json["results"][1],
+        serde_json::json!({"op": "get", "key": "zz", "kv": null})
+    );
+    // A typo is named before anything is sent; what only the node can refuse exits 2 too.
+    let (code, message) = kg(&["-e", e, "txn"], r#"{"sucess": []}"#).await;
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("sucess"), "{message}");
+    let twice =
+        r#"{"success": [{"op": "put", "key": "a", "value": "3"}, {"op": "delete", "key": "a"}]}"#;
+    let (code, message) = kg(&["-e", e, "txn"], twice).await;
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("written twice"), "{message}");
+    assert_eq!(kg(&["-e", e, "get", "a"], "").await, (0, "2\n".into()));
+}
+
+#[tokio::test]
 async fn put_reads_the_value_from_stdin_with_a_dash() {
     let node = spawn_node().await;
     let e = node.endpoint.as_str();
