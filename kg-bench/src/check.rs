@@ -90,6 +90,8 @@ pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
                 value: record.value.clone(),
             },
             Op::Delete | Op::DeletePrefix => Action::Write { value: None },
+            // Never in a history: a transaction is recorded as its gets and CASes.
+            Op::Txn => continue,
             Op::Cas => Action::Cas {
                 expected: record.expected.clone(),
                 // read_history refuses a cas without a value.

@@ -48,6 +48,10 @@ pub struct HistoryEntry {
     /// current one, which the node reports without using a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted: Option<u64>,
+    /// The transaction this entry is a part of, numbered per client: the gets of one read of
+    /// several keys at one revision, or the CASes of one transfer, share it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<u64>,
 }
 
 impl HistoryEntry {
@@ -117,6 +121,12 @@ pub fn read_history(reader: impl BufRead) -> Result<Vec<HistoryEntry>, String> {
         if entry.op == Op::Cas && entry.value.is_none() {
             return Err(format!(
                 "history line {}: a cas without a value",
+                number + 1
+            ));
+        }
+        if entry.op == Op::Txn {
+            return Err(format!(
+                "history line {}: a txn is recorded as the gets and CASes it is made of",
                 number + 1
             ));
         }

@@ -40,7 +40,8 @@ impl View {
 /// A rule over a group of keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Invariant {
-    /// The keys' values, read as integers (an absent key as 0), add up to `total`.
+    /// The keys' values, read as integers (an absent key as 0; a value may carry a `:` and a
+    /// tag after its integer, which makes it unique), add up to `total`.
     Sum { keys: Vec<String>, total: i64 },
     /// The keys hold one value, or are all absent: they are only ever written together.
     Together { keys: Vec<String> },
@@ -111,8 +112,8 @@ fn broken_in(view: &View, invariant: &Invariant) -> Option<String> {
         Invariant::Sum { keys, total } => {
             let mut sum: i64 = 0;
             for key in keys {
-                let value = view.value(key).unwrap_or("0");
-                let Ok(amount) = value.parse::<i64>() else {
+                let value = view.value(key);
+                let Some(amount) = crate::workload::balance(value) else {
                     return Some(format!("{key} holds {value:?}, not an integer"));
                 };
                 sum = sum.saturating_add(amount);

@@ -1,7 +1,9 @@
 //! The judges of a recorded run, each over the one history type (`history::HistoryEntry`):
 //! acknowledged writes lost (read back against what the store holds afterwards), a revision
-//! handed out twice, stale reads, linearizability per key (`check`), and the time a fault
-//! took to recover from. `judge` puts their findings into one verdict with its problems.
+//! handed out twice, stale reads, reads of several keys that saw part of a transaction (and
+//! the sum such reads of a bank's accounts must keep), linearizability per key (`check`), and
+//! the time a fault took to recover from. `judge` puts their findings into one verdict with
+//! its problems.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -51,6 +53,19 @@ pub struct StaleRead {
     pub newer: HistoryEntry,
 }
 
+/// A read of several keys at one revision (a transaction's gets) that missed an acknowledged
+/// write of one of them although it saw a key at or above that write's revision: the read was
+/// not of one revision, as a read that saw half a transaction is not.
+#[derive(Debug, Clone, Serialize)]
+pub struct FracturedRead {
+    /// The get that showed the older state.
+    pub read: HistoryEntry,
+    /// The write it missed.
+    pub missed: HistoryEntry,
+    /// The highest revision another get of the same read showed.
+    pub seen_revision: i64,
+}
+
 /// What the judge needs of kg-bench's report of the run (read from its JSON).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RunCounts {
@@ -88,6 +103,10 @@ pub struct Judgement {
     pub lost_examples: Vec<LostWrite>,
     pub stale_reads: usize,
     pub stale_examples: Vec<StaleRead>,
+    /// Reads of several keys that saw part of a transaction ([`fractured_reads`]).
+    pub fractured_reads: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fractured_examples: Vec<FracturedRead>,
     pub violations: usize,
     pub undecided: usize,
     /// From the repair to the last failed operation; `None` when nothing failed.
@@ -290,6 +309,116 @@ pub fn stale_reads(history: &[HistoryEntry]) -> Vec<StaleRead> {
     stale
 }
 
+/// The reads of several keys at one revision in `history`: the successful gets of one
+/// transaction (same client, same `txn`), in key order.
+pub fn txn_reads(history: &[HistoryEntry]) -> Vec<Vec<&HistoryEntry>> {
+    let mut reads: BTreeMap<(usize, u64), Vec<&HistoryEntry>> = BTreeMap::new();
+    for get in history
+        .iter()
+        .filter(|h| h.op == Op::Get && h.outcome == HistoryOutcome::Ok)
+    {
+        if let Some(txn) = get.txn {
+            reads.entry((get.client, txn)).or_default().push(get);
+        }
+    }
+    reads
+        .into_values()
+        .map(|mut gets| {
+            gets.sort_by(|a, b| a.key.cmp(&b.key));
+            gets
+        })
+        .collect()
+}
+
+/// Every read of several keys at one revision that missed an acknowledged write of a key it
+/// read, although another key it read showed that write's revision or a later one. A read at
+/// one revision S shows each key at its last write at or below S, so no acknowledged write
+/// of a key lies between the revision the read showed for it and S. A missing key is judged
+/// only when the history never deletes it (a delete's revision would be what it showed).
+pub fn fractured_reads(history: &[HistoryEntry]) -> Vec<FracturedRead> {
+    let history = &expand_prefix_deletes(history);
+    let mut writes: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
+    let mut deleted: HashSet<&str> = HashSet::new();
+    for write in history.iter().filter(|h| h.is_write()) {
+        if write.written_value().is_none() && write.outcome != HistoryOutcome::Fail {
+            deleted.insert(&write.key);
+        }
+        if write.is_acknowledged_write() && write.revision.is_some() {
+            writes.entry(&write.key).or_default().push(write);
+        }
+    }
+    let mut fractured = Vec::new();
+    for read in txn_reads(history) {
+        let seen = read
+            .iter()
+            .filter_map(|get| get.revision)
+            .max()
+            .unwrap_or(0);
+        for get in read {
+            let shown = match (get.value.is_some(), get.revision) {
+                (true, Some(revision)) => revision,
+                (false, _) if !deleted.contains(get.key.as_str()) => 0,
+                _ => continue,
+            };
+            let missed = writes.get(get.key.as_str()).and_then(|writes| {
+                writes
+                    .iter()
+                    .find(|w| w.revision.is_some_and(|r| shown < r && r <= seen))
+            });
+            if let Some(missed) = missed {
+                fractured.push(FracturedRead {
+                    read: get.clone(),
+                    missed: (*missed).clone(),
+                    seen_revision: seen,
+                });
+            }
+        }
+    }
+    fractured
+}
+
+/// The reads of every account of `txn` transfers whose balances do not add up to what most
+/// such reads add up to: a transfer moves money and never makes any, so every read of all
+/// the accounts at one revision has one sum. Reads holding anything but balances are left
+/// out.
+pub fn broken_sums(history: &[HistoryEntry]) -> Vec<crate::invariant::Broken> {
+    use crate::invariant::{check, Invariant, View};
+    let views: Vec<View> = txn_reads(history)
+        .into_iter()
+        .filter(|read| {
+            read.iter()
+                .all(|get| crate::workload::balance(get.value.as_deref()).is_some())
+        })
+        .map(|read| View {
+            revision: read.iter().filter_map(|get| get.revision).max(),
+            values: read
+                .iter()
+                .map(|get| (get.key.clone(), get.value.clone()))
+                .collect(),
+        })
+        .collect();
+    let sum = |view: &View| -> i64 {
+        view.values
+            .values()
+            .filter_map(|value| crate::workload::balance(value.as_deref()))
+            .sum()
+    };
+    let mut sums: BTreeMap<i64, usize> = BTreeMap::new();
+    for view in &views {
+        *sums.entry(sum(view)).or_default() += 1;
+    }
+    let Some((&total, _)) = sums.iter().max_by_key(|(_, count)| **count) else {
+        return Vec::new();
+    };
+    views
+        .iter()
+        .flat_map(|view| {
+            let keys = view.values.keys().cloned().collect();
+            check(std::slice::from_ref(view), &Invariant::Sum { keys, total })
+        })
+        .collect()
+}
+
 /// Seconds from `repaired_at_s` to the last operation that failed or whose outcome is
 /// unknown (never below 0); `None` when nothing failed.
 pub fn recovery_s(history: &[HistoryEntry], repaired_at_s: f64) -> Option<f64> {
@@ -317,6 +446,8 @@ pub fn judge(
 ) -> Result<Judgement, String> {
     let lost = state.map(|state| lost_writes(history, state)).transpose()?;
     let stale = stale_reads(history);
+    let fractured = fractured_reads(history);
+    let sums = broken_sums(history);
     let results = check::check_history(&check::registers(history), expect.state_limit);
     let (violations, undecided) = check::tally(&results);
     let recovery = recovery_s(history, expect.repaired_at_s.unwrap_or(0.0));
@@ -328,6 +459,20 @@ pub fn judge(
     }
     if !stale.is_empty() {
         problems.push(format!("{} stale read(s)", stale.len()));
+    }
+    if !fractured.is_empty() {
+        problems.push(format!(
+            "{} read(s) of several keys saw part of a transaction",
+            fractured.len()
+        ));
+    }
+    for broken in &sums {
+        problems.push(format!(
+            "invariant {} broken at revision {}: {}",
+            broken.invariant,
+            broken.revision.unwrap_or_default(),
+            broken.detail
+        ));
     }
     if violations > 0 || undecided > 0 {
         problems.push(format!(
@@ -372,10 +517,12 @@ pub fn judge(
             .collect(),
         stale_reads: stale.len(),
         stale_examples: stale.into_iter().take(EXAMPLES).collect(),
+        fractured_reads: fractured.len(),
+        fractured_examples: fractured.into_iter().take(EXAMPLES).collect(),
         violations,
         undecided,
         recovery_s: recovery,
-        broken_invariants: Vec::new(),
+        broken_invariants: sums,
         negative_control: false,
         passed: problems.is_empty(),
         problems,
@@ -406,6 +553,7 @@ mod tests {
             error: None,
             node: None,
             deleted: None,
+            txn: None,
         }
     }
 
@@ -715,5 +863,75 @@ mod tests {
         let history = vec![entry(Op::Put, "a", Some("a1"), None, 0)];
         let err = lost_writes(&history, &StoreState::new()).unwrap_err();
         assert!(err.contains("without a revision"), "{err}");
+    }
+
+    fn in_txn(mut entry: HistoryEntry, client: usize, txn: u64) -> HistoryEntry {
+        entry.client = client;
+        entry.txn = Some(txn);
+        entry
+    }
+
+    /// A transfer's CAS of `key` from a missing account to `value`, swapped at `revision`.
+    fn cas(key: &str, value: &str, revision: i64, at: u64) -> HistoryEntry {
+        entry(Op::Cas, key, Some(value), Some(revision), at)
+    }
+
+    #[test]
+    fn a_read_that_saw_half_a_transfer_is_fractured_and_breaks_the_sum() {
+        // One transfer of 1 from acct/0 to acct/1, both CASes of one request at revision 5.
+        let mut history = vec![
+            in_txn(cas("acct/0", "-1:t", 5, 100), 1, 1),
+            in_txn(cas("acct/1", "1:t", 5, 100), 1, 1),
+            // Reads of both accounts at one revision: before the transfer, and after it.
+            in_txn(get("acct/0", None, None, 50), 2, 0),
+            in_txn(get("acct/1", None, None, 50), 2, 0),
+            in_txn(get("acct/0", Some("-1:t"), Some(5), 200), 3, 0),
+            in_txn(get("acct/1", Some("1:t"), Some(5), 200), 3, 0),
+        ];
+        assert!(fractured_reads(&history).is_empty());
+        assert!(broken_sums(&history).is_empty());
+        assert!(
+            reused_revisions(&history).is_empty(),
+            "one transfer, one commit"
+        );
+
+        // Planted: a read that saw acct/0 after the transfer and acct/1 before it.
+        history.push(in_txn(get("acct/0", Some("-1:t"), Some(5), 300), 4, 0));
+        history.push(in_txn(get("acct/1", None, None, 300), 4, 0));
+        let fractured = fractured_reads(&history);
+        assert_eq!(fractured.len(), 1, "{fractured:?}");
+        assert_eq!(
+            (fractured[0].read.key.as_str(), fractured[0].seen_revision),
+            ("acct/1", 5)
+        );
+        assert_eq!(fractured[0].missed.revision, Some(5));
+        let sums = broken_sums(&history);
+        assert_eq!(sums.len(), 1, "{sums:?}");
+        assert!(sums[0].detail.contains("add up to -1, not 0"), "{sums:?}");
+
+        let expect = Expectations {
+            state_limit: check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
+        };
+        let verdict = judge("txn", &history, None, None, &expect).unwrap();
+        assert_eq!(verdict.fractured_reads, 1);
+        assert!(!verdict.passed);
+        let problems = verdict.problems.join("; ");
+        assert!(problems.contains("saw part of a transaction"), "{problems}");
+        assert!(problems.contains("add up to -1"), "{problems}");
+    }
+
+    #[test]
+    fn a_missing_key_that_was_deleted_is_not_judged_fractured() {
+        // acct/0 was written at 3 and deleted at 6; a read at 7 that shows it missing saw its
+        // delete, whose revision a missing key does not show.
+        let history = vec![
+            entry(Op::Put, "acct/0", Some("1:a"), Some(3), 0),
+            entry(Op::Delete, "acct/0", None, Some(6), 100),
+            entry(Op::Put, "acct/1", Some("-1:b"), Some(7), 200),
+            in_txn(get("acct/0", None, None, 300), 2, 0),
+            in_txn(get("acct/1", Some("-1:b"), Some(7), 300), 2, 0),
+        ];
+        assert!(fractured_reads(&history).is_empty());
     }
 }

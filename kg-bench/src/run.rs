@@ -24,7 +24,9 @@ use tokio::sync::mpsc;
 
 use crate::history::{HistoryEntry, HistoryOutcome};
 use crate::stats::{Outcome, Report, Sample, Stats};
-use crate::workload::{key_name, new_run_id, KeyDist, Mix, Op, Sampler, ValueSize};
+use crate::workload::{
+    account_key, balance, key_name, new_run_id, KeyDist, Mix, Op, Sampler, ValueSize, ACCOUNTS,
+};
 
 /// An endpoint, resolved once.
 #[derive(Debug, Clone)]
@@ -298,6 +300,13 @@ async fn operate(
                         None,
                         None,
                     )
+                    .await
+            }
+            // `value` is the transaction's JSON.
+            Op::Txn => {
+                let body = Bytes::from(value.unwrap_or_default().to_owned());
+                connection
+                    .send(Method::POST, "/api/txn", Some(body), None)
                     .await
             }
         }
@@ -604,7 +613,7 @@ async fn work(
                     value: match op {
                         Op::Put | Op::Cas => value.clone(),
                         Op::Get => answer.body.as_deref().and_then(read_value),
-                        Op::Delete | Op::DeletePrefix => None,
+                        Op::Delete | Op::DeletePrefix | Op::Txn => None,
                     },
                     expected,
                     revision: answer.revision.filter(|_| answer.outcome == Outcome::Ok),
@@ -617,6 +626,7 @@ async fn work(
                     deleted: (op == Op::DeletePrefix)
                         .then(|| answer.body.as_deref().and_then(deleted_count))
                         .flatten(),
+                    txn: None,
                 });
             }
         };
@@ -642,7 +652,19 @@ async fn work(
             expected = read.body.as_deref().and_then(read_value);
             invoked = read_at;
         }
-        let answer = if op == Op::Cas && precondition.is_none() {
+        let answer = if op == Op::Txn {
+            let transfer = Transfer {
+                worker,
+                sequence,
+                run_id: shared.run_id,
+                prefix: &options.key_prefix,
+                start: clock.start,
+                history: history.as_ref(),
+            };
+            transfer
+                .run(&mut connection, options.timeout, &mut rng)
+                .await
+        } else if op == Op::Cas && precondition.is_none() {
             // The read failed: no write is attempted, and the CAS fails as its read did.
             Answer::failed(read_failure)
         } else {
@@ -658,7 +680,8 @@ async fn work(
         };
         let completed = Instant::now();
         let latency = completed.saturating_duration_since(scheduled);
-        if precondition.is_some() || op != Op::Cas {
+        // A transfer records its own parts.
+        if op != Op::Txn && (precondition.is_some() || op != Op::Cas) {
             record(op, &answer, expected, invoked, completed);
         }
         if !measured {
@@ -697,6 +720,190 @@ async fn work(
         last_completion = last_completion.max(completed);
     }
     Ok((stats, last_completion))
+}
+
+/// One `txn` operation of a worker: a read of every account at one revision, then a transfer
+/// of 1 between two of them, conditioned on both being at the revisions read.
+struct Transfer<'a> {
+    worker: usize,
+    sequence: u64,
+    run_id: u32,
+    prefix: &'a str,
+    start: Instant,
+    history: Option<&'a mpsc::UnboundedSender<HistoryEntry>>,
+}
+
+impl Transfer<'_> {
+    /// Runs both transactions and records them: the read as a get of each account, the
+    /// transfer as a CAS of each of its two accounts, whose expected value is the one read
+    /// (values are unique, so "at the revision read" and "holds the value read" are one
+    /// condition). A transfer that did not apply is recorded as failed, with the error
+    /// `txn_refused`. The answer is the transfer's: `PreconditionFailed` when it did not apply.
+    async fn run(
+        &self,
+        connection: &mut Connection,
+        timeout: Duration,
+        rng: &mut SmallRng,
+    ) -> Answer {
+        use kg_api::{Compare, CompareOp, CompareTarget, CompareValue, TxnOp, TxnRequest};
+        use rand::Rng;
+        let accounts: Vec<String> = (0..ACCOUNTS).map(|i| account_key(self.prefix, i)).collect();
+        let read = TxnRequest {
+            success: accounts
+                .iter()
+                .map(|key| TxnOp::Get { key: key.clone() })
+                .collect(),
+            ..TxnRequest::default()
+        };
+        let invoked = Instant::now();
+        let answer = self.send(connection, &read, timeout).await;
+        let read_at = Instant::now();
+        let Some(response) = answer.body.as_deref().and_then(read_txn) else {
+            return answer_or(answer, Outcome::Io);
+        };
+        let mut seen = Vec::with_capacity(ACCOUNTS);
+        for result in response.results {
+            if let kg_api::TxnResult::Get { key, kv } = result {
+                let value = kv.as_ref().and_then(|kv| kv.value.clone());
+                let revision = kv.map(|kv| kv.mod_revision);
+                self.record(HistoryEntry {
+                    value: value.clone(),
+                    revision,
+                    node: answer.node.clone(),
+                    ..self.entry(Op::Get, &key, (invoked, read_at), 0)
+                });
+                seen.push((key, value, revision));
+            }
+        }
+        if seen.len() != ACCOUNTS {
+            return answer_or(answer, Outcome::Io);
+        }
+        let from = rng.random_range(0..ACCOUNTS);
+        let to = (from + rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
+        let mut compare = Vec::new();
+        let mut success = Vec::new();
+        let mut writes = Vec::new();
+        for (account, delta) in [(from, -1), (to, 1)] {
+            let (key, value, revision) = &seen[account];
+            let Some(old) = balance(value.as_deref()) else {
+                return answer_or(answer, Outcome::Io);
+            };
+            let tag = format!("{:08x}.{}.{}", self.run_id, self.worker, self.sequence);
+            let new = format!("{}:{tag}", old + delta);
+            compare.push(match revision {
+                Some(revision) => Compare {
+                    key: key.clone(),
+                    target: CompareTarget::Revision,
+                    op: CompareOp::Equal,
+                    value: CompareValue::Integer(*revision),
+                },
+                None => Compare {
+                    key: key.clone(),
+                    target: CompareTarget::Exists,
+                    op: CompareOp::Equal,
+                    value: CompareValue::Bool(false),
+                },
+            });
+            success.push(TxnOp::Put {
+                key: key.clone(),
+                value: new.clone(),
+                lease: None,
+            });
+            writes.push((key.clone(), value.clone(), new));
+        }
+        let transfer = TxnRequest {
+            compare,
+            success,
+            failure: Vec::new(),
+        };
+        let invoked = Instant::now();
+        let mut answer = self.send(connection, &transfer, timeout).await;
+        let completed = Instant::now();
+        let done = answer.body.as_deref().and_then(read_txn);
+        if answer.outcome == Outcome::Ok {
+            answer.outcome = match &done {
+                Some(done) if done.succeeded => Outcome::Ok,
+                Some(_) => Outcome::PreconditionFailed,
+                None => Outcome::Io,
+            };
+        }
+        // A refused transfer is not a refused CAS of each account: one compare failing refuses
+        // both, whatever the other account held. Either way it certainly changed nothing.
+        let outcome = match answer.outcome {
+            Outcome::PreconditionFailed => HistoryOutcome::Fail,
+            other => history_outcome(Op::Cas, other),
+        };
+        let error = match answer.outcome {
+            Outcome::PreconditionFailed => Some("txn_refused".to_owned()),
+            other => other.error_kind(),
+        };
+        let revision = done.filter(|done| done.succeeded).map(|done| done.revision);
+        for (key, old, new) in writes {
+            self.record(HistoryEntry {
+                value: Some(new),
+                expected: old,
+                revision,
+                outcome,
+                error: error.clone(),
+                node: answer.node.clone(),
+                ..self.entry(Op::Cas, &key, (invoked, completed), 1)
+            });
+        }
+        answer
+    }
+
+    /// An entry of this operation's `part` (0 the read, 1 the transfer), answered `ok`.
+    fn entry(
+        &self,
+        op: Op,
+        key: &str,
+        (invoked, completed): (Instant, Instant),
+        part: u64,
+    ) -> HistoryEntry {
+        HistoryEntry {
+            client: self.worker,
+            op,
+            key: key.to_owned(),
+            value: None,
+            expected: None,
+            revision: None,
+            invoke_us: micros_since(self.start, invoked),
+            complete_us: micros_since(self.start, completed),
+            outcome: HistoryOutcome::Ok,
+            error: None,
+            node: None,
+            deleted: None,
+            txn: Some(self.sequence * 2 + part),
+        }
+    }
+
+    fn record(&self, entry: HistoryEntry) {
+        if let Some(history) = self.history {
+            let _ = history.send(entry);
+        }
+    }
+
+    async fn send(
+        &self,
+        connection: &mut Connection,
+        txn: &kg_api::TxnRequest,
+        timeout: Duration,
+    ) -> Answer {
+        let body = serde_json::to_string(txn).unwrap_or_default();
+        operate(connection, Op::Txn, "", Some(&body), None, timeout).await
+    }
+}
+
+/// `answer` if it failed, else `answer` with `outcome`: a 2xx whose body made no sense.
+fn answer_or(mut answer: Answer, outcome: Outcome) -> Answer {
+    if answer.outcome == Outcome::Ok {
+        answer.outcome = outcome;
+    }
+    answer
+}
+
+fn read_txn(body: &[u8]) -> Option<kg_api::TxnResponse> {
+    serde_json::from_slice(body).ok()
 }
 
 /// The value in a GET's `{"data":{"value":...}}`.

@@ -23,10 +23,22 @@ pub enum Op {
     /// keys that share it, deleted at one revision.
     #[serde(rename = "delete_prefix")]
     DeletePrefix,
+    /// A transfer between two of [`ACCOUNTS`] accounts: one `POST /api/txn` reads them all
+    /// at one revision, a second moves 1 from one to another if neither changed since. The
+    /// history records the read as a get of each account and the transfer as a CAS of each of
+    /// its two.
+    Txn,
 }
 
 impl Op {
-    pub const ALL: [Op; 5] = [Op::Get, Op::Put, Op::Delete, Op::Cas, Op::DeletePrefix];
+    pub const ALL: [Op; 6] = [
+        Op::Get,
+        Op::Put,
+        Op::Delete,
+        Op::Cas,
+        Op::DeletePrefix,
+        Op::Txn,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -35,6 +47,7 @@ impl Op {
             Op::Delete => "delete",
             Op::Cas => "cas",
             Op::DeletePrefix => "delete_prefix",
+            Op::Txn => "txn",
         }
     }
 }
@@ -55,6 +68,8 @@ pub struct Mix {
     pub cas: u32,
     #[serde(skip_serializing_if = "is_zero")]
     pub delete_prefix: u32,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub txn: u32,
 }
 
 fn is_zero(weight: &u32) -> bool {
@@ -71,6 +86,7 @@ impl FromStr for Mix {
             delete: 0,
             cas: 0,
             delete_prefix: 0,
+            txn: 0,
         };
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = part
@@ -86,9 +102,10 @@ impl FromStr for Mix {
                 "delete" => &mut mix.delete,
                 "cas" => &mut mix.cas,
                 "delete_prefix" => &mut mix.delete_prefix,
+                "txn" => &mut mix.txn,
                 other => {
                     return Err(format!(
-                        "unknown operation {other:?} (get, put, delete, cas, delete_prefix)"
+                        "unknown operation {other:?} (get, put, delete, cas, delete_prefix, txn)"
                     ))
                 }
             };
@@ -103,7 +120,7 @@ impl FromStr for Mix {
 
 impl Mix {
     fn total(&self) -> u32 {
-        self.get + self.put + self.delete + self.cas + self.delete_prefix
+        self.get + self.put + self.delete + self.cas + self.delete_prefix + self.txn
     }
 
     pub fn pick(&self, rng: &mut SmallRng) -> Op {
@@ -116,8 +133,10 @@ impl Mix {
             Op::Delete
         } else if roll < self.get + self.put + self.delete + self.cas {
             Op::Cas
-        } else {
+        } else if roll < self.total() - self.txn {
             Op::DeletePrefix
+        } else {
+            Op::Txn
         }
     }
 }
@@ -246,6 +265,25 @@ pub fn key_name(prefix: &str, i: u64) -> String {
     format!("{prefix}{i:08}")
 }
 
+/// How many accounts the `txn` operation moves money between: few, so that transfers
+/// contend, and so that one transaction reads them all.
+pub const ACCOUNTS: usize = 8;
+
+/// An account of the `txn` operation: `{prefix}acct/N`, which no other operation's key (the
+/// prefix and digits) starts with.
+pub fn account_key(prefix: &str, i: usize) -> String {
+    format!("{prefix}acct/{i}")
+}
+
+/// An account's balance: the integer a `txn` value starts with (its tail makes it unique),
+/// and 0 for a missing account.
+pub fn balance(value: Option<&str>) -> Option<i64> {
+    match value {
+        None => Some(0),
+        Some(value) => value.split(':').next()?.parse().ok(),
+    }
+}
+
 /// The key prefix of a run that names none.
 pub const DEFAULT_KEY_PREFIX: &str = "bench/";
 
@@ -265,9 +303,14 @@ mod tests {
                 delete: 1,
                 cas: 0,
                 delete_prefix: 0,
+                txn: 0,
             })
         );
         assert_eq!("cas=2".parse::<Mix>().map(|m| m.cas), Ok(2));
+        assert_eq!("txn=4".parse::<Mix>().map(|m| m.txn), Ok(4));
+        assert_eq!(balance(Some("-12:0a.3.7")), Some(-12));
+        assert_eq!(balance(None), Some(0));
+        assert_eq!(balance(Some("x")), None);
         assert_eq!(
             "delete_prefix=3".parse::<Mix>().map(|m| m.delete_prefix),
             Ok(3)

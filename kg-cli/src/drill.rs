@@ -213,6 +213,7 @@ pub async fn run_drill(
             delete: 0,
             cas: 0,
             delete_prefix: 0,
+            txn: 0,
         },
         keys: KEYS,
         key_dist: KeyDist::Uniform,

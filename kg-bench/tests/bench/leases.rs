@@ -97,6 +97,7 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     error: None,
                     node: None,
                     deleted: None,
+                    txn: None,
                 };
                 history.lock().unwrap().push(entry(
                     Op::Put,
@@ -152,6 +153,7 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     error: None,
                     node: None,
                     deleted: None,
+                    txn: None,
                 });
                 count += 1;
             }
