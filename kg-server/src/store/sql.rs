@@ -34,6 +34,7 @@ pub struct Queries {
     tombstone: String,
     delete_range: String,
     upsert: String,
+    delete_key: String,
     remember_txn: String,
 }
 
@@ -72,6 +73,12 @@ impl Queries {
             "k.key, {{value}}, k.create_revision, k.mod_revision, k.version, k.lease, \
              l.deadline - {now_ms} AS ttl_remaining_ms \
              FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease"
+        );
+        // `live` for the row of kg_keys a write changes, without the join that an UPDATE or
+        // an upsert cannot portably make.
+        let live_row = format!(
+            "kg_keys.value IS NOT NULL AND (kg_keys.lease IS NULL OR EXISTS (SELECT 1 FROM \
+             kg_leases l WHERE l.id = kg_keys.lease AND l.deadline > {now_ms}))"
         );
         let range = "k.key >= $1 AND (CAST($2 AS text) IS NULL OR k.key < $2) \
                      AND (CAST($3 AS text) IS NULL OR k.key > $3)";
@@ -125,29 +132,38 @@ impl Queries {
                     ORDER BY deadline, id LIMIT $1) \
                  AND deadline <= {now_ms} RETURNING id"
             ),
-            // The same liveness as `live`, without the join that an UPDATE cannot portably
-            // make: a key whose lease has run out is already gone for readers, and the sweeper
+            // A key whose lease has run out is already gone for readers, and the sweeper
             // deletes it under its own reason.
             delete_range: format!(
                 "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
                    mod_revision = $1, mod_node = $2, mod_at = {mod_at_now}, lease = NULL, \
                    reason = NULL \
-                 WHERE key >= $3 AND (CAST($4 AS text) IS NULL OR key < $4) \
-                   AND value IS NOT NULL \
-                   AND (lease IS NULL OR EXISTS (SELECT 1 FROM kg_leases l \
-                        WHERE l.id = kg_keys.lease AND l.deadline > {now_ms})) \
-                 RETURNING key"
+                 WHERE key >= $3 AND (CAST($4 AS text) IS NULL OR key < $4) AND {live_row} \
+                 RETURNING key",
             ),
-            // $7 is cast because PostgreSQL cannot type a NULL parameter in VALUES.
+            // A put at revision $3 in one round trip: a live key keeps its create_revision and
+            // counts one more version, anything else (new, tombstone, expired) starts again at
+            // this revision. SET reads the row as it was on both databases. $5 is cast because
+            // PostgreSQL cannot type a NULL parameter in VALUES.
             upsert: format!(
                 "INSERT INTO kg_keys (key, value, create_revision, mod_revision, version, \
                    mod_node, mod_at, lease, reason) \
-                 VALUES ($1, $2, $3, $4, $5, $6, {mod_at_now}, CAST($7 AS bigint), NULL) \
+                 VALUES ($1, $2, $3, $3, 1, $4, {mod_at_now}, CAST($5 AS bigint), NULL) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
-                   create_revision = excluded.create_revision, \
-                   mod_revision = excluded.mod_revision, version = excluded.version, \
-                   mod_node = excluded.mod_node, mod_at = excluded.mod_at, \
-                   lease = excluded.lease, reason = NULL"
+                   create_revision = CASE WHEN {live_row} THEN kg_keys.create_revision \
+                     ELSE excluded.create_revision END, \
+                   version = CASE WHEN {live_row} THEN kg_keys.version + 1 ELSE 1 END, \
+                   mod_revision = excluded.mod_revision, mod_node = excluded.mod_node, \
+                   mod_at = excluded.mod_at, lease = excluded.lease, reason = NULL \
+                 RETURNING create_revision, version",
+            ),
+            // A delete of a live key at revision $1 in one round trip; no row when there was
+            // none to delete.
+            delete_key: format!(
+                "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
+                   mod_revision = $1, mod_node = $2, mod_at = {mod_at_now}, lease = NULL, \
+                   reason = NULL \
+                 WHERE key = $3 AND {live_row} RETURNING key",
             ),
             // Status 0, as an applied write's; the answer itself is in `response`.
             remember_txn: format!(
@@ -607,22 +623,15 @@ where
             for op in ops {
                 match op {
                     TxnOp::Put { key, value, lease } => {
-                        let row: Option<KeyRow> = sqlx::query_as(&queries.get)
-                            .bind(key.as_str())
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                        let (create_revision, version) =
-                            row.map_or((next, 1), |row| (row.create_revision, row.version + 1));
-                        sqlx::query(&queries.upsert)
-                            .bind(key.as_str())
-                            .bind(value.as_bytes())
-                            .bind(create_revision)
-                            .bind(next)
-                            .bind(version)
-                            .bind(node)
-                            .bind(*lease)
-                            .execute(&mut *tx)
-                            .await?;
+                        let (create_revision, version): (i64, i64) =
+                            sqlx::query_as(&queries.upsert)
+                                .bind(key.as_str())
+                                .bind(value.as_bytes())
+                                .bind(next)
+                                .bind(node)
+                                .bind(*lease)
+                                .fetch_one(&mut *tx)
+                                .await?;
                         changes.push(change(key, Some(value), create_revision, version, *lease));
                         results.push(TxnResult::Put {
                             key: key.clone(),
@@ -631,23 +640,18 @@ where
                         });
                     }
                     TxnOp::Delete { key } => {
-                        let row: Option<KeyRow> = sqlx::query_as(&queries.get)
+                        let deleted: Option<(String,)> = sqlx::query_as(&queries.delete_key)
+                            .bind(next)
+                            .bind(node)
                             .bind(key.as_str())
                             .fetch_optional(&mut *tx)
                             .await?;
-                        if row.is_some() {
-                            sqlx::query(&queries.tombstone)
-                                .bind(next)
-                                .bind(node)
-                                .bind(None::<&str>)
-                                .bind(key.as_str())
-                                .execute(&mut *tx)
-                                .await?;
+                        if deleted.is_some() {
                             changes.push(change(key, None, 0, 0, None));
                         }
                         results.push(TxnResult::Delete {
                             key: key.clone(),
-                            deleted: u64::from(row.is_some()),
+                            deleted: u64::from(deleted.is_some()),
                         });
                     }
                     TxnOp::DeletePrefix { prefix } => {

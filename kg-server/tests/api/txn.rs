@@ -223,6 +223,32 @@ async fn a_transaction_applies_one_branch_at_one_revision_seen_whole(backend: Ba
     };
     assert_eq!(kv.value.as_deref(), Some("7"));
 
+    // A put over a tombstone starts the key again, as a PUT does.
+    let again = TxnRequest {
+        success: vec![
+            put("old/1", "back"),
+            TxnOp::Delete {
+                key: "old/2".to_owned(),
+            },
+        ],
+        ..TxnRequest::default()
+    };
+    let again = client.txn(&again, None).await.unwrap();
+    assert_eq!(
+        again.results,
+        [
+            TxnResult::Put {
+                key: "old/1".to_owned(),
+                create_revision: again.revision,
+                version: 1,
+            },
+            TxnResult::Delete {
+                key: "old/2".to_owned(),
+                deleted: 0,
+            },
+        ]
+    );
+
     // A put may attach its key to a lease.
     let lease = client.lease_grant(60).await.unwrap();
     let leased = TxnRequest {
