@@ -258,6 +258,23 @@ async fn nginx_gives_every_write_an_idempotency_key() {
     ));
     assert_eq!(recorded, "1", "the node recorded nginx's key {request_id}");
 
+    // A transaction too: nginx may send it to the next node after it was sent.
+    let txn = http
+        .post(format!("{ENTRY}/api/txn"))
+        .json(&serde_json::json!({"success": [{"op": "put", "key": "stamped-txn", "value": "t"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(txn.status(), 200);
+    let request_id = txn.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let recorded = psql(&format!(
+        "select count(*) from kg_idempotency where id = '{request_id}' and response is not null"
+    ));
+    assert_eq!(
+        recorded, "1",
+        "the node recorded nginx's key {request_id} for the txn"
+    );
+
     // A key the client chose is passed through untouched, and a retry is a replay.
     let mut replayed = Vec::new();
     for _ in 0..2 {
