@@ -2,8 +2,9 @@
 # Fault drills against the local cluster (a stack of its own from scripts/start.sh, with a
 # throwaway PostgreSQL and Redis). This script only starts and stops the stack; the drills
 # are `kg-bench chaos`: each fault runs under kg-bench load through nginx (8 sequential
-# clients doing GETs, unique-value PUTs and compare-and-swaps on 10 keys, every operation
-# recorded with the revision the node answered), is injected 2 s in through the fault runtime
+# clients doing GETs, unique-value PUTs, compare-and-swaps and prefix deletes on 10 keys, and
+# transfers between 8 accounts through POST /api/txn, every operation recorded with the
+# revision the node answered), is injected 2 s in through the fault runtime
 # (scripts/node.sh), and is judged afterwards against the keys the database holds:
 #
 #   kill          SIGKILL n1 (writes go to n1 first), start it again 3 s later
@@ -15,9 +16,10 @@
 #
 # Prints per fault: requests, errors by status, operations with an unknown outcome,
 # acknowledged writes, lost acknowledged writes (checked against the database's rows),
-# stale reads, linearizability violations, and the time from the repair to the last failed
-# operation. Exits 1 on any lost write, stale read or violation, and when a PostgreSQL fault
-# gave anything but 503s or took more than 2 s to recover from.
+# stale reads, reads that saw part of a transfer, linearizability violations, and the time
+# from the repair to the last failed operation. Exits 1 on any lost write, stale read,
+# partial read or violation, and when a PostgreSQL fault gave anything but 503s or took more
+# than 2 s to recover from.
 #
 #   ./scripts/chaos.sh                 12 s of load per fault at 400 req/s
 #   ./scripts/chaos.sh --quick         8 s at 200 req/s (scripts/test.sh runs this)

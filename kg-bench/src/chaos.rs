@@ -277,7 +277,9 @@ pub async fn run_fault(
         duration: Some(load.duration),
         requests: None,
         warmup: Duration::ZERO,
-        mix: "get=40,put=40,cas=20".parse::<crate::workload::Mix>()?,
+        // Every write path the nodes have: single keys, compare-and-swaps, prefix deletes
+        // and transactions, each judged by every judge.
+        mix: "get=38,put=35,cas=20,delete_prefix=2,txn=5".parse::<crate::workload::Mix>()?,
         keys: scenario.keys,
         key_dist: KeyDist::Uniform,
         value_size: "128".parse::<ValueSize>()?,
