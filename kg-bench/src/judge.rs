@@ -266,11 +266,15 @@ pub fn stale_reads(history: &[HistoryEntry]) -> Vec<StaleRead> {
         .collect();
 
     let mut deletes: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
-    for delete in history
-        .iter()
-        .filter(|h| h.op == Op::Delete && h.is_acknowledged_write())
-    {
-        deletes.entry(&delete.key).or_default().push(delete);
+    // Deletes whose outcome is unknown (a 503 or a timeout): they may take effect at any time
+    // after they were sent, or never.
+    let mut maybe_deletes: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
+    for delete in history.iter().filter(|h| h.op == Op::Delete) {
+        if delete.is_acknowledged_write() {
+            deletes.entry(&delete.key).or_default().push(delete);
+        } else if delete.outcome == HistoryOutcome::Unknown {
+            maybe_deletes.entry(&delete.key).or_default().push(delete);
+        }
     }
     let mut stale = Vec::new();
     for read in history
@@ -287,13 +291,19 @@ pub fn stale_reads(history: &[HistoryEntry]) -> Vec<StaleRead> {
         let is_stale = match (&read.value, read.revision) {
             // No key: stale unless the newest write deleted it, or a newer delete ran
             // alongside the read (an expiry, whose window is its lease's deadline, or any
-            // delete acknowledged after the read began) and may have come first.
+            // delete acknowledged after the read began) and may have come first, or a delete
+            // with an unknown outcome was sent before the read ended and may have landed.
             (None, _) => {
                 newest.op != Op::Delete
                     && !deletes.get(read.key.as_str()).is_some_and(|deletes| {
                         deletes.iter().any(|delete| {
                             delete.invoke_us < read.complete_us && delete.revision > newest.revision
                         })
+                    })
+                    && !maybe_deletes.get(read.key.as_str()).is_some_and(|deletes| {
+                        deletes
+                            .iter()
+                            .any(|delete| delete.invoke_us < read.complete_us)
                     })
             }
             (Some(_), seen) => newest.revision > Some(seen.unwrap_or(0)),
@@ -933,5 +943,30 @@ mod tests {
             in_txn(get("acct/1", Some("-1:b"), Some(7), 300), 2, 0),
         ];
         assert!(fractured_reads(&history).is_empty());
+    }
+
+    #[test]
+    fn a_missing_key_after_a_delete_of_unknown_outcome_is_not_stale() {
+        // The delete got a 503 during an outage and committed all the same: a read that then
+        // finds no key saw it. Without that delete the same read is stale.
+        let mut unknown = entry(Op::DeletePrefix, "p/", None, None, 200);
+        unknown.outcome = HistoryOutcome::Unknown;
+        let history = vec![
+            put("p/1", "v1", 3, 0),
+            unknown,
+            get("p/1", None, None, 1_000),
+        ];
+        assert!(stale_reads(&history).is_empty());
+        let without: Vec<HistoryEntry> = history
+            .iter()
+            .filter(|h| h.op != Op::DeletePrefix)
+            .cloned()
+            .collect();
+        assert_eq!(stale_reads(&without).len(), 1);
+        // A delete sent only after the read ended cannot explain it.
+        let mut late = entry(Op::Delete, "p/1", None, None, 2_000);
+        late.outcome = HistoryOutcome::Unknown;
+        let history = vec![put("p/1", "v1", 3, 0), get("p/1", None, None, 1_000), late];
+        assert_eq!(stale_reads(&history).len(), 1);
     }
 }
