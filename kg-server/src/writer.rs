@@ -206,16 +206,7 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                         return;
                     }
                 }
-                Err(err) => {
-                    // As for a failed batch: the commit may have landed.
-                    if let Some(cache) = &context.cache {
-                        cache.fence().await;
-                    }
-                    let err = Arc::new(err);
-                    for reply in txn_replies {
-                        let _ = reply.send(Err(err.clone()));
-                    }
-                }
+                Err(err) => fail_all(&context, err, txn_replies).await,
             }
         }
         // Before the batch's writes: all of them were in flight at once, so any order is one
@@ -232,13 +223,7 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                         return;
                     }
                 }
-                Err(err) => {
-                    // As for a failed batch: the commit may have landed.
-                    if let Some(cache) = &context.cache {
-                        cache.fence().await;
-                    }
-                    let _ = reply.send(Err(Arc::new(err)));
-                }
+                Err(err) => fail_all(&context, err, [reply]).await,
             }
         }
         for (end, reply) in ends {
@@ -259,12 +244,7 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                         return;
                     }
                 }
-                Err(err) => {
-                    if let Some(cache) = &context.cache {
-                        cache.fence().await;
-                    }
-                    let _ = reply.send(Err(Arc::new(err)));
-                }
+                Err(err) => fail_all(&context, err, [reply]).await,
             }
         }
         if ops.is_empty() {
@@ -293,18 +273,25 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                     return;
                 }
             }
-            Err(err) => {
-                // The commit may have landed (a connection lost in COMMIT), so the keys'
-                // cached values may be old: retire every entry rather than just the marks.
-                if let Some(cache) = &context.cache {
-                    cache.fence().await;
-                }
-                let err = Arc::new(err);
-                for reply in replies {
-                    let _ = reply.send(Err(err.clone()));
-                }
-            }
+            Err(err) => fail_all(&context, err, replies).await,
         }
+    }
+}
+
+/// Answers every writer of a commit that failed. It may have landed all the same (a
+/// connection lost in COMMIT), so the keys' cached values may be old: every cache entry is
+/// retired, not just the keys' marks.
+async fn fail_all<T>(
+    context: &WriterContext,
+    err: StoreError,
+    replies: impl IntoIterator<Item = oneshot::Sender<Result<T, Arc<StoreError>>>>,
+) {
+    if let Some(cache) = &context.cache {
+        cache.fence().await;
+    }
+    let err = Arc::new(err);
+    for reply in replies {
+        let _ = reply.send(Err(err.clone()));
     }
 }
 
