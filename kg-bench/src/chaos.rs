@@ -54,6 +54,12 @@ const BEFORE_FAULT: Duration = Duration::from_secs(2);
 /// A PostgreSQL fault must stop failing requests this soon after its repair.
 const PG_MAX_RECOVERY: Duration = Duration::from_secs(2);
 
+/// A switchover is over when Patroni names the new leader, but HAProxy sees the change only
+/// at its next checks (every 500 ms, two failed to mark the old leader down: scripts/ha.sh),
+/// and a request sent before it does waits out the node's database timeout (2 s) before its
+/// 503: the bound is the two added.
+const PG_SWITCHOVER_BOUND: Duration = Duration::from_secs(3);
+
 /// A fault: its steps, and what its verdict asks beyond the judges' own bars.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -196,7 +202,7 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
         // A planned change of leader (patronictl switchover) under load.
         "pg-switchover" => {
             Scenario::new(name, vec![Step::Do(Action::Switchover, Member::Postgres)])
-                .only_503s_until(PG_MAX_RECOVERY)
+                .only_503s_until(PG_SWITCHOVER_BOUND)
                 .over_many_keys()
         }
         // Sentinel promotes the replica; the nodes read from the database meanwhile, so no
