@@ -77,6 +77,9 @@ pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
     let mut keys: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
     for record in &expand_prefix_deletes(history) {
         let complete_us = match record.outcome {
+            // A refused transfer is not a refused CAS of each of its keys: one compare that
+            // failed refuses them all, whatever the others held. It changed nothing.
+            HistoryOutcome::Refused if record.txn.is_some() => continue,
             HistoryOutcome::Ok | HistoryOutcome::Refused => Some(record.complete_us),
             HistoryOutcome::Unknown if record.op != Op::Get => None,
             // A read without an answer saw nothing; a refused write changed nothing.
@@ -773,9 +776,13 @@ mod tests {
             r#"{"client":1,"op":"delete","key":"k2","value":null,"invoke_us":5,"complete_us":6,"outcome":"ok"}"#,
             r#"{"client":2,"op":"cas","key":"k3","value":"b","expected":"a","invoke_us":1,"complete_us":2,"outcome":"refused"}"#,
             r#"{"client":2,"op":"cas","key":"k3","value":"c","invoke_us":3,"complete_us":4,"outcome":"unknown"}"#,
+            // A refused transfer: its other key's compare may be the one that failed, so it
+            // says nothing of k4's value, and is dropped.
+            r#"{"client":3,"op":"cas","key":"k4","value":"1:t","invoke_us":1,"complete_us":2,"outcome":"refused","txn":1}"#,
         ]
         .join("\n");
         let keys = registers(&crate::history::read_history(lines.as_bytes()).unwrap());
+        assert!(!keys.contains_key("k4"), "{keys:?}");
         assert_eq!(keys["k1"].len(), 2);
         assert_eq!(keys["k1"][1].complete_us, None);
         assert_eq!(keys["k2"].len(), 2);

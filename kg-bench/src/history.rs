@@ -14,7 +14,8 @@ pub enum HistoryOutcome {
     Ok,
     /// Certainly had no effect.
     Fail,
-    /// A CAS whose precondition did not hold (412): it ran, and changed nothing.
+    /// A CAS whose precondition did not hold (412), or a transaction whose compares did not:
+    /// it ran, and changed nothing.
     Refused,
     /// A write that may have been applied: a timeout, a broken connection or a 5xx.
     Unknown,

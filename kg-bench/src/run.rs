@@ -737,8 +737,8 @@ impl Transfer<'_> {
     /// Runs both transactions and records them: the read as a get of each account, the
     /// transfer as a CAS of each of its two accounts, whose expected value is the one read
     /// (values are unique, so "at the revision read" and "holds the value read" are one
-    /// condition). A transfer that did not apply is recorded as failed, with the error
-    /// `txn_refused`. The answer is the transfer's: `PreconditionFailed` when it did not apply.
+    /// condition). A transfer that did not apply is recorded as refused. The answer is the
+    /// transfer's: `PreconditionFailed` when it did not apply.
     async fn run(
         &self,
         connection: &mut Connection,
@@ -827,16 +827,7 @@ impl Transfer<'_> {
                 None => Outcome::Io,
             };
         }
-        // A refused transfer is not a refused CAS of each account: one compare failing refuses
-        // both, whatever the other account held. Either way it certainly changed nothing.
-        let outcome = match answer.outcome {
-            Outcome::PreconditionFailed => HistoryOutcome::Fail,
-            other => history_outcome(Op::Cas, other),
-        };
-        let error = match answer.outcome {
-            Outcome::PreconditionFailed => Some("txn_refused".to_owned()),
-            other => other.error_kind(),
-        };
+        let outcome = history_outcome(Op::Cas, answer.outcome);
         let revision = done.filter(|done| done.succeeded).map(|done| done.revision);
         for (key, old, new) in writes {
             self.record(HistoryEntry {
@@ -844,7 +835,7 @@ impl Transfer<'_> {
                 expected: old,
                 revision,
                 outcome,
-                error: error.clone(),
+                error: answer.outcome.error_kind(),
                 node: answer.node.clone(),
                 ..self.entry(Op::Cas, &key, (invoked, completed), 1)
             });
