@@ -470,6 +470,7 @@ struct SkewedNode {
 
 impl SkewedNode {
     async fn start(url: &str, offset: &str, id: &str) -> Self {
+        use std::os::unix::process::CommandExt as _;
         let port = kg_testkit::free_port();
         let child = std::process::Command::new("faketime")
             .args(["-f", offset, env!("CARGO_BIN_EXE_kg-server")])
@@ -484,6 +485,9 @@ impl SkewedNode {
             ])
             // Timers run on the monotonic clock, which stays true: only wall time is skewed.
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            // faketime runs kg-server as a child of its own: the group is killed, not faketime
+            // alone, which would leave the node running after the test.
+            .process_group(0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -500,7 +504,10 @@ impl SkewedNode {
 
 impl Drop for SkewedNode {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .status();
         let _ = self.child.wait();
     }
 }
