@@ -238,6 +238,29 @@ pub struct Change {
     pub reason: Option<DeleteReason>,
 }
 
+impl Change {
+    /// The delete of `key` at `revision`: no value, create_revision and version 0.
+    pub fn tombstone(
+        key: String,
+        revision: i64,
+        node: &str,
+        at_ms: i64,
+        reason: Option<DeleteReason>,
+    ) -> Self {
+        Change {
+            key,
+            value: None,
+            revision,
+            create_revision: 0,
+            version: 0,
+            node: node.to_owned(),
+            at_ms,
+            lease: None,
+            reason,
+        }
+    }
+}
+
 #[derive(Debug, sqlx::FromRow)]
 struct ChangeRow {
     key: String,

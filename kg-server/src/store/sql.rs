@@ -435,17 +435,7 @@ where
                     .bind(key.as_str())
                     .execute(&mut *tx)
                     .await?;
-                changes.push(Change {
-                    key,
-                    value: None,
-                    revision,
-                    create_revision: 0,
-                    version: 0,
-                    node: node.to_owned(),
-                    at_ms,
-                    lease: None,
-                    reason: Some(reason),
-                });
+                changes.push(Change::tombstone(key, revision, node, at_ms, Some(reason)));
             }
         }
         sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
@@ -499,17 +489,7 @@ where
         let at_ms = chrono::Utc::now().timestamp_millis();
         let changes = keys
             .into_iter()
-            .map(|key| Change {
-                key,
-                value: None,
-                revision,
-                create_revision: 0,
-                version: 0,
-                node: node.to_owned(),
-                at_ms,
-                lease: None,
-                reason: None,
-            })
+            .map(|key| Change::tombstone(key, revision, node, at_ms, None))
             .collect();
         Ok(PrefixDelete::Deleted { changes, epoch })
     }
