@@ -144,8 +144,11 @@ async fn the_json_report_is_complete_and_its_counts_add_up() {
 async fn the_open_model_holds_its_rate() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = spawn_node(dir.path()).await;
+    // Slots cost nothing while idle: with 64, a drop needs every one busy at once, a stall of
+    // the debug node far longer than a fsync on a shared machine, so a drop here is the open
+    // model's fault and not the machine's.
     let output = bench_alone(&format!(
-        "--endpoint {endpoint} --rate 200 --concurrency 16 --duration 2s --keys 50 \
+        "--endpoint {endpoint} --rate 200 --concurrency 64 --duration 2s --keys 50 \
          --mix get=1,put=1 -o json"
     ))
     .await;
