@@ -289,17 +289,47 @@ impl Client {
         let response = self.send(request).await?;
         let headers = response.headers().clone();
         let body: GetResponse = self.json(response).await?;
-        Ok(GetResult {
-            value: body.data.value,
-            mod_revision: etag_revision(&headers)
-                .or_else(|| header_i64(&headers, HEADER_REVISION))
-                .unwrap_or_default(),
-            create_revision: header_i64(&headers, HEADER_CREATE_REVISION).unwrap_or_default(),
-            version: header_i64(&headers, HEADER_VERSION).unwrap_or_default(),
-            lease: header_i64(&headers, HEADER_LEASE),
-            ttl_remaining_ms: header_i64(&headers, HEADER_TTL_REMAINING_MS),
-            meta: response_meta(&headers),
-        })
+        Ok(get_result(body, &headers))
+    }
+
+    /// `GET /api/key?key=...&revision=R`: the key as of revision `R`.
+    pub async fn get_at(&self, key: &str, revision: i64) -> Result<GetResult> {
+        let request = self
+            .request(Method::GET, "api/key")
+            .query(&[("key", key), ("revision", &revision.to_string())]);
+        let response = self.send(request).await?;
+        let headers = response.headers().clone();
+        let body: GetResponse = self.json(response).await?;
+        Ok(get_result(body, &headers))
+    }
+
+    /// `GET /api/key/history`: up to `limit` versions of `key` below revision `before` (the
+    /// newest when `None`), newest first.
+    pub async fn history(
+        &self,
+        key: &str,
+        before: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<crate::KeyHistoryResponse> {
+        let mut query = vec![("key", key.to_owned())];
+        if let Some(before) = before {
+            query.push(("before", before.to_string()));
+        }
+        if let Some(limit) = limit {
+            query.push(("limit", limit.to_string()));
+        }
+        let request = self.request(Method::GET, "api/key/history").query(&query);
+        let response = self.send(request).await?;
+        self.json(response).await
+    }
+
+    /// `POST /api/compact`: drops the history below `revision`.
+    pub async fn compact(&self, revision: i64) -> Result<crate::CompactResponse> {
+        let request = self
+            .request(Method::POST, "api/compact")
+            .json(&crate::CompactRequest { revision });
+        let response = self.send(request).await?;
+        self.json(response).await
     }
 
     /// `POST /api/leases`: a lease of `ttl` seconds.
@@ -591,6 +621,21 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 fn header_i64(headers: &HeaderMap, name: &str) -> Option<i64> {
     header_str(headers, name).and_then(|value| value.parse().ok())
+}
+
+/// A `GET /api/key` answer: the body's value and the revision headers.
+fn get_result(body: GetResponse, headers: &HeaderMap) -> GetResult {
+    GetResult {
+        value: body.data.value,
+        mod_revision: etag_revision(headers)
+            .or_else(|| header_i64(headers, HEADER_REVISION))
+            .unwrap_or_default(),
+        create_revision: header_i64(headers, HEADER_CREATE_REVISION).unwrap_or_default(),
+        version: header_i64(headers, HEADER_VERSION).unwrap_or_default(),
+        lease: header_i64(headers, HEADER_LEASE),
+        ttl_remaining_ms: header_i64(headers, HEADER_TTL_REMAINING_MS),
+        meta: response_meta(headers),
+    }
 }
 
 /// The revision inside a strong `ETag: "<rev>"`.

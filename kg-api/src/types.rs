@@ -248,6 +248,69 @@ pub struct DeletePrefixResponse {
     pub revision: i64,
 }
 
+/// One version of a key, as `GET /api/key/history` lists it: a put or a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct KeyVersion {
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// The revision of the write that made this version.
+    pub revision: i64,
+    /// The key's create_revision at this version; 0 for a delete.
+    pub create_revision: i64,
+    /// The key's version count at this version; 0 for a delete.
+    pub version: i64,
+    /// The node that committed the write.
+    pub node: String,
+    /// Commit time, RFC 3339.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// The value a put wrote, whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The lease a put attached the key to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<i64>,
+    /// Why a delete happened when no client asked for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<DeleteReason>,
+}
+
+/// `GET /api/key/history` page: a key's versions, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct KeyHistoryResponse {
+    pub key: String,
+    pub history: Vec<KeyVersion>,
+    /// The revision to pass as `before` for the next (older) page; `null` on the last page.
+    pub next: Option<i64>,
+    /// History is complete from this revision on: versions replaced at or below it have been
+    /// compacted away (the one that was current at it is kept).
+    pub compact_revision: i64,
+}
+
+/// `POST /api/compact` body: drop the history below `revision`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CompactRequest {
+    /// At most the current revision. Reads at it and above keep working; reads below it are
+    /// answered 410.
+    #[cfg_attr(feature = "utoipa", schema(minimum = 0))]
+    pub revision: i64,
+}
+
+/// `POST /api/compact` success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct CompactResponse {
+    /// The compact revision now: the one asked for, or a higher one already reached.
+    pub compact_revision: i64,
+    /// Tombstones purged by this compaction.
+    pub tombstones: u64,
+    /// Replaced versions dropped by this compaction.
+    pub versions: u64,
+}
+
 /// `GET /api/key` success: `{"data":{"value":"bar"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]

@@ -60,9 +60,11 @@ pub struct Config {
     #[arg(long, env = "KG_CACHE_TIMEOUT", default_value = "250ms", value_parser = parse_duration)]
     pub cache_timeout: Duration,
 
-    /// How long deleted keys are kept as tombstones, so that watchers can replay the delete.
-    #[arg(long, env = "KG_TOMBSTONE_RETENTION", default_value = "24h", value_parser = parse_duration)]
-    pub tombstone_retention: Duration,
+    /// How long history is kept: the versions a write replaced (for reads at a past revision
+    /// and `GET /api/key/history`), tombstones (so that watchers can replay a delete) and
+    /// idempotency records. `--tombstone-retention`, which it replaces, still works.
+    #[arg(long, env = "KG_HISTORY_RETENTION", alias = "tombstone-retention", default_value = "24h", value_parser = parse_duration)]
+    pub history_retention: Duration,
 
     /// How often the node looks for leases whose deadline has passed, and deletes their keys.
     /// Every node looks; the first to find a lease deletes it. Expiry is visible to readers at

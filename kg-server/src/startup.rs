@@ -188,9 +188,9 @@ impl AppState {
             leases_unsettled: Arc::default(),
         }));
         tokio::spawn(sweep_leases(state.clone(), config.lease_sweep_interval));
-        tokio::spawn(compact_tombstones(
+        tokio::spawn(compact_history(
             state.store.clone(),
-            config.tombstone_retention,
+            config.history_retention,
         ));
         tokio::spawn(metrics_upkeep(state.metrics.clone()));
         if let Some(cache) = &state.cache {
@@ -395,16 +395,21 @@ async fn sweep_leases(state: AppState, interval: Duration) {
 /// The most leases one expiry transaction ends.
 const EXPIRE_BATCH: u32 = 64;
 
-async fn compact_tombstones(store: Arc<dyn Store>, retention: Duration) {
+async fn compact_history(store: Arc<dyn Store>, retention: Duration) {
     let interval = (retention / 2).clamp(Duration::from_secs(1), Duration::from_secs(600));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         match store.compact(retention).await {
-            Ok(0) => {}
-            Ok(purged) => tracing::info!(purged, "purged tombstones past their retention"),
-            Err(err) => tracing::warn!(error = %err, "tombstone compaction failed"),
+            Ok(done) if done.tombstones == 0 && done.versions == 0 => {}
+            Ok(done) => tracing::info!(
+                revision = done.revision,
+                tombstones = done.tombstones,
+                versions = done.versions,
+                "compacted the history past its retention"
+            ),
+            Err(err) => tracing::warn!(error = %err, "compaction failed"),
         }
     }
 }

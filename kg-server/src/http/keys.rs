@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use kg_api::{
-    DeletePrefixResponse, ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, PutRequest,
-    SuccessResponse, ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE, HEADER_CREATE_REVISION,
-    HEADER_IDEMPOTENT_REPLAYED, HEADER_LEASE, HEADER_REVISION, HEADER_TTL_REMAINING_MS,
-    HEADER_VERSION, MAX_PAGE_SIZE,
+    DeletePrefixResponse, ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, KeyRecord,
+    PutRequest, SuccessResponse, ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE,
+    HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED, HEADER_LEASE, HEADER_REVISION,
+    HEADER_TTL_REMAINING_MS, HEADER_VERSION, MAX_PAGE_SIZE,
 };
 
+use super::history;
 use super::input::{self, check_key, json_body, precondition, KeyParam, QueryParams};
 use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
@@ -46,6 +47,7 @@ pub fn router() -> Router<AppState> {
     get, path = "/api/key", tag = "keys",
     params(
         ("key" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The key: 1 to 512 characters, no control characters"),
+        ("revision" = Option<i64>, Query, nullable = false, minimum = 1, description = "Read the key as it was at this revision (at or above the compact revision, at most the current one) instead of now. Such a read skips the cache"),
         ("If-Match" = Option<String>, Header, nullable = false, pattern = r#"^(\*|"[0-9]{1,18}")$"#, description = "\"<revision>\": answer only if the key's mod_revision is this, else 412; *: only if the key exists"),
         ("If-None-Match" = Option<String>, Header, nullable = false, description = "\"<revision>\" (or a comma-separated list): 304 if the key is at one of them; *: 304 if the key exists"),
     ),
@@ -60,20 +62,32 @@ pub fn router() -> Router<AppState> {
             ("X-KeyGrid-TTL-Remaining-Ms" = i64, description = "Milliseconds left on the key's lease, by the database's clock"),
         )),
         (status = 304, description = "If-None-Match named the current revision, or was * and the key exists"),
-        (status = 400, description = "Missing or invalid key, or a malformed If-Match", body = ErrorBody),
+        (status = 400, description = "Missing or invalid key, a malformed If-Match, or a revision above the current one", body = ErrorBody),
         (status = 404, description = "`{\"detail\":\"Key not found\"}`", body = ErrorBody),
+        (status = 410, description = "The revision is below the compact revision: the history it needs has been dropped", body = ErrorBody),
         (status = 412, description = "If-Match did not hold", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn get_key(
     State(state): State<AppState>,
-    KeyParam(key): KeyParam,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, Error> {
+    let params = QueryParams::parse(query.as_deref(), &["key", "revision"])?;
+    let key = input::query_key(&params)?;
+    tracing::Span::current().record("key", key.as_str());
+    let revision = params.integer("revision", 1..=i64::MAX)?;
     // A malformed If-Match is a 400 before anything is read.
     let if_match = input::read_if_match(&headers)?;
-    let (entry, cache_hit) = read_entry(&state, &key).await?;
+    let (entry, cache_hit) = match revision {
+        // A version of the past never changes, and the cache holds only the present.
+        Some(revision) => {
+            let found = state.db(state.store.get_at(&key, revision)).await?;
+            (entry_of(history::found_at(found, revision)?), false)
+        }
+        None => read_entry(&state, &key).await?,
+    };
     let cache_header = (
         X_CACHE,
         HeaderValue::from_static(if cache_hit { "hit" } else { "miss" }),
@@ -135,24 +149,7 @@ async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), E
         }
         metrics::counter!("kg_cache_requests_total", "result" => "miss").increment(1);
     }
-    let record = state.db(state.store.get(key)).await?;
-    // A key that does not exist is cached as a revision-0 tombstone: any write outranks it.
-    let entry = match record {
-        Some(record) => CacheEntry {
-            revision: record.mod_revision,
-            value: record.value,
-            create_revision: record.create_revision,
-            version: record.version,
-            lease: record.lease.zip(record.ttl_remaining_ms),
-        },
-        None => CacheEntry {
-            revision: 0,
-            value: None,
-            create_revision: 0,
-            version: 0,
-            lease: None,
-        },
-    };
+    let entry = entry_of(state.db(state.store.get(key)).await?);
     if let (Some(cache), Some(epoch)) = (&state.cache, miss_epoch) {
         if let Some(delay) = state.cache_fill_delay {
             tokio::time::sleep(delay).await;
@@ -168,6 +165,27 @@ async fn read_entry(state: &AppState, key: &str) -> Result<(CacheEntry, bool), E
         cache.fill(fill, epoch).await;
     }
     Ok((entry, false))
+}
+
+/// A key's state as the cache holds it. A key that does not exist is cached as a revision-0
+/// tombstone: any write outranks it.
+fn entry_of(record: Option<KeyRecord>) -> CacheEntry {
+    match record {
+        Some(record) => CacheEntry {
+            revision: record.mod_revision,
+            value: record.value,
+            create_revision: record.create_revision,
+            version: record.version,
+            lease: record.lease.zip(record.ttl_remaining_ms),
+        },
+        None => CacheEntry {
+            revision: 0,
+            value: None,
+            create_revision: 0,
+            version: 0,
+            lease: None,
+        },
+    }
 }
 
 /// `If-None-Match` on a write: only `*` (create only). For the OpenAPI document, where an
@@ -415,10 +433,12 @@ pub enum KeyPageOrCount {
         ("after" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Start after this key: the previous page's `next`"),
         ("keys_only" = Option<bool>, Query, nullable = false, description = "Leave the values out: each key with its revisions only"),
         ("count_only" = Option<bool>, Query, nullable = false, description = "Answer `{\"count\": N}`, the number of live keys under the prefix (and after `after`), instead of a page; `limit` and `keys_only` do not apply"),
+        ("revision" = Option<i64>, Query, nullable = false, minimum = 1, description = "List (or count) the keys as they were at this revision (at or above the compact revision, at most the current one). Pass the same revision with every page for one consistent listing"),
     ),
     responses(
         (status = 200, description = "One page of keys, or with `count_only` their number", body = KeyPageOrCount),
-        (status = 400, description = "Bad or unknown query parameter", body = ErrorBody),
+        (status = 400, description = "Bad or unknown query parameter, or a revision above the current one", body = ErrorBody),
+        (status = 410, description = "The revision is below the compact revision: the history it needs has been dropped", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
@@ -429,16 +449,32 @@ pub async fn list_keys(
 ) -> Result<Response, Error> {
     let params = QueryParams::parse(
         query.as_deref(),
-        &["prefix", "limit", "after", "keys_only", "count_only"],
+        &[
+            "prefix",
+            "limit",
+            "after",
+            "keys_only",
+            "count_only",
+            "revision",
+        ],
     )?;
     let prefix = params.key_part("prefix")?.unwrap_or_default();
     let after = params.key_part("after")?;
     let limit = params.integer("limit", 1..=MAX_PAGE_SIZE)?;
     let keys_only = params.flag("keys_only")?;
+    let revision = params.integer("revision", 1..=i64::MAX)?;
     if params.flag("count_only")? {
         // As etcd's count_only: the whole range (prefix, after) is counted; a page size and
         // keys_only have nothing to act on.
-        let count = state.db(state.store.count(prefix, after)).await?;
+        let count = match revision {
+            Some(revision) => history::found_at(
+                state
+                    .db(state.store.count_at(prefix, after, revision))
+                    .await?,
+                revision,
+            )?,
+            None => state.db(state.store.count(prefix, after)).await?,
+        };
         return Ok(Json(KeyCountResponse { count }).into_response());
     }
     let limit = limit.unwrap_or(DEFAULT_PAGE_SIZE);
@@ -449,7 +485,13 @@ pub async fn list_keys(
         limit: limit + 1,
         with_values: !keys_only,
     };
-    let mut keys = state.db(state.store.list(&page)).await?;
+    let mut keys = match revision {
+        Some(revision) => history::found_at(
+            state.db(state.store.list_at(&page, revision)).await?,
+            revision,
+        )?,
+        None => state.db(state.store.list(&page)).await?,
+    };
     let next = if keys.len() > limit as usize {
         keys.truncate(limit as usize);
         keys.last().map(|record| record.key.clone())

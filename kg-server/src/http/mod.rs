@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod health;
+mod history;
 pub mod input;
 mod keys;
 mod leases;
@@ -48,7 +49,7 @@ use crate::startup::AppState;
     paths(
         keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, keys::delete_keys, watch::watch,
         leases::grant, leases::keepalive, leases::show, leases::list, leases::revoke,
-        snapshot::snapshot, txn::txn,
+        snapshot::snapshot, txn::txn, history::key_history, history::compact,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,
     ),
     components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress, kg_api::DeleteReason, kg_api::KeyRecord, kg_api::SnapshotEnd)),
@@ -69,6 +70,7 @@ pub fn app(state: AppState) -> Router {
         .merge(leases::router())
         .merge(snapshot::router())
         .merge(txn::router())
+        .merge(history::router())
         .merge(health::router())
         .merge(watch::router())
         .merge(SwaggerUi::new("/api/docs").url("/api/openapi.json", ApiDoc::openapi()));
@@ -269,6 +271,8 @@ fn route_label(path: &str) -> &'static str {
         "/api/keys" => "/api/keys",
         "/api/watch" => "/api/watch",
         "/api/txn" => "/api/txn",
+        "/api/key/history" => "/api/key/history",
+        "/api/compact" => "/api/compact",
         "/api/health" => "/api/health",
         "/api/ready" => "/api/ready",
         "/api/status" => "/api/status",

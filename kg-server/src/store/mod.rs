@@ -378,12 +378,49 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         Ok(None)
     }
 
-    /// The highest revision whose tombstone has been purged: replay cannot start below it.
+    /// The revision compaction has reached: tombstones and replaced versions at or below it
+    /// are gone, so replay and reads cannot start below it.
     async fn compact_revision(&self) -> Result<i64, StoreError>;
 
-    /// Purges tombstones (and idempotency records) older than `retention` and raises the
-    /// compact revision to the newest tombstone purged. Returns how many tombstones were purged.
-    async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError>;
+    /// Compacts by age: to the newest revision committed more than `retention` ago, dropping
+    /// idempotency records older than that too.
+    async fn compact(&self, retention: std::time::Duration) -> Result<Compacted, StoreError>;
+
+    /// `POST /api/compact`: drops the history below `revision`. Compacting to a revision at or
+    /// below the compact revision changes nothing; `Future` above the current revision.
+    async fn compact_to(&self, revision: i64) -> Result<CompactTo, StoreError>;
+
+    /// The live key as of `revision`.
+    async fn get_at(
+        &self,
+        key: &str,
+        revision: i64,
+    ) -> Result<AtRevision<Option<KeyRecord>>, StoreError>;
+
+    /// A page of the keys live at `revision`, as [`Store::list`] pages the current ones.
+    async fn list_at(
+        &self,
+        query: &ListQuery<'_>,
+        revision: i64,
+    ) -> Result<AtRevision<Vec<KeyRecord>>, StoreError>;
+
+    /// How many keys under `prefix` (and above `after`) were live at `revision`.
+    async fn count_at(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        revision: i64,
+    ) -> Result<AtRevision<u64>, StoreError>;
+
+    /// Up to `limit` versions of `key` below revision `before` (all when `None`), newest
+    /// first, deletes included: every version since the compact revision, and the one that
+    /// was current at it.
+    async fn history(
+        &self,
+        key: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<KeyHistory, StoreError>;
 
     /// Opens a read of every live key at one revision, for `GET /api/snapshot`. It holds a
     /// database session (and on PostgreSQL a REPEATABLE READ transaction) until it is finished
@@ -481,6 +518,51 @@ pub enum PrefixDelete {
     Nothing { revision: i64 },
     /// More live keys than [`MAX_PREFIX_DELETE`]: nothing written.
     TooMany(u64),
+}
+
+/// A read at a revision, or why it cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AtRevision<T> {
+    Found(T),
+    /// Below `floor`, the compact revision (or the revision history began at): versions the
+    /// read needs may have been dropped.
+    Compacted {
+        floor: i64,
+    },
+    /// Above the last revision handed out, `current`.
+    Future {
+        current: i64,
+    },
+}
+
+/// What a compaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Compacted {
+    /// The compact revision now.
+    pub revision: i64,
+    /// Tombstones purged.
+    pub tombstones: u64,
+    /// Replaced versions dropped from the history.
+    pub versions: u64,
+}
+
+/// What [`Store::compact_to`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactTo {
+    Done(Compacted),
+    /// The revision is above the last one handed out, `current`: nothing was dropped.
+    Future {
+        current: i64,
+    },
+}
+
+/// [`Store::history`]'s answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHistory {
+    /// Newest first.
+    pub versions: Vec<Change>,
+    /// Versions replaced at or below this may be gone.
+    pub compact_revision: i64,
 }
 
 /// Which leases [`Store::end_leases`] ends.

@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use super::sql::{Dialect, Queries, SqlStore};
-use super::{ConnectOptions, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
+use super::{Compacted, ConnectOptions, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
 
 /// `id` is one of the comma-separated integers in `$1`. `= ANY` over an array is planned as
 /// index lookups whatever its length, where an IN over a set-returning function may be
@@ -76,6 +76,16 @@ impl Dialect for Postgres {
            AND key >= $2 AND ($3::text IS NULL OR key < $3) \
          ORDER BY mod_revision, key LIMIT $4";
 
+    const KEY_HISTORY: &'static str =
+        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
+           (extract(epoch FROM mod_at) * 1000)::bigint AS mod_at_ms, lease, reason FROM ( \
+             SELECT key, value, create_revision, mod_revision, version, mod_node, mod_at, \
+               lease, reason FROM kg_keys WHERE key = $1 AND mod_revision < $2 \
+             UNION ALL \
+             SELECT key, value, create_revision, mod_revision, version, mod_node, mod_at, \
+               lease, reason FROM kg_history WHERE key = $1 AND mod_revision < $2) v \
+         ORDER BY mod_revision DESC LIMIT $3";
+
     async fn apply(
         pool: &PgPool,
         node: &str,
@@ -116,29 +126,60 @@ impl Dialect for Postgres {
             .collect())
     }
 
-    async fn compact(pool: &PgPool, retention: std::time::Duration) -> Result<u64, StoreError> {
-        // A concurrent re-create of a purged key is safe: the DELETE re-checks `value IS NULL`
-        // on the row version it waited for, and skips a row that is live again.
-        sqlx::query(
-            "DELETE FROM kg_idempotency WHERE created_at < now() - make_interval(secs => $1)",
-        )
-        .bind(retention.as_secs_f64())
-        .execute(pool)
-        .await?;
-        let purged: i64 = sqlx::query_scalar(
-            "WITH purged AS ( \
-                 DELETE FROM kg_keys \
-                 WHERE value IS NULL AND mod_at < now() - make_interval(secs => $1) \
-                 RETURNING mod_revision) \
-             UPDATE kg_meta SET compact_revision = \
-                 GREATEST(compact_revision, (SELECT coalesce(max(mod_revision), 0) FROM purged)) \
-             WHERE id = 1 \
-             RETURNING (SELECT count(*) FROM purged)",
+    async fn compact_cut(pool: &PgPool, retention: std::time::Duration) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT GREATEST( \
+                 (SELECT coalesce(max(mod_revision), 0) FROM kg_keys \
+                  WHERE value IS NULL AND mod_at < now() - make_interval(secs => $1)), \
+                 (SELECT coalesce(max(superseded), 0) FROM kg_history \
+                  WHERE superseded_at < now() - make_interval(secs => $1)))",
         )
         .bind(retention.as_secs_f64())
         .fetch_one(pool)
+        .await?)
+    }
+
+    async fn compact_to(
+        pool: &PgPool,
+        revision: i64,
+        retention: Option<std::time::Duration>,
+    ) -> Result<Compacted, StoreError> {
+        let mut tx = pool.begin().await?;
+        if let Some(retention) = retention {
+            sqlx::query(
+                "DELETE FROM kg_idempotency WHERE created_at < now() - make_interval(secs => $1)",
+            )
+            .bind(retention.as_secs_f64())
+            .execute(&mut *tx)
+            .await?;
+        }
+        let versions = sqlx::query("DELETE FROM kg_history WHERE superseded <= $1")
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        // A concurrent re-create of a purged key is safe: the DELETE re-checks `value IS NULL`
+        // on the row version it waited for, and skips a row that is live again.
+        let tombstones =
+            sqlx::query("DELETE FROM kg_keys WHERE value IS NULL AND mod_revision <= $1")
+                .bind(revision)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        // Last: this row is the writers' revision lock, held from here to the commit only.
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE kg_meta SET compact_revision = GREATEST(compact_revision, $1) WHERE id = 1 \
+             RETURNING compact_revision",
+        )
+        .bind(revision)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(u64::try_from(purged).unwrap_or_default())
+        tx.commit().await?;
+        Ok(Compacted {
+            revision,
+            tombstones,
+            versions,
+        })
     }
 
     fn queries() -> &'static Queries {

@@ -12,9 +12,9 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::{
-    prefix_upper_bound, txn, Change, ChangeRow, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult,
-    PrefixDelete, Snapshot, Store, StoreError, StoreKind, TxnOutcome, TxnPlan, WriteOp,
-    MAX_PREFIX_DELETE,
+    prefix_upper_bound, txn, AtRevision, Change, ChangeRow, CompactTo, Compacted, KeyHistory,
+    KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult, PrefixDelete, Snapshot, Store, StoreError,
+    StoreKind, TxnOutcome, TxnPlan, WriteOp, MAX_PREFIX_DELETE,
 };
 
 /// Every statement whose text depends on the dialect's clock, built once per dialect.
@@ -23,6 +23,10 @@ pub struct Queries {
     get: String,
     list: String,
     count: String,
+    get_at: String,
+    list_at: String,
+    count_at: String,
+    history_floor: String,
     lease_grant: String,
     lease_keepalive: String,
     lease: String,
@@ -82,6 +86,19 @@ impl Queries {
         );
         let range = "k.key >= $1 AND (CAST($2 AS text) IS NULL OR k.key < $2) \
                      AND (CAST($3 AS text) IS NULL OR k.key > $3)";
+        // The versions that were the keys' state at revision `{rev}` and satisfy `{cond}`:
+        // the current row if it is that old, else the one version in kg_history whose
+        // lifetime [mod_revision, superseded) holds it. A current row is judged by its lease
+        // as a current read is; a replaced version was live until the write that replaced it.
+        let at = format!(
+            "SELECT {} WHERE {{cond}} AND k.mod_revision <= {{rev}} AND {live} \
+             UNION ALL \
+             SELECT k.key, {{value}}, k.create_revision, k.mod_revision, k.version, k.lease, \
+               NULL AS ttl_remaining_ms FROM kg_history k \
+             WHERE {{cond}} AND k.mod_revision <= {{rev}} AND k.superseded > {{rev}} \
+               AND k.value IS NOT NULL",
+            row
+        );
         Self {
             get: format!(
                 "SELECT {} WHERE k.key = $1 AND {live}",
@@ -94,6 +111,26 @@ impl Queries {
             count: format!(
                 "SELECT count(*) FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
                  WHERE {range} AND {live}"
+            ),
+            get_at: at
+                .replace("{cond}", "k.key = $1")
+                .replace("{rev}", "$2")
+                .replace("{value}", "k.value"),
+            list_at: format!(
+                "{} ORDER BY key LIMIT $4",
+                at.replace("{cond}", range)
+                    .replace("{rev}", "$6")
+                    .replace("{value}", "CASE WHEN $5 THEN k.value END AS value")
+            ),
+            count_at: format!(
+                "SELECT count(*) FROM ({}) v",
+                at.replace("{cond}", range)
+                    .replace("{rev}", "$4")
+                    .replace("{value}", "k.value")
+            ),
+            history_floor: format!(
+                "SELECT {greatest}(compact_revision, history_start), revision FROM kg_meta \
+                 WHERE id = 1"
             ),
             lease_grant: format!(
                 "INSERT INTO kg_leases (ttl, deadline) VALUES ($1, {now_ms} + $1 * 1000) \
@@ -206,7 +243,26 @@ pub trait Dialect: Database {
         ops: &[WriteOp],
     ) -> Result<Vec<OpResult>, StoreError>;
 
-    async fn compact(pool: &Pool<Self>, retention: std::time::Duration) -> Result<u64, StoreError>;
+    /// A key's versions, newest first: `$1` the key, `$2` the revision they are below, `$3`
+    /// how many. Its commit time is a timestamp in PostgreSQL and Unix milliseconds in SQLite.
+    const KEY_HISTORY: &'static str;
+
+    /// The newest revision committed more than `retention` ago, as far as the tombstones and
+    /// replaced versions still kept can tell: where compaction by age cuts.
+    async fn compact_cut(
+        pool: &Pool<Self>,
+        retention: std::time::Duration,
+    ) -> Result<i64, StoreError>;
+
+    /// Drops the versions replaced at or below `revision`, the tombstones at or below it, and
+    /// the idempotency records older than `retention`, and raises the compact revision to
+    /// `revision`, all in one transaction: a reader that checks the compact revision after its
+    /// read knows whether the read could have missed a dropped version.
+    async fn compact_to(
+        pool: &Pool<Self>,
+        revision: i64,
+        retention: Option<std::time::Duration>,
+    ) -> Result<Compacted, StoreError>;
 
     async fn is_primary(_pool: &Pool<Self>) -> Result<Option<bool>, StoreError> {
         Ok(None)
@@ -323,8 +379,103 @@ where
             .await
     }
 
-    async fn compact(&self, retention: std::time::Duration) -> Result<u64, StoreError> {
-        DB::compact(&self.pool, retention).await
+    async fn compact(&self, retention: std::time::Duration) -> Result<Compacted, StoreError> {
+        let cut = DB::compact_cut(&self.pool, retention).await?;
+        DB::compact_to(&self.pool, cut, Some(retention)).await
+    }
+
+    async fn compact_to(&self, revision: i64) -> Result<CompactTo, StoreError> {
+        let current = self.current_revision().await?;
+        if revision > current {
+            return Ok(CompactTo::Future { current });
+        }
+        Ok(CompactTo::Done(
+            DB::compact_to(&self.pool, revision, None).await?,
+        ))
+    }
+
+    async fn get_at(
+        &self,
+        key: &str,
+        revision: i64,
+    ) -> Result<AtRevision<Option<KeyRecord>>, StoreError> {
+        let mut session = self.pool.acquire().await?;
+        if let Some(refused) = self.before_read_at(&mut session, revision).await? {
+            return Ok(refused);
+        }
+        let row: Option<KeyRow> = sqlx::query_as(&DB::queries().get_at)
+            .bind(key)
+            .bind(revision)
+            .fetch_optional(&mut *session)
+            .await?;
+        self.after_read_at(&mut session, revision, row.map(KeyRecord::from))
+            .await
+    }
+
+    async fn list_at(
+        &self,
+        query: &ListQuery<'_>,
+        revision: i64,
+    ) -> Result<AtRevision<Vec<KeyRecord>>, StoreError> {
+        let mut session = self.pool.acquire().await?;
+        if let Some(refused) = self.before_read_at(&mut session, revision).await? {
+            return Ok(refused);
+        }
+        let rows: Vec<KeyRow> = sqlx::query_as(&DB::queries().list_at)
+            .bind(query.prefix)
+            .bind(prefix_upper_bound(query.prefix))
+            .bind(query.after)
+            .bind(i64::from(query.limit))
+            .bind(query.with_values)
+            .bind(revision)
+            .fetch_all(&mut *session)
+            .await?;
+        let records = rows.into_iter().map(KeyRecord::from).collect();
+        self.after_read_at(&mut session, revision, records).await
+    }
+
+    async fn count_at(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        revision: i64,
+    ) -> Result<AtRevision<u64>, StoreError> {
+        let mut session = self.pool.acquire().await?;
+        if let Some(refused) = self.before_read_at(&mut session, revision).await? {
+            return Ok(refused);
+        }
+        let count: i64 = sqlx::query_scalar(&DB::queries().count_at)
+            .bind(prefix)
+            .bind(prefix_upper_bound(prefix))
+            .bind(after)
+            .bind(revision)
+            .fetch_one(&mut *session)
+            .await?;
+        self.after_read_at(&mut session, revision, count.max(0) as u64)
+            .await
+    }
+
+    async fn history(
+        &self,
+        key: &str,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<KeyHistory, StoreError> {
+        let mut session = self.pool.acquire().await?;
+        let rows: Vec<ChangeRow> = sqlx::query_as(DB::KEY_HISTORY)
+            .bind(key)
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *session)
+            .await?;
+        let (floor, _): (i64, i64) = sqlx::query_as(&DB::queries().history_floor)
+            .fetch_one(&mut *session)
+            .await?;
+        self.fence(&mut session).await?;
+        Ok(KeyHistory {
+            versions: rows.into_iter().map(Change::from).collect(),
+            compact_revision: floor,
+        })
     }
 
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError> {
@@ -823,5 +974,46 @@ where
     /// One counter of the `kg_meta` row.
     async fn meta(&self, sql: &'static str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+
+    /// Refuses a read at a revision not yet handed out. Checked before the read: every write
+    /// at or below a revision that `kg_meta` shows has committed, so the read sees them all.
+    async fn before_read_at<T>(
+        &self,
+        session: &mut PoolConnection<DB>,
+        revision: i64,
+    ) -> Result<Option<AtRevision<T>>, StoreError>
+    where
+        DB: Dialect,
+        for<'r> (i64, i64): FromRow<'r, DB::Row>,
+    {
+        let (_, current): (i64, i64) = sqlx::query_as(&DB::queries().history_floor)
+            .fetch_one(&mut **session)
+            .await?;
+        Ok((revision > current).then_some(AtRevision::Future { current }))
+    }
+
+    /// Answers a read at `revision` once it has run, unless the versions it needs may be gone.
+    /// Checked after the read: a compaction that dropped any of them committed its compact
+    /// revision with the drop, before the read's view of the database was taken.
+    async fn after_read_at<T>(
+        &self,
+        session: &mut PoolConnection<DB>,
+        revision: i64,
+        found: T,
+    ) -> Result<AtRevision<T>, StoreError>
+    where
+        DB: Dialect,
+        for<'r> (i64, i64): FromRow<'r, DB::Row>,
+    {
+        let (floor, _): (i64, i64) = sqlx::query_as(&DB::queries().history_floor)
+            .fetch_one(&mut **session)
+            .await?;
+        self.fence(session).await?;
+        Ok(if revision < floor {
+            AtRevision::Compacted { floor }
+        } else {
+            AtRevision::Found(found)
+        })
     }
 }

@@ -17,7 +17,9 @@ use sqlx::sqlite::{
 use std::sync::OnceLock;
 
 use super::sql::{Dialect, Queries, SqlStore};
-use super::{ConnectOptions, Expect, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
+use super::{
+    Compacted, ConnectOptions, Expect, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome,
+};
 
 /// The embedded store on SQLite.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -69,6 +71,14 @@ impl Dialect for Sqlite {
          WHERE mod_revision >= $1 AND (mod_revision > $1 OR key > $5) \
            AND key >= $2 AND ($3 IS NULL OR key < $3) \
          ORDER BY mod_revision, key LIMIT $4";
+
+    const KEY_HISTORY: &'static str =
+        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
+           mod_at AS mod_at_ms, lease, reason FROM kg_keys WHERE key = $1 AND mod_revision < $2 \
+         UNION ALL \
+         SELECT key, value, create_revision, mod_revision, version, mod_node, \
+           mod_at AS mod_at_ms, lease, reason FROM kg_history WHERE key = $1 AND mod_revision < $2 \
+         ORDER BY mod_revision DESC LIMIT $3";
 
     async fn apply(
         pool: &SqlitePool,
@@ -159,33 +169,66 @@ impl Dialect for Sqlite {
         Ok((tx, revision))
     }
 
-    async fn compact(pool: &SqlitePool, retention: std::time::Duration) -> Result<u64, StoreError> {
-        let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = chrono::Utc::now()
-            .timestamp_millis()
-            .saturating_sub(retention_ms);
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (purged, newest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT count(*), max(mod_revision) FROM kg_keys WHERE value IS NULL AND mod_at < ?1",
+    async fn compact_cut(
+        pool: &SqlitePool,
+        retention: std::time::Duration,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT max( \
+                 (SELECT coalesce(max(mod_revision), 0) FROM kg_keys \
+                  WHERE value IS NULL AND mod_at < ?1), \
+                 (SELECT coalesce(max(superseded), 0) FROM kg_history WHERE superseded_at < ?1))",
         )
-        .bind(cutoff)
+        .bind(cutoff_ms(retention))
+        .fetch_one(pool)
+        .await?)
+    }
+
+    async fn compact_to(
+        pool: &SqlitePool,
+        revision: i64,
+        retention: Option<std::time::Duration>,
+    ) -> Result<Compacted, StoreError> {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(retention) = retention {
+            sqlx::query("DELETE FROM kg_idempotency WHERE created_at < ?1")
+                .bind(cutoff_ms(retention))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let versions = sqlx::query("DELETE FROM kg_history WHERE superseded <= ?1")
+            .bind(revision)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let tombstones =
+            sqlx::query("DELETE FROM kg_keys WHERE value IS NULL AND mod_revision <= ?1")
+                .bind(revision)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE kg_meta SET compact_revision = max(compact_revision, ?1) WHERE id = 1 \
+             RETURNING compact_revision",
+        )
+        .bind(revision)
         .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM kg_idempotency WHERE created_at < ?1")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM kg_keys WHERE value IS NULL AND mod_at < ?1")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE kg_meta SET compact_revision = max(compact_revision, ?1) WHERE id = 1")
-            .bind(newest.unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
-        Ok(u64::try_from(purged).unwrap_or_default())
+        Ok(Compacted {
+            revision,
+            tombstones,
+            versions,
+        })
     }
+}
+
+/// Unix milliseconds `retention` ago, by this machine's clock (SQLite's own, for one node).
+fn cutoff_ms(retention: std::time::Duration) -> i64 {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    chrono::Utc::now()
+        .timestamp_millis()
+        .saturating_sub(retention_ms)
 }
 
 /// SQLite's clock in Unix milliseconds: `julianday('now')` is fixed for the length of one

@@ -31,6 +31,7 @@ mod binary;
 mod cache;
 mod cas;
 mod fence;
+mod history;
 mod idempotency;
 mod leases;
 mod listing;

@@ -3,7 +3,7 @@
 
 use sqlx::Connection as _;
 
-use kg_server::store::{Expect, ListQuery, WriteOp, WriteOutcome};
+use kg_server::store::{Compacted, Expect, ListQuery, WriteOp, WriteOutcome};
 
 use kg_testkit::{fresh_database, open_store, Backend};
 
@@ -421,11 +421,20 @@ async fn changes_replay_latest_states_and_compaction_purges_old_tombstones(backe
             .compact(std::time::Duration::from_secs(3600))
             .await
             .unwrap(),
-        0,
+        Compacted::default(),
         "too young"
     );
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(store.compact(std::time::Duration::ZERO).await.unwrap(), 1);
+    // Cut at the newest revision the tombstones and replaced versions show: a/2's delete.
+    // Dropped: that tombstone, and the versions of a/1 and a/2 it and a/1's rewrite replaced.
+    assert_eq!(
+        store.compact(std::time::Duration::ZERO).await.unwrap(),
+        Compacted {
+            revision: 4,
+            tombstones: 1,
+            versions: 2,
+        }
+    );
     assert_eq!(store.compact_revision().await.unwrap(), 4);
     let keys: Vec<_> = store
         .changes_since(0, None, "", 100)
