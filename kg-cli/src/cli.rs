@@ -78,9 +78,31 @@ pub enum Command {
     ///    "failure": [{"op": "get", "key": "a"}]}
     ///
     /// Targets: value, revision, create_revision, version, exists. Ops: put (with an optional
-    /// lease), delete, delete_prefix, get. Prints SUCCESS or FAILURE (which branch ran) and
-    /// the revision, then one line per op; exits 0 either way, as etcdctl txn does.
+    /// lease), delete, delete_prefix, get. Or in etcdctl's text form: compares, a blank line,
+    /// the success ops, a blank line, the failure ops, one per line:
+    ///
+    ///   value("a") = "1"
+    ///
+    ///   put a 2
+    ///   get b
+    ///
+    ///   get a
+    ///
+    /// (compare targets value, mod, create, ver, exists; ops put KEY VALUE [--lease ID],
+    /// get KEY, del KEY, del --prefix PREFIX; words quoted as in a shell). Prints SUCCESS or
+    /// FAILURE (which branch ran) and the revision, then one line per op; exits 0 either way,
+    /// as etcdctl txn does.
     Txn(TxnArgs),
+    /// List a key's versions, newest first: every put and delete since the compact revision.
+    History(HistoryArgs),
+    /// Drop the history below revision N, as etcdctl compact does.
+    ///
+    /// Reads at a revision below N are refused (410) from then on, and watches cannot resume
+    /// below it. Compacting to a revision already compacted changes nothing.
+    Compact {
+        #[arg(value_parser = clap::value_parser!(i64).range(0..))]
+        revision: i64,
+    },
     /// Follow changes as they are committed; reconnects by itself.
     Watch(WatchArgs),
     /// Check every endpoint: status, latency, database, cache, revision.
@@ -215,6 +237,17 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
 #[derive(Debug, Args)]
 pub struct GetArgs {
     pub key: String,
+    /// Read the key as it was at this revision (as etcdctl get --rev).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    pub key: String,
+    /// Show at most this many versions, newest first.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -67,7 +67,7 @@ pub const EXIT_UNHEALTHY: u8 = 1;
 /// Runs one command, writing results to `out` and reading `-` values from `input`; returns
 /// the exit code of a command that ran (0, or 1 for an unhealthy `health`).
 pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<u8, CliError> {
-    use commands::{failover, health, keys, leases, list, snapshot, status, txn, watch};
+    use commands::{failover, health, history, keys, leases, list, snapshot, status, txn, watch};
     let options = ClientOptions {
         timeout: cli.global.timeout,
         token: cli.global.token.clone(),
@@ -86,6 +86,10 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
         }
         Command::List(args) => emit(out, format, &list::list(&endpoints, &args).await?)?,
         Command::Txn(args) => emit(out, format, &txn::txn(&endpoints, args, input).await?)?,
+        Command::History(args) => emit(out, format, &history::history(&endpoints, args).await?)?,
+        Command::Compact { revision } => {
+            emit(out, format, &history::compact(&endpoints, revision).await?)?
+        }
         Command::Watch(args) => return watch::watch(&endpoints, args, format, out).await,
         Command::Health => {
             let health = health::health(&endpoints, &options).await?;

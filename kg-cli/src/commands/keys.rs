@@ -102,11 +102,16 @@ pub async fn put(
 }
 
 pub async fn get(endpoints: &Endpoints, args: GetArgs) -> Result<Got, CliError> {
-    let key = args.key;
+    let (key, revision) = (args.key, args.revision);
     let read = endpoints
         .call(|client| {
             let key = key.clone();
-            async move { client.get(&key).await }
+            async move {
+                match revision {
+                    Some(revision) => client.get_at(&key, revision).await,
+                    None => client.get(&key).await,
+                }
+            }
         })
         .await?;
     Ok(Got {

@@ -3,10 +3,12 @@
 
 pub mod failover;
 pub mod health;
+pub mod history;
 pub mod keys;
 pub mod leases;
 pub mod list;
 pub mod snapshot;
 pub mod status;
 pub mod txn;
+pub mod txn_text;
 pub mod watch;

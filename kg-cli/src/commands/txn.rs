@@ -1,4 +1,5 @@
-//! `kg txn`: one transaction, read as the JSON of `POST /api/txn` from a file or stdin.
+//! `kg txn`: one transaction, read from a file or stdin as the JSON of `POST /api/txn` or in
+//! etcdctl's text form (`txn_text`).
 
 use std::io::{self, Read, Write};
 
@@ -63,8 +64,14 @@ pub async fn txn(
         }
     };
     // Parsed here, so that a typo is named before anything is sent; the node checks it again.
-    let request: TxnRequest = serde_json::from_str(&text)
-        .map_err(|err| CliError::Usage(format!("not a transaction: {err}")))?;
+    // JSON is an object; anything else is the text form.
+    let request: TxnRequest = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text)
+            .map_err(|err| CliError::Usage(format!("not a transaction: {err}")))?
+    } else {
+        super::txn_text::parse(&text)
+            .map_err(|err| CliError::Usage(format!("not a transaction: {err}")))?
+    };
     let id = args.idempotency_key;
     let done = endpoints
         .call(|client| {

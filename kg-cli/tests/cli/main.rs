@@ -165,6 +165,93 @@ async fn txn_reads_json_from_stdin_or_a_file_and_prints_the_branch_that_ran() {
     assert_eq!(code, 2, "{message}");
     assert!(message.contains("written twice"), "{message}");
     assert_eq!(kg(&["-e", e, "get", "a"], "").await, (0, "2\n".into()));
+    // etcdctl's text form: compares, blank line, success ops, blank line, failure ops.
+    let text = "value(\"a\") = \"2\"\n\nput a 'five and more'\nget a\n\nget a\n";
+    assert_eq!(
+        kg(&["-e", e, "txn"], text).await,
+        (
+            0,
+            "SUCCESS revision 3\nput a (version 3)\nget a (revision 3)\nfive and more\n".into()
+        )
+    );
+    let (code, message) = kg(&["-e", e, "txn"], "value(a) ~ 1\n").await;
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("line 1: expected a compare"), "{message}");
+}
+
+#[tokio::test]
+async fn history_lists_versions_get_reads_a_past_revision_and_compact_drops_them() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    for args in [
+        "put h one",
+        "put h two",
+        "delete h",
+        "put h three",
+        "put other x",
+    ] {
+        assert_eq!(
+            kg(&kg_testkit::argv(&format!("-e {e} {args}")), "").await.0,
+            0
+        );
+    }
+    assert_eq!(
+        kg(&["-e", e, "get", "h", "--revision", "1"], "").await,
+        (0, "one\n".into())
+    );
+    assert_eq!(
+        kg(&["-e", e, "get", "h", "--revision", "3"], "").await,
+        (1, "error: Key not found".into()),
+        "deleted at revision 3"
+    );
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "history", "h"], "").await,
+        (
+            0,
+            "4\tput\tthree\n3\tdelete\t\n2\tput\ttwo\n1\tput\tone\n".into()
+        )
+    );
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "history", "h", "--limit", "2"], "").await,
+        (0, "4\tput\tthree\n3\tdelete\t\n".into())
+    );
+    let (code, table) = kg(&["-e", e, "history", "h"], "").await;
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 5, "{table}");
+    assert!(
+        lines[0].starts_with("REVISION  TYPE    VERSION  AT"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("4         put     1        20"),
+        "{table}"
+    );
+    assert!(lines[1].ends_with("cli-node  three"), "{table}");
+    let (_, json) = kg(&["-e", e, "-o", "json", "history", "h"], "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[1]["type"], "delete");
+    assert_eq!(json[3]["value"], "one");
+
+    assert_eq!(
+        kg(&["-e", e, "compact", "2"], "").await,
+        (
+            0,
+            "compacted to revision 2: 1 replaced versions and 0 tombstones dropped\n".into()
+        )
+    );
+    let (code, message) = kg(&["-e", e, "get", "h", "--revision", "1"], "").await;
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("revision 1 is compacted"), "{message}");
+    let (code, message) = kg(&["-e", e, "compact", "99"], "").await;
+    assert_eq!(code, 2, "{message}");
+    assert!(message.contains("in the future"), "{message}");
+    assert_eq!(kg(&["-e", e, "get", "h", "--revision", "0"], "").await.0, 2);
+    assert_eq!(
+        kg(&["-e", e, "-o", "raw", "compact", "1"], "").await,
+        (0, "2\n".into()),
+        "already compacted further"
+    );
 }
 
 #[tokio::test]

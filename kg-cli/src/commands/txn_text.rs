@@ -1,0 +1,248 @@
+//! `kg txn`'s text form, etcdctl txn's: compares, a blank line, the success ops, a blank line,
+//! the failure ops, one per line.
+//!
+//! ```text
+//! value("acct/a") = "10"
+//! mod("acct/b") < "40"
+//!
+//! put acct/a 7
+//! put acct/b "a value with spaces"
+//! get acct/a
+//!
+//! get acct/a
+//! ```
+//!
+//! Words are split as a POSIX shell splits them (the `shlex` crate), so a key or value with
+//! spaces or quotes is written in quotes. A value with a line break needs the JSON form.
+
+use kg_api::{Compare, CompareOp, CompareTarget, CompareValue, TxnOp, TxnRequest};
+
+/// Parses the text form; `Err` names the line and what is wrong with it.
+pub fn parse(text: &str) -> Result<TxnRequest, String> {
+    let mut request = TxnRequest::default();
+    // 0: compares, 1: success, 2: failure. A blank line ends a section.
+    let mut section = 0;
+    let mut in_section = false;
+    for (index, line) in text.lines().enumerate() {
+        let number = index + 1;
+        let line = line.trim();
+        if line.is_empty() {
+            if in_section || section == 0 {
+                section += 1;
+                in_section = false;
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        in_section = true;
+        let at = |err: String| format!("line {number}: {err}");
+        match section {
+            0 => request.compare.push(compare(line).map_err(at)?),
+            1 => request.success.push(op(line).map_err(at)?),
+            2 => request.failure.push(op(line).map_err(at)?),
+            _ => {
+                return Err(at(
+                    "a transaction has three parts (compares, success, failure), \
+                     each ended by a blank line"
+                        .to_owned(),
+                ))
+            }
+        }
+    }
+    Ok(request)
+}
+
+fn words(line: &str) -> Result<Vec<String>, String> {
+    shlex::split(line).ok_or_else(|| format!("unbalanced quotes in {line:?}"))
+}
+
+/// `TARGET("KEY") OP "VALUE"`, as etcdctl writes a compare.
+fn compare(line: &str) -> Result<Compare, String> {
+    let usage = || {
+        format!(
+            "expected a compare such as value(\"k\") = \"v\" or mod(\"k\") > \"3\" \
+             (targets: value, mod, create, ver, exists; ops: =, !=, <, >), got {line:?}"
+        )
+    };
+    let (target, rest) = line.split_once('(').ok_or_else(usage)?;
+    let target = match target.trim() {
+        "value" => CompareTarget::Value,
+        "mod" | "revision" => CompareTarget::Revision,
+        "create" | "create_revision" => CompareTarget::CreateRevision,
+        "ver" | "version" => CompareTarget::Version,
+        "exists" => CompareTarget::Exists,
+        _ => return Err(usage()),
+    };
+    let words = words(rest)?;
+    let [key, op, value] = words.as_slice() else {
+        return Err(usage());
+    };
+    // The closing parenthesis ends the key's word, quoted or not.
+    let key = key.strip_suffix(')').ok_or_else(usage)?;
+    let op = match op.as_str() {
+        "=" | "==" => CompareOp::Equal,
+        "!=" => CompareOp::NotEqual,
+        "<" => CompareOp::Less,
+        ">" => CompareOp::Greater,
+        _ => return Err(usage()),
+    };
+    let value = match target {
+        CompareTarget::Value => CompareValue::Text(value.clone()),
+        CompareTarget::Exists => CompareValue::Bool(
+            value
+                .parse()
+                .map_err(|_| format!("exists compares with true or false, not {value:?}"))?,
+        ),
+        _ => CompareValue::Integer(
+            value
+                .parse()
+                .map_err(|_| format!("a revision or version is an integer, not {value:?}"))?,
+        ),
+    };
+    Ok(Compare {
+        key: key.to_owned(),
+        target,
+        op,
+        value,
+    })
+}
+
+/// `put KEY VALUE [--lease ID]`, `get KEY`, `del KEY` or `del --prefix PREFIX`.
+fn op(line: &str) -> Result<TxnOp, String> {
+    let words = words(line)?;
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    Ok(match words.as_slice() {
+        ["put", key, value] => TxnOp::Put {
+            key: (*key).to_owned(),
+            value: (*value).to_owned(),
+            lease: None,
+        },
+        ["put", key, value, "--lease", lease] => TxnOp::Put {
+            key: (*key).to_owned(),
+            value: (*value).to_owned(),
+            lease: Some(
+                lease
+                    .parse()
+                    .map_err(|_| format!("a lease is an integer id, not {lease:?}"))?,
+            ),
+        },
+        ["get", key] => TxnOp::Get {
+            key: (*key).to_owned(),
+        },
+        ["del" | "delete", "--prefix", prefix] | ["del" | "delete", prefix, "--prefix"] => {
+            TxnOp::DeletePrefix {
+                prefix: (*prefix).to_owned(),
+            }
+        }
+        ["del" | "delete", key] => TxnOp::Delete {
+            key: (*key).to_owned(),
+        },
+        _ => {
+            return Err(format!(
+                "expected put KEY VALUE [--lease ID], get KEY, del KEY or del --prefix PREFIX, \
+                 got {line:?}"
+            ))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str) -> TxnOp {
+        TxnOp::Put {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn the_three_parts_parse_as_etcdctl_writes_them() {
+        let text = "value(\"acct/a\") = \"10\"\nmod(\"acct/b\") < \"40\"\nexists(new) != false\n\n\
+                    put acct/a 7\nput \"acct/b\" 'two words' --lease 9\nget acct/a\n\
+                    del old --prefix\ndel x\n\n# the other branch\nget acct/a\n";
+        let request = parse(text).unwrap();
+        assert_eq!(
+            request.compare,
+            [
+                Compare {
+                    key: "acct/a".to_owned(),
+                    target: CompareTarget::Value,
+                    op: CompareOp::Equal,
+                    value: CompareValue::Text("10".to_owned()),
+                },
+                Compare {
+                    key: "acct/b".to_owned(),
+                    target: CompareTarget::Revision,
+                    op: CompareOp::Less,
+                    value: CompareValue::Integer(40),
+                },
+                Compare {
+                    key: "new".to_owned(),
+                    target: CompareTarget::Exists,
+                    op: CompareOp::NotEqual,
+                    value: CompareValue::Bool(false),
+                },
+            ]
+        );
+        assert_eq!(
+            request.success,
+            [
+                put("acct/a", "7"),
+                TxnOp::Put {
+                    key: "acct/b".to_owned(),
+                    value: "two words".to_owned(),
+                    lease: Some(9),
+                },
+                TxnOp::Get {
+                    key: "acct/a".to_owned()
+                },
+                TxnOp::DeletePrefix {
+                    prefix: "old".to_owned()
+                },
+                TxnOp::Delete {
+                    key: "x".to_owned()
+                },
+            ]
+        );
+        assert_eq!(
+            request.failure,
+            [TxnOp::Get {
+                key: "acct/a".to_owned()
+            }]
+        );
+    }
+
+    #[test]
+    fn without_compares_a_blank_first_line_starts_the_success_ops() {
+        let request = parse("\nput a 1\n").unwrap();
+        assert!(request.compare.is_empty());
+        assert_eq!(request.success, [put("a", "1")]);
+        assert!(request.failure.is_empty());
+    }
+
+    #[test]
+    fn mistakes_name_their_line() {
+        for (text, wanted) in [
+            ("value(a) ~ 1\n", "line 1: expected a compare"),
+            ("size(a) = 1\n", "line 1: expected a compare"),
+            (
+                "mod(a) > x\n",
+                "line 1: a revision or version is an integer",
+            ),
+            ("\nput a\n", "line 2: expected put KEY VALUE"),
+            ("\nput a \"1\n", "line 2: unbalanced quotes"),
+            (
+                "\nget a\n\nget a\n\nget a\n",
+                "line 6: a transaction has three parts",
+            ),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert!(err.starts_with(wanted), "{text:?}: {err}");
+        }
+    }
+}
