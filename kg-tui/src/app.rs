@@ -49,6 +49,16 @@ pub enum Msg {
     Tier(TierSnapshot, chrono::DateTime<chrono::Local>),
 }
 
+/// Where an event stands among the events of its revision (see [`App::event_place`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventPlace {
+    /// The only event of its revision.
+    Alone,
+    First,
+    Inside,
+    Last,
+}
+
 /// Where events come from, and whether that works right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeedState {
@@ -625,22 +635,40 @@ impl App {
         self.fetch_more_keys()
     }
 
-    /// Keeps events newest first by revision, without duplicates, at most [`MAX_EVENTS`].
+    /// Keeps events newest first by revision, without duplicates, at most [`MAX_EVENTS`]. A
+    /// revision that changed several keys (a transaction, a prefix delete) keeps one event per
+    /// key, together and in key order, as watchers receive them.
     fn insert_event(&mut self, event: ChangeEvent) {
         let position = self
             .events
             .iter()
-            .position(|existing| existing.revision <= event.revision)
+            .position(|existing| {
+                existing.revision < event.revision
+                    || (existing.revision == event.revision && existing.key >= event.key)
+            })
             .unwrap_or(self.events.len());
-        if self
-            .events
-            .get(position)
-            .is_some_and(|existing| existing.revision == event.revision)
-        {
+        if self.events.get(position).is_some_and(|existing| {
+            existing.revision == event.revision && existing.key == event.key
+        }) {
             return;
         }
         self.events.insert(position, event);
         self.events.truncate(MAX_EVENTS);
+    }
+
+    /// Where the event at `index` stands in its revision: alone, or first, inside or last of
+    /// the events one revision made together.
+    pub fn event_place(&self, index: usize) -> EventPlace {
+        let revision = |at: usize| self.events.get(at).map(|event| event.revision);
+        let this = revision(index);
+        let before = index.checked_sub(1).and_then(revision) == this;
+        let after = revision(index + 1) == this;
+        match (before, after) {
+            (false, false) => EventPlace::Alone,
+            (false, true) => EventPlace::First,
+            (true, true) => EventPlace::Inside,
+            (true, false) => EventPlace::Last,
+        }
     }
 
     fn node_mut(&mut self, id: &str) -> &mut NodeView {

@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Sparkline, Table, Wra
 use ratatui::Frame;
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
-use crate::app::{App, FeedState, Mode, NodeState, Panel, PutField, HISTORY_SECONDS};
+use crate::app::{App, EventPlace, FeedState, Mode, NodeState, Panel, PutField, HISTORY_SECONDS};
 
 /// Bytes of a value the value view shows; past this it says the value is cut.
 pub const VALUE_VIEW_BYTES: usize = 64 * 1024;
@@ -317,12 +317,26 @@ fn draw_events(frame: &mut Frame, app: &App, area: Rect) {
                     ("RVK", Style::new().yellow().bold())
                 }
             };
+            // The keys one revision changed together (a transaction, a prefix delete) are
+            // drawn as one bracketed group, its time, revision and node once, at its top.
+            let place = app.event_place(index);
+            let (bracket, first) = match place {
+                EventPlace::Alone => ("", true),
+                EventPlace::First => ("┌ ", true),
+                EventPlace::Inside => ("│ ", false),
+                EventPlace::Last => ("└ ", false),
+            };
+            let key = truncate_middle(
+                &event.key,
+                key_width.saturating_sub(bracket.chars().count()),
+            );
+            let shown = |text: String| if first { text } else { String::new() };
             let row = Row::new(vec![
-                Cell::from(event.at.format("%H:%M:%S%.3f").to_string()),
+                Cell::from(shown(event.at.format("%H:%M:%S%.3f").to_string())),
                 Cell::from(kind).style(style),
-                Cell::from(truncate_middle(&event.key, key_width)),
-                Cell::from(event.revision.to_string()),
-                Cell::from(event.node.clone()),
+                Cell::from(format!("{bracket}{key}")),
+                Cell::from(shown(event.revision.to_string())),
+                Cell::from(shown(event.node.clone())),
             ]);
             if app.focus == Panel::Events && index == app.selected_event {
                 row.style(Style::new().reversed())

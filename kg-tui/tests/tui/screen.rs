@@ -148,3 +148,39 @@ fn a_leased_key_counts_down_between_fetches_and_then_says_expired() {
     assert!(row.contains(" expired"), "{row}");
     assert!(key_row(&render(&app, 120, 40), "user/1").contains(" - "));
 }
+
+#[test]
+fn a_transaction_is_drawn_as_one_revision_with_its_keys() {
+    use kg_api::EventType;
+    let base = Instant::now();
+    let mut app = populated(base);
+    for (kind, key) in [
+        (EventType::Put, "acct/b"),
+        (EventType::Put, "acct/a"),
+        (EventType::Delete, "old/1"),
+    ] {
+        app.update(kg_tui::app::Msg::Change(
+            crate::fixtures::event(kind, key, 90, "n3"),
+            base,
+        ));
+    }
+    let screen = render(&app, 120, 40);
+    let row = |key: &str| {
+        screen
+            .lines()
+            .find(|line| line.contains(key))
+            .unwrap_or_else(|| panic!("{key} not on screen:\n{screen}"))
+            .to_owned()
+    };
+    let (first, inside, last) = (row("┌ acct/a"), row("│ acct/b"), row("└ old/1"));
+    assert!(first.contains(" 90 ") && first.contains("n3"), "{first}");
+    for other in [&inside, &last] {
+        assert!(!other.contains(" 90 ") && !other.contains("n3"), "{other}");
+    }
+    assert!(last.contains("DEL"), "{last}");
+    assert_eq!(
+        screen.matches("12:00:22.500").count(),
+        1,
+        "the revision's time is drawn once:\n{screen}"
+    );
+}

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use kg_api::{DependencyState, EventType, NodeHealth};
 use kg_tui::app::{
-    App, Command, FeedState, KeysPage, Mode, Msg, NodeState, Panel, ValueView, KEY_PAGE,
-    KEY_PAGE_STEP, MAX_EVENTS,
+    App, Command, EventPlace, FeedState, KeysPage, Mode, Msg, NodeState, Panel, ValueView,
+    KEY_PAGE, KEY_PAGE_STEP, MAX_EVENTS,
 };
 
 use crate::fixtures::{
@@ -100,6 +100,37 @@ fn events_are_newest_first_by_revision_without_duplicates_and_bounded() {
     }
     assert_eq!(app.events.len(), MAX_EVENTS);
     assert_eq!(app.events[0].revision, MAX_EVENTS as i64 + 10);
+}
+
+#[test]
+fn the_events_of_one_revision_stay_together_in_key_order() {
+    let base = Instant::now();
+    let mut app = empty(base, false);
+    // A transaction at revision 7 that wrote three keys, its events arriving out of order and
+    // one of them twice (a replay after a reconnect), around single writes.
+    for (key, revision) in [("z", 6), ("b", 7), ("c", 7), ("a", 7), ("b", 7), ("y", 8)] {
+        app.update(Msg::Change(
+            event(EventType::Put, key, revision, "n1"),
+            base,
+        ));
+    }
+    let seen: Vec<(i64, &str)> = app
+        .events
+        .iter()
+        .map(|e| (e.revision, e.key.as_str()))
+        .collect();
+    assert_eq!(seen, [(8, "y"), (7, "a"), (7, "b"), (7, "c"), (6, "z")]);
+    let places: Vec<EventPlace> = (0..app.events.len()).map(|i| app.event_place(i)).collect();
+    assert_eq!(
+        places,
+        [
+            EventPlace::Alone,
+            EventPlace::First,
+            EventPlace::Inside,
+            EventPlace::Last,
+            EventPlace::Alone
+        ]
+    );
 }
 
 #[test]
