@@ -47,6 +47,31 @@ export interface ChangeEvent {
   reason?: 'expired' | 'revoked'
 }
 
+/** One version of a key, as /api/key/history lists it. */
+export interface KeyVersion {
+  type: 'put' | 'delete'
+  revision: number
+  create_revision: number
+  version: number
+  node: string
+  at: string
+  value?: string
+  lease?: number
+  reason?: 'expired' | 'revoked'
+}
+
+/** The history shown for the key last read with Get. */
+export interface History {
+  key: string
+  /** Newest first. */
+  versions: KeyVersion[]
+  /** The `before` of the next (older) page, or null on the last page. */
+  next: number | null
+  /** Versions replaced at or below this have been compacted away. */
+  compactRevision: number
+  error: string | null
+}
+
 export interface NodeInfo {
   node: string
   listen: string
@@ -156,6 +181,10 @@ export const useKvStore = defineStore('kv', {
     picked: null as string | null,
     /** The key last opened from the list, for the Put and Delete forms. */
     editing: null as Editing | null,
+    /** The key last read with Get, whose history the history panel shows: a new object for
+     *  every read, so that reading the same key again reloads it. */
+    historyFor: null as { key: string } | null,
+    history: null as History | null,
   }),
   actions: {
     /** Keeps `token` for this tab (sessionStorage); an empty one is forgotten. */
@@ -244,6 +273,31 @@ export const useKvStore = defineStore('kv', {
         this.keysError = null
       } catch (error) {
         this.keysError = `network error: ${String(error)}`
+      }
+    },
+
+    /** Loads the newest page of `key`'s versions, or with `more` the next older page. */
+    async loadHistory(key: string, more = false) {
+      const params = new URLSearchParams({ key, limit: String(PAGE_SIZE) })
+      const older = more && this.history?.key === key ? this.history.next : null
+      if (older !== null) params.set('before', String(older))
+      const kept = older !== null && this.history ? this.history.versions : []
+      try {
+        const response = await this.call(`/api/key/history?${params}`)
+        if (!response.ok) {
+          this.history = { key, versions: kept, next: null, compactRevision: 0, error: await detail(response) }
+          return
+        }
+        const page = await response.json()
+        this.history = {
+          key,
+          versions: [...kept, ...(page.history as KeyVersion[])],
+          next: page.next ?? null,
+          compactRevision: page.compact_revision,
+          error: null,
+        }
+      } catch (error) {
+        this.history = { key, versions: kept, next: null, compactRevision: 0, error: `network error: ${String(error)}` }
       }
     },
 

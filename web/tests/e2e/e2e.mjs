@@ -2,9 +2,9 @@
 // playwright-core, against a real kg-server serving web/dist (scripts/test-web.sh starts it).
 // The node requires a token: the page must say so until one is entered in its token field.
 // Then it puts, gets and deletes through the forms (a delete asks first), opens a key from the
-// list for editing, sees a live event after a put made with curl, keeps a multi-line value's
-// lines, cuts a large value until "Show all", keeps a long key on one line with a tooltip,
-// checks the 404 message, and saves a screenshot to target/e2e/.
+// list for editing, follows the key's history, sees a live event after a put made with curl,
+// keeps a multi-line value's lines, cuts a large value until "Show all", keeps a long key on one
+// line with a tooltip, checks the 404 message, and saves a screenshot to target/e2e/.
 //
 //   KG_E2E_URL       the node's base URL (required)
 //   KG_E2E_TOKEN     a write token the node accepts (required)
@@ -104,6 +104,18 @@ try {
     await page.waitForFunction(() => document.querySelector('#put-value')?.value === 'hello, browser')
     assert.equal(await page.locator('#put-key').inputValue(), 'e2e/greeting')
     assert.equal(await page.locator('#delete-key').inputValue(), 'e2e/greeting')
+  })
+
+  await step('the key read shows its history, and a write to it adds a version on top', async () => {
+    const history = page.locator('#history-title ~ .history')
+    await history.locator('.version', { hasText: 'hello, browser' }).first().waitFor({ timeout: 5000 })
+    const before = await history.locator('.version').count()
+    execFileSync('curl', ['-sf', '-X', 'PUT', `${base}/api/key`,
+      '-H', 'Content-Type: application/json', '-H', `Authorization: Bearer ${token}`,
+      '-d', JSON.stringify({ data: { key: 'e2e/greeting', value: 'hello again' } })])
+    await history.locator('.version').first().filter({ hasText: 'hello again' }).waitFor({ timeout: 5000 })
+    assert.equal(await history.locator('.version').count(), before + 1)
+    assert.match(await history.locator('.version').nth(1).innerText(), /hello, browser/)
   })
 
   await step('a multi-line value keeps its lines; a large one is cut with its size until "Show all"', async () => {

@@ -6,6 +6,7 @@ import PutForm from '../../src/components/PutForm.vue'
 import GetForm from '../../src/components/GetForm.vue'
 import DeleteForm from '../../src/components/DeleteForm.vue'
 import EventsPanel from '../../src/components/EventsPanel.vue'
+import HistoryPanel from '../../src/components/HistoryPanel.vue'
 import KeyList from '../../src/components/KeyList.vue'
 import TokenForm from '../../src/components/TokenForm.vue'
 import { SHOWN_CHARS, useKvStore } from '../../src/store/kvStore'
@@ -173,6 +174,86 @@ describe('EventsPanel', () => {
     const ops = panel.findAll('.op')
     expect(ops.map((op) => op.text())).toEqual(['REVOKED', 'EXPIRED'])
     expect(ops[1].classes()).toContain('op--expired')
+  })
+})
+
+describe('HistoryPanel', () => {
+  beforeEach(() => setActivePinia(createPinia()))
+
+  const at = '2026-12-02T13:00:00Z'
+
+  it('shows the versions of the key read, newest first, and pages back with "Older"', async () => {
+    const store = useKvStore()
+    const { fetcher, calls } = fakeFetch([
+      {
+        status: 200,
+        body: {
+          key: 'k',
+          history: [
+            { type: 'delete', revision: 9, create_revision: 0, version: 0, node: 'n2', at, reason: 'expired' },
+            { type: 'put', revision: 7, create_revision: 5, version: 2, node: 'n1', at, value: 'two\nlines', lease: 3 },
+          ],
+          next: 7,
+          compact_revision: 0,
+        },
+      },
+      {
+        status: 200,
+        body: {
+          key: 'k',
+          history: [{ type: 'put', revision: 5, create_revision: 5, version: 1, node: 'n1', at, value: 'one' }],
+          next: null,
+          compact_revision: 0,
+        },
+      },
+    ])
+    store.fetcher = fetcher
+    const panel = mount(HistoryPanel)
+    expect(panel.find('section').exists()).toBe(false)
+    store.historyFor = { key: 'k' }
+    await flushPromises()
+    expect(calls[0].url).toBe('/api/key/history?key=k&limit=20')
+    const rows = panel.findAll('.version').map((row) => row.text())
+    expect(rows).toHaveLength(2)
+    expect(rows[0]).toContain('rev 9')
+    expect(rows[0]).toContain('EXPIRED')
+    expect(rows[1]).toContain('two')
+    expect(rows[1]).toContain('v2')
+    await panel.find('button').trigger('click')
+    await flushPromises()
+    expect(calls[1].url).toBe('/api/key/history?key=k&limit=20&before=7')
+    expect(panel.findAll('.version')).toHaveLength(3)
+    expect(panel.find('button').exists()).toBe(false)
+  })
+
+  it('reloads when the key is read again or written, and shows a refusal', async () => {
+    const store = useKvStore()
+    const empty = { key: 'k', history: [], next: null, compact_revision: 4 }
+    const one = {
+      key: 'k',
+      history: [{ type: 'put', revision: 6, create_revision: 6, version: 1, node: 'n1', at, value: 'v' }],
+      next: null,
+      compact_revision: 4,
+    }
+    const { fetcher, calls } = fakeFetch([
+      { status: 200, body: empty },
+      { status: 200, body: one },
+      { status: 503, body: { detail: 'database unavailable' } },
+    ])
+    store.fetcher = fetcher
+    const panel = mount(HistoryPanel)
+    store.historyFor = { key: 'k' }
+    await flushPromises()
+    expect(panel.text()).toContain('No versions since revision 4')
+    store.addEvent({ type: 'put', key: 'k', revision: 6, version: 1, node: 'n1', at })
+    await flushPromises()
+    expect(panel.findAll('.version')).toHaveLength(1)
+    store.addEvent({ type: 'put', key: 'other', revision: 7, version: 1, node: 'n1', at })
+    await flushPromises()
+    expect(calls).toHaveLength(2)
+    store.historyFor = { key: 'k' }
+    await flushPromises()
+    expect(panel.find('.error').text()).toBe('database unavailable')
   })
 })
 
