@@ -30,48 +30,9 @@ while [ $# -gt 0 ]; do
 done
 whole_numbers "$rounds" "$seconds" "$connections" "$keys"
 
-admin_url="${KG_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-redis_url="${KG_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
-ensure_packages wrk:wrk psql:postgresql-client bc:bc curl:curl
-psql "$admin_url" -qAtc 'select 1' >/dev/null || fail "PostgreSQL is not reachable at $admin_url"
+source scripts/bench/one-node.sh
+start_bench_node bench-history
 
-case "${KG_PROFILE:-release}" in
-    release) build=(--release); bin=target/release ;;
-    debug | dev) build=(); bin=target/debug ;;
-    *) fail "KG_PROFILE must be release or debug, not $KG_PROFILE" ;;
-esac
-step "building kg-server (${KG_PROFILE:-release})"
-cargo build "${build[@]}" --locked -p kg-server
-
-database="kghist_$$"
-bench_url="${admin_url%/*}/$database"
-workdir=$(mktemp -d)
-node_pid=""
-cleanup() {
-    [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
-    psql "$admin_url" -qc "drop database if exists $database with (force)" >/dev/null 2>&1 || true
-    rm -rf "$workdir"
-}
-trap cleanup EXIT
-psql "$admin_url" -qc "create database $database" >/dev/null
-
-port=$(free_port)
-step "starting a node on 127.0.0.1:$port with the Redis cache"
-RUST_LOG=warn "$bin/kg-server" --listen "127.0.0.1:$port" --database-url "$bench_url" \
-    --node-id bench-history --redis-url "$redis_url" --redis-prefix "kghist-$$" \
-    >"$workdir/node.log" 2>&1 &
-node_pid=$!
-wait_for_status "http://127.0.0.1:$port/api/ready" 200 30 || fail "the node did not start: $(cat "$workdir/node.log")"
-psql "$bench_url" -v ON_ERROR_STOP=1 -v keys="$keys" -qAt -f scripts/bench/preload.sql >/dev/null
-
-# rate: PUT requests/s of a wrk run of --seconds.
-rate() {
-    KG_KEYS=$keys wrk -t2 -c"$connections" -d"${seconds}s" \
-        -s scripts/bench/put.lua "http://127.0.0.1:$port" >"$workdir/wrk.txt" 2>&1
-    grep -q 'non-2xx: 0, socket errors: 0' "$workdir/wrk.txt" ||
-        fail "PUTs got errors: $(cat "$workdir/wrk.txt")"
-    awk '/Requests\/sec/ {print $2}' "$workdir/wrk.txt"
-}
 history_trigger() {
     psql "$bench_url" -qc "alter table kg_keys $1 trigger kg_keys_history" >/dev/null
 }
@@ -81,17 +42,16 @@ for round in $(seq "$rounds"); do
     step "round $round/$rounds"
     # Which goes first alternates, so that neither always meets a warmer table.
     if [ $((round % 2)) = 1 ]; then
-        history_trigger enable; with=$(rate)
-        history_trigger disable; without=$(rate)
+        history_trigger enable; with=$(wrk_rate put.lua)
+        history_trigger disable; without=$(wrk_rate put.lua)
     else
-        history_trigger disable; without=$(rate)
-        history_trigger enable; with=$(rate)
+        history_trigger disable; without=$(wrk_rate put.lua)
+        history_trigger enable; with=$(wrk_rate put.lua)
     fi
     ratios+=("$(echo "$with / $without" | bc -l)")
     printf '  PUT with history %.0f/s, without %.0f/s (%.3f)\n' "$with" "$without" "${ratios[-1]}"
 done
 history_trigger enable
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 printf '\nPUTs with history / PUTs without, requests/s: %.3f (median of %s rounds: %s)\n' \
     "$(median "${ratios[@]}")" "$rounds" "$(printf '%.3f ' "${ratios[@]}")"
 printf 'versions kept: %s\n' "$(psql "$bench_url" -qAtc 'select count(*) from kg_history')"

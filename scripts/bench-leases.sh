@@ -138,7 +138,6 @@ for round in $(seq "$rounds"); do
     printf '  net of the keep-alives alone (%.1f%% of a core): GET %.1f (%.3f), PUT %.1f (%.3f)\n' \
         "$(echo "$background * 100" | bc -l)" "$get_net" "${net_get[-1]}" "$put_net" "${net_put[-1]}"
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 printf '\n%-6s %s\n' "row" "node CPU per request, with / without $leases leases (TTL ${ttl}s), median of $rounds rounds"
 printf '%-10s %.3f   rounds: %s\n' "GET total" "$(median "${ratios_get[@]}")" "$(printf '%.3f ' "${ratios_get[@]}")"
 printf '%-10s %.3f   rounds: %s\n' "PUT total" "$(median "${ratios_put[@]}")" "$(printf '%.3f ' "${ratios_put[@]}")"

@@ -140,7 +140,6 @@ for round in $(seq "$rounds"); do
 done
 hits=$(( $(cache_count hit "$cached_port") - hits_before ))
 misses=$(( $(cache_count miss "$cached_port") - misses_before ))
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 cached_rate=$(median "${cached_rates[@]}")
 redis_rate=$(median "${redis_rates[@]}")
 cached_ratio=$(median "${round_ratios[@]}")

@@ -31,48 +31,9 @@ while [ $# -gt 0 ]; do
 done
 whole_numbers "$rounds" "$seconds" "$connections" "$keys"
 
-admin_url="${KG_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-redis_url="${KG_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
-ensure_packages wrk:wrk psql:postgresql-client bc:bc curl:curl
-psql "$admin_url" -qAtc 'select 1' >/dev/null || fail "PostgreSQL is not reachable at $admin_url"
+source scripts/bench/one-node.sh
+start_bench_node bench-txn
 
-case "${KG_PROFILE:-release}" in
-    release) build=(--release); bin=target/release ;;
-    debug | dev) build=(); bin=target/debug ;;
-    *) fail "KG_PROFILE must be release or debug, not $KG_PROFILE" ;;
-esac
-step "building kg-server (${KG_PROFILE:-release})"
-cargo build "${build[@]}" --locked -p kg-server
-
-database="kgtxn_$$"
-bench_url="${admin_url%/*}/$database"
-workdir=$(mktemp -d)
-node_pid=""
-cleanup() {
-    [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
-    psql "$admin_url" -qc "drop database if exists $database with (force)" >/dev/null 2>&1 || true
-    rm -rf "$workdir"
-}
-trap cleanup EXIT
-psql "$admin_url" -qc "create database $database" >/dev/null
-
-port=$(free_port)
-step "starting a node on 127.0.0.1:$port with the Redis cache"
-RUST_LOG=warn "$bin/kg-server" --listen "127.0.0.1:$port" --database-url "$bench_url" \
-    --node-id bench-txn --redis-url "$redis_url" --redis-prefix "kgtxn-$$" \
-    >"$workdir/node.log" 2>&1 &
-node_pid=$!
-wait_for_status "http://127.0.0.1:$port/api/ready" 200 30 || fail "the node did not start: $(cat "$workdir/node.log")"
-psql "$bench_url" -v ON_ERROR_STOP=1 -v keys="$keys" -qAt -f scripts/bench/preload.sql >/dev/null
-
-# rate LUA [PUTS]: requests/s of a wrk run of --seconds.
-rate() {
-    KG_KEYS=$keys KG_TXN_PUTS=${2:-1} wrk -t2 -c"$connections" -d"${seconds}s" \
-        -s "scripts/bench/$1" "http://127.0.0.1:$port" >"$workdir/wrk.txt" 2>&1
-    grep -q 'non-2xx: 0, socket errors: 0' "$workdir/wrk.txt" ||
-        fail "$1 got errors: $(cat "$workdir/wrk.txt")"
-    awk '/Requests\/sec/ {print $2}' "$workdir/wrk.txt"
-}
 # batch NAME: the node's mean batch size so far, from its histogram's _sum and _count.
 batch() {
     curl -fsS "http://127.0.0.1:$port/metrics" |
@@ -82,14 +43,13 @@ batch() {
 ratios=()
 for round in $(seq "$rounds"); do
     step "round $round/$rounds"
-    put=$(rate put.lua)
-    txn=$(rate txn.lua 1)
-    txn2=$(rate txn.lua 2)
+    put=$(wrk_rate put.lua)
+    txn=$(KG_TXN_PUTS=1 wrk_rate txn.lua)
+    txn2=$(KG_TXN_PUTS=2 wrk_rate txn.lua)
     ratios+=("$(echo "$txn / $put" | bc -l)")
     printf '  PUT %.0f/s, one-put txn %.0f/s (%.3f), two-put txn %.0f/s\n' \
         "$put" "$txn" "${ratios[-1]}" "$txn2"
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 printf '\none-put transactions / PUTs, requests/s: %.3f (median of %s rounds: %s)\n' \
     "$(median "${ratios[@]}")" "$rounds" "$(printf '%.3f ' "${ratios[@]}")"
 printf 'mean commit batch: %s PUTs, %s transactions\n' \
