@@ -112,10 +112,19 @@ impl Queries {
                 "SELECT count(*) FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
                  WHERE {range} AND {live}"
             ),
-            get_at: at
-                .replace("{cond}", "k.key = $1")
-                .replace("{rev}", "$2")
-                .replace("{value}", "k.value"),
+            // One key: of its replaced versions only the newest at or below the revision can
+            // hold it, found by one backward step of the (key, mod_revision) index, where
+            // `at`'s filter would read every older version of a key written many times.
+            get_at: format!(
+                "SELECT {} WHERE k.key = $1 AND k.mod_revision <= $2 AND {live} \
+                 UNION ALL \
+                 SELECT h.key, h.value, h.create_revision, h.mod_revision, h.version, h.lease, \
+                   NULL AS ttl_remaining_ms \
+                 FROM (SELECT * FROM kg_history k WHERE k.key = $1 AND k.mod_revision <= $2 \
+                       ORDER BY k.mod_revision DESC LIMIT 1) h \
+                 WHERE h.superseded > $2 AND h.value IS NOT NULL",
+                row.replace("{value}", "k.value")
+            ),
             list_at: format!(
                 "{} ORDER BY key LIMIT $4",
                 at.replace("{cond}", range)
