@@ -303,8 +303,12 @@ export const useKvStore = defineStore('kv', {
 
     /** Newest first by revision, no duplicates, at most MAX_EVENTS. */
     addEvent(event: ChangeEvent) {
-      if (this.events.some((e) => e.revision === event.revision)) return
-      const at = this.events.findIndex((e) => e.revision < event.revision)
+      // A revision that changed several keys (a transaction, a prefix delete) has an event per
+      // key: one is a duplicate only if both match. Within a revision, keys keep their order.
+      if (this.events.some((e) => e.revision === event.revision && e.key === event.key)) return
+      const at = this.events.findIndex(
+        (e) => e.revision < event.revision || (e.revision === event.revision && e.key > event.key),
+      )
       if (at === -1) this.events.push(event)
       else this.events.splice(at, 0, event)
       if (this.events.length > MAX_EVENTS) this.events.length = MAX_EVENTS

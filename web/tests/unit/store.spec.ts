@@ -83,6 +83,15 @@ describe('kvStore', () => {
     expect(store.events[0].revision).toBe(5 + MAX_EVENTS)
   })
 
+  it('keeps every key of a revision that changed several, in key order, once each', () => {
+    const store = useKvStore()
+    const at = '2026-12-02T12:00:00Z'
+    for (const [key, revision] of [['z', 6], ['b', 7], ['c', 7], ['a', 7], ['b', 7], ['y', 8]] as const) {
+      store.addEvent({ type: 'put', key, revision, version: 1, node: 'n1', at })
+    }
+    expect(store.events.map((e) => `${e.revision}${e.key}`)).toEqual(['8y', '7a', '7b', '7c', '6z'])
+  })
+
   /** A stand-in stream: the handlers the store sets, its state, and whether it was closed. */
   function fakeStream() {
     const opened: Array<{ url: string; fetch: typeof globalThis.fetch; source: any }> = []
