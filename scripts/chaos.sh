@@ -30,7 +30,7 @@
 #                                      within 15 s, only 503s), pg-primary-pause (the same
 #                                      members SIGSTOPped for 10 s, past Patroni's ttl: the
 #                                      zombie primary), pg-switchover (patronictl, only 503s,
-#                                      none 3 s after it), redis-master-kill (Sentinel promotes
+#                                      none 10 s after it), redis-master-kill (Sentinel promotes
 #                                      the replica; no request may fail), etcd-member-kill
 #                                      (etcd's leader SIGKILLed; no request may fail), and last
 #                                      pg-async-kill, the negative control (synchronous

@@ -57,8 +57,11 @@ const PG_MAX_RECOVERY: Duration = Duration::from_secs(2);
 /// A switchover is over when Patroni names the new leader, but HAProxy sees the change only
 /// at its next checks (every 500 ms, two failed to mark the old leader down: scripts/ha.sh),
 /// and a request sent before it does waits out the node's database timeout (2 s) before its
-/// 503: the bound is the two added.
-const PG_SWITCHOVER_BOUND: Duration = Duration::from_secs(3);
+/// 503. Under synchronous_mode_strict the new leader commits nothing until it has a
+/// synchronous standby again: the old leader restarted as its replica, or the third member
+/// named at Patroni's next loop. Until then every write and fenced read waits out that
+/// timeout too. The bound is the three added, with room for a loaded machine.
+const PG_SWITCHOVER_BOUND: Duration = Duration::from_secs(10);
 
 /// A fault: its steps, and what its verdict asks beyond the judges' own bars.
 #[derive(Debug, Clone)]
