@@ -9,14 +9,14 @@
 #   ./scripts/test-fresh.sh --shell    a shell in a fresh container instead of the check
 #
 # The container is podman's (Debian's package), made from a debootstrap'd bookworm root file
-# system that is cached as the image localhost/keygrid-fresh:bookworm. The host's Rust
+# system that is cached as the image localhost/keygrid-debian:bookworm. The host's Rust
 # toolchain (~/.rustup, ~/.cargo/bin) is mounted read-only; cargo's registry cache starts
 # empty. The container shares the host's network, so the stack's ports (8000-8003, 8080,
 # 5442, 6389) must be free, as for test.sh itself. The host's CA bundle is handed to cargo,
 # npm and pip in case the registries are reached through a proxy with its own CA.
 #
-#   KG_FRESH_DIR     where the root file system and the runs' logs live (default .keygrid/fresh)
-#   KG_FRESH_MIRROR  the Debian mirror for debootstrap (default: the host's, else deb.debian.org)
+#   KG_FRESH_DIR      where the root file system and the runs' logs live (default .keygrid/fresh)
+#   KG_DEBIAN_MIRROR  the Debian mirror for debootstrap (default: the host's, else deb.debian.org)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -32,26 +32,10 @@ esac
 ensure_packages debootstrap:debootstrap git:git
 use_podman
 fresh_dir=$(realpath -m "${KG_FRESH_DIR:-$KG_ROOT/.keygrid/fresh}")
-image=localhost/keygrid-fresh:bookworm
+image=$KG_DEBIAN_IMAGE
 mkdir -p "$fresh_dir"
 
-if ! podman image exists "$image"; then
-    mirror=${KG_FRESH_MIRROR:-}
-    if [ -z "$mirror" ]; then
-        mirror=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-        mirror=${mirror:-http://deb.debian.org/debian}
-    fi
-    rootfs="$fresh_dir/rootfs"
-    rm -rf "$rootfs"
-    step "debootstrap bookworm from $mirror (once; cached as $image)"
-    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$fresh_dir/debootstrap.log" 2>&1 ||
-        fail "debootstrap failed; see $fresh_dir/debootstrap.log"
-    # The container's apt must reach the same mirror, and the image should carry no apt cache.
-    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" >"$rootfs/etc/apt/sources.list"
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | podman import - "$image" >/dev/null
-    rm -rf "$rootfs"
-fi
+ensure_debian_image "$image" "$KG_STATE_DIR/debian"
 
 ca_bundle=""
 for candidate in "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
