@@ -335,6 +335,100 @@ CONF
     export CONTAINERS_CONF=$conf
 }
 
+# The Debian 12 base image that the fresh-machine check and the compose stack's local images
+# start from (ensure_debian_image).
+KG_DEBIAN_IMAGE=${KG_DEBIAN_IMAGE:-localhost/keygrid-debian:bookworm}
+
+# ensure_debian_image IMAGE DIR: a minimal Debian 12 (bookworm) image made without any
+# registry: debootstrap a root file system under DIR and import it into podman as IMAGE, once.
+# Its apt reaches the same mirror (KG_DEBIAN_MIRROR, else the host's, else deb.debian.org).
+ensure_debian_image() {
+    local image=$1 dir=$2 mirror rootfs
+    podman image exists "$image" && return 0
+    ensure_packages debootstrap:debootstrap
+    mirror=${KG_DEBIAN_MIRROR:-${KG_FRESH_MIRROR:-}}
+    if [ -z "$mirror" ]; then
+        mirror=$(awk '/^URIs:/ && $2 ~ /\/debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+        mirror=${mirror:-http://deb.debian.org/debian}
+    fi
+    mkdir -p "$dir"
+    rootfs="$dir/rootfs"
+    rm -rf "$rootfs"
+    step "debootstrap bookworm from $mirror (once; cached as $image)"
+    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >"$dir/debootstrap.log" 2>&1 ||
+        fail "debootstrap failed; see $dir/debootstrap.log"
+    # The container's apt must reach the same mirror, and the image should carry no apt cache.
+    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" >"$rootfs/etc/apt/sources.list"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+    tar -C "$rootfs" -c . | podman import - "$image" >/dev/null
+    rm -rf "$rootfs"
+}
+
+# start_podman_api SOCK LOG: podman's Docker-compatible API on the unix socket SOCK, for
+# docker-compose and the docker CLI (it exports DOCKER_HOST), in a session of its own so it
+# outlives the caller; PODMAN_API_PID is its pid. podman runs health checks from systemd
+# timers: where systemd is not PID 1 nothing would run them and compose's `service_healthy`
+# would wait for ever, so a loop (PODMAN_HEALTH_PID, else empty) runs every compose
+# container's check on the compose file's interval, as Docker's engine would.
+start_podman_api() {
+    local sock=$1 log=$2
+    use_podman
+    mkdir -p "$(dirname "$sock")"
+    rm -f "$sock"
+    setsid podman system service --time=0 "unix://$sock" >"$log" 2>&1 </dev/null &
+    PODMAN_API_PID=$!
+    export DOCKER_HOST=unix://$sock
+    for _ in $(seq 100); do
+        curl -fsS --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    curl -fsS --unix-socket "$sock" http://d/_ping >/dev/null || fail "podman system service did not answer; see $log"
+    PODMAN_HEALTH_PID=""
+    if [ "$(ps -o comm= -p 1)" != systemd ]; then
+        setsid bash -c '
+            while sleep 5; do
+                for id in $(podman ps -q --filter label=com.docker.compose.project); do
+                    podman healthcheck run "$id" >/dev/null 2>&1 || true
+                done
+            done' >/dev/null 2>&1 </dev/null &
+        PODMAN_HEALTH_PID=$!
+    fi
+}
+
+# prepare_local_compose PROFILE: what docker-compose.yml needs where podman stands in for
+# Docker and no registry is reached: the local base images (scripts/compose-images.sh; their
+# variables are exported here) and kg-server and kg built with the cargo PROFILE, copied to
+# deploy/docker/bin/ for the Dockerfile's KG_BINARIES=prebuilt.
+prepare_local_compose() {
+    local profile=$1 flag=()
+    case "$profile" in
+        release) flag=(--release) ;;
+        debug) ;;
+        *) flag=(--profile "$profile") ;;
+    esac
+    ensure_build_tools
+    step "kg-server and kg ($profile), to pack into the node image"
+    (cd "$KG_ROOT" && cargo build --locked "${flag[@]}" -p kg-server -p kg-cli)
+    eval "$("$KG_ROOT/scripts/compose-images.sh")"
+    mkdir -p "$KG_ROOT/deploy/docker/bin"
+    # Without their debug information (symbols stay, for backtraces): compose sends the build
+    # context once per node, and a debug build's is mostly that.
+    local binary
+    for binary in kg-server kg; do
+        strip --strip-debug -o "$KG_ROOT/deploy/docker/bin/$binary" "$KG_ROOT/target/$profile/$binary"
+    done
+}
+
+# compose ARGS...: `docker compose` where the docker CLI has Compose v2, else Debian's
+# standalone `docker-compose` (v1).
+compose() {
+    if docker compose version >/dev/null 2>&1; then
+        docker compose "$@"
+    else
+        docker-compose "$@"
+    fi
+}
+
 # require_node: Node.js and npm for the web view's tools, from Debian's packages when missing.
 # The tools are chosen to run on Debian 12's own Node.js 18 (Vite 6, Vitest 3), so a fresh
 # machine needs nothing from outside Debian.
