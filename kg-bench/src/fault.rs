@@ -5,7 +5,9 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::str::FromStr;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -122,7 +124,8 @@ pub enum Runtime {
     /// `SCRIPT pid MEMBER` names. Its supervisor restarts a node that dies on its own,
     /// as compose's `restart: unless-stopped` does, and leaves one it stopped or killed.
     Local { script: PathBuf },
-    /// `docker compose ACTION SERVICE` (pause and resume are compose's pause and unpause).
+    /// `docker compose ACTION SERVICE`, or `docker-compose` (see `compose`); pause and resume
+    /// are compose's pause and unpause.
     Compose,
     /// Shell commands of the user's own, `{node}` replaced by the member's name: `stop` also
     /// serves for kill; `start` for start.
@@ -204,9 +207,40 @@ fn local(script: &PathBuf, args: &[&str]) -> Process {
     command
 }
 
+/// Compose's command line: `KG_COMPOSE` when set (e.g. `podman-compose`), else `docker
+/// compose` (Compose v2, a plugin of the docker CLI) where the docker CLI has it, else the
+/// standalone `docker-compose` (Compose v1, as Debian 12 packages it). Either one honours
+/// `COMPOSE_FILE`, `COMPOSE_PROJECT_NAME` and `DOCKER_HOST`, so the caller's stack is the one
+/// acted on.
 fn compose(args: &[&str]) -> Process {
-    let mut command = Process::new("docker");
-    command.arg("compose").args(args);
+    static COMMAND: OnceLock<Vec<String>> = OnceLock::new();
+    let words = COMMAND.get_or_init(|| {
+        let custom: Vec<String> = std::env::var("KG_COMPOSE")
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !custom.is_empty() {
+            return custom;
+        }
+        // Asked once per process, at its first compose action.
+        let plugin = std::process::Command::new("docker")
+            .args(["compose", "version"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if plugin {
+            vec!["docker".to_owned(), "compose".to_owned()]
+        } else {
+            vec!["docker-compose".to_owned()]
+        }
+    });
+    let mut command = Process::new(&words[0]);
+    command.args(&words[1..]).args(args);
+    // docker-compose 1.x would run `exec` through the docker CLI, which knows no DOCKER_HOST
+    // from compose's .env; this makes it use the API it already talks to.
+    command.env("COMPOSE_INTERACTIVE_NO_CLI", "1");
     command
 }
 
