@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check KeyGrid has: formatting, clippy with -D warnings, the whole cargo test
 # suite against PostgreSQL, Redis and embedded SQLite, the deployment files (docker-compose,
-# Kubernetes), and then the cluster tests against a stack of its own from scripts/start.sh
+# Kubernetes), the real compose stack through podman (scripts/test-compose.sh: images built
+# here from Debian's packages, cached in podman's store), and then the cluster tests against a stack of its own from scripts/start.sh
 # (nginx on 8000/8080, nodes on 8001-8003: stop your own stack first), and last the fault
 # drills, the replicated data tier's too (start.sh --ha: etcd on 2379-2580, PostgreSQL on
 # 5451-5453, Patroni on 8008-8010, Redis on 6389-6390, Sentinels on 26389-26391).
@@ -96,6 +97,9 @@ KG_PROFILE=debug ./scripts/test-web.sh
 
 step "deployment files"
 ./scripts/check-deploy.sh
+
+step "the compose stack through podman: health, the seed's drill word for word, volumes, restarts"
+KG_PROFILE=debug ./scripts/test-compose.sh
 
 step "cluster: starting a stack of its own"
 for port in 8000 8001 8002 8003 8080; do
