@@ -11,7 +11,7 @@
 #                                 Redis primary, replica and three Sentinels
 #
 # KG_AUTH_TOKENS_FILE=FILE turns on bearer tokens on the local nodes (the script's own checks
-# present the file's first token); --docker always uses them (.keygrid/auth-tokens).
+# present the file's first token); --docker always uses them (.keygrid/secrets/auth-tokens).
 #
 # Run it again while the stack runs and it says so, starting only what is missing.
 # Environment: see the stack section of scripts/lib.sh (KG_STATE_DIR, KG_PG_PORT, ...).
@@ -30,16 +30,71 @@ case "${1:-}" in
     "" | --ha) [ "${2:-}" = --no-build ] && build=0 ;;
     --no-build) build=0 ;;
     --docker)
-        command -v docker >/dev/null 2>&1 || fail "--docker needs a Docker engine; without one, run ./scripts/start.sh"
-        # The nodes require bearer tokens from this file (the compose file's secret).
-        if [ -z "${KG_AUTH_TOKENS:-}" ] && [ ! -f .keygrid/auth-tokens ]; then
-            write_auth_tokens .keygrid/auth-tokens
-            echo "wrote bearer tokens to .keygrid/auth-tokens (export KG_TOKEN=<a token> for kg)"
+        # The nodes require bearer tokens from this file (the compose file's secret). Compose
+        # bind-mounts it, and the image's non-root user must read it: the file is readable by
+        # all, the directory around it only by its owner.
+        if [ -z "${KG_AUTH_TOKENS:-}" ]; then
+            mkdir -p .keygrid/secrets
+            chmod 700 .keygrid/secrets
+            if [ ! -f .keygrid/secrets/auth-tokens ]; then
+                write_auth_tokens .keygrid/secrets/auth-tokens
+                echo "wrote bearer tokens to .keygrid/secrets/auth-tokens (export KG_TOKEN=<a token> for kg)"
+            fi
+            chmod 644 .keygrid/secrets/auth-tokens
         fi
-        if docker compose version >/dev/null 2>&1; then
-            exec docker compose up -d --build
+        if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+            compose up -d --build
+            exit 0
         fi
-        exec docker-compose up -d --build
+        # No Docker engine: podman's Docker API serves docker-compose, with images built here
+        # from Debian's packages (no registry needed) and the binaries built on this machine.
+        step "no Docker engine answers: podman stands in (scripts/compose-images.sh)"
+        ensure_packages docker-compose:docker-compose curl:curl
+        prepare_local_compose "${KG_PROFILE:-release}"
+        mkdir -p "$KG_RUN" "$KG_LOGS"
+        if ! pid_alive "$KG_RUN/podman-api.pid"; then
+            start_podman_api "$KG_RUN/podman.sock" "$KG_LOGS/podman-api.log"
+            echo "$PODMAN_API_PID" >"$KG_RUN/podman-api.pid"
+            [ -z "$PODMAN_HEALTH_PID" ] || echo "$PODMAN_HEALTH_PID" >"$KG_RUN/podman-health.pid"
+        fi
+        # Compose reads .env from this directory on every command, so `docker-compose stop
+        # backend1` and the rest of the seed's commands reach the same stack without exports.
+        if [ -f .env ] && ! head -n 1 .env | grep -q '^# Written by scripts/start.sh --docker'; then
+            fail ".env exists and is not start.sh's; add to it: DOCKER_HOST=unix://$KG_RUN/podman.sock and the variables scripts/compose-images.sh prints"
+        fi
+        {
+            echo "# Written by scripts/start.sh --docker: podman's Docker API and the local images."
+            echo "DOCKER_HOST=unix://$KG_RUN/podman.sock"
+            env | grep -E '^(KG_BASE_[A-Z]+|KG_BINARIES)=' | sort
+        } >.env
+        export DOCKER_HOST=unix://$KG_RUN/podman.sock
+        if [ -n "$(docker-compose ps -q 2>/dev/null)" ]; then
+            # docker-compose 1.x compares the network's IPAM options with podman's answer,
+            # which names its "host-local" driver, and refuses a second `up` of a network it
+            # made itself; so a stack that exists is only started.
+            step "the compose stack exists: docker-compose start (./scripts/stop.sh first to rebuild it)"
+            docker-compose start
+        else
+            step "docker-compose up -d --build (through podman)"
+            docker-compose up -d --build
+        fi
+        # docker-compose 1.x returns once the containers exist; nginx answers when a node does.
+        for _ in $(seq 240); do
+            curl -fsS -m 2 -o /dev/null http://127.0.0.1:8000/api/health 2>/dev/null && break
+            sleep 0.5
+        done
+        curl -fsS -m 2 -o /dev/null http://127.0.0.1:8000/api/health ||
+            fail "the stack did not become healthy in 120 s; see docker-compose ps and docker-compose logs"
+        cat <<DONE
+
+KeyGrid runs under compose through podman: API on :8000, web view on :8080.
+docker-compose in this directory reaches it (.env names podman's socket), e.g.
+  docker-compose ps; docker-compose stop backend1; docker-compose start backend1
+For docker-compose exec and run, export COMPOSE_INTERACTIVE_NO_CLI=1 first: docker-compose
+1.x runs them through the docker CLI, which reads no .env and would miss podman's socket.
+./scripts/stop.sh stops it (docker-compose down: the named volumes keep the data).
+DONE
+        exit 0
         ;;
     -h | --help)
         sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'

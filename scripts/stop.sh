@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stops the local stack that scripts/start.sh started, without losing data: nginx finishes its
 # requests, each node drains, and PostgreSQL shuts down cleanly. The data stays under
-# .keygrid/ for the next start; `--purge` deletes it afterwards.
+# .keygrid/ for the next start; `--purge` deletes it afterwards. The compose stack that
+# `start.sh --docker` runs through podman is taken down too (`--purge`: with its volumes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -10,9 +11,26 @@ purge=0
 case "${1:-}" in
     "") ;;
     --purge) purge=1 ;;
-    -h | --help) sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$1' (try --help)" ;;
 esac
+
+# The compose stack that `start.sh --docker` runs through podman (its .env names the socket).
+if pid_alive "$KG_RUN/podman-api.pid"; then
+    volumes=()
+    if [ "$purge" = 1 ]; then
+        step "stopping the compose stack and deleting its volumes (docker-compose down --volumes)"
+        volumes=(--volumes)
+    else
+        step "stopping the compose stack (docker-compose down; the named volumes keep the data)"
+    fi
+    DOCKER_HOST=unix://$KG_RUN/podman.sock docker-compose down "${volumes[@]}" --timeout 30 ||
+        echo "docker-compose down failed; the containers may still run (podman ps)" >&2
+    for pidfile in "$KG_RUN/podman-health.pid" "$KG_RUN/podman-api.pid"; do
+        pid_alive "$pidfile" && kill -- "-$(cat "$pidfile")" 2>/dev/null
+        rm -f "$pidfile"
+    done
+fi
 
 nginx_pid="$KG_STATE_DIR/nginx/nginx.pid"
 if pid_alive "$nginx_pid"; then
@@ -48,6 +66,10 @@ fi
 
 rm -f "$KG_RUN/bin-dir"
 if [ "$purge" = 1 ]; then
+    # start.sh --docker's .env names a socket that is gone now.
+    if [ -f .env ] && head -n 1 .env | grep -q '^# Written by scripts/start.sh --docker'; then
+        rm -f .env
+    fi
     step "deleting $KG_STATE_DIR"
     purge_postgres "$pgdata"
     rm -rf "$KG_STATE_DIR"
