@@ -12,8 +12,9 @@
 # system that is cached as the image localhost/keygrid-debian:bookworm. The host's Rust
 # toolchain (~/.rustup, ~/.cargo/bin) is mounted read-only; cargo's registry cache starts
 # empty. The container shares the host's network, so the stack's ports (8000-8003, 8080,
-# 5442, 6389) must be free, as for test.sh itself. The host's CA bundle is handed to cargo,
-# npm and pip in case the registries are reached through a proxy with its own CA.
+# 5442, 6389) must be free, as for test.sh itself, and so must the compose stack's subnet.
+# The host's CA bundle is handed to cargo, npm and pip in case the registries are reached
+# through a proxy with its own CA.
 #
 #   KG_FRESH_DIR      where the root file system and the runs' logs live (default .keygrid/fresh)
 #   KG_DEBIAN_MIRROR  the Debian mirror for debootstrap (default: the host's, else deb.debian.org)
@@ -46,7 +47,9 @@ run_dir=$(mktemp -d "$fresh_dir/run.XXXXXX")
 step "a clean clone of HEAD ($(git rev-parse --short HEAD)) in $run_dir/src"
 git clone -q --no-local "$KG_ROOT" "$run_dir/src"
 
-args=(run --rm --network host
+# Privileged: test.sh runs the compose stack (scripts/test-compose.sh) through a podman of its
+# own inside this container.
+args=(run --rm --network host --privileged
     --name "keygrid-fresh-$$"
     -v "$HOME/.rustup:/root/.rustup:ro" -v "$HOME/.cargo/bin:/opt/cargo-bin:ro"
     -v "$run_dir/src:/src" -w /src
