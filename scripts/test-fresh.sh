@@ -16,7 +16,7 @@
 # The host's CA bundle is handed to cargo, npm and pip in case the registries are reached
 # through a proxy with its own CA.
 #
-#   KG_FRESH_DIR      where the root file system and the runs' logs live (default .keygrid/fresh)
+#   KG_FRESH_DIR      where the runs' logs live (default .keygrid/fresh)
 #   KG_DEBIAN_MIRROR  the Debian mirror for debootstrap (default: the host's, else deb.debian.org)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ mode=check
 case "${1:-}" in
     "") ;;
     --shell) mode=shell ;;
-    -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) fail "unknown option '$1' (try --help)" ;;
 esac
 
