@@ -504,10 +504,10 @@ impl SkewedNode {
 
 impl Drop for SkewedNode {
     fn drop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = std::process::Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .status();
+        // A signal to the group from here, not the `kill` program: a minimal Debian has no
+        // procps, the command failed unnoticed, and the wait below then never returned.
+        let group = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
     }
 }
