@@ -409,7 +409,11 @@ prepare_local_compose() {
     ensure_build_tools
     step "kg-server and kg ($profile), to pack into the node image"
     (cd "$KG_ROOT" && cargo build --locked "${flag[@]}" -p kg-server -p kg-cli)
-    eval "$("$KG_ROOT/scripts/compose-images.sh")"
+    # Not `eval "$(...)"`: a failure inside a command substitution that eval takes does not
+    # stop the script.
+    local variables
+    variables=$("$KG_ROOT/scripts/compose-images.sh") || fail "the local images could not be built"
+    eval "$variables"
     mkdir -p "$KG_ROOT/deploy/docker/bin"
     # Without their debug information (symbols stay, for backtraces): compose sends the build
     # context once per node, and a debug build's is mostly that.
