@@ -44,15 +44,18 @@ for candidate in "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
 done
 
 run_dir=$(mktemp -d "$fresh_dir/run.XXXXXX")
+mkdir -p "$run_dir/containers"
 step "a clean clone of HEAD ($(git rev-parse --short HEAD)) in $run_dir/src"
 git clone -q --no-local "$KG_ROOT" "$run_dir/src"
 
 # Privileged: test.sh runs the compose stack (scripts/test-compose.sh) through a podman of its
-# own inside this container.
+# own inside this container. That podman's store is a host directory: its overlay driver
+# cannot stack on the container's own overlay file system.
 args=(run --rm --network host --privileged
     --name "keygrid-fresh-$$"
     -v "$HOME/.rustup:/root/.rustup:ro" -v "$HOME/.cargo/bin:/opt/cargo-bin:ro"
     -v "$run_dir/src:/src" -w /src
+    -v "$run_dir/containers:/var/lib/containers"
     -e RUSTUP_HOME=/root/.rustup -e CARGO_HOME=/root/.cargo -e RUSTUP_AUTO_INSTALL=0
     -e PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     -e CARGO_TERM_COLOR=never)
@@ -96,8 +99,9 @@ podman "${args[@]}" "$image" bash -c '
     echo "node used: $(node --version) from $(dpkg -S "$(command -v node)" | cut -d: -f1)"
 ' 2>&1 | tee "$run_dir/result.txt" || status=$?
 cp "$run_dir"/src/*.sh.log "$run_dir/" 2>/dev/null || true
-# The clone holds two cargo target directories (several GB); the logs are what is kept.
-rm -rf "$run_dir/src"
+# The clone holds two cargo target directories (several GB) and the store holds the compose
+# images; the logs are what is kept.
+rm -rf "$run_dir/src" "$run_dir/containers"
 echo "logs: $run_dir"
 [ "$status" = 0 ] || fail "the fresh-machine check failed"
 step "the README's two commands pass on a fresh Debian 12"
