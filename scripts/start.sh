@@ -4,7 +4,8 @@
 # :8080). Everything lives under .keygrid/; ./scripts/stop.sh stops it without losing data.
 #
 #   ./scripts/start.sh            build and start the local stack (no Docker needed)
-#   ./scripts/start.sh --docker   the same with `docker compose up -d --build`
+#   ./scripts/start.sh --docker   the same with docker-compose.yml (through podman where no
+#                                 Docker engine answers: README, Docker)
 #   ./scripts/start.sh --no-build start from binaries built earlier
 #   ./scripts/start.sh --ha       the same with a replicated data tier (scripts/ha.sh):
 #                                 PostgreSQL x3 under Patroni and etcd behind HAProxy on 5442,
@@ -97,7 +98,7 @@ DONE
         exit 0
         ;;
     -h | --help)
-        sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *) fail "unknown option '$1' (try --help)" ;;
