@@ -397,15 +397,12 @@ start_podman_api() {
 
 # prepare_local_compose PROFILE: what docker-compose.yml needs where podman stands in for
 # Docker and no registry is reached: the local base images (scripts/compose-images.sh; their
-# variables are exported here) and kg-server and kg built with the cargo PROFILE, copied to
+# variables are exported here) and kg-server and kg built with the cargo PROFILE (release or
+# debug, as KG_PROFILE), copied to
 # deploy/docker/bin/ for the Dockerfile's KG_BINARIES=prebuilt.
 prepare_local_compose() {
     local profile=$1 flag=()
-    case "$profile" in
-        release) flag=(--release) ;;
-        debug) ;;
-        *) flag=(--profile "$profile") ;;
-    esac
+    [ "$profile" = release ] && flag=(--release)
     ensure_build_tools
     step "kg-server and kg ($profile), to pack into the node image"
     (cd "$KG_ROOT" && cargo build --locked "${flag[@]}" -p kg-server -p kg-cli)

@@ -50,8 +50,9 @@ cleanup() {
     if [ -n "$service_pid" ]; then
         docker-compose down --volumes --remove-orphans --timeout 10 >"$work/down.log" 2>&1 ||
             { echo "docker-compose down failed:"; tail -n 20 "$work/down.log"; }
-        [ -n "$health_pid" ] && kill "$health_pid" 2>/dev/null
-        kill "$service_pid" 2>/dev/null
+        # Each runs in a session of its own (start_podman_api): its whole group goes.
+        [ -n "$health_pid" ] && kill -- "-$health_pid" 2>/dev/null
+        kill -- "-$service_pid" 2>/dev/null
         wait 2>/dev/null
     fi
     rm -f deploy/docker/bin/kg-server deploy/docker/bin/kg
