@@ -13,6 +13,7 @@ use crate::history;
 use crate::judge::{self, Expectations, Judgement, RunCounts, StoreState, StoredKey};
 use crate::run::{self, RunOptions, Target};
 use crate::stats::Report;
+use crate::untouched;
 use crate::workload::{KeyDist, ValueSize, DEFAULT_KEY_PREFIX};
 
 /// Every fault, in the order a full run takes them.
@@ -49,6 +50,9 @@ const PG_FAILOVER_BOUND: Duration = Duration::from_secs(15);
 const HA_KEYS: u64 = 50;
 const KEYS: u64 = 10;
 
+/// The share of reads of untouched keys a database fault must leave answered.
+const UNTOUCHED_BAR: f64 = 0.999;
+
 /// How long the load runs before the fault, so that the history has a healthy start.
 const BEFORE_FAULT: Duration = Duration::from_secs(2);
 /// A PostgreSQL fault must stop failing requests this soon after its repair.
@@ -80,6 +84,10 @@ pub struct Scenario {
     /// A negative control: the fault must lose acknowledged writes, and the drill passes only
     /// when the judge finds them (and so fails the run).
     pub control: bool,
+    /// The least share of reads of untouched keys (see [`crate::untouched`]) that must be
+    /// answered from the fault to the last failed request. Every drill makes such reads, and
+    /// fails on a wrong answer whatever this says.
+    pub untouched_bar: Option<f64>,
 }
 
 impl Scenario {
@@ -93,7 +101,15 @@ impl Scenario {
             repair_step: None,
             keys: KEYS,
             control: false,
+            untouched_bar: None,
         }
+    }
+
+    /// While the database cannot take writes, the cache still answers reads of keys no write
+    /// touched: 99.9% of them, the data tier's target.
+    fn serving_untouched_keys(mut self) -> Self {
+        self.untouched_bar = Some(UNTOUCHED_BAR);
+        self
     }
 
     /// See `control`.
@@ -176,12 +192,14 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
                 Step::Do(Action::Start, Member::Postgres),
             ],
         )
-        .only_503s_until(PG_MAX_RECOVERY),
+        .only_503s_until(PG_MAX_RECOVERY)
+        .serving_untouched_keys(),
         "pg-down" => Scenario::new(
             name,
             outage(Action::Kill, Member::Postgres, 3000, Action::Start),
         )
-        .only_503s_until(PG_MAX_RECOVERY),
+        .only_503s_until(PG_MAX_RECOVERY)
+        .serving_untouched_keys(),
         // The leader's postmaster and Patroni die together; a standby is promoted once the
         // leader key expires. The old leader comes back (as a replica) 10 s later. The bound
         // counts from the kill: nothing may fail later than this after it.
@@ -191,7 +209,8 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
         )
         .only_503s_until(PG_FAILOVER_BOUND)
         .repaired_at_first_step()
-        .over_many_keys(),
+        .over_many_keys()
+        .serving_untouched_keys(),
         // The zombie primary: the leader's Patroni, postmaster and backends stopped for longer
         // than Patroni's ttl, so that another member leads while the old one still holds
         // sessions, and wakes up believing for a moment that it leads. No read may be stale.
@@ -201,12 +220,14 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
         )
         .only_503s_until(PG_PAUSE_BOUND)
         .repaired_at_first_step()
-        .over_many_keys(),
+        .over_many_keys()
+        .serving_untouched_keys(),
         // A planned change of leader (patronictl switchover) under load.
         "pg-switchover" => {
             Scenario::new(name, vec![Step::Do(Action::Switchover, Member::Postgres)])
                 .only_503s_until(PG_SWITCHOVER_BOUND)
                 .over_many_keys()
+                .serving_untouched_keys()
         }
         // Sentinel promotes the replica; the nodes read from the database meanwhile, so no
         // request may fail at all.
@@ -277,6 +298,15 @@ pub async fn run_fault(
     out: &Path,
 ) -> Result<Judgement, String> {
     let file = |suffix: &str| out.join(format!("{}.{suffix}", scenario.name));
+    let client = kg_api::Client::with_options(
+        endpoint,
+        &kg_api::ClientOptions {
+            timeout: Duration::from_secs(10),
+            token: load.token.clone(),
+        },
+    )
+    .map_err(|err| err.to_string())?;
+    untouched::seed(&client).await?;
     let origin = Instant::now();
     let options = RunOptions {
         targets: vec![Target::resolve(endpoint).await?],
@@ -304,22 +334,20 @@ pub async fn run_fault(
     };
     let settings = serde_json::json!({"fault": scenario.name, "rate": load.rate});
     let load_task = tokio::spawn(run::run(options, settings));
+    let (reader, until) = (client.clone(), origin + load.duration);
+    let untouched_task =
+        tokio::spawn(async move { untouched::read_until(&reader, origin, until).await });
     tokio::time::sleep_until((origin + BEFORE_FAULT).into()).await;
     let injected = runtime.run(&scenario.steps, origin).await;
     let (report, _) = load_task
         .await
         .map_err(|err| format!("the load failed: {err}"))??;
+    let untouched_reads = untouched_task
+        .await
+        .map_err(|err| format!("the untouched keys' reader failed: {err}"))?;
     let repaired = injected?;
     write_json(&file("json"), &report)?;
 
-    let client = kg_api::Client::with_options(
-        endpoint,
-        &kg_api::ClientOptions {
-            timeout: Duration::from_secs(10),
-            token: load.token.clone(),
-        },
-    )
-    .map_err(|err| err.to_string())?;
     let state = read_state(&client, DEFAULT_KEY_PREFIX).await?;
     write_json(&file("state.json"), &state)?;
     let history = history::read_history_file(&file("jsonl"))?;
@@ -340,6 +368,16 @@ pub async fn run_fault(
         &expect,
     )?;
     verdict.negative_control = scenario.control;
+    // From the fault to the load's last failure: while the store could not take writes.
+    let repaired_at = expect.repaired_at_s.unwrap_or(BEFORE_FAULT.as_secs_f64());
+    let window = (
+        BEFORE_FAULT.as_secs_f64(),
+        repaired_at + verdict.recovery_s.unwrap_or(0.0),
+    );
+    verdict.judge_untouched(
+        untouched::tally(&untouched_reads, window),
+        scenario.untouched_bar,
+    );
     write_json(&file("verdict.json"), &verdict)?;
     Ok(verdict)
 }
@@ -546,6 +584,13 @@ mod tests {
             let s = scenario(name, &n1).unwrap();
             assert!(!s.steps.is_empty(), "{name}");
             assert_eq!(s.max_recovery.is_some(), name.starts_with("pg-"), "{name}");
+        }
+        // Every fault that takes the database away while the cache stays must keep serving
+        // the keys no write touched; the negative control is judged on its loss alone.
+        for name in FAULTS.iter().chain(&HA_FAULTS) {
+            let s = scenario(name, &n1).unwrap();
+            let database = name.starts_with("pg-") && *name != "pg-async-kill";
+            assert_eq!(s.untouched_bar.is_some(), database, "{name}");
         }
         let kill = scenario("kill", &n1).unwrap();
         let shown: Vec<String> = kill.steps.iter().map(ToString::to_string).collect();

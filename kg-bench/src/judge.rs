@@ -114,6 +114,10 @@ pub struct Judgement {
     /// Multi-key invariants the store's state broke (see [`Judgement::hold_invariants`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub broken_invariants: Vec<crate::invariant::Broken>,
+    /// Reads of keys no write touched, made beside the load (see [`crate::untouched`]);
+    /// `None` where the run made none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untouched_reads: Option<crate::untouched::UntouchedReads>,
     pub problems: Vec<String>,
     pub passed: bool,
     /// A negative control's run (see `chaos::Scenario::control`): its verdict must fail on a
@@ -123,6 +127,36 @@ pub struct Judgement {
 }
 
 impl Judgement {
+    /// Judges the reads of untouched keys: any wrong answer is a problem, and so is a share
+    /// answered during the window below `min_answered`.
+    pub fn judge_untouched(
+        &mut self,
+        reads: crate::untouched::UntouchedReads,
+        min_answered: Option<f64>,
+    ) {
+        if reads.wrong > 0 {
+            self.problems.push(format!(
+                "{} read(s) of untouched keys answered a value no write wrote: {}",
+                reads.wrong,
+                reads.wrong_examples.join("; ")
+            ));
+        }
+        if let Some(min) = min_answered {
+            if reads.answered_ratio() < min {
+                self.problems.push(format!(
+                    "{} of {} reads of untouched keys answered from {:.2} s to {:.2} s, under {:.1}%",
+                    reads.answered,
+                    reads.during,
+                    reads.window_s.0,
+                    reads.window_s.1,
+                    min * 100.0
+                ));
+            }
+        }
+        self.untouched_reads = Some(reads);
+        self.passed = self.problems.is_empty();
+    }
+
     /// Checks `invariants` against the store's state after the run, as one view; each that
     /// breaks is a problem, and fails the verdict.
     pub fn hold_invariants(
@@ -533,6 +567,7 @@ pub fn judge(
         undecided,
         recovery_s: recovery,
         broken_invariants: sums,
+        untouched_reads: None,
         negative_control: false,
         passed: problems.is_empty(),
         problems,
@@ -968,5 +1003,48 @@ mod tests {
         late.outcome = HistoryOutcome::Unknown;
         let history = vec![put("p/1", "v1", 3, 0), get("p/1", None, None, 1_000), late];
         assert_eq!(stale_reads(&history).len(), 1);
+    }
+
+    /// The untouched keys' judge: a wrong answer fails any run, and a run with a bar fails
+    /// when too few of the window's reads were answered.
+    #[test]
+    fn untouched_keys_read_wrong_or_left_unanswered_are_caught() {
+        use crate::untouched::{tally, Outcome, Read};
+        let (history, state) = clean();
+        let reads = |outcomes: Vec<Outcome>| -> Vec<Read> {
+            outcomes
+                .into_iter()
+                .enumerate()
+                .map(|(i, outcome)| Read {
+                    at_s: i as f64,
+                    outcome,
+                })
+                .collect()
+        };
+        let answered = reads(vec![Outcome::Right; 5]);
+        let mut v = verdict(&history, &state);
+        v.judge_untouched(tally(&answered, (0.0, 10.0)), Some(0.999));
+        assert!(v.passed, "{:?}", v.problems);
+        assert_eq!(v.untouched_reads.as_ref().map(|r| r.answered), Some(5));
+
+        let one_failed = reads(vec![Outcome::Right, Outcome::Failed, Outcome::Right]);
+        let mut v = verdict(&history, &state);
+        v.judge_untouched(tally(&one_failed, (0.0, 10.0)), Some(0.999));
+        assert!(!v.passed);
+        assert!(v.problems[0].starts_with("2 of 3 reads of untouched keys answered"));
+        // Without a bar, unanswered reads are only counted.
+        let mut v = verdict(&history, &state);
+        v.judge_untouched(tally(&one_failed, (0.0, 10.0)), None);
+        assert!(v.passed, "{:?}", v.problems);
+
+        // A wrong value fails even outside the window and without a bar.
+        let wrong = reads(vec![
+            Outcome::Right,
+            Outcome::Wrong("untouched/0: \"old\"".into()),
+        ]);
+        let mut v = verdict(&history, &state);
+        v.judge_untouched(tally(&wrong, (0.0, 0.5)), None);
+        assert!(!v.passed);
+        assert!(v.problems[0].contains("no write wrote"), "{:?}", v.problems);
     }
 }

@@ -17,6 +17,7 @@ pub mod run;
 pub mod stats;
 pub mod suite;
 pub mod threshold;
+pub mod untouched;
 pub mod workload;
 
 use std::io::{IsTerminal, Write};

@@ -315,6 +315,7 @@ pub fn print_judgements(out: &mut dyn Write, verdicts: &[Judgement]) -> io::Resu
             "STALE",
             "VIOLATIONS",
             "RECOVERED",
+            "UNTOUCHED",
             "VERDICT",
         ],
         &rows,
@@ -361,6 +362,10 @@ fn judgement_row(verdict: &Judgement) -> Vec<String> {
         verdict
             .recovery_s
             .map_or_else(|| "no errors".to_owned(), |s| format!("{s:.2} s")),
+        verdict.untouched_reads.as_ref().map_or_else(
+            || "-".to_owned(),
+            |reads| format!("{}/{}", reads.answered, reads.during),
+        ),
         match (verdict.negative_control, verdict.passed) {
             (false, true) => "PASS",
             (false, false) => "FAIL",

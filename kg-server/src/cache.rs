@@ -34,6 +34,12 @@
 //! takes the mark away. While `p > 0` a lookup sends the read to the database without a fill,
 //! and a fill from a lookup made before the mark is refused: the database alone decides what
 //! is visible.
+//!
+//! **Failed commits.** A commit that fails may have landed all the same, so its keys keep
+//! their marks until a later commit of the same node has settled it; the writer then stores
+//! the keys as read from the database (writer.rs, `InDoubt`). Every other key is still served
+//! from the cache meanwhile, through a failover of the database too. Only a failed write
+//! whose keys could not be marked fences the cache: see [`Cache::fence`].
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -144,6 +150,17 @@ pub enum Lookup {
     Pending,
     /// The cache cannot be used now.
     Degraded,
+}
+
+/// What [`Cache::mark`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marked {
+    /// The epoch to give the writes' [`Cache::store`].
+    pub epoch: i64,
+    /// Whether every key carries the mark in `epoch`. While a mark is held no node serves the
+    /// key from the cache, so a write whose commit failed need not fence the whole cache; a
+    /// write whose marks are not held must (see writer.rs).
+    pub held: bool,
 }
 
 /// A key's state to store, borrowed from the write or read that produced it.
@@ -300,15 +317,20 @@ impl Cache {
 
     /// Marks `keys` as written, before the commit (see "Pending writes" above), in the epoch
     /// this node knows; if that has moved, learns the new one and marks again. Returns the
-    /// epoch to give the writes' [`Cache::store`]. When Redis cannot be reached the write goes
-    /// on unmarked: nothing can be read from the cache then, and its update will fence.
-    pub async fn mark(&self, keys: &[&str]) -> i64 {
+    /// epoch to give the writes' [`Cache::store`], and whether the marks are held. When Redis
+    /// cannot be reached the write goes on unmarked: nothing can be read from the cache then,
+    /// and its update will fence.
+    pub async fn mark(&self, keys: &[&str]) -> Marked {
         let mut epoch = self.known_epoch();
-        if keys.is_empty() || !self.writes_enabled.load(Ordering::Acquire) {
-            return epoch;
+        let unheld = |epoch| Marked { epoch, held: false };
+        if keys.is_empty() {
+            return Marked { epoch, held: true };
+        }
+        if !self.writes_enabled.load(Ordering::Acquire) {
+            return unheld(epoch);
         }
         let Some(mut connection) = self.connection() else {
-            return epoch;
+            return unheld(epoch);
         };
         let ttl_ms = u64::try_from(self.options.ttl.as_millis()).unwrap_or(u64::MAX);
         for _ in 0..2 {
@@ -322,18 +344,18 @@ impl Cache {
             let result: RedisResult<(i64,)> =
                 self.call(pipeline.query_async(&mut connection)).await;
             match result {
-                Ok((reply,)) if reply != STORE_EPOCH_MOVED => return epoch,
+                Ok((reply,)) if reply != STORE_EPOCH_MOVED => return Marked { epoch, held: true },
                 Ok(_) => {
                     self.refresh_epoch(&mut connection).await;
                     epoch = self.known_epoch();
                 }
                 Err(err) => {
                     self.mark_down(&err);
-                    return epoch;
+                    return unheld(epoch);
                 }
             }
         }
-        epoch
+        unheld(epoch)
     }
 
     /// A write's cache update, after its commit: stores each entry unless the cache already

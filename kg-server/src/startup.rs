@@ -161,6 +161,7 @@ impl AppState {
                 cache: cache.clone(),
                 events: events.clone(),
                 cache_update_delay: config.cache_update_delay,
+                db_timeout: config.db_timeout,
             },
         );
         let keepalives = KeepAlives::spawn(store.clone(), config.keepalive_window);

@@ -11,7 +11,8 @@
 //! against ~6,500 unserialised upserts/s). Batching everything that queued up while the
 //! previous commit was in flight pays the lock and the fsync once per batch instead.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,6 +25,11 @@ use crate::store::{
 
 /// The most writes one transaction carries; a bound on how long the revision lock is held.
 pub const MAX_BATCH: usize = 256;
+
+/// The most keys of failed commits that wait for a later commit to settle them (see
+/// [`InDoubt`]). Past it a failure fences the whole cache, as every failure once did: the
+/// settling reads are one per key, and a prefix delete can mark thousands.
+const MAX_IN_DOUBT: usize = 16 * MAX_BATCH;
 
 /// Hands writes to the node's batching task.
 #[derive(Debug, Clone)]
@@ -75,7 +81,9 @@ pub struct WriterContext {
     pub cache: Option<Arc<Cache>>,
     pub events: Arc<Events>,
     /// Test hook: a pause between a batch's commit and its cache update.
-    pub cache_update_delay: Option<std::time::Duration>,
+    pub cache_update_delay: Option<Duration>,
+    /// Bound on the reads that settle failed commits' keys (see [`InDoubt`]).
+    pub db_timeout: Duration,
 }
 
 impl Writer {
@@ -162,6 +170,38 @@ enum Committed {
         epoch: i64,
         replies: Vec<oneshot::Sender<TxnReply>>,
     },
+    /// Not a commit: a commit that failed, whose keys wait for the next one to settle them.
+    InDoubt(InDoubt),
+}
+
+impl Committed {
+    /// Whether the batch took the revision lock, after every commit this node tried before
+    /// it, so that each of those has landed or never will: every write does, and a prefix
+    /// delete or a lease's end that found nothing to delete may not.
+    fn settles(&self) -> bool {
+        match self {
+            Committed::Writes { .. } | Committed::Txns { .. } => true,
+            Committed::Ended { changes, .. } => changes.is_some(),
+            Committed::Prefix { result, .. } => matches!(result, PrefixDelete::Deleted { .. }),
+            Committed::InDoubt(_) => false,
+        }
+    }
+}
+
+/// The keys of a commit that failed, marked pending in `epoch` (a key written twice, twice).
+///
+/// Such a commit may have landed all the same (a connection lost in COMMIT, a leader that
+/// died after its commit reached the standby), so the keys' cached entries may be older than
+/// the database. Their marks stay: no node serves them from the cache meanwhile, while every
+/// other key is still served, through a failover of the database too. The next commit of this
+/// node takes the revision lock after the failed one, so once it has committed the failed one
+/// has landed or never will; the keys are then read from the database and stored as the
+/// failed commit's cache update, which takes the marks away. A failure whose keys are not
+/// all marked fences the whole cache instead ([`Cache::fence`]).
+#[derive(Debug)]
+struct InDoubt {
+    epoch: i64,
+    keys: Vec<String>,
 }
 
 /// Commits batches one after the other. Each committed batch goes to `publish`, so the next
@@ -170,7 +210,7 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
     // Two batches may wait for publishing; past that the committer waits too, so a slow Redis
     // slows writes down instead of piling them up.
     let (committed_tx, committed_rx) = mpsc::channel(2);
-    tokio::spawn(publish(context.clone(), committed_rx));
+    tokio::spawn(publish(store.clone(), context.clone(), committed_rx));
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut ops = Vec::with_capacity(batch.len());
@@ -194,7 +234,7 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
         }
         if !plans.is_empty() {
             metrics::histogram!("kg_txn_batch_size").record(plans.len() as f64);
-            let mark = mark_hook(&context);
+            let (mark, marks) = mark_hook(&context);
             match store.txns(&context.node_id, &plans, &*mark).await {
                 Ok((outcomes, epoch)) => {
                     let committed = Committed::Txns {
@@ -206,13 +246,15 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                         return;
                     }
                 }
-                Err(err) => fail_all(&context, err, txn_replies).await,
+                Err(err) => {
+                    fail_all(&context, &committed_tx, err, txn_replies, marks.in_doubt()).await;
+                }
             }
         }
         // Before the batch's writes: all of them were in flight at once, so any order is one
         // a client could have seen.
         for (prefix, reply) in prefixes {
-            let mark = mark_hook(&context);
+            let (mark, marks) = mark_hook(&context);
             match store.delete_prefix(&context.node_id, &prefix, &*mark).await {
                 Ok(result) => {
                     if committed_tx
@@ -223,7 +265,9 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                         return;
                     }
                 }
-                Err(err) => fail_all(&context, err, [reply]).await,
+                Err(err) => {
+                    fail_all(&context, &committed_tx, err, [reply], marks.in_doubt()).await;
+                }
             }
         }
         for (end, reply) in ends {
@@ -244,7 +288,8 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                         return;
                     }
                 }
-                Err(err) => fail_all(&context, err, [reply]).await,
+                // Fenced: a lease's end is rare, and its keys carry no marks to keep.
+                Err(err) => fail_all(&context, &committed_tx, err, [reply], None).await,
             }
         }
         if ops.is_empty() {
@@ -254,12 +299,13 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
         // Mark the keys pending before the commit makes the new values visible, and keep the
         // epoch they were marked in: the cache refuses this batch's updates if a recovery
         // bumped the epoch meanwhile (see cache.rs).
-        let epoch = match &context.cache {
+        let (epoch, held) = match &context.cache {
             Some(cache) => {
                 let keys: Vec<&str> = ops.iter().map(|op| op.key.as_str()).collect();
-                cache.mark(&keys).await
+                let marked = cache.mark(&keys).await;
+                (marked.epoch, marked.held)
             }
-            None => 0,
+            None => (0, false),
         };
         match store.apply(&context.node_id, &ops).await {
             Ok(outcomes) => {
@@ -273,21 +319,42 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                     return;
                 }
             }
-            Err(err) => fail_all(&context, err, replies).await,
+            Err(err) => {
+                let in_doubt = held.then(|| InDoubt {
+                    epoch,
+                    keys: ops.into_iter().map(|op| op.key).collect(),
+                });
+                fail_all(&context, &committed_tx, err, replies, in_doubt).await;
+            }
         }
     }
 }
 
-/// Answers every writer of a commit that failed. It may have landed all the same (a
-/// connection lost in COMMIT), so the keys' cached values may be old: every cache entry is
-/// retired, not just the keys' marks.
+/// Answers every writer of a commit that failed. It may have landed all the same, so the
+/// keys' cached values may be old: their marks wait for the next commit to settle them (see
+/// [`InDoubt`]), or, when there are none to keep, every cache entry is retired.
 async fn fail_all<T>(
     context: &WriterContext,
+    committed_tx: &mpsc::Sender<Committed>,
     err: StoreError,
     replies: impl IntoIterator<Item = oneshot::Sender<Result<T, Arc<StoreError>>>>,
+    in_doubt: Option<InDoubt>,
 ) {
     if let Some(cache) = &context.cache {
-        cache.fence().await;
+        match in_doubt {
+            Some(in_doubt) if in_doubt.keys.is_empty() => {}
+            // Through the publishing task, after the batches committed before this one.
+            Some(in_doubt) => {
+                if let Err(mpsc::error::SendError(_)) =
+                    committed_tx.send(Committed::InDoubt(in_doubt)).await
+                {
+                    cache.fence().await;
+                }
+            }
+            None => {
+                cache.fence().await;
+            }
+        }
     }
     let err = Arc::new(err);
     for reply in replies {
@@ -295,11 +362,38 @@ async fn fail_all<T>(
     }
 }
 
-/// Publishes committed batches in commit order, then answers their writers.
-async fn publish(context: WriterContext, mut committed: mpsc::Receiver<Committed>) {
+/// Publishes committed batches in commit order, then answers their writers. Failed commits'
+/// keys wait here for a batch that settles them (see [`InDoubt`]).
+async fn publish(
+    store: Arc<dyn Store>,
+    context: WriterContext,
+    mut committed: mpsc::Receiver<Committed>,
+) {
+    let mut in_doubt: Vec<InDoubt> = Vec::new();
     while let Some(batch) = committed.recv().await {
+        if let Committed::InDoubt(failed) = batch {
+            in_doubt.push(failed);
+            if in_doubt
+                .iter()
+                .map(|failed| failed.keys.len())
+                .sum::<usize>()
+                > MAX_IN_DOUBT
+            {
+                if let Some(cache) = &context.cache {
+                    cache.fence().await;
+                }
+                // Their marks were made in an epoch that no longer counts.
+                in_doubt.clear();
+            }
+            continue;
+        }
         if let Some(delay) = context.cache_update_delay {
             tokio::time::sleep(delay).await;
+        }
+        // Before this batch's writers are answered: a client that wrote after an outage then
+        // finds the cache serving the failed writes' keys again.
+        if !in_doubt.is_empty() && batch.settles() {
+            settle(&*store, &context, &mut in_doubt).await;
         }
         match batch {
             Committed::Writes {
@@ -352,37 +446,142 @@ async fn publish(context: WriterContext, mut committed: mpsc::Receiver<Committed
                     let _ = reply.send(Ok(outcome));
                 }
             }
+            Committed::InDoubt(_) => unreachable!("handled above"),
         }
     }
 }
 
-/// [`Store::delete_prefix`]'s hook: marks the keys pending in the cache, [`MAX_BATCH`] at a
-/// time so that Redis is never held up by one script over a whole range. Every key must be
-/// marked in the epoch the update will use, so if the epoch moved between two calls the keys
-/// are marked again.
-fn mark_hook(context: &WriterContext) -> Box<MarkKeys> {
+/// Settles failed commits' keys, after a commit that came after them (see [`InDoubt`]): reads
+/// each key from the database and stores it as the failed commit's cache update, which takes
+/// its marks away. Keys that could not be read stay in doubt, marked, for the next commit.
+///
+/// A key the database does not hold is stored as a tombstone at the revision read after that
+/// commit: no fill of a value older than the failed commit can then land over it (the cache
+/// never lowers a revision), and any later write of the key outranks it.
+async fn settle(store: &dyn Store, context: &WriterContext, in_doubt: &mut Vec<InDoubt>) {
+    let Some(cache) = &context.cache else {
+        in_doubt.clear();
+        return;
+    };
+    let Ok(Ok(floor)) = tokio::time::timeout(context.db_timeout, store.current_revision()).await
+    else {
+        return;
+    };
+    while let Some(failed) = in_doubt.pop() {
+        let mut records = std::collections::HashMap::new();
+        for key in &failed.keys {
+            if records.contains_key(key.as_str()) {
+                continue;
+            }
+            match tokio::time::timeout(context.db_timeout, store.get(key)).await {
+                Ok(Ok(record)) => {
+                    records.insert(key.as_str(), record);
+                }
+                _ => {
+                    in_doubt.push(failed);
+                    return;
+                }
+            }
+        }
+        // Each key as often as it was marked: every entry takes one mark away.
+        let entries: Vec<EntryRef<'_>> = failed
+            .keys
+            .iter()
+            .map(
+                |key| match records.get(key.as_str()).and_then(Option::as_ref) {
+                    Some(record) => EntryRef {
+                        key,
+                        revision: record.mod_revision,
+                        value: record.value.as_deref(),
+                        create_revision: record.create_revision,
+                        version: record.version,
+                        leased: record.lease.is_some(),
+                    },
+                    None => EntryRef {
+                        key,
+                        revision: floor,
+                        value: None,
+                        create_revision: 0,
+                        version: 0,
+                        leased: false,
+                    },
+                },
+            )
+            .collect();
+        // Not landing is safe: Redis is then degraded and its recovery moves the epoch, or the
+        // epoch has moved already, and marks of an older epoch count for nothing.
+        for chunk in entries.chunks(MAX_BATCH) {
+            cache.store(chunk, &[], failed.epoch, redis::pipe()).await;
+        }
+        metrics::counter!("kg_cache_settled_keys_total").increment(failed.keys.len() as u64);
+    }
+}
+
+/// [`Store::delete_prefix`]'s and [`Store::txns`]'s hook: marks the keys pending in the
+/// cache, [`MAX_BATCH`] at a time so that Redis is never held up by one script over a whole
+/// range. Every key must be marked in the epoch the update will use, so if the epoch moved
+/// between two calls the keys are marked again. The second half keeps what was marked, for a
+/// commit that fails.
+fn mark_hook(context: &WriterContext) -> (Box<MarkKeys>, Arc<MarkLog>) {
     let cache = context.cache.clone();
-    Box::new(move |keys: Vec<String>| {
+    let log = Arc::new(MarkLog::default());
+    let marks = log.clone();
+    let hook = Box::new(move |keys: Vec<String>| {
         let cache = cache.clone();
+        let log = log.clone();
         Box::pin(async move {
             let Some(cache) = cache else {
                 return 0;
             };
             let mut epoch = cache.known_epoch();
+            let mut held = false;
             for _ in 0..3 {
-                let mut epochs = Vec::new();
+                let mut marks = Vec::new();
                 for chunk in keys.chunks(MAX_BATCH) {
                     let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
-                    epochs.push(cache.mark(&chunk).await);
+                    marks.push(cache.mark(&chunk).await);
                 }
-                epoch = epochs.last().copied().unwrap_or(epoch);
-                if epochs.iter().all(|marked| *marked == epoch) {
+                epoch = marks.last().map_or(epoch, |marked| marked.epoch);
+                held = marks.iter().all(|marked| marked.held);
+                if marks.iter().all(|marked| marked.epoch == epoch) {
                     break;
                 }
+                held = false;
             }
+            log.record(InDoubt { epoch, keys }, held);
             epoch
-        })
-    })
+        }) as futures::future::BoxFuture<'static, i64>
+    });
+    (hook, marks)
+}
+
+/// What a [`mark_hook`] marked: `None` until it ran, then the keys it holds marks on, or
+/// `Some(None)` when it could not hold them all.
+#[derive(Debug, Default)]
+struct MarkLog(Mutex<Option<Option<InDoubt>>>);
+
+impl MarkLog {
+    fn record(&self, marked: InDoubt, held: bool) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(held.then_some(marked));
+        }
+    }
+
+    /// The keys a failed commit leaves in doubt: none when the hook never ran (the commit
+    /// failed before it changed anything), so an empty set. `None` when they are not all
+    /// marked, and the cache must be fenced.
+    fn in_doubt(&self) -> Option<InDoubt> {
+        let Ok(mut slot) = self.0.lock() else {
+            return None;
+        };
+        match slot.take() {
+            None => Some(InDoubt {
+                epoch: 0,
+                keys: Vec::new(),
+            }),
+            Some(marked) => marked,
+        }
+    }
 }
 
 /// Updates the cache and publishes events for a committed batch, in revision order, before

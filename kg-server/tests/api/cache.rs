@@ -510,7 +510,9 @@ async fn a_batch_is_marked_stored_and_released_key_by_key() {
     );
 
     // One batch: "twice" written twice, "gone" deleted, "kept" refused by its precondition.
-    let epoch = cache.mark(&["twice", "gone", "twice", "kept"]).await;
+    let marked = cache.mark(&["twice", "gone", "twice", "kept"]).await;
+    assert!(marked.held, "{marked:?}");
+    let epoch = marked.epoch;
     for key in ["twice", "gone", "kept"] {
         assert_eq!(cache.lookup(key).await, Lookup::Pending, "{key} is pending");
     }

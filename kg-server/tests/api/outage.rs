@@ -191,3 +191,121 @@ async fn a_read_only_database_gives_503_on_writes_not_500() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Through a database outage the cache keeps serving every key no failed write touched, and
+/// none that one did: such a commit may have landed. Once a later write commits, the failed
+/// write's key is cached again as the database holds it. The test plants a landed commit (the
+/// key changed in the database behind the node's back, as a commit whose answer was lost):
+/// a node that merely dropped the key's mark would serve the old value from the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_reads_of_untouched_keys_outlive_a_database_outage() {
+    use sqlx::Connection as _;
+    let postgres = ThrowawayPostgres::start();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let mut options =
+        AppOptions::with_redis(&kg_testkit::test_redis_url(), &kg_testkit::unique_prefix());
+    options.extra_args.push("--db-timeout=2s".to_owned());
+    let app = spawn_app_on(&postgres.url(), dir, options).await;
+    app.client
+        .put("quiet", "q", Precondition::None)
+        .await
+        .unwrap();
+    app.client
+        .put("hot", "h1", Precondition::None)
+        .await
+        .unwrap();
+    let read = |key: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.get(&format!("/api/key?key={key}")).await;
+            let status = response.status();
+            let cache = response.headers().get("x-cache").cloned();
+            let body = response.text().await.unwrap();
+            (
+                status,
+                cache.map(|value| value.to_str().unwrap().to_owned()),
+                body,
+            )
+        }
+    };
+    let hit = |value: &str| {
+        (
+            StatusCode::OK,
+            Some("hit".to_owned()),
+            format!(r#"{{"data":{{"value":"{value}"}}}}"#),
+        )
+    };
+    assert_eq!(read("quiet").await, hit("q"));
+
+    postgres.stop_server();
+    let write = app.client.put("hot", "h2", Precondition::None).await;
+    assert!(matches!(write, Err(Error::Unavailable { .. })), "{write:?}");
+    assert_eq!(
+        read("quiet").await,
+        hit("q"),
+        "an untouched key, during the outage"
+    );
+    let (status, _, body) = read("hot").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"detail":"database unavailable"}"#
+        ),
+        "the failed write's key is read from the database alone"
+    );
+
+    postgres.start_server();
+    // The failed commit landed after all: "hot" holds h2 at a revision the cache never saw.
+    let mut admin = sqlx::PgConnection::connect(&postgres.url()).await.unwrap();
+    let revision: i64 =
+        sqlx::query_scalar("UPDATE kg_meta SET revision = revision + 1 RETURNING revision")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+    sqlx::query(
+        "UPDATE kg_keys SET value = convert_to('h2', 'UTF8'), mod_revision = $1, \
+         version = version + 1 WHERE key = 'hot'",
+    )
+    .bind(revision)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    // Read from the database while its mark stands (once the node sees the database again).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, cache, body) = read("hot").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(
+            (status, cache.as_deref(), body.as_str()),
+            (StatusCode::OK, Some("miss"), r#"{"data":{"value":"h2"}}"#)
+        );
+        break;
+    }
+
+    // A later write commits; it settles the failed one before it is answered.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match app.client.put("after", "a", Precondition::None).await {
+            Ok(_) => break,
+            Err(Error::Unavailable { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("writes did not come back: {err}"),
+        }
+    }
+    assert_eq!(
+        read("hot").await,
+        hit("h2"),
+        "cached again, as the database holds it"
+    );
+    assert_eq!(read("quiet").await, hit("q"));
+    let metrics = app.client.metrics().await.unwrap();
+    assert!(
+        !metrics.contains("kg_cache_fences_total"),
+        "no failure fenced the cache: {metrics}"
+    );
+}
