@@ -316,7 +316,10 @@ wait_for_status() {
 # pid_max), and crun refuses cgroups v1 in hybrid mode, so it names limits the machine allows
 # and runc.
 use_podman() {
-    ensure_packages podman:podman runc:runc
+    # netavark and aardvark-dns are only recommended by Debian's podman, whose fallback is CNI
+    # without name resolution: a compose service could not find another by its name.
+    ensure_packages podman:podman runc:runc iptables:iptables \
+        /usr/lib/podman/netavark:netavark /usr/lib/podman/aardvark-dns:aardvark-dns
     local conf="$KG_ROOT/.keygrid/containers.conf" nofile nproc pid_max
     nofile=$(ulimit -Hn)
     nproc=$(ulimit -Hu)
@@ -325,12 +328,15 @@ use_podman() {
     [ "$nproc" = unlimited ] || [ "$nproc" -gt "$pid_max" ] && nproc=$pid_max
     mkdir -p "$(dirname "$conf")"
     cat >"$conf" <<CONF
-# Written by scripts/lib.sh (use_podman): limits this machine allows, and runc.
+# Written by scripts/lib.sh (use_podman): limits this machine allows, runc and netavark.
 [containers]
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 
 [engine]
 runtime = "runc"
+
+[network]
+network_backend = "netavark"
 CONF
     export CONTAINERS_CONF=$conf
 }
@@ -378,6 +384,10 @@ start_podman_api() {
     setsid podman system service --time=0 "unix://$sock" >"$log" 2>&1 </dev/null &
     PODMAN_API_PID=$!
     export DOCKER_HOST=unix://$sock
+    # docker-compose 1.x builds images by running the docker CLI, which a fresh Debian does not
+    # have (Debian packages it only with the engine); through the API the build goes to podman
+    # as every other call does.
+    export COMPOSE_DOCKER_CLI_BUILD=0
     for _ in $(seq 100); do
         curl -fsS --unix-socket "$sock" http://d/_ping >/dev/null 2>&1 && break
         sleep 0.1

@@ -66,6 +66,7 @@ case "${1:-}" in
         {
             echo "# Written by scripts/start.sh --docker: podman's Docker API and the local images."
             echo "DOCKER_HOST=unix://$KG_RUN/podman.sock"
+            echo "COMPOSE_DOCKER_CLI_BUILD=0"
             env | grep -E '^(KG_BASE_[A-Z]+|KG_BINARIES)=' | sort
         } >.env
         export DOCKER_HOST=unix://$KG_RUN/podman.sock
