@@ -49,6 +49,72 @@ finish() {
 }
 trap finish EXIT
 
+# cpu_ticks: CPU time used so far by the running processes (user + system, in clock ticks),
+# summed by command name, as "NAME TICKS" lines. Taken around each row, it shows where the
+# machine's two cores went. Processes that exit in between are missed, but the stacks' are
+# long-lived; kg-bench has exited by the second reading, so row takes its time from the
+# subshell that waited for it.
+cpu_ticks() {
+    local stat
+    for stat in /proc/[0-9]*/stat; do cat "$stat" 2>/dev/null || true; done | awk '{
+        lp = index($0, "("); rp = index($0, ") ")
+        name = substr($0, lp + 1, rp - lp - 1); gsub(/ /, "_", name)
+        sub(/^kworker.*/, "kworker", name)
+        split(substr($0, rp + 2), f, " ")
+        ticks[name] += f[12] + f[13]
+    } END { for (name in ticks) print name, ticks[name] }'
+}
+
+# node_counters: the nodes' write batch sizes (sum, count) and cache lookups by result.
+node_counters() {
+    local port
+    for port in 8001 8002 8003; do
+        curl -fsS -m 2 "http://127.0.0.1:$port/metrics" 2>/dev/null || true
+    done | awk '/^kg_write_batch_size_sum/ { t["batch_sum"] += $NF }
+        /^kg_write_batch_size_count/ { t["batch_count"] += $NF }
+        /^kg_cache_requests_total/ { match($0, /result="[a-z]+"/)
+            t["cache_" substr($0, RSTART + 8, RLENGTH - 9)] += $NF }
+        END { for (k in t) print k, t[k] }'
+}
+
+# row MODE ROUND OP ARGS...: one kg-bench row, with the CPU it cost by process and the nodes'
+# counters before and after it, under $out/diag (printed by diagnose).
+row() {
+    local mode=$1 round=$2 op=$3 diag="$out/diag/$1.r$2.$3"
+    shift 3
+    mkdir -p "$out/diag"
+    node_counters >"$diag.nodes-before"
+    cpu_ticks >"$diag.cpu-before"
+    # The subshell's reaped-children fields are kg-bench's CPU time alone.
+    (
+        "$bin/kg-bench" "$@" >"$out/$op-$mode.r$round.json" || exit 1
+        awk '{ split(substr($0, index($0, ") ") + 2), f, " "); print "kg-bench", f[14] + f[15] }' \
+            "/proc/$BASHPID/stat" >"$diag.bench-ticks"
+    ) || fail "kg-bench $op on the $mode stack failed"
+    { cpu_ticks; cat "$diag.bench-ticks"; } >"$diag.cpu-after"
+    node_counters >"$diag.nodes-after"
+}
+
+# diagnose: per row, the CPU seconds of the six busiest commands, the mean write batch (the
+# PUT row's includes its preload) and the cache lookups by result.
+diagnose() {
+    local hz cpu diag
+    hz=$(getconf CLK_TCK)
+    echo
+    echo "where the CPU went, per row (CPU seconds by command; mean write batch; cache lookups):"
+    for cpu in "$out"/diag/*.cpu-after; do
+        diag=${cpu%.cpu-after}
+        printf '%-14s' "$(basename "$diag")"
+        awk -v hz="$hz" 'FILENAME == ARGV[1] { before[$1] = $2; next }
+            { d = ($2 - before[$1]) / hz; if (d >= 0.05) printf "%s %.1f\n", $1, d }' \
+            "$diag.cpu-before" "$cpu" | sort -k2 -rn | head -6 | tr '\n' ' '
+        awk 'FILENAME == ARGV[1] { before[$1] = $2; next } { d[$1] = $2 - before[$1] }
+            END { if (d["batch_count"] > 0) printf "| batch %.1f ", d["batch_sum"] / d["batch_count"]
+                  printf "| cache hit %d miss %d\n", d["cache_hit"], d["cache_miss"] }' \
+            "$diag.nodes-before" "$diag.nodes-after"
+    done
+}
+
 # measure MODE ROUND: one stack (single or ha) started afresh, PUT then GET through its nginx.
 measure() {
     local mode=$1 round=$2 flags=(--no-build)
@@ -62,12 +128,12 @@ measure() {
     source scripts/lib.sh # KG_RUN and friends under the new KG_STATE_DIR
     local api=http://127.0.0.1:$KG_API_PORT
     step "round $round/$rounds, $mode stack: PUT, then GET (cache hit), ${round_s}s each"
-    "$bin/kg-bench" --endpoint "$api" --concurrency "$connections" --duration "${round_s}s" \
-        --warmup 1s --keys "$keys" --value-size 128 --preload --mix put=100 --output json \
-        >"$out/put-$mode.r$round.json" || fail "kg-bench PUT on the $mode stack failed"
-    "$bin/kg-bench" --endpoint "$api" --concurrency "$connections" --duration "${round_s}s" \
-        --warmup 1s --keys "$keys" --value-size 128 --mix get=100 --output json \
-        >"$out/get-$mode.r$round.json" || fail "kg-bench GET on the $mode stack failed"
+    row "$mode" "$round" put --endpoint "$api" --concurrency "$connections" \
+        --duration "${round_s}s" --warmup 1s --keys "$keys" --value-size 128 --preload \
+        --mix put=100 --output json
+    row "$mode" "$round" get --endpoint "$api" --concurrency "$connections" \
+        --duration "${round_s}s" --warmup 1s --keys "$keys" --value-size 128 --mix get=100 \
+        --output json
     ./scripts/stop.sh --purge >/dev/null 2>&1
     rm -rf "$KG_STATE_DIR"
 }
@@ -85,4 +151,5 @@ done
  "commit": "$(git describe --always --dirty 2>/dev/null || echo unknown)"}
 JSON
 )" || fail "the benchmark measured the wrong thing (errors, or a row without a rate): see above"
+diagnose
 echo "raw outputs in $out"
