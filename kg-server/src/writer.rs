@@ -31,6 +31,10 @@ pub const MAX_BATCH: usize = 256;
 /// settling reads are one per key, and a prefix delete can mark thousands.
 const MAX_IN_DOUBT: usize = 16 * MAX_BATCH;
 
+/// How many of those keys are read from the database at once when they are settled: half the
+/// default pool, so that requests keep connections meanwhile.
+const SETTLE_READS: usize = 8;
+
 /// Hands writes to the node's batching task.
 #[derive(Debug, Clone)]
 pub struct Writer {
@@ -468,21 +472,33 @@ async fn settle(store: &dyn Store, context: &WriterContext, in_doubt: &mut Vec<I
         return;
     };
     while let Some(failed) = in_doubt.pop() {
-        let mut records = std::collections::HashMap::new();
-        for key in &failed.keys {
-            if records.contains_key(key.as_str()) {
-                continue;
-            }
-            match tokio::time::timeout(context.db_timeout, store.get(key)).await {
-                Ok(Ok(record)) => {
-                    records.insert(key.as_str(), record);
-                }
-                _ => {
-                    in_doubt.push(failed);
-                    return;
-                }
-            }
+        let mut keys: Vec<&str> = failed.keys.iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        // Several at a time: the settling batch's writers wait for them all, and each is a
+        // round trip (with the read fence, a synchronous commit, which concurrent ones share).
+        let mut reads = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(SETTLE_READS) {
+            let chunk_reads = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|key| tokio::time::timeout(context.db_timeout, store.get(key))),
+            )
+            .await;
+            reads.extend(chunk.iter().copied().zip(chunk_reads));
         }
+        if !reads.iter().all(|(_, read)| matches!(read, Ok(Ok(_)))) {
+            drop(reads);
+            in_doubt.push(failed);
+            return;
+        }
+        let records: std::collections::HashMap<&str, _> = reads
+            .into_iter()
+            .filter_map(|(key, read)| match read {
+                Ok(Ok(record)) => Some((key, record)),
+                _ => None,
+            })
+            .collect();
         // Each key as often as it was marked: every entry takes one mark away.
         let entries: Vec<EntryRef<'_>> = failed
             .keys
