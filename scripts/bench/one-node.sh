@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # One release kg-server for the single-node benchmarks (bench-txn.sh, bench-history.sh), sourced
-# after scripts/lib.sh: `start_bench_node NAME` builds kg-server (KG_PROFILE=debug: a debug
-# build, for a smoke run), creates a fresh database in the PostgreSQL at KG_BENCH_DATABASE_URL,
-# starts the node with the Redis cache under a key prefix of its own in the Redis at
-# KG_BENCH_REDIS_URL (defaults: the machine's, as for the tests), preloads $keys keys, and
-# removes it all on exit. It sets `port`, `bench_url` and `workdir`. `wrk_rate LUA` is the
-# requests/s of one wrk run of $seconds at $connections against it; it fails on any error.
+# after scripts/lib.sh: `start_bench_node NAME` builds kg-server (KG_PROFILE=debug: a debug build,
+# for a smoke run; KG_BENCH_BIN: run that binary instead of building one), creates a fresh
+# database in the PostgreSQL at KG_BENCH_DATABASE_URL, starts the node with the Redis cache under
+# a key prefix of its own in the Redis at KG_BENCH_REDIS_URL (defaults: the machine's, as for the
+# tests), preloads $keys keys, and removes it all on exit. It sets `port`, `bench_url` and
+# `workdir`. `wrk_rate LUA` is the requests/s of one wrk run of $seconds at $connections against
+# it; it fails on any error.
 
 start_bench_node() {
     local name=$1
@@ -19,8 +20,15 @@ start_bench_node() {
         debug | dev) build=(); bin=target/debug ;;
         *) fail "KG_PROFILE must be release or debug, not $KG_PROFILE" ;;
     esac
-    step "building kg-server (${KG_PROFILE:-release})"
-    cargo build "${build[@]}" --locked -p kg-server
+    local server="$bin/kg-server"
+    if [ -n "${KG_BENCH_BIN:-}" ]; then
+        # Another build of kg-server, e.g. the one before a change, for a before/after pair.
+        server=$KG_BENCH_BIN
+        [ -x "$server" ] || fail "KG_BENCH_BIN: no executable at $server"
+    else
+        step "building kg-server (${KG_PROFILE:-release})"
+        cargo build "${build[@]}" --locked -p kg-server
+    fi
 
     bench_database="kg${name//-/_}_$$"
     bench_url="${admin_url%/*}/$bench_database"
@@ -31,7 +39,7 @@ start_bench_node() {
 
     port=$(free_port)
     step "starting a node on 127.0.0.1:$port with the Redis cache"
-    RUST_LOG=warn "$bin/kg-server" --listen "127.0.0.1:$port" --database-url "$bench_url" \
+    RUST_LOG=warn "$server" --listen "127.0.0.1:$port" --database-url "$bench_url" \
         --node-id "$name" --redis-url "$redis_url" --redis-prefix "kg$name-$$" \
         >"$workdir/node.log" 2>&1 &
     node_pid=$!

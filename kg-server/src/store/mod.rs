@@ -7,6 +7,7 @@
 //! per write.
 
 mod postgres;
+mod postgres_txn;
 mod sql;
 mod sqlite;
 mod txn;
@@ -20,7 +21,7 @@ use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo};
 pub use postgres::PostgresStore;
 pub use sql::SqlStore;
 pub use sqlite::SqliteStore;
-pub use txn::{TxnOutcome, TxnPlan};
+pub use txn::{batchable, TxnOutcome, TxnPlan};
 
 /// Which backend a store is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +190,7 @@ pub struct ListQuery<'a> {
 }
 
 /// A live row as both stores read it; converted to the wire type explicitly.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 struct KeyRow {
     key: String,
     /// `None` when the query left values out (a keys-only listing).

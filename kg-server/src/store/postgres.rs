@@ -10,7 +10,10 @@ use std::str::FromStr;
 use std::sync::OnceLock;
 
 use super::sql::{Dialect, Queries, SqlStore};
-use super::{Compacted, ConnectOptions, OpResult, StoreError, StoreKind, WriteOp, WriteOutcome};
+use super::{
+    Compacted, ConnectOptions, OpResult, StoreError, StoreKind, TxnOutcome, TxnPlan, WriteOp,
+    WriteOutcome,
+};
 
 /// `id` is one of the comma-separated integers in `$1`. `= ANY` over an array is planned as
 /// index lookups whatever its length, where an IN over a set-returning function may be
@@ -204,6 +207,18 @@ impl Dialect for Postgres {
                 .fetch_one(&mut *tx)
                 .await?;
         Ok((tx, revision))
+    }
+
+    async fn run_txns(
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+        node: &str,
+        plans: &[TxnPlan],
+        revision: &mut i64,
+        at_ms: i64,
+    ) -> Result<Option<Vec<TxnOutcome>>, StoreError> {
+        super::postgres_txn::run(tx, node, plans, revision, at_ms)
+            .await
+            .map(Some)
     }
 
     async fn is_primary(pool: &PgPool) -> Result<Option<bool>, StoreError> {

@@ -282,6 +282,20 @@ pub trait Dialect: Database {
 
     /// A transaction holding the revision lock, and the last revision handed out.
     async fn begin_write(pool: &Pool<Self>) -> Result<(Transaction<'_, Self>, i64), StoreError>;
+
+    /// Runs `plans`, a run that [`txn::batchable`] allows, in the batch's transaction `tx` in
+    /// a few statements over all of them, with the outcomes of running them one by one.
+    /// `revision` is the last revision handed out and rises with every plan that writes.
+    /// `None`: this dialect runs each plan alone, as a round trip costs it nothing.
+    async fn run_txns(
+        _tx: &mut Transaction<'_, Self>,
+        _node: &str,
+        _plans: &[TxnPlan],
+        _revision: &mut i64,
+        _at_ms: i64,
+    ) -> Result<Option<Vec<TxnOutcome>>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// A store on one sqlx pool; `DB` picks the database.
@@ -665,7 +679,25 @@ where
         let at_ms = chrono::Utc::now().timestamp_millis();
         let mut outcomes = Vec::with_capacity(plans.len());
         let mut changed = Vec::new();
-        for plan in plans {
+        let mut next_plan = 0;
+        while next_plan < plans.len() {
+            let run = txn::batchable(&plans[next_plan..]);
+            if run > 0 {
+                let batch = &plans[next_plan..next_plan + run];
+                if let Some(done) = DB::run_txns(&mut tx, node, batch, &mut revision, at_ms).await?
+                {
+                    for outcome in &done {
+                        if let TxnOutcome::Done { changes, .. } = outcome {
+                            changed.extend(changes.iter().map(|change| change.key.clone()));
+                        }
+                    }
+                    outcomes.extend(done);
+                    next_plan += run;
+                    continue;
+                }
+            }
+            let plan = &plans[next_plan];
+            next_plan += 1;
             let fingerprint = plan.idempotency_key.as_ref().map(|_| plan.fingerprint());
             if let (Some(id), Some(fingerprint)) = (&plan.idempotency_key, &fingerprint) {
                 let prior: Option<(String, Option<Vec<u8>>)> = sqlx::query_as(

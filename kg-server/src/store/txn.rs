@@ -1,7 +1,9 @@
 //! What a multi-key transaction (`POST /api/txn`) is to the store: the request, validated by
 //! the HTTP layer, and what running it did. The SQL that runs it is in `sql.rs`.
 
-use kg_api::{Compare, CompareTarget, CompareValue, TxnRequest, TxnResponse};
+use std::collections::HashSet;
+
+use kg_api::{Compare, CompareTarget, CompareValue, TxnOp, TxnRequest, TxnResponse};
 
 use super::Change;
 
@@ -80,6 +82,49 @@ pub fn holds(compare: &Compare, current: Option<&Current<'_>>) -> bool {
         }
         _ => false,
     }
+}
+
+/// How many of `plans`, from the first, can run as one batch: read together before any of
+/// them writes, then written together, with the outcome of running them one after the other.
+///
+/// That holds while no plan touches (compares, reads or writes) a key that an earlier plan of
+/// the run may write, no two share an idempotency key, and no plan's branch names a key twice
+/// (a read after the branch's own write would miss it). A prefix delete reads a range, which
+/// no set of keys describes, so it ends the run too.
+pub fn batchable(plans: &[TxnPlan]) -> usize {
+    let mut written: HashSet<&str> = HashSet::new();
+    let mut idempotency_keys: HashSet<&str> = HashSet::new();
+    for (index, plan) in plans.iter().enumerate() {
+        let request = &plan.request;
+        let mut touched: Vec<&str> = request.compare.iter().map(|c| c.key.as_str()).collect();
+        let mut writes = Vec::new();
+        for branch in [&request.success, &request.failure] {
+            let mut named = HashSet::new();
+            for op in branch {
+                let key = match op {
+                    TxnOp::DeletePrefix { .. } => return index,
+                    TxnOp::Put { key, .. } | TxnOp::Delete { key } => {
+                        writes.push(key.as_str());
+                        key
+                    }
+                    TxnOp::Get { key } => key,
+                };
+                if !named.insert(key.as_str()) {
+                    return index;
+                }
+                touched.push(key);
+            }
+        }
+        let reused = plan
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|id| !idempotency_keys.insert(id));
+        if reused || touched.iter().any(|key| written.contains(key)) {
+            return index;
+        }
+        written.extend(writes);
+    }
+    plans.len()
 }
 
 #[cfg(test)]
@@ -162,5 +207,88 @@ mod tests {
             &compare(CompareTarget::Version, Equal, text("2")),
             Some(&key)
         ));
+    }
+
+    fn plan(compare: &[&str], success: Vec<TxnOp>, idempotency_key: Option<&str>) -> TxnPlan {
+        TxnPlan {
+            request: TxnRequest {
+                compare: compare
+                    .iter()
+                    .map(|key| Compare {
+                        key: (*key).to_owned(),
+                        target: CompareTarget::Version,
+                        op: CompareOp::Equal,
+                        value: CompareValue::Integer(0),
+                    })
+                    .collect(),
+                success,
+                failure: Vec::new(),
+            },
+            idempotency_key: idempotency_key.map(str::to_owned),
+        }
+    }
+
+    fn put(key: &str) -> TxnOp {
+        TxnOp::Put {
+            key: key.to_owned(),
+            value: "v".to_owned(),
+            lease: None,
+        }
+    }
+
+    fn get(key: &str) -> TxnOp {
+        TxnOp::Get {
+            key: key.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_batch_ends_where_a_plan_touches_what_an_earlier_one_writes() {
+        let independent = [
+            plan(&["a"], vec![put("b")], Some("i1")),
+            plan(&["a"], vec![get("a"), put("c")], None),
+            plan(&[], vec![TxnOp::Delete { key: "d".into() }], Some("i2")),
+        ];
+        assert_eq!(batchable(&independent), 3);
+        // Reading a key before a later plan writes it is the order run one by one.
+        assert_eq!(
+            batchable(&[
+                plan(&[], vec![get("a")], None),
+                plan(&[], vec![put("a")], None)
+            ]),
+            2
+        );
+        for conflicting in [
+            plan(&["b"], vec![], None),
+            plan(&[], vec![get("c")], None),
+            plan(&[], vec![put("b")], None),
+            plan(&[], vec![TxnOp::Delete { key: "c".into() }], None),
+            plan(&[], vec![put("z")], Some("i1")),
+        ] {
+            let mut plans = independent[..2].to_vec();
+            plans.push(conflicting.clone());
+            plans.push(plan(&[], vec![put("y")], None));
+            assert_eq!(batchable(&plans), 2, "{conflicting:?}");
+        }
+        // A failure branch's writes count as writes.
+        let mut failing = plan(&[], vec![], None);
+        failing.request.failure = vec![put("f")];
+        assert_eq!(batchable(&[failing, plan(&["f"], vec![], None)]), 1);
+    }
+
+    #[test]
+    fn a_prefix_delete_or_a_key_named_twice_runs_alone() {
+        let prefix = plan(
+            &[],
+            vec![TxnOp::DeletePrefix {
+                prefix: "p/".into(),
+            }],
+            None,
+        );
+        assert_eq!(batchable(std::slice::from_ref(&prefix)), 0);
+        assert_eq!(batchable(&[plan(&[], vec![put("a")], None), prefix]), 1);
+        assert_eq!(batchable(&[plan(&[], vec![put("a"), get("a")], None)]), 0);
+        assert_eq!(batchable(&[plan(&["a"], vec![put("a")], None)]), 1);
+        assert_eq!(batchable(&[]), 0);
     }
 }

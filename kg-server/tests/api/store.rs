@@ -515,3 +515,159 @@ async fn idempotency_keys_replay_the_recorded_outcome(backend: Backend) {
         .unwrap();
     assert!(!after_purge[0].replayed);
 }
+
+/// PostgreSQL runs the transactions of a batch that touch no key an earlier one writes as one
+/// read and one write (`postgres_txn.rs`); SQLite runs each alone. Random batches over a few
+/// keys, with compares of every target, gets, deletes, prefix deletes, puts on a live lease and
+/// on one that does not exist, and reused idempotency keys, must give the same outcomes on both and leave the same
+/// keys.
+#[tokio::test]
+async fn postgres_batched_transactions_match_running_them_one_by_one() {
+    use kg_api::{Compare, CompareOp, CompareTarget, CompareValue, TxnOp, TxnRequest, TxnResult};
+    use kg_server::store::{batchable, MarkKeys, TxnOutcome, TxnPlan};
+
+    let dir = tempfile::tempdir().unwrap();
+    let postgres = open_store(&fresh_database(Backend::Postgres, dir.path()).await).await;
+    let sqlite = open_store(&fresh_database(Backend::Sqlite, dir.path()).await).await;
+    let mark: Box<MarkKeys> = Box::new(|_| Box::pin(async { 0 }));
+    let lease = postgres.lease_grant(600).await.unwrap().id;
+    assert_eq!(sqlite.lease_grant(600).await.unwrap().id, lease);
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let keys: Vec<String> = (0..10).map(|k| format!("k{k}")).collect();
+    // Outcomes as both stores must give them: neither the node's clock at the call nor the
+    // milliseconds a lease has left when it is read are compared.
+    let comparable = |mut outcomes: Vec<TxnOutcome>| {
+        for outcome in &mut outcomes {
+            if let TxnOutcome::Done {
+                changes, response, ..
+            } = outcome
+            {
+                changes.iter_mut().for_each(|change| change.at_ms = 0);
+                for result in &mut response.results {
+                    if let TxnResult::Get { kv: Some(kv), .. } = result {
+                        kv.ttl_remaining_ms = kv.ttl_remaining_ms.map(|_| 0);
+                    }
+                }
+            }
+        }
+        outcomes
+    };
+    let (mut batched, mut written) = (0, 0);
+    for round in 0..120 {
+        let mut plans = Vec::new();
+        for _ in 0..1 + next(8) {
+            let compare = (0..next(3))
+                .map(|_| {
+                    let (target, value) = match next(5) {
+                        0 => (
+                            CompareTarget::Value,
+                            CompareValue::Text(format!("v{}", next(3))),
+                        ),
+                        1 => (
+                            CompareTarget::Revision,
+                            CompareValue::Integer(next(round + 2) as i64),
+                        ),
+                        2 => (
+                            CompareTarget::CreateRevision,
+                            CompareValue::Integer(next(round + 2) as i64),
+                        ),
+                        3 => (
+                            CompareTarget::Version,
+                            CompareValue::Integer(next(3) as i64),
+                        ),
+                        _ => (CompareTarget::Exists, CompareValue::Bool(next(2) == 0)),
+                    };
+                    let op = [
+                        CompareOp::Equal,
+                        CompareOp::NotEqual,
+                        CompareOp::Less,
+                        CompareOp::Greater,
+                    ][next(4) as usize];
+                    Compare {
+                        key: keys[next(10) as usize].clone(),
+                        target,
+                        op,
+                        value,
+                    }
+                })
+                .collect();
+            let mut branch = || {
+                let mut free = keys.clone();
+                (0..next(4))
+                    .map(|_| {
+                        let key = free.remove(next(free.len() as u64) as usize);
+                        match next(20) {
+                            0 => TxnOp::DeletePrefix {
+                                prefix: key[..2].to_owned(),
+                            },
+                            1 => TxnOp::Put {
+                                key,
+                                value: "v".to_owned(),
+                                lease: Some(if next(2) == 0 { lease } else { 999 }),
+                            },
+                            2..=9 => TxnOp::Put {
+                                key,
+                                value: format!("v{}", next(3)),
+                                lease: None,
+                            },
+                            10..=13 => TxnOp::Delete { key },
+                            _ => TxnOp::Get { key },
+                        }
+                    })
+                    .collect()
+            };
+            let request = TxnRequest {
+                compare,
+                success: branch(),
+                failure: branch(),
+            };
+            let idempotency_key = (next(4) == 0).then(|| format!("i{}", next(6)));
+            plans.push(TxnPlan {
+                request,
+                idempotency_key,
+            });
+        }
+        let mut rest = &plans[..];
+        while !rest.is_empty() {
+            let run = batchable(rest).max(1);
+            if run > 1 {
+                batched += run;
+            }
+            rest = &rest[run..];
+        }
+        let (on_postgres, epoch) = postgres.txns("n", &plans, &*mark).await.unwrap();
+        assert_eq!(epoch, 0);
+        let (on_sqlite, _) = sqlite.txns("n", &plans, &*mark).await.unwrap();
+        let on_postgres = comparable(on_postgres);
+        assert_eq!(
+            on_postgres,
+            comparable(on_sqlite),
+            "round {round}: {plans:#?}"
+        );
+        written += on_postgres
+            .iter()
+            .filter(|outcome| {
+                matches!(outcome, TxnOutcome::Done { changes, .. } if !changes.is_empty())
+            })
+            .count();
+    }
+    for key in &keys {
+        let [on_postgres, on_sqlite] =
+            [postgres.get(key).await, sqlite.get(key).await].map(|record| {
+                record.unwrap().map(|mut kv| {
+                    kv.ttl_remaining_ms = kv.ttl_remaining_ms.map(|_| 0);
+                    kv
+                })
+            });
+        assert_eq!(on_postgres, on_sqlite, "{key}");
+    }
+    // Enough of both kinds to mean something: runs the batch path took, and writes.
+    assert!(batched > 150, "only {batched} plans in batched runs");
+    assert!(written > 150, "only {written} transactions wrote");
+}
