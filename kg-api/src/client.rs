@@ -348,6 +348,16 @@ impl Client {
         self.json(response).await
     }
 
+    /// `POST /api/leases/keepalive`: many leases' full TTLs again in one request, and the ids
+    /// that were no longer alive.
+    pub async fn lease_keepalive_many(&self, ids: &[i64]) -> Result<LeaseKeepAliveResponse> {
+        let request = self
+            .request(Method::POST, "api/leases/keepalive")
+            .json(&LeaseKeepAliveRequest { ids: ids.to_vec() });
+        let response = self.send(request).await?;
+        self.json(response).await
+    }
+
     /// `GET /api/leases/{id}`: its TTL, the time it has left and its keys.
     pub async fn lease(&self, id: i64) -> Result<LeaseInfo> {
         let response = self

@@ -159,6 +159,22 @@ pub(crate) mod whole {
     {
         number(deserializer).map(Some)
     }
+
+    /// A list of whole numbers.
+    pub fn numbers<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i128>,
+    {
+        struct One<T>(T);
+        impl<'de, T: TryFrom<i128>> serde::Deserialize<'de> for One<T> {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                number(deserializer).map(One)
+            }
+        }
+        let all: Vec<One<T>> = serde::Deserialize::deserialize(deserializer)?;
+        Ok(all.into_iter().map(|One(value)| value).collect())
+    }
 }
 
 /// A lease's id and TTL: the answer to a grant and to a keep-alive (the full TTL again).
@@ -168,6 +184,29 @@ pub struct LeaseGrant {
     pub id: i64,
     /// Seconds.
     pub ttl: u64,
+}
+
+/// `POST /api/leases/keepalive` request: many leases kept alive by one request, as etcd's
+/// clients keep all of theirs alive over one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LeaseKeepAliveRequest {
+    /// Lease ids, 1 to 1,024 of them. An id that is no live lease is answered in `expired`.
+    #[serde(deserialize_with = "whole::numbers")]
+    #[cfg_attr(feature = "utoipa", schema(min_items = 1, max_items = 1024))]
+    pub ids: Vec<i64>,
+}
+
+/// `POST /api/leases/keepalive` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct LeaseKeepAliveResponse {
+    /// The leases kept alive, each with its full TTL again, in the order of `ids`.
+    pub leases: Vec<LeaseGrant>,
+    /// The ids that are no live lease (expired, revoked or never granted), in the order of
+    /// `ids`: their keep-alive came too late.
+    pub expired: Vec<i64>,
 }
 
 /// `GET /api/leases/{id}`: a live lease, the time it has left and the keys attached to it.

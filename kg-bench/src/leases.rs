@@ -25,12 +25,14 @@ pub struct LeaseLoad {
     pub seconds: f64,
 }
 
-/// Grants `count` leases of `ttl` on `endpoint` and keeps them alive for `duration`.
+/// Grants `count` leases of `ttl` on `endpoint` and keeps them alive for `duration`,
+/// `per_request` leases in each keep-alive request.
 pub async fn hold(
     endpoint: &str,
     count: u64,
     ttl: u64,
     duration: Duration,
+    per_request: u64,
     out: &mut dyn Write,
 ) -> Result<LeaseLoad, String> {
     let client =
@@ -62,9 +64,13 @@ pub async fn hold(
     .map_err(|err| err.to_string())?;
     out.flush().map_err(|err| err.to_string())?;
 
-    // Each lease once per TTL/3: one keep-alive every period / count, in order.
+    // Each lease once per TTL/3: one request of `per_request` leases every
+    // period / (count / per_request), in order.
+    let per_request = usize::try_from(per_request)
+        .unwrap_or(1)
+        .clamp(1, ids.len().max(1));
     let period = Duration::from_millis(ttl.saturating_mul(1000) / 3);
-    let gap = period.div_f64(ids.len().max(1) as f64);
+    let gap = period.div_f64(ids.len().max(1) as f64 / per_request as f64);
     let keepalives = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -76,16 +82,28 @@ pub async fn hold(
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
-        let (client, id) = (client.clone(), ids[next % ids.len()]);
+        let batch: Vec<i64> = (next..next + per_request)
+            .map(|index| ids[index % ids.len()])
+            .collect();
+        let client = client.clone();
         let (keepalives, failed) = (keepalives.clone(), failed.clone());
         tokio::spawn(async move {
-            match client.lease_keepalive(id).await {
-                Ok(_) => keepalives.fetch_add(1, Ordering::Relaxed),
-                Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+            let asked = batch.len() as u64;
+            let kept = if let [id] = batch[..] {
+                client.lease_keepalive(id).await.map(|_| 1)
+            } else {
+                client
+                    .lease_keepalive_many(&batch)
+                    .await
+                    .map(|answer| answer.leases.len() as u64)
             };
+            // A lease answered as expired was not kept alive: it counts as failed.
+            let kept = kept.unwrap_or(0);
+            keepalives.fetch_add(kept, Ordering::Relaxed);
+            failed.fetch_add(asked - kept, Ordering::Relaxed);
             drop(permit);
         });
-        next += 1;
+        next += per_request;
     }
     // Let the last keep-alives finish.
     let _ = in_flight.acquire_many(IN_FLIGHT as u32).await;

@@ -97,6 +97,11 @@ pub struct LeasesArgs {
     /// How long to keep them alive.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Leases per keep-alive request: 1 sends `POST /api/leases/{id}/keepalive` for each,
+    /// more sends that many ids together to `POST /api/leases/keepalive`, as a client holding
+    /// many leases does. Each lease is still kept alive every third of its TTL.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub per_request: u64,
 }
 
 #[derive(Debug, Args)]
@@ -331,8 +336,15 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
         }
         Some(Tool::Check(args)) => check_history(&args, out),
         Some(Tool::Leases(args)) => {
-            let load =
-                leases::hold(&args.endpoint, args.count, args.ttl, args.duration, out).await?;
+            let load = leases::hold(
+                &args.endpoint,
+                args.count,
+                args.ttl,
+                args.duration,
+                args.per_request,
+                out,
+            )
+            .await?;
             writeln!(
                 out,
                 "{}",

@@ -7,19 +7,26 @@ use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kg_api::{
-    ErrorBody, LeaseGrant, LeaseGrantRequest, LeaseInfo, LeaseListResponse, LeaseRevokeResponse,
+    ErrorBody, LeaseGrant, LeaseGrantRequest, LeaseInfo, LeaseKeepAliveRequest,
+    LeaseKeepAliveResponse, LeaseListResponse, LeaseRevokeResponse,
 };
+
+use std::collections::HashMap;
 
 use super::input::{check_ttl, json_body};
 use super::Error;
 use crate::startup::AppState;
 use crate::store::LeaseEnd;
 
+/// The most lease ids one keep-alive request may carry: one renewal statement's worth.
+pub const MAX_KEEPALIVE_IDS: usize = crate::keepalive::MAX_BATCH;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/leases", post(grant).get(list))
         .route("/api/leases/{id}", get(show).delete(revoke))
         .route("/api/leases/{id}/keepalive", post(keepalive))
+        .route("/api/leases/keepalive", post(keepalive_many))
 }
 
 /// A lease id from the path: a positive integer, else a 400.
@@ -71,6 +78,51 @@ pub async fn keepalive(
         Some(grant) => Ok(Json(grant)),
         None => Err(Error::LeaseNotFound(id)),
     }
+}
+
+/// Keep many leases alive in one request: each deadline is set a full TTL ahead again.
+///
+/// One statement renews them all, so a client holding thousands of leases (a fleet's
+/// sessions behind one proxy, say) costs the node one request per batch rather than one per
+/// lease, as etcd's clients keep every lease alive over one stream.
+#[utoipa::path(
+    post, path = "/api/leases/keepalive", tag = "leases",
+    request_body = LeaseKeepAliveRequest,
+    responses(
+        (status = 200, description = "The leases kept alive, and the ids that were not", body = LeaseKeepAliveResponse),
+        (status = 422, description = "Malformed JSON, or no ids or more than 1,024", body = ErrorBody),
+        (status = 503, description = "Database unavailable", body = ErrorBody),
+    )
+)]
+pub async fn keepalive_many(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LeaseKeepAliveResponse>, Error> {
+    let request: LeaseKeepAliveRequest = json_body(body)?;
+    if request.ids.is_empty() || request.ids.len() > MAX_KEEPALIVE_IDS {
+        return Err(Error::Unprocessable(format!(
+            "ids must hold 1 to {MAX_KEEPALIVE_IDS} lease ids, not {}",
+            request.ids.len()
+        )));
+    }
+    // No id below 1 was ever granted: it is answered as expired without asking the database.
+    let mut asked: Vec<i64> = request.ids.iter().copied().filter(|id| *id >= 1).collect();
+    asked.sort_unstable();
+    asked.dedup();
+    let renewed: HashMap<i64, LeaseGrant> = if asked.is_empty() {
+        HashMap::new()
+    } else {
+        let grants = state.db(state.store.lease_keepalive(&asked)).await?;
+        grants.into_iter().map(|grant| (grant.id, grant)).collect()
+    };
+    let (mut leases, mut expired) = (Vec::new(), Vec::new());
+    for id in request.ids {
+        match renewed.get(&id) {
+            Some(grant) => leases.push(*grant),
+            None => expired.push(id),
+        }
+    }
+    Ok(Json(LeaseKeepAliveResponse { leases, expired }))
 }
 
 /// A lease: its TTL, the time it has left and its keys.

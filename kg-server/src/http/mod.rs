@@ -48,7 +48,7 @@ use crate::startup::AppState;
     info(title = "KeyGrid", description = "A distributed key-value store. Bodies are byte-compatible with the original FastAPI service; revision metadata travels in headers."),
     paths(
         keys::get_key, keys::put_key, keys::delete_key, keys::list_keys, keys::delete_keys, watch::watch,
-        leases::grant, leases::keepalive, leases::show, leases::list, leases::revoke,
+        leases::grant, leases::keepalive, leases::keepalive_many, leases::show, leases::list, leases::revoke,
         snapshot::snapshot, txn::txn, history::key_history, history::compact,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,
     ),

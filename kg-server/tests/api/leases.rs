@@ -15,12 +15,74 @@ use kg_testkit::{
 on_both_backends!(
     a_leased_key_is_gone_for_every_read_from_its_deadline_and_its_delete_is_an_expiry,
     keepalive_extends_a_lease_and_revoke_deletes_its_keys_at_once,
+    many_leases_are_kept_alive_by_one_request,
     keepalives_that_share_a_batch_each_get_their_own_answer,
     a_put_without_a_lease_detaches_the_key,
     bad_lease_input_is_a_4xx_and_writes_nothing,
     a_retried_ttl_put_is_replayed_not_refused,
     expiry_happens_once_when_three_nodes_race_to_sweep,
 );
+
+/// `POST /api/leases/keepalive` renews every live lease it names and answers each id, in order,
+/// as kept alive or expired; a request with no ids or too many is a 422 that renews nothing.
+async fn many_leases_are_kept_alive_by_one_request(backend: Backend) {
+    let app = spawn_app_with(backend, cached_options()).await;
+    let client = &app.client;
+    let [short, long, revoked] = [
+        client.lease_grant(1).await.unwrap(),
+        client.lease_grant(30).await.unwrap(),
+        client.lease_grant(30).await.unwrap(),
+    ];
+    client
+        .put_with("held", "v", Precondition::None, Attach::Lease(short.id))
+        .await
+        .unwrap();
+    client.lease_revoke(revoked.id).await.unwrap();
+    // The one-second lease outlives three TTLs on batched keep-alives alone.
+    let asked = [short.id, 999_999, long.id, revoked.id, short.id, -4];
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let answer = client.lease_keepalive_many(&asked).await.unwrap();
+        assert_eq!(answer.leases, [short, long, short]);
+        assert_eq!(answer.expired, [999_999, revoked.id, -4]);
+        assert_eq!(client.get("held").await.unwrap().value, "v");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let left = client.lease(short.id).await.unwrap();
+    assert!(left.remaining_ms > 0, "{left:?}");
+
+    let too_many: Vec<i64> = (1..=1025).collect();
+    for body in [
+        serde_json::json!({"ids": []}),
+        serde_json::json!({"ids": too_many}),
+        serde_json::json!({"ids": [short.id], "ttl": 5}),
+        serde_json::json!({"ids": [1.5]}),
+        serde_json::json!({"id": short.id}),
+    ] {
+        let response = app
+            .http
+            .post(app.url("/api/leases/keepalive"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}"
+        );
+        let detail: serde_json::Value = response.json().await.unwrap();
+        assert!(detail["detail"].is_string(), "{detail}");
+    }
+    // Nothing renewed the lease meanwhile: it runs out and its key goes with it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(matches!(
+        client.get("held").await,
+        Err(Error::NotFound { .. })
+    ));
+    let answer = client.lease_keepalive_many(&[short.id]).await.unwrap();
+    assert_eq!((answer.leases.len(), answer.expired), (0, vec![short.id]));
+}
 
 /// The next change event within `wait`.
 async fn next_change(stream: &mut kg_api::WatchStream, wait: Duration) -> ChangeEvent {
