@@ -4,10 +4,15 @@
 # alternating rounds of the same run, and the ratio. Target: at most 1.05 with 10,000 leases.
 # Two ratios: "total" counts the keep-alives' own work against the GETs and PUTs; "net"
 # first takes off what the keep-alives cost alone (measured in the same round, with no other
-# load), so it shows whether live leases make a GET or a PUT itself dearer.
+# load), so it shows whether live leases make a GET or a PUT itself dearer. The rows without
+# leases run before and after those with them, and the ratio is against their mean.
 #
 #   ./scripts/bench-leases.sh [--rounds N] [--seconds N] [--leases N] [--ttl SECONDS]
-#                             [--connections N] [--keys N]
+#                             [--connections N] [--keys N] [--per-request N]
+#
+# --per-request N: leases per keep-alive request (kg-bench leases --per-request). 1, the
+# default, is a request per keep-alive; more is a client that keeps many leases alive at once
+# through POST /api/leases/keepalive.
 #
 # One release node (KG_PROFILE=debug: a debug build, for a smoke run) with the Redis cache, on
 # a fresh database in the PostgreSQL at KG_BENCH_DATABASE_URL and a key prefix of its own in
@@ -23,6 +28,7 @@ leases=10000
 ttl=60
 connections=32
 keys=10000
+per_request=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --rounds) rounds=$2; shift 2 ;;
@@ -31,11 +37,12 @@ while [ $# -gt 0 ]; do
         --ttl) ttl=$2; shift 2 ;;
         --connections) connections=$2; shift 2 ;;
         --keys) keys=$2; shift 2 ;;
-        -h | --help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --per-request) per_request=$2; shift 2 ;;
+        -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
-whole_numbers "$rounds" "$seconds" "$leases" "$ttl" "$connections" "$keys"
+whole_numbers "$rounds" "$seconds" "$leases" "$ttl" "$connections" "$keys" "$per_request"
 
 admin_url="${KG_BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 redis_url="${KG_BENCH_REDIS_URL:-redis://127.0.0.1:6379}"
@@ -81,8 +88,8 @@ ticks=$(getconf CLK_TCK)
 cpu_seconds() {
     awk -v hz="$ticks" '{print ($14 + $15) / hz}' "/proc/$node_pid/stat"
 }
-# row LUA [BACKGROUND]: "requests cpu_us_per_request" for a wrk run of --seconds; the
-# node's CPU less BACKGROUND CPU-seconds per second (default 0).
+# row LUA [BACKGROUND]: "requests total_us net_us" for a wrk run of --seconds: the node's CPU
+# per request, and the same less BACKGROUND CPU-seconds per second (default 0).
 row() {
     local before after requests
     before=$(cpu_seconds)
@@ -92,20 +99,28 @@ row() {
     grep -q 'non-2xx: 0, socket errors: 0' "$workdir/wrk.txt" ||
         fail "$1 got errors: $(cat "$workdir/wrk.txt")"
     requests=$(awk '/requests in/ {print $1}' "$workdir/wrk.txt")
-    echo "$requests $(echo "($after - $before - ${2:-0} * $seconds) * 1000000 / $requests" | bc -l)"
+    echo "$requests $(echo "($after - $before) * 1000000 / $requests" | bc -l)" \
+        "$(echo "($after - $before - ${2:-0} * $seconds) * 1000000 / $requests" | bc -l)"
 }
 
 ratios_get=()
 ratios_put=()
 net_get=()
 net_put=()
+share_get=()
+share_put=()
+# Each round measures without leases before and after the rows with them (GET, PUT, leases:
+# GET, PUT, then PUT, GET), and compares with the mean of the two: the node's cost per request
+# drifts during a run (PUTs get dearer as the history and idempotency tables grow), and a row
+# always measured after its baseline would be charged the drift.
 for round in $(seq "$rounds"); do
     step "round $round/$rounds: GET and PUT without leases"
-    read -r get_n get_plain <<<"$(row get.lua)"
-    read -r put_n put_plain <<<"$(row put.lua)"
+    read -r _ get_before _ <<<"$(row get.lua)"
+    read -r _ put_before _ <<<"$(row put.lua)"
     step "round $round/$rounds: $leases leases of ${ttl}s granted, kept alive every $(( ttl / 3 ))s"
     "$bin/kg-bench" leases -e "http://127.0.0.1:$port" --count "$leases" --ttl "$ttl" \
-        --duration "$(( 4 * seconds + seconds / 2 + 4 ))s" >"$workdir/holder.txt" 2>&1 &
+        --per-request "$per_request" --duration "$(( 2 * seconds + seconds / 2 + 5 ))s" \
+        >"$workdir/holder.txt" 2>&1 &
     holder_pid=$!
     for _ in $(seq 600); do
         grep -q '"granted"' "$workdir/holder.txt" && break
@@ -117,31 +132,44 @@ for round in $(seq "$rounds"); do
     before=$(cpu_seconds)
     sleep "$(( seconds / 2 ))"
     background=$(echo "($(cpu_seconds) - $before) / $(( seconds / 2 ))" | bc -l)
-    read -r get_n2 get_leased <<<"$(row get.lua)"
-    read -r put_n2 put_leased <<<"$(row put.lua)"
-    read -r _ get_net <<<"$(row get.lua "$background")"
-    read -r _ put_net <<<"$(row put.lua "$background")"
+    read -r get_n get_leased get_net <<<"$(row get.lua "$background")"
+    read -r put_n put_leased put_net <<<"$(row put.lua "$background")"
     wait "$holder_pid" || fail "keep-alives failed: $(tail -n 1 "$workdir/holder.txt")"
     holder_pid=""
     keepalive_rate=$(tail -n 1 "$workdir/holder.txt" |
         sed -E 's/.*"keepalives":([0-9]+).*"seconds":([0-9.]+).*/\1 \2/' | awk '{printf "%.0f", $1 / $2}')
-    # The next round starts without leases again. They hold no keys, so dropping the rows is
-    # all a revoke would do.
+    # They hold no keys, so dropping the rows is all a revoke would do.
     psql "$bench_url" -qAtc 'DELETE FROM kg_leases' >/dev/null
+    step "round $round/$rounds: PUT and GET without leases again"
+    read -r _ put_after _ <<<"$(row put.lua)"
+    read -r _ get_after _ <<<"$(row get.lua)"
+    get_plain=$(echo "($get_before + $get_after) / 2" | bc -l)
+    put_plain=$(echo "($put_before + $put_after) / 2" | bc -l)
     ratios_get+=("$(echo "$get_leased / $get_plain" | bc -l)")
     ratios_put+=("$(echo "$put_leased / $put_plain" | bc -l)")
     net_get+=("$(echo "$get_net / $get_plain" | bc -l)")
     net_put+=("$(echo "$put_net / $put_plain" | bc -l)")
-    printf '  GET %.1f -> %.1f us/request (%s, %s requests), PUT %.1f -> %.1f (%s, %s); %s keep-alives/s\n' \
-        "$get_plain" "$get_leased" "$(printf '%.3f' "${ratios_get[-1]}")" "$get_n2" \
-        "$put_plain" "$put_leased" "$(printf '%.3f' "${ratios_put[-1]}")" "$put_n2" "$keepalive_rate"
+    printf '  without leases GET %.1f, %.1f us/request (before, after), PUT %.1f, %.1f\n' \
+        "$get_before" "$get_after" "$put_before" "$put_after"
+    printf '  with them GET %.1f (%s, %s requests), PUT %.1f (%s, %s); %s keep-alives/s\n' \
+        "$get_leased" "$(printf '%.3f' "${ratios_get[-1]}")" "$get_n" \
+        "$put_leased" "$(printf '%.3f' "${ratios_put[-1]}")" "$put_n" "$keepalive_rate"
     printf '  net of the keep-alives alone (%.1f%% of a core): GET %.1f (%.3f), PUT %.1f (%.3f)\n' \
         "$(echo "$background * 100" | bc -l)" "$get_net" "${net_get[-1]}" "$put_net" "${net_put[-1]}"
+    # The keep-alives' CPU against the node's CPU for the load itself: what they add per
+    # request if leases make no request dearer, and a figure the machine's drift moves less
+    # than a ratio of two rows.
+    share_get+=("$(echo "$background * $seconds * 100 / ($get_n * $get_net / 1000000)" | bc -l)")
+    share_put+=("$(echo "$background * $seconds * 100 / ($put_n * $put_net / 1000000)" | bc -l)")
+    printf '  keep-alives / the load'"'"'s own CPU: GET %.1f%%, PUT %.1f%%\n' \
+        "${share_get[-1]}" "${share_put[-1]}"
 done
 printf '\n%-6s %s\n' "row" "node CPU per request, with / without $leases leases (TTL ${ttl}s), median of $rounds rounds"
 printf '%-10s %.3f   rounds: %s\n' "GET total" "$(median "${ratios_get[@]}")" "$(printf '%.3f ' "${ratios_get[@]}")"
 printf '%-10s %.3f   rounds: %s\n' "PUT total" "$(median "${ratios_put[@]}")" "$(printf '%.3f ' "${ratios_put[@]}")"
 printf '%-10s %.3f   rounds: %s\n' "GET net" "$(median "${net_get[@]}")" "$(printf '%.3f ' "${net_get[@]}")"
 printf '%-10s %.3f   rounds: %s\n' "PUT net" "$(median "${net_put[@]}")" "$(printf '%.3f ' "${net_put[@]}")"
-printf 'target: at most 1.05 (%s connections, %s keys, %ss per row, on %s cores)\n' \
-    "$connections" "$keys" "$seconds" "$(nproc)"
+printf '%-10s %.1f%%   rounds: %s\n' "GET share" "$(median "${share_get[@]}")" "$(printf '%.1f%% ' "${share_get[@]}")"
+printf '%-10s %.1f%%   rounds: %s\n' "PUT share" "$(median "${share_put[@]}")" "$(printf '%.1f%% ' "${share_put[@]}")"
+printf 'target: at most 1.05 (%s connections, %s keys, %ss per row, %s leases per keep-alive request, on %s cores)\n' \
+    "$connections" "$keys" "$seconds" "$per_request" "$(nproc)"
