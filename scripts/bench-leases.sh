@@ -88,19 +88,30 @@ ticks=$(getconf CLK_TCK)
 cpu_seconds() {
     awk -v hz="$ticks" '{print ($14 + $15) / hz}' "/proc/$node_pid/stat"
 }
-# row LUA [BACKGROUND]: "requests total_us net_us" for a wrk run of --seconds: the node's CPU
-# per request, and the same less BACKGROUND CPU-seconds per second (default 0).
+# batches: "sum count" of the node's write batch sizes so far (kg_write_batch_size).
+batches() {
+    curl -fsS "http://127.0.0.1:$port/metrics" | awk '
+        $1 == "kg_write_batch_size_sum" {s = $2} $1 == "kg_write_batch_size_count" {c = $2}
+        END {print s + 0, c + 0}'
+}
+# row LUA [BACKGROUND]: "requests total_us net_us batch" for a wrk run of --seconds: the node's
+# CPU per request, the same less BACKGROUND CPU-seconds per second (default 0), and the mean
+# write batch during the run (0 without writes).
 row() {
-    local before after requests
+    local before after requests batches_before batches_after
+    batches_before=$(batches)
     before=$(cpu_seconds)
     KG_KEYS=$keys wrk -t2 -c"$connections" -d"${seconds}s" -s "scripts/bench/$1" \
         "http://127.0.0.1:$port" >"$workdir/wrk.txt" 2>&1
     after=$(cpu_seconds)
+    batches_after=$(batches)
     grep -q 'non-2xx: 0, socket errors: 0' "$workdir/wrk.txt" ||
         fail "$1 got errors: $(cat "$workdir/wrk.txt")"
     requests=$(awk '/requests in/ {print $1}' "$workdir/wrk.txt")
     echo "$requests $(echo "($after - $before) * 1000000 / $requests" | bc -l)" \
-        "$(echo "($after - $before - ${2:-0} * $seconds) * 1000000 / $requests" | bc -l)"
+        "$(echo "($after - $before - ${2:-0} * $seconds) * 1000000 / $requests" | bc -l)" \
+        "$(echo "$batches_before $batches_after" |
+            awk '{c = $4 - $2; printf "%.1f", (c > 0 ? ($3 - $1) / c : 0)}')"
 }
 
 ratios_get=()
@@ -115,8 +126,8 @@ share_put=()
 # always measured after its baseline would be charged the drift.
 for round in $(seq "$rounds"); do
     step "round $round/$rounds: GET and PUT without leases"
-    read -r _ get_before _ <<<"$(row get.lua)"
-    read -r _ put_before _ <<<"$(row put.lua)"
+    read -r _ get_before _ _ <<<"$(row get.lua)"
+    read -r _ put_before _ batch_before <<<"$(row put.lua)"
     step "round $round/$rounds: $leases leases of ${ttl}s granted, kept alive every $(( ttl / 3 ))s"
     "$bin/kg-bench" leases -e "http://127.0.0.1:$port" --count "$leases" --ttl "$ttl" \
         --per-request "$per_request" --duration "$(( 2 * seconds + seconds / 2 + 5 ))s" \
@@ -132,8 +143,8 @@ for round in $(seq "$rounds"); do
     before=$(cpu_seconds)
     sleep "$(( seconds / 2 ))"
     background=$(echo "($(cpu_seconds) - $before) / $(( seconds / 2 ))" | bc -l)
-    read -r get_n get_leased get_net <<<"$(row get.lua "$background")"
-    read -r put_n put_leased put_net <<<"$(row put.lua "$background")"
+    read -r get_n get_leased get_net _ <<<"$(row get.lua "$background")"
+    read -r put_n put_leased put_net batch_leased <<<"$(row put.lua "$background")"
     wait "$holder_pid" || fail "keep-alives failed: $(tail -n 1 "$workdir/holder.txt")"
     holder_pid=""
     keepalive_rate=$(tail -n 1 "$workdir/holder.txt" |
@@ -141,8 +152,8 @@ for round in $(seq "$rounds"); do
     # They hold no keys, so dropping the rows is all a revoke would do.
     psql "$bench_url" -qAtc 'DELETE FROM kg_leases' >/dev/null
     step "round $round/$rounds: PUT and GET without leases again"
-    read -r _ put_after _ <<<"$(row put.lua)"
-    read -r _ get_after _ <<<"$(row get.lua)"
+    read -r _ put_after _ batch_after <<<"$(row put.lua)"
+    read -r _ get_after _ _ <<<"$(row get.lua)"
     get_plain=$(echo "($get_before + $get_after) / 2" | bc -l)
     put_plain=$(echo "($put_before + $put_after) / 2" | bc -l)
     ratios_get+=("$(echo "$get_leased / $get_plain" | bc -l)")
@@ -163,6 +174,8 @@ for round in $(seq "$rounds"); do
     share_put+=("$(echo "$background * $seconds * 100 / ($put_n * $put_net / 1000000)" | bc -l)")
     printf '  keep-alives / the load'"'"'s own CPU: GET %.1f%%, PUT %.1f%%\n' \
         "${share_get[-1]}" "${share_put[-1]}"
+    printf '  mean write batch of the PUT rows: %s before, %s with leases, %s after\n' \
+        "$batch_before" "$batch_leased" "$batch_after"
 done
 printf '\n%-6s %s\n' "row" "node CPU per request, with / without $leases leases (TTL ${ttl}s), median of $rounds rounds"
 printf '%-10s %.3f   rounds: %s\n' "GET total" "$(median "${ratios_get[@]}")" "$(printf '%.3f ' "${ratios_get[@]}")"
