@@ -177,28 +177,17 @@ pub(super) async fn run(
     for plan in plans {
         if let Some((prior, response)) = plan.idempotency_key.as_ref().and_then(|id| priors.get(id))
         {
-            let response = response
-                .as_ref()
-                .filter(|_| *prior == plan.fingerprint())
-                .and_then(|body| serde_json::from_slice(body).ok());
-            outcomes.push(Some(match response {
-                Some(response) => TxnOutcome::Done {
-                    response,
-                    changes: Vec::new(),
-                    replayed: true,
-                },
-                None => TxnOutcome::IdempotencyMismatch,
-            }));
+            let fingerprint = plan.fingerprint();
+            outcomes.push(Some(TxnOutcome::replay(
+                prior,
+                &fingerprint,
+                response.as_deref(),
+            )));
             continue;
         }
         let request = &plan.request;
         let succeeded = request.compare.iter().all(|compare| {
-            let current = live.get(&compare.key).map(|row| txn::Current {
-                value: row.value.as_deref().unwrap_or_default(),
-                revision: row.mod_revision,
-                create_revision: row.create_revision,
-                version: row.version,
-            });
+            let current = live.get(&compare.key).map(txn::Current::from);
             txn::holds(compare, current.as_ref())
         });
         let ops = if succeeded {

@@ -707,17 +707,7 @@ where
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some((prior, response)) = prior {
-                    let response = response
-                        .filter(|_| prior == *fingerprint)
-                        .and_then(|body| serde_json::from_slice(&body).ok());
-                    outcomes.push(match response {
-                        Some(response) => TxnOutcome::Done {
-                            response,
-                            changes: Vec::new(),
-                            replayed: true,
-                        },
-                        None => TxnOutcome::IdempotencyMismatch,
-                    });
+                    outcomes.push(TxnOutcome::replay(&prior, fingerprint, response.as_deref()));
                     continue;
                 }
             }
@@ -728,12 +718,7 @@ where
                     .bind(compare.key.as_str())
                     .fetch_optional(&mut *tx)
                     .await?;
-                let current = row.as_ref().map(|row| txn::Current {
-                    value: row.value.as_deref().unwrap_or_default(),
-                    revision: row.mod_revision,
-                    create_revision: row.create_revision,
-                    version: row.version,
-                });
+                let current = row.as_ref().map(txn::Current::from);
                 succeeded &= txn::holds(compare, current.as_ref());
             }
             let ops = if succeeded {

@@ -51,12 +51,42 @@ pub enum TxnOutcome {
     IdempotencyMismatch,
 }
 
+impl TxnOutcome {
+    /// The answer to a plan whose idempotency key was used before, by a request with
+    /// `recorded` as its fingerprint and `response` as its answer: that answer again for the
+    /// same request, a mismatch for another.
+    pub fn replay(recorded: &str, fingerprint: &str, response: Option<&[u8]>) -> Self {
+        match response
+            .filter(|_| recorded == fingerprint)
+            .and_then(|body| serde_json::from_slice(body).ok())
+        {
+            Some(response) => TxnOutcome::Done {
+                response,
+                changes: Vec::new(),
+                replayed: true,
+            },
+            None => TxnOutcome::IdempotencyMismatch,
+        }
+    }
+}
+
 /// A live key's state as a compare sees it: value, mod_revision, create_revision, version.
 pub struct Current<'a> {
     pub value: &'a [u8],
     pub revision: i64,
     pub create_revision: i64,
     pub version: i64,
+}
+
+impl<'a> From<&'a super::KeyRow> for Current<'a> {
+    fn from(row: &'a super::KeyRow) -> Self {
+        Current {
+            value: row.value.as_deref().unwrap_or_default(),
+            revision: row.mod_revision,
+            create_revision: row.create_revision,
+            version: row.version,
+        }
+    }
 }
 
 /// Whether `compare` holds for a key in `current` state (`None`: missing). As in etcd, a
