@@ -215,10 +215,9 @@ impl Dialect for Postgres {
         plans: &[TxnPlan],
         revision: &mut i64,
         at_ms: i64,
-    ) -> Result<Option<Vec<TxnOutcome>>, StoreError> {
-        super::postgres_txn::run(tx, node, plans, revision, at_ms)
-            .await
-            .map(Some)
+    ) -> Result<Vec<TxnOutcome>, StoreError> {
+        let run = super::txn::batchable(plans);
+        super::postgres_txn::run(tx, node, &plans[..run], revision, at_ms).await
     }
 
     async fn is_primary(pool: &PgPool) -> Result<Option<bool>, StoreError> {
