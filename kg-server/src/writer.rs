@@ -487,18 +487,18 @@ async fn settle(store: &dyn Store, context: &WriterContext, in_doubt: &mut Vec<I
             .await;
             reads.extend(chunk.iter().copied().zip(chunk_reads));
         }
-        // Every read answered, or the keys stay in doubt for the next settling commit.
-        let records: Option<std::collections::HashMap<&str, _>> = reads
+        if !reads.iter().all(|(_, read)| matches!(read, Ok(Ok(_)))) {
+            drop(reads);
+            in_doubt.push(failed);
+            return;
+        }
+        let records: std::collections::HashMap<&str, _> = reads
             .into_iter()
-            .map(|(key, read)| match read {
+            .filter_map(|(key, read)| match read {
                 Ok(Ok(record)) => Some((key, record)),
                 _ => None,
             })
             .collect();
-        let Some(records) = records else {
-            in_doubt.push(failed);
-            return;
-        };
         // Each key as often as it was marked: every entry takes one mark away.
         let entries: Vec<EntryRef<'_>> = failed
             .keys

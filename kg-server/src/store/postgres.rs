@@ -215,9 +215,10 @@ impl Dialect for Postgres {
         plans: &[TxnPlan],
         revision: &mut i64,
         at_ms: i64,
-    ) -> Result<Vec<TxnOutcome>, StoreError> {
-        let run = super::txn::batchable(plans);
-        super::postgres_txn::run(tx, node, &plans[..run], revision, at_ms).await
+    ) -> Result<Option<Vec<TxnOutcome>>, StoreError> {
+        super::postgres_txn::run(tx, node, plans, revision, at_ms)
+            .await
+            .map(Some)
     }
 
     async fn is_primary(pool: &PgPool) -> Result<Option<bool>, StoreError> {

@@ -110,9 +110,6 @@ pub(super) async fn run(
     revision: &mut i64,
     at_ms: i64,
 ) -> Result<Vec<TxnOutcome>, StoreError> {
-    if plans.is_empty() {
-        return Ok(Vec::new());
-    }
     let ids: Vec<&str> = plans
         .iter()
         .filter_map(|plan| plan.idempotency_key.as_deref())

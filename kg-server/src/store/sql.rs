@@ -283,19 +283,18 @@ pub trait Dialect: Database {
     /// A transaction holding the revision lock, and the last revision handed out.
     async fn begin_write(pool: &Pool<Self>) -> Result<(Transaction<'_, Self>, i64), StoreError>;
 
-    /// Runs the first of `plans` together, as many as [`txn::batchable`] allows, in the
-    /// batch's transaction `tx` in a few statements over all of them, with the outcomes of
-    /// running them one by one: one outcome per plan run, none to leave the next plan to the
-    /// one-by-one loop. `revision` is the last revision handed out and rises with every plan
-    /// that writes. By default none: a round trip costs an embedded database nothing.
+    /// Runs `plans`, a run that [`txn::batchable`] allows, in the batch's transaction `tx` in
+    /// a few statements over all of them, with the outcomes of running them one by one.
+    /// `revision` is the last revision handed out and rises with every plan that writes.
+    /// `None`: this dialect runs each plan alone, as a round trip costs it nothing.
     async fn run_txns(
         _tx: &mut Transaction<'_, Self>,
         _node: &str,
         _plans: &[TxnPlan],
         _revision: &mut i64,
         _at_ms: i64,
-    ) -> Result<Vec<TxnOutcome>, StoreError> {
-        Ok(Vec::new())
+    ) -> Result<Option<Vec<TxnOutcome>>, StoreError> {
+        Ok(None)
     }
 }
 
@@ -682,17 +681,20 @@ where
         let mut changed = Vec::new();
         let mut next_plan = 0;
         while next_plan < plans.len() {
-            let done =
-                DB::run_txns(&mut tx, node, &plans[next_plan..], &mut revision, at_ms).await?;
-            if !done.is_empty() {
-                for outcome in &done {
-                    if let TxnOutcome::Done { changes, .. } = outcome {
-                        changed.extend(changes.iter().map(|change| change.key.clone()));
+            let run = txn::batchable(&plans[next_plan..]);
+            if run > 0 {
+                let batch = &plans[next_plan..next_plan + run];
+                if let Some(done) = DB::run_txns(&mut tx, node, batch, &mut revision, at_ms).await?
+                {
+                    for outcome in &done {
+                        if let TxnOutcome::Done { changes, .. } = outcome {
+                            changed.extend(changes.iter().map(|change| change.key.clone()));
+                        }
                     }
+                    outcomes.extend(done);
+                    next_plan += run;
+                    continue;
                 }
-                next_plan += done.len();
-                outcomes.extend(done);
-                continue;
             }
             let plan = &plans[next_plan];
             next_plan += 1;
