@@ -128,13 +128,15 @@ step "scripts/bench.sh --quick: the benchmark runs, every row without errors (no
 ./scripts/stop.sh --purge >/dev/null
 ./scripts/bench.sh --quick
 
-step "scripts/profile-node.sh, briefly: one debug node's instructions per request (no figure is asserted)"
+step "scripts/profile-node.sh --leases, briefly: one debug node's instructions per request, with and without leases held (no figure is asserted)"
 profile_out=$(KG_BENCH_DATABASE_URL=$KG_TEST_DATABASE_URL KG_BENCH_REDIS_URL=$KG_TEST_REDIS_URL \
-    ./scripts/profile-node.sh --seconds 2 --keys 200 2>&1) ||
+    ./scripts/profile-node.sh --seconds 2 --keys 200 --leases 200 --ttl 3 --per-request 16 2>&1) ||
     { printf '%s\n' "$profile_out" | tail -n 30; fail "scripts/profile-node.sh failed"; }
-printf '%s\n' "$profile_out" | tail -n 3
+printf '%s\n' "$profile_out" | tail -n 8
 grep -Eq '^GET \(hit\) +[1-9][0-9]+$' <<<"$profile_out" && grep -Eq '^PUT +[1-9][0-9]+$' <<<"$profile_out" ||
     fail "scripts/profile-node.sh printed no instruction counts"
+grep -Eq '^GET \(hit\)( +-?[0-9.]+%?){7}$' <<<"$profile_out" && grep -Eq '^PUT( +-?[0-9.]+%?){7}$' <<<"$profile_out" ||
+    fail "scripts/profile-node.sh --leases printed no figures with the leases held"
 
 step "scripts/chaos.sh --quick: fault drills under load, judged for lost writes, stale reads, linearizability"
 ./scripts/chaos.sh --quick
