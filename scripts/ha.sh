@@ -79,7 +79,7 @@ etcd_start() {
 
 # --- Patroni and PostgreSQL ---------------------------------------------------------------------
 patroni_conf() { echo "$HA_DIR/patroni$1.yml"; }
-# Patroni itself, not the runuser that started it as postgres.
+# Patroni's pid (as root, the postgres user's).
 patroni_pid() {
     local owner=()
     [ "$(id -u)" -eq 0 ] && owner=(-u postgres)
@@ -166,8 +166,16 @@ postgresql:
   parameters:
     unix_socket_directories: $root
 YAML
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$conf"
-    setsid nohup "${AS_POSTGRES[@]}" patroni "$conf" >>"$KG_LOGS/patroni$i.log" 2>&1 </dev/null &
+    local as_postgres=()
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres: "$conf"
+        # setpriv execs Patroni as postgres, where runuser would stay as its parent: runuser
+        # stops itself when its child stops (a pause drill's SIGSTOP), and a SIGCONT that
+        # reaches it before Patroni's stop does could leave it stopped for good.
+        as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups
+            env HOME="$(getent passwd postgres | cut -d: -f6)" USER=postgres LOGNAME=postgres)
+    fi
+    setsid nohup "${as_postgres[@]}" patroni "$conf" >>"$KG_LOGS/patroni$i.log" 2>&1 </dev/null &
 }
 
 # The Patroni member that leads now (asked of each REST API in turn).
@@ -272,17 +280,7 @@ pids() {
         pg?)
             local i
             i=$(index "$member" pg)
-            local patroni parent
-            patroni=$(patroni_pid "$i" || true)
-            if [ -n "$patroni" ]; then
-                echo "$patroni"
-                # As root, the runuser that started Patroni: it stops itself when Patroni is
-                # stopped, so it is paused, resumed and killed with the member.
-                parent=$(ps -o ppid= -p "$patroni" 2>/dev/null | tr -d ' ')
-                if [ -n "$parent" ] && [ "$(ps -o comm= -p "$parent" 2>/dev/null)" = runuser ]; then
-                    echo "$parent"
-                fi
-            fi
+            patroni_pid "$i" || true
             if pid=$(postmaster_pid "$i"); then
                 echo "$pid"
                 pgrep -P "$pid" || true
