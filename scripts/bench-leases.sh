@@ -129,16 +129,8 @@ for round in $(seq "$rounds"); do
     read -r _ get_before _ _ <<<"$(row get.lua)"
     read -r _ put_before _ batch_before <<<"$(row put.lua)"
     step "round $round/$rounds: $leases leases of ${ttl}s granted, kept alive every $(( ttl / 3 ))s"
-    "$bin/kg-bench" leases -e "http://127.0.0.1:$port" --count "$leases" --ttl "$ttl" \
-        --per-request "$per_request" --duration "$(( 2 * seconds + seconds / 2 + 5 ))s" \
-        >"$workdir/holder.txt" 2>&1 &
-    holder_pid=$!
-    for _ in $(seq 600); do
-        grep -q '"granted"' "$workdir/holder.txt" && break
-        kill -0 "$holder_pid" 2>/dev/null || fail "kg-bench leases failed: $(cat "$workdir/holder.txt")"
-        sleep 0.1
-    done
-    sleep 2 # keep-alives at their steady rate before measuring
+    hold_leases "$bin/kg-bench" "http://127.0.0.1:$port" "$(( 2 * seconds + seconds / 2 + 5 ))s" \
+        "$workdir/holder.txt" 60
     # What the keep-alives cost the node alone, in CPU-seconds per second.
     before=$(cpu_seconds)
     sleep "$(( seconds / 2 ))"

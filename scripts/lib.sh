@@ -451,3 +451,21 @@ require_node() {
         fail "Node.js $version is too old for the web view (it needs 18 or later)"
     fi
 }
+
+# hold_leases BENCH URL DURATION FILE WAIT: `kg-bench leases` (BENCH) holding $leases leases of
+# $ttl seconds on URL, $per_request per keep-alive request, for DURATION, its output in FILE.
+# Returns once every lease is granted (within WAIT seconds) and the keep-alives have had 2 s to
+# reach their steady rate; holder_pid is its pid.
+hold_leases() {
+    local bench=$1 url=$2 duration=$3 file=$4 wait=$5
+    "$bench" leases -e "$url" --count "$leases" --ttl "$ttl" --per-request "$per_request" \
+        --duration "$duration" >"$file" 2>&1 &
+    holder_pid=$!
+    for _ in $(seq $((wait * 10))); do
+        grep -q '"granted"' "$file" && break
+        kill -0 "$holder_pid" 2>/dev/null || fail "kg-bench leases failed: $(cat "$file")"
+        sleep 0.1
+    done
+    grep -q '"granted"' "$file" || fail "the leases were not granted in $wait s"
+    sleep 2
+}

@@ -135,27 +135,13 @@ measure() {
         awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 }
 
-# hold_leases PORT OUT: kg-bench leases holding --leases leases on the node for long enough,
-# returning once all are granted and the keep-alives have run for a while.
 holder_pid=""
-hold_leases() {
-    local port=$1 out=$2
-    "$bench_bin" leases -e "http://127.0.0.1:$port" --count "$leases" --ttl "$ttl" \
-        --per-request "$per_request" --duration "$((4 * seconds + 10))s" >"$out/holder.txt" 2>&1 &
-    holder_pid=$!
-    for _ in $(seq 3000); do
-        grep -q '"granted"' "$out/holder.txt" && break
-        kill -0 "$holder_pid" 2>/dev/null || fail "kg-bench leases failed: $(cat "$out/holder.txt")"
-        sleep 0.1
-    done
-    grep -q '"granted"' "$out/holder.txt" || fail "the leases were not granted in 300 s"
-    # The keep-alives at their steady rate before anything is measured.
-    sleep 2
-}
 
 # profile NAME BIN: runs BIN under callgrind; sets figures to "GET PUT", its instructions per
-# request, and with --leases also lease_figures to "GET PUT" per request with the leases held
-# (total and net of the keep-alives) and keepalive_rate, instructions per second.
+# request (with --leases, the mean of before and after), and with --leases also lease_figures
+# to GET's total and net, then PUT's, per request with the leases held, keepalive_cost (the
+# instructions of one keep-alive request alone) and keepalive_requests (their rate under
+# valgrind).
 profile() {
     local name=$1 bin=$2 port out row after=()
     figures=()
@@ -183,7 +169,7 @@ profile() {
     done
     if [ "$leases" != 0 ]; then
         step "holding $leases leases of ${ttl}s on the $name node, $per_request per keep-alive request"
-        hold_leases "$port" "$out"
+        hold_leases "$bench_bin" "http://127.0.0.1:$port" "$((4 * seconds + 10))s" "$out/holder.txt" 300
         measure idle "$port" "$out"
         [ "$row_requests" -gt 0 ] || fail "no keep-alive reached the node in ${seconds}s"
         keepalive_requests=$(echo "$row_requests / $row_seconds" | bc -l)
