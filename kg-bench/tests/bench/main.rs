@@ -717,7 +717,16 @@ async fn the_html_report_holds_every_series_and_compare_overlays_two_runs() {
         overlay.display()
     ))
     .await;
-    assert_eq!(compared.status.code(), Some(0), "{compared:?}");
+    // Two real runs on a shared machine can differ in their tails by any amount (a single
+    // stall is enough), so the verdict is not this test's subject (a planted regression is,
+    // in compare_flags_a_regression_between_two_reports): the exit code must agree with the
+    // table, and the overlay is written either way.
+    let flagged = String::from_utf8_lossy(&compared.stdout).contains("REGRESSION");
+    assert_eq!(
+        compared.status.code(),
+        Some(i32::from(flagged)),
+        "{compared:?}"
+    );
     let page = std::fs::read_to_string(&overlay).unwrap();
     assert!(page.contains("new against base"));
     for series in ["base: p99", "new: p99", "base: get", "new: get"] {
