@@ -67,9 +67,21 @@ start_podman_api "$sock" "$work/podman-service.log"
 service_pid=$PODMAN_API_PID
 health_pid=$PODMAN_HEALTH_PID
 
+# compose_logs: the services' last log lines to a file, and to the output (CI keeps only that)
+# each container's state and its last health checks, with the logs of any not healthy.
 compose_logs() {
     docker-compose logs --no-color --tail 40 >"$work/compose.log" 2>&1 || true
     echo "docker-compose logs (last lines per service): $work/compose.log"
+    local id name health
+    for id in $(docker-compose ps -a -q 2>/dev/null); do
+        name=$(podman inspect --format '{{.Name}}' "$id" 2>/dev/null) || continue
+        health=$(podman inspect --format '{{.State.Health.Status}}' "$id" 2>/dev/null)
+        echo "--- $name: $(podman inspect --format 'status {{.State.Status}}, exit {{.State.ExitCode}}, restarts {{.RestartCount}}, started {{.State.StartedAt}}' "$id"), health ${health:-none}"
+        podman inspect --format '{{range .State.Health.Log}}check {{.Start}}: exit {{.ExitCode}} {{.Output}}{{"\n"}}{{end}}' "$id" 2>/dev/null | tail -n 5
+        [ "$health" = healthy ] || podman logs --tail 15 "$id" 2>&1 | sed 's/^/    /'
+    done
+    echo "--- nginx's last upstream warnings and errors:"
+    docker-compose logs --no-color nginx 2>&1 | grep -E '\[(warn|error|crit)\]' | tail -n 20 || true
 }
 
 # wait_healthy SECONDS: until every running service's health check says healthy.
@@ -129,7 +141,7 @@ expect_status 200 "/api/key?key=failover" 30
 wait_healthy 60
 
 step "kg failover-drill --runtime compose"
-deploy/docker/bin/kg failover-drill --runtime compose
+deploy/docker/bin/kg failover-drill --runtime compose || { compose_logs; fail "kg failover-drill failed"; }
 
 step "the web view on :8080 and the Swagger UI on :8000"
 page=$(curl -fsS http://127.0.0.1:8080/)
