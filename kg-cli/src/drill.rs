@@ -293,7 +293,9 @@ pub async fn run_drill(
             .iter()
             .filter(|h| h.invoke_us >= started && end.is_none_or(|end| h.invoke_us < end))
             .collect();
-        reports.push(phase_report(phase, &in_phase, started, settled, options));
+        reports.push(phase_report(
+            phase, &in_phase, started, settled, end, options,
+        ));
     }
     let passed = lost.is_empty()
         && verdict.stale_reads == 0
@@ -378,11 +380,17 @@ fn failure_label(entry: &HistoryEntry) -> String {
     }
 }
 
+/// The phase's row. Its expectation judges only the requests answered before the next
+/// phase's action began (`end`): a GET sent near the end of "stop backend2", held for a second
+/// by a connect to a stopped node, and then refused because "stop backend3" stopped the last
+/// one, failed because of the next action, not this one. Every request still counts in the
+/// row's figures, and every one goes to the history checker.
 fn phase_report(
     phase: &Phase,
     entries: &[&HistoryEntry],
     started: u64,
     settled: u64,
+    end: Option<u64>,
     options: &DrillOptions,
 ) -> PhaseReport {
     // Latencies in microseconds, up to an hour (longer ones saturate).
@@ -390,6 +398,8 @@ fn phase_report(
     let mut errors = BTreeMap::new();
     let mut answered_by = BTreeMap::new();
     let (mut successes, mut failed_gets, mut failed_puts) = (0, 0, 0);
+    let (mut judged_failed_gets, mut judged_failed_puts) = (0, 0);
+    let before_end = |entry: &HistoryEntry| end.is_none_or(|end| entry.complete_us < end);
     for entry in entries {
         if let Some(histogram) = histogram.as_mut() {
             histogram.saturating_record((entry.complete_us - entry.invoke_us).max(1));
@@ -401,10 +411,13 @@ fn phase_report(
             successes += 1;
             continue;
         }
+        let judged = u64::from(before_end(entry));
         if entry.op == Op::Get {
             failed_gets += 1;
+            judged_failed_gets += judged;
         } else {
             failed_puts += 1;
+            judged_failed_puts += judged;
         }
         *errors.entry(failure_label(entry)).or_insert(0) += 1;
     }
@@ -430,16 +443,18 @@ fn phase_report(
         .min();
 
     let problem = match phase.expect {
-        Expect::NoFailedGets if failed_gets > 0 => {
-            Some(format!("{failed_gets} GETs failed with a node up"))
+        Expect::NoFailedGets if judged_failed_gets > 0 => {
+            Some(format!("{judged_failed_gets} GETs failed with a node up"))
         }
-        Expect::NoFailures if failed_gets + failed_puts > 0 => Some(format!(
+        Expect::NoFailures if judged_failed_gets + judged_failed_puts > 0 => Some(format!(
             "{} requests failed during a graceful change",
-            failed_gets + failed_puts
+            judged_failed_gets + judged_failed_puts
         )),
         Expect::AllBadGateway => {
-            let after: Vec<&&HistoryEntry> =
-                entries.iter().filter(|e| e.invoke_us >= settled).collect();
+            let after: Vec<&&HistoryEntry> = entries
+                .iter()
+                .filter(|e| e.invoke_us >= settled && before_end(e))
+                .collect();
             let not_502 = after
                 .iter()
                 .filter(|e| e.error.as_deref() != Some("status_502"))
@@ -498,4 +513,116 @@ fn millis(duration: Duration) -> u64 {
 
 fn progress_bar(visible: bool) -> ProgressBar {
     kg_bench::run::spinner(visible, "{spinner} {elapsed:>3} {prefix}  {msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(op: Op, invoke_us: u64, complete_us: u64, error: Option<&str>) -> HistoryEntry {
+        HistoryEntry {
+            client: 0,
+            op,
+            key: "k".to_owned(),
+            value: None,
+            expected: None,
+            revision: None,
+            invoke_us,
+            complete_us,
+            outcome: if error.is_some() {
+                HistoryOutcome::Fail
+            } else {
+                HistoryOutcome::Ok
+            },
+            error: error.map(str::to_owned),
+            node: None,
+            deleted: None,
+            txn: None,
+        }
+    }
+
+    fn options() -> DrillOptions {
+        DrillOptions {
+            phase_duration: Duration::from_secs(5),
+            rate: 100,
+            write_ratio: 0.2,
+            max_recovery: Duration::from_secs(10),
+            concurrency: 4,
+            timeout: Duration::from_secs(5),
+            token: None,
+        }
+    }
+
+    fn phase(expect: Expect) -> Phase {
+        Phase {
+            name: "stop backend2".to_owned(),
+            action: Action::Stop(vec!["backend2".to_owned()]),
+            nodes_up: 1,
+            expect,
+        }
+    }
+
+    #[test]
+    fn a_get_that_fails_within_its_phase_fails_the_phase() {
+        let entries = [
+            entry(Op::Get, 1_000, 2_000, None),
+            entry(Op::Get, 3_000, 4_000, Some("status_502")),
+        ];
+        let refs: Vec<&HistoryEntry> = entries.iter().collect();
+        let report = phase_report(
+            &phase(Expect::NoFailedGets),
+            &refs,
+            0,
+            500,
+            Some(10_000),
+            &options(),
+        );
+        assert!(!report.passed);
+        assert_eq!(
+            report.problem.as_deref(),
+            Some("1 GETs failed with a node up")
+        );
+    }
+
+    #[test]
+    fn a_get_answered_after_the_next_action_began_counts_but_is_not_judged() {
+        // Sent before the next phase's action at 10,000 us, answered (502) after it.
+        let entries = [
+            entry(Op::Get, 1_000, 2_000, None),
+            entry(Op::Get, 9_500, 10_500, Some("status_502")),
+        ];
+        let refs: Vec<&HistoryEntry> = entries.iter().collect();
+        let report = phase_report(
+            &phase(Expect::NoFailedGets),
+            &refs,
+            0,
+            500,
+            Some(10_000),
+            &options(),
+        );
+        assert!(report.passed, "{:?}", report.problem);
+        assert_eq!(report.failed_gets, 1);
+        assert_eq!(report.errors.get("502"), Some(&1));
+    }
+
+    #[test]
+    fn with_every_node_down_a_success_before_the_restore_fails_the_phase_and_one_after_does_not() {
+        let down = |complete_us| {
+            let entries = [
+                entry(Op::Get, 1_000, 2_000, Some("status_502")),
+                entry(Op::Get, 9_000, complete_us, None),
+            ];
+            let refs: Vec<&HistoryEntry> = entries.iter().collect();
+            phase_report(
+                &phase(Expect::AllBadGateway),
+                &refs,
+                0,
+                500,
+                Some(10_000),
+                &options(),
+            )
+        };
+        assert!(!down(9_500).passed);
+        assert!(down(10_200).passed);
+    }
 }
