@@ -10,6 +10,7 @@ mod history;
 pub mod input;
 mod keys;
 mod leases;
+mod request_metrics;
 mod snapshot;
 mod txn;
 mod watch;
@@ -17,6 +18,7 @@ mod watch;
 use std::any::Any;
 use std::future::Future;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -25,7 +27,7 @@ use tokio::net::TcpListener;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -41,6 +43,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use error::Error;
 
 use crate::startup::AppState;
+use request_metrics::{Labels, RequestMetrics};
 
 /// The OpenAPI document served at `/api/openapi.json`.
 #[derive(Debug, OpenApi)]
@@ -125,7 +128,11 @@ pub fn app(state: AppState) -> Router {
                         .on_failure(()),
                 )
                 .layer(middleware::from_fn_with_state(
-                    (state.clone(), node_header(&state)),
+                    (
+                        state.clone(),
+                        node_header(&state),
+                        Arc::new(RequestMetrics::new()),
+                    ),
                     track,
                 ))
                 .layer(PropagateRequestIdLayer::x_request_id())
@@ -204,13 +211,16 @@ fn node_header(state: &AppState) -> HeaderValue {
 /// Stamps the node header, counts the request by route, method and status, and logs a
 /// failed one (5xx) with its request id and, for a 500, the cause.
 async fn track(
-    State((state, node_header)): State<(AppState, HeaderValue)>,
+    State((state, node_header, request_metrics)): State<(
+        AppState,
+        HeaderValue,
+        Arc<RequestMetrics>,
+    )>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = method_label(request.method());
-    let route = route_label(request.uri().path());
+    let labels = Labels::of(request.method(), request.uri().path());
     let mut response = next.run(request).await;
     let status = response.status();
 
@@ -227,15 +237,9 @@ async fn track(
 
     let elapsed = started.elapsed();
     if status.is_server_error() {
-        log_failure(&response, method, route, elapsed);
+        log_failure(&response, labels.method(), labels.route(), elapsed);
     }
-
-    // Static label values: no allocation on the hot path, and a bounded label set.
-    let status = status_label(status);
-    metrics::counter!("kg_http_requests_total", "route" => route, "method" => method, "status" => status)
-        .increment(1);
-    metrics::histogram!("kg_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(elapsed.as_secs_f64());
+    request_metrics.record(labels, status, elapsed.as_secs_f64());
     response
 }
 
@@ -261,57 +265,6 @@ fn log_failure(response: &Response, method: &str, route: &str, elapsed: std::tim
             latency_ms,
             "request failed"
         ),
-    }
-}
-
-/// The metric label of a path: the route it can match, or `unmatched`.
-fn route_label(path: &str) -> &'static str {
-    match path {
-        "/api/key" => "/api/key",
-        "/api/keys" => "/api/keys",
-        "/api/watch" => "/api/watch",
-        "/api/txn" => "/api/txn",
-        "/api/key/history" => "/api/key/history",
-        "/api/compact" => "/api/compact",
-        "/api/health" => "/api/health",
-        "/api/ready" => "/api/ready",
-        "/api/status" => "/api/status",
-        "/metrics" => "/metrics",
-        "/api/openapi.json" => "/api/openapi.json",
-        docs if docs.starts_with("/api/docs") => "/api/docs",
-        _ => "unmatched",
-    }
-}
-
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::POST => "POST",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "other",
-    }
-}
-
-fn status_label(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        200 => "200",
-        304 => "304",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        410 => "410",
-        412 => "412",
-        413 => "413",
-        422 => "422",
-        500 => "500",
-        503 => "503",
-        _ => "other",
     }
 }
 

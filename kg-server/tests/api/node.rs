@@ -49,12 +49,25 @@ async fn metrics_count_requests_by_route_and_status(backend: Backend) {
     let app = spawn_app(backend).await;
     app.client.put("k", "v", Precondition::None).await.unwrap();
     let _ = app.client.get("missing").await;
+    // A route with an id in its path is counted under its pattern, not the id.
+    let lease = app.client.lease_grant(30).await.unwrap();
+    app.client.lease_keepalive(lease.id).await.unwrap();
     let text = app.client.metrics().await.unwrap();
     assert!(
         text.contains(r#"kg_http_requests_total{route="/api/key",method="PUT",status="200"}"#),
         "{text}"
     );
     assert!(text.contains(r#"kg_http_requests_total{route="/api/key",method="GET",status="404"}"#));
+    assert!(
+        text.contains(r#"kg_http_requests_total{route="/api/leases",method="POST",status="200"}"#)
+    );
+    assert!(text.contains(
+        r#"kg_http_requests_total{route="/api/leases/{id}/keepalive",method="POST",status="200"}"#
+    ));
+    assert!(
+        !text.contains(&format!("/api/leases/{}", lease.id)),
+        "{text}"
+    );
     assert!(text.contains("kg_http_request_duration_seconds_bucket"));
     assert!(text.contains("kg_write_batch_size"));
 }
