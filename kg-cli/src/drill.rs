@@ -553,29 +553,27 @@ mod tests {
         }
     }
 
-    fn phase(expect: Expect) -> Phase {
-        Phase {
+    /// The row of a phase "stop backend2" that started at 0, settled at 500 us and ended
+    /// when the next phase's action began, at 10,000 us.
+    fn report(expect: Expect, entries: &[HistoryEntry]) -> PhaseReport {
+        let phase = Phase {
             name: "stop backend2".to_owned(),
             action: Action::Stop(vec!["backend2".to_owned()]),
             nodes_up: 1,
             expect,
-        }
+        };
+        let refs: Vec<&HistoryEntry> = entries.iter().collect();
+        phase_report(&phase, &refs, 0, 500, Some(10_000), &options())
     }
 
     #[test]
     fn a_get_that_fails_within_its_phase_fails_the_phase() {
-        let entries = [
-            entry(Op::Get, 1_000, 2_000, None),
-            entry(Op::Get, 3_000, 4_000, Some("status_502")),
-        ];
-        let refs: Vec<&HistoryEntry> = entries.iter().collect();
-        let report = phase_report(
-            &phase(Expect::NoFailedGets),
-            &refs,
-            0,
-            500,
-            Some(10_000),
-            &options(),
+        let report = report(
+            Expect::NoFailedGets,
+            &[
+                entry(Op::Get, 1_000, 2_000, None),
+                entry(Op::Get, 3_000, 4_000, Some("status_502")),
+            ],
         );
         assert!(!report.passed);
         assert_eq!(
@@ -586,19 +584,13 @@ mod tests {
 
     #[test]
     fn a_get_answered_after_the_next_action_began_counts_but_is_not_judged() {
-        // Sent before the next phase's action at 10,000 us, answered (502) after it.
-        let entries = [
-            entry(Op::Get, 1_000, 2_000, None),
-            entry(Op::Get, 9_500, 10_500, Some("status_502")),
-        ];
-        let refs: Vec<&HistoryEntry> = entries.iter().collect();
-        let report = phase_report(
-            &phase(Expect::NoFailedGets),
-            &refs,
-            0,
-            500,
-            Some(10_000),
-            &options(),
+        // Sent before the next phase's action, answered (502) after it began.
+        let report = report(
+            Expect::NoFailedGets,
+            &[
+                entry(Op::Get, 1_000, 2_000, None),
+                entry(Op::Get, 9_500, 10_500, Some("status_502")),
+            ],
         );
         assert!(report.passed, "{:?}", report.problem);
         assert_eq!(report.failed_gets, 1);
@@ -608,18 +600,12 @@ mod tests {
     #[test]
     fn with_every_node_down_a_success_before_the_restore_fails_the_phase_and_one_after_does_not() {
         let down = |complete_us| {
-            let entries = [
-                entry(Op::Get, 1_000, 2_000, Some("status_502")),
-                entry(Op::Get, 9_000, complete_us, None),
-            ];
-            let refs: Vec<&HistoryEntry> = entries.iter().collect();
-            phase_report(
-                &phase(Expect::AllBadGateway),
-                &refs,
-                0,
-                500,
-                Some(10_000),
-                &options(),
+            report(
+                Expect::AllBadGateway,
+                &[
+                    entry(Op::Get, 1_000, 2_000, Some("status_502")),
+                    entry(Op::Get, 9_000, complete_us, None),
+                ],
             )
         };
         assert!(!down(9_500).passed);
