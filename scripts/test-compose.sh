@@ -75,10 +75,11 @@ compose_logs() {
     local id name health
     for id in $(docker-compose ps -a -q 2>/dev/null); do
         name=$(podman inspect --format '{{.Name}}' "$id" 2>/dev/null) || continue
-        health=$(podman inspect --format '{{.State.Health.Status}}' "$id" 2>/dev/null)
+        # Diagnostics only: none of these may end the script before it says what failed.
+        health=$(podman inspect --format '{{.State.Health.Status}}' "$id" 2>/dev/null) || true
         echo "--- $name: $(podman inspect --format 'status {{.State.Status}}, exit {{.State.ExitCode}}, restarts {{.RestartCount}}, started {{.State.StartedAt}}' "$id"), health ${health:-none}"
-        podman inspect --format '{{range .State.Health.Log}}check {{.Start}}: exit {{.ExitCode}} {{.Output}}{{"\n"}}{{end}}' "$id" 2>/dev/null | tail -n 5
-        [ "$health" = healthy ] || podman logs --tail 15 "$id" 2>&1 | sed 's/^/    /'
+        podman inspect --format '{{range .State.Health.Log}}check {{.Start}}: exit {{.ExitCode}} {{.Output}}{{"\n"}}{{end}}' "$id" 2>/dev/null | tail -n 5 || true
+        [ "$health" = healthy ] || podman logs --tail 15 "$id" 2>&1 | sed 's/^/    /' || true
     done
     echo "--- nginx's last upstream warnings and errors:"
     docker-compose logs --no-color nginx 2>&1 | grep -E '\[(warn|error|crit)\]' | tail -n 20 || true
