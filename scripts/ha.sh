@@ -134,6 +134,12 @@ bootstrap:
     synchronous_mode_strict: true
     postgresql:
       use_pg_rewind: true
+      # No replication slots: Patroni makes a member's slot on the leader only a loop or
+      # two after a promotion, and until then the surviving standby cannot stream, so
+      # strict mode holds every commit that long. wal_keep_size keeps the WAL a standby
+      # needs to come back after a short absence instead; a member gone for longer has no
+      # slot either, since Patroni drops the slots of members that leave the cluster.
+      use_slots: false
       parameters:
         fsync: 'on'
         synchronous_commit: 'on'
@@ -141,6 +147,13 @@ bootstrap:
         wal_log_hints: 'on'
         max_wal_senders: 10
         max_replication_slots: 10
+        wal_keep_size: 512MB
+        # After a failover the surviving standby asks the new leader for its replication
+        # slot before the new leader's Patroni has made it, and a standby whose first
+        # attempt fails waits this long before the next. Strict mode holds every commit
+        # until a standby streams again, so PostgreSQL's default of 5 s would be added to
+        # each failover's write outage.
+        wal_retrieve_retry_interval: 250ms
   initdb:
     - encoding: UTF8
     - locale: C
