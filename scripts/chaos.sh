@@ -88,8 +88,10 @@ finish() {
     # A paused node must not outlive the drill stopped.
     [ -s "$KG_RUN/n1.pid" ] && kill -CONT "$(cat "$KG_RUN/n1.pid")" 2>/dev/null
     [ "$ha" = 1 ] && scripts/ha.sh resume all >/dev/null 2>&1
-    # The stack's logs (nodes, PostgreSQL or Patroni, Redis) outlive a failed drill.
-    [ "$status" -ne 0 ] && [ -d "$KG_LOGS" ] && cp -r "$KG_LOGS" "$out/logs" 2>/dev/null
+    # The stack's logs (nodes, PostgreSQL or Patroni, Redis) outlive the drill, passed or
+    # failed: a passing failover's timeline (when the leader key went, when a standby
+    # streamed again) is in them too.
+    [ -d "$KG_LOGS" ] && cp -r "$KG_LOGS" "$out/logs" 2>/dev/null
     ./scripts/stop.sh --purge >/dev/null 2>&1 || true
     exit "$status"
 }

@@ -46,6 +46,11 @@ const PG_PAUSE_BOUND: Duration = Duration::from_secs(20);
 /// docs/high-availability.md.
 const PG_FAILOVER_BOUND: Duration = Duration::from_secs(15);
 
+/// Writes must be acknowledged again this soon after the PostgreSQL leader dies: the data
+/// tier's target (issue 20). A write held until the new leader has a synchronous standby
+/// fails nothing while it waits, so the last failure alone would not show it.
+const PG_WRITES_BACK: Duration = Duration::from_secs(10);
+
 /// Keys of the data tier's drills, and of the others.
 const HA_KEYS: u64 = 50;
 const KEYS: u64 = 10;
@@ -85,9 +90,12 @@ pub struct Scenario {
     /// when the judge finds them (and so fails the run).
     pub control: bool,
     /// The least share of reads of untouched keys (see [`crate::untouched`]) that must be
-    /// answered from the fault to the last failed request. Every drill makes such reads, and
+    /// answered from the fault to the last failed request or the first write acknowledged
+    /// again, whichever is later. Every drill makes such reads, and
     /// fails on a wrong answer whatever this says.
     pub untouched_bar: Option<f64>,
+    /// The longest the run may go after the repair without acknowledging a write.
+    pub max_write_gap: Option<Duration>,
 }
 
 impl Scenario {
@@ -102,6 +110,7 @@ impl Scenario {
             keys: KEYS,
             control: false,
             untouched_bar: None,
+            max_write_gap: None,
         }
     }
 
@@ -133,6 +142,12 @@ impl Scenario {
     fn only_503s_until(mut self, bound: Duration) -> Self {
         self.allowed_errors = Some(vec!["status_503".to_owned()]);
         self.max_recovery = Some(bound);
+        self
+    }
+
+    /// Writes must be acknowledged again within `bound` of the repair.
+    fn writes_back_within(mut self, bound: Duration) -> Self {
+        self.max_write_gap = Some(bound);
         self
     }
 
@@ -208,6 +223,7 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
             outage(Action::Kill, role("pg-leader"), 10_000, Action::Start),
         )
         .only_503s_until(PG_FAILOVER_BOUND)
+        .writes_back_within(PG_WRITES_BACK)
         .repaired_at_first_step()
         .over_many_keys()
         .serving_untouched_keys(),
@@ -219,6 +235,7 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
             outage(Action::Pause, role("pg-leader"), 10_000, Action::Resume),
         )
         .only_503s_until(PG_PAUSE_BOUND)
+        .writes_back_within(PG_PAUSE_BOUND)
         .repaired_at_first_step()
         .over_many_keys()
         .serving_untouched_keys(),
@@ -226,6 +243,7 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
         "pg-switchover" => {
             Scenario::new(name, vec![Step::Do(Action::Switchover, Member::Postgres)])
                 .only_503s_until(PG_SWITCHOVER_BOUND)
+                .writes_back_within(PG_SWITCHOVER_BOUND)
                 .over_many_keys()
                 .serving_untouched_keys()
         }
@@ -358,6 +376,7 @@ pub async fn run_fault(
             .map(Duration::as_secs_f64),
         allowed_errors: scenario.allowed_errors.clone(),
         max_recovery: scenario.max_recovery,
+        max_write_gap: scenario.max_write_gap,
         state_limit: crate::check::DEFAULT_STATE_LIMIT,
     };
     let mut verdict = judge::judge(
@@ -368,11 +387,16 @@ pub async fn run_fault(
         &expect,
     )?;
     verdict.negative_control = scenario.control;
-    // From the fault to the load's last failure: while the store could not take writes.
+    // From the fault to the load's last failure or its first write acknowledged again,
+    // whichever is later: while the store could not take writes.
     let repaired_at = expect.repaired_at_s.unwrap_or(BEFORE_FAULT.as_secs_f64());
     let window = (
         BEFORE_FAULT.as_secs_f64(),
-        repaired_at + verdict.recovery_s.unwrap_or(0.0),
+        repaired_at
+            + verdict
+                .recovery_s
+                .unwrap_or(0.0)
+                .max(verdict.write_gap_s.unwrap_or(0.0)),
     );
     verdict.judge_untouched(
         untouched::tally(&untouched_reads, window),

@@ -85,6 +85,9 @@ pub struct Expectations {
     pub allowed_errors: Option<Vec<String>>,
     /// Failures later than this after the repair fail the run.
     pub max_recovery: Option<Duration>,
+    /// A stretch longer than this after the repair in which no write was acknowledged fails
+    /// the run (see [`write_gap_s`]).
+    pub max_write_gap: Option<Duration>,
     /// States the linearizability search may explore per key.
     pub state_limit: usize,
 }
@@ -111,6 +114,9 @@ pub struct Judgement {
     pub undecided: usize,
     /// From the repair to the last failed operation; `None` when nothing failed.
     pub recovery_s: Option<f64>,
+    /// The longest stretch after the repair in which no write was acknowledged
+    /// ([`write_gap_s`]); `None` when the run acknowledged no write.
+    pub write_gap_s: Option<f64>,
     /// Multi-key invariants the store's state broke (see [`Judgement::hold_invariants`]).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub broken_invariants: Vec<crate::invariant::Broken>,
@@ -474,6 +480,40 @@ pub fn recovery_s(history: &[HistoryEntry], repaired_at_s: f64) -> Option<f64> {
         .map(|last| (micros_to_s(last) - repaired_at_s).max(0.0))
 }
 
+/// The longest stretch, from `repaired_at_s` to the history's last completion, in which no
+/// write was acknowledged; `None` when none was. This is how long writes were away after a
+/// fault, which the last failure does not show: a write that waits for the database (a
+/// commit held until a synchronous standby returns) fails nothing while it waits.
+pub fn write_gap_s(history: &[HistoryEntry], repaired_at_s: f64) -> Option<f64> {
+    let mut acks: Vec<u64> = history
+        .iter()
+        .filter(|h| h.is_acknowledged_write())
+        .map(|h| h.complete_us)
+        .collect();
+    if acks.is_empty() {
+        return None;
+    }
+    acks.sort_unstable();
+    let end = history.iter().map(|h| h.complete_us).max().unwrap_or(0);
+    let from = s_to_micros(repaired_at_s);
+    let mut last = from;
+    let mut longest = 0;
+    for at in acks
+        .into_iter()
+        .filter(|&at| at > from)
+        .chain(std::iter::once(end))
+    {
+        longest = longest.max(at.saturating_sub(last));
+        last = last.max(at);
+    }
+    Some(micros_to_s(longest))
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn s_to_micros(s: f64) -> u64 {
+    (s.max(0.0) * 1e6) as u64
+}
+
 #[allow(clippy::cast_precision_loss)]
 fn micros_to_s(us: u64) -> f64 {
     us as f64 / 1e6
@@ -495,6 +535,7 @@ pub fn judge(
     let results = check::check_history(&check::registers(history), expect.state_limit);
     let (violations, undecided) = check::tally(&results);
     let recovery = recovery_s(history, expect.repaired_at_s.unwrap_or(0.0));
+    let write_gap = write_gap_s(history, expect.repaired_at_s.unwrap_or(0.0));
 
     let errors_by_kind = report.map(|r| r.errors_by_kind.clone()).unwrap_or_default();
     let mut problems = Vec::new();
@@ -542,6 +583,14 @@ pub fn judge(
             ));
         }
     }
+    if let (Some(bound), Some(gap)) = (expect.max_write_gap, write_gap) {
+        if gap > bound.as_secs_f64() {
+            problems.push(format!(
+                "no write acknowledged for {gap:.2} s after the repair, over {:.1} s",
+                bound.as_secs_f64()
+            ));
+        }
+    }
 
     Ok(Judgement {
         fault: name.to_owned(),
@@ -566,6 +615,7 @@ pub fn judge(
         violations,
         undecided,
         recovery_s: recovery,
+        write_gap_s: write_gap,
         broken_invariants: sums,
         untouched_reads: None,
         negative_control: false,
@@ -892,6 +942,7 @@ mod tests {
             allowed_errors: Some(vec!["status_503".to_owned()]),
             max_recovery: Some(Duration::from_millis(200)),
             state_limit: check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
         };
         let v = judge("pg-down", &history, Some(&state), Some(&report), &expect).unwrap();
         assert_eq!(v.problems.len(), 2, "{:?}", v.problems);
@@ -900,6 +951,56 @@ mod tests {
             v.problems[1].starts_with("recovered in 0.40 s"),
             "{:?}",
             v.problems
+        );
+    }
+
+    #[test]
+    fn a_stretch_without_acknowledged_writes_is_measured_from_the_repair_and_bounded() {
+        // Writes at 1 s and 2 s, the fault at 2.5 s, a write held until 9.5 s that fails
+        // nothing, and reads meanwhile: the last failure says nothing, the gap says 7 s.
+        let mut history = vec![
+            put("a", "a1", 1, 1_000_000),
+            put("a", "a2", 2, 2_000_000),
+            get("a", Some("a2"), Some(2), 4_000_000),
+        ];
+        let mut held = put("a", "a3", 3, 3_000_000);
+        held.complete_us = 9_500_000;
+        history.push(held);
+        history.push(put("a", "a4", 4, 9_600_000));
+        history.push(get("a", Some("a4"), Some(4), 9_700_000));
+        let state = StoreState::from([("a".to_owned(), stored("a4", 4))]);
+        let gap = |repaired_at| write_gap_s(&history, repaired_at).map(|s| (s * 100.0).round());
+        assert_eq!(gap(2.5), Some(700.0));
+        // From a repair after the stretch: only what follows it counts.
+        assert_eq!(gap(9.5), Some(10.0));
+        // A run whose writes never came back: the gap runs to the history's end.
+        assert_eq!(
+            write_gap_s(&history[..3], 2.5).map(|s| (s * 100.0).round()),
+            Some(150.0)
+        );
+        assert_eq!(write_gap_s(&history[2..3], 0.0), None);
+
+        let expect = Expectations {
+            repaired_at_s: Some(2.5),
+            max_write_gap: Some(Duration::from_secs(5)),
+            state_limit: check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
+        };
+        let v = judge("pg-primary-kill", &history, Some(&state), None, &expect).unwrap();
+        assert_eq!(v.recovery_s, None);
+        assert!(!v.passed);
+        assert_eq!(
+            v.problems,
+            ["no write acknowledged for 7.00 s after the repair, over 5.0 s"]
+        );
+        let expect = Expectations {
+            max_write_gap: Some(Duration::from_secs(8)),
+            ..expect
+        };
+        assert!(
+            judge("pg-primary-kill", &history, Some(&state), None, &expect)
+                .unwrap()
+                .passed
         );
     }
 

@@ -176,6 +176,9 @@ pub struct JudgeArgs {
     /// A failure later than this after the repair fails the run.
     #[arg(long, value_parser = parse_duration)]
     pub max_recovery: Option<Duration>,
+    /// A stretch longer than this after the repair with no write acknowledged fails the run.
+    #[arg(long, value_parser = parse_duration)]
+    pub max_write_gap: Option<Duration>,
     /// States the linearizability search may explore per key before it gives up on that key.
     #[arg(long, default_value_t = check::DEFAULT_STATE_LIMIT)]
     pub state_limit: usize,
@@ -470,6 +473,7 @@ fn judge_history(args: &JudgeArgs, out: &mut dyn Write) -> Result<u8, String> {
         repaired_at_s: args.repaired_at,
         allowed_errors: args.allow_errors.clone(),
         max_recovery: args.max_recovery,
+        max_write_gap: args.max_write_gap,
         state_limit: args.state_limit,
     };
     let mut verdict = judge::judge(&name, &history, state.as_ref(), counts.as_ref(), &expect)?;

@@ -315,6 +315,7 @@ pub fn print_judgements(out: &mut dyn Write, verdicts: &[Judgement]) -> io::Resu
             "STALE",
             "VIOLATIONS",
             "RECOVERED",
+            "WRITE GAP",
             "UNTOUCHED",
             "VERDICT",
         ],
@@ -362,6 +363,9 @@ fn judgement_row(verdict: &Judgement) -> Vec<String> {
         verdict
             .recovery_s
             .map_or_else(|| "no errors".to_owned(), |s| format!("{s:.2} s")),
+        verdict
+            .write_gap_s
+            .map_or_else(|| "no writes".to_owned(), |s| format!("{s:.2} s")),
         verdict.untouched_reads.as_ref().map_or_else(
             || "-".to_owned(),
             |reads| format!("{}/{}", reads.answered, reads.during),
