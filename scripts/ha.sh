@@ -148,11 +148,11 @@ bootstrap:
         max_wal_senders: 10
         max_replication_slots: 10
         wal_keep_size: 512MB
-        # After a failover the surviving standby asks the new leader for its replication
-        # slot before the new leader's Patroni has made it, and a standby whose first
-        # attempt fails waits this long before the next. Strict mode holds every commit
-        # until a standby streams again, so PostgreSQL's default of 5 s would be added to
-        # each failover's write outage.
+        # A standby whose attempt to stream fails waits this long before the next. After a
+        # failover the surviving standby re-points to the new leader as it is promoted,
+        # and an attempt that comes too early fails; strict mode holds every commit until
+        # a standby streams again, so PostgreSQL's default of 5 s would be added to the
+        # write outage.
         wal_retrieve_retry_interval: 250ms
   initdb:
     - encoding: UTF8
