@@ -49,21 +49,9 @@ finish() {
 }
 trap finish EXIT
 
-# cpu_ticks: CPU time used so far by the running processes (user + system, in clock ticks),
-# summed by command name, as "NAME TICKS" lines. Taken around each row, it shows where the
-# machine's two cores went. Processes that exit in between are missed, but the stacks' are
-# long-lived; kg-bench has exited by the second reading, so row takes its time from the
-# subshell that waited for it.
-cpu_ticks() {
-    local stat
-    for stat in /proc/[0-9]*/stat; do cat "$stat" 2>/dev/null || true; done | awk '{
-        lp = index($0, "("); rp = index($0, ") ")
-        name = substr($0, lp + 1, rp - lp - 1); gsub(/ /, "_", name)
-        sub(/^kworker.*/, "kworker", name)
-        split(substr($0, rp + 2), f, " ")
-        ticks[name] += f[12] + f[13]
-    } END { for (name in ticks) print name, ticks[name] }'
-}
+# The stacks' processes are long-lived, so cpu_ticks (lib.sh) around a row misses none of
+# them; kg-bench has exited by the second reading, so row takes its time from the subshell
+# that waited for it.
 
 # node_counters: the nodes' write batch sizes (sum, count) and cache lookups by result.
 node_counters() {

@@ -252,6 +252,20 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# cpu_ticks: CPU time used so far by the running processes (user + system, in clock ticks),
+# summed by command name, as "NAME TICKS" lines. Taken around a benchmark's row, it shows
+# where the cores went. Processes that exit in between are missed.
+cpu_ticks() {
+    local stat
+    for stat in /proc/[0-9]*/stat; do cat "$stat" 2>/dev/null || true; done | awk '{
+        lp = index($0, "("); rp = index($0, ") ")
+        name = substr($0, lp + 1, rp - lp - 1); gsub(/ /, "_", name)
+        sub(/^kworker.*/, "kworker", name)
+        split(substr($0, rp + 2), f, " ")
+        ticks[name] += f[12] + f[13]
+    } END { for (name in ticks) print name, ticks[name] }'
+}
+
 # median NUMBER...: the median of the numbers (the mean of the middle two for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 
