@@ -91,8 +91,8 @@ pub struct Scenario {
     pub control: bool,
     /// The least share of reads of untouched keys (see [`crate::untouched`]) that must be
     /// answered from the fault to the last failed request or the first write acknowledged
-    /// again, whichever is later. Every drill makes such reads, and
-    /// fails on a wrong answer whatever this says.
+    /// again, whichever is later. Every drill makes such reads, and fails on a wrong answer
+    /// whatever this says.
     pub untouched_bar: Option<f64>,
     /// The longest the run may go after the repair without acknowledging a write.
     pub max_write_gap: Option<Duration>,
