@@ -19,10 +19,12 @@
 # stale reads, reads that saw part of a transfer, linearizability violations, and the time
 # from the repair to the last failed operation. Beside the load, one client reads 20 keys that
 # no write touches, every 20 ms: UNTOUCHED is how many of its reads from the fault to the last
-# failed operation were answered. Exits 1 on any lost write, stale read, partial read or
-# violation, any wrong answer for an untouched key, when a PostgreSQL fault gave anything but
-# 503s or took more than 2 s to recover from, or left fewer than 99.9% of the untouched
-# keys' reads answered (the cache serves them while the database is away).
+# failed operation (or the first write acknowledged again, if later) were answered. WRITE GAP
+# is the longest stretch after the repair with no acknowledged write. Exits 1 on any lost
+# write, stale read, partial read or violation, any wrong answer for an untouched key, when a
+# PostgreSQL fault gave anything but 503s or took more than 2 s to recover from, or left fewer
+# than 99.9% of the untouched keys' reads answered (the cache serves them while the database
+# is away), or when writes were not back within 10 s of the PostgreSQL leader's death.
 #
 #   ./scripts/chaos.sh                 12 s of load per fault at 400 req/s
 #   ./scripts/chaos.sh --quick         8 s at 200 req/s (scripts/test.sh runs this)
@@ -57,7 +59,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1; shift ;;
         --ha) ha=1; shift ;;
         --only) fault=$2; shift 2 ;;
-        -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done

@@ -20,7 +20,8 @@ const INTERVAL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UntouchedReads {
     /// The window, in seconds since the run started: from the fault to the load's last
-    /// failed request (or to the repair, when none failed).
+    /// failed request or its first write acknowledged again, whichever is later (or to the
+    /// repair, when neither comes after it).
     pub window_s: (f64, f64),
     /// Reads sent during the window.
     pub during: u64,
