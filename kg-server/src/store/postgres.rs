@@ -79,16 +79,6 @@ impl Dialect for Postgres {
            AND key >= $2 AND ($3::text IS NULL OR key < $3) \
          ORDER BY mod_revision, key LIMIT $4";
 
-    const KEY_HISTORY: &'static str =
-        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
-           (extract(epoch FROM mod_at) * 1000)::bigint AS mod_at_ms, lease, reason FROM ( \
-             SELECT key, value, create_revision, mod_revision, version, mod_node, mod_at, \
-               lease, reason FROM kg_keys WHERE key = $1 AND mod_revision < $2 \
-             UNION ALL \
-             SELECT key, value, create_revision, mod_revision, version, mod_node, mod_at, \
-               lease, reason FROM kg_history WHERE key = $1 AND mod_revision < $2) v \
-         ORDER BY mod_revision DESC LIMIT $3";
-
     async fn apply(
         pool: &PgPool,
         node: &str,
@@ -194,6 +184,7 @@ impl Dialect for Postgres {
                 "GREATEST",
                 POSTGRES_ID_IN_LIST,
                 true,
+                "(extract(epoch FROM mod_at) * 1000)::bigint",
             )
         })
     }

@@ -24,6 +24,7 @@ pub struct Queries {
     list: String,
     count: String,
     get_at: String,
+    key_history: String,
     list_at: String,
     count_at: String,
     history_floor: String,
@@ -47,13 +48,14 @@ impl Queries {
     /// `kg_keys.mod_at` stores it; `greatest`: the two-argument maximum; `id_in_list`: a
     /// condition that `id` is one of the comma-separated integers bound as `$1`;
     /// `quick_keepalive`: commit keep-alives without waiting for their WAL (PostgreSQL's
-    /// synchronous_commit).
+    /// synchronous_commit); `mod_at_ms`: `mod_at` in Unix milliseconds.
     pub fn new(
         now_ms: &str,
         mod_at_now: &str,
         greatest: &str,
         id_in_list: &str,
         quick_keepalive: bool,
+        mod_at_ms: &str,
     ) -> Self {
         // A keep-alive need not be durable, as etcd keeps renewals out of its log: at hundreds
         // a second, keep-alives that each waited for a WAL flush (and, with Patroni, for the
@@ -99,6 +101,35 @@ impl Queries {
                AND k.value IS NOT NULL",
             row
         );
+        // Key $1's versions from the newest back to the `{count}`th at or below revision
+        // `{target}`, with `n` the number of those met so far. The version a row replaced is
+        // the one kg_history keeps under (superseded = the row's mod_revision, key): a probe of
+        // its primary key per step. The walk starts at the oldest checkpoint above the target
+        // (a version numbered a multiple of 64, or a tombstone: the partial index
+        // kg_history_checkpoints, whose predicate the condition repeats word for word so that
+        // the planners use it), so it meets at most 63 versions above the target however
+        // often the key was written; or at the current row (superseded NULL) when no
+        // checkpoint is above the target.
+        let walk = "WITH RECURSIVE walk (key, value, create_revision, mod_revision, version, \
+                      mod_node, mod_at, lease, reason, superseded, n) AS ( \
+                        SELECT key, value, create_revision, mod_revision, version, mod_node, \
+                          mod_at, lease, reason, superseded, 0 \
+                        FROM (SELECT * FROM kg_history WHERE key = $1 \
+                              AND mod_revision > {target} AND version % 64 = 0 \
+                              ORDER BY mod_revision LIMIT 1) c \
+                      UNION ALL \
+                        SELECT key, value, create_revision, mod_revision, version, mod_node, \
+                          mod_at, lease, reason, NULL, \
+                          CASE WHEN mod_revision <= {target} THEN 1 ELSE 0 END \
+                        FROM kg_keys WHERE key = $1 AND NOT EXISTS (SELECT 1 FROM kg_history \
+                          WHERE key = $1 AND mod_revision > {target} AND version % 64 = 0) \
+                      UNION ALL \
+                        SELECT h.key, h.value, h.create_revision, h.mod_revision, h.version, \
+                          h.mod_node, h.mod_at, h.lease, h.reason, h.superseded, \
+                          w.n + CASE WHEN h.mod_revision <= {target} THEN 1 ELSE 0 END \
+                        FROM walk w JOIN kg_history h \
+                          ON h.superseded = w.mod_revision AND h.key = w.key \
+                        WHERE w.n < {count})";
         Self {
             get: format!(
                 "SELECT {} WHERE k.key = $1 AND {live}",
@@ -112,18 +143,20 @@ impl Queries {
                 "SELECT count(*) FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
                  WHERE {range} AND {live}"
             ),
-            // One key: of its replaced versions only the newest at or below the revision can
-            // hold it, found by one backward step of the (key, mod_revision) index, where
-            // `at`'s filter would read every older version of a key written many times.
             get_at: format!(
-                "SELECT {} WHERE k.key = $1 AND k.mod_revision <= $2 AND {live} \
+                "{} SELECT {} WHERE k.key = $1 AND k.mod_revision <= $2 AND {live} \
                  UNION ALL \
-                 SELECT h.key, h.value, h.create_revision, h.mod_revision, h.version, h.lease, \
-                   NULL AS ttl_remaining_ms \
-                 FROM (SELECT * FROM kg_history k WHERE k.key = $1 AND k.mod_revision <= $2 \
-                       ORDER BY k.mod_revision DESC LIMIT 1) h \
-                 WHERE h.superseded > $2 AND h.value IS NOT NULL",
+                 SELECT w.key, w.value, w.create_revision, w.mod_revision, w.version, w.lease, \
+                   NULL AS ttl_remaining_ms FROM walk w \
+                 WHERE w.mod_revision <= $2 AND w.superseded > $2 AND w.value IS NOT NULL",
+                walk.replace("{target}", "$2").replace("{count}", "1"),
                 row.replace("{value}", "k.value")
+            ),
+            key_history: format!(
+                "{} SELECT key, value, create_revision, mod_revision, version, mod_node, \
+                   {mod_at_ms} AS mod_at_ms, lease, reason FROM walk \
+                 WHERE mod_revision < $2 ORDER BY mod_revision DESC LIMIT $3",
+                walk.replace("{target}", "$2 - 1").replace("{count}", "$3")
             ),
             list_at: format!(
                 "{} ORDER BY key LIMIT $4",
@@ -251,10 +284,6 @@ pub trait Dialect: Database {
         node: &str,
         ops: &[WriteOp],
     ) -> Result<Vec<OpResult>, StoreError>;
-
-    /// A key's versions, newest first: `$1` the key, `$2` the revision they are below, `$3`
-    /// how many. Its commit time is a timestamp in PostgreSQL and Unix milliseconds in SQLite.
-    const KEY_HISTORY: &'static str;
 
     /// The newest revision committed more than `retention` ago, as far as the tombstones and
     /// replaced versions still kept can tell: where compaction by age cuts.
@@ -485,7 +514,7 @@ where
         limit: u32,
     ) -> Result<KeyHistory, StoreError> {
         let mut session = self.pool.acquire().await?;
-        let rows: Vec<ChangeRow> = sqlx::query_as(DB::KEY_HISTORY)
+        let rows: Vec<ChangeRow> = sqlx::query_as(&DB::queries().key_history)
             .bind(key)
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))

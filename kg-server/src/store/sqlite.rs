@@ -72,14 +72,6 @@ impl Dialect for Sqlite {
            AND key >= $2 AND ($3 IS NULL OR key < $3) \
          ORDER BY mod_revision, key LIMIT $4";
 
-    const KEY_HISTORY: &'static str =
-        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
-           mod_at AS mod_at_ms, lease, reason FROM kg_keys WHERE key = $1 AND mod_revision < $2 \
-         UNION ALL \
-         SELECT key, value, create_revision, mod_revision, version, mod_node, \
-           mod_at AS mod_at_ms, lease, reason FROM kg_history WHERE key = $1 AND mod_revision < $2 \
-         ORDER BY mod_revision DESC LIMIT $3";
-
     async fn apply(
         pool: &SqlitePool,
         node: &str,
@@ -155,6 +147,7 @@ impl Dialect for Sqlite {
                 "max",
                 SQLITE_ID_IN_LIST,
                 false,
+                "mod_at",
             )
         })
     }

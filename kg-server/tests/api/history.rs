@@ -17,6 +17,7 @@ on_both_backends!(
     history_past_its_retention_is_compacted,
     a_lease_end_is_a_version_with_its_reason,
     concurrent_writes_read_back_at_every_revision,
+    a_key_written_hundreds_of_times_reads_back_at_every_revision,
 );
 
 /// Status and JSON body of a GET.
@@ -534,4 +535,101 @@ async fn concurrent_writes_read_back_at_every_revision(backend: Backend) {
         assert_eq!(listed, versions, "{key}");
     }
     assert!(checked > 4 * 150, "{checked} reads");
+}
+
+/// A key rewritten past several checkpoints (every 64th version, and each delete), with
+/// another key's writes between, so that most revisions are not one of its versions: every
+/// read at a revision, and every page of its history from any `before`, is the one the
+/// writes made, before and after a compaction into the middle of them.
+async fn a_key_written_hundreds_of_times_reads_back_at_every_revision(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = &app.client;
+    // (revision, value) of each version of "hot", a delete as None.
+    let mut versions: Vec<(i64, Option<String>)> = Vec::new();
+    for step in 0..300usize {
+        if step % 3 == 2 {
+            client
+                .put("cold", &step.to_string(), Precondition::None)
+                .await
+                .unwrap();
+        }
+        let done = if step == 150 {
+            let done = client.delete("hot", Precondition::None).await.unwrap();
+            versions.push((done.revision, None));
+            continue;
+        } else {
+            client
+                .put("hot", &step.to_string(), Precondition::None)
+                .await
+                .unwrap()
+        };
+        versions.push((done.revision, Some(step.to_string())));
+    }
+    let last = versions.last().unwrap().0;
+    let value_at = |revision: i64| {
+        versions
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= revision)
+            .and_then(|(_, value)| value.clone())
+    };
+    // Newest first, from `before` (exclusive), in pages of 7.
+    let history_from = |before: Option<i64>| async move {
+        let mut listed = Vec::new();
+        let mut next = before;
+        loop {
+            let page = client.history("hot", next, Some(7)).await.unwrap();
+            listed.extend(
+                page.history
+                    .iter()
+                    .map(|version| (version.revision, version.value.clone())),
+            );
+            match page.next {
+                Some(revision) => next = Some(revision),
+                None => return listed,
+            }
+        }
+    };
+
+    let check = |floor: i64| {
+        let versions = versions.clone();
+        async move {
+            for revision in floor..=last {
+                let found = match client.get_at("hot", revision).await {
+                    Ok(read) => Some(read.value),
+                    Err(err) if err.status().map(|s| s.as_u16()) == Some(404) => None,
+                    Err(err) => panic!("at {revision}: {err}"),
+                };
+                assert_eq!(found, value_at(revision), "hot at revision {revision}");
+            }
+            // The version current at the floor, and every one after it.
+            let kept: Vec<_> = versions
+                .iter()
+                .filter(|(at, _)| *at > floor)
+                .chain(versions.iter().rev().find(|(at, _)| *at <= floor))
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            assert_eq!(history_from(None).await, kept);
+            for before in (floor + 1..=last).step_by(37) {
+                let expected: Vec<_> = kept
+                    .iter()
+                    .filter(|(at, _)| *at < before)
+                    .cloned()
+                    .collect();
+                assert_eq!(
+                    history_from(Some(before)).await,
+                    expected,
+                    "before {before}"
+                );
+            }
+        }
+    };
+    check(versions[0].0).await;
+    let middle = versions[200].0 - 1;
+    let (status, body) = post_compact(&app, &json!({ "revision": middle })).await;
+    assert_eq!(status, 200, "{body}");
+    check(middle).await;
 }
