@@ -58,6 +58,8 @@ wrk_rate() {
     KG_KEYS=$keys wrk -t2 -c"$connections" -d"${seconds}s" \
         -s "scripts/bench/$1" "http://127.0.0.1:$port" >"$workdir/wrk.txt" 2>&1
     grep -q 'non-2xx: 0, socket errors: 0' "$workdir/wrk.txt" ||
-        fail "$1 got errors: $(cat "$workdir/wrk.txt")"
+        fail "$1 got errors: $(cat "$workdir/wrk.txt")
+the node's last log lines (its log goes with the run's directory):
+$(tail -n 20 "$workdir/node.log")"
     awk '/Requests\/sec/ {print $2}' "$workdir/wrk.txt"
 }
