@@ -553,17 +553,14 @@ async fn a_key_written_hundreds_of_times_reads_back_at_every_revision(backend: B
                 .await
                 .unwrap();
         }
-        let done = if step == 150 {
+        if step == 150 {
             let done = client.delete("hot", Precondition::None).await.unwrap();
             versions.push((done.revision, None));
-            continue;
         } else {
-            client
-                .put("hot", &step.to_string(), Precondition::None)
-                .await
-                .unwrap()
-        };
-        versions.push((done.revision, Some(step.to_string())));
+            let value = step.to_string();
+            let done = client.put("hot", &value, Precondition::None).await.unwrap();
+            versions.push((done.revision, Some(value)));
+        }
     }
     let last = versions.last().unwrap().0;
     let value_at = |revision: i64| {
@@ -591,8 +588,8 @@ async fn a_key_written_hundreds_of_times_reads_back_at_every_revision(backend: B
         }
     };
 
+    let versions = &versions;
     let check = |floor: i64| {
-        let versions = versions.clone();
         async move {
             for revision in floor..=last {
                 let found = match client.get_at("hot", revision).await {
