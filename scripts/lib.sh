@@ -158,15 +158,31 @@ pip_tool() {
 }
 
 # The prefix that runs a PostgreSQL tool as the postgres user when the script runs as root
-# (PostgreSQL refuses to run as root); empty otherwise.
+# (PostgreSQL refuses to run as root); empty otherwise. The tool starts in /, since the
+# caller's directory (a checkout under /root, say) may be closed to that user.
 AS_POSTGRES=()
-[ "$(id -u)" -eq 0 ] && AS_POSTGRES=(runuser -u postgres --)
+[ "$(id -u)" -eq 0 ] && AS_POSTGRES=(runuser -u postgres -- env -C /)
+
+# postgres_can_reach PATH: true unless the scripts run as root and the postgres user cannot
+# reach PATH (a directory it must enter, or a file it must open), as under /root (mode 700).
+postgres_can_reach() {
+    [ "$(id -u)" -ne 0 ] && return 0
+    local dir=$1
+    [ -d "$dir" ] || dir=$(dirname "$dir")
+    runuser -u postgres -- test -x "$dir"
+}
+
+# pg_data DATA: the path PostgreSQL's tools are given for DATA. Where DATA is a link to
+# /var/lib/keygrid (start_postgres makes one when the postgres user cannot reach DATA), the
+# link's target: the tools run as the postgres user, who cannot pass through the link's own
+# directory.
+pg_data() { readlink -f "$1"; }
 
 # postgres_running DATA: true when the PostgreSQL in DATA runs.
 postgres_running() {
     local pg_bin
     pg_bin=$(pg_bin_dir) || return 1
-    "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$1" status >/dev/null 2>&1
+    "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$(pg_data "$1")" status >/dev/null 2>&1
 }
 
 # start_postgres DATA PORT LOG: a PostgreSQL of its own in DATA on 127.0.0.1:PORT, initialised
@@ -175,24 +191,32 @@ postgres_running() {
 # throwaway server both start through here, so they are the same kind of server. Fails
 # loudly when it cannot start.
 start_postgres() {
-    local pgdata=$1 port=$2 log=$3 pg_bin real
+    local pgdata=$1 port=$2 log=$3 pg_bin real server_log
     pg_bin=$(pg_bin_dir) || fail "PostgreSQL's server binaries are missing"
     mkdir -p "$(dirname "$log")"
     if [ "$(id -u)" -eq 0 ]; then
         # When the postgres user cannot reach DATA (say it is under /root), the data lives
         # under /var/lib/keygrid and is linked from DATA.
-        if [ ! -e "$pgdata" ] && ! runuser -u postgres -- test -x "$(dirname "$pgdata")"; then
+        if [ ! -e "$pgdata" ] && ! postgres_can_reach "$(dirname "$pgdata")"; then
             real="/var/lib/keygrid/$(printf '%s' "$pgdata" | md5sum | cut -c1-12)/postgres"
             mkdir -p "$real"
             ln -s "$real" "$pgdata"
         fi
         mkdir -p "$pgdata"
-        chown postgres: "$pgdata" "$(readlink -f "$pgdata")"
-        chmod 700 "$(readlink -f "$pgdata")"
+        chown postgres: "$pgdata" "$(pg_data "$pgdata")"
+        chmod 700 "$(pg_data "$pgdata")"
     fi
-    if [ ! -s "$pgdata/PG_VERSION" ]; then
+    real=$(pg_data "$pgdata")
+    # pg_ctl opens the server's log as the postgres user: where it cannot reach LOG, the log
+    # lives beside the data and LOG links to it.
+    server_log=$log
+    if ! postgres_can_reach "$(dirname "$log")"; then
+        server_log="$(dirname "$real")/$(basename "$log")"
+        ln -sfn "$server_log" "$log"
+    fi
+    if [ ! -s "$real/PG_VERSION" ]; then
         step "initialising PostgreSQL in $pgdata"
-        "${AS_POSTGRES[@]}" "$pg_bin/initdb" -D "$pgdata" -U postgres --auth=trust -E UTF8 \
+        "${AS_POSTGRES[@]}" "$pg_bin/initdb" -D "$real" -U postgres --auth=trust -E UTF8 \
             --locale=C >"$log.initdb" 2>&1 || fail "initdb failed; see $log.initdb"
         cat >>"$pgdata/postgresql.conf" <<CONF
 
@@ -207,9 +231,9 @@ CONF
     fi
     port_in_use "$port" && fail "port $port is taken by something else (PostgreSQL in $pgdata wants it)"
     step "starting PostgreSQL on 127.0.0.1:$port"
-    touch "$log"
-    [ "$(id -u)" -eq 0 ] && chown postgres: "$log"
-    "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$pgdata" -l "$log" -w -t 60 -o "-p $port" start \
+    touch "$server_log"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$server_log"
+    "${AS_POSTGRES[@]}" "$pg_bin/pg_ctl" -D "$real" -l "$server_log" -w -t 60 -o "-p $port" start \
         >/dev/null || fail "PostgreSQL did not start; see $log"
     return 0
 }
@@ -217,7 +241,7 @@ CONF
 # stop_postgres DATA: a clean, fast shutdown of the PostgreSQL in DATA, if it runs.
 stop_postgres() {
     [ -s "$1/postmaster.pid" ] || return 0
-    "${AS_POSTGRES[@]}" "$(pg_bin_dir)/pg_ctl" -D "$1" -m fast -w stop >/dev/null
+    "${AS_POSTGRES[@]}" "$(pg_bin_dir)/pg_ctl" -D "$(pg_data "$1")" -m fast -w stop >/dev/null
 }
 
 # purge_postgres DATA: deletes DATA, and the directory under /var/lib/keygrid it links to.

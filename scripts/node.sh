@@ -110,7 +110,7 @@ postgres() {
         stop | kill)
             [ -s "$pgdata/postmaster.pid" ] || { echo "postgres is not running"; return 0; }
             # kill: every backend exits at once with no checkpoint; the start recovers.
-            "${AS_POSTGRES[@]}" "$(pg_bin_dir)/pg_ctl" -D "$pgdata" -w -t 60 \
+            "${AS_POSTGRES[@]}" "$(pg_bin_dir)/pg_ctl" -D "$(pg_data "$pgdata")" -w -t 60 \
                 -m "$([ "$1" = kill ] && echo immediate || echo fast)" stop >/dev/null
             echo "postgres stopped ($1)"
             ;;

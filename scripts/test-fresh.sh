@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Checks the README's promise on a fresh Debian machine: in a new Debian 12 (bookworm)
 # container with nothing installed but Rust, `./scripts/start.sh` and then `./scripts/test.sh`
-# must pass from a clean clone of this checkout's HEAD. Everything else they need (PostgreSQL,
-# Redis, nginx, Node.js, Chromium, ...) they must install themselves from Debian's packages.
-# It prints how long each command took, cold. It is not part of test.sh: it takes long.
+# must pass from a clean clone of this checkout's HEAD, run as root from /root/keygrid, where
+# a newcomer on a fresh VM clones it (/root is mode 700: the postgres user cannot enter it).
+# Everything else they need (PostgreSQL, Redis, nginx, Node.js, Chromium, Patroni from PyPI,
+# ...) they must install themselves. It prints how long each command took, cold. It is not
+# part of test.sh: it takes long.
 #
 #   ./scripts/test-fresh.sh            build the base image if needed, then run the check
 #   ./scripts/test-fresh.sh --shell    a shell in a fresh container instead of the check
@@ -44,7 +46,7 @@ for candidate in "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
 done
 
 run_dir=$(mktemp -d "$fresh_dir/run.XXXXXX")
-mkdir -p "$run_dir/containers"
+mkdir -p "$run_dir/containers" "$run_dir/logs"
 step "a clean clone of HEAD ($(git rev-parse --short HEAD)) in $run_dir/src"
 git clone -q --no-local "$KG_ROOT" "$run_dir/src"
 
@@ -54,7 +56,7 @@ git clone -q --no-local "$KG_ROOT" "$run_dir/src"
 args=(run --rm --network host --privileged
     --name "keygrid-fresh-$$"
     -v "$HOME/.rustup:/root/.rustup:ro" -v "$HOME/.cargo/bin:/opt/cargo-bin:ro"
-    -v "$run_dir/src:/src" -w /src
+    -v "$run_dir/src:/mnt/origin:ro" -v "$run_dir/logs:/logs" -w /root
     -v "$run_dir/containers:/var/lib/containers"
     -e RUSTUP_HOME=/root/.rustup -e CARGO_HOME=/root/.cargo -e RUSTUP_AUTO_INSTALL=0
     -e PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
@@ -77,19 +79,25 @@ fi
 
 # Each command's time, cold: the first start.sh pays for every package and the release build;
 # test.sh then pays for the debug build and its own tools.
-step "in a fresh bookworm container: ./scripts/start.sh, ./scripts/stop.sh, ./scripts/test.sh"
+step "in a fresh bookworm container, as root in /root/keygrid: ./scripts/start.sh, ./scripts/stop.sh, ./scripts/test.sh"
 status=0
 podman "${args[@]}" "$image" bash -c '
     set -e
     timed() {
         local start=$SECONDS
-        "$@" >"/src/$(basename "$1").log" 2>&1 || {
+        "$@" >"/logs/$(basename "$1").log" 2>&1 || {
             echo "FAILED after $((SECONDS - start)) s: $* (last lines of its log:)"
-            tail -n 40 "/src/$(basename "$1").log"
+            tail -n 40 "/logs/$(basename "$1").log"
             return 1
         }
         echo "passed in $((SECONDS - start)) s: $*"
     }
+    # Where a newcomer clones it: under /root, which only root may enter.
+    chmod 700 /root
+    cp -a /mnt/origin /root/keygrid
+    cd /root/keygrid
+    [ "$(id -u)" = 0 ] && [ "$(stat -c %a /root)" = 700 ] || { echo "not root in a closed /root"; exit 1; }
+    echo "checkout: $PWD (/root is mode $(stat -c %a /root))"
     echo "node before: $(command -v node || echo none), postgres before: $(ls /usr/lib/postgresql 2>/dev/null || echo none)"
     timed ./scripts/start.sh
     curl -fsS localhost:8000/api/health
@@ -98,9 +106,9 @@ podman "${args[@]}" "$image" bash -c '
     timed ./scripts/test.sh
     echo "node used: $(node --version) from $(dpkg -S "$(command -v node)" | cut -d: -f1)"
 ' 2>&1 | tee "$run_dir/result.txt" || status=$?
-cp "$run_dir"/src/*.sh.log "$run_dir/" 2>/dev/null || true
-# The clone holds two cargo target directories (several GB) and the store holds the compose
-# images; the logs are what is kept.
+cp "$run_dir"/logs/*.sh.log "$run_dir/" 2>/dev/null || true
+# The container's clone held two cargo target directories (several GB) and went with it; the
+# store holds the compose images; the logs are what is kept.
 rm -rf "$run_dir/src" "$run_dir/containers"
 echo "logs: $run_dir"
 [ "$status" = 0 ] || fail "the fresh-machine check failed"
