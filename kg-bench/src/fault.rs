@@ -81,6 +81,10 @@ pub enum Action {
     Async,
     /// PostgreSQL under Patroni only: synchronous replication on again (strict).
     Sync,
+    /// PostgreSQL under Patroni only (`scripts/ha.sh zombie`): the leader frozen inside its
+    /// leader-key update until another member leads and has committed writes; a `Resume`
+    /// wakes it there. The deterministic zombie primary.
+    Zombie,
 }
 
 impl Action {
@@ -95,6 +99,7 @@ impl Action {
             Action::Switchover => "switchover",
             Action::Async => "async",
             Action::Sync => "sync",
+            Action::Zombie => "zombie",
         }
     }
 }
@@ -120,10 +125,15 @@ impl fmt::Display for Step {
 #[derive(Debug, Clone)]
 pub enum Runtime {
     /// The local stack's `scripts/node.sh ACTION MEMBER` (or `scripts/ha.sh`, which also
-    /// knows the replicated data tier); pause and resume signal every pid that
-    /// `SCRIPT pid MEMBER` names. Its supervisor restarts a node that dies on its own,
-    /// as compose's `restart: unless-stopped` does, and leaves one it stopped or killed.
-    Local { script: PathBuf },
+    /// knows the replicated data tier); pause signals every pid that `SCRIPT pid MEMBER`
+    /// names, and resume those same pids (see [`Runtime::local`]). Its supervisor restarts a
+    /// node that dies on its own, as compose's `restart: unless-stopped` does, and leaves one
+    /// it stopped or killed.
+    Local {
+        script: PathBuf,
+        /// The pids each member name was paused as, until its resume.
+        paused: Paused,
+    },
     /// `docker compose ACTION SERVICE`, or `docker-compose` (see `compose`); pause and resume
     /// are compose's pause and unpause.
     Compose,
@@ -132,21 +142,57 @@ pub enum Runtime {
     Command { stop: String, start: String },
 }
 
+/// The pids a pause stopped, by the member name it was given: a role such as `pg-leader`
+/// names another member once a failover has happened, and the resume must wake the
+/// processes the pause stopped, not the new holder of the role.
+pub type Paused = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<String>>>>;
+
 impl Runtime {
+    /// The local stack's runtime over `script` (scripts/node.sh or scripts/ha.sh).
+    pub fn local(script: PathBuf) -> Self {
+        Runtime::Local {
+            script,
+            paused: Paused::default(),
+        }
+    }
+
     /// Does `action` to `member`, and returns once the runtime says it is done.
     pub async fn act(&self, action: Action, member: &Member) -> Result<(), String> {
         let name = member.to_string();
         match self {
-            Runtime::Local { script } => match action {
+            Runtime::Local { script, paused } => match action {
                 Action::Pause | Action::Resume => {
-                    // One pid per line: a PostgreSQL member is Patroni, the postmaster and its
-                    // backends, all stopped together.
-                    let pids = output(local(script, &["pid", &name])).await?;
-                    if pids.trim().is_empty() {
+                    let remembered = if action == Action::Resume {
+                        lock(paused).remove(&name)
+                    } else {
+                        None
+                    };
+                    let pids = match remembered {
+                        Some(pids) => pids,
+                        // One pid per line: a PostgreSQL member is Patroni, the postmaster
+                        // and its backends, all stopped together.
+                        None => pids_of(script, &name).await?,
+                    };
+                    if pids.is_empty() {
                         return Err(format!("{name} has no process to {}", action.name()));
                     }
-                    pids.split_whitespace()
-                        .try_for_each(|pid| signal(pid, action))
+                    pids.iter().try_for_each(|pid| signal(pid, action))?;
+                    if action == Action::Pause {
+                        lock(paused).insert(name, pids);
+                    }
+                    Ok(())
+                }
+                // The script prints the member it froze: its pids are what a resume of the
+                // same name wakes, as after a pause.
+                Action::Zombie => {
+                    let frozen = output(local(script, &[action.name(), &name])).await?;
+                    let frozen = frozen.lines().last().unwrap_or_default().trim().to_owned();
+                    let pids = pids_of(script, &frozen).await?;
+                    if pids.is_empty() {
+                        return Err(format!("the frozen member {frozen:?} has no process"));
+                    }
+                    lock(paused).insert(name, pids);
+                    Ok(())
                 }
                 _ => output(local(script, &[action.name(), &name]))
                     .await
@@ -154,7 +200,7 @@ impl Runtime {
             },
             Runtime::Compose => {
                 let verb = match action {
-                    Action::Switchover | Action::Async | Action::Sync => {
+                    Action::Switchover | Action::Async | Action::Sync | Action::Zombie => {
                         return Err(format!("the compose runtime has no {}", action.name()))
                     }
                     Action::Pause => "pause",
@@ -199,6 +245,21 @@ impl Runtime {
         }
         Ok(done)
     }
+}
+
+/// The pids `SCRIPT pid MEMBER` names, one per line.
+async fn pids_of(script: &PathBuf, member: &str) -> Result<Vec<String>, String> {
+    let pids = output(local(script, &["pid", member])).await?;
+    Ok(pids.split_whitespace().map(str::to_owned).collect())
+}
+
+fn lock(
+    paused: &Paused,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Vec<String>>> {
+    // A panic while the map was held leaves it whole: each use is one insert or remove.
+    paused
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn local(script: &PathBuf, args: &[&str]) -> Process {
@@ -357,9 +418,7 @@ mod tests {
                 .unwrap(),
         );
         let pid = child.0.id();
-        let runtime = Runtime::Local {
-            script: fake_script(dir.path(), pid),
-        };
+        let runtime = Runtime::local(fake_script(dir.path(), pid));
         let steps = [
             Step::Do(Action::Kill, "n1".parse().unwrap()),
             Step::Wait(Duration::from_millis(50)),
@@ -387,6 +446,57 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.starts_with("stop broken: "), "{err}");
+    }
+
+    /// A role (`pg-leader`) names another member once the fault has made a failover: the
+    /// resume must wake the processes the pause stopped, not the role's new holder. The
+    /// stand-in script names the first sleeper as the role's pid, then the second; for a
+    /// zombie it names the member it froze, whose pids the resume wakes too.
+    #[tokio::test]
+    async fn a_resume_wakes_what_its_pause_stopped_after_the_role_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let spawn = || {
+            Sleeper(
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        };
+        let (first, second) = (spawn(), spawn());
+        let (first_pid, second_pid) = (first.0.id(), second.0.id());
+        let script = dir.path().join("ha.sh");
+        let count = dir.path().join("count");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh
+case \"$1 $2\" in
+                 'pid pg-leader') n=$(cat {count} 2>/dev/null || echo 0); echo $((n + 1)) > {count};
+                   if [ \"$n\" = 0 ]; then echo {first_pid}; else echo {second_pid}; fi ;;
+                 'pid pg1') echo {second_pid} ;;
+                 'zombie pg-leader') kill -STOP {second_pid}; echo waiting >&2; echo pg1 ;;
+                 esac
+",
+                count = count.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let runtime = Runtime::local(script);
+        let leader = Member::Node("pg-leader".to_owned());
+        runtime.act(Action::Pause, &leader).await.unwrap();
+        assert!(becomes(first_pid, true), "state {}", state(first_pid));
+        runtime.act(Action::Resume, &leader).await.unwrap();
+        assert!(becomes(first_pid, false), "state {}", state(first_pid));
+
+        runtime.act(Action::Zombie, &leader).await.unwrap();
+        assert!(becomes(second_pid, true), "state {}", state(second_pid));
+        runtime.act(Action::Resume, &leader).await.unwrap();
+        assert!(becomes(second_pid, false), "state {}", state(second_pid));
+        drop((first, second));
     }
 
     #[tokio::test]

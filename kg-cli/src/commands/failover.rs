@@ -31,12 +31,7 @@ pub async fn failover_drill(
                     args.node_script.display()
                 )));
             }
-            (
-                drill::Runtime::Local {
-                    script: args.node_script,
-                },
-                ["n1", "n2", "n3"],
-            )
+            (drill::Runtime::local(args.node_script), ["n1", "n2", "n3"])
         }
         RuntimeKind::Compose => (
             drill::Runtime::Compose,

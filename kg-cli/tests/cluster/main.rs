@@ -164,9 +164,7 @@ async fn load_survives_kills_and_rolling_restarts_without_errors_or_lost_writes(
     let _turn = STACK.lock().await;
     all_nodes_up().await;
     let client = Client::new(ENTRY).unwrap();
-    let runtime = Runtime::Local {
-        script: node_script(),
-    };
+    let runtime = Runtime::local(node_script());
     let phase = |name: &str, action: Action, nodes_up: usize, expect: Expect| Phase {
         name: name.to_owned(),
         action,
