@@ -71,6 +71,29 @@ pub struct KeyResult {
 /// States the search may memoize per key before it answers `Unknown`.
 pub const DEFAULT_STATE_LIMIT: usize = 2_000_000;
 
+/// States the searches of a whole history may memoize together, narrowing included. A healthy
+/// history is decided in a few states a key; a broken one (a failover that lost writes)
+/// makes many keys search to their limit, and without a bound for the run the judge would
+/// take as long as the keys are many. Past it, the keys left are `Unknown`, which fails the
+/// verdict as a violation does.
+pub const DEFAULT_RUN_BUDGET: usize = 4 * DEFAULT_STATE_LIMIT;
+
+/// The bounds of the searches: each one's, and what is left of the run's.
+#[derive(Debug)]
+struct Limits {
+    per_search: usize,
+    remaining: usize,
+}
+
+impl Limits {
+    fn search(&mut self, operations: &[Operation]) -> Search {
+        let limit = self.per_search.min(self.remaining);
+        let (result, states) = search(operations, limit);
+        self.remaining = self.remaining.saturating_sub(states);
+        result
+    }
+}
+
 /// Splits a history into each key's operations, sorted by invocation, dropping those that
 /// certainly had no effect (`fail`).
 pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
@@ -119,12 +142,22 @@ pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
     keys
 }
 
-/// Checks every key of a history.
+/// Checks every key of a history, each search memoizing at most `state_limit` states and all
+/// of them together at most `budget`.
 pub fn check_history(
     keys: &BTreeMap<String, Vec<Operation>>,
     state_limit: usize,
+    budget: usize,
 ) -> Vec<KeyResult> {
-    keys.iter()
+    // Two passes: first every key with a small share, which decides the healthy keys and the
+    // plain violations, then what is left of the budget for the keys still undecided, so
+    // that one hard key early in the order cannot leave the others unjudged.
+    let mut limits = Limits {
+        per_search: state_limit.min(FIRST_PASS_LIMIT),
+        remaining: budget,
+    };
+    let mut results: Vec<KeyResult> = keys
+        .iter()
         .map(|(key, operations)| KeyResult {
             key: key.clone(),
             operations: operations.len(),
@@ -132,10 +165,20 @@ pub fn check_history(
                 .iter()
                 .filter(|op| op.complete_us.is_none())
                 .count(),
-            verdict: check_key(operations, state_limit),
+            verdict: check_within(operations, &mut limits),
         })
-        .collect()
+        .collect();
+    limits.per_search = state_limit;
+    for result in &mut results {
+        if matches!(result.verdict, Verdict::Unknown { .. }) {
+            result.verdict = check_within(&keys[&result.key], &mut limits);
+        }
+    }
+    results
 }
+
+/// Each key's share of the run's budget in the first pass of `check_history`.
+const FIRST_PASS_LIMIT: usize = 50_000;
 
 /// How many keys are violations and how many undecided.
 pub fn tally(results: &[KeyResult]) -> (usize, usize) {
@@ -150,6 +193,17 @@ pub fn tally(results: &[KeyResult]) -> (usize, usize) {
 /// Checks one key's operations (sorted by invocation) and, on a violation, narrows it down to
 /// a smallest failing window.
 pub fn check_key(operations: &[Operation], state_limit: usize) -> Verdict {
+    check_within(
+        operations,
+        &mut Limits {
+            per_search: state_limit,
+            remaining: usize::MAX,
+        },
+    )
+}
+
+fn check_within(operations: &[Operation], limits: &mut Limits) -> Verdict {
+    let state_limit = limits.per_search;
     // Writes with an unknown outcome whose value nobody saw can always go last, where they
     // change nothing anyone observed: if the history without them is linearizable, so is the
     // history. After an outage there can be hundreds of them, and each multiplies the
@@ -176,22 +230,22 @@ pub fn check_key(operations: &[Operation], state_limit: usize) -> Verdict {
                 }
             )
         });
-        match search(&pruned, state_limit) {
+        match limits.search(&pruned) {
             Search::Linearizable => return Verdict::Linearizable,
             Search::Violation if exact => {
                 return Verdict::Violation {
-                    window: failing_window(&pruned, state_limit).to_vec(),
+                    window: failing_window(&pruned, limits).to_vec(),
                 }
             }
             Search::GaveUp if exact => return Verdict::Unknown { limit: state_limit },
             Search::Violation | Search::GaveUp => {}
         }
     }
-    match search(operations, state_limit) {
+    match limits.search(operations) {
         Search::Linearizable => Verdict::Linearizable,
         Search::GaveUp => Verdict::Unknown { limit: state_limit },
         Search::Violation => Verdict::Violation {
-            window: failing_window(operations, state_limit).to_vec(),
+            window: failing_window(operations, limits).to_vec(),
         },
     }
 }
@@ -232,8 +286,8 @@ fn unobserved_pending_writes(operations: &[Operation]) -> HashSet<usize> {
 /// its own, since that operation may be what explains it (a CAS refused because a write
 /// invoked after it got in first). Cut there, a window can fail on its own while the history
 /// around it is fine, and the report would show the wrong evidence.
-fn failing_window(operations: &[Operation], state_limit: usize) -> &[Operation] {
-    let fails = |window: &[Operation]| matches!(search(window, state_limit), Search::Violation);
+fn failing_window<'a>(operations: &'a [Operation], limits: &mut Limits) -> &'a [Operation] {
+    let mut fails = |window: &[Operation]| matches!(limits.search(window), Search::Violation);
     let prefix = |end: usize| &operations[..closed_end(operations, end)];
     let mut end = operations.len();
     // Adding later operations rarely makes a failing prefix pass, but it can (a pending write
@@ -360,10 +414,10 @@ fn apply(state: State, step: Step, written: &[bool]) -> Option<State> {
 /// The search over one window: calls and returns in time order in a linked list; linearize the
 /// first call whose step the model accepts and whose (linearized set, state) is new; at a
 /// return with nothing linearizable, backtrack.
-fn search<'a>(operations: &'a [Operation], state_limit: usize) -> Search {
+fn search<'a>(operations: &'a [Operation], state_limit: usize) -> (Search, usize) {
     let n = operations.len();
     if n == 0 {
-        return Search::Linearizable;
+        return (Search::Linearizable, 0);
     }
     let mut interned: HashMap<&str, u32> = HashMap::new();
     let mut written = Vec::new();
@@ -445,7 +499,7 @@ fn search<'a>(operations: &'a [Operation], state_limit: usize) -> Search {
                 linearized[op / 64] |= 1 << (op % 64);
                 if seen.insert((linearized.clone(), new_state)) {
                     if seen.len() > state_limit {
-                        return Search::GaveUp;
+                        return (Search::GaveUp, seen.len());
                     }
                     stack.push((entry, state));
                     state = new_state;
@@ -461,7 +515,7 @@ fn search<'a>(operations: &'a [Operation], state_limit: usize) -> Search {
         } else {
             // A return whose call is not linearized yet: undo the last choice.
             let Some((call, previous)) = stack.pop() else {
-                return Search::Violation;
+                return (Search::Violation, seen.len());
             };
             state = previous;
             let op = call / 2;
@@ -471,7 +525,7 @@ fn search<'a>(operations: &'a [Operation], state_limit: usize) -> Search {
             entry = next[call];
         }
     }
-    Search::Linearizable
+    (Search::Linearizable, seen.len())
 }
 
 #[cfg(test)]
@@ -764,6 +818,47 @@ mod tests {
         ops.push(read(99, Some("v0"), 2000, 2001));
         ops.sort_by_key(|op| op.invoke_us);
         assert_eq!(check_key(&ops, 1000), Verdict::Unknown { limit: 1000 });
+    }
+
+    /// Keys whose searches each run to their limit share the run's budget: once it is spent,
+    /// the keys left are undecided at once instead of each searching to its own limit, and
+    /// the keys decided before are decided as without a budget.
+    #[test]
+    fn the_runs_budget_bounds_all_searches_together() {
+        let mut hard: Vec<Operation> = (0..40)
+            .map(|i| write(i, &format!("v{i}"), i as u64, None))
+            .collect();
+        for i in 0..40u64 {
+            hard.push(read(
+                99,
+                Some(&format!("v{i}")),
+                1000 + 10 * i,
+                1001 + 10 * i,
+            ));
+        }
+        hard.push(read(99, Some("v0"), 2000, 2001));
+        hard.sort_by_key(|op| op.invoke_us);
+        let easy = vec![write(0, "a", 0, Some(1)), read(1, Some("a"), 2, 3)];
+        let keys: BTreeMap<String, Vec<Operation>> = [
+            ("a-easy".to_owned(), easy.clone()),
+            ("b-hard".to_owned(), hard.clone()),
+            ("c-hard".to_owned(), hard.clone()),
+            ("d-easy".to_owned(), easy),
+        ]
+        .into_iter()
+        .collect();
+        let verdicts: Vec<Verdict> = check_history(&keys, 1000, 1500)
+            .into_iter()
+            .map(|result| result.verdict)
+            .collect();
+        assert_eq!(verdicts[0], Verdict::Linearizable);
+        assert_eq!(verdicts[1], Verdict::Unknown { limit: 1000 });
+        // Only 500 states were left for c, and none after it: d, however easy, has none.
+        assert_eq!(verdicts[2], Verdict::Unknown { limit: 1000 });
+        assert_eq!(verdicts[3], Verdict::Unknown { limit: 1000 });
+        // With room for all, the easy keys are decided.
+        let roomy = check_history(&keys, 1000, usize::MAX);
+        assert_eq!(roomy[3].verdict, Verdict::Linearizable);
     }
 
     #[test]

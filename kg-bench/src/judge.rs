@@ -90,6 +90,9 @@ pub struct Expectations {
     pub max_write_gap: Option<Duration>,
     /// States the linearizability search may explore per key.
     pub state_limit: usize,
+    /// States all of a run's searches may explore together [default:
+    /// `check::DEFAULT_RUN_BUDGET`].
+    pub search_budget: Option<usize>,
 }
 
 /// The verdict on one run.
@@ -532,7 +535,11 @@ pub fn judge(
     let stale = stale_reads(history);
     let fractured = fractured_reads(history);
     let sums = broken_sums(history);
-    let results = check::check_history(&check::registers(history), expect.state_limit);
+    let results = check::check_history(
+        &check::registers(history),
+        expect.state_limit,
+        expect.search_budget.unwrap_or(check::DEFAULT_RUN_BUDGET),
+    );
     let (violations, undecided) = check::tally(&results);
     let recovery = recovery_s(history, expect.repaired_at_s.unwrap_or(0.0));
     let write_gap = write_gap_s(history, expect.repaired_at_s.unwrap_or(0.0));

@@ -182,6 +182,10 @@ pub struct JudgeArgs {
     /// States the linearizability search may explore per key before it gives up on that key.
     #[arg(long, default_value_t = check::DEFAULT_STATE_LIMIT)]
     pub state_limit: usize,
+    /// States the searches of all keys may explore together; the keys left when it is spent
+    /// are undecided.
+    #[arg(long, default_value_t = check::DEFAULT_RUN_BUDGET)]
+    pub search_budget: usize,
     /// A multi-key invariant the state (--state) must keep; repeat for more:
     /// sum:KEY,KEY,...=TOTAL (integer values, an absent key counting 0) or together:KEY,KEY,...
     /// (one value in all, or all absent).
@@ -202,6 +206,10 @@ pub struct CheckArgs {
     /// States the search may explore per key before it gives up on that key.
     #[arg(long, default_value_t = check::DEFAULT_STATE_LIMIT)]
     pub state_limit: usize,
+    /// States the searches of all keys may explore together; the keys left when it is spent
+    /// are undecided.
+    #[arg(long, default_value_t = check::DEFAULT_RUN_BUDGET)]
+    pub search_budget: usize,
     /// Report format (csv is not offered here).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -373,9 +381,7 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             if !(args.rate.is_finite() && args.rate > 0.0) {
                 return Err(format!("--rate {} must be above 0", args.rate));
             }
-            let runtime = fault::Runtime::Local {
-                script: args.node_script,
-            };
+            let runtime = fault::Runtime::local(args.node_script);
             let load = chaos::Load {
                 duration: args.duration,
                 rate: args.rate,
@@ -411,7 +417,7 @@ fn write_html(path: &std::path::Path, runs: &[(&str, &Report)]) -> Result<(), St
 fn check_history(args: &CheckArgs, out: &mut dyn Write) -> Result<u8, String> {
     let history = history::read_history_file(&args.history)?;
     let keys = check::registers(&history);
-    let results = check::check_history(&keys, args.state_limit);
+    let results = check::check_history(&keys, args.state_limit, args.search_budget);
     let printed = match args.output {
         Output::Text => report::print_check(out, &results),
         Output::Json => serde_json::to_writer_pretty(&mut *out, &results)
@@ -475,6 +481,7 @@ fn judge_history(args: &JudgeArgs, out: &mut dyn Write) -> Result<u8, String> {
         max_recovery: args.max_recovery,
         max_write_gap: args.max_write_gap,
         state_limit: args.state_limit,
+        search_budget: Some(args.search_budget),
     };
     let mut verdict = judge::judge(&name, &history, state.as_ref(), counts.as_ref(), &expect)?;
     if let Some(state) = &state {

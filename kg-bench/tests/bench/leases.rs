@@ -189,7 +189,7 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
         stale.first()
     );
     assert!(reused_revisions(&history).is_empty());
-    for result in check_history(&registers(&history), 200_000) {
+    for result in check_history(&registers(&history), 200_000, 2_000_000) {
         assert_eq!(result.verdict, Verdict::Linearizable, "{}", result.key);
     }
 }
