@@ -28,21 +28,31 @@
 #
 #   ./scripts/chaos.sh                 12 s of load per fault at 400 req/s
 #   ./scripts/chaos.sh --quick         8 s at 200 req/s (scripts/test.sh runs this)
-#   ./scripts/chaos.sh --only pause    one fault
-#   ./scripts/chaos.sh --ha [--quick]  the replicated data tier (start.sh --ha) and its faults,
-#                                      through scripts/ha.sh: pg-primary-kill (the Patroni
-#                                      leader's postmaster and Patroni SIGKILLed; writes back
-#                                      within 15 s, only 503s), pg-primary-pause (the same
-#                                      members SIGSTOPped for 10 s, past Patroni's ttl: the
-#                                      zombie primary), pg-switchover (patronictl, only 503s,
-#                                      none 10 s after it), redis-master-kill (Sentinel promotes
-#                                      the replica; no request may fail), etcd-member-kill
-#                                      (etcd's leader SIGKILLed; no request may fail), and last
-#                                      pg-async-kill, the negative control (synchronous
-#                                      replication off, the leader's WAL senders stopped, the
-#                                      leader killed: passes only if the judge finds the lost
-#                                      writes); 30 s of load at 200 req/s per fault, --quick
-#                                      20 s at 100
+#   ./scripts/chaos.sh --only pause    one fault (a list: --only kill,pause,pause)
+#   ./scripts/chaos.sh --ha [--quick]  the replicated data tier (start.sh --ha, Patroni 4 from
+#                                      PyPI) and its faults, through scripts/ha.sh, with a CPU
+#                                      hog on one core beside the stack throughout:
+#       pg-primary-kill    the Patroni leader's postmaster and Patroni SIGKILLed, started again
+#                          once its key has expired; only 503s, writes back within 30 s
+#       pg-primary-pause   the same members SIGSTOPped for ttl + 6 s (26 s), then SIGCONT: the
+#                          zombie primary, wherever in its loop the pause lands
+#       pg-zombie          the zombie primary, deterministic: the leader frozen inside its
+#                          leader-key update (tests/ha/sitecustomize.py) until another member
+#                          leads and has committed writes, then woken there
+#       pg-switchover      patronictl, only 503s, none 10 s after it
+#       redis-master-kill  Sentinel promotes the replica; no request may fail
+#       etcd-member-kill   etcd's leader SIGKILLed; no request may fail
+#       pg-async-kill      negative control: synchronous replication off, the leader's WAL
+#                          senders stopped, the leader killed; passes only if the judge finds
+#                          the lost writes
+#       pg-zombie-control  negative control, on a second stack running Debian's Patroni 3.0.2:
+#                          pg-zombie, which must lose the new leader's writes, and the judge
+#                          must find them
+#                                      each failover drill runs 50 s of load at 200 req/s
+#                                      (--quick: 100); the pause drill runs 3 times
+#   ./scripts/chaos.sh --ha --repeat N pg-primary-kill, pg-primary-pause and pg-switchover N
+#                                      times each (the issue's target: 20)
+#   ./scripts/chaos.sh --ha --no-hog   without the CPU hog
 # Uses the ports of scripts/start.sh (stop your own stack first); KG_PROFILE=debug for debug
 # binaries. Results: target/chaos/run-*/ and target/chaos/latest.json.
 set -euo pipefail
@@ -54,24 +64,43 @@ rate=400
 fault=""
 ha=0
 quick=0
+repeat=""
+hog=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
         --ha) ha=1; shift ;;
         --only) fault=$2; shift 2 ;;
+        --repeat) repeat=$2; shift 2 ;;
+        --no-hog) hog=0; shift ;;
         -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$1' (try --help)" ;;
     esac
 done
+[ -z "$repeat" ] || whole_numbers "$repeat"
 script=scripts/node.sh
 start_flags=(--no-build)
+control=""
 if [ "$ha" = 1 ]; then
-    # A failover takes Patroni's ttl: the load must outlast it by a margin.
+    # The failover drills stretch their own load over the failover (kg-bench chaos); this is
+    # the load of the others.
     duration=30 rate=200
     [ "$quick" = 1 ] && duration=20 rate=100
     script=scripts/ha.sh
     start_flags+=(--ha)
-    [ -n "$fault" ] || fault=pg-primary-kill,pg-primary-pause,pg-switchover,redis-master-kill,etcd-member-kill,pg-async-kill
+    if [ -z "$fault" ]; then
+        # times NAME N: NAME N times, comma-separated.
+        times() { local i list=""; for ((i = 0; i < $2; i++)); do list+="${list:+,}$1"; done; echo "$list"; }
+        fault="$(times pg-primary-kill "${repeat:-1}"),$(times pg-primary-pause "${repeat:-3}")"
+        fault+=",pg-zombie,$(times pg-switchover "${repeat:-1}"),redis-master-kill,etcd-member-kill,pg-async-kill"
+        control=pg-zombie-control
+    elif [[ ",$fault," == *,pg-zombie-control,* ]]; then
+        # The control runs on a stack of its own (Debian's Patroni), after the others.
+        control=pg-zombie-control
+        fault=$(tr ',' '\n' <<<"$fault" | grep -vx pg-zombie-control | paste -sd, -)
+    fi
+    # The zombie drills freeze Patroni through its test hook.
+    export KG_HA_TEST_HOOKS=1
 elif [ "$quick" = 1 ]; then
     duration=8 rate=200
 fi
@@ -80,33 +109,71 @@ stack_ports_free "the drill"
 build_tools
 bin=$(kg_bin_dir)
 
-KG_STATE_DIR=$(mktemp -d /tmp/keygrid-chaos.XXXXXX)
-chmod 755 "$KG_STATE_DIR" # the stack's PostgreSQL runs as the postgres user
-export KG_STATE_DIR
 out="$KG_ROOT/target/chaos/run-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
+hog_pid=""
 finish() {
     local status=$?
-    # A paused node must not outlive the drill stopped.
-    [ -s "$KG_RUN/n1.pid" ] && kill -CONT "$(cat "$KG_RUN/n1.pid")" 2>/dev/null
-    [ "$ha" = 1 ] && scripts/ha.sh resume all >/dev/null 2>&1
-    # The stack's logs (nodes, PostgreSQL or Patroni, Redis) outlive the drill, passed or
-    # failed: a passing failover's timeline (when the leader key went, when a standby
-    # streamed again) is in them too.
-    [ -d "$KG_LOGS" ] && cp -r "$KG_LOGS" "$out/logs" 2>/dev/null
-    ./scripts/stop.sh --purge >/dev/null 2>&1 || true
+    [ -n "$hog_pid" ] && kill "$hog_pid" 2>/dev/null
+    stop_stack
     exit "$status"
 }
 trap finish EXIT
-step "starting the cluster ($KG_PROFILE binaries, state in $KG_STATE_DIR)"
-./scripts/start.sh "${start_flags[@]}" >"$out/start.log" 2>&1 || { cat "$out/start.log"; fail "the cluster did not start"; }
-source scripts/lib.sh # KG_RUN and friends under the new KG_STATE_DIR
 
-only=()
-[ -n "$fault" ] && only=(--faults "$fault")
+# stop_stack: resumes whatever a drill left stopped, keeps the stack's logs (nodes,
+# PostgreSQL or Patroni, Redis) beside the verdicts, passed or failed (a passing failover's
+# timeline, when the leader key went and when a standby streamed again, is in them too), and
+# deletes the stack.
+stop_stack() {
+    [ -n "${KG_STATE_DIR:-}" ] && [ -d "$KG_STATE_DIR" ] || return 0
+    [ -s "$KG_RUN/n1.pid" ] && kill -CONT "$(cat "$KG_RUN/n1.pid")" 2>/dev/null
+    [ "$ha" = 1 ] && scripts/ha.sh resume all >/dev/null 2>&1
+    [ -d "$KG_LOGS" ] && mkdir -p "$out/logs" && cp -r "$KG_LOGS" "$out/logs/${1:-interrupted}" 2>/dev/null
+    ./scripts/stop.sh --purge >/dev/null 2>&1 || true
+}
+
+# drill NAME FAULTS: a stack of its own (NAME in the logs), kg-bench chaos with FAULTS (all of
+# them when empty) against it, and the stack deleted; the drills' exit status.
+drill() {
+    local name=$1 faults=$2 only=() status=0
+    KG_STATE_DIR=$(mktemp -d /tmp/keygrid-chaos.XXXXXX)
+    chmod 755 "$KG_STATE_DIR" # the stack's PostgreSQL runs as the postgres user
+    export KG_STATE_DIR
+    source scripts/lib.sh # KG_RUN and friends under the new KG_STATE_DIR
+    step "starting the cluster for $name ($KG_PROFILE binaries, state in $KG_STATE_DIR)"
+    ./scripts/start.sh "${start_flags[@]}" >"$out/start-$name.log" 2>&1 ||
+        { cat "$out/start-$name.log"; fail "the cluster did not start"; }
+    [ -n "$faults" ] && only=(--faults "$faults")
+    "$bin/kg-bench" chaos --endpoint "http://127.0.0.1:$KG_API_PORT" --node-script "$script" \
+        --duration "${duration}s" --rate "$rate" --out "$out/$name" "${only[@]}" || status=$?
+    [ "$status" -le 1 ] || fail "kg-bench chaos could not run the drills"
+    stop_stack "$name"
+    return "$status"
+}
+
+if [ "$ha" = 1 ] && [ "$hog" = 1 ]; then
+    # A busy loop on one core beside the stack, as on a loaded machine: Patroni's loops,
+    # etcd's heartbeats and the zombie's wake-up race against it.
+    bash -c 'while :; do :; done' &
+    hog_pid=$!
+    step "a CPU hog (pid $hog_pid) takes one core for the drills"
+fi
 status=0
-"$bin/kg-bench" chaos --endpoint "http://127.0.0.1:$KG_API_PORT" --node-script "$script" \
-    --duration "${duration}s" --rate "$rate" --out "$out" "${only[@]}" || status=$?
-[ "$status" -le 1 ] || fail "kg-bench chaos could not run the drills"
-[ -f "$out/summary.json" ] && cp "$out/summary.json" "$KG_ROOT/target/chaos/latest.json"
+if [ -n "$fault" ] || [ "$ha" = 0 ]; then
+    drill drills "$fault" || status=$?
+fi
+if [ -n "$control" ]; then
+    # The zombie drill's negative control needs the Patroni that loses writes.
+    KG_HA_PATRONI=debian drill patroni-3.0.2 "$control" || status=$?
+fi
+# One summary of every verdict of the run.
+python3 -c '
+import json, sys
+verdicts = []
+for path in sys.argv[2:]:
+    with open(path) as file:
+        verdicts += json.load(file)
+with open(sys.argv[1], "w") as file:
+    json.dump(verdicts, file, indent=2)
+' "$out/summary.json" "$out"/*/summary.json 2>/dev/null && cp "$out/summary.json" "$KG_ROOT/target/chaos/latest.json"
 exit "$status"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The replicated data tier of `./scripts/start.sh --ha`, on loopback, from Debian's packages:
-# PostgreSQL 15 x3 under Patroni (etcd x3 as its store; synchronous_mode_strict), HAProxy on
-# 5442 routing to the current primary, and Redis (a primary, a replica, three Sentinels).
+# The replicated data tier of `./scripts/start.sh --ha`, on loopback: PostgreSQL 15 x3 under
+# Patroni (etcd x3 as its store; synchronous_mode_strict), HAProxy on 5442 routing to the
+# current primary, and Redis (a primary, a replica, three Sentinels). Everything but Patroni is
+# Debian's; Patroni is PyPI's, pinned in deploy/patroni/requirements.txt (Debian's 3.0.2 lets
+# a leader that wakes from a pause overwrite the new leader's key: docs/high-availability.md).
 #
 #   ./scripts/ha.sh up                  start every member that is not running; wait until
 #                                       there is a leader with a sync standby and a Redis master
@@ -13,6 +15,15 @@
 #   ./scripts/ha.sh sync|async [pg]     synchronous replication on (the tier's setting) or off
 #                                       (only for the negative control of chaos.sh --ha)
 #   ./scripts/ha.sh pid MEMBER
+#   ./scripts/ha.sh zombie [pg-leader]  the deterministic zombie primary (needs the stack started
+#                                       with KG_HA_TEST_HOOKS=1): freeze the leader's Patroni
+#                                       inside its leader-key update, and its postmaster, then
+#                                       wait until another member leads and has committed
+#                                       writes; `resume pg-leader` wakes it
+#
+# KG_HA_PATRONI=debian runs Debian's Patroni (3.0.2) instead, for the zombie drill's negative
+# control only. KG_HA_TEST_HOOKS=1 loads tests/ha/sitecustomize.py into Patroni (inert until
+# `zombie` arms it).
 #
 # Members: etcd1-etcd3 (clients on 2379/2479/2579), pg1-pg3 (PostgreSQL on 5451-5453 with its
 # Patroni, REST on 8008-8010: kill, pause and resume act on both), haproxy (5442), redis1 and
@@ -36,7 +47,7 @@ SENTINEL_PORTS=("${SENTINEL_ADDRESSES[@]##*:}")
 # The name the Sentinels and the nodes (--redis-master) know the Redis primary by.
 REDIS_MASTER_NAME=keygrid
 
-usage() { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; }
 
 # index MEMBER PREFIX: 1 for pg1 with prefix pg, ...; fails for a name outside 1-3.
 index() {
@@ -78,7 +89,32 @@ etcd_start() {
 }
 
 # --- Patroni and PostgreSQL ---------------------------------------------------------------------
-patroni_conf() { echo "$HA_DIR/patroni$1.yml"; }
+# The directory of the Patroni that runs the tier: PyPI's from deploy/patroni/requirements.txt,
+# or Debian's with KG_HA_PATRONI=debian (the zombie drill's negative control). `up` records the
+# choice, so that a member started later (a drill's repair) runs the same Patroni.
+patroni_bin() {
+    if [ -s "$HA_DIR/patroni-bin" ]; then
+        cat "$HA_DIR/patroni-bin"
+        return
+    fi
+    local venv
+    case "${KG_HA_PATRONI:-pypi}" in
+        pypi)
+            venv=$(patroni_venv)
+            echo "$venv/bin"
+            ;;
+        debian)
+            ensure_packages patroni:patroni
+            echo /usr/bin
+            ;;
+        *) fail "KG_HA_PATRONI must be pypi or debian, not $KG_HA_PATRONI" ;;
+    esac
+}
+patronictl() { "$(patroni_bin)/patronictl" "$@"; }
+
+# A member's files (its configuration, its data directory, the zombie drill's trigger) live
+# in one directory that the postgres user owns: Patroni runs as that user.
+patroni_conf() { echo "$(pg_root)$1/patroni.yml"; }
 # Patroni's pid (as root, the postgres user's).
 patroni_pid() {
     local owner=()
@@ -95,23 +131,26 @@ postmaster_pid() {
 }
 
 patroni_start() {
-    local i=$1 root conf hosts="" j
+    local i=$1 root conf hosts="" j bin
     [ -n "$(patroni_pid "$i")" ] && return 0
     root="$(pg_root)$i"
     conf=$(patroni_conf "$i")
+    bin=$(patroni_bin)
     mkdir -p "$root"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$root" "$(dirname "$root")" && chmod 700 "$root"
     for j in 1 2 3; do hosts+="${hosts:+,}127.0.0.1:${ETCD_CLIENT[j - 1]}"; done
-    # Failover timing for a LAN: the leader key lives ttl seconds, so a dead leader is
-    # replaced within about ttl + loop_wait, and the new leader then needs a synchronous
-    # standby before it commits (strict mode). Patroni needs loop_wait + 2 * retry_timeout <=
-    # ttl, or a leader could lose its key while it still retries a slow etcd; a shorter ttl
-    # would turn a slow etcd round trip on a loaded machine into a needless failover.
+    # Failover timing. The leader key lives ttl seconds, so a dead leader is replaced about
+    # ttl seconds after its last renewal, and the new leader then needs a synchronous standby
+    # before it commits (strict mode). Patroni 3.2 and later refuse a ttl under 20 s and
+    # enforce loop_wait + 2 * retry_timeout <= ttl, so that a leader cannot lose its key while
+    # it still retries a slow etcd. Within that: a renewal every 2 s, and 5 s for each etcd
+    # call, room for a loaded 2-core machine, where a slow etcd round trip must not turn into
+    # a failover (8 s of margin above the rule).
     cat >"$conf" <<YAML
 scope: keygrid
 name: pg$i
 log:
-  level: WARNING
+  level: INFO
 restapi:
   listen: 127.0.0.1:${REST_PORTS[i - 1]}
   connect_address: 127.0.0.1:${REST_PORTS[i - 1]}
@@ -119,9 +158,9 @@ etcd3:
   hosts: $hosts
 bootstrap:
   dcs:
-    ttl: 5
-    loop_wait: 1
-    retry_timeout: 2
+    ttl: 20
+    loop_wait: 2
+    retry_timeout: 5
     maximum_lag_on_failover: 0
     # While etcd cannot be reached (its leader died and the others are electing another),
     # the leader keeps leading as long as every other member answers it over Patroni's REST
@@ -179,7 +218,7 @@ postgresql:
   parameters:
     unix_socket_directories: $root
 YAML
-    local as_postgres=()
+    local as_postgres=() hooks=()
     if [ "$(id -u)" -eq 0 ]; then
         chown postgres: "$conf"
         # setpriv execs Patroni as postgres, where runuser would stay as its parent: runuser
@@ -188,7 +227,16 @@ YAML
         as_postgres=(setpriv --reuid=postgres --regid=postgres --init-groups
             env HOME="$(getent passwd postgres | cut -d: -f6)" USER=postgres LOGNAME=postgres)
     fi
-    setsid nohup "${as_postgres[@]}" patroni "$conf" >>"$KG_LOGS/patroni$i.log" 2>&1 </dev/null &
+    if [ "${KG_HA_TEST_HOOKS:-0}" = 1 ]; then
+        # The zombie drill's hook, copied where the postgres user can read it.
+        mkdir -p "$(dirname "$root")/hooks"
+        cp "$KG_ROOT/tests/ha/sitecustomize.py" "$(dirname "$root")/hooks/"
+        chmod -R a+rX "$(dirname "$root")/hooks"
+        hooks=(env PYTHONPATH="$(dirname "$root")/hooks" KG_ZOMBIE_TRIGGER="$root/zombie"
+            KG_ZOMBIE_PGDATA="$root/data")
+    fi
+    setsid nohup "${as_postgres[@]}" "${hooks[@]}" "$bin/patroni" "$conf" \
+        >>"$KG_LOGS/patroni$i.log" 2>&1 </dev/null &
 }
 
 # The Patroni member that leads now (asked of each REST API in turn).
@@ -383,7 +431,7 @@ resolve() {
 
 # --- up, down, status ---------------------------------------------------------------------------
 up() {
-    ensure_packages etcd:etcd-server patroni:patroni haproxy:haproxy redis-server:redis-server \
+    ensure_packages etcd:etcd-server haproxy:haproxy redis-server:redis-server \
         redis-cli:redis-tools psql:postgresql-client initdb:postgresql
     mkdir -p "$HA_DIR" "$KG_LOGS"
     local member port
@@ -392,6 +440,11 @@ up() {
         port=$(port_of "$member")
         port_in_use "$port" && fail "port $port ($member) is taken by something else"
     done
+    # Which Patroni, decided once (see patroni_bin), and whether it carries the test hook.
+    local bin
+    bin=$(patroni_bin)
+    echo "$bin" >"$HA_DIR/patroni-bin"
+    if [ "${KG_HA_TEST_HOOKS:-0}" = 1 ]; then touch "$HA_DIR/test-hooks"; else rm -f "$HA_DIR/test-hooks"; fi
     for i in 1 2 3; do etcd_start "$i"; done
     for _ in $(seq 100); do
         [ "$(http_status "http://127.0.0.1:${ETCD_CLIENT[0]}/health")" = 200 ] && break
@@ -490,6 +543,9 @@ status() {
         fi
     done
     [ "$json" = --json ] && printf ']\n'
+    if [ "$json" != --json ] && [ -s "$HA_DIR/patroni-bin" ]; then
+        echo "$("$(cat "$HA_DIR/patroni-bin")/patroni" --version 2>/dev/null || echo "patroni ?") from $(cat "$HA_DIR/patroni-bin")"
+    fi
     return 0
 }
 
@@ -540,11 +596,52 @@ switchover() {
     echo "switched over from $leader to $now"
 }
 
+# zombie: the deterministic zombie primary (kg-bench chaos pg-zombie). The leader's Patroni,
+# started with the test hook (tests/ha/sitecustomize.py), freezes itself and its postmaster
+# inside its next leader-key update; this waits until it has, then until another member leads
+# and KeyGrid's revision has advanced on it (writes committed there, on the new timeline),
+# and leaves the frozen member for `resume pg-leader`, which wakes it inside that update.
+zombie() {
+    [ -e "$HA_DIR/test-hooks" ] || fail "the tier runs without the test hook: start it with KG_HA_TEST_HOOKS=1"
+    local leader i root deadline=$((SECONDS + 120)) now before="" revision=""
+    leader=$(pg_leader)
+    i=$(index "$leader" pg)
+    root="$(pg_root)$i"
+    rm -f "$root/zombie.frozen"
+    touch "$root/zombie"
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$root/zombie"
+    until [ -s "$root/zombie.frozen" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "$leader did not freeze in its leader-key update within 120 s"
+        sleep 0.1
+    done
+    echo "$leader" >"$HA_DIR/last-pg-leader"
+    echo "$leader frozen inside its leader-key update (pids $(cat "$root/zombie.frozen"))" >&2
+    until now=$(pg_leader 2>/dev/null) && [ "$now" != "$leader" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "no member took over from the frozen $leader within 120 s"
+        sleep 0.2
+    done
+    local url="postgres://postgres@127.0.0.1:${PG_PORTS[$(index "$now" pg) - 1]}/keygrid"
+    # KeyGrid's writes commit on the new leader once it has a synchronous standby.
+    until before=$(psql "$url" -qAtc 'select revision from kg_meta' 2>/dev/null) && [ -n "$before" ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "$now does not answer"
+        sleep 0.2
+    done
+    until revision=$(psql "$url" -qAtc 'select revision from kg_meta' 2>/dev/null) &&
+        [ -n "$revision" ] && [ "$revision" -ge $((before + 20)) ]; do
+        [ "$SECONDS" -lt "$deadline" ] || fail "$now committed no writes within 120 s of the freeze"
+        sleep 0.2
+    done
+    echo "$now leads and committed revisions $((before + 1))-$revision while $leader was frozen" >&2
+    # The frozen member, alone on stdout: the fault runtime resumes its pids.
+    echo "$leader"
+}
+
 action=${1:-}
 target=${2:-}
 case "$action" in
     up) up ;;
     switchover) switchover ;;
+    zombie) zombie ;;
     # MEMBER is pg (the fault runtime names the kind it acts on).
     sync | async) replication "$action" ;;
     down)
@@ -563,6 +660,9 @@ case "$action" in
         # then, not on the one that holds it after the failover.
         remembered="$HA_DIR/last-$target"
         case "$action:$target" in
+            # The holder now: the fault runtime (kg-bench) pauses the pids this names, and
+            # resumes the same pids itself.
+            pid:*) members=$(resolve "$target") ;;
             kill:*-leader | kill:redis-master | pause:*-leader | pause:redis-master | stop:*-leader | stop:redis-master)
                 members=$(resolve "$target")
                 echo "$members" >"$remembered"

@@ -157,6 +157,33 @@ pip_tool() {
     printf '%s\n' "$venv/bin/$1"
 }
 
+# patroni_venv: installs the Patroni of deploy/patroni/requirements.txt (PyPI's, every package
+# pinned) into a virtual environment of Debian's python3 unless it is there already, and
+# prints the environment's directory. Patroni runs as the postgres user when the scripts run
+# as root, so the environment is made where that user can reach it: under the checkout's
+# .keygrid, or under /var/lib/keygrid when the checkout is closed to it (a clone under /root),
+# and from /usr/bin/python3, since an interpreter under /root (pyenv's) would be closed too.
+patroni_venv() {
+    local requirements="$KG_ROOT/deploy/patroni/requirements.txt" version venv
+    version=$(sed -n 's/^patroni\[[a-z0-9,]*\]==\(.*\)$/\1/p' "$requirements")
+    [ -n "$version" ] || fail "$requirements pins no patroni version"
+    venv="$KG_ROOT/.keygrid/patroni-$version"
+    postgres_can_reach "$KG_ROOT" || venv="/var/lib/keygrid/patroni-$version"
+    # The marker is written last: an install that was cut short is done again.
+    if [ ! -f "$venv/.installed" ] || ! cmp -s "$requirements" "$venv/.installed"; then
+        ensure_packages /usr/bin/python3:python3
+        /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv:python3-venv
+        step "installing Patroni $version from PyPI into $venv" >&2
+        rm -rf "$venv"
+        mkdir -p "$(dirname "$venv")"
+        /usr/bin/python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" >&2 ||
+            fail "pip could not install $requirements into $venv"
+        cp "$requirements" "$venv/.installed"
+    fi
+    printf '%s\n' "$venv"
+}
+
 # The prefix that runs a PostgreSQL tool as the postgres user when the script runs as root
 # (PostgreSQL refuses to run as root); empty otherwise. The tool starts in /, since the
 # caller's directory (a checkout under /root, say) may be closed to that user.

@@ -114,9 +114,12 @@ pub struct ChaosArgs {
         default_value = kg_api::cli::DEFAULT_ENDPOINT
     )]
     pub endpoint: String,
-    /// The faults, in order [default: all of them]; with the replicated data tier
-    /// (`start.sh --ha`, --node-script scripts/ha.sh) also pg-primary-kill, pg-primary-pause,
-    /// pg-switchover, redis-master-kill and etcd-member-kill.
+    /// The faults, in order [default: all of them]; a fault named twice runs twice. With the
+    /// replicated data tier (`start.sh --ha`, --node-script scripts/ha.sh) also
+    /// pg-primary-kill, pg-primary-pause, pg-zombie (its stack started with
+    /// KG_HA_TEST_HOOKS=1), pg-switchover, redis-master-kill, etcd-member-kill, and the
+    /// negative controls pg-async-kill and pg-zombie-control (on a stack of Debian's Patroni
+    /// 3.0.2: KG_HA_PATRONI=debian).
     #[arg(long, value_delimiter = ',', value_name = "FAULT,...")]
     pub faults: Vec<String>,
     /// The local stack's scripts/node.sh, through which faults are injected.
