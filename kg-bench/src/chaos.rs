@@ -77,6 +77,13 @@ const FAILOVER_LOAD: Duration = Duration::from_secs(50);
 const HA_KEYS: u64 = 50;
 const KEYS: u64 = 10;
 
+/// The data tier's drills spread their load over at least a key per this many requests a
+/// second. A failover of Patroni's ttl leaves every request sent meanwhile with an unknown
+/// outcome, and what the linearizability search pays for is how many of them one key has:
+/// at 100 requests/s over 50 keys each key's history is decided, at 200 over 50 many were
+/// not (26 of 50 undecided in a pg-primary-kill run); over 100 they are as at 100 over 50.
+const HA_RATE_PER_KEY: f64 = 2.0;
+
 /// The share of reads of untouched keys a database fault must leave answered.
 const UNTOUCHED_BAR: f64 = 0.999;
 
@@ -120,6 +127,8 @@ pub struct Scenario {
     pub max_write_gap: Option<Duration>,
     /// The least the load runs, whatever the run's duration: a failover must fit in it.
     pub min_load: Duration,
+    /// Whether the keys grow with the rate (see `keys_at`).
+    pub keys_grow_with_rate: bool,
 }
 
 impl Scenario {
@@ -136,6 +145,7 @@ impl Scenario {
             untouched_bar: None,
             max_write_gap: None,
             min_load: Duration::ZERO,
+            keys_grow_with_rate: false,
         }
     }
 
@@ -200,10 +210,26 @@ impl Scenario {
         self
     }
 
-    /// The data tier's faults: a load over more keys (see `keys`).
+    /// The data tier's faults: a load over more keys (see `keys`), and more as the rate
+    /// grows (see `HA_RATE_PER_KEY`).
     fn over_many_keys(mut self) -> Self {
         self.keys = HA_KEYS;
+        self.keys_grow_with_rate = true;
         self
+    }
+
+    /// The keys the load spreads over at `rate` requests a second.
+    pub fn keys_at(&self, rate: f64) -> u64 {
+        if !self.keys_grow_with_rate {
+            return self.keys;
+        }
+        // A finite, positive rate: kg-bench chaos refuses any other.
+        let by_rate = (rate / HA_RATE_PER_KEY).ceil();
+        if by_rate.is_finite() && by_rate > self.keys as f64 {
+            by_rate as u64
+        } else {
+            self.keys
+        }
     }
 }
 
@@ -437,7 +463,7 @@ pub async fn run_fault(
         // Every write path the nodes have: single keys, compare-and-swaps, prefix deletes
         // and transactions, each judged by every judge.
         mix: "get=38,put=35,cas=20,delete_prefix=2,txn=5".parse::<crate::workload::Mix>()?,
-        keys: scenario.keys,
+        keys: scenario.keys_at(load.rate),
         key_dist: KeyDist::Uniform,
         value_size: "128".parse::<ValueSize>()?,
         preload: false,
@@ -732,6 +758,10 @@ mod tests {
             .iter()
             .all(|name| scenario(name, &n1).unwrap().keys == HA_KEYS));
         assert_eq!(scenario("kill", &n1).unwrap().keys, KEYS);
+        // The quick run's rate keeps the data tier's keys; twice the rate, twice the keys.
+        let kill = scenario("pg-primary-kill", &n1).unwrap();
+        assert_eq!((kill.keys_at(100.0), kill.keys_at(200.0)), (50, 100));
+        assert_eq!(scenario("kill", &n1).unwrap().keys_at(400.0), KEYS);
         let pause = scenario("pg-primary-pause", &n1).unwrap();
         let shown: Vec<String> = pause.steps.iter().map(ToString::to_string).collect();
         assert_eq!(
