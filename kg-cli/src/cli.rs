@@ -185,19 +185,24 @@ pub enum SnapshotCommand {
         /// Where to write the snapshot.
         file: PathBuf,
     },
-    /// Load a saved snapshot into an empty cluster, keeping every value; prints what it
-    /// restored.
+    /// Load a saved snapshot into a cluster, keeping every value; prints what it restored.
     ///
-    /// The file is checked whole before anything is written. Keys get new revisions (the
-    /// cluster's own); a leased key gets a new lease with the time its lease had left when
-    /// the snapshot was taken, keys that shared a lease sharing the new one.
+    /// The cluster ends holding exactly the snapshot's keys. One that already holds keys is
+    /// refused unless given --force (replace them) or --merge (keep the keys the snapshot
+    /// lacks). The file is checked whole before anything is written. Keys get new revisions
+    /// (the cluster's own); a leased key gets a new lease with the time its lease had left
+    /// when the snapshot was taken, keys that shared a lease sharing the new one.
     Restore {
         /// A file written by `kg snapshot save`.
         file: PathBuf,
-        /// Load into a cluster that already holds keys: the snapshot's keys are written over
-        /// them, and keys it lacks are left as they are.
-        #[arg(long)]
+        /// Load into a cluster that already holds keys, replacing them: the snapshot's keys
+        /// are written over them and every key it lacks is deleted.
+        #[arg(long, conflicts_with = "merge")]
         force: bool,
+        /// Load into a cluster that already holds keys, keeping them: the snapshot's keys are
+        /// written over them and keys it lacks are left as they are.
+        #[arg(long)]
+        merge: bool,
         /// Writes in flight at once.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,

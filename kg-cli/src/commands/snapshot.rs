@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use indicatif::ProgressBar;
 use kg_api::{
     Attach, Endpoints, KeyRecord, Precondition, SnapshotEnd, SnapshotHeader, SnapshotLine,
@@ -33,12 +33,18 @@ pub async fn snapshot(
         SnapshotCommand::Restore {
             file,
             force,
+            merge,
             concurrency,
-        } => emit(
-            out,
-            format,
-            &restore(endpoints, &file, force, usize::from(concurrency), progress).await?,
-        )?,
+        } => {
+            let mode = match (force, merge) {
+                (_, true) => Mode::Merge,
+                (true, false) => Mode::Replace,
+                (false, false) => Mode::IntoEmpty,
+            };
+            let concurrency = usize::from(concurrency);
+            let restored = restore(endpoints, &file, mode, concurrency, progress).await?;
+            emit(out, format, &restored)?
+        }
     }
     Ok(0)
 }
@@ -118,6 +124,17 @@ pub async fn save(endpoints: &Endpoints, file: &Path, progress: bool) -> Result<
     })
 }
 
+/// How a restore treats a cluster that already holds keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse it.
+    IntoEmpty,
+    /// Leave exactly the snapshot's keys (`--force`): keys the snapshot lacks are deleted.
+    Replace,
+    /// Write the snapshot's keys over it and keep the rest (`--merge`).
+    Merge,
+}
+
 /// What `kg snapshot restore` loaded.
 #[derive(Debug, Serialize)]
 pub struct Restored {
@@ -127,7 +144,9 @@ pub struct Restored {
     pub keys: u64,
     /// Leases granted anew for the snapshot's leased keys, one per lease it named.
     pub leases: u64,
-    /// The cluster's revision after the last key was written.
+    /// Keys the cluster held that the snapshot lacks, deleted (with `--force`).
+    pub deleted: u64,
+    /// The cluster's revision after the last key was written or deleted.
     pub revision: i64,
 }
 
@@ -135,11 +154,17 @@ impl Render for Restored {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "restored {} keys ({} leases) from {} (taken at revision {}); the cluster is at revision {}",
+            "restored {} keys ({} leases) from {} (taken at revision {}); {}the cluster is at \
+             revision {}",
             self.keys,
             self.leases,
             self.file.display(),
             self.snapshot_revision,
+            if self.deleted > 0 {
+                format!("deleted {} keys the snapshot lacks; ", self.deleted)
+            } else {
+                String::new()
+            },
             self.revision
         )
     }
@@ -147,11 +172,12 @@ impl Render for Restored {
 
 /// Loads a snapshot file. The file is read twice: once to check that it is whole and well
 /// formed (so that a damaged file writes nothing), then to write its keys, `concurrency` at
-/// a time. Each lease the snapshot names is granted anew for the time it had left.
+/// a time; with [`Mode::Replace`], a third time beside the cluster's keys, to delete those
+/// it lacks. Each lease the snapshot names is granted anew for the time it had left.
 pub async fn restore(
     endpoints: &Endpoints,
     file: &Path,
-    force: bool,
+    mode: Mode,
     concurrency: usize,
     progress: bool,
 ) -> Result<Restored, CliError> {
@@ -159,10 +185,11 @@ pub async fn restore(
     let present = endpoints
         .call(|client| async move { client.count(None).await })
         .await?;
-    if present > 0 && !force {
+    if present > 0 && mode == Mode::IntoEmpty {
         return Err(CliError::Usage(format!(
             "the cluster holds {present} keys: restore loads a snapshot into an empty one \
-             (--force writes the snapshot's keys over what is there)"
+             (--force replaces what is there with the snapshot, --merge keeps the keys the \
+             snapshot lacks)"
         )));
     }
     let mut leases = BTreeMap::new();
@@ -193,13 +220,98 @@ pub async fn restore(
         .try_fold(0_i64, |top, revision| async move { Ok(top.max(revision)) })
         .await?;
     bar.finish_and_clear();
+    // Only now, once every key of the snapshot is in: a restore cut short leaves the cluster
+    // holding more than the snapshot, never less than it and the old keys together.
+    let (deleted, revision) = if mode == Mode::Replace && present > 0 {
+        let (deleted, deleted_at) = delete_others(endpoints, file, concurrency).await?;
+        (deleted, revision.max(deleted_at))
+    } else {
+        (0, revision)
+    };
     Ok(Restored {
         file: file.to_owned(),
         snapshot_revision: checked.header.revision,
         keys: checked.keys,
         leases: leases.len() as u64,
+        deleted,
         revision,
     })
+}
+
+/// Deletes every key of the cluster that the snapshot lacks: the cluster's keys (a page at a
+/// time) and the file's (a line at a time) are both in byte order, so one walk down both
+/// finds them, holding no more than a page in memory. Returns how many it deleted and the
+/// highest revision of those deletes.
+async fn delete_others(
+    endpoints: &Endpoints,
+    file: &Path,
+    concurrency: usize,
+) -> Result<(u64, i64), CliError> {
+    let mut snapshot_keys = std::pin::pin!(records(file).await?.map_ok(|record| record.key));
+    let mut next_in_snapshot = snapshot_keys.try_next().await?;
+    let mut after: Option<String> = None;
+    let (mut deleted, mut revision) = (0_u64, 0_i64);
+    loop {
+        let page = endpoints
+            .call(|client| {
+                let after = after.clone();
+                async move {
+                    client
+                        .list_keys_only(None, Some(kg_api::MAX_PAGE_SIZE), after.as_deref())
+                        .await
+                }
+            })
+            .await?;
+        let mut others = Vec::new();
+        for record in page.keys {
+            while next_in_snapshot
+                .as_deref()
+                .is_some_and(|key| key.as_bytes() < record.key.as_bytes())
+            {
+                next_in_snapshot = snapshot_keys.try_next().await?;
+            }
+            if next_in_snapshot.as_deref() != Some(record.key.as_str()) {
+                others.push(record.key);
+            }
+        }
+        let done: Vec<Option<i64>> = futures::stream::iter(others)
+            .map(|key| async move { delete_retrying(endpoints, &key).await })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        for at in done.into_iter().flatten() {
+            deleted += 1;
+            revision = revision.max(at);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok((deleted, revision)),
+        }
+    }
+}
+
+/// A delete retried as [`put_retrying`] retries a put: `None` when the key was already gone
+/// (its lease ran out, or someone else deleted it).
+async fn delete_retrying(endpoints: &Endpoints, key: &str) -> Result<Option<i64>, CliError> {
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..6 {
+        let deleted = endpoints
+            .call(|client| async move { client.delete(key, Precondition::None).await })
+            .await;
+        match deleted {
+            Ok(deleted) => return Ok(Some(deleted.revision)),
+            Err(kg_api::Error::NotFound { .. }) => return Ok(None),
+            Err(err) if err.is_connect() || matches!(err, kg_api::Error::Unavailable { .. }) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(CliError::Unavailable(format!(
+        "no node took the delete of {key:?}; the snapshot is restored, but keys it lacks \
+         may be left"
+    )))
 }
 
 /// A put that is retried while no node can take it (a node restarting, a failover): writing

@@ -119,7 +119,7 @@ async fn a_saved_snapshot_restores_every_value_and_lease_into_an_empty_cluster()
         "the lease's time left is kept: {left}"
     );
 
-    // --force writes the snapshot over what is there.
+    // --force replaces what is there: the store ends equal to the snapshot.
     let (code, forced) = kg(
         &[
             "-e",
@@ -137,7 +137,88 @@ async fn a_saved_snapshot_restores_every_value_and_lease_into_an_empty_cluster()
         forced.starts_with("restored 303 keys (2 leases) from "),
         "{forced}"
     );
-    assert_eq!(contents(&busy.endpoint).await.len(), 304);
+    assert_eq!(values(&contents(&busy.endpoint).await), values(&before));
+}
+
+/// The case: a 37-key snapshot restored with --force over a 3-key store (one key in
+/// common) leaves the 37 keys and nothing else; --merge keeps the store's other keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_restore_replaces_the_store_and_merge_keeps_its_other_keys() {
+    let source = spawn_node().await;
+    let e = source.endpoint.as_str();
+    for i in 0..37 {
+        kg(
+            &["-e", e, "put", &format!("k/{i:02}"), &format!("v{i}")],
+            "",
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("37.kgs");
+    let file_arg = file.to_str().unwrap();
+    assert_eq!(kg(&["-e", e, "snapshot", "save", file_arg], "").await.0, 0);
+    let wanted = contents(e).await;
+
+    let fill = |endpoint: String| async move {
+        for (key, value) in [("k/05", "old"), ("a-extra", "x"), ("z/extra", "y")] {
+            kg(&["-e", &endpoint, "put", key, value], "").await;
+        }
+    };
+    let target = spawn_node().await;
+    fill(target.endpoint.clone()).await;
+    let (code, refused) = kg(
+        &["-e", &target.endpoint, "snapshot", "restore", file_arg],
+        "",
+    )
+    .await;
+    assert_eq!(code, 2, "{refused}");
+    assert!(
+        refused.contains("--force") && refused.contains("--merge"),
+        "the refusal names both ways on: {refused}"
+    );
+    let (code, forced) = kg(
+        &kg_testkit::argv(&format!(
+            "-e {} -o json snapshot restore --force {file_arg}",
+            target.endpoint
+        )),
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{forced}");
+    let forced: serde_json::Value = serde_json::from_str(&forced).unwrap();
+    assert_eq!(
+        (forced["keys"].as_u64(), forced["deleted"].as_u64()),
+        (Some(37), Some(2))
+    );
+    assert_eq!(
+        contents(&target.endpoint).await,
+        wanted,
+        "equal to the snapshot"
+    );
+
+    let merged = spawn_node().await;
+    fill(merged.endpoint.clone()).await;
+    let (code, out) = kg(
+        &[
+            "-e",
+            &merged.endpoint,
+            "snapshot",
+            "restore",
+            "--merge",
+            file_arg,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("restored 37 keys (0 leases) from "),
+        "{out}"
+    );
+    let after = contents(&merged.endpoint).await;
+    assert_eq!(after.len(), 39, "{after:?}");
+    assert!(after.iter().any(|row| row.0 == "a-extra"));
+    assert!(after.contains(&("k/05".to_owned(), "v5".to_owned(), None)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
