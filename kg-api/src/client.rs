@@ -44,6 +44,11 @@ pub enum Error {
     /// The endpoint given is not a usable base URL.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
+    /// Something answered 404 that is not a KeyGrid node's "not found": another service on
+    /// that port (no `X-KeyGrid-Node` header), or a node asked for a path it has no route for
+    /// (a base URL with a path after the host). Never a missing key.
+    #[error("no KeyGrid API at {endpoint}: {reason}")]
+    NoApi { endpoint: String, reason: String },
 }
 
 impl Error {
@@ -64,6 +69,7 @@ impl Error {
             Error::PreconditionFailed { .. } => Some(StatusCode::PRECONDITION_FAILED),
             Error::Unavailable { .. } => Some(StatusCode::SERVICE_UNAVAILABLE),
             Error::Api { status, .. } => Some(*status),
+            Error::NoApi { .. } => Some(StatusCode::NOT_FOUND),
             Error::Transport { .. } | Error::Decode { .. } | Error::InvalidEndpoint { .. } => None,
         }
     }
@@ -192,7 +198,14 @@ impl Client {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let mut base = Url::parse(endpoint).map_err(|err| invalid(err.to_string()))?;
+        // A bare HOST:PORT is http, as etcdctl's --endpoints takes it. Without this,
+        // `localhost:8000` would parse as a URL of the scheme "localhost".
+        let url = if endpoint.contains("://") {
+            endpoint.to_owned()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let mut base = Url::parse(&url).map_err(|err| invalid(err.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(invalid("scheme must be http or https".into()));
         }
@@ -580,6 +593,8 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
+        let from_node = response.headers().contains_key(HEADER_NODE);
+        let path = response.url().path().to_owned();
         let detail = match response.json::<ErrorBody>().await {
             Ok(body) => body.detail,
             Err(_) => status
@@ -588,6 +603,20 @@ impl Client {
                 .to_owned(),
         };
         Err(match status {
+            StatusCode::NOT_FOUND if !from_node => Error::NoApi {
+                endpoint: self.base.to_string(),
+                reason: format!(
+                    "{path} answered 404 without the X-KeyGrid-Node header every node sends: \
+                     another service, or a proxy that does not lead to KeyGrid"
+                ),
+            },
+            StatusCode::NOT_FOUND if detail == DETAIL_ROUTE_NOT_FOUND => Error::NoApi {
+                endpoint: self.base.to_string(),
+                reason: format!(
+                    "the node has no route {path}: an endpoint is a node's base URL, such as \
+                     http://127.0.0.1:8000, with no path after the port"
+                ),
+            },
             StatusCode::NOT_FOUND => Error::NotFound { detail },
             StatusCode::PRECONDITION_FAILED => Error::PreconditionFailed { detail },
             StatusCode::SERVICE_UNAVAILABLE => Error::Unavailable { detail },

@@ -10,7 +10,8 @@ use kg_api::parse_duration;
 /// kg: talk to a KeyGrid cluster.
 ///
 /// Exit codes: 0 ok, 1 key not found (or a node unhealthy, for `health`), 2 usage error or
-/// rejected input, 3 precondition failed, 4 server or network unavailable, 130 interrupted.
+/// rejected input, 3 precondition failed, 4 server or network unavailable (or no KeyGrid API
+/// at the endpoint), 130 interrupted.
 #[derive(Debug, Parser)]
 #[command(name = "kg", version, about, long_about)]
 pub struct Cli {
@@ -24,7 +25,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOptions {
-    /// Node or load balancer URL; repeat it or give a comma-separated list to fail over.
+    /// Node or load balancer URL (a bare HOST:PORT is http); repeat it or give a
+    /// comma-separated list to fail over.
     #[arg(
         long,
         short = 'e',

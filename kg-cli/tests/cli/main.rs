@@ -330,6 +330,54 @@ async fn exit_codes_are_documented_and_distinct() {
     assert!(message.starts_with("error: cannot reach"), "{message}");
 }
 
+/// A 404 is "key not found" (exit 1) only when a KeyGrid node said so; a wrong path on a node,
+/// or another HTTP service, is "no KeyGrid API" (exit 4, as nothing could serve the request).
+#[tokio::test]
+async fn a_wrong_endpoint_is_no_keygrid_api_not_a_missing_key() {
+    let node = spawn_node().await;
+    let with_path = format!("{}/api", node.endpoint);
+    let (code, message) = kg(&["-e", &with_path, "get", "a"], "").await;
+    assert_eq!(code, 4, "{message}");
+    assert!(
+        message.starts_with(&format!("error: no KeyGrid API at {with_path}/")),
+        "{message}"
+    );
+    for (status, body) in [
+        ("404 Not Found", "Not Found"),
+        // Even the seed's body, from a server that is not a KeyGrid node.
+        ("404 Not Found", r#"{"detail":"Key not found"}"#),
+    ] {
+        let stranger = kg_testkit::stranger_endpoint(status, body).await;
+        let (code, message) = kg(&["-e", &stranger, "get", "a"], "").await;
+        assert_eq!(code, 4, "{body}: {message}");
+        assert!(
+            message.starts_with(&format!("error: no KeyGrid API at {stranger}/")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        kg(&["-e", &node.endpoint, "get", "a"], "").await,
+        (1, "error: Key not found".into()),
+        "the node's own 404 is still a missing key"
+    );
+}
+
+/// As etcdctl takes `--endpoints 127.0.0.1:2379`, kg takes a bare HOST:PORT as http.
+#[tokio::test]
+async fn a_bare_host_and_port_is_an_http_endpoint() {
+    let node = spawn_node().await;
+    let bare = node.endpoint.strip_prefix("http://").unwrap();
+    assert_eq!(
+        kg(&["-e", bare, "put", "k", "v"], "").await,
+        (0, "OK revision 1\n".into())
+    );
+    let localhost = bare.replace("127.0.0.1", "localhost");
+    assert_eq!(
+        kg(&["-e", &localhost, "get", "k"], "").await,
+        (0, "v\n".into())
+    );
+}
+
 #[tokio::test]
 async fn a_dead_endpoint_is_skipped_for_the_next_one() {
     let node = spawn_node().await;
