@@ -62,6 +62,11 @@ impl Error {
         matches!(self, Error::Transport { source, .. } if source.is_timeout())
     }
 
+    /// True when the connection was refused: nothing listens at the endpoint's port.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Transport { source, .. } if is_refused(source))
+    }
+
     /// The HTTP status the server answered with, or `None` when no answer arrived.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -83,13 +88,11 @@ fn transport_reason(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         return "timed out: no answer within the request timeout".to_owned();
     }
+    if is_refused(err) {
+        return "connection refused (is a node listening there?)".to_owned();
+    }
     let mut innermost: &dyn std::error::Error = err;
     while let Some(source) = innermost.source() {
-        if let Some(io) = source.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return "connection refused (is a node listening there?)".to_owned();
-            }
-        }
         innermost = source;
     }
     if err.is_connect() {
@@ -97,6 +100,20 @@ fn transport_reason(err: &reqwest::Error) -> String {
     } else {
         innermost.to_string()
     }
+}
+
+/// Whether an I/O error somewhere in `err`'s chain is a refused connection.
+fn is_refused(err: &reqwest::Error) -> bool {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(source) = cause.source() {
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = source;
+    }
+    false
 }
 
 /// A condition a write must meet, sent as an HTTP precondition header.

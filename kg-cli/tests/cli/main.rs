@@ -612,6 +612,67 @@ async fn health_and_status_report_each_node() {
     assert_eq!(json["node"], "cli-node");
 }
 
+/// A node that could not be checked says why in the table, not only `down`: one that wants a
+/// token, one that refuses connections, one that never answers, and one that is not KeyGrid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_why_each_node_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "secret read\n").unwrap();
+    let options = AppOptions {
+        node_id: Some("locked".to_owned()),
+        extra_args: vec![format!("--auth-tokens-file={}", tokens.display())],
+        ..AppOptions::default()
+    };
+    let locked = kg_testkit::spawn_node_in(dir.path(), None, options).await;
+    let dead = dead_endpoint();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let stranger = kg_testkit::stranger_endpoint("200 OK", "hello").await;
+    let args = [
+        "--timeout",
+        "300ms",
+        "-e",
+        &locked,
+        "-e",
+        &dead,
+        "-e",
+        &silent_endpoint,
+        "-e",
+        &stranger,
+        "health",
+    ];
+    let (code, table) = kg(&args, "").await;
+    assert_eq!(code, 1, "{table}");
+    let row = |endpoint: &str| {
+        table
+            .lines()
+            .find(|line| line.starts_with(endpoint))
+            .unwrap_or_else(|| panic!("no row for {endpoint}: {table}"))
+            .to_owned()
+    };
+    for (endpoint, cause) in [
+        (&locked, "down (auth required)"),
+        (&dead, "down (refused)"),
+        (&silent_endpoint, "down (timed out)"),
+        (&stranger, "down (not KeyGrid)"),
+    ] {
+        assert!(row(endpoint).contains(cause), "{endpoint}: {table}");
+    }
+    let json_args: Vec<&str> = [&["-o", "json"][..], &args].concat();
+    let (_, json) = kg(&json_args, "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (json[0]["status"].as_str(), json[0]["cause"].as_str()),
+        (Some("down"), Some("auth required")),
+        "{json}"
+    );
+    // With the token, the same node is ok.
+    let (code, table) = kg(&["--token", "secret", "-e", &locked, "health"], "").await;
+    assert_eq!(code, 0, "{table}");
+    drop(silent);
+}
+
 /// With Redis, `health` given one endpoint also checks every node that node has heard from.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_in_cluster_mode_checks_every_node_the_first_reports() {
