@@ -105,7 +105,8 @@ pub enum Command {
         #[arg(value_parser = clap::value_parser!(i64).range(0..))]
         revision: i64,
     },
-    /// Follow changes as they are committed; reconnects by itself.
+    /// Follow changes to a key, a prefix or every key as they are committed; reconnects by
+    /// itself, resuming after the last revision seen.
     Watch(WatchArgs),
     /// Check every endpoint: status, latency, database, cache, revision.
     Health,
@@ -301,11 +302,15 @@ pub struct ListArgs {
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Only keys starting with this.
+    /// The key to watch (with --prefix, every key starting with it); every key without one.
+    pub key: Option<String>,
+    /// Watch every key starting with KEY, as etcdctl watch --prefix.
     #[arg(long)]
-    pub prefix: Option<String>,
-    /// Replay every change above this revision first.
-    #[arg(long, value_name = "N")]
+    pub prefix: bool,
+    /// Start at revision N: replay the changes from N on first, N included (as etcdctl
+    /// watch --rev N). A replay gives each key's latest change since N.
+    #[arg(long, visible_alias = "rev", value_name = "N",
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub from_revision: Option<i64>,
     /// Exit after this many events.
     #[arg(long, value_name = "N")]

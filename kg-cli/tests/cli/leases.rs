@@ -58,7 +58,7 @@ async fn lease_commands_grant_keep_alive_show_list_and_revoke() {
     let (code, _) = kg(&["-e", e, "get", "svc/a"], "").await;
     assert_eq!(code, 1, "the key went with its lease");
     let (_, line) = kg(
-        &["-e", e, "watch", "--from-revision", "1", "--count", "1"],
+        &["-e", e, "watch", "--from-revision", "2", "--count", "1"],
         "",
     )
     .await;

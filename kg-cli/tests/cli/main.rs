@@ -582,6 +582,58 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
     );
 }
 
+/// `--from-revision N` starts at N, as `etcdctl watch --rev N` does; `kg watch KEY` watches
+/// that one key, and `--prefix` makes KEY a prefix, as in etcdctl.
+#[tokio::test]
+async fn watch_from_a_revision_includes_it_and_a_key_is_exact_unless_prefix() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    for (key, value) in [("w", "1"), ("w2", "2"), ("w/x", "3"), ("w", "4")] {
+        kg(&["-e", e, "put", key, value], "").await;
+    }
+    let raw_revisions = |args: String| async move {
+        let (code, out) = kg(&kg_testkit::argv(&args), "").await;
+        assert_eq!(code, 0, "{args}: {out}");
+        out.lines()
+            .map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    event["key"].as_str().unwrap().to_owned(),
+                    event["revision"].as_i64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        raw_revisions(format!("-e {e} -o json watch --from-revision 2 --count 1")).await,
+        [("w2".to_owned(), 2)],
+        "revision 2 itself comes first"
+    );
+    assert_eq!(
+        raw_revisions(format!(
+            "-e {e} -o json watch w --from-revision 2 --count 1"
+        ))
+        .await,
+        [("w".to_owned(), 4)],
+        "only the key w, not w2 or w/x"
+    );
+    assert_eq!(
+        raw_revisions(format!(
+            "-e {e} -o json watch w/ --prefix --from-revision 1 --count 1"
+        ))
+        .await,
+        [("w/x".to_owned(), 3)]
+    );
+    assert_eq!(
+        raw_revisions(format!(
+            "-e {e} -o json watch --prefix w --from-revision 2 --count 2"
+        ))
+        .await,
+        [("w2".to_owned(), 2), ("w/x".to_owned(), 3)],
+        "--prefix before its word reads the same"
+    );
+}
+
 #[tokio::test]
 async fn health_and_status_report_each_node() {
     let node = spawn_node().await;
