@@ -458,7 +458,7 @@ impl Client {
         limit: Option<u32>,
         after: Option<&str>,
     ) -> Result<KeyListResponse> {
-        self.list_page(prefix, limit, after, false).await
+        self.list_page(prefix, limit, after, false, None).await
     }
 
     /// `GET /api/keys?keys_only=true`: one page of keys with their metadata, no values.
@@ -468,7 +468,7 @@ impl Client {
         limit: Option<u32>,
         after: Option<&str>,
     ) -> Result<KeyListResponse> {
-        self.list_page(prefix, limit, after, true).await
+        self.list_page(prefix, limit, after, true, None).await
     }
 
     async fn list_page(
@@ -477,6 +477,7 @@ impl Client {
         limit: Option<u32>,
         after: Option<&str>,
         keys_only: bool,
+        revision: Option<i64>,
     ) -> Result<KeyListResponse> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(prefix) = prefix {
@@ -491,6 +492,9 @@ impl Client {
         if keys_only {
             query.push(("keys_only", "true".to_owned()));
         }
+        if let Some(revision) = revision {
+            query.push(("revision", revision.to_string()));
+        }
         let request = self.request(Method::GET, "api/keys").query(&query);
         let response = self.send(request).await?;
         self.json(response).await
@@ -498,9 +502,18 @@ impl Client {
 
     /// `GET /api/keys?count_only=true`: how many live keys start with `prefix`.
     pub async fn count(&self, prefix: Option<&str>) -> Result<u64> {
+        self.count_at(prefix, None).await
+    }
+
+    /// [`count`](Self::count) as the keys were at `revision` (now when `None`).
+    pub async fn count_at(&self, prefix: Option<&str>, revision: Option<i64>) -> Result<u64> {
+        let revision = revision.map(|revision| revision.to_string());
         let mut query = vec![("count_only", "true")];
         if let Some(prefix) = prefix {
             query.push(("prefix", prefix));
+        }
+        if let Some(revision) = &revision {
+            query.push(("revision", revision));
         }
         let request = self.request(Method::GET, "api/keys").query(&query);
         let response = self.send(request).await?;
@@ -523,13 +536,27 @@ impl Client {
         keys_only: bool,
         page_size: u32,
     ) -> Result<Vec<KeyRecord>> {
+        self.list_up_to_at(prefix, limit, keys_only, page_size, None)
+            .await
+    }
+
+    /// [`list_up_to`](Self::list_up_to) as the keys were at `revision` (now when `None`): every
+    /// page asks for the same revision, so the listing is one consistent view.
+    pub async fn list_up_to_at(
+        &self,
+        prefix: Option<&str>,
+        limit: Option<usize>,
+        keys_only: bool,
+        page_size: u32,
+        revision: Option<i64>,
+    ) -> Result<Vec<KeyRecord>> {
         let wanted = limit.unwrap_or(usize::MAX);
         let mut keys = Vec::new();
         let mut after: Option<String> = None;
         while keys.len() < wanted {
             let size = u32::try_from(wanted - keys.len()).map_or(page_size, |n| n.min(page_size));
             let page = self
-                .list_page(prefix, Some(size), after.as_deref(), keys_only)
+                .list_page(prefix, Some(size), after.as_deref(), keys_only, revision)
                 .await?;
             keys.extend(page.keys);
             match page.next {

@@ -67,6 +67,7 @@ pub enum Command {
     /// Read a key's value.
     Get(GetArgs),
     /// Delete a key, or with --prefix every key under a prefix at one revision.
+    #[command(visible_alias = "del")]
     Delete(DeleteArgs),
     /// List keys in byte order, walking every page.
     List(ListArgs),
@@ -110,7 +111,12 @@ pub enum Command {
     Watch(WatchArgs),
     /// Check every endpoint: status, latency, database, cache, revision.
     Health,
-    /// Show the answering node's full status.
+    /// Show a row per endpoint: node, version, revision, database, cache (etcdctl endpoint
+    /// status).
+    ///
+    /// DB_LEADER says whether the node's database connection reaches the data tier's leader
+    /// (the PostgreSQL primary); `-o json` gives each node's whole status. Exits 1 if an
+    /// endpoint did not answer.
     Status,
     /// Grant, keep alive, revoke and inspect leases: a leased key is deleted when its lease
     /// expires or is revoked.
@@ -123,7 +129,8 @@ pub enum Command {
     /// is released on exit; if kg is killed, it frees itself when the lease's TTL runs out.
     /// Prints the lock's key once held. With a command, exits with the command's status.
     Lock(LockArgs),
-    /// Save every live key at one revision to a file, or load such a file into a cluster.
+    /// Save every live key at one revision to a file, load such a file into a cluster, or
+    /// check one.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// Run the seed's failover drill under load and judge it: PASS exits 0, FAIL exits 1.
@@ -185,7 +192,8 @@ pub enum SnapshotCommand {
     /// (a header, one line per key, an end line that counts them). Written to FILE.part and
     /// renamed to FILE once whole, so FILE is never a snapshot cut short.
     Save {
-        /// Where to write the snapshot.
+        /// Where to write the snapshot; `-` writes it to standard output (and what was saved
+        /// to standard error).
         file: PathBuf,
     },
     /// Load a saved snapshot into a cluster, keeping every value; prints what it restored.
@@ -196,7 +204,7 @@ pub enum SnapshotCommand {
     /// (the cluster's own); a leased key gets a new lease with the time its lease had left
     /// when the snapshot was taken, keys that shared a lease sharing the new one.
     Restore {
-        /// A file written by `kg snapshot save`.
+        /// A file written by `kg snapshot save`; `-` reads it from standard input.
         file: PathBuf,
         /// Load into a cluster that already holds keys, replacing them: the snapshot's keys
         /// are written over them and every key it lacks is deleted.
@@ -209,6 +217,12 @@ pub enum SnapshotCommand {
         /// Writes in flight at once.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
+    },
+    /// Check a snapshot file whole, as a restore would, and print what it holds: its revision,
+    /// when it was taken, its keys and leases, its size and its SHA-256. Needs no cluster.
+    Status {
+        /// A file written by `kg snapshot save`; `-` reads it from standard input.
+        file: PathBuf,
     },
 }
 
@@ -244,10 +258,21 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    /// The key; with --prefix, the prefix.
     pub key: String,
     /// Read the key as it was at this revision (as etcdctl get --rev).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, visible_alias = "rev", value_name = "N",
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub revision: Option<i64>,
+    /// List every key starting with KEY, as `kg list --prefix KEY` (etcdctl get --prefix).
+    #[arg(long)]
+    pub prefix: bool,
+    /// With --prefix: stop after this many keys.
+    #[arg(long, value_name = "N", requires = "prefix")]
+    pub limit: Option<usize>,
+    /// With --prefix: print only the keys.
+    #[arg(long, requires = "prefix")]
+    pub keys_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +323,10 @@ pub struct ListArgs {
     /// Print only how many keys there are under the prefix.
     #[arg(long, conflicts_with = "limit")]
     pub count: bool,
+    /// List the keys as they were at this revision (as etcdctl get --rev).
+    #[arg(long, visible_alias = "rev", value_name = "N",
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub revision: Option<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -61,12 +61,51 @@ impl From<kg_api::Error> for CliError {
     }
 }
 
-/// Exit code of a command that ran but found something wrong (`health` with a sick node).
+/// Exit code of a command that ran but found something wrong (`health` with a sick node,
+/// `status` with an endpoint that did not answer).
 pub const EXIT_UNHEALTHY: u8 = 1;
+
+/// What kg knows of the terminal it runs at. Tests run as if at none, so that what they see
+/// does not depend on where they run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Terminal {
+    /// Standard output's width in columns when it is a terminal (or `COLUMNS` names one):
+    /// `kg list` cuts values to fit it.
+    pub width: Option<usize>,
+}
+
+impl Terminal {
+    /// The terminal of this process: `COLUMNS` if set, else standard output's own width.
+    pub fn detect() -> Self {
+        use std::io::IsTerminal as _;
+        let from_env = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|columns| columns.trim().parse::<usize>().ok())
+            .filter(|columns| *columns > 0);
+        let width = from_env.or_else(|| {
+            std::io::stdout()
+                .is_terminal()
+                .then(|| crossterm::terminal::size().ok())
+                .flatten()
+                .map(|(columns, _)| usize::from(columns))
+        });
+        Self { width }
+    }
+}
 
 /// Runs one command, writing results to `out` and reading `-` values from `input`; returns
 /// the exit code of a command that ran (0, or 1 for an unhealthy `health`).
 pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<u8, CliError> {
+    run_at(cli, out, input, Terminal::default()).await
+}
+
+/// [`run`] at `terminal`.
+pub async fn run_at(
+    cli: Cli,
+    out: &mut dyn Write,
+    input: &mut dyn Read,
+    terminal: Terminal,
+) -> Result<u8, CliError> {
     use commands::{failover, health, history, keys, leases, list, snapshot, status, txn, watch};
     let options = ClientOptions {
         timeout: cli.global.timeout,
@@ -76,6 +115,20 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
     let format = cli.global.output;
     match cli.command {
         Command::Put(args) => emit(out, format, &keys::put(&endpoints, args, input).await?)?,
+        Command::Get(args) if args.prefix => {
+            let args = cli::ListArgs {
+                prefix: args.key,
+                limit: args.limit,
+                keys_only: args.keys_only,
+                count: false,
+                revision: args.revision,
+            };
+            emit(
+                out,
+                format,
+                &list::list(&endpoints, &args, terminal.width).await?,
+            )?;
+        }
         Command::Get(args) => emit(out, format, &keys::get(&endpoints, args).await?)?,
         Command::Delete(args) if args.prefix || args.all => {
             emit(out, format, &keys::delete_range(&endpoints, args).await?)?;
@@ -84,7 +137,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
         Command::List(args) if args.count => {
             emit(out, format, &list::count(&endpoints, &args).await?)?;
         }
-        Command::List(args) => emit(out, format, &list::list(&endpoints, &args).await?)?,
+        Command::List(args) => {
+            emit(
+                out,
+                format,
+                &list::list(&endpoints, &args, terminal.width).await?,
+            )?;
+        }
         Command::Txn(args) => emit(out, format, &txn::txn(&endpoints, args, input).await?)?,
         Command::History(args) => emit(out, format, &history::history(&endpoints, args).await?)?,
         Command::Compact { revision } => {
@@ -96,11 +155,19 @@ pub async fn run(cli: Cli, out: &mut dyn Write, input: &mut dyn Read) -> Result<
             emit(out, format, &health)?;
             return Ok(if health.healthy() { 0 } else { EXIT_UNHEALTHY });
         }
-        Command::Status => emit(out, format, &status::status(&endpoints).await?)?,
+        Command::Status => {
+            let status = status::status(&endpoints).await?;
+            emit(out, format, &status)?;
+            return Ok(if status.all_answered() {
+                0
+            } else {
+                EXIT_UNHEALTHY
+            });
+        }
         Command::Lease(command) => return leases::lease(&endpoints, command, format, out).await,
         Command::Lock(args) => return leases::lock(&endpoints, args, format, out).await,
         Command::Snapshot(command) => {
-            return snapshot::snapshot(&endpoints, command, format, out).await
+            return snapshot::snapshot(&endpoints, command, format, out, input).await
         }
         Command::Completions(args) => {
             // Into a buffer first: clap_complete panics when its writer fails, and a closed

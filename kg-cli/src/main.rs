@@ -4,7 +4,7 @@ use std::io::{self, ErrorKind, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use kg_cli::{run, Cli, CliError, Command};
+use kg_cli::{run_at, Cli, CliError, Command, Terminal};
 
 /// Exit code after ctrl-c, as shells report SIGINT.
 const EXIT_INTERRUPTED: u8 = 130;
@@ -15,12 +15,13 @@ async fn main() -> ExitCode {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     let mut input = io::stdin().lock();
+    let terminal = Terminal::detect();
     // `kg lock` handles ctrl-c itself: it must release the lock before it exits.
     let result = if matches!(cli.command, Command::Lock(_)) {
-        run(cli, &mut out, &mut input).await
+        run_at(cli, &mut out, &mut input, terminal).await
     } else {
         tokio::select! {
-            result = run(cli, &mut out, &mut input) => result,
+            result = run_at(cli, &mut out, &mut input, terminal) => result,
             _ = tokio::signal::ctrl_c() => return ExitCode::from(EXIT_INTERRUPTED),
         }
     };

@@ -131,7 +131,7 @@ pub async fn health(endpoints: &Endpoints, options: &ClientOptions) -> Result<He
 
 /// Why a status request failed, in the words a user acts on: a token to give, a node to
 /// start, a network to look at, or an endpoint that is not KeyGrid at all.
-fn cause(err: &kg_api::Error) -> &'static str {
+pub(crate) fn cause(err: &kg_api::Error) -> &'static str {
     use kg_api::Error as E;
     match err {
         _ if err.is_refused() => "refused",

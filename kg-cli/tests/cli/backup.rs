@@ -285,3 +285,75 @@ async fn a_damaged_snapshot_file_is_refused_before_anything_is_written() {
         "nothing was written"
     );
 }
+
+/// `kg snapshot save -` writes the snapshot to stdout, `restore -` reads one from stdin, and
+/// `kg snapshot status FILE` says what a file holds (keys, revision, size, checksum) after
+/// checking it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_go_through_stdout_and_stdin_and_status_describes_a_file() {
+    use sha2::Digest as _;
+    let source = spawn_node().await;
+    let e = source.endpoint.as_str();
+    for key in ["a", "b", "c"] {
+        kg(&["-e", e, "put", key, key], "").await;
+    }
+    let (_, lease) = kg(&["-e", e, "-o", "raw", "lease", "grant", "300s"], "").await;
+    kg(&["-e", e, "put", "d", "d", "--lease", lease.trim()], "").await;
+    let (code, snapshot) = kg(&["-e", e, "snapshot", "save", "-"], "").await;
+    assert_eq!(code, 0, "{snapshot}");
+    assert_eq!(
+        snapshot.lines().count(),
+        6,
+        "header, four keys, end: {snapshot}"
+    );
+    assert!(
+        snapshot.starts_with("{\"format\":\"keygrid-snapshot\""),
+        "{snapshot}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("four.kgs");
+    std::fs::write(&file, &snapshot).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let (code, status) = kg(&["-o", "json", "snapshot", "status", file_arg], "").await;
+    assert_eq!(code, 0, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let sha256 = format!("{:x}", sha2::Sha256::digest(snapshot.as_bytes()));
+    assert_eq!(
+        (
+            status["keys"].as_u64(),
+            status["revision"].as_i64(),
+            status["leases"].as_u64(),
+            status["bytes"].as_u64(),
+            status["sha256"].as_str()
+        ),
+        (
+            Some(4),
+            Some(4),
+            Some(1),
+            Some(snapshot.len() as u64),
+            Some(sha256.as_str())
+        ),
+        "{status}"
+    );
+    let (code, text) = kg(&["snapshot", "status", file_arg], "").await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&sha256) && text.contains("keys"), "{text}");
+    std::fs::write(&file, &snapshot[..snapshot.len() - 5]).unwrap();
+    let (code, damaged) = kg(&["snapshot", "status", file_arg], "").await;
+    assert_eq!(code, 2, "{damaged}");
+    assert!(damaged.contains("is not a whole snapshot"), "{damaged}");
+
+    let target = spawn_node().await;
+    let (code, restored) = kg(
+        &["-e", &target.endpoint, "snapshot", "restore", "-"],
+        &snapshot,
+    )
+    .await;
+    assert_eq!(code, 0, "{restored}");
+    assert!(
+        restored.starts_with("restored 4 keys (") && restored.contains(" from standard input "),
+        "{restored}"
+    );
+    assert_eq!(contents(&target.endpoint).await.len(), 4);
+}

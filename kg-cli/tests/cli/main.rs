@@ -439,6 +439,181 @@ async fn list_walks_every_page_and_prints_an_aligned_table() {
     assert!(json[0].get("value").is_none(), "{json}");
 }
 
+/// What etcdctl users type: `kg list --revision R` lists the keys as they were, `kg get P
+/// --prefix` lists a prefix, and `kg del` deletes.
+#[tokio::test]
+async fn list_at_a_revision_get_prefix_and_del_as_etcdctl_users_type_them() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    for args in ["put p/a 1", "put p/b 2", "put p/a 3", "put q x"] {
+        kg(&kg_testkit::argv(&format!("-e {e} {args}")), "").await;
+    }
+    assert_eq!(
+        kg(
+            &kg_testkit::argv(&format!("-e {e} -o raw list --prefix p/ --revision 2")),
+            ""
+        )
+        .await,
+        (0, "p/a\t1\np/b\t2\n".into())
+    );
+    assert_eq!(
+        kg(
+            &kg_testkit::argv(&format!("-e {e} -o raw get p/ --prefix")),
+            ""
+        )
+        .await,
+        (0, "p/a\t3\np/b\t2\n".into())
+    );
+    assert_eq!(
+        kg(
+            &kg_testkit::argv(&format!("-e {e} -o raw get p/ --prefix --revision 1")),
+            ""
+        )
+        .await,
+        (0, "p/a\t1\n".into())
+    );
+    assert_eq!(
+        kg(&kg_testkit::argv(&format!("-e {e} del q")), "").await,
+        (0, "OK revision 5\n".into())
+    );
+    assert_eq!(
+        kg(&kg_testkit::argv(&format!("-e {e} del p/ --prefix")), "").await,
+        (0, "OK deleted 2 keys at revision 6\n".into())
+    );
+    let (code, message) = kg(&kg_testkit::argv(&format!("-e {e} list --revision 99")), "").await;
+    assert_eq!(code, 2, "{message}");
+}
+
+/// `kg list`'s table shows each value and the time its lease has left; at a terminal (here
+/// COLUMNS, which kg reads as a terminal's width) a long value is cut to fit the line.
+#[tokio::test]
+async fn the_list_table_shows_values_and_ttl_cut_to_the_terminal_width() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    kg(&["-e", e, "put", "a", "short"], "").await;
+    kg(&["-e", e, "put", "b", &"long value ".repeat(20)], "").await;
+    kg(&["-e", e, "put", "c", "two\nlines", "--ttl", "300s"], "").await;
+    // The real binary, which reads its terminal's width; the node serves from this runtime
+    // while it runs.
+    let run = |columns: Option<&'static str>| async move {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kg"));
+        command.args(["-e", e, "list"]).env_remove("COLUMNS");
+        if let Some(columns) = columns {
+            command.env("COLUMNS", columns);
+        }
+        let output = command.output().await.unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = run(Some("60")).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].contains("TTL") && lines[0].ends_with("VALUE"),
+        "{table}"
+    );
+    for line in &lines {
+        assert!(
+            columns(line) <= 60,
+            "a line wider than the terminal: {line:?}"
+        );
+    }
+    assert!(
+        lines[1].ends_with("  -  short") || lines[1].contains(" short"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("long value long") && lines[2].ends_with('…'),
+        "{table}"
+    );
+    assert!(
+        lines[3].ends_with("two\\nlines"),
+        "one line per key: {table}"
+    );
+    let ttl = lines[3].split_whitespace().nth(4).unwrap();
+    let seconds: f64 = ttl.strip_suffix('s').unwrap().parse().unwrap();
+    assert!(seconds > 0.0 && seconds <= 300.0, "{table}");
+    // Not at a terminal, nothing is cut.
+    let whole = run(None).await;
+    assert!(
+        whole.contains(&"long value ".repeat(20).trim_end().to_owned()),
+        "{whole}"
+    );
+}
+
+/// A line's width in terminal columns: every character kg's tables print here is one wide.
+fn columns(line: &str) -> usize {
+    line.chars().count()
+}
+
+/// `kg status` is etcdctl's `endpoint status`: a row per endpoint, with its node, version,
+/// revision, database, whether that database is the data tier's leader, and cache.
+#[tokio::test]
+async fn status_is_a_table_of_every_endpoint() {
+    let sqlite = spawn_node().await;
+    let postgres = kg_testkit::spawn_app(kg_testkit::Backend::Postgres).await;
+    let dead = dead_endpoint();
+    kg(&["-e", &sqlite.endpoint, "put", "k", "v"], "").await;
+    let args = [
+        "--timeout",
+        "1s",
+        "-e",
+        &sqlite.endpoint,
+        "-e",
+        &postgres.base,
+        "-e",
+        &dead,
+        "status",
+    ];
+    let (code, table) = kg(&args, "").await;
+    assert_eq!(code, 1, "an endpoint that did not answer: {table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and a row per endpoint: {table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ENDPOINT",
+            "NODE",
+            "VERSION",
+            "REVISION",
+            "DATABASE",
+            "DB_LEADER",
+            "CACHE",
+            "UPTIME"
+        ],
+        "{table}"
+    );
+    let cells = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first = cells(lines[1]);
+    assert_eq!(
+        (first[0].as_str(), first[1].as_str(), first[3].as_str()),
+        (sqlite.endpoint.as_str(), "cli-node", "1"),
+        "{table}"
+    );
+    assert_eq!(
+        (first[4].as_str(), first[5].as_str()),
+        ("sqlite", "ok"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("postgres ok") && lines[2].contains(" yes "),
+        "{table}"
+    );
+    assert!(lines[3].contains("down (refused)"), "{table}");
+    let (_, json) = kg(&[&["-o", "json"][..], &args].concat(), "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[0]["status"]["node"], "cli-node", "{json}");
+    assert_eq!(json[1]["status"]["database"]["primary"], true, "{json}");
+    assert_eq!(json[2]["cause"], "refused", "{json}");
+    let (code, _) = kg(&["-e", &sqlite.endpoint, "status"], "").await;
+    assert_eq!(code, 0);
+}
+
 #[tokio::test]
 async fn a_closed_pipe_ends_completions_quietly() {
     // `kg completions fish | head -5`: the write fails, and kg reports it as an output error
@@ -657,11 +832,11 @@ async fn health_and_status_report_each_node() {
 
     let (code, status) = kg(&["-e", e, "status"], "").await;
     assert_eq!(code, 0);
-    assert!(status.contains("node      cli-node"), "{status}");
-    assert!(status.contains("database  sqlite (ok)"), "{status}");
+    assert!(status.contains(" cli-node "), "{status}");
+    assert!(status.contains(" sqlite ok "), "{status}");
     let (_, json) = kg(&["-e", e, "-o", "json", "status"], "").await;
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(json["node"], "cli-node");
+    assert_eq!(json[0]["status"]["node"], "cli-node");
 }
 
 /// A node that could not be checked says why in the table, not only `down`: one that wants a
