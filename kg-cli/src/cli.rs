@@ -9,9 +9,10 @@ use kg_api::parse_duration;
 
 /// kg: talk to a KeyGrid cluster.
 ///
-/// Exit codes: 0 ok, 1 key not found (or a node unhealthy, for `health`), 2 usage error or
-/// rejected input, 3 precondition failed, 4 server or network unavailable (or no KeyGrid API
-/// at the endpoint), 130 interrupted.
+/// Exit codes: 0 ok, 1 key not found (or a node unhealthy, for `health` and `status`), 2
+/// usage error, rejected input, or a local file that cannot be read or written, 3
+/// precondition failed, 4 server or network unavailable (or no KeyGrid API at the endpoint),
+/// 130 interrupted (ctrl-c).
 #[derive(Debug, Parser)]
 #[command(name = "kg", version, about, long_about)]
 pub struct Cli {

@@ -24,13 +24,18 @@ pub enum CliError {
     /// Bad arguments, or input the server rejected: exit 2.
     #[error("{0}")]
     Usage(String),
+    /// A local file (or standard input) that cannot be read or written: exit 2, as a usage
+    /// error, for the fix is on this machine, not the server's.
+    #[error("{0}")]
+    File(String),
     /// A precondition (--if-revision, --create-only) did not hold: exit 3.
     #[error("{0}")]
     Precondition(String),
     /// No node answered, or it could not serve: exit 4.
     #[error("{0}")]
     Unavailable(String),
-    /// Writing the output failed (other than a closed pipe, which counts as success).
+    /// Writing the output failed (other than a closed pipe, which counts as success): exit 2,
+    /// a local file error too.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
 }
@@ -39,9 +44,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::NotFound(_) => 1,
-            CliError::Usage(_) => 2,
+            CliError::Usage(_) | CliError::File(_) | CliError::Output(_) => 2,
             CliError::Precondition(_) => 3,
-            CliError::Unavailable(_) | CliError::Output(_) => 4,
+            CliError::Unavailable(_) => 4,
         }
     }
 }

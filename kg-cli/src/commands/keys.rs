@@ -70,7 +70,7 @@ pub async fn put(
         let mut value = String::new();
         input
             .read_to_string(&mut value)
-            .map_err(|err| CliError::Usage(format!("cannot read the value from stdin: {err}")))?;
+            .map_err(|err| CliError::File(format!("cannot read the value from stdin: {err}")))?;
         value
     } else {
         args.value

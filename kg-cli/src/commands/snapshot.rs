@@ -86,10 +86,10 @@ impl Source {
             });
         }
         let spool_error =
-            |err: io::Error| CliError::Usage(format!("cannot copy standard input aside: {err}"));
+            |err: io::Error| CliError::File(format!("cannot copy standard input aside: {err}"));
         let mut spool = tempfile::NamedTempFile::new().map_err(spool_error)?;
         io::copy(input, &mut spool)
-            .map_err(|err| CliError::Usage(format!("cannot read standard input: {err}")))?;
+            .map_err(|err| CliError::File(format!("cannot read standard input: {err}")))?;
         spool.flush().map_err(spool_error)?;
         Ok(Self {
             path: spool.path().to_owned(),
@@ -168,18 +168,18 @@ pub async fn save(endpoints: &Endpoints, file: &Path, progress: bool) -> Result<
         Err(err) => {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(match err {
-                CliError::Output(io) => CliError::Output(io::Error::new(
-                    io.kind(),
-                    format!("{}: {io}", part.display()),
-                )),
+                CliError::Output(io) => {
+                    CliError::File(format!("cannot write {}: {io}", part.display()))
+                }
                 other => other,
             });
         }
     };
     tokio::fs::rename(&part, file).await.map_err(|err| {
-        CliError::Output(io::Error::new(
-            err.kind(),
-            format!("renaming {} to {}: {err}", part.display(), file.display()),
+        CliError::File(format!(
+            "cannot rename {} to {}: {err}",
+            part.display(),
+            file.display()
         ))
     })?;
     Ok(Saved {
@@ -548,7 +548,7 @@ async fn records(
 async fn open(file: &Source) -> Result<BufReader<tokio::fs::File>, CliError> {
     let opened = tokio::fs::File::open(&file.path)
         .await
-        .map_err(|err| CliError::Usage(format!("cannot read {file}: {err}")))?;
+        .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))?;
     Ok(BufReader::new(opened))
 }
 
@@ -559,7 +559,7 @@ async fn next_line(
     lines
         .next_line()
         .await
-        .map_err(|err| CliError::Usage(format!("cannot read {file}: {err}")))
+        .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))
 }
 
 /// What `kg snapshot status` found in a file that it read whole and checked.
@@ -604,10 +604,10 @@ pub async fn status(file: &Source) -> Result<SnapshotStatus, CliError> {
     let mut hasher = sha2::Sha256::new();
     let bytes = io::copy(
         &mut std::fs::File::open(&file.path)
-            .map_err(|err| CliError::Usage(format!("cannot read {file}: {err}")))?,
+            .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))?,
         &mut hasher,
     )
-    .map_err(|err| CliError::Usage(format!("cannot read {file}: {err}")))?;
+    .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))?;
     Ok(SnapshotStatus {
         file: match file._spool {
             Some(_) => PathBuf::from(STDIO),

@@ -54,12 +54,12 @@ pub async fn txn(
 ) -> Result<TxnDone, CliError> {
     let text = match args.file.as_deref() {
         Some(path) if path.as_os_str() != "-" => std::fs::read_to_string(path)
-            .map_err(|err| CliError::Usage(format!("cannot read {}: {err}", path.display())))?,
+            .map_err(|err| CliError::File(format!("cannot read {}: {err}", path.display())))?,
         _ => {
             let mut text = String::new();
             input
                 .read_to_string(&mut text)
-                .map_err(|err| CliError::Usage(format!("cannot read standard input: {err}")))?;
+                .map_err(|err| CliError::File(format!("cannot read standard input: {err}")))?;
             text
         }
     };

@@ -11,6 +11,7 @@ mod backup;
 #[path = "../common/kg.rs"]
 mod common;
 use common::kg;
+mod interrupt;
 mod leases;
 
 /// A node on embedded SQLite in a temporary directory.
@@ -960,6 +961,8 @@ fn errors_map_to_exit_codes() {
     check(CliError::Usage("x".into()), 2);
     check(CliError::Precondition("x".into()), 3);
     check(CliError::Unavailable("x".into()), 4);
+    check(CliError::File("x".into()), 2);
+    check(CliError::Output(std::io::ErrorKind::StorageFull.into()), 2);
 }
 
 /// The drill's verdict logic on a real node: with `--runtime command` the "stop" commands
