@@ -93,9 +93,11 @@ pub enum Command {
     ///   get a
     ///
     /// (compare targets value, mod, create, ver, exists; ops put KEY VALUE [--lease ID],
-    /// get KEY, del KEY, del --prefix PREFIX; words quoted as in a shell). Prints SUCCESS or
-    /// FAILURE (which branch ran) and the revision, then one line per op; exits 0 either way,
-    /// as etcdctl txn does.
+    /// get KEY, del KEY, del --prefix PREFIX; words quoted as in a shell). At a terminal
+    /// without FILE, prompts for the compares, the success ops and the failure ops in turn,
+    /// each ended by an empty line, as etcdctl's interactive txn. Prints SUCCESS or FAILURE
+    /// (which branch ran) and the revision, then one line per op; exits 0 either way, as
+    /// etcdctl txn does. A transaction with no compare and no op is a usage error.
     Txn(TxnArgs),
     /// List a key's versions, newest first: every put and delete since the compact revision.
     History(HistoryArgs),

@@ -74,6 +74,8 @@ pub const EXIT_UNHEALTHY: u8 = 1;
 /// does not depend on where they run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Terminal {
+    /// Standard input is a terminal: `kg txn` prompts for each part of the transaction.
+    pub stdin: bool,
     /// Standard output's width in columns when it is a terminal (or `COLUMNS` names one):
     /// `kg list` cuts values to fit it.
     pub width: Option<usize>,
@@ -94,7 +96,10 @@ impl Terminal {
                 .flatten()
                 .map(|(columns, _)| usize::from(columns))
         });
-        Self { width }
+        Self {
+            stdin: std::io::stdin().is_terminal(),
+            width,
+        }
     }
 }
 
@@ -149,7 +154,11 @@ pub async fn run_at(
                 &list::list(&endpoints, &args, terminal.width).await?,
             )?;
         }
-        Command::Txn(args) => emit(out, format, &txn::txn(&endpoints, args, input).await?)?,
+        Command::Txn(args) => emit(
+            out,
+            format,
+            &txn::txn(&endpoints, args, input, terminal.stdin).await?,
+        )?,
         Command::History(args) => emit(out, format, &history::history(&endpoints, args).await?)?,
         Command::Compact { revision } => {
             emit(out, format, &history::compact(&endpoints, revision).await?)?

@@ -1,15 +1,17 @@
 //! KeyGrid's test kit, used by every crate's tests (dev-only): real nodes on free ports over
-//! fresh databases, throwaway PostgreSQL and Redis servers, and the table of hostile requests
-//! that the node's own tests and the cluster tests both send.
+//! fresh databases, throwaway PostgreSQL and Redis servers, the table of hostile requests
+//! that the node's own tests and the cluster tests both send, and a real terminal (tmux).
 
 #![allow(clippy::unwrap_used)] // a test helper that fails fails its test, with the location
 
 pub mod hostile;
 pub mod node;
 pub mod servers;
+pub mod tmux;
 
 pub use node::*;
 pub use servers::*;
+pub use tmux::Tmux;
 
 /// The words of a command line, split on whitespace: tests write a command's arguments as one
 /// line, as a user types them, instead of an array of one word a line.

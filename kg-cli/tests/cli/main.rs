@@ -13,6 +13,7 @@ mod common;
 use common::kg;
 mod interrupt;
 mod leases;
+mod txn;
 
 /// A node on embedded SQLite in a temporary directory.
 struct Node {

@@ -113,8 +113,8 @@ fn check(request: &TxnRequest, max_value_bytes: usize) -> Result<(), Error> {
         );
         if !fits {
             return unprocessable(format!(
-                "compare[{at}]: target {:?} takes {}",
-                compare.target,
+                "compare[{at}]: target {} takes {}",
+                compare.target.as_str(),
                 match compare.target {
                     CompareTarget::Value => "a string value",
                     CompareTarget::Exists => "a boolean value",

@@ -3,10 +3,10 @@
 //! terminal (same `stty` settings before and after, alternate screen left).
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kg_api::Precondition;
+use kg_testkit::Tmux;
 
 fn redis_url() -> String {
     kg_testkit::test_redis_url()
@@ -23,74 +23,6 @@ async fn spawn_node(dir: &Path, prefix: Option<&str>) -> String {
         ..options
     };
     kg_testkit::spawn_node_in(dir, None, options).await
-}
-
-/// A tmux server of the test's own, so it never touches a user's sessions.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    /// A 100×30 session named `tui` running `script` under `sh`, on a server named for `name`.
-    fn start(name: &str, script: &str) -> Self {
-        Self::start_sized(name, script, 100, 30)
-    }
-
-    /// The same, `width` × `height`.
-    fn start_sized(name: &str, script: &str, width: u16, height: u16) -> Self {
-        let (width, height) = (width.to_string(), height.to_string());
-        let tmux = Tmux {
-            socket: format!("kgtui-test-{}-{name}", std::process::id()),
-        };
-        let started = tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "tui",
-            "-x",
-            &width,
-            "-y",
-            &height,
-            "sh",
-            "-c",
-            script,
-        ]);
-        assert!(started.status.success(), "{started:?}");
-        tmux
-    }
-
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux is missing: apt-get install tmux (scripts/test.sh installs it)")
-    }
-
-    fn screen(&self) -> String {
-        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "tui"]).stdout).into_owned()
-    }
-
-    async fn wait_for(&self, what: &str, within: Duration, check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let screen = self.screen();
-            if check(&screen) {
-                return screen;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} did not appear within {within:?}:\n{screen}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.run(&["kill-server"]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
