@@ -11,6 +11,7 @@
 use std::process::Output;
 
 mod leases;
+mod story;
 mod txn;
 
 use serde_json::Value;
