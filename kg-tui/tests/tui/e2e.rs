@@ -189,6 +189,43 @@ async fn drive(dir: &Path, endpoint: &str, args: &str, connected: &str, name: &s
     );
 }
 
+/// The event list starts with what happened before kg-tui did (the last revisions, from a
+/// watch replay), with Redis and without it, rather than empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_list_starts_with_the_recent_history() {
+    for redis in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("kgtui-{}", uuid::Uuid::new_v4().simple());
+        let endpoint = spawn_node(dir.path(), redis.then_some(prefix.as_str())).await;
+        let client = kg_api::Client::new(&endpoint).unwrap();
+        for key in ["early/1", "early/2", "early/3"] {
+            client.put(key, "v", Precondition::None).await.unwrap();
+        }
+        client.delete("early/2", Precondition::None).await.unwrap();
+        let args = if redis {
+            format!("--redis-url {} --redis-prefix {prefix}", redis_url())
+        } else {
+            String::new()
+        };
+        let script = format!(
+            "{bin} --endpoint {endpoint} {args}; sleep 30",
+            bin = env!("CARGO_BIN_EXE_kg-tui"),
+        );
+        let tmux = Tmux::start(&format!("recent-{redis}"), &script);
+        let screen = tmux
+            .wait_for("the history", Duration::from_secs(30), |s| {
+                s.contains("PUT early/3") && s.contains("DEL early/2")
+            })
+            .await;
+        assert!(
+            screen.contains("PUT early/1"),
+            "redis {redis}:
+{screen}"
+        );
+        tmux.keys(&["q"]);
+    }
+}
+
 /// When Redis goes away the header says so, and the subscriber comes back by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_screen_says_when_redis_is_unreachable_and_the_feed_reconnects() {
