@@ -2,8 +2,6 @@
 //! in tmux), an empty transaction refused, etcdctl's `--lease=` and `lease("k")` handled, and
 //! errors in the JSON's own words.
 
-use std::time::Duration;
-
 use kg_testkit::Tmux;
 
 use super::{kg, spawn_node};
@@ -20,7 +18,7 @@ async fn at_a_terminal_txn_prompts_for_each_part() {
         env!("CARGO_BIN_EXE_kg")
     );
     let tmux = Tmux::start_sized("txn", &script, 100, 30);
-    let wait = Duration::from_secs(30);
+    let wait = kg_testkit::PATIENCE;
     tmux.wait_for("the compares prompt", wait, |s| s.contains("compares:"))
         .await;
     tmux.line(r#"value("a") = "1""#);
