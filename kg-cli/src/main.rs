@@ -3,7 +3,6 @@
 use std::io::{self, ErrorKind, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
 use kg_cli::{run_at, Cli, CliError, Command, Terminal};
 
 /// Exit code after ctrl-c, as shells report SIGINT.
@@ -11,7 +10,7 @@ const EXIT_INTERRUPTED: u8 = 130;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = kg_api::cli::parse();
     // `kg lock` handles ctrl-c itself: it must release the lock before it exits.
     if !matches!(cli.command, Command::Lock(_)) {
         exit_on_interrupt();

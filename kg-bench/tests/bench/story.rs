@@ -197,3 +197,20 @@ async fn leases_report_their_latencies_and_write_a_report() {
         assert!(page.contains(part), "the report lacks {part}: {page}");
     }
 }
+
+/// With KG_ENDPOINT set, a usage error's usage line does not show `--endpoint` as required.
+#[tokio::test]
+async fn usage_lines_do_not_show_the_endpoint_set_by_the_environment() {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kg-bench"))
+        .arg("chaos")
+        .env("KG_ENDPOINT", "http://127.0.0.1:1")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("Usage: kg-bench chaos --out <DIR>\n"),
+        "{stderr}"
+    );
+}

@@ -160,6 +160,11 @@ pub async fn delete_range(
     args: DeleteArgs,
 ) -> Result<DeletedRange, CliError> {
     let prefix = args.key.unwrap_or_default();
+    if prefix.is_empty() && !args.all {
+        return Err(CliError::Usage(
+            "an empty prefix is every key: to delete every key, say kg delete --all".to_owned(),
+        ));
+    }
     let deleted = endpoints
         .call(|client| {
             let prefix = prefix.clone();

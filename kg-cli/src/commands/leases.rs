@@ -11,7 +11,7 @@ use kg_api::{
 use serde::Serialize;
 
 use crate::cli::{LeaseCommand, LockArgs, Output};
-use crate::output::{emit, print_table, Render};
+use crate::output::{counted, emit, print_table, Render};
 use crate::CliError;
 
 /// Exit code after ctrl-c, as shells report SIGINT.
@@ -62,8 +62,10 @@ impl Render for Revoked {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "lease {} revoked: {} keys deleted (revision {})",
-            self.id, self.response.deleted, self.response.revision
+            "lease {} revoked: {} deleted (revision {})",
+            self.id,
+            counted(self.response.deleted, "key", "keys"),
+            self.response.revision
         )
     }
 }

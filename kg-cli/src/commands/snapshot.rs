@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 
 use crate::cli::{Output, SnapshotCommand};
-use crate::output::{emit, print_table, Render};
+use crate::output::{counted, emit, print_table, Render};
 use crate::CliError;
 
 /// The file name that means standard input or output, as everywhere else in kg.
@@ -124,8 +124,8 @@ impl Render for Saved {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "saved {} keys at revision {} to {} ({})",
-            self.keys,
+            "saved {} at revision {} to {} ({})",
+            counted(self.keys, "key", "keys"),
             self.revision,
             if self.file.as_os_str() == STDIO {
                 "standard output".to_owned()
@@ -252,14 +252,16 @@ impl Render for Restored {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "restored {} keys ({} leases) from {} (taken at revision {}); {}the cluster is at \
-             revision {}",
-            self.keys,
-            self.leases,
+            "restored {} ({}) from {} (taken at revision {}); {}the cluster is at revision {}",
+            counted(self.keys, "key", "keys"),
+            counted(self.leases, "lease", "leases"),
             self.from,
             self.snapshot_revision,
             if self.deleted > 0 {
-                format!("deleted {} keys the snapshot lacks; ", self.deleted)
+                format!(
+                    "deleted {} the snapshot lacks; ",
+                    counted(self.deleted, "key", "keys")
+                )
             } else {
                 String::new()
             },
@@ -285,9 +287,10 @@ pub async fn restore(
         .await?;
     if present > 0 && mode == Mode::IntoEmpty {
         return Err(CliError::Usage(format!(
-            "the cluster holds {present} keys: restore loads a snapshot into an empty one \
+            "the cluster holds {}: restore loads a snapshot into an empty one \
              (--force replaces what is there with the snapshot, --merge keeps the keys the \
-             snapshot lacks)"
+             snapshot lacks)",
+            counted(present, "key", "keys")
         )));
     }
     let mut leases = BTreeMap::new();

@@ -69,7 +69,7 @@ async fn a_saved_snapshot_restores_every_value_and_lease_into_an_empty_cluster()
     kg(&["-e", &busy.endpoint, "put", "mine", "keep"], "").await;
     let (code, refused) = kg(&["-e", &busy.endpoint, "snapshot", "restore", file_arg], "").await;
     assert_eq!(code, 2, "{refused}");
-    assert!(refused.contains("the cluster holds 1 keys"), "{refused}");
+    assert!(refused.contains("the cluster holds 1 key:"), "{refused}");
     assert_eq!(contents(&busy.endpoint).await.len(), 1);
 
     let target = spawn_node().await;
@@ -343,6 +343,23 @@ async fn snapshots_go_through_stdout_and_stdin_and_status_describes_a_file() {
     let (code, damaged) = kg(&["snapshot", "status", file_arg], "").await;
     assert_eq!(code, 2, "{damaged}");
     assert!(damaged.contains("is not a whole snapshot"), "{damaged}");
+
+    // One key and one lease: counted in the singular.
+    let one = spawn_node().await;
+    kg(
+        &["-e", &one.endpoint, "put", "solo", "v", "--ttl", "300s"],
+        "",
+    )
+    .await;
+    let (code, saved) = kg(&["-e", &one.endpoint, "snapshot", "save", "-"], "").await;
+    assert_eq!(code, 0, "{saved}");
+    let other = spawn_node().await;
+    let (code, restored) = kg(&["-e", &other.endpoint, "snapshot", "restore", "-"], &saved).await;
+    assert_eq!(code, 0, "{restored}");
+    assert!(
+        restored.starts_with("restored 1 key (1 lease) from standard input "),
+        "{restored}"
+    );
 
     let target = spawn_node().await;
     let (code, restored) = kg(

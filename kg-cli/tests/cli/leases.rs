@@ -52,7 +52,7 @@ async fn lease_commands_grant_keep_alive_show_list_and_revoke() {
         kg(&["-e", e, "lease", "revoke", &id], "").await,
         (
             0,
-            format!("lease {id} revoked: 1 keys deleted (revision 2)\n")
+            format!("lease {id} revoked: 1 key deleted (revision 2)\n")
         )
     );
     let (code, _) = kg(&["-e", e, "get", "svc/a"], "").await;

@@ -50,7 +50,7 @@ pub async fn txn(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let request: TxnRequest = json_body(body)?;
+    let request: TxnRequest = json_body(body, state.body_limit())?;
     check(&request, state.max_value_bytes)?;
     let idempotency_key = input::idempotency_key(&headers)?;
     let plan = TxnPlan {
