@@ -24,6 +24,32 @@ pub struct SentinelArgs {
     pub redis_master: String,
 }
 
+/// Parses the command line as `P::parse` does, except that a usage error's usage line leaves
+/// out the options given by their environment variables (`KG_ENDPOINT`, `KG_TOKEN`): clap
+/// counts a value from the environment as one typed, and showed `kg put --endpoint <ENDPOINT>
+/// --token <TOKEN> <KEY> <VALUE>` as if both were required. The error is made again by a
+/// parse that reads no environment, whose usage line is the command's own.
+pub fn parse<P: clap::Parser>() -> P {
+    match P::try_parse() {
+        Ok(parsed) => parsed,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let without_env = without_env(P::command()).try_get_matches();
+            match without_env {
+                Err(again) if again.kind() == err.kind() => again.exit(),
+                _ => err.exit(),
+            }
+        }
+    }
+}
+
+/// `command` with no option read from the environment, in every subcommand.
+fn without_env(command: clap::Command) -> clap::Command {
+    command
+        .mut_args(|arg| arg.env(None))
+        .mut_subcommands(without_env)
+}
+
 /// `-e/--endpoint`, repeated or comma-separated.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EndpointArgs {

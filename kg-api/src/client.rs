@@ -44,6 +44,11 @@ pub enum Error {
     /// The endpoint given is not a usable base URL.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint { endpoint: String, reason: String },
+    /// Something answered 404 that is not a KeyGrid node's "not found": another service on
+    /// that port (no `X-KeyGrid-Node` header), or a node asked for a path it has no route for
+    /// (a base URL with a path after the host). Never a missing key.
+    #[error("no KeyGrid API at {endpoint}: {reason}")]
+    NoApi { endpoint: String, reason: String },
 }
 
 impl Error {
@@ -57,6 +62,11 @@ impl Error {
         matches!(self, Error::Transport { source, .. } if source.is_timeout())
     }
 
+    /// True when the connection was refused: nothing listens at the endpoint's port.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Error::Transport { source, .. } if is_refused(source))
+    }
+
     /// The HTTP status the server answered with, or `None` when no answer arrived.
     pub fn status(&self) -> Option<StatusCode> {
         match self {
@@ -64,6 +74,7 @@ impl Error {
             Error::PreconditionFailed { .. } => Some(StatusCode::PRECONDITION_FAILED),
             Error::Unavailable { .. } => Some(StatusCode::SERVICE_UNAVAILABLE),
             Error::Api { status, .. } => Some(*status),
+            Error::NoApi { .. } => Some(StatusCode::NOT_FOUND),
             Error::Transport { .. } | Error::Decode { .. } | Error::InvalidEndpoint { .. } => None,
         }
     }
@@ -77,13 +88,11 @@ fn transport_reason(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         return "timed out: no answer within the request timeout".to_owned();
     }
+    if is_refused(err) {
+        return "connection refused (is a node listening there?)".to_owned();
+    }
     let mut innermost: &dyn std::error::Error = err;
     while let Some(source) = innermost.source() {
-        if let Some(io) = source.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return "connection refused (is a node listening there?)".to_owned();
-            }
-        }
         innermost = source;
     }
     if err.is_connect() {
@@ -91,6 +100,20 @@ fn transport_reason(err: &reqwest::Error) -> String {
     } else {
         innermost.to_string()
     }
+}
+
+/// Whether an I/O error somewhere in `err`'s chain is a refused connection.
+fn is_refused(err: &reqwest::Error) -> bool {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(source) = cause.source() {
+        if let Some(io) = source.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        cause = source;
+    }
+    false
 }
 
 /// A condition a write must meet, sent as an HTTP precondition header.
@@ -192,7 +215,14 @@ impl Client {
             endpoint: endpoint.to_owned(),
             reason,
         };
-        let mut base = Url::parse(endpoint).map_err(|err| invalid(err.to_string()))?;
+        // A bare HOST:PORT is http, as etcdctl's --endpoints takes it. Without this,
+        // `localhost:8000` would parse as a URL of the scheme "localhost".
+        let url = if endpoint.contains("://") {
+            endpoint.to_owned()
+        } else {
+            format!("http://{endpoint}")
+        };
+        let mut base = Url::parse(&url).map_err(|err| invalid(err.to_string()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(invalid("scheme must be http or https".into()));
         }
@@ -428,7 +458,7 @@ impl Client {
         limit: Option<u32>,
         after: Option<&str>,
     ) -> Result<KeyListResponse> {
-        self.list_page(prefix, limit, after, false).await
+        self.list_page(prefix, limit, after, false, None).await
     }
 
     /// `GET /api/keys?keys_only=true`: one page of keys with their metadata, no values.
@@ -438,7 +468,7 @@ impl Client {
         limit: Option<u32>,
         after: Option<&str>,
     ) -> Result<KeyListResponse> {
-        self.list_page(prefix, limit, after, true).await
+        self.list_page(prefix, limit, after, true, None).await
     }
 
     async fn list_page(
@@ -447,6 +477,7 @@ impl Client {
         limit: Option<u32>,
         after: Option<&str>,
         keys_only: bool,
+        revision: Option<i64>,
     ) -> Result<KeyListResponse> {
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some(prefix) = prefix {
@@ -461,6 +492,9 @@ impl Client {
         if keys_only {
             query.push(("keys_only", "true".to_owned()));
         }
+        if let Some(revision) = revision {
+            query.push(("revision", revision.to_string()));
+        }
         let request = self.request(Method::GET, "api/keys").query(&query);
         let response = self.send(request).await?;
         self.json(response).await
@@ -468,9 +502,18 @@ impl Client {
 
     /// `GET /api/keys?count_only=true`: how many live keys start with `prefix`.
     pub async fn count(&self, prefix: Option<&str>) -> Result<u64> {
+        self.count_at(prefix, None).await
+    }
+
+    /// [`count`](Self::count) as the keys were at `revision` (now when `None`).
+    pub async fn count_at(&self, prefix: Option<&str>, revision: Option<i64>) -> Result<u64> {
+        let revision = revision.map(|revision| revision.to_string());
         let mut query = vec![("count_only", "true")];
         if let Some(prefix) = prefix {
             query.push(("prefix", prefix));
+        }
+        if let Some(revision) = &revision {
+            query.push(("revision", revision));
         }
         let request = self.request(Method::GET, "api/keys").query(&query);
         let response = self.send(request).await?;
@@ -493,13 +536,27 @@ impl Client {
         keys_only: bool,
         page_size: u32,
     ) -> Result<Vec<KeyRecord>> {
+        self.list_up_to_at(prefix, limit, keys_only, page_size, None)
+            .await
+    }
+
+    /// [`list_up_to`](Self::list_up_to) as the keys were at `revision` (now when `None`): every
+    /// page asks for the same revision, so the listing is one consistent view.
+    pub async fn list_up_to_at(
+        &self,
+        prefix: Option<&str>,
+        limit: Option<usize>,
+        keys_only: bool,
+        page_size: u32,
+        revision: Option<i64>,
+    ) -> Result<Vec<KeyRecord>> {
         let wanted = limit.unwrap_or(usize::MAX);
         let mut keys = Vec::new();
         let mut after: Option<String> = None;
         while keys.len() < wanted {
             let size = u32::try_from(wanted - keys.len()).map_or(page_size, |n| n.min(page_size));
             let page = self
-                .list_page(prefix, Some(size), after.as_deref(), keys_only)
+                .list_page(prefix, Some(size), after.as_deref(), keys_only, revision)
                 .await?;
             keys.extend(page.keys);
             match page.next {
@@ -580,6 +637,8 @@ impl Client {
         if status.is_success() {
             return Ok(response);
         }
+        let from_node = response.headers().contains_key(HEADER_NODE);
+        let path = response.url().path().to_owned();
         let detail = match response.json::<ErrorBody>().await {
             Ok(body) => body.detail,
             Err(_) => status
@@ -588,6 +647,20 @@ impl Client {
                 .to_owned(),
         };
         Err(match status {
+            StatusCode::NOT_FOUND if !from_node => Error::NoApi {
+                endpoint: self.base.to_string(),
+                reason: format!(
+                    "{path} answered 404 without the X-KeyGrid-Node header every node sends: \
+                     another service, or a proxy that does not lead to KeyGrid"
+                ),
+            },
+            StatusCode::NOT_FOUND if detail == DETAIL_ROUTE_NOT_FOUND => Error::NoApi {
+                endpoint: self.base.to_string(),
+                reason: format!(
+                    "the node has no route {path}: an endpoint is a node's base URL, such as \
+                     http://127.0.0.1:8000, with no path after the port"
+                ),
+            },
             StatusCode::NOT_FOUND => Error::NotFound { detail },
             StatusCode::PRECONDITION_FAILED => Error::PreconditionFailed { detail },
             StatusCode::SERVICE_UNAVAILABLE => Error::Unavailable { detail },

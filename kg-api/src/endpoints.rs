@@ -62,7 +62,7 @@ mod tests {
     #[test]
     fn splits_comma_separated_lists_and_keeps_order() {
         let endpoints = Endpoints::new(
-            &["http://a:1,http://b:2", " http://c:3 "],
+            &["http://a:1,http://b:2", " http://c:3 ", "d:4,127.0.0.1:5"],
             &ClientOptions::default(),
         )
         .unwrap();
@@ -71,7 +71,17 @@ mod tests {
             .iter()
             .map(|client| client.endpoint().to_string())
             .collect();
-        assert_eq!(urls, ["http://a:1/", "http://b:2/", "http://c:3/"]);
+        assert_eq!(
+            urls,
+            [
+                "http://a:1/",
+                "http://b:2/",
+                "http://c:3/",
+                "http://d:4/",
+                "http://127.0.0.1:5/"
+            ],
+            "a bare HOST:PORT is http"
+        );
     }
 
     #[test]

@@ -60,6 +60,19 @@ pub enum CompareTarget {
     Exists,
 }
 
+impl CompareTarget {
+    /// The target's name in the JSON (`create_revision`), for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompareTarget::Value => "value",
+            CompareTarget::Revision => "revision",
+            CompareTarget::CreateRevision => "create_revision",
+            CompareTarget::Version => "version",
+            CompareTarget::Exists => "exists",
+        }
+    }
+}
+
 /// How a [`Compare`] compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]

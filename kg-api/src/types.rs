@@ -41,6 +41,9 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 
 /// The detail of a 404 on `GET` or `DELETE /api/key`, exactly as the seed words it.
 pub const DETAIL_KEY_NOT_FOUND: &str = "Key not found";
+/// The detail of a node's 404 for a path it has no route for: a client that gets it was given
+/// the wrong base URL (one ending in `/api`, say), not a missing key.
+pub const DETAIL_ROUTE_NOT_FOUND: &str = "Not Found";
 /// The detail of a 503 when the database cannot be reached.
 pub const DETAIL_DATABASE_UNAVAILABLE: &str = "database unavailable";
 

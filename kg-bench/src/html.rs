@@ -121,9 +121,192 @@ pub fn write_report(out: &mut dyn Write, runs: &[(&str, &Report)]) -> io::Result
         ));
     }
     for (run, report) in runs {
+        page.push_str(&settings(run, report));
         page.push_str(&tables(run, report));
     }
     page.push_str("</body></html>\n");
+    out.write_all(page.as_bytes())
+}
+
+/// How the run was made (from its settings) and what it met: endpoint, model, mix, keys,
+/// duration, date and version; requests, errors, refusals and the cache hit rate; then each
+/// threshold with its value and verdict.
+fn settings(run: &str, report: &Report) -> String {
+    let setting = |name: &str| {
+        crate::report::setting_text(
+            name,
+            report
+                .settings
+                .get(name)
+                .unwrap_or(&serde_json::Value::Null),
+        )
+    };
+    let seconds = |name: &str| {
+        report
+            .settings
+            .get(name)
+            .and_then(serde_json::Value::as_f64)
+            .map(|seconds| format!("{}s", trim_float(seconds)))
+    };
+    let model = match report.settings.get("model").and_then(|m| m.as_str()) {
+        Some("open") => format!(
+            "open: {} req/s, at most {} connections",
+            setting("rate"),
+            setting("concurrency")
+        ),
+        _ => format!("closed: {} connections", setting("concurrency")),
+    };
+    let preloaded = report
+        .settings
+        .get("preload")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let keys = format!(
+        "{} ({}){}",
+        setting("keys"),
+        setting("key_dist"),
+        if preloaded { ", preloaded" } else { "" }
+    );
+    let duration = match (seconds("duration_s"), report.settings.get("requests")) {
+        (Some(duration), _) => duration,
+        (None, Some(requests)) if !requests.is_null() => format!("{requests} requests"),
+        _ => "-".to_owned(),
+    };
+    let cache = match report.cache.hit_ratio {
+        Some(ratio) => format!(
+            "{:.1}% ({} hits, {} misses)",
+            ratio * 100.0,
+            report.cache.hits,
+            report.cache.misses
+        ),
+        None => "not reported (no answer carried X-Cache)".to_owned(),
+    };
+    let refusals = crate::report::refusals(report);
+    let mut rows = vec![
+        ("endpoint", setting("endpoints")),
+        ("model", model),
+        ("mix", setting("mix")),
+        ("keys", keys),
+        ("value size", format!("{} bytes", setting("value_size"))),
+        ("duration", duration),
+        (
+            "warmup",
+            seconds("warmup_s").unwrap_or_else(|| "-".to_owned()),
+        ),
+        (
+            "timeout",
+            seconds("timeout_s").unwrap_or_else(|| "-".to_owned()),
+        ),
+        ("date", setting("started_at")),
+        ("version", setting("version")),
+        ("requests", report.requests.to_string()),
+        (
+            "errors",
+            format!("{} ({:.3}%)", report.errors, report.error_ratio * 100.0),
+        ),
+        ("not found", report.not_found.to_string()),
+    ];
+    if let Some(refusals) = refusals.strip_prefix(", ") {
+        rows.push(("refused", refusals.to_owned()));
+    }
+    rows.push(("cache hit rate", cache));
+    let mut html = format!(
+        "<section><h2>{}: settings and totals</h2><table>",
+        escape(run)
+    );
+    for (name, value) in rows {
+        let _ = write!(
+            html,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(name),
+            escape(&value)
+        );
+    }
+    html.push_str("</table>");
+    if !report.thresholds.is_empty() {
+        html.push_str(
+            "<h2>thresholds</h2><table><tr><th>threshold</th><th>value</th><th>verdict</th></tr>",
+        );
+        for threshold in &report.thresholds {
+            let value = match threshold.unit.as_str() {
+                "us" => format!("{:.3} ms", threshold.value / 1000.0),
+                "ratio" => format!("{:.3}%", threshold.value * 100.0),
+                _ => format!("{:.1}", threshold.value),
+            };
+            let (class, verdict) = if threshold.passed {
+                ("pass", "pass")
+            } else {
+                ("fail", "FAIL")
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{verdict}</td></tr>",
+                escape(&threshold.threshold),
+                escape(&value)
+            );
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</section>\n");
+    html
+}
+
+/// `2` for 2.0, `0.5` for 0.5: a duration as it was given.
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.3}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// `kg-bench leases --report`: one page with how the load was made, its totals, and the
+/// latencies of its grants and keep-alives.
+pub fn write_leases(
+    out: &mut dyn Write,
+    endpoint: &str,
+    per_request: u64,
+    load: &crate::leases::LeaseLoad,
+) -> io::Result<()> {
+    let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+    let mut page = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>kg-bench leases</title><style>{STYLE}</style></head><body>\n\
+         <h1>kg-bench leases</h1>\n<section><h2>settings and totals</h2><table>"
+    );
+    for (name, value) in [
+        ("endpoint", endpoint.to_owned()),
+        ("leases", load.leases.to_string()),
+        ("TTL", format!("{}s", load.ttl_seconds)),
+        ("leases per keep-alive request", per_request.to_string()),
+        ("duration", format!("{}s", trim_float(load.seconds))),
+        ("keep-alives", load.keepalives.to_string()),
+        ("failed", load.failed.to_string()),
+        ("version", env!("CARGO_PKG_VERSION").to_owned()),
+    ] {
+        let _ = write!(
+            page,
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(name),
+            escape(&value)
+        );
+    }
+    page.push_str(
+        "</table></section>\n<section><h2>latency</h2><table><tr><th>requests</th>\
+         <th>p50 ms</th><th>p90 ms</th><th>p99 ms</th><th>p99.9 ms</th><th>max ms</th></tr>",
+    );
+    for (name, latency) in [
+        ("grants", &load.grant_latency_us),
+        ("keep-alives", &load.keepalive_latency_us),
+    ] {
+        let _ = write!(
+            page,
+            "<tr><th>{name}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ms(latency.p50),
+            ms(latency.p90),
+            ms(latency.p99),
+            ms(latency.p999),
+            ms(latency.max)
+        );
+    }
+    page.push_str("</table></section>\n</body></html>\n");
     out.write_all(page.as_bytes())
 }
 
@@ -275,7 +458,8 @@ const STYLE: &str =
     "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d2330;max-width:960px}\
 h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.6rem}.headline{font-family:monospace}\
 figure{margin:0}table{border-collapse:collapse}td,th{border:1px solid #d8dde4;padding:.2rem .6rem;\
-text-align:right}td:first-child,th:first-child{text-align:left}";
+text-align:right}td:first-child,th:first-child{text-align:left}.pass{color:#1a7f37}\
+.fail{color:#cf222e;font-weight:bold}";
 
 #[cfg(test)]
 mod tests {

@@ -3,19 +3,23 @@
 //!
 //! Grants `count` leases, then keeps each alive every third of its TTL (as etcd's clients and
 //! `kg lock` do), the keep-alives spread evenly over that period rather than in bursts. Prints
-//! one JSON line when every lease is granted and one with the totals at the end.
+//! one JSON line when every lease is granted and one with the totals and the grants' and
+//! keep-alives' latencies at the end.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use kg_api::{Client, ClientOptions};
+
+use crate::stats::Latency;
 
 /// How many grants or keep-alives are in flight at once.
 const IN_FLIGHT: usize = 32;
 
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct LeaseLoad {
     pub leases: u64,
     pub ttl_seconds: u64,
@@ -23,6 +27,37 @@ pub struct LeaseLoad {
     /// Keep-alives that failed (a lease that expired counts here: it was not kept alive).
     pub failed: u64,
     pub seconds: f64,
+    /// How long each grant took.
+    pub grant_latency_us: Latency,
+    /// How long each keep-alive request took (one of `--per-request` leases), failed ones
+    /// included: a keep-alive answered late is late whatever it said.
+    pub keepalive_latency_us: Latency,
+}
+
+/// Latencies of many tasks, in microseconds, into one histogram (bounded memory).
+#[derive(Clone)]
+struct Recorder(Arc<Mutex<Histogram<u64>>>);
+
+impl Recorder {
+    fn new() -> Self {
+        let histogram = Histogram::new_with_bounds(1, 3_600_000_000, 3)
+            .expect("constant histogram bounds are valid");
+        Self(Arc::new(Mutex::new(histogram)))
+    }
+
+    fn record(&self, since: Instant) {
+        let micros = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Ok(mut histogram) = self.0.lock() {
+            histogram.saturating_record(micros.max(1));
+        }
+    }
+
+    fn latency(&self) -> Latency {
+        self.0
+            .lock()
+            .map(|histogram| Latency::of(&histogram))
+            .unwrap_or_default()
+    }
 }
 
 /// Grants `count` leases of `ttl` on `endpoint` and keeps them alive for `duration`,
@@ -39,15 +74,18 @@ pub async fn hold(
         Client::with_options(endpoint, &ClientOptions::default()).map_err(|err| err.to_string())?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut grants = tokio::task::JoinSet::new();
+    let (grant_latency, keepalive_latency) = (Recorder::new(), Recorder::new());
     for _ in 0..count {
         let permit = in_flight
             .clone()
             .acquire_owned()
             .await
             .map_err(|err| err.to_string())?;
-        let client = client.clone();
+        let (client, latency) = (client.clone(), grant_latency.clone());
         grants.spawn(async move {
+            let sent = Instant::now();
             let granted = client.lease_grant(ttl).await;
+            latency.record(sent);
             drop(permit);
             granted.map(|grant| grant.id).map_err(|err| err.to_string())
         });
@@ -85,10 +123,11 @@ pub async fn hold(
         let batch: Vec<i64> = (next..next + per_request)
             .map(|index| ids[index % ids.len()])
             .collect();
-        let client = client.clone();
+        let (client, latency) = (client.clone(), keepalive_latency.clone());
         let (keepalives, failed) = (keepalives.clone(), failed.clone());
         tokio::spawn(async move {
             let asked = batch.len() as u64;
+            let sent = Instant::now();
             let kept = if let [id] = batch[..] {
                 client.lease_keepalive(id).await.map(|_| 1)
             } else {
@@ -97,6 +136,7 @@ pub async fn hold(
                     .await
                     .map(|answer| answer.leases.len() as u64)
             };
+            latency.record(sent);
             // A lease answered as expired was not kept alive: it counts as failed.
             let kept = kept.unwrap_or(0);
             keepalives.fetch_add(kept, Ordering::Relaxed);
@@ -113,5 +153,7 @@ pub async fn hold(
         keepalives: keepalives.load(Ordering::Relaxed),
         failed: failed.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
+        grant_latency_us: grant_latency.latency(),
+        keepalive_latency_us: keepalive_latency.latency(),
     })
 }

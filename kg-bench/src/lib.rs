@@ -85,6 +85,10 @@ pub enum Tool {
 
 #[derive(Debug, Args)]
 pub struct LeasesArgs {
+    /// Also write an HTML report (settings, totals, grant and keep-alive latencies) to this
+    /// file; checked before any lease is granted.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// The node (or nginx) to hold the leases on.
     #[arg(long, short = 'e', default_value = kg_api::cli::DEFAULT_ENDPOINT)]
     pub endpoint: String,
@@ -266,8 +270,11 @@ pub struct RunArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
 
-    /// Operation weights: get, put, delete, and cas (a GET, then a PUT with If-Match on the
-    /// revision read; a 412 counts as a lost race, not an error).
+    /// Operation weights of get, put, delete; cas (a GET, then a PUT with If-Match on the
+    /// revision read; a 412 counts as a lost race, not an error); delete_prefix (DELETE
+    /// /api/keys?prefix= of the ten keys that share the sampled key's prefix); txn (a transfer
+    /// between two accounts: one POST /api/txn reads them, a second moves 1 if neither
+    /// changed; a failure branch counts as refused, not an error).
     #[arg(long, default_value = "get=90,put=9,delete=1")]
     pub mix: Mix,
 
@@ -332,6 +339,16 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
                 })
             };
             let (base, new) = (read(&args.base)?, read(&args.new)?);
+            let differences = threshold::settings_differences(&base.settings, &new.settings);
+            if !differences.is_empty() {
+                writeln!(
+                    out,
+                    "warning: the runs were made differently: {}; their figures may not \
+                     compare\n",
+                    differences.join(", ")
+                )
+                .map_err(|err| err.to_string())?;
+            }
             if let Some(path) = &args.report {
                 let name = |path: &PathBuf| {
                     path.file_stem().map_or_else(
@@ -350,6 +367,8 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
         }
         Some(Tool::Check(args)) => check_history(&args, out),
         Some(Tool::Leases(args)) => {
+            // Before any lease is granted: a report that cannot be written wastes no run.
+            let page = args.report.as_deref().map(create_report).transpose()?;
             let load = leases::hold(
                 &args.endpoint,
                 args.count,
@@ -365,6 +384,11 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
                 serde_json::to_string(&load).map_err(|e| e.to_string())?
             )
             .map_err(|err| err.to_string())?;
+            if let (Some(mut page), Some(path)) = (page, &args.report) {
+                html::write_leases(&mut page, &args.endpoint, args.per_request, &load)
+                    .and_then(|()| page.flush())
+                    .map_err(|err| format!("cannot write {}: {err}", path.display()))?;
+            }
             Ok(u8::from(load.failed > 0))
         }
         Some(Tool::Judge(args)) => judge_history(&args, out),
@@ -408,10 +432,21 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
 }
 
 fn write_html(path: &std::path::Path, runs: &[(&str, &Report)]) -> Result<(), String> {
-    let mut file = std::io::BufWriter::new(
-        std::fs::File::create(path)
-            .map_err(|err| format!("cannot create {}: {err}", path.display()))?,
-    );
+    write_html_to(create_report(path)?, path, runs)
+}
+
+/// Creates an HTML report's file, so that a path that cannot be written is known before a run.
+fn create_report(path: &std::path::Path) -> Result<std::io::BufWriter<std::fs::File>, String> {
+    std::fs::File::create(path)
+        .map(std::io::BufWriter::new)
+        .map_err(|err| format!("cannot create {}: {err}", path.display()))
+}
+
+fn write_html_to(
+    mut file: std::io::BufWriter<std::fs::File>,
+    path: &std::path::Path,
+    runs: &[(&str, &Report)],
+) -> Result<(), String> {
     html::write_report(&mut file, runs)
         .and_then(|()| file.flush())
         .map_err(|err| format!("cannot write {}: {err}", path.display()))
@@ -512,6 +547,8 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
             return Err(format!("--rate {rate} must be above 0"));
         }
     }
+    // Before any load (the preload included): a report that cannot be written wastes no run.
+    let page = args.report.as_deref().map(create_report).transpose()?;
     let mut targets = Vec::new();
     for endpoint in &args.endpoints.endpoint {
         targets.push(Target::resolve(endpoint.trim()).await?);
@@ -534,6 +571,8 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         "value_size": args.value_size,
         "preload": args.preload,
         "timeout_s": args.timeout.as_secs_f64(),
+        "started_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "version": env!("CARGO_PKG_VERSION"),
     });
     let options = RunOptions {
         targets,
@@ -556,7 +595,15 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         stop: None,
         origin: None,
     };
-    let (mut report, latency) = run::run(options, settings).await?;
+    let (mut report, latency) = match run::run(options, settings).await {
+        Ok(done) => done,
+        Err(err) => {
+            if let Some(path) = &args.report {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(err);
+        }
+    };
     report.thresholds = args
         .thresholds
         .iter()
@@ -568,8 +615,8 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         Output::Csv => report::print_csv(out, &report),
     };
     printed.map_err(|err| format!("cannot write the report: {err}"))?;
-    if let Some(path) = &args.report {
-        write_html(path, &[("this run", &report)])?;
+    if let (Some(page), Some(path)) = (page, &args.report) {
+        write_html_to(page, path, &[("this run", &report)])?;
     }
     Ok(if report.requests > 0 && report.successes == 0 {
         // A run in which nothing succeeded measured nothing about the store.

@@ -3,12 +3,11 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
 use kg_bench::{main_with, Cli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli: Cli = kg_api::cli::parse();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result = main_with(cli, &mut out).await;

@@ -42,6 +42,75 @@ pub fn table(out: &mut dyn Write, headers: &[&str], rows: &[Vec<String>]) -> io:
     Ok(())
 }
 
+/// The refusals a run's operations met that the store's rules make normal, each by name: a
+/// CAS's lost race, a transaction's failure branch. Every operation of the mix that can be
+/// refused is named, with 0 when it never was.
+pub fn refusals(report: &Report) -> String {
+    report
+        .ops
+        .iter()
+        .filter_map(|(op, figures)| match op.as_str() {
+            "cas" => Some(format!("{} CAS lost the race (412)", figures.refused)),
+            "txn" => Some(format!(
+                "{} transactions took the failure branch",
+                figures.refused
+            )),
+            _ => None,
+        })
+        .map(|refusal| format!(", {refusal}"))
+        .collect()
+}
+
+/// An error kind as the reports print it: a status with its reason (`status_409
+/// (Conflict)`), so that a refusal reads as what it is.
+pub fn error_kind(kind: &str) -> String {
+    let reason = kind
+        .strip_prefix("status_")
+        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(|code| http::StatusCode::from_u16(code).ok())
+        .and_then(|status| status.canonical_reason());
+    match reason {
+        Some(reason) => format!("{kind} ({reason})"),
+        None => kind.to_owned(),
+    }
+}
+
+/// One setting of a run as a person reads it: the mix as `get=90,put=9`, a key distribution
+/// as `uniform` or `zipf 1.1`, a value size as `128` or `64..4096`, lists joined by commas,
+/// anything absent as `-`.
+pub fn setting_text(name: &str, value: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match (name, value) {
+        (_, Value::Null) => "-".to_owned(),
+        // In the order --mix is written (a JSON object's keys come sorted).
+        ("mix", Value::Object(weights)) => crate::workload::Op::ALL
+            .iter()
+            .filter_map(|op| {
+                let weight = weights.get(op.name())?.as_u64()?;
+                (weight > 0).then(|| format!("{op}={weight}"))
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        ("key_dist", Value::Object(dist)) => match (dist.get("kind"), dist.get("s")) {
+            (Some(Value::String(kind)), Some(s)) => format!("{kind} {s}"),
+            (Some(Value::String(kind)), None) => kind.clone(),
+            _ => value.to_string(),
+        },
+        ("value_size", Value::Object(size)) => match (size.get("min"), size.get("max")) {
+            (Some(min), Some(max)) if min == max => min.to_string(),
+            (Some(min), Some(max)) => format!("{min}..{max}"),
+            _ => value.to_string(),
+        },
+        (_, Value::Array(items)) => items
+            .iter()
+            .map(|item| setting_text("", item))
+            .collect::<Vec<_>>()
+            .join(", "),
+        (_, Value::String(text)) => text.clone(),
+        _ => value.to_string(),
+    }
+}
+
 pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
     let model = report.model_summary();
     writeln!(
@@ -52,11 +121,7 @@ pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         report.errors,
         report.error_ratio * 100.0,
         report.not_found,
-        if report.ops.contains_key("cas") {
-            format!(", {} CAS lost the race (412)", report.precondition_failed)
-        } else {
-            String::new()
-        }
+        refusals(report)
     )?;
     if report.requests > 0 && report.successes == 0 {
         writeln!(
@@ -100,7 +165,7 @@ pub fn print_text(out: &mut dyn Write, report: &Report) -> io::Result<()> {
         let kinds: Vec<String> = report
             .errors_by_kind
             .iter()
-            .map(|(kind, count)| format!("{kind}: {count}"))
+            .map(|(kind, count)| format!("{}: {count}", error_kind(kind)))
             .collect();
         writeln!(out, "errors: {}", kinds.join(", "))?;
         if let Some(failed) = &report.failed_latency_us {

@@ -81,6 +81,9 @@ pub struct Sample<'a> {
 pub struct Series {
     pub requests: u64,
     pub errors: u64,
+    /// Refusals the store's rules make normal, counted as successes: a CAS's lost race, a
+    /// transaction whose compares did not hold (both a 412 [`Outcome::PreconditionFailed`]).
+    pub refused: u64,
     /// Latencies of the requests that did not fail.
     pub latency: Histogram<u64>,
     /// Latencies of the failed ones.
@@ -92,6 +95,7 @@ impl Series {
         Self {
             requests: 0,
             errors: 0,
+            refused: 0,
             latency: histogram(sigfig),
             failed_latency: histogram(sigfig),
         }
@@ -110,6 +114,7 @@ impl Series {
     fn merge(&mut self, other: &Series) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.refused += other.refused;
         // Same bounds on both sides, so adding cannot fail.
         let _ = self.latency.add(&other.latency);
         let _ = self.failed_latency.add(&other.failed_latency);
@@ -159,10 +164,9 @@ impl Stats {
             .clamp(1, HIGHEST_US);
         let error = sample.outcome.is_error();
         self.overall.record(micros, error);
-        self.ops
-            .entry(sample.op)
-            .or_insert_with(|| Series::new(3))
-            .record(micros, error);
+        let op = self.ops.entry(sample.op).or_insert_with(|| Series::new(3));
+        op.record(micros, error);
+        op.refused += u64::from(sample.outcome == Outcome::PreconditionFailed);
         if let Some(kind) = sample.outcome.error_kind() {
             *self.errors.entry(kind).or_insert(0) += 1;
         }
@@ -257,6 +261,10 @@ impl Latency {
 pub struct OpReport {
     pub requests: u64,
     pub errors: u64,
+    /// Refused by the store's rules and counted as successes: CASes that lost the race,
+    /// transactions that took their failure branch.
+    #[serde(default)]
+    pub refused: u64,
     pub rps: f64,
     pub latency_us: Latency,
 }
@@ -457,6 +465,7 @@ impl Report {
                         OpReport {
                             requests: series.requests,
                             errors: series.errors,
+                            refused: series.refused,
                             rps: rate(series.requests),
                             latency_us: Latency::of(&series.latency),
                         },

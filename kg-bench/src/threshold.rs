@@ -227,6 +227,36 @@ impl fmt::Display for Change {
     }
 }
 
+/// What differs between two runs' settings, as `NAME BASE against NEW` (the mix as
+/// `get=90,put=9`): figures of runs made differently may not compare. When each started is
+/// left out: it always differs.
+pub fn settings_differences(base: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+    let empty = serde_json::Map::new();
+    let (base, new) = (
+        base.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
+    let names: std::collections::BTreeSet<&String> = base.keys().chain(new.keys()).collect();
+    let absent = serde_json::Value::Null;
+    names
+        .into_iter()
+        .filter(|name| name.as_str() != "started_at")
+        .filter_map(|name| {
+            let (before, after) = (
+                base.get(name).unwrap_or(&absent),
+                new.get(name).unwrap_or(&absent),
+            );
+            (before != after).then(|| {
+                format!(
+                    "{name} {} against {}",
+                    crate::report::setting_text(name, before),
+                    crate::report::setting_text(name, after)
+                )
+            })
+        })
+        .collect()
+}
+
 /// Compares every figure the two reports share. Higher is better for rps, lower for latency
 /// and errors; a change worse than `tolerance` (0.05 = 5%) is a regression.
 pub fn compare(base: &Report, new: &Report, tolerance: f64) -> Vec<Change> {

@@ -9,8 +9,10 @@ use kg_api::parse_duration;
 
 /// kg: talk to a KeyGrid cluster.
 ///
-/// Exit codes: 0 ok, 1 key not found (or a node unhealthy, for `health`), 2 usage error or
-/// rejected input, 3 precondition failed, 4 server or network unavailable, 130 interrupted.
+/// Exit codes: 0 ok, 1 key not found (or a node unhealthy, for `health` and `status`), 2
+/// usage error, rejected input, or a local file that cannot be read or written, 3
+/// precondition failed, 4 server or network unavailable (or no KeyGrid API at the endpoint),
+/// 130 interrupted (ctrl-c).
 #[derive(Debug, Parser)]
 #[command(name = "kg", version, about, long_about)]
 pub struct Cli {
@@ -24,7 +26,8 @@ pub struct Cli {
 /// Options every command takes.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOptions {
-    /// Node or load balancer URL; repeat it or give a comma-separated list to fail over.
+    /// Node or load balancer URL (a bare HOST:PORT is http); repeat it or give a
+    /// comma-separated list to fail over.
     #[arg(
         long,
         short = 'e',
@@ -65,6 +68,7 @@ pub enum Command {
     /// Read a key's value.
     Get(GetArgs),
     /// Delete a key, or with --prefix every key under a prefix at one revision.
+    #[command(visible_alias = "del")]
     Delete(DeleteArgs),
     /// List keys in byte order, walking every page.
     List(ListArgs),
@@ -89,9 +93,11 @@ pub enum Command {
     ///   get a
     ///
     /// (compare targets value, mod, create, ver, exists; ops put KEY VALUE [--lease ID],
-    /// get KEY, del KEY, del --prefix PREFIX; words quoted as in a shell). Prints SUCCESS or
-    /// FAILURE (which branch ran) and the revision, then one line per op; exits 0 either way,
-    /// as etcdctl txn does.
+    /// get KEY, del KEY, del --prefix PREFIX; words quoted as in a shell). At a terminal
+    /// without FILE, prompts for the compares, the success ops and the failure ops in turn,
+    /// each ended by an empty line, as etcdctl's interactive txn. Prints SUCCESS or FAILURE
+    /// (which branch ran) and the revision, then one line per op; exits 0 either way, as
+    /// etcdctl txn does. A transaction with no compare and no op is a usage error.
     Txn(TxnArgs),
     /// List a key's versions, newest first: every put and delete since the compact revision.
     History(HistoryArgs),
@@ -103,11 +109,17 @@ pub enum Command {
         #[arg(value_parser = clap::value_parser!(i64).range(0..))]
         revision: i64,
     },
-    /// Follow changes as they are committed; reconnects by itself.
+    /// Follow changes to a key, a prefix or every key as they are committed; reconnects by
+    /// itself, resuming after the last revision seen.
     Watch(WatchArgs),
     /// Check every endpoint: status, latency, database, cache, revision.
     Health,
-    /// Show the answering node's full status.
+    /// Show a row per endpoint: node, version, revision, database, cache (etcdctl endpoint
+    /// status).
+    ///
+    /// DB_LEADER says whether the node's database connection reaches the data tier's leader
+    /// (the PostgreSQL primary); `-o json` gives each node's whole status. Exits 1 if an
+    /// endpoint did not answer.
     Status,
     /// Grant, keep alive, revoke and inspect leases: a leased key is deleted when its lease
     /// expires or is revoked.
@@ -120,7 +132,8 @@ pub enum Command {
     /// is released on exit; if kg is killed, it frees itself when the lease's TTL runs out.
     /// Prints the lock's key once held. With a command, exits with the command's status.
     Lock(LockArgs),
-    /// Save every live key at one revision to a file, or load such a file into a cluster.
+    /// Save every live key at one revision to a file, load such a file into a cluster, or
+    /// check one.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
     /// Run the seed's failover drill under load and judge it: PASS exits 0, FAIL exits 1.
@@ -182,25 +195,37 @@ pub enum SnapshotCommand {
     /// (a header, one line per key, an end line that counts them). Written to FILE.part and
     /// renamed to FILE once whole, so FILE is never a snapshot cut short.
     Save {
-        /// Where to write the snapshot.
+        /// Where to write the snapshot; `-` writes it to standard output (and what was saved
+        /// to standard error).
         file: PathBuf,
     },
-    /// Load a saved snapshot into an empty cluster, keeping every value; prints what it
-    /// restored.
+    /// Load a saved snapshot into a cluster, keeping every value; prints what it restored.
     ///
-    /// The file is checked whole before anything is written. Keys get new revisions (the
-    /// cluster's own); a leased key gets a new lease with the time its lease had left when
-    /// the snapshot was taken, keys that shared a lease sharing the new one.
+    /// The cluster ends holding exactly the snapshot's keys. One that already holds keys is
+    /// refused unless given --force (replace them) or --merge (keep the keys the snapshot
+    /// lacks). The file is checked whole before anything is written. Keys get new revisions
+    /// (the cluster's own); a leased key gets a new lease with the time its lease had left
+    /// when the snapshot was taken, keys that shared a lease sharing the new one.
     Restore {
-        /// A file written by `kg snapshot save`.
+        /// A file written by `kg snapshot save`; `-` reads it from standard input.
         file: PathBuf,
-        /// Load into a cluster that already holds keys: the snapshot's keys are written over
-        /// them, and keys it lacks are left as they are.
-        #[arg(long)]
+        /// Load into a cluster that already holds keys, replacing them: the snapshot's keys
+        /// are written over them and every key it lacks is deleted.
+        #[arg(long, conflicts_with = "merge")]
         force: bool,
+        /// Load into a cluster that already holds keys, keeping them: the snapshot's keys are
+        /// written over them and keys it lacks are left as they are.
+        #[arg(long)]
+        merge: bool,
         /// Writes in flight at once.
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
         concurrency: u16,
+    },
+    /// Check a snapshot file whole, as a restore would, and print what it holds: its revision,
+    /// when it was taken, its keys and leases, its size and its SHA-256. Needs no cluster.
+    Status {
+        /// A file written by `kg snapshot save`; `-` reads it from standard input.
+        file: PathBuf,
     },
 }
 
@@ -236,10 +261,21 @@ fn parse_ttl(text: &str) -> Result<u64, String> {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    /// The key; with --prefix, the prefix.
     pub key: String,
     /// Read the key as it was at this revision (as etcdctl get --rev).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    #[arg(long, visible_alias = "rev", value_name = "N",
+          value_parser = clap::value_parser!(i64).range(1..))]
     pub revision: Option<i64>,
+    /// List every key starting with KEY, as `kg list --prefix KEY` (etcdctl get --prefix).
+    #[arg(long)]
+    pub prefix: bool,
+    /// With --prefix: stop after this many keys.
+    #[arg(long, value_name = "N", requires = "prefix")]
+    pub limit: Option<usize>,
+    /// With --prefix: print only the keys.
+    #[arg(long, requires = "prefix")]
+    pub keys_only: bool,
 }
 
 #[derive(Debug, Args)]
@@ -290,15 +326,23 @@ pub struct ListArgs {
     /// Print only how many keys there are under the prefix.
     #[arg(long, conflicts_with = "limit")]
     pub count: bool,
+    /// List the keys as they were at this revision (as etcdctl get --rev).
+    #[arg(long, visible_alias = "rev", value_name = "N",
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub revision: Option<i64>,
 }
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Only keys starting with this.
+    /// The key to watch (with --prefix, every key starting with it); every key without one.
+    pub key: Option<String>,
+    /// Watch every key starting with KEY, as etcdctl watch --prefix.
     #[arg(long)]
-    pub prefix: Option<String>,
-    /// Replay every change above this revision first.
-    #[arg(long, value_name = "N")]
+    pub prefix: bool,
+    /// Start at revision N: replay the changes from N on first, N included (as etcdctl
+    /// watch --rev N). A replay gives each key's latest change since N.
+    #[arg(long, visible_alias = "rev", value_name = "N",
+          value_parser = clap::value_parser!(i64).range(0..))]
     pub from_revision: Option<i64>,
     /// Exit after this many events.
     #[arg(long, value_name = "N")]

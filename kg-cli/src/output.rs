@@ -20,6 +20,11 @@ pub trait Render: serde::Serialize {
     }
 }
 
+/// `n` and the noun that goes with it: `1 key`, `2 keys`, `0 keys`.
+pub fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// Writes `value` in `format`.
 pub fn emit(out: &mut dyn Write, format: Output, value: &impl Render) -> io::Result<()> {
     match format {

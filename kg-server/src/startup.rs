@@ -99,6 +99,15 @@ pub struct RequestCounters {
 }
 
 impl AppState {
+    /// The largest request body the node reads: JSON may escape one byte of value as six
+    /// (`\u0000`), so it leaves room for a value of the largest size in any encoding; the value
+    /// itself is checked after parsing.
+    pub fn body_limit(&self) -> usize {
+        self.max_value_bytes
+            .saturating_mul(6)
+            .saturating_add(64 * 1024)
+    }
+
     /// Opens the configured store and starts the node's writer.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let (url, _) = config.database_url();

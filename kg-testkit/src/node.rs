@@ -203,6 +203,37 @@ pub fn dead_endpoint() -> String {
     format!("http://127.0.0.1:{}", crate::free_port())
 }
 
+/// An HTTP server that is not KeyGrid, for as long as the test's runtime lives: it answers
+/// every request with `status` (e.g. `"404 Not Found"`) and `body`, without KeyGrid's
+/// headers, as another service on a mistyped port would. Returns its endpoint.
+pub async fn stranger_endpoint(status: &'static str, body: &'static str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request's head is read (bodies are not sent to it), then one answer.
+                let mut head = Vec::new();
+                let mut buffer = [0_u8; 1024];
+                while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(read) => head.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

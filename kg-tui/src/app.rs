@@ -30,6 +30,9 @@ pub enum Msg {
     Tick(Instant),
     /// A committed change, from Redis pub/sub or `/api/watch`.
     Change(ChangeEvent, Instant),
+    /// A change committed before the dashboard started (the recent history it opens with):
+    /// listed among the events, not counted as throughput.
+    Recent(ChangeEvent),
     /// A heartbeat from Redis `keygrid:nodes`.
     Heartbeat(NodeHeartbeat, Instant),
     /// The event feed's connection state.
@@ -491,6 +494,10 @@ impl App {
                 } else {
                     self.insert_event(event);
                 }
+                Vec::new()
+            }
+            Msg::Recent(event) => {
+                self.insert_event(event);
                 Vec::new()
             }
             Msg::Heartbeat(beat, received) => {

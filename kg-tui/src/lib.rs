@@ -93,6 +93,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 cli.redis_prefix.clone(),
                 tx.clone(),
             ));
+            tokio::spawn(sources::recent_history(endpoints.clone(), tx.clone()));
             FeedState::Connecting("redis".to_owned())
         }
         None => {

@@ -90,9 +90,51 @@ async fn follow_redis(
     Ok(())
 }
 
-/// Without Redis: follows `/api/watch`, resuming after the last revision seen.
+/// How many revisions back the event list starts: the recent history shown at start.
+pub const RECENT_REVISIONS: i64 = 100;
+
+/// The cluster's revision now, from the first endpoint that answers.
+async fn current_revision(endpoints: &Endpoints) -> Option<i64> {
+    endpoints
+        .call(|client| async move { client.status().await })
+        .await
+        .ok()
+        .and_then(|status| status.revision)
+}
+
+/// With Redis, whose pub/sub has only what happens from now on: the changes of the last
+/// [`RECENT_REVISIONS`] revisions, from a watch replay (each key's latest change among them),
+/// sent as [`Msg::Recent`]. The replay ends once a later change or a progress event (nothing
+/// more to replay) comes; if it cannot be had, the list starts empty as before.
+pub async fn recent_history(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
+    use kg_api::WatchItem;
+    let Some(current) = current_revision(&endpoints).await else {
+        return;
+    };
+    let after = (current - RECENT_REVISIONS).max(0);
+    let stream = endpoints
+        .call(|client| async move {
+            client
+                .watch_with(None, Some(after), Some(Duration::from_secs(1)))
+                .await
+        })
+        .await;
+    let Ok(mut stream) = stream else {
+        return;
+    };
+    while let Some(Ok(WatchItem::Change(event))) = stream.next_item().await {
+        if event.revision > current || tx.send(Msg::Recent(event)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Without Redis: follows `/api/watch`, resuming after the last revision seen. The first
+/// connection starts [`RECENT_REVISIONS`] back, so that the event list opens with the recent
+/// history; what the replay brings up to the revision of the start is [`Msg::Recent`].
 pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
-    let mut last: Option<i64> = None;
+    let history_until = current_revision(&endpoints).await;
+    let mut last: Option<i64> = history_until.map(|current| (current - RECENT_REVISIONS).max(0));
     loop {
         let _ = tx.send(Msg::Feed(FeedState::Connecting("watch".to_owned())));
         let stream = endpoints
@@ -105,7 +147,13 @@ pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
                     match stream.next().await {
                         Some(Ok(event)) => {
                             last = stream.resume_after();
-                            if tx.send(Msg::Change(event, Instant::now())).is_err() {
+                            let msg = if history_until.is_some_and(|until| event.revision <= until)
+                            {
+                                Msg::Recent(event)
+                            } else {
+                                Msg::Change(event, Instant::now())
+                            };
+                            if tx.send(msg).is_err() {
                                 return;
                             }
                         }
@@ -113,6 +161,11 @@ pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
                         None => break "stream ended".to_owned(),
                     }
                 }
+            }
+            // History compacted below where the list would start: from now on instead.
+            Err(err) if err.status() == Some(reqwest::StatusCode::GONE) && last.is_some() => {
+                last = None;
+                continue;
             }
             Err(err) => err.to_string(),
         };

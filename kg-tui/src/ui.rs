@@ -53,6 +53,14 @@ pub fn truncate_middle(text: &str, width: usize) -> String {
     head
 }
 
+/// An address as the dashboard shows it: an endpoint without its `http://` (the default, as
+/// kg takes a bare HOST:PORT; `https://` stays) and final slash, in at most `width` columns,
+/// cut in the middle so that its port stays (`keygri…al:8001`).
+pub fn shown_address(address: &str, width: usize) -> String {
+    let bare = address.strip_prefix("http://").unwrap_or(address);
+    truncate_middle(bare.strip_suffix('/').unwrap_or(bare), width)
+}
+
 /// The columns a table's flexible column gets: the area's inner width less the fixed
 /// columns and the one-column gaps between columns.
 fn flexible_width(area: Rect, fixed: &[u16]) -> usize {
@@ -108,7 +116,14 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect) {
         Span::raw(" events via "),
         Span::styled(feed, style),
         Span::raw(if app.read_only { " · read-only" } else { "" }),
-        Span::raw(format!(" · {}", app.endpoints.join(", "))),
+        Span::raw(format!(
+            " · {}",
+            app.endpoints
+                .iter()
+                .map(|endpoint| shown_address(endpoint, usize::MAX))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     ]);
     frame.render_widget(Paragraph::new(line), area);
 }
@@ -153,7 +168,11 @@ fn format_age(age: Duration) -> String {
     }
 }
 
+/// The nodes table's columns but ADDRESS, whose width is what is left of the line.
+const NODE_COLUMNS: [u16; 7] = [9, 8, 6, 10, 8, 8, 8];
+
 fn draw_nodes(frame: &mut Frame, app: &App, area: Rect) {
+    let address_width = flexible_width(area, &NODE_COLUMNS).max(14);
     let rows = app.nodes.values().enumerate().map(|(index, node)| {
         let state = node.state(app.now);
         let (latency, database, cache) = match node.poll.as_ref().map(|poll| &poll.result) {
@@ -167,8 +186,9 @@ fn draw_nodes(frame: &mut Frame, app: &App, area: Rect) {
             None => ("not polled".to_owned(), String::new(), String::new()),
         };
         let row = Row::new(vec![
-            Cell::from(node.id.clone()),
-            Cell::from(node.address.clone()),
+            // A node that never answered is known by its endpoint: shown as an address too.
+            Cell::from(shown_address(&node.id, usize::from(NODE_COLUMNS[0]))),
+            Cell::from(shown_address(&node.address, address_width)),
             Cell::from(state.label()).style(state_style(state)),
             Cell::from(
                 node.heartbeat_age(app.now)
@@ -191,14 +211,14 @@ fn draw_nodes(frame: &mut Frame, app: &App, area: Rect) {
     .style(Style::new().bold());
     // At 80 columns every fixed column, "not polled" included, fits beside a 14-column address.
     let widths = [
-        Constraint::Length(9),
+        Constraint::Length(NODE_COLUMNS[0]),
         Constraint::Min(14),
-        Constraint::Length(8),
-        Constraint::Length(6),
-        Constraint::Length(10),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(8),
+        Constraint::Length(NODE_COLUMNS[1]),
+        Constraint::Length(NODE_COLUMNS[2]),
+        Constraint::Length(NODE_COLUMNS[3]),
+        Constraint::Length(NODE_COLUMNS[4]),
+        Constraint::Length(NODE_COLUMNS[5]),
+        Constraint::Length(NODE_COLUMNS[6]),
     ];
     let title = format!("Nodes ({})", app.nodes.len());
     let table = Table::new(rows, widths)

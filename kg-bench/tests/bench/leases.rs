@@ -108,9 +108,9 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     writer,
                 ));
                 // The next put waits for this one's expiry, so every expiry has its delete.
-                let revision = tokio::time::timeout(Duration::from_secs(5), expired.recv())
+                let revision = tokio::time::timeout(kg_testkit::PATIENCE, expired.recv())
                     .await
-                    .expect("the expiry's delete event within 5 s")
+                    .expect("the expiry's delete event")
                     .unwrap();
                 let ttl_us = TTL * 1_000_000;
                 history.lock().unwrap().push(entry(

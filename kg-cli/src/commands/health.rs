@@ -21,6 +21,8 @@ pub struct NodeHealth {
     pub cache: String,
     /// The node's last revision, a number like every revision `kg` prints; null when unknown.
     pub revision: Option<i64>,
+    /// Why a node that could not be checked is down, in a few words (see [`cause`]).
+    pub cause: Option<&'static str>,
     pub error: Option<String>,
 }
 
@@ -44,7 +46,10 @@ impl Render for Health {
                 vec![
                     n.endpoint.clone(),
                     n.node.clone(),
-                    n.status.to_owned(),
+                    match n.cause {
+                        Some(cause) => format!("{} ({cause})", n.status),
+                        None => n.status.to_owned(),
+                    },
                     format!("{:.1}ms", n.latency_ms),
                     n.database.clone(),
                     n.cache.clone(),
@@ -117,10 +122,29 @@ pub async fn health(endpoints: &Endpoints, options: &ClientOptions) -> Result<He
             database,
             cache,
             revision,
+            cause: result.as_ref().err().map(cause),
             error: result.as_ref().err().map(ToString::to_string),
         });
     }
     Ok(Health(reports))
+}
+
+/// Why a status request failed, in the words a user acts on: a token to give, a node to
+/// start, a network to look at, or an endpoint that is not KeyGrid at all.
+pub(crate) fn cause(err: &kg_api::Error) -> &'static str {
+    use kg_api::Error as E;
+    match err {
+        _ if err.is_refused() => "refused",
+        _ if err.is_timeout() => "timed out",
+        E::Transport { .. } => "unreachable",
+        E::NoApi { .. } | E::Decode { .. } => "not KeyGrid",
+        E::Api { status, .. } if status.as_u16() == 401 => "auth required",
+        E::Api { status, .. } if status.as_u16() == 403 => "token not allowed",
+        E::Api { status, .. } if status.as_u16() == 502 || status.as_u16() == 504 => "bad gateway",
+        E::Unavailable { .. } => "unavailable",
+        E::NotFound { .. } | E::PreconditionFailed { .. } | E::Api { .. } => "unexpected answer",
+        E::InvalidEndpoint { .. } => "invalid endpoint",
+    }
 }
 
 /// The URL of a peer from its heartbeat's listen address. A wildcard address (0.0.0.0, [::])

@@ -6,7 +6,7 @@ use kg_api::{CompactResponse, Endpoints, EventType, KeyVersion, MAX_PAGE_SIZE};
 use serde::{Serialize, Serializer};
 
 use crate::cli::HistoryArgs;
-use crate::output::{print_table, Render};
+use crate::output::{counted, print_table, Render};
 use crate::CliError;
 
 /// The longest value a history table shows before cutting it with an ellipsis.
@@ -115,8 +115,10 @@ impl Render for Compacted {
         let done = &self.0;
         writeln!(
             out,
-            "compacted to revision {}: {} replaced versions and {} tombstones dropped",
-            done.compact_revision, done.versions, done.tombstones
+            "compacted to revision {}: {} and {} dropped",
+            done.compact_revision,
+            counted(done.versions, "replaced version", "replaced versions"),
+            counted(done.tombstones, "tombstone", "tombstones")
         )
     }
 

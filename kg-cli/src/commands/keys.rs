@@ -70,7 +70,7 @@ pub async fn put(
         let mut value = String::new();
         input
             .read_to_string(&mut value)
-            .map_err(|err| CliError::Usage(format!("cannot read the value from stdin: {err}")))?;
+            .map_err(|err| CliError::File(format!("cannot read the value from stdin: {err}")))?;
         value
     } else {
         args.value
@@ -160,6 +160,11 @@ pub async fn delete_range(
     args: DeleteArgs,
 ) -> Result<DeletedRange, CliError> {
     let prefix = args.key.unwrap_or_default();
+    if prefix.is_empty() && !args.all {
+        return Err(CliError::Usage(
+            "an empty prefix is every key: to delete every key, say kg delete --all".to_owned(),
+        ));
+    }
     let deleted = endpoints
         .call(|client| {
             let prefix = prefix.clone();

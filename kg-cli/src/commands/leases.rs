@@ -11,7 +11,7 @@ use kg_api::{
 use serde::Serialize;
 
 use crate::cli::{LeaseCommand, LockArgs, Output};
-use crate::output::{emit, print_table, Render};
+use crate::output::{counted, emit, print_table, Render};
 use crate::CliError;
 
 /// Exit code after ctrl-c, as shells report SIGINT.
@@ -62,8 +62,10 @@ impl Render for Revoked {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "lease {} revoked: {} keys deleted (revision {})",
-            self.id, self.response.deleted, self.response.revision
+            "lease {} revoked: {} deleted (revision {})",
+            self.id,
+            counted(self.response.deleted, "key", "keys"),
+            self.response.revision
         )
     }
 }
@@ -202,12 +204,14 @@ pub async fn lock(
             "the lock's name must not be empty".to_owned(),
         ));
     }
+    // From here on, a ctrl-c is kept until `hold` looks, however busy kg is when it comes.
+    let mut interrupt = Interrupt::new();
     let ttl = args.ttl;
     let grant = endpoints
         .call(|client| async move { client.lease_grant(ttl).await })
         .await?;
     let keeper = tokio::spawn(keep_alive(endpoints.clone(), grant));
-    let held = hold(endpoints, &args, grant.id, format, out).await;
+    let held = hold(endpoints, &args, grant.id, format, out, &mut interrupt).await;
     keeper.abort();
     // Released whatever happened: revoking deletes the lock's key, which wakes the next
     // waiter. A lease already gone (expired while we were stuck) needs nothing more.
@@ -248,6 +252,7 @@ async fn hold(
     lease: i64,
     format: Output,
     out: &mut dyn Write,
+    interrupt: &mut Interrupt,
 ) -> Result<u8, CliError> {
     // Fixed width, so that no holder's key is a prefix of another's.
     let key = format!("{}/{lease:016x}", args.name);
@@ -265,14 +270,14 @@ async fn hold(
     let prefix = format!("{}/", args.name);
     tokio::select! {
         waited = wait_turn(endpoints, &prefix, written.create_revision) => waited?,
-        _ = tokio::signal::ctrl_c() => return Ok(EXIT_INTERRUPTED),
+        () = interrupt.recv() => return Ok(EXIT_INTERRUPTED),
     }
     emit(out, format, &Held { key, lease })?;
     out.flush()?;
     let lost = lease_lost(endpoints, lease);
     if args.command.is_empty() {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(0),
+            () = interrupt.recv() => Ok(EXIT_INTERRUPTED),
             err = lost => Err(lost_lock(lease, err)),
         }
     } else {
@@ -290,7 +295,7 @@ async fn hold(
                     |code| u8::try_from(code).unwrap_or(1),
                 ))
             }
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupt.recv() => {
                 let _ = child.wait().await;
                 Ok(EXIT_INTERRUPTED)
             }
@@ -298,6 +303,44 @@ async fn hold(
                 let _ = child.kill().await;
                 Err(lost_lock(lease, err))
             }
+        }
+    }
+}
+
+/// Ctrl-c for `kg lock`, which handles it itself (kg's own handler ends the process at once)
+/// to release the lock first. One handler for the whole command: a ctrl-c that comes while
+/// nothing waits on it (between two selects) is kept for the next wait, where a fresh
+/// `tokio::signal::ctrl_c()` would miss it.
+struct Interrupt {
+    #[cfg(unix)]
+    signal: Option<tokio::signal::unix::Signal>,
+}
+
+impl Interrupt {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                signal: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// Resolves at the next ctrl-c (or one that came since the last); never without a handler.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        match &mut self.signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

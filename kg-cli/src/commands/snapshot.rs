@@ -1,12 +1,13 @@
-//! `kg snapshot save` and `kg snapshot restore`: every live key at one revision, to a file of
-//! JSON lines (`GET /api/snapshot` as it arrives) and back into a cluster.
+//! `kg snapshot save`, `restore` and `status`: every live key at one revision, to a file of
+//! JSON lines (`GET /api/snapshot` as it arrives) or stdout, back into a cluster from a file
+//! or stdin, and what a file holds.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::TryStreamExt as _;
+use futures::{StreamExt as _, TryStreamExt as _};
 use indicatif::ProgressBar;
 use kg_api::{
     Attach, Endpoints, KeyRecord, Precondition, SnapshotEnd, SnapshotHeader, SnapshotLine,
@@ -15,32 +16,99 @@ use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
 
 use crate::cli::{Output, SnapshotCommand};
-use crate::output::{emit, Render};
+use crate::output::{counted, emit, print_table, Render};
 use crate::CliError;
 
-/// Runs `kg snapshot save|restore`.
+/// The file name that means standard input or output, as everywhere else in kg.
+const STDIO: &str = "-";
+
+/// Runs `kg snapshot save|restore|status`.
 pub async fn snapshot(
     endpoints: &Endpoints,
     command: SnapshotCommand,
     format: Output,
     out: &mut dyn Write,
+    input: &mut dyn Read,
 ) -> Result<u8, CliError> {
     let progress = format == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
     match command {
+        SnapshotCommand::Save { file } if file.as_os_str() == STDIO => {
+            // The snapshot is the output; what was saved goes to stderr, as a progress bar does.
+            let saved = save_to(endpoints, out).await?;
+            out.flush()?;
+            emit(&mut io::stderr(), format, &saved)?;
+        }
         SnapshotCommand::Save { file } => {
             emit(out, format, &save(endpoints, &file, progress).await?)?
         }
         SnapshotCommand::Restore {
             file,
             force,
+            merge,
             concurrency,
-        } => emit(
-            out,
-            format,
-            &restore(endpoints, &file, force, usize::from(concurrency), progress).await?,
-        )?,
+        } => {
+            let mode = match (force, merge) {
+                (_, true) => Mode::Merge,
+                (true, false) => Mode::Replace,
+                (false, false) => Mode::IntoEmpty,
+            };
+            let concurrency = usize::from(concurrency);
+            let source = Source::open(&file, input)?;
+            let restored = restore(endpoints, &source, mode, concurrency, progress).await?;
+            emit(out, format, &restored)?
+        }
+        SnapshotCommand::Status { file } => {
+            let source = Source::open(&file, input)?;
+            emit(out, format, &status(&source).await?)?
+        }
     }
     Ok(0)
+}
+
+/// A snapshot file to read: its path, and what messages call it. Standard input is copied to
+/// a temporary file first (a restore reads its file more than once), which messages call
+/// "standard input", not by the temporary file's name.
+pub struct Source {
+    path: PathBuf,
+    shown: String,
+    /// Deletes the copy of standard input when the source is dropped.
+    _spool: Option<tempfile::NamedTempFile>,
+}
+
+impl Source {
+    /// `file`, or with `-` a copy of `input`.
+    pub fn open(file: &Path, input: &mut dyn Read) -> Result<Self, CliError> {
+        if file.as_os_str() != STDIO {
+            return Ok(Self {
+                path: file.to_owned(),
+                shown: file.display().to_string(),
+                _spool: None,
+            });
+        }
+        let spool_error =
+            |err: io::Error| CliError::File(format!("cannot copy standard input aside: {err}"));
+        let mut spool = tempfile::NamedTempFile::new().map_err(spool_error)?;
+        io::copy(input, &mut spool)
+            .map_err(|err| CliError::File(format!("cannot read standard input: {err}")))?;
+        spool.flush().map_err(spool_error)?;
+        Ok(Self {
+            path: spool.path().to_owned(),
+            shown: "standard input".to_owned(),
+            _spool: Some(spool),
+        })
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Source").field("path", &self.path).finish()
+    }
 }
 
 /// What `kg snapshot save` wrote.
@@ -56,10 +124,14 @@ impl Render for Saved {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "saved {} keys at revision {} to {} ({})",
-            self.keys,
+            "saved {} at revision {} to {} ({})",
+            counted(self.keys, "key", "keys"),
             self.revision,
-            self.file.display(),
+            if self.file.as_os_str() == STDIO {
+                "standard output".to_owned()
+            } else {
+                self.file.display().to_string()
+            },
             human_bytes(self.bytes)
         )
     }
@@ -96,18 +168,18 @@ pub async fn save(endpoints: &Endpoints, file: &Path, progress: bool) -> Result<
         Err(err) => {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(match err {
-                CliError::Output(io) => CliError::Output(io::Error::new(
-                    io.kind(),
-                    format!("{}: {io}", part.display()),
-                )),
+                CliError::Output(io) => {
+                    CliError::File(format!("cannot write {}: {io}", part.display()))
+                }
                 other => other,
             });
         }
     };
     tokio::fs::rename(&part, file).await.map_err(|err| {
-        CliError::Output(io::Error::new(
-            err.kind(),
-            format!("renaming {} to {}: {err}", part.display(), file.display()),
+        CliError::File(format!(
+            "cannot rename {} to {}: {err}",
+            part.display(),
+            file.display()
         ))
     })?;
     Ok(Saved {
@@ -118,16 +190,61 @@ pub async fn save(endpoints: &Endpoints, file: &Path, progress: bool) -> Result<
     })
 }
 
+/// How a restore treats a cluster that already holds keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Refuse it.
+    IntoEmpty,
+    /// Leave exactly the snapshot's keys (`--force`): keys the snapshot lacks are deleted.
+    Replace,
+    /// Write the snapshot's keys over it and keep the rest (`--merge`).
+    Merge,
+}
+
+/// Streams the snapshot to `out` (`kg snapshot save -`), line by line as it arrives. A
+/// snapshot cut short is an error after its lines were written: its reader sees no end line.
+pub async fn save_to(endpoints: &Endpoints, out: &mut dyn Write) -> Result<Saved, CliError> {
+    let mut stream = endpoints
+        .call(|client| async move { client.snapshot().await })
+        .await?;
+    let header = stream.header.clone();
+    let mut bytes = 0_u64;
+    let mut write = |line: Vec<u8>| -> Result<(), CliError> {
+        out.write_all(&line)?;
+        bytes += line.len() as u64;
+        Ok(())
+    };
+    write(self::line(&header))?;
+    let mut keys = 0_u64;
+    while let Some(record) = stream.next().await? {
+        write(self::line(&record))?;
+        keys += 1;
+    }
+    write(self::line(&SnapshotEnd { end: keys }))?;
+    Ok(Saved {
+        file: PathBuf::from(STDIO),
+        revision: header.revision,
+        keys,
+        bytes,
+    })
+}
+
 /// What `kg snapshot restore` loaded.
 #[derive(Debug, Serialize)]
 pub struct Restored {
+    /// The file, or `-` for standard input.
     pub file: PathBuf,
+    /// What the text calls the file.
+    #[serde(skip)]
+    pub from: String,
     /// The revision the snapshot was taken at.
     pub snapshot_revision: i64,
     pub keys: u64,
     /// Leases granted anew for the snapshot's leased keys, one per lease it named.
     pub leases: u64,
-    /// The cluster's revision after the last key was written.
+    /// Keys the cluster held that the snapshot lacks, deleted (with `--force`).
+    pub deleted: u64,
+    /// The cluster's revision after the last key was written or deleted.
     pub revision: i64,
 }
 
@@ -135,11 +252,19 @@ impl Render for Restored {
     fn text(&self, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
-            "restored {} keys ({} leases) from {} (taken at revision {}); the cluster is at revision {}",
-            self.keys,
-            self.leases,
-            self.file.display(),
+            "restored {} ({}) from {} (taken at revision {}); {}the cluster is at revision {}",
+            counted(self.keys, "key", "keys"),
+            counted(self.leases, "lease", "leases"),
+            self.from,
             self.snapshot_revision,
+            if self.deleted > 0 {
+                format!(
+                    "deleted {} the snapshot lacks; ",
+                    counted(self.deleted, "key", "keys")
+                )
+            } else {
+                String::new()
+            },
             self.revision
         )
     }
@@ -147,11 +272,12 @@ impl Render for Restored {
 
 /// Loads a snapshot file. The file is read twice: once to check that it is whole and well
 /// formed (so that a damaged file writes nothing), then to write its keys, `concurrency` at
-/// a time. Each lease the snapshot names is granted anew for the time it had left.
+/// a time; with [`Mode::Replace`], a third time beside the cluster's keys, to delete those
+/// it lacks. Each lease the snapshot names is granted anew for the time it had left.
 pub async fn restore(
     endpoints: &Endpoints,
-    file: &Path,
-    force: bool,
+    file: &Source,
+    mode: Mode,
     concurrency: usize,
     progress: bool,
 ) -> Result<Restored, CliError> {
@@ -159,10 +285,12 @@ pub async fn restore(
     let present = endpoints
         .call(|client| async move { client.count(None).await })
         .await?;
-    if present > 0 && !force {
+    if present > 0 && mode == Mode::IntoEmpty {
         return Err(CliError::Usage(format!(
-            "the cluster holds {present} keys: restore loads a snapshot into an empty one \
-             (--force writes the snapshot's keys over what is there)"
+            "the cluster holds {}: restore loads a snapshot into an empty one \
+             (--force replaces what is there with the snapshot, --merge keeps the keys the \
+             snapshot lacks)",
+            counted(present, "key", "keys")
         )));
     }
     let mut leases = BTreeMap::new();
@@ -193,13 +321,102 @@ pub async fn restore(
         .try_fold(0_i64, |top, revision| async move { Ok(top.max(revision)) })
         .await?;
     bar.finish_and_clear();
+    // Only now, once every key of the snapshot is in: a restore cut short leaves the cluster
+    // holding more than the snapshot, never less than it and the old keys together.
+    let (deleted, revision) = if mode == Mode::Replace && present > 0 {
+        let (deleted, deleted_at) = delete_others(endpoints, file, concurrency).await?;
+        (deleted, revision.max(deleted_at))
+    } else {
+        (0, revision)
+    };
     Ok(Restored {
-        file: file.to_owned(),
+        file: match file._spool {
+            Some(_) => PathBuf::from(STDIO),
+            None => file.path.clone(),
+        },
+        from: file.to_string(),
         snapshot_revision: checked.header.revision,
         keys: checked.keys,
         leases: leases.len() as u64,
+        deleted,
         revision,
     })
+}
+
+/// Deletes every key of the cluster that the snapshot lacks: the cluster's keys (a page at a
+/// time) and the file's (a line at a time) are both in byte order, so one walk down both
+/// finds them, holding no more than a page in memory. Returns how many it deleted and the
+/// highest revision of those deletes.
+async fn delete_others(
+    endpoints: &Endpoints,
+    file: &Source,
+    concurrency: usize,
+) -> Result<(u64, i64), CliError> {
+    let mut snapshot_keys = std::pin::pin!(records(file).await?.map_ok(|record| record.key));
+    let mut next_in_snapshot = snapshot_keys.try_next().await?;
+    let mut after: Option<String> = None;
+    let (mut deleted, mut revision) = (0_u64, 0_i64);
+    loop {
+        let page = endpoints
+            .call(|client| {
+                let after = after.clone();
+                async move {
+                    client
+                        .list_keys_only(None, Some(kg_api::MAX_PAGE_SIZE), after.as_deref())
+                        .await
+                }
+            })
+            .await?;
+        let mut others = Vec::new();
+        for record in page.keys {
+            while next_in_snapshot
+                .as_deref()
+                .is_some_and(|key| key.as_bytes() < record.key.as_bytes())
+            {
+                next_in_snapshot = snapshot_keys.try_next().await?;
+            }
+            if next_in_snapshot.as_deref() != Some(record.key.as_str()) {
+                others.push(record.key);
+            }
+        }
+        let done: Vec<Option<i64>> = futures::stream::iter(others)
+            .map(|key| async move { delete_retrying(endpoints, &key).await })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect()
+            .await?;
+        for at in done.into_iter().flatten() {
+            deleted += 1;
+            revision = revision.max(at);
+        }
+        match page.next {
+            Some(next) => after = Some(next),
+            None => return Ok((deleted, revision)),
+        }
+    }
+}
+
+/// A delete retried as [`put_retrying`] retries a put: `None` when the key was already gone
+/// (its lease ran out, or someone else deleted it).
+async fn delete_retrying(endpoints: &Endpoints, key: &str) -> Result<Option<i64>, CliError> {
+    let mut wait = Duration::from_millis(100);
+    for _ in 0..6 {
+        let deleted = endpoints
+            .call(|client| async move { client.delete(key, Precondition::None).await })
+            .await;
+        match deleted {
+            Ok(deleted) => return Ok(Some(deleted.revision)),
+            Err(kg_api::Error::NotFound { .. }) => return Ok(None),
+            Err(err) if err.is_connect() || matches!(err, kg_api::Error::Unavailable { .. }) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(CliError::Unavailable(format!(
+        "no node took the delete of {key:?}; the snapshot is restored, but keys it lacks \
+         may be left"
+    )))
 }
 
 /// A put that is retried while no node can take it (a node restarting, a failover): writing
@@ -243,10 +460,9 @@ struct Checked {
 
 /// Reads the file through: a header of this format, key lines in strictly increasing byte
 /// order (so no key twice), each with a value, and an end line that counts them.
-async fn check_file(file: &Path) -> Result<Checked, CliError> {
+async fn check_file(file: &Source) -> Result<Checked, CliError> {
     let mut lines = open(file).await?.lines();
-    let bad =
-        |why: String| CliError::Usage(format!("{} is not a whole snapshot: {why}", file.display()));
+    let bad = |why: String| CliError::Usage(format!("{file} is not a whole snapshot: {why}"));
     let first = next_line(&mut lines, file)
         .await?
         .ok_or_else(|| bad("it is empty".to_owned()))?;
@@ -310,7 +526,7 @@ fn lease_seconds(record: &KeyRecord) -> u64 {
 
 /// The key lines of a file that [`check_file`] has passed.
 async fn records(
-    file: &Path,
+    file: &Source,
 ) -> Result<impl futures::Stream<Item = Result<KeyRecord, CliError>> + '_, CliError> {
     let mut lines = open(file).await?.lines();
     // The header, checked already.
@@ -325,29 +541,88 @@ async fn records(
                 Ok(SnapshotLine::Key(record)) => Ok(Some((record, lines))),
                 Ok(SnapshotLine::End(_)) => Ok(None),
                 Err(why) => Err(CliError::Usage(format!(
-                    "{} changed while it was restored: {why}",
-                    file.display()
+                    "{file} changed while it was restored: {why}"
                 ))),
             }
         },
     ))
 }
 
-async fn open(file: &Path) -> Result<BufReader<tokio::fs::File>, CliError> {
-    let opened = tokio::fs::File::open(file)
+async fn open(file: &Source) -> Result<BufReader<tokio::fs::File>, CliError> {
+    let opened = tokio::fs::File::open(&file.path)
         .await
-        .map_err(|err| CliError::Usage(format!("cannot read {}: {err}", file.display())))?;
+        .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))?;
     Ok(BufReader::new(opened))
 }
 
 async fn next_line(
     lines: &mut tokio::io::Lines<BufReader<tokio::fs::File>>,
-    file: &Path,
+    file: &Source,
 ) -> Result<Option<String>, CliError> {
     lines
         .next_line()
         .await
-        .map_err(|err| CliError::Usage(format!("cannot read {}: {err}", file.display())))
+        .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))
+}
+
+/// What `kg snapshot status` found in a file that it read whole and checked.
+#[derive(Debug, Serialize)]
+pub struct SnapshotStatus {
+    /// The file, or `-` for standard input.
+    pub file: PathBuf,
+    /// The revision the snapshot shows the store at.
+    pub revision: i64,
+    /// When it was taken (RFC 3339, UTC).
+    pub created_at: String,
+    pub keys: u64,
+    /// Leases its keys name.
+    pub leases: u64,
+    pub bytes: u64,
+    /// The SHA-256 of the whole file, to compare copies.
+    pub sha256: String,
+}
+
+impl Render for SnapshotStatus {
+    fn text(&self, out: &mut dyn Write) -> io::Result<()> {
+        let rows = [
+            ("revision", self.revision.to_string()),
+            ("taken at", self.created_at.clone()),
+            ("keys", self.keys.to_string()),
+            ("leases", self.leases.to_string()),
+            (
+                "size",
+                format!("{} ({} bytes)", human_bytes(self.bytes), self.bytes),
+            ),
+            ("sha256", self.sha256.clone()),
+        ]
+        .map(|(name, value)| vec![name.to_owned(), value]);
+        print_table(out, &[], &rows)
+    }
+}
+
+/// Checks a snapshot file through, as a restore does before it writes anything, and sums it.
+pub async fn status(file: &Source) -> Result<SnapshotStatus, CliError> {
+    use sha2::Digest as _;
+    let checked = check_file(file).await?;
+    let mut hasher = sha2::Sha256::new();
+    let bytes = io::copy(
+        &mut std::fs::File::open(&file.path)
+            .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))?,
+        &mut hasher,
+    )
+    .map_err(|err| CliError::File(format!("cannot read {file}: {err}")))?;
+    Ok(SnapshotStatus {
+        file: match file._spool {
+            Some(_) => PathBuf::from(STDIO),
+            None => file.path.clone(),
+        },
+        revision: checked.header.revision,
+        created_at: checked.header.created_at,
+        keys: checked.keys,
+        leases: checked.leases.len() as u64,
+        bytes,
+        sha256: format!("{:x}", hasher.finalize()),
+    })
 }
 
 fn line<T: Serialize>(value: &T) -> Vec<u8> {

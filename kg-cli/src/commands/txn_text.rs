@@ -39,9 +39,9 @@ pub fn parse(text: &str) -> Result<TxnRequest, String> {
         in_section = true;
         let at = |err: String| format!("line {number}: {err}");
         match section {
-            0 => request.compare.push(compare(line).map_err(at)?),
-            1 => request.success.push(op(line).map_err(at)?),
-            2 => request.failure.push(op(line).map_err(at)?),
+            0 => request.compare.push(compare_line(line).map_err(at)?),
+            1 => request.success.push(op_line(line).map_err(at)?),
+            2 => request.failure.push(op_line(line).map_err(at)?),
             _ => {
                 return Err(at(
                     "a transaction has three parts (compares, success, failure), \
@@ -59,7 +59,7 @@ fn words(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// `TARGET("KEY") OP "VALUE"`, as etcdctl writes a compare.
-fn compare(line: &str) -> Result<Compare, String> {
+pub fn compare_line(line: &str) -> Result<Compare, String> {
     let usage = || {
         format!(
             "expected a compare such as value(\"k\") = \"v\" or mod(\"k\") > \"3\" \
@@ -67,6 +67,14 @@ fn compare(line: &str) -> Result<Compare, String> {
         )
     };
     let (target, rest) = line.split_once('(').ok_or_else(usage)?;
+    if target.trim() == "lease" {
+        // etcd compares a key's lease id; KeyGrid's compares have no such target.
+        let key = rest.split_once(')').map_or(rest, |(key, _)| key);
+        return Err(format!(
+            "lease({key}) compares are not supported: KeyGrid compares value, mod, create, ver \
+             and exists (`kg get KEY -o json` shows a key's lease)"
+        ));
+    }
     let target = match target.trim() {
         "value" => CompareTarget::Value,
         "mod" | "revision" => CompareTarget::Revision,
@@ -109,10 +117,15 @@ fn compare(line: &str) -> Result<Compare, String> {
     })
 }
 
-/// `put KEY VALUE [--lease ID]`, `get KEY`, `del KEY` or `del --prefix PREFIX`.
-fn op(line: &str) -> Result<TxnOp, String> {
+/// `put KEY VALUE [--lease ID]` (or `--lease=ID`, as etcdctl writes it), `get KEY`, `del KEY`
+/// or `del --prefix PREFIX`.
+pub fn op_line(line: &str) -> Result<TxnOp, String> {
     let words = words(line)?;
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let mut words: Vec<&str> = words.iter().map(String::as_str).collect();
+    if let Some(at) = words.iter().position(|word| word.starts_with("--lease=")) {
+        let lease = &words[at]["--lease=".len()..];
+        words.splice(at..=at, ["--lease", lease]);
+    }
     Ok(match words.as_slice() {
         ["put", key, value] => TxnOp::Put {
             key: (*key).to_owned(),
@@ -223,6 +236,24 @@ mod tests {
         assert!(request.compare.is_empty());
         assert_eq!(request.success, [put("a", "1")]);
         assert!(request.failure.is_empty());
+    }
+
+    #[test]
+    fn etcdctls_lease_equals_reads_as_lease_and_a_lease_compare_is_named() {
+        let request = parse("\nput a 1 --lease=7\n").unwrap();
+        assert_eq!(
+            request.success,
+            [TxnOp::Put {
+                key: "a".to_owned(),
+                value: "1".to_owned(),
+                lease: Some(7),
+            }]
+        );
+        let err = parse("lease(\"a\") = \"7\"\n").unwrap_err();
+        assert!(
+            err.starts_with("line 1: lease(\"a\") compares are not supported"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `kg watch`: follows `/api/watch`, reconnecting with the last revision seen.
+//! `kg watch`: follows `/api/watch` for a key, a prefix or every key, reconnecting with the
+//! last revision seen.
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -82,11 +83,14 @@ pub async fn watch(
     format: Output,
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
-    let mut last = args.from_revision;
+    // The stream resumes after `last`, the last revision seen: one before the first wanted.
+    let mut last = args.from_revision.map(|first| (first - 1).max(0));
     let mut seen = 0_usize;
     let mut failures = 0_u32;
+    // One key is watched as the prefix it is, keeping only its own events.
+    let exact = (!args.prefix).then(|| args.key.clone()).flatten();
     loop {
-        let prefix = args.prefix.clone();
+        let prefix = args.key.clone();
         let stream = endpoints
             .call(|client| {
                 let prefix = prefix.clone();
@@ -132,6 +136,9 @@ pub async fn watch(
                 Err(_) => break,
             };
             last = stream.resume_after();
+            if exact.as_ref().is_some_and(|key| *key != event.key) {
+                continue;
+            }
             emit(out, format, &Event(event))?;
             out.flush()?;
             seen += 1;

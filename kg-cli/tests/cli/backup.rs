@@ -69,7 +69,7 @@ async fn a_saved_snapshot_restores_every_value_and_lease_into_an_empty_cluster()
     kg(&["-e", &busy.endpoint, "put", "mine", "keep"], "").await;
     let (code, refused) = kg(&["-e", &busy.endpoint, "snapshot", "restore", file_arg], "").await;
     assert_eq!(code, 2, "{refused}");
-    assert!(refused.contains("the cluster holds 1 keys"), "{refused}");
+    assert!(refused.contains("the cluster holds 1 key:"), "{refused}");
     assert_eq!(contents(&busy.endpoint).await.len(), 1);
 
     let target = spawn_node().await;
@@ -119,7 +119,7 @@ async fn a_saved_snapshot_restores_every_value_and_lease_into_an_empty_cluster()
         "the lease's time left is kept: {left}"
     );
 
-    // --force writes the snapshot over what is there.
+    // --force replaces what is there: the store ends equal to the snapshot.
     let (code, forced) = kg(
         &[
             "-e",
@@ -137,7 +137,88 @@ async fn a_saved_snapshot_restores_every_value_and_lease_into_an_empty_cluster()
         forced.starts_with("restored 303 keys (2 leases) from "),
         "{forced}"
     );
-    assert_eq!(contents(&busy.endpoint).await.len(), 304);
+    assert_eq!(values(&contents(&busy.endpoint).await), values(&before));
+}
+
+/// The case: a 37-key snapshot restored with --force over a 3-key store (one key in
+/// common) leaves the 37 keys and nothing else; --merge keeps the store's other keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_restore_replaces_the_store_and_merge_keeps_its_other_keys() {
+    let source = spawn_node().await;
+    let e = source.endpoint.as_str();
+    for i in 0..37 {
+        kg(
+            &["-e", e, "put", &format!("k/{i:02}"), &format!("v{i}")],
+            "",
+        )
+        .await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("37.kgs");
+    let file_arg = file.to_str().unwrap();
+    assert_eq!(kg(&["-e", e, "snapshot", "save", file_arg], "").await.0, 0);
+    let wanted = contents(e).await;
+
+    let fill = |endpoint: String| async move {
+        for (key, value) in [("k/05", "old"), ("a-extra", "x"), ("z/extra", "y")] {
+            kg(&["-e", &endpoint, "put", key, value], "").await;
+        }
+    };
+    let target = spawn_node().await;
+    fill(target.endpoint.clone()).await;
+    let (code, refused) = kg(
+        &["-e", &target.endpoint, "snapshot", "restore", file_arg],
+        "",
+    )
+    .await;
+    assert_eq!(code, 2, "{refused}");
+    assert!(
+        refused.contains("--force") && refused.contains("--merge"),
+        "the refusal names both ways on: {refused}"
+    );
+    let (code, forced) = kg(
+        &kg_testkit::argv(&format!(
+            "-e {} -o json snapshot restore --force {file_arg}",
+            target.endpoint
+        )),
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{forced}");
+    let forced: serde_json::Value = serde_json::from_str(&forced).unwrap();
+    assert_eq!(
+        (forced["keys"].as_u64(), forced["deleted"].as_u64()),
+        (Some(37), Some(2))
+    );
+    assert_eq!(
+        contents(&target.endpoint).await,
+        wanted,
+        "equal to the snapshot"
+    );
+
+    let merged = spawn_node().await;
+    fill(merged.endpoint.clone()).await;
+    let (code, out) = kg(
+        &[
+            "-e",
+            &merged.endpoint,
+            "snapshot",
+            "restore",
+            "--merge",
+            file_arg,
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.starts_with("restored 37 keys (0 leases) from "),
+        "{out}"
+    );
+    let after = contents(&merged.endpoint).await;
+    assert_eq!(after.len(), 39, "{after:?}");
+    assert!(after.iter().any(|row| row.0 == "a-extra"));
+    assert!(after.contains(&("k/05".to_owned(), "v5".to_owned(), None)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,4 +284,93 @@ async fn a_damaged_snapshot_file_is_refused_before_anything_is_written() {
         contents(&target.endpoint).await.is_empty(),
         "nothing was written"
     );
+}
+
+/// `kg snapshot save -` writes the snapshot to stdout, `restore -` reads one from stdin, and
+/// `kg snapshot status FILE` says what a file holds (keys, revision, size, checksum) after
+/// checking it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_go_through_stdout_and_stdin_and_status_describes_a_file() {
+    use sha2::Digest as _;
+    let source = spawn_node().await;
+    let e = source.endpoint.as_str();
+    for key in ["a", "b", "c"] {
+        kg(&["-e", e, "put", key, key], "").await;
+    }
+    let (_, lease) = kg(&["-e", e, "-o", "raw", "lease", "grant", "300s"], "").await;
+    kg(&["-e", e, "put", "d", "d", "--lease", lease.trim()], "").await;
+    let (code, snapshot) = kg(&["-e", e, "snapshot", "save", "-"], "").await;
+    assert_eq!(code, 0, "{snapshot}");
+    assert_eq!(
+        snapshot.lines().count(),
+        6,
+        "header, four keys, end: {snapshot}"
+    );
+    assert!(
+        snapshot.starts_with("{\"format\":\"keygrid-snapshot\""),
+        "{snapshot}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("four.kgs");
+    std::fs::write(&file, &snapshot).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let (code, status) = kg(&["-o", "json", "snapshot", "status", file_arg], "").await;
+    assert_eq!(code, 0, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let sha256 = format!("{:x}", sha2::Sha256::digest(snapshot.as_bytes()));
+    assert_eq!(
+        (
+            status["keys"].as_u64(),
+            status["revision"].as_i64(),
+            status["leases"].as_u64(),
+            status["bytes"].as_u64(),
+            status["sha256"].as_str()
+        ),
+        (
+            Some(4),
+            Some(4),
+            Some(1),
+            Some(snapshot.len() as u64),
+            Some(sha256.as_str())
+        ),
+        "{status}"
+    );
+    let (code, text) = kg(&["snapshot", "status", file_arg], "").await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&sha256) && text.contains("keys"), "{text}");
+    std::fs::write(&file, &snapshot[..snapshot.len() - 5]).unwrap();
+    let (code, damaged) = kg(&["snapshot", "status", file_arg], "").await;
+    assert_eq!(code, 2, "{damaged}");
+    assert!(damaged.contains("is not a whole snapshot"), "{damaged}");
+
+    // One key and one lease: counted in the singular.
+    let one = spawn_node().await;
+    kg(
+        &["-e", &one.endpoint, "put", "solo", "v", "--ttl", "300s"],
+        "",
+    )
+    .await;
+    let (code, saved) = kg(&["-e", &one.endpoint, "snapshot", "save", "-"], "").await;
+    assert_eq!(code, 0, "{saved}");
+    let other = spawn_node().await;
+    let (code, restored) = kg(&["-e", &other.endpoint, "snapshot", "restore", "-"], &saved).await;
+    assert_eq!(code, 0, "{restored}");
+    assert!(
+        restored.starts_with("restored 1 key (1 lease) from standard input "),
+        "{restored}"
+    );
+
+    let target = spawn_node().await;
+    let (code, restored) = kg(
+        &["-e", &target.endpoint, "snapshot", "restore", "-"],
+        &snapshot,
+    )
+    .await;
+    assert_eq!(code, 0, "{restored}");
+    assert!(
+        restored.starts_with("restored 4 keys (") && restored.contains(" from standard input "),
+        "{restored}"
+    );
+    assert_eq!(contents(&target.endpoint).await.len(), 4);
 }

@@ -11,7 +11,9 @@ mod backup;
 #[path = "../common/kg.rs"]
 mod common;
 use common::kg;
+mod interrupt;
 mod leases;
+mod txn;
 
 /// A node on embedded SQLite in a temporary directory.
 struct Node {
@@ -90,10 +92,13 @@ async fn delete_prefix_removes_a_range_at_one_revision_and_all_needs_saying() {
         json,
         serde_json::json!({"prefix": "app/", "deleted": 0, "revision": 5})
     );
-    // An empty prefix is every key: the node wants that said with --all.
+    // An empty prefix is every key: kg wants that said with --all, in its own words.
     let (code, message) = kg(&["-e", e, "delete", "", "--prefix"], "").await;
     assert_eq!(code, 2, "{message}");
-    assert!(message.contains("all=true"), "{message}");
+    assert!(
+        message.contains("--all") && !message.contains("all=true"),
+        "{message}"
+    );
     assert_eq!(kg(&["-e", e, "delete", "x", "--all"], "").await.0, 2);
     assert_eq!(
         kg(
@@ -237,7 +242,7 @@ async fn history_lists_versions_get_reads_a_past_revision_and_compact_drops_them
         kg(&["-e", e, "compact", "2"], "").await,
         (
             0,
-            "compacted to revision 2: 1 replaced versions and 0 tombstones dropped\n".into()
+            "compacted to revision 2: 1 replaced version and 0 tombstones dropped\n".into()
         )
     );
     let (code, message) = kg(&["-e", e, "get", "h", "--revision", "1"], "").await;
@@ -330,6 +335,54 @@ async fn exit_codes_are_documented_and_distinct() {
     assert!(message.starts_with("error: cannot reach"), "{message}");
 }
 
+/// A 404 is "key not found" (exit 1) only when a KeyGrid node said so; a wrong path on a node,
+/// or another HTTP service, is "no KeyGrid API" (exit 4, as nothing could serve the request).
+#[tokio::test]
+async fn a_wrong_endpoint_is_no_keygrid_api_not_a_missing_key() {
+    let node = spawn_node().await;
+    let with_path = format!("{}/api", node.endpoint);
+    let (code, message) = kg(&["-e", &with_path, "get", "a"], "").await;
+    assert_eq!(code, 4, "{message}");
+    assert!(
+        message.starts_with(&format!("error: no KeyGrid API at {with_path}/")),
+        "{message}"
+    );
+    for (status, body) in [
+        ("404 Not Found", "Not Found"),
+        // Even the seed's body, from a server that is not a KeyGrid node.
+        ("404 Not Found", r#"{"detail":"Key not found"}"#),
+    ] {
+        let stranger = kg_testkit::stranger_endpoint(status, body).await;
+        let (code, message) = kg(&["-e", &stranger, "get", "a"], "").await;
+        assert_eq!(code, 4, "{body}: {message}");
+        assert!(
+            message.starts_with(&format!("error: no KeyGrid API at {stranger}/")),
+            "{message}"
+        );
+    }
+    assert_eq!(
+        kg(&["-e", &node.endpoint, "get", "a"], "").await,
+        (1, "error: Key not found".into()),
+        "the node's own 404 is still a missing key"
+    );
+}
+
+/// As etcdctl takes `--endpoints 127.0.0.1:2379`, kg takes a bare HOST:PORT as http.
+#[tokio::test]
+async fn a_bare_host_and_port_is_an_http_endpoint() {
+    let node = spawn_node().await;
+    let bare = node.endpoint.strip_prefix("http://").unwrap();
+    assert_eq!(
+        kg(&["-e", bare, "put", "k", "v"], "").await,
+        (0, "OK revision 1\n".into())
+    );
+    let localhost = bare.replace("127.0.0.1", "localhost");
+    assert_eq!(
+        kg(&["-e", &localhost, "get", "k"], "").await,
+        (0, "v\n".into())
+    );
+}
+
 #[tokio::test]
 async fn a_dead_endpoint_is_skipped_for_the_next_one() {
     let node = spawn_node().await;
@@ -389,6 +442,205 @@ async fn list_walks_every_page_and_prints_an_aligned_table() {
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 3);
     assert!(json[0].get("value").is_none(), "{json}");
+}
+
+/// What etcdctl users type: `kg list --revision R` lists the keys as they were, `kg get P
+/// --prefix` lists a prefix, and `kg del` deletes.
+#[tokio::test]
+async fn list_at_a_revision_get_prefix_and_del_as_etcdctl_users_type_them() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    for args in ["put p/a 1", "put p/b 2", "put p/a 3", "put q x"] {
+        kg(&kg_testkit::argv(&format!("-e {e} {args}")), "").await;
+    }
+    assert_eq!(
+        kg(
+            &kg_testkit::argv(&format!("-e {e} -o raw list --prefix p/ --revision 2")),
+            ""
+        )
+        .await,
+        (0, "p/a\t1\np/b\t2\n".into())
+    );
+    assert_eq!(
+        kg(
+            &kg_testkit::argv(&format!("-e {e} -o raw get p/ --prefix")),
+            ""
+        )
+        .await,
+        (0, "p/a\t3\np/b\t2\n".into())
+    );
+    assert_eq!(
+        kg(
+            &kg_testkit::argv(&format!("-e {e} -o raw get p/ --prefix --revision 1")),
+            ""
+        )
+        .await,
+        (0, "p/a\t1\n".into())
+    );
+    assert_eq!(
+        kg(&kg_testkit::argv(&format!("-e {e} del q")), "").await,
+        (0, "OK revision 5\n".into())
+    );
+    assert_eq!(
+        kg(&kg_testkit::argv(&format!("-e {e} del p/ --prefix")), "").await,
+        (0, "OK deleted 2 keys at revision 6\n".into())
+    );
+    let (code, message) = kg(&kg_testkit::argv(&format!("-e {e} list --revision 99")), "").await;
+    assert_eq!(code, 2, "{message}");
+}
+
+/// `kg list`'s table shows each value and the time its lease has left; at a terminal (here
+/// COLUMNS, which kg reads as a terminal's width) a long value is cut to fit the line.
+#[tokio::test]
+async fn the_list_table_shows_values_and_ttl_cut_to_the_terminal_width() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    kg(&["-e", e, "put", "a", "short"], "").await;
+    kg(&["-e", e, "put", "b", &"long value ".repeat(20)], "").await;
+    kg(&["-e", e, "put", "c", "two\nlines", "--ttl", "300s"], "").await;
+    // The real binary, which reads its terminal's width; the node serves from this runtime
+    // while it runs.
+    let run = |columns: Option<&'static str>| async move {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_kg"));
+        command.args(["-e", e, "list"]).env_remove("COLUMNS");
+        if let Some(columns) = columns {
+            command.env("COLUMNS", columns);
+        }
+        let output = command.output().await.unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = run(Some("60")).await;
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(
+        lines[0].contains("TTL") && lines[0].ends_with("VALUE"),
+        "{table}"
+    );
+    for line in &lines {
+        assert!(
+            columns(line) <= 60,
+            "a line wider than the terminal: {line:?}"
+        );
+    }
+    assert!(
+        lines[1].ends_with("  -  short") || lines[1].contains(" short"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("long value long") && lines[2].ends_with('…'),
+        "{table}"
+    );
+    assert!(
+        lines[3].ends_with("two\\nlines"),
+        "one line per key: {table}"
+    );
+    let ttl = lines[3].split_whitespace().nth(4).unwrap();
+    let seconds: f64 = ttl.strip_suffix('s').unwrap().parse().unwrap();
+    assert!(seconds > 0.0 && seconds <= 300.0, "{table}");
+    // Not at a terminal, nothing is cut.
+    let whole = run(None).await;
+    assert!(
+        whole.contains(&"long value ".repeat(20).trim_end().to_owned()),
+        "{whole}"
+    );
+}
+
+/// A line's width in terminal columns: every character kg's tables print here is one wide.
+fn columns(line: &str) -> usize {
+    line.chars().count()
+}
+
+/// `kg status` is etcdctl's `endpoint status`: a row per endpoint, with its node, version,
+/// revision, database, whether that database is the data tier's leader, and cache.
+#[tokio::test]
+async fn status_is_a_table_of_every_endpoint() {
+    let sqlite = spawn_node().await;
+    let postgres = kg_testkit::spawn_app(kg_testkit::Backend::Postgres).await;
+    let dead = dead_endpoint();
+    kg(&["-e", &sqlite.endpoint, "put", "k", "v"], "").await;
+    let args = [
+        "--timeout",
+        "1s",
+        "-e",
+        &sqlite.endpoint,
+        "-e",
+        &postgres.base,
+        "-e",
+        &dead,
+        "status",
+    ];
+    let (code, table) = kg(&args, "").await;
+    assert_eq!(code, 1, "an endpoint that did not answer: {table}");
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "a header and a row per endpoint: {table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ENDPOINT",
+            "NODE",
+            "VERSION",
+            "REVISION",
+            "DATABASE",
+            "DB_LEADER",
+            "CACHE",
+            "UPTIME"
+        ],
+        "{table}"
+    );
+    let cells = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let first = cells(lines[1]);
+    assert_eq!(
+        (first[0].as_str(), first[1].as_str(), first[3].as_str()),
+        (sqlite.endpoint.as_str(), "cli-node", "1"),
+        "{table}"
+    );
+    assert_eq!(
+        (first[4].as_str(), first[5].as_str()),
+        ("sqlite", "ok"),
+        "{table}"
+    );
+    assert!(
+        lines[2].contains("postgres ok") && lines[2].contains(" yes "),
+        "{table}"
+    );
+    assert!(lines[3].contains("down (refused)"), "{table}");
+    let (_, json) = kg(&[&["-o", "json"][..], &args].concat(), "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json[0]["status"]["node"], "cli-node", "{json}");
+    assert_eq!(json[1]["status"]["database"]["primary"], true, "{json}");
+    assert_eq!(json[2]["cause"], "refused", "{json}");
+    let (code, _) = kg(&["-e", &sqlite.endpoint, "status"], "").await;
+    assert_eq!(code, 0);
+}
+
+/// With KG_ENDPOINT (or KG_TOKEN) set, a usage error's usage line shows the command as it
+/// is, not `--endpoint <ENDPOINT>` as if it were required: clap counts a value from the
+/// environment as one given on the command line.
+#[tokio::test]
+async fn usage_lines_do_not_show_options_set_by_the_environment() {
+    for (args, usage) in [
+        (&["put"][..], "Usage: kg put <KEY> <VALUE>\n"),
+        (&["lease", "grant"][..], "Usage: kg lease grant <TTL>\n"),
+    ] {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_kg"))
+            .args(args)
+            .env("KG_ENDPOINT", "http://127.0.0.1:1")
+            .env("KG_TOKEN", "secret")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{output:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(usage), "{args:?}: {stderr}");
+        assert!(!stderr.contains("--endpoint"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("secret"), "{args:?}: {stderr}");
+    }
 }
 
 #[tokio::test]
@@ -451,26 +703,40 @@ async fn watch_names_the_size_of_a_value_left_out_of_an_event() {
     assert_eq!(json["value_bytes"], 5000, "{json}");
 }
 
-#[tokio::test]
+/// The real binary, read line by line: the quiet prefix's change is written only once a
+/// progress line has come, however long that takes on a busy machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_progress_lines_name_the_revision_a_quiet_prefix_is_complete_up_to() {
+    use tokio::io::AsyncBufReadExt as _;
     let node = spawn_node().await;
     let e = node.endpoint.clone();
     kg(&["-e", &e, "put", "busy/1", "x"], "").await;
     kg(&["-e", &e, "put", "busy/2", "x"], "").await;
     let args_line = format!("-e {e} -o json watch --prefix quiet/ --progress 1s --count 1");
-    let args = kg_testkit::argv(&args_line);
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_kg"))
+        .args(kg_testkit::argv(&args_line))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut lines = Vec::new();
+    let mut written = false;
     // Progress lines do not count: the watch ends with the first change of its own.
-    let ((code, lines), _) = tokio::join!(kg(&args, ""), async {
-        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-        kg(&["-e", &e, "put", "quiet/k", "v"], "").await
-    });
-    assert_eq!(code, 0, "{lines}");
-    let lines: Vec<serde_json::Value> = lines
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    while let Some(line) = tokio::time::timeout(kg_testkit::PATIENCE, stdout.next_line())
+        .await
+        .expect("a line from the watch")
+        .unwrap()
+    {
+        lines.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        if !written {
+            written = true;
+            kg(&["-e", &e, "put", "quiet/k", "v"], "").await;
+        }
+    }
+    assert!(watch.wait().await.unwrap().success(), "{lines:?}");
     let (last, progress) = lines.split_last().unwrap();
-    assert!(!progress.is_empty(), "no progress line in 2.5 s: {lines:?}");
+    assert!(!progress.is_empty(), "no progress line: {lines:?}");
     for line in progress {
         assert_eq!(
             (line["type"].as_str(), line["revision"].as_i64()),
@@ -534,6 +800,58 @@ async fn watch_prints_one_line_per_event_and_stops_after_count() {
     );
 }
 
+/// `--from-revision N` starts at N, as `etcdctl watch --rev N` does; `kg watch KEY` watches
+/// that one key, and `--prefix` makes KEY a prefix, as in etcdctl.
+#[tokio::test]
+async fn watch_from_a_revision_includes_it_and_a_key_is_exact_unless_prefix() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    for (key, value) in [("w", "1"), ("w2", "2"), ("w/x", "3"), ("w", "4")] {
+        kg(&["-e", e, "put", key, value], "").await;
+    }
+    let raw_revisions = |args: String| async move {
+        let (code, out) = kg(&kg_testkit::argv(&args), "").await;
+        assert_eq!(code, 0, "{args}: {out}");
+        out.lines()
+            .map(|line| {
+                let event: serde_json::Value = serde_json::from_str(line).unwrap();
+                (
+                    event["key"].as_str().unwrap().to_owned(),
+                    event["revision"].as_i64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        raw_revisions(format!("-e {e} -o json watch --from-revision 2 --count 1")).await,
+        [("w2".to_owned(), 2)],
+        "revision 2 itself comes first"
+    );
+    assert_eq!(
+        raw_revisions(format!(
+            "-e {e} -o json watch w --from-revision 2 --count 1"
+        ))
+        .await,
+        [("w".to_owned(), 4)],
+        "only the key w, not w2 or w/x"
+    );
+    assert_eq!(
+        raw_revisions(format!(
+            "-e {e} -o json watch w/ --prefix --from-revision 1 --count 1"
+        ))
+        .await,
+        [("w/x".to_owned(), 3)]
+    );
+    assert_eq!(
+        raw_revisions(format!(
+            "-e {e} -o json watch --prefix w --from-revision 2 --count 2"
+        ))
+        .await,
+        [("w2".to_owned(), 2), ("w/x".to_owned(), 3)],
+        "--prefix before its word reads the same"
+    );
+}
+
 #[tokio::test]
 async fn health_and_status_report_each_node() {
     let node = spawn_node().await;
@@ -557,11 +875,72 @@ async fn health_and_status_report_each_node() {
 
     let (code, status) = kg(&["-e", e, "status"], "").await;
     assert_eq!(code, 0);
-    assert!(status.contains("node      cli-node"), "{status}");
-    assert!(status.contains("database  sqlite (ok)"), "{status}");
+    assert!(status.contains(" cli-node "), "{status}");
+    assert!(status.contains(" sqlite ok "), "{status}");
     let (_, json) = kg(&["-e", e, "-o", "json", "status"], "").await;
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(json["node"], "cli-node");
+    assert_eq!(json[0]["status"]["node"], "cli-node");
+}
+
+/// A node that could not be checked says why in the table, not only `down`: one that wants a
+/// token, one that refuses connections, one that never answers, and one that is not KeyGrid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_why_each_node_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "secret read\n").unwrap();
+    let options = AppOptions {
+        node_id: Some("locked".to_owned()),
+        extra_args: vec![format!("--auth-tokens-file={}", tokens.display())],
+        ..AppOptions::default()
+    };
+    let locked = kg_testkit::spawn_node_in(dir.path(), None, options).await;
+    let dead = dead_endpoint();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_endpoint = format!("http://{}", silent.local_addr().unwrap());
+    let stranger = kg_testkit::stranger_endpoint("200 OK", "hello").await;
+    let args = [
+        "--timeout",
+        "300ms",
+        "-e",
+        &locked,
+        "-e",
+        &dead,
+        "-e",
+        &silent_endpoint,
+        "-e",
+        &stranger,
+        "health",
+    ];
+    let (code, table) = kg(&args, "").await;
+    assert_eq!(code, 1, "{table}");
+    let row = |endpoint: &str| {
+        table
+            .lines()
+            .find(|line| line.starts_with(endpoint))
+            .unwrap_or_else(|| panic!("no row for {endpoint}: {table}"))
+            .to_owned()
+    };
+    for (endpoint, cause) in [
+        (&locked, "down (auth required)"),
+        (&dead, "down (refused)"),
+        (&silent_endpoint, "down (timed out)"),
+        (&stranger, "down (not KeyGrid)"),
+    ] {
+        assert!(row(endpoint).contains(cause), "{endpoint}: {table}");
+    }
+    let json_args: Vec<&str> = [&["-o", "json"][..], &args].concat();
+    let (_, json) = kg(&json_args, "").await;
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (json[0]["status"].as_str(), json[0]["cause"].as_str()),
+        (Some("down"), Some("auth required")),
+        "{json}"
+    );
+    // With the token, the same node is ok.
+    let (code, table) = kg(&["--token", "secret", "-e", &locked, "health"], "").await;
+    assert_eq!(code, 0, "{table}");
+    drop(silent);
 }
 
 /// With Redis, `health` given one endpoint also checks every node that node has heard from.
@@ -585,7 +964,7 @@ async fn health_in_cluster_mode_checks_every_node_the_first_reports() {
     // Heartbeats go out every second; give both nodes time to hear each other. Both run in
     // this test's runtime beside the other tests, so a Redis call may miss the cache timeout
     // and mark a cache degraded until its next probe: wait for both to be ok too.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + kg_testkit::PATIENCE;
     loop {
         let (code, table) = kg(&["-e", &first.endpoint, "health"], "").await;
         if table.contains("node-a") && table.contains("node-b") && code == 0 {
@@ -624,6 +1003,8 @@ fn errors_map_to_exit_codes() {
     check(CliError::Usage("x".into()), 2);
     check(CliError::Precondition("x".into()), 3);
     check(CliError::Unavailable("x".into()), 4);
+    check(CliError::File("x".into()), 2);
+    check(CliError::Output(std::io::ErrorKind::StorageFull.into()), 2);
 }
 
 /// The drill's verdict logic on a real node: with `--runtime command` the "stop" commands

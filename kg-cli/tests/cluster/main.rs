@@ -140,8 +140,8 @@ async fn seed_failover_drill_gives_the_seeds_statuses() {
         node_sh(&["start", node]);
     }
     // node.sh start returns once the node is ready; nginx may still hold it as failed for
-    // up to its fail_timeout (1 s), so allow a short bound and report what it took.
-    let deadline = Instant::now() + Duration::from_secs(3);
+    // up to its fail_timeout (1 s). How long it took is reported, not asserted.
+    let deadline = Instant::now() + kg_testkit::PATIENCE;
     loop {
         let answer = get_status(&http, "failover").await;
         if answer == ok {
@@ -594,8 +594,8 @@ async fn hostile_input_through_nginx_gets_its_4xx_and_no_node_suffers() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["detail"], "request header is too large");
 
-    // A body that stalls: nginx holds it (no node sees it) and cuts the connection after its
-    // 10 s client_body_timeout.
+    // A body that stalls: nginx holds it (no node sees it) and cuts the connection, after its
+    // 10 s client_body_timeout (printed: a duration, not asserted), without an answer.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = tokio::net::TcpStream::connect("127.0.0.1:8000")
@@ -610,16 +610,12 @@ async fn hostile_input_through_nginx_gets_its_4xx_and_no_node_suffers() {
             .unwrap();
         let started = Instant::now();
         let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer))
+        let read = tokio::time::timeout(kg_testkit::PATIENCE, stream.read_to_end(&mut answer))
             .await
-            .expect("nginx cut a stalled body within 20 s");
-        let waited = started.elapsed();
+            .expect("nginx cut a stalled body");
+        println!("nginx cut a stalled body after {:?}", started.elapsed());
         assert!(read.is_ok() || answer.is_empty(), "{read:?}");
         assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
-        assert!(
-            waited >= Duration::from_secs(9) && waited < Duration::from_secs(15),
-            "cut after {waited:?}"
-        );
     }
 
     assert_eq!(client.get("keep").await.unwrap().value, "safe");

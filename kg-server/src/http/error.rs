@@ -4,7 +4,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use kg_api::{ErrorBody, DETAIL_DATABASE_UNAVAILABLE, DETAIL_KEY_NOT_FOUND};
+use kg_api::{
+    ErrorBody, DETAIL_DATABASE_UNAVAILABLE, DETAIL_KEY_NOT_FOUND, DETAIL_ROUTE_NOT_FOUND,
+};
 
 use crate::startup::CallError;
 
@@ -14,7 +16,7 @@ pub enum Error {
     #[error("{DETAIL_KEY_NOT_FOUND}")]
     KeyNotFound,
     /// No route matches the path.
-    #[error("Not Found")]
+    #[error("{DETAIL_ROUTE_NOT_FOUND}")]
     RouteNotFound,
     #[error("Method Not Allowed")]
     MethodNotAllowed,

@@ -115,7 +115,7 @@ pub async fn compact(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let request: CompactRequest = json_body(body)?;
+    let request: CompactRequest = json_body(body, state.body_limit())?;
     if request.revision < 0 {
         return Err(Error::Unprocessable(format!(
             "revision must not be negative, got {}",

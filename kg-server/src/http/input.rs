@@ -198,11 +198,23 @@ pub fn query_key(params: &QueryParams) -> Result<String, Error> {
     Ok(key.to_owned())
 }
 
-/// A JSON body, with every failure a 413 or a 422 with serde's explanation.
-pub fn json_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, Error> {
+/// The 413 of a body over `limit` bytes, naming the limit: whether the body said its length
+/// or was caught while it was read, the client learns what it may send.
+pub fn body_too_large(limit: usize) -> Error {
+    Error::PayloadTooLarge(format!(
+        "request body is too large: a body is at most {limit} bytes"
+    ))
+}
+
+/// A JSON body read under `limit` (`AppState::body_limit`), with every failure a 413 or a 422
+/// with serde's explanation.
+pub fn json_body<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<T, Error> {
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Error::PayloadTooLarge("request body is too large".to_owned())
+            body_too_large(limit)
         } else {
             Error::BadRequest(format!("failed to read request body: {rejection}"))
         }
@@ -409,11 +421,13 @@ mod tests {
 
     #[test]
     fn body_errors_name_json_types_not_rust_ones() {
-        let detail =
-            |body: &str| match json_body::<kg_api::PutRequest>(Ok(Bytes::from(body.to_owned()))) {
-                Err(Error::Unprocessable(detail)) => detail,
-                other => panic!("{body}: expected a 422, got {other:?}"),
-            };
+        let detail = |body: &str| match json_body::<kg_api::PutRequest>(
+            Ok(Bytes::from(body.to_owned())),
+            1024,
+        ) {
+            Err(Error::Unprocessable(detail)) => detail,
+            other => panic!("{body}: expected a 422, got {other:?}"),
+        };
         assert_eq!(detail("[]"), "invalid request body: expected a JSON object");
         assert_eq!(
             detail(r#"[{"key":"k","value":"v"}]"#),

@@ -226,7 +226,7 @@ pub async fn put_key(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let request: PutRequest = json_body(body)?;
+    let request: PutRequest = json_body(body, state.body_limit())?;
     let PutRequest { data, lease, ttl } = request;
     tracing::Span::current().record("key", data.key.as_str());
     check_key(&data.key).map_err(Error::Unprocessable)?;

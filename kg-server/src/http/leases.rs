@@ -53,7 +53,7 @@ pub async fn grant(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LeaseGrant>, Error> {
-    let request: LeaseGrantRequest = json_body(body)?;
+    let request: LeaseGrantRequest = json_body(body, state.body_limit())?;
     check_ttl(request.ttl)?;
     Ok(Json(state.db(state.store.lease_grant(request.ttl)).await?))
 }
@@ -98,7 +98,7 @@ pub async fn keepalive_many(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LeaseKeepAliveResponse>, Error> {
-    let request: LeaseKeepAliveRequest = json_body(body)?;
+    let request: LeaseKeepAliveRequest = json_body(body, state.body_limit())?;
     if request.ids.is_empty() || request.ids.len() > MAX_KEEPALIVE_IDS {
         return Err(Error::Unprocessable(format!(
             "ids must hold 1 to {MAX_KEEPALIVE_IDS} lease ids, not {}",

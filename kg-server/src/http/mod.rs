@@ -62,12 +62,7 @@ pub struct ApiDoc;
 
 /// The whole application, without a socket: tests drive it with `oneshot`.
 pub fn app(state: AppState) -> Router {
-    // JSON may escape one byte of value as six (`\u0000`), so the body limit leaves room for a
-    // value of the largest size in any encoding; the value itself is checked after parsing.
-    let body_limit = state
-        .max_value_bytes
-        .saturating_mul(6)
-        .saturating_add(64 * 1024);
+    let body_limit = state.body_limit();
     let router = Router::new()
         .merge(keys::router())
         .merge(leases::router())
@@ -181,9 +176,7 @@ async fn reject_declared_oversize(limit: usize, request: Request, next: Next) ->
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse::<u64>().ok());
     match declared {
-        Some(length) if length > limit as u64 => {
-            Error::PayloadTooLarge("request body is too large".to_owned()).into_response()
-        }
+        Some(length) if length > limit as u64 => input::body_too_large(limit).into_response(),
         _ => next.run(request).await,
     }
 }

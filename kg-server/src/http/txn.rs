@@ -50,7 +50,7 @@ pub async fn txn(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
-    let request: TxnRequest = json_body(body)?;
+    let request: TxnRequest = json_body(body, state.body_limit())?;
     check(&request, state.max_value_bytes)?;
     let idempotency_key = input::idempotency_key(&headers)?;
     let plan = TxnPlan {
@@ -113,8 +113,8 @@ fn check(request: &TxnRequest, max_value_bytes: usize) -> Result<(), Error> {
         );
         if !fits {
             return unprocessable(format!(
-                "compare[{at}]: target {:?} takes {}",
-                compare.target,
+                "compare[{at}]: target {} takes {}",
+                compare.target.as_str(),
                 match compare.target {
                     CompareTarget::Value => "a string value",
                     CompareTarget::Exists => "a boolean value",

@@ -67,7 +67,7 @@ pub fn router() -> Router<AppState> {
     get, path = "/api/watch", tag = "keys",
     params(
         ("prefix" = Option<String>, Query, nullable = false, description = "Only keys starting with this"),
-        ("from_revision" = Option<i64>, Query, nullable = false, minimum = 0, description = "Replay every change above this revision first (default: only new changes)"),
+        ("from_revision" = Option<i64>, Query, nullable = false, minimum = 0, description = "Replay the changes from this revision on first, this revision included, as etcd's watch start revision (default: only new changes)"),
         ("progress" = Option<String>, Query, nullable = false, description = "When nothing was sent for this long (1s to 1h, e.g. `5s`), send a `progress` event: `id:` and `data: {\"revision\": N}` name the revision the stream is complete up to"),
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume after this revision; overrides from_revision"),
     ),
@@ -85,7 +85,11 @@ pub async fn watch(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
     let params = QueryParams::parse(query.as_deref(), &["prefix", "from_revision", "progress"])?;
     let prefix = params.key_part("prefix")?.unwrap_or_default().to_owned();
-    let from_revision = params.integer("from_revision", 0..=i64::MAX)?;
+    // `from_revision` names the first revision wanted (etcd's start revision); the watcher
+    // counts from the last one seen, as `Last-Event-ID` names it (SSE's meaning).
+    let from_revision = params
+        .integer("from_revision", 0..=i64::MAX)?
+        .map(|first| first.saturating_sub(1).max(0));
     let progress = params
         .get("progress")
         .map(|text| {

@@ -25,7 +25,7 @@ async fn synchronous_standby(postgres: &ThrowawayPostgres, names: &str) {
         .await
         .unwrap();
     // The reload is asynchronous: wait until a new session sees it.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + kg_testkit::PATIENCE;
     loop {
         let shown: String = sqlx::query_scalar("SHOW synchronous_standby_names")
             .fetch_one(&mut admin)
@@ -72,26 +72,25 @@ async fn a_fenced_read_is_refused_by_a_primary_without_its_synchronous_standby()
     // that a proxy still routes to.
     assert_eq!(unfenced.client.get("k").await.unwrap().value, "v");
     // With it, the read waits on a commit that no standby confirms, and the node answers 503
-    // within its database timeout.
+    // when its database timeout runs out: never the value, and never a hang (the client's own
+    // timeout would turn one into an error here).
     for path in [
         "/api/key?key=k",
         "/api/keys?prefix=k",
         "/api/keys?count_only=true",
     ] {
-        let started = Instant::now();
         let response = fenced.get(path).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
         assert!(
             response.text().await.unwrap().starts_with(r#"{"detail":"#),
             "{path}"
         );
-        assert!(started.elapsed() < Duration::from_secs(3), "{path}");
     }
 
     // The standby is back (a primary that is still the leader): reads answer again, without a
     // restart.
     synchronous_standby(&postgres, "").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + kg_testkit::PATIENCE;
     loop {
         match fenced.client.get("k").await {
             Ok(read) => {

@@ -378,3 +378,35 @@ async fn a_quiet_watch_gets_progress_events_with_the_revision_it_is_complete_up_
         );
     }
 }
+
+/// `from_revision=N` starts at N, as etcd's watch start revision does; `Last-Event-ID: N` is
+/// the last event the client had, so the stream resumes after it, as SSE means, and it wins
+/// over `from_revision`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_revision_includes_its_revision_and_last_event_id_resumes_after_it() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for key in ["r/1", "r/2", "r/3"] {
+        app.client.put(key, "v", Precondition::None).await.unwrap();
+    }
+    let first_event = |query: &'static str, last_event_id: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut request = app.http.get(app.url(&format!("/api/watch?{query}")));
+            if let Some(id) = last_event_id {
+                request = request.header("last-event-id", id);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "{query}");
+            let url = response.url().to_string();
+            let mut stream = kg_api::WatchStream::new(url, response.bytes_stream());
+            next_event(&mut stream, Duration::from_secs(5))
+                .await
+                .revision
+        }
+    };
+    assert_eq!(first_event("from_revision=2", None).await, 2);
+    assert_eq!(first_event("from_revision=0", None).await, 1);
+    assert_eq!(first_event("from_revision=1", None).await, 1);
+    assert_eq!(first_event("prefix=r/", Some("2")).await, 3);
+    assert_eq!(first_event("from_revision=1", Some("2")).await, 3);
+}

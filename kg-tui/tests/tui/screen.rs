@@ -184,3 +184,41 @@ fn a_transaction_is_drawn_as_one_revision_with_its_keys() {
         "the revision's time is drawn once:\n{screen}"
     );
 }
+
+/// At 80×24 the address column is 14 wide: long addresses are cut in the middle, so that each
+/// keeps its port and the nodes stay apart (a cut at the end left three `keygrid-backen`).
+/// An endpoint shown for a node that never answered drops its `http://` and slash first.
+#[test]
+fn node_addresses_keep_their_ports_at_80x24() {
+    let base = Instant::now();
+    let mut app = kg_tui::app::App::new(
+        vec!["http://127.0.0.1:8000".to_owned()],
+        false,
+        kg_tui::app::FeedState::Connected("watch".to_owned()),
+        base,
+    );
+    for (node, port) in [("n1", 8001), ("n2", 8002)] {
+        let mut status = crate::fixtures::status(node, port, kg_api::DependencyState::Ok, 6);
+        status.listen = format!("keygrid-backend-{port}.cluster.internal:{port}");
+        app.update(kg_tui::app::Msg::Polled {
+            endpoint: format!("http://keygrid-backend-{port}.cluster.internal:{port}/"),
+            result: Ok((status, Duration::from_millis(1))),
+        });
+    }
+    app.update(kg_tui::app::Msg::Polled {
+        endpoint: "http://127.0.0.1:8003/".to_owned(),
+        result: Err("connection refused".to_owned()),
+    });
+    let screen = render(&app, 80, 24);
+    let row = |name: &str| {
+        screen
+            .lines()
+            .find(|line| line.starts_with(&format!("\"│{name}")))
+            .unwrap_or_else(|| panic!("no row {name}:\n{screen}"))
+            .to_owned()
+    };
+    assert!(row("n1 ").contains(" keygrid…l:8001 "), "{screen}");
+    assert!(row("n2 ").contains(" keygrid…l:8002 "), "{screen}");
+    // Known only by its endpoint, as its name too: the port shows in both columns.
+    assert!(row("127.…8003 ").contains(" 127.0.0.1:8003 "), "{screen}");
+}

@@ -155,6 +155,25 @@ fn pause_holds_events_and_resume_shows_them_in_order() {
     assert!(app.held.is_empty());
 }
 
+/// The recent history fetched at start fills the event list, in revision order among the live
+/// events, and is not counted as throughput: it did not happen now.
+#[test]
+fn recent_history_fills_the_event_list_without_counting_as_throughput() {
+    let base = Instant::now();
+    let mut app = empty(base, false);
+    app.update(Msg::Tick(base));
+    app.update(Msg::Change(event(EventType::Put, "live", 5, "n1"), base));
+    for revision in [2, 3, 4] {
+        app.update(Msg::Recent(event(EventType::Put, "old", revision, "n1")));
+    }
+    // The same revision again, from the live feed: not listed twice.
+    app.update(Msg::Recent(event(EventType::Put, "live", 5, "n1")));
+    let revisions: Vec<i64> = app.events.iter().map(|e| e.revision).collect();
+    assert_eq!(revisions, [5, 4, 3, 2]);
+    app.update(Msg::Tick(base + Duration::from_millis(900)));
+    assert_eq!(app.throughput.last_second(), 1, "only the live event");
+}
+
 #[test]
 fn throughput_keeps_a_minute_per_second_overall_and_per_node() {
     let base = Instant::now();
