@@ -5,9 +5,11 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails fails its test, with the location
 
 pub mod hostile;
+pub mod locks;
 pub mod node;
 pub mod servers;
 
+pub use locks::*;
 pub use node::*;
 pub use servers::*;
 

@@ -476,10 +476,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Whether any lease's deadline has passed: a cheap check without the revision lock.
     async fn leases_due(&self) -> Result<bool, StoreError>;
 
-    /// Gives every lease at least its full TTL from now, as etcd does when a new leader takes
-    /// over: run after this node could not reach the database, so that an outage, during which
-    /// no keep-alive could land, never makes a lease expire. Returns how many it extended.
-    async fn refresh_leases(&self) -> Result<u64, StoreError>;
+    /// Gives every lease that was still live `since` ago at least its full TTL from now, as
+    /// etcd does when a new leader takes over: run after this node lost the database, `since`
+    /// being how long ago it last reached it, so that an outage, during which no keep-alive
+    /// could land, never makes a lease expire. A lease whose deadline had passed by then is
+    /// not extended: it may have been read as expired. Returns how many it extended.
+    async fn refresh_leases(&self, since: std::time::Duration) -> Result<u64, StoreError>;
 }
 
 /// A read of every live key as of one revision: [`Store::snapshot`].

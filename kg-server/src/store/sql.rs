@@ -61,7 +61,8 @@ impl Queries {
         // a second, keep-alives that each waited for a WAL flush (and, with Patroni, for the
         // synchronous standby) would take the flushes the write batches wait on. Losing the
         // last few in a crash or a failover cannot end a lease early: every node that saw the
-        // database go away gives every lease its full TTL back first (settle_leases).
+        // database go away gives every lease that was live then its full TTL back first
+        // (settle_leases), and the lost keep-alives' leases were (docs/consistency.md).
         // set_config(.., true) inside the statement applies to its own implicit transaction,
         // so this stays one prepared statement and one round trip.
         let (quick, quick_guard) = if quick_keepalive {
@@ -196,12 +197,15 @@ impl Queries {
                 "SELECT count(*) FROM kg_leases \
                  WHERE deadline = (SELECT min(deadline) FROM kg_leases) AND deadline <= {now_ms}"
             ),
+            // $1: how long ago, in ms, the node last reached the database. A lease whose
+            // deadline had passed by then stays expired (see `contact.rs`).
             leases_to_refresh: format!(
-                "SELECT count(*) FROM kg_leases WHERE deadline < {now_ms} + ttl * 1000"
+                "SELECT count(*) FROM kg_leases \
+                 WHERE deadline > {now_ms} - $1 AND deadline < {now_ms} + ttl * 1000"
             ),
             refresh_leases: format!(
                 "UPDATE kg_leases SET deadline = {greatest}(deadline, {now_ms} + ttl * 1000) \
-                 WHERE deadline < {now_ms} + ttl * 1000 RETURNING id"
+                 WHERE deadline > {now_ms} - $1 AND deadline < {now_ms} + ttl * 1000 RETURNING id"
             ),
             // The deadline is checked again on the row deleted: a keep-alive that committed
             // after the subquery read it keeps its lease.
@@ -920,16 +924,19 @@ where
         Ok(due > 0)
     }
 
-    async fn refresh_leases(&self) -> Result<u64, StoreError> {
+    async fn refresh_leases(&self, since: std::time::Duration) -> Result<u64, StoreError> {
+        let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
         // A read first: with no lease to extend, a database that takes no writes (read-only,
         // or a standby mid-failover) does not hold up every read behind this refresh.
         let due: i64 = sqlx::query_scalar(&DB::queries().leases_to_refresh)
+            .bind(since_ms)
             .fetch_one(&self.pool)
             .await?;
         if due == 0 {
             return Ok(0);
         }
         let extended: Vec<(i64,)> = sqlx::query_as(&DB::queries().refresh_leases)
+            .bind(since_ms)
             .fetch_all(&self.pool)
             .await?;
         Ok(extended.len() as u64)

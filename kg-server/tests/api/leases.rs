@@ -21,6 +21,7 @@ on_both_backends!(
     bad_lease_input_is_a_4xx_and_writes_nothing,
     a_retried_ttl_put_is_replayed_not_refused,
     expiry_happens_once_when_three_nodes_race_to_sweep,
+    an_expired_leased_key_never_comes_back_after_a_failed_database_call,
 );
 
 /// `POST /api/leases/keepalive` renews every live lease it names and answers each id, in order,
@@ -478,6 +479,68 @@ async fn expiry_happens_once_when_three_nodes_race_to_sweep(backend: Backend) {
         sweepers.insert(event.node);
     }
     assert!(!sweepers.is_empty());
+}
+
+/// A leased key whose deadline has passed is never readable again: not after a database call
+/// that failed (here the sweeper's expiry, which waits on another session's write lock past
+/// the db timeout), and not once that lock is let go. The refresh that follows an outage
+/// once gave such a lease its whole TTL back. GETs (through the cache) and listings agree.
+async fn an_expired_leased_key_never_comes_back_after_a_failed_database_call(backend: Backend) {
+    let mut options = cached_options();
+    options.extra_args.push("--db-timeout=500ms".to_owned());
+    let app = spawn_app_with(backend, options).await;
+    let client = &app.client;
+    client
+        .put_with("gone/k", "v", Precondition::None, Attach::Ttl(1))
+        .await
+        .unwrap();
+    let lease = client.get("gone/k").await.unwrap().lease.unwrap();
+    // The lease was granted before the PUT was answered, so its deadline is at most a TTL
+    // after the answer.
+    let past_deadline = Instant::now() + Duration::from_secs(1);
+    // From before the deadline to well after it: the sweeper's expiry waits on the lock and
+    // times out. SQLite's own busy timeout is 5 s, so there the lock outlasts it too.
+    let hold = match backend {
+        Backend::Postgres => Duration::from_millis(2500),
+        Backend::Sqlite => Duration::from_secs(7),
+    };
+    let lock = kg_testkit::hold_revision_lock(&app.database_url, hold).await;
+    let until = Instant::now() + hold + Duration::from_secs(2);
+    let mut judged = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let read = app.get("/api/key?key=gone/k").await;
+        let (status, cache) = (read.status(), read.headers().get("x-cache").cloned());
+        let listed = client.list(Some("gone/"), None, None).await;
+        if started > past_deadline {
+            judged += 1;
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "a GET {:?} past the deadline answered {status} (x-cache {cache:?})",
+                started - past_deadline
+            );
+            match listed {
+                Ok(listed) => assert!(
+                    listed.keys.is_empty(),
+                    "a listing {:?} past the deadline holds {:?} (the GET said {status})",
+                    started - past_deadline,
+                    listed.keys
+                ),
+                Err(Error::Unavailable { .. }) => {}
+                Err(err) => panic!("{err}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock.await.unwrap();
+    assert!(judged > 10, "only {judged} reads past the deadline");
+    assert!(matches!(
+        client.lease(lease).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 /// A database outage longer than a lease's TTL does not expire it: no keep-alive could land
