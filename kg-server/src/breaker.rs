@@ -12,11 +12,17 @@
 //! call it had in flight long past when it resumes, while the database is fine. Waiting a
 //! whole interval before the first probe then turned away a whole probe interval of good
 //! requests (docs/reliability.md has the drill that showed it).
+//!
+//! A call that fails does not show that the database went away: a read may run past
+//! `--db-timeout` by its own cost, or wait for a pool that slow reads hold. Only when a probe
+//! fails, and a connection of its own cannot reach the database either, does the node count
+//! the database as lost ([`Contact::lost`]), which makes it refresh the leases once it is back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::contact::Contact;
 use crate::store::Store;
 
 /// How often the probe retries while the database is down: the bound on how long the node
@@ -29,9 +35,19 @@ pub struct Breaker {
     open: AtomicBool,
     /// True while a probe task runs; there is at most one.
     probing: AtomicBool,
+    /// Told when a probe finds the database unreachable.
+    contact: Arc<Contact>,
 }
 
 impl Breaker {
+    /// A closed breaker that tells `contact` when the database is found lost.
+    pub fn new(contact: Arc<Contact>) -> Self {
+        Self {
+            contact,
+            ..Self::default()
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.open.load(Ordering::Acquire)
     }
@@ -55,15 +71,28 @@ impl Breaker {
             loop {
                 let answered = tokio::time::timeout(timeout, store.current_revision()).await;
                 if matches!(answered, Ok(Ok(_))) {
+                    breaker.contact.answered();
                     breaker.open.store(false, Ordering::Release);
                     breaker.probing.store(false, Ordering::Release);
                     tracing::info!("database reachable again");
                     return;
                 }
+                if !reachable(&*store, timeout).await {
+                    breaker.contact.lost();
+                }
                 tokio::time::sleep(PROBE_INTERVAL).await;
             }
         });
     }
+}
+
+/// Whether a connection of its own reaches the database within `timeout`: the pool's may all
+/// be held by slow calls while the database answers.
+pub async fn reachable(store: &dyn Store, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, store.reachable()).await,
+        Ok(Ok(()))
+    )
 }
 
 #[cfg(test)]

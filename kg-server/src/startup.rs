@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use kg_api::{DependencyState, NodeHealth};
 
-use crate::breaker::Breaker;
+use crate::breaker::{self, Breaker};
 use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
 use crate::contact::Contact;
@@ -167,6 +167,7 @@ impl AppState {
             },
         );
         let keepalives = KeepAlives::spawn(store.clone(), config.keepalive_window);
+        let contact = Arc::new(Contact::default());
         let state = AppState(Arc::new(NodeState {
             node_id,
             listen: config.listen.to_string(),
@@ -183,12 +184,12 @@ impl AppState {
             store,
             max_value_bytes: config.max_value_bytes,
             db_timeout: config.db_timeout,
-            db_breaker: Arc::default(),
+            db_breaker: Arc::new(Breaker::new(contact.clone())),
             started: Instant::now(),
             counters: Arc::default(),
             metrics: metrics_handle(),
             shutting_down: tokio::sync::watch::Sender::new(false),
-            contact: Arc::default(),
+            contact,
         }));
         tokio::spawn(sweep_leases(state.clone(), config.lease_sweep_interval));
         tokio::spawn(compact_history(
@@ -261,7 +262,7 @@ impl AppState {
             }
         };
         if matches!(result, Err(CallError::DatabaseUnavailable)) {
-            self.contact.lost();
+            // Not yet a loss of the database: the breaker's probe finds out (see breaker.rs).
             self.db_breaker.trip(self.store.clone(), self.db_timeout);
         } else {
             self.contact.answered();
@@ -379,8 +380,12 @@ async fn sweep_leases(state: AppState, interval: Duration) {
                     continue;
                 }
             }
+            // A check that failed is a loss only if the database cannot be reached at all: a
+            // slow read, or a pool that slow reads hold, gives no lease a new TTL.
             Ok(Err(_)) | Err(_) => {
-                state.contact.lost();
+                if !breaker::reachable(&*state.store, state.db_timeout).await {
+                    state.contact.lost();
+                }
                 continue;
             }
         }

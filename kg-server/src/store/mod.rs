@@ -374,6 +374,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The last revision handed out.
     async fn current_revision(&self) -> Result<i64, StoreError>;
 
+    /// Reads the revision over a new connection of its own, outside the pool: whether the
+    /// database can be reached at all, when the pool's connections may all be busy.
+    async fn reachable(&self) -> Result<(), StoreError>;
+
     /// Whether the connection is to a primary; `None` where there is no such notion.
     async fn is_primary(&self) -> Result<Option<bool>, StoreError> {
         Ok(None)

@@ -430,6 +430,16 @@ where
         DB::is_primary(&self.pool).await
     }
 
+    async fn reachable(&self) -> Result<(), StoreError> {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        let mut connection = self.pool.connect_options().connect().await?;
+        let _: i64 = sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1")
+            .fetch_one(&mut connection)
+            .await?;
+        let _ = connection.close().await;
+        Ok(())
+    }
+
     async fn compact_revision(&self) -> Result<i64, StoreError> {
         self.meta("SELECT compact_revision FROM kg_meta WHERE id = 1")
             .await

@@ -22,6 +22,7 @@ on_both_backends!(
     a_retried_ttl_put_is_replayed_not_refused,
     expiry_happens_once_when_three_nodes_race_to_sweep,
     an_expired_leased_key_never_comes_back_after_a_failed_database_call,
+    reads_that_run_past_the_db_timeout_never_extend_a_lease,
 );
 
 /// `POST /api/leases/keepalive` renews every live lease it names and answers each id, in order,
@@ -541,6 +542,110 @@ async fn an_expired_leased_key_never_comes_back_after_a_failed_database_call(bac
         client.lease(lease).await,
         Err(Error::NotFound { .. })
     ));
+}
+
+/// A read never extends a lease. Counts of a large store, sent all at once, queue for the
+/// pool's connections past `--db-timeout` (as a read-only client can make them do); that is
+/// not a database outage, and the lease still runs out at its deadline. Such a timeout once
+/// set the flag of the refresh that gives every lease its full TTL back.
+async fn reads_that_run_past_the_db_timeout_never_extend_a_lease(backend: Backend) {
+    let options = AppOptions {
+        extra_args: vec![
+            "--db-timeout=200ms".to_owned(),
+            "--lease-sweep-interval=50ms".to_owned(),
+        ],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    fill_directly(&app.database_url, 500_000).await;
+    let client = &app.client;
+    // Retried: with this short a timeout, a busy machine may answer 503.
+    let lease = loop {
+        match client.lease_grant(2).await {
+            Ok(grant) => break grant.id,
+            Err(Error::Unavailable { .. }) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    };
+    let past_deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match client
+            .put_with("held", "v", Precondition::None, Attach::Lease(lease))
+            .await
+        {
+            Ok(_) => break,
+            Err(Error::Unavailable { .. }) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    // Well before the deadline: a burst of reads, many of which time out.
+    let counts = (0..128).map(|_| {
+        let client = client.clone();
+        async move { client.count(None).await }
+    });
+    let timed_out = futures::future::join_all(counts)
+        .await
+        .into_iter()
+        .filter(|count| matches!(count, Err(Error::Unavailable { .. })))
+        .count();
+    assert!(timed_out > 0, "no read ran past the db timeout");
+    assert!(
+        Instant::now() < past_deadline,
+        "the burst outlasted the lease"
+    );
+    let until = past_deadline + Duration::from_millis(1500);
+    let mut judged = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let read = client.get("held").await;
+        if started > past_deadline {
+            judged += 1;
+            assert!(
+                !matches!(read, Ok(_)),
+                "a read {:?} past the deadline returned the key: {read:?}",
+                started - past_deadline
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(judged > 5, "only {judged} reads past the deadline");
+}
+
+/// `keys` live keys written straight into the store at revision 1, before the node has
+/// written anything: a large store without a large test.
+async fn fill_directly(url: &str, keys: u32) {
+    use sqlx::Connection as _;
+    let insert = "INSERT INTO kg_keys (key, value, create_revision, mod_revision, version, \
+                    mod_node, mod_at) ";
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(&format!(
+            "{insert} WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+               WHERE i < {keys}) SELECT 'bulk/' || i, x'76', 1, 1, 1, 'bulk', 0 FROM n"
+        ))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE kg_meta SET revision = 1")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    } else {
+        let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(&format!(
+            "{insert} SELECT 'bulk/' || i, '\\x76', 1, 1, 1, 'bulk', now() \
+             FROM generate_series(1, {keys}) i"
+        ))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        for statement in ["UPDATE kg_meta SET revision = 1", "ANALYZE kg_keys"] {
+            sqlx::query(statement)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 /// A database outage longer than a lease's TTL does not expire it: no keep-alive could land
