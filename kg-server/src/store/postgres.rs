@@ -193,10 +193,17 @@ impl Dialect for Postgres {
         pool: &PgPool,
     ) -> Result<(sqlx::Transaction<'_, Postgres>, i64), StoreError> {
         let mut tx = pool.begin().await?;
-        let revision: i64 =
-            sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await?;
+        // The clock the transaction judges leases by (kg_now_ms) is read once the lock is
+        // held, not at BEGIN: the wait for the lock may be long (migration 0008). The outer
+        // SELECT's columns are computed above the locking CTE's rows, so after the wait.
+        let (revision, _clock): (i64, String) = sqlx::query_as(
+            "WITH locked AS (SELECT revision FROM kg_meta WHERE id = 1 FOR UPDATE) \
+             SELECT revision, set_config('kg.now_ms', \
+               CAST(CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint) AS text), \
+               true) FROM locked",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         Ok((tx, revision))
     }
 

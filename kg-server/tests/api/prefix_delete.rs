@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kg_api::{Attach, ChangeEvent, EventType, Precondition};
+use kg_api::{Attach, ChangeEvent, DeleteReason, EventType, Precondition};
 
 use kg_testkit::{
     spawn_app, spawn_app_on, spawn_app_with, test_redis_url, unique_prefix, AppOptions, Backend,
@@ -15,6 +15,7 @@ use kg_testkit::{
 on_both_backends!(
     a_prefix_delete_removes_every_live_key_under_it_at_one_revision,
     a_replay_of_a_revision_larger_than_a_page_sends_it_whole_and_once,
+    a_key_whose_lease_ends_while_a_prefix_delete_waits_is_recorded_as_expired,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -325,4 +326,49 @@ async fn bad_prefix_deletes_are_refused_with_nothing_written() {
         revision + 1,
         "no revision was used"
     );
+}
+
+/// A prefix delete judges leases when it runs, after it waited for the revision lock: a key
+/// whose lease ended during the wait is not among its deletes (it was gone already), and its
+/// end is recorded as the expiry it was.
+async fn a_key_whose_lease_ends_while_a_prefix_delete_waits_is_recorded_as_expired(
+    backend: Backend,
+) {
+    let options = AppOptions {
+        // Long enough for the delete to be answered after the wait.
+        extra_args: vec![
+            "--db-timeout=10s".to_owned(),
+            "--lease-sweep-interval=100ms".to_owned(),
+        ],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    app.client
+        .put_with("w/leased", "v", Precondition::None, Attach::Ttl(2))
+        .await
+        .unwrap();
+    let before = put(&app, "w/plain", "v").await;
+    let past_deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut watch = app.client.watch(Some("w/"), Some(before)).await.unwrap();
+    let lock = kg_testkit::hold_revision_lock(&app.database_url, Duration::from_millis(3500)).await;
+    let deleted = app.client.delete_prefix("w/", false).await.unwrap();
+    lock.await.unwrap();
+    assert!(std::time::Instant::now() > past_deadline);
+    let mut ends = std::collections::BTreeMap::new();
+    while ends.len() < 2 {
+        let event = next_event(&mut watch).await;
+        assert_eq!(event.kind, EventType::Delete, "{event:?}");
+        ends.insert(event.key.clone(), (event.revision, event.reason));
+    }
+    assert_eq!(
+        ends["w/plain"],
+        (deleted.revision, None),
+        "the prefix delete's own key"
+    );
+    assert_eq!(
+        ends["w/leased"].1,
+        Some(DeleteReason::Expired),
+        "a key whose lease ended before the delete ran is an expiry: {ends:?}"
+    );
+    assert_eq!(deleted.deleted, 1, "{deleted:?}");
 }
