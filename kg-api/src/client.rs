@@ -850,7 +850,9 @@ impl WatchStream {
         }
     }
 
-    /// The next change or progress event, `None` when the server ended the stream.
+    /// The next change or progress event, `None` when the server ended the stream. A stream
+    /// that history it needed was compacted out of ends with an error: a 410, as a watch
+    /// asked to resume there gets.
     pub async fn next_item(&mut self) -> Option<Result<WatchItem>> {
         use futures::StreamExt as _;
         loop {
@@ -874,6 +876,14 @@ impl WatchStream {
                 serde_json::from_str::<WatchProgress>(&event.data)
                     .map(|progress| WatchItem::Progress(progress.revision))
                     .map_err(|err| self.malformed(err))
+            } else if event.event == "compacted" {
+                match serde_json::from_str::<WatchCompacted>(&event.data) {
+                    Ok(notice) => Err(Error::Api {
+                        status: StatusCode::GONE,
+                        detail: notice.detail,
+                    }),
+                    Err(err) => Err(self.malformed(err)),
+                }
             } else {
                 serde_json::from_str(&event.data)
                     .map(WatchItem::Change)
@@ -968,6 +978,23 @@ mod tests {
                 "newline {newline:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_compacted_event_is_a_410_error_and_moves_no_resume_point() {
+        let notice =
+            r#"{"compact_revision":9,"detail":"the history this watch needed was compacted"}"#;
+        let body = format!("id: 1\ndata: {ONE}\n\nevent: compacted\ndata: {notice}\n\n");
+        let mut stream = stream_of(&[Box::leak(body.into_boxed_str())]);
+        let event = futures::executor::block_on(stream.next()).unwrap().unwrap();
+        assert_eq!(event.key, "a");
+        let err = futures::executor::block_on(stream.next())
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::GONE));
+        assert!(err.to_string().contains("compacted"), "{err}");
+        assert_eq!(stream.resume_after(), Some(1));
+        assert!(futures::executor::block_on(stream.next()).is_none());
     }
 
     #[test]

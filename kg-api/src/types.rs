@@ -505,6 +505,18 @@ pub struct WatchProgress {
     pub revision: i64,
 }
 
+/// `/api/watch`: the data of a `compacted` event, the last of a stream that can no longer be
+/// complete: history it needed was compacted away while it ran (etcd's ErrCompacted). The
+/// watcher must list the keys again and watch from the current revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct WatchCompacted {
+    /// The compact revision: deletes up to it have been purged.
+    pub compact_revision: i64,
+    /// What happened, in words.
+    pub detail: String,
+}
+
 /// A committed change, as published on Redis `keygrid:events` and streamed by `/api/watch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]

@@ -14,6 +14,7 @@ use kg_testkit::{
 on_both_backends!(
     watch_streams_puts_and_deletes_in_revision_order,
     watch_resumes_after_reconnects_without_missing_a_final_state,
+    a_compaction_that_overtakes_a_replay_is_told_in_the_stream,
 );
 
 /// The next event within `wait`, or a panic naming what was expected.
@@ -376,5 +377,74 @@ async fn a_quiet_watch_gets_progress_events_with_the_revision_it_is_complete_up_
             body["detail"].as_str().unwrap().contains("\"progress\""),
             "{body}"
         );
+    }
+}
+
+/// A watcher whose replay a compaction overtakes either still gets every change from its
+/// start or is told in the stream that it was compacted (kg-api's client makes that a 410
+/// error), as etcd's ErrCompacted: never the rest of the replay without the deletes the
+/// compaction purged, as if it were whole.
+async fn a_compaction_that_overtakes_a_replay_is_told_in_the_stream(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = &app.client;
+    let start = client
+        .put("a/x", "first", Precondition::None)
+        .await
+        .unwrap()
+        .revision;
+    // Enough that a reader who reads nothing holds the replay up long before its last page,
+    // the buffers on the way full. Events carry values of up to 1 KiB.
+    let store = kg_testkit::open_store(&app.database_url).await;
+    let value = "v".repeat(1000);
+    let keys: Vec<String> = (0..12_800).map(|i| format!("a/bulk/{i:05}")).collect();
+    for chunk in keys.chunks(256) {
+        let ops: Vec<kg_server::store::WriteOp> = chunk
+            .iter()
+            .map(|key| kg_server::store::WriteOp {
+                key: key.clone(),
+                value: Some(value.clone()),
+                expect: kg_server::store::Expect::Any,
+                idempotency_key: None,
+                lease: None,
+                ttl: None,
+            })
+            .collect();
+        store.apply("bulk", &ops).await.unwrap();
+    }
+    let deleted = client
+        .delete("a/x", Precondition::None)
+        .await
+        .unwrap()
+        .revision;
+
+    let mut watch = client.watch(Some("a/"), Some(start)).await.unwrap();
+    let first = next_event(&mut watch, Duration::from_secs(10)).await;
+    assert!(first.key.starts_with("a/bulk/"), "{first:?}");
+    // The replay is under way and held up by this slow reader: compact its start away.
+    let compacted = client.compact(deleted).await.unwrap();
+    assert_eq!(compacted.compact_revision, deleted);
+
+    let mut puts = 1;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+            Err(_) => panic!(
+                "after {puts} puts, neither a/x's delete nor a compaction notice came: the \
+                 watcher goes on as if it had every revision"
+            ),
+            Ok(None) => panic!("after {puts} puts the stream ended without a notice"),
+            Ok(Some(Ok(event))) if event.key == "a/x" => {
+                assert_eq!((event.kind, event.revision), (EventType::Delete, deleted));
+                break;
+            }
+            Ok(Some(Ok(_))) => puts += 1,
+            Ok(Some(Err(err))) => {
+                assert_eq!(err.status(), Some(reqwest::StatusCode::GONE), "{err}");
+                assert!(err.to_string().contains("compacted"), "{err}");
+                // Told, the stream ends.
+                let after = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+                assert!(matches!(after, Ok(None)), "{after:?}");
+                break;
+            }
+        }
     }
 }
