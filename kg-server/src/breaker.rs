@@ -15,8 +15,11 @@
 //!
 //! A call that fails does not show that the database went away: a read may run past
 //! `--db-timeout` by its own cost, or wait for a pool that slow reads hold. Only when a probe
-//! fails, and a connection of its own cannot reach the database either, does the node count
-//! the database as lost ([`Contact::lost`]), which makes it refresh the leases once it is back.
+//! fails, and a connection of its own cannot read from the database within
+//! [`REACHABLE_TIMEOUT`] either, does the node count the database as lost
+//! ([`Contact::lost`]), which makes it refresh the leases once it is back. That check runs
+//! beside the probe, so that a slow answer to it never holds up the probe that closes the
+//! breaker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,13 +32,21 @@ use crate::store::Store;
 /// keeps refusing after the database is back.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
+/// How long a connection of its own has to read from the database before the database
+/// counts as lost (or `--db-timeout`, if longer). Well past what load alone makes a new
+/// connection wait: a database that cannot open a session and answer one trivial read in
+/// that long takes no keep-alive either.
+pub const REACHABLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Default)]
 pub struct Breaker {
     /// True while calls should fail without trying.
     open: AtomicBool,
     /// True while a probe task runs; there is at most one.
     probing: AtomicBool,
-    /// Told when a probe finds the database unreachable.
+    /// True while a check of [`Breaker::suspect`] runs; there is at most one.
+    checking: AtomicBool,
+    /// Told when the database is found unreachable.
     contact: Arc<Contact>,
 }
 
@@ -71,28 +82,43 @@ impl Breaker {
             loop {
                 let answered = tokio::time::timeout(timeout, store.current_revision()).await;
                 if matches!(answered, Ok(Ok(_))) {
-                    breaker.contact.answered();
                     breaker.open.store(false, Ordering::Release);
                     breaker.probing.store(false, Ordering::Release);
                     tracing::info!("database reachable again");
                     return;
                 }
-                if !reachable(&*store, timeout).await {
-                    breaker.contact.lost();
-                }
+                breaker.suspect(store.clone(), timeout);
                 tokio::time::sleep(PROBE_INTERVAL).await;
             }
         });
     }
 }
 
-/// Whether a connection of its own reaches the database within `timeout`: the pool's may all
-/// be held by slow calls while the database answers.
-pub async fn reachable(store: &dyn Store, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, store.reachable()).await,
-        Ok(Ok(()))
-    )
+impl Breaker {
+    /// Called when a database call failed in a way that an outage would explain: checks, on a
+    /// connection of its own and unless a check is running already, whether the database can
+    /// be reached at all, and tells the contact that it was lost if not. `timeout` is the
+    /// node's `--db-timeout`.
+    pub fn suspect(self: &Arc<Self>, store: Arc<dyn Store>, timeout: Duration) {
+        if self
+            .checking
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return;
+        }
+        self.contact.suspect(true);
+        let breaker = self.clone();
+        tokio::spawn(async move {
+            let bound = timeout.max(REACHABLE_TIMEOUT);
+            let reached = tokio::time::timeout(bound, store.reachable()).await;
+            if !matches!(reached, Ok(Ok(()))) {
+                breaker.contact.lost();
+            }
+            breaker.contact.suspect(false);
+            breaker.checking.store(false, Ordering::Release);
+        });
+    }
 }
 
 #[cfg(test)]

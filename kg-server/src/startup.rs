@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use kg_api::{DependencyState, NodeHealth};
 
-use crate::breaker::{self, Breaker};
+use crate::breaker::Breaker;
 use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
 use crate::contact::Contact;
@@ -375,7 +375,7 @@ async fn sweep_leases(state: AppState, interval: Duration) {
         // changes hands must not trip the breaker and turn away the requests behind it.
         match tokio::time::timeout(state.db_timeout, state.store.leases_due()).await {
             Ok(Ok(due)) => {
-                state.contact.answered();
+                state.contact.checked();
                 if !due {
                     continue;
                 }
@@ -383,9 +383,9 @@ async fn sweep_leases(state: AppState, interval: Duration) {
             // A check that failed is a loss only if the database cannot be reached at all: a
             // slow read, or a pool that slow reads hold, gives no lease a new TTL.
             Ok(Err(_)) | Err(_) => {
-                if !breaker::reachable(&*state.store, state.db_timeout).await {
-                    state.contact.lost();
-                }
+                state
+                    .db_breaker
+                    .suspect(state.store.clone(), state.db_timeout);
                 continue;
             }
         }
