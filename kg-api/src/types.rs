@@ -287,6 +287,18 @@ pub struct DeletePrefixResponse {
     pub revision: i64,
 }
 
+impl DeletePrefixResponse {
+    /// The answer to a prefix delete that deleted `deleted` keys at `revision` (the current
+    /// revision when it deleted none).
+    pub fn new(deleted: u64, revision: i64) -> Self {
+        Self {
+            status: "success".to_owned(),
+            deleted,
+            revision,
+        }
+    }
+}
+
 /// One version of a key, as `GET /api/key/history` lists it: a put or a delete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]

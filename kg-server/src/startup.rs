@@ -20,8 +20,8 @@ use crate::events::{self, Events};
 use crate::keepalive::KeepAlives;
 use crate::redis_target::RedisTarget;
 use crate::store::{
-    self, ConnectOptions, LeaseEnd, OpResult, PrefixDelete, Store, StoreError, TxnOutcome, TxnPlan,
-    WriteOp,
+    self, ConnectOptions, Ended, Idempotent, LeaseEnd, OpResult, PrefixDelete, Store, StoreError,
+    TxnOutcome, TxnPlan, WriteOp,
 };
 use crate::tokens::Tokens;
 use crate::writer::{WriteError, Writer, WriterContext};
@@ -295,8 +295,12 @@ impl AppState {
 
     /// Queues a write for the next batch and waits, within the database timeout, for its commit.
     /// Deletes every live key under `prefix` at one revision, through the writer.
-    pub async fn delete_prefix(&self, prefix: String) -> Result<PrefixDelete, CallError> {
-        self.db(self.writer.delete_prefix(prefix)).await
+    pub async fn delete_prefix(
+        &self,
+        prefix: String,
+        idempotent: Option<Idempotent>,
+    ) -> Result<PrefixDelete, CallError> {
+        self.db(self.writer.delete_prefix(prefix, idempotent)).await
     }
 
     /// Runs a multi-key transaction through the writer.
@@ -392,10 +396,12 @@ async fn sweep_leases(state: AppState, interval: Duration) {
         // Batches until none is left, so that a burst of expiries is not spread over ticks.
         loop {
             match state
-                .db(state.writer.end_leases(LeaseEnd::Expired(EXPIRE_BATCH)))
+                .db(state
+                    .writer
+                    .end_leases(LeaseEnd::Expired(EXPIRE_BATCH), None))
                 .await
             {
-                Ok(Some(changes)) if !changes.is_empty() => {
+                Ok(Ended::Deleted { changes, .. }) if !changes.is_empty() => {
                     metrics::counter!("kg_lease_expired_keys_total")
                         .increment(changes.len() as u64);
                 }

@@ -5,6 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,10 +14,10 @@ use kg_api::{
     DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 
-use super::input::{json_body, query_key, QueryParams};
+use super::input::{self, json_body, query_key, QueryParams};
 use super::Error;
 use crate::startup::AppState;
-use crate::store::{AtRevision, Change, CompactTo};
+use crate::store::{AtRevision, Change, CompactTo, Idempotent, Replay};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -105,14 +106,19 @@ fn version_of(change: Change) -> KeyVersion {
 #[utoipa::path(
     post, path = "/api/compact", tag = "keys",
     request_body = CompactRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r#"^[!-~]{1,255}$"#, description = "Names this compaction: a retry with the same key, on any node, gets the first attempt's answer with Idempotent-Replayed: true"),
+    ),
     responses(
         (status = 200, description = "Compacted: reads below `compact_revision` are now answered 410, and watches cannot resume below it. Compacting to a revision already compacted changes nothing", body = CompactResponse),
-        (status = 422, description = "Malformed JSON, an unknown field, a negative revision, or a revision above the current one", body = ErrorBody),
+        (status = 400, description = "A malformed Idempotency-Key", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, an unknown field, a negative revision, a revision above the current one, or an Idempotency-Key used for a different request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn compact(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Error> {
     let request: CompactRequest = json_body(body)?;
@@ -122,13 +128,19 @@ pub async fn compact(
             request.revision
         )));
     }
-    match state.db(state.store.compact_to(request.revision)).await? {
-        CompactTo::Done(done) => Ok(Json(CompactResponse {
-            compact_revision: done.revision,
-            tombstones: done.tombstones,
-            versions: done.versions,
-        })
-        .into_response()),
+    let idempotent = input::idempotency_key(&headers)?
+        .map(|key| Idempotent::new(key, "compact", &request.revision.to_be_bytes()));
+    let compacted = state
+        .db(state
+            .store
+            .compact_to(request.revision, idempotent.as_ref()))
+        .await?;
+    match compacted {
+        CompactTo::Done(done) => Ok(Json(CompactResponse::from(done)).into_response()),
+        CompactTo::Replayed(Replay::Same(done)) => Ok(super::keys::replay_marked(
+            Json(CompactResponse::from(done)).into_response(),
+        )),
+        CompactTo::Replayed(Replay::Mismatch) => Err(super::keys::idempotency_mismatch()),
         CompactTo::Future { current } => Err(Error::Unprocessable(format!(
             "revision {} is in the future: the current revision is {current}",
             request.revision

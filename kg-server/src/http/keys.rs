@@ -24,7 +24,8 @@ use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
 use crate::store::{
-    Expect, LeaseEnd, ListQuery, OpResult, PrefixDelete, WriteOp, WriteOutcome, MAX_PREFIX_DELETE,
+    Expect, Granted, Idempotent, LeaseEnd, ListQuery, OpResult, PrefixDelete, Replay, WriteOp,
+    WriteOutcome, MAX_PREFIX_DELETE,
 };
 
 // Validated once, at compile time: `from_static` checks its name on every call.
@@ -258,7 +259,14 @@ pub async fn put_key(
     // A TTL of the key's own is a lease granted for it now; if the put does not apply, the
     // lease, which holds no key, is revoked again.
     let granted = match ttl {
-        Some(ttl) => Some(state.db(state.store.lease_grant(ttl)).await?.id),
+        Some(ttl) => match state.db(state.store.lease_grant(ttl, None)).await? {
+            Granted::New(grant) => Some(grant.id),
+            Granted::Replayed(_) => {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "store replayed a grant that had no idempotency key"
+                )))
+            }
+        },
         None => None,
     };
     let op = WriteOp {
@@ -279,7 +287,7 @@ pub async fn put_key(
             })
         ) {
             let _ = state
-                .db(state.writer.end_leases(LeaseEnd::Revoke(id)))
+                .db(state.writer.end_leases(LeaseEnd::Revoke(id), None))
                 .await;
         }
     }
@@ -367,18 +375,21 @@ pub async fn delete_key(
     params(
         ("prefix" = Option<String>, Query, nullable = false, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Delete every live key starting with this. Required unless `all=true` is sent, which deletes every key (OpenAPI cannot say \"one or the other\"; the node answers 400 to neither)"),
         ("all" = Option<bool>, Query, nullable = false, description = "Allow an empty or missing prefix, which deletes every key; with a prefix it changes nothing"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r#"^[!-~]{1,255}$"#, description = "Names this delete: a retry with the same key, on any node, gets the first attempt's answer with Idempotent-Replayed: true and deletes nothing"),
     ),
     responses(
         (status = 200, description = "Deleted, at one revision with one delete event per key. With nothing to delete no revision is used and `revision` is the current one", body = DeletePrefixResponse, headers(
             ("X-KeyGrid-Revision" = i64, description = "The revision of the deletes, or the current one"),
         )),
-        (status = 400, description = "An empty prefix without `all=true`, an unknown parameter, or more live keys under the prefix than one delete may remove (10,000)", body = ErrorBody),
+        (status = 400, description = "An empty prefix without `all=true`, an unknown parameter, a malformed Idempotency-Key, or more live keys under the prefix than one delete may remove (10,000)", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was already used for a different request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn delete_keys(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
     let params = QueryParams::parse(query.as_deref(), &["prefix", "all"])?;
     let prefix = params.key_part("prefix")?.unwrap_or_default();
@@ -390,12 +401,19 @@ pub async fn delete_keys(
                 .to_owned(),
         ));
     }
-    let (deleted, revision) = match state.delete_prefix(prefix.to_owned()).await? {
+    let idempotent = input::idempotency_key(&headers)?
+        .map(|key| Idempotent::new(key, "delete-prefix", prefix.as_bytes()));
+    let (answer, replayed) = match state.delete_prefix(prefix.to_owned(), idempotent).await? {
         PrefixDelete::Deleted { changes, .. } => (
-            changes.len() as u64,
-            changes.first().map_or(0, |change| change.revision),
+            DeletePrefixResponse::new(
+                changes.len() as u64,
+                changes.first().map_or(0, |change| change.revision),
+            ),
+            false,
         ),
-        PrefixDelete::Nothing { revision } => (0, revision),
+        PrefixDelete::Nothing { revision } => (DeletePrefixResponse::new(0, revision), false),
+        PrefixDelete::Replayed(Replay::Same(answer)) => (answer, true),
+        PrefixDelete::Replayed(Replay::Mismatch) => return Err(idempotency_mismatch()),
         PrefixDelete::TooMany(live) => {
             return Err(Error::BadRequest(format!(
                 "{live} live keys start with {prefix:?}; one delete removes at most \
@@ -403,15 +421,16 @@ pub async fn delete_keys(
             )))
         }
     };
-    Ok((
-        [(X_REVISION, HeaderValue::from(revision))],
-        Json(DeletePrefixResponse {
-            status: "success".to_owned(),
-            deleted,
-            revision,
-        }),
+    let response = (
+        [(X_REVISION, HeaderValue::from(answer.revision))],
+        Json(answer),
     )
-        .into_response())
+        .into_response();
+    Ok(if replayed {
+        replay_marked(response)
+    } else {
+        response
+    })
 }
 
 /// What `GET /api/keys` answers: a page, or with `count_only` a count. For the OpenAPI
@@ -522,6 +541,14 @@ pub(super) fn idempotency_mismatch() -> Error {
         "Idempotency-Key was already used for a different request; use a new key for a new write"
             .to_owned(),
     )
+}
+
+/// Marks the answer to a retried request, which was not applied again: the first attempt's.
+pub(super) fn replay_marked(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
 }
 
 /// Marks the answer to a retried write, which was not applied again. A key reused for another

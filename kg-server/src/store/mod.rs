@@ -93,6 +93,42 @@ impl WriteOp {
     }
 }
 
+/// A request's Idempotency-Key with the fingerprint of the request it names, for the routes
+/// whose answer is recorded whole (a prefix delete, a compaction, a lease's grant and revoke):
+/// a retry gets the first answer back, and the key reused for another request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotent {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl Idempotent {
+    /// `key` naming a request to `route` whose parts are `request`, in a canonical form. The
+    /// route's name goes first, so that no two routes' requests share a fingerprint, nor with
+    /// a single-key write's (`put`, `del`) or a transaction's (`txn`).
+    pub fn new(key: String, route: &str, request: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(route.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(request);
+        let fingerprint = hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Self { key, fingerprint }
+    }
+}
+
+/// What a retry's Idempotency-Key found: the answer recorded for the same request, or that
+/// it names another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay<T> {
+    Same(T),
+    Mismatch,
+}
+
 /// The condition a write must meet, from the HTTP precondition headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Expect {
@@ -392,8 +428,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn compact(&self, retention: std::time::Duration) -> Result<Compacted, StoreError>;
 
     /// `POST /api/compact`: drops the history below `revision`. Compacting to a revision at or
-    /// below the compact revision changes nothing; `Future` above the current revision.
-    async fn compact_to(&self, revision: i64) -> Result<CompactTo, StoreError>;
+    /// below the compact revision changes nothing; `Future` above the current revision. With
+    /// `idempotent`, its answer is recorded, and a retry gets it back.
+    async fn compact_to(
+        &self,
+        revision: i64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<CompactTo, StoreError>;
 
     /// The live key as of `revision`.
     async fn get_at(
@@ -432,8 +473,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// or dropped.
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError>;
 
-    /// A new lease of `ttl` seconds, its deadline set by the database's clock.
-    async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError>;
+    /// A new lease of `ttl` seconds, its deadline set by the database's clock. With
+    /// `idempotent`, the grant is recorded, and a retry gets the same lease back.
+    async fn lease_grant(
+        &self,
+        ttl: u64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Granted, StoreError>;
 
     /// Sets each live lease's deadline a full TTL ahead again, in one statement, and returns
     /// the grants of those renewed: a lease missing from them has expired or been revoked.
@@ -448,21 +494,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Ends leases and deletes their keys under the revision lock, in one transaction: one
     /// revision per key, each tombstone marked with why. The lease row and its keys go
     /// together, so whichever node ends a lease first is the only one that deletes its keys.
-    /// `None` when a revoked lease does not exist.
+    /// A revoke with `idempotent` records its answer, and a retry gets it back.
     async fn end_leases(
         &self,
         node: &str,
         end: LeaseEnd,
-    ) -> Result<Option<Vec<Change>>, StoreError>;
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Ended, StoreError>;
 
     /// Deletes every live key under `prefix` (all keys for an empty one) at one new revision,
     /// one tombstone per key. `mark` is called with the keys, in byte order, after they are
     /// deleted and before the commit makes that visible: the writer marks them pending in the
-    /// cache there, and its answer comes back in [`PrefixDelete::Deleted`].
+    /// cache there, and its answer comes back in [`PrefixDelete::Deleted`]. With
+    /// `idempotent`, the answer is recorded in the same transaction, and a retry gets it back
+    /// and deletes nothing.
     async fn delete_prefix(
         &self,
         node: &str,
         prefix: &str,
+        idempotent: Option<&Idempotent>,
         mark: &MarkKeys,
     ) -> Result<PrefixDelete, StoreError>;
 
@@ -525,6 +575,9 @@ pub enum PrefixDelete {
     Nothing { revision: i64 },
     /// More live keys than [`MAX_PREFIX_DELETE`]: nothing written.
     TooMany(u64),
+    /// A retry: the first attempt's answer, or that its key named another request. Nothing
+    /// written.
+    Replayed(Replay<kg_api::DeletePrefixResponse>),
 }
 
 /// A read at a revision, or why it cannot be answered.
@@ -554,13 +607,34 @@ pub struct Compacted {
 }
 
 /// What [`Store::compact_to`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompactTo {
     Done(Compacted),
     /// The revision is above the last one handed out, `current`: nothing was dropped.
     Future {
         current: i64,
     },
+    /// A retry: the first attempt's answer, or that its key named another request.
+    Replayed(Replay<Compacted>),
+}
+
+/// What [`Store::lease_grant`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Granted {
+    New(LeaseGrant),
+    /// A retry: the lease the first attempt granted, or that its key named another request.
+    Replayed(Replay<LeaseGrant>),
+}
+
+/// What [`Store::end_leases`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The keys deleted, one revision each, and the last revision handed out after them.
+    Deleted { changes: Vec<Change>, revision: i64 },
+    /// The lease to revoke does not exist (or has expired): nothing written.
+    NotFound,
+    /// A retried revoke: the first attempt's answer, or that its key named another request.
+    Replayed(Replay<kg_api::LeaseRevokeResponse>),
 }
 
 /// [`Store::history`]'s answer.
@@ -570,6 +644,35 @@ pub struct KeyHistory {
     pub versions: Vec<Change>,
     /// Versions replaced at or below this may be gone.
     pub compact_revision: i64,
+}
+
+impl From<Compacted> for kg_api::CompactResponse {
+    fn from(done: Compacted) -> Self {
+        kg_api::CompactResponse {
+            compact_revision: done.revision,
+            tombstones: done.tombstones,
+            versions: done.versions,
+        }
+    }
+}
+
+impl From<kg_api::CompactResponse> for Compacted {
+    fn from(answer: kg_api::CompactResponse) -> Self {
+        Compacted {
+            revision: answer.compact_revision,
+            tombstones: answer.tombstones,
+            versions: answer.versions,
+        }
+    }
+}
+
+impl<T> Replay<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Replay<U> {
+        match self {
+            Replay::Same(answer) => Replay::Same(f(answer)),
+            Replay::Mismatch => Replay::Mismatch,
+        }
+    }
 }
 
 /// Which leases [`Store::end_leases`] ends.

@@ -7,14 +7,17 @@
 //! statement once per dialect around the dialect's `NOW_MS`.
 
 use async_trait::async_trait;
-use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo, TxnOp, TxnResponse, TxnResult};
+use kg_api::{
+    CompactResponse, DeletePrefixResponse, DeleteReason, KeyRecord, LeaseGrant, LeaseInfo,
+    LeaseRevokeResponse, TxnOp, TxnResponse, TxnResult,
+};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::{
-    prefix_upper_bound, txn, AtRevision, Change, ChangeRow, CompactTo, Compacted, KeyHistory,
-    KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult, PrefixDelete, Snapshot, Store, StoreError,
-    StoreKind, TxnOutcome, TxnPlan, WriteOp, MAX_PREFIX_DELETE,
+    prefix_upper_bound, txn, AtRevision, Change, ChangeRow, CompactTo, Compacted, Ended, Granted,
+    Idempotent, KeyHistory, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult, PrefixDelete, Replay,
+    Snapshot, Store, StoreError, StoreKind, TxnOutcome, TxnPlan, WriteOp, MAX_PREFIX_DELETE,
 };
 
 /// Every statement whose text depends on the dialect's clock, built once per dialect.
@@ -41,6 +44,7 @@ pub struct Queries {
     upsert: String,
     delete_key: String,
     remember_txn: String,
+    remember_answer: String,
 }
 
 impl Queries {
@@ -254,6 +258,14 @@ impl Queries {
                    (id, fingerprint, status, revision, created_at, response) \
                  VALUES ($1, $2, 0, $3, {mod_at_now}, $4)"
             ),
+            // A route's whole answer (see `Idempotent`); a record already there, committed by
+            // a request that raced this one, is kept, and answers both.
+            remember_answer: format!(
+                "INSERT INTO kg_idempotency \
+                   (id, fingerprint, status, revision, created_at, response) \
+                 VALUES ($1, $2, 0, $3, {mod_at_now}, $4) ON CONFLICT (id) DO NOTHING \
+                 RETURNING id"
+            ),
             tombstone: format!(
                 "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
                    mod_revision = $1, mod_node = $2, mod_at = {mod_at_now}, lease = NULL, \
@@ -450,14 +462,36 @@ where
         DB::compact_to(&self.pool, cut, Some(retention)).await
     }
 
-    async fn compact_to(&self, revision: i64) -> Result<CompactTo, StoreError> {
+    async fn compact_to(
+        &self,
+        revision: i64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<CompactTo, StoreError> {
+        if let Some(idempotent) = idempotent {
+            let mut session = self.pool.acquire().await?;
+            if let Some(replay) = recorded::<DB, CompactResponse>(&mut session, idempotent).await? {
+                return Ok(CompactTo::Replayed(replay.map(Compacted::from)));
+            }
+        }
         let current = self.current_revision().await?;
         if revision > current {
             return Ok(CompactTo::Future { current });
         }
-        Ok(CompactTo::Done(
-            DB::compact_to(&self.pool, revision, None).await?,
-        ))
+        let done = DB::compact_to(&self.pool, revision, None).await?;
+        // Recorded after the compaction committed: a compaction is idempotent in itself, so
+        // the record only keeps its answer. A retry that raced this one recorded first, and
+        // its answer is the one both give.
+        if let Some(idempotent) = idempotent {
+            let mut session = self.pool.acquire().await?;
+            let answer = CompactResponse::from(done);
+            let revision = Some(done.revision);
+            if let Some(replay) =
+                remember::<DB, _>(&mut session, idempotent, revision, &answer).await?
+            {
+                return Ok(CompactTo::Replayed(replay.map(Compacted::from)));
+            }
+        }
+        Ok(CompactTo::Done(done))
     }
 
     async fn get_at(
@@ -563,12 +597,34 @@ where
         }))
     }
 
-    async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError> {
+    async fn lease_grant(
+        &self,
+        ttl: u64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Granted, StoreError> {
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        let Some(idempotent) = idempotent else {
+            let (id, ttl): (i64, i64) = sqlx::query_as(&DB::queries().lease_grant)
+                .bind(ttl)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(Granted::New(grant(id, ttl)));
+        };
+        // Under the revision lock, so that racing retries are answered one after the other.
+        let (mut tx, _) = DB::begin_write(&self.pool).await?;
+        if let Some(replay) = recorded::<DB, LeaseGrant>(&mut tx, idempotent).await? {
+            return Ok(Granted::Replayed(replay));
+        }
         let (id, ttl): (i64, i64) = sqlx::query_as(&DB::queries().lease_grant)
-            .bind(i64::try_from(ttl).unwrap_or(i64::MAX))
-            .fetch_one(&self.pool)
+            .bind(ttl)
+            .fetch_one(&mut *tx)
             .await?;
-        Ok(grant(id, ttl))
+        let granted = grant(id, ttl);
+        if let Some(replay) = remember::<DB, _>(&mut tx, idempotent, None, &granted).await? {
+            return Ok(Granted::Replayed(replay));
+        }
+        tx.commit().await?;
+        Ok(Granted::New(granted))
     }
 
     async fn lease_keepalive(&self, ids: &[i64]) -> Result<Vec<LeaseGrant>, StoreError> {
@@ -612,8 +668,15 @@ where
         &self,
         node: &str,
         end: LeaseEnd,
-    ) -> Result<Option<Vec<Change>>, StoreError> {
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Ended, StoreError> {
         let (mut tx, mut revision) = DB::begin_write(&self.pool).await?;
+        let idempotent = idempotent.filter(|_| matches!(end, LeaseEnd::Revoke(_)));
+        if let Some(idempotent) = idempotent {
+            if let Some(replay) = recorded::<DB, LeaseRevokeResponse>(&mut tx, idempotent).await? {
+                return Ok(Ended::Replayed(replay));
+            }
+        }
         let (ids, reason): (Vec<(i64,)>, _) = match end {
             LeaseEnd::Expired(limit) => (
                 sqlx::query_as(&DB::queries().expire)
@@ -632,7 +695,13 @@ where
         };
         if ids.is_empty() {
             // Nothing changed: the transaction's rollback only lets the lock go.
-            return Ok(matches!(end, LeaseEnd::Expired(_)).then(Vec::new));
+            return Ok(match end {
+                LeaseEnd::Expired(_) => Ended::Deleted {
+                    changes: Vec::new(),
+                    revision,
+                },
+                LeaseEnd::Revoke(_) => Ended::NotFound,
+            });
         }
         let at_ms = chrono::Utc::now().timestamp_millis();
         let mut changes = Vec::new();
@@ -655,22 +724,41 @@ where
                 changes.push(Change::tombstone(key, revision, node, at_ms, Some(reason)));
             }
         }
+        if let Some(idempotent) = idempotent {
+            let answer = LeaseRevokeResponse {
+                deleted: changes.len() as u64,
+                revision,
+            };
+            if let Some(replay) =
+                remember::<DB, _>(&mut tx, idempotent, Some(revision), &answer).await?
+            {
+                return Ok(Ended::Replayed(replay));
+            }
+        }
         sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
             .bind(revision)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(changes))
+        Ok(Ended::Deleted { changes, revision })
     }
 
     async fn delete_prefix(
         &self,
         node: &str,
         prefix: &str,
+        idempotent: Option<&Idempotent>,
         mark: &MarkKeys,
     ) -> Result<PrefixDelete, StoreError> {
         let upper = prefix_upper_bound(prefix);
         let (mut tx, revision) = DB::begin_write(&self.pool).await?;
+        // Under the revision lock: a retry that raced the first attempt waits for its commit
+        // and finds its record.
+        if let Some(idempotent) = idempotent {
+            if let Some(replay) = recorded::<DB, DeletePrefixResponse>(&mut tx, idempotent).await? {
+                return Ok(PrefixDelete::Replayed(replay));
+            }
+        }
         // Counted under the revision lock, so the count is what the delete would remove.
         let live: i64 = sqlx::query_scalar(&DB::queries().count)
             .bind(prefix)
@@ -684,6 +772,15 @@ where
         }
         if live == 0 {
             // etcd's DeleteRange does not use a revision when it deletes nothing either.
+            if let Some(idempotent) = idempotent {
+                let answer = DeletePrefixResponse::new(0, revision);
+                if let Some(replay) =
+                    remember::<DB, _>(&mut tx, idempotent, Some(revision), &answer).await?
+                {
+                    return Ok(PrefixDelete::Replayed(replay));
+                }
+                tx.commit().await?;
+            }
             return Ok(PrefixDelete::Nothing { revision });
         }
         let revision = revision + 1;
@@ -696,6 +793,14 @@ where
             .await?;
         let mut keys: Vec<String> = deleted.into_iter().map(|(key,)| key).collect();
         keys.sort_unstable();
+        if let Some(idempotent) = idempotent {
+            let answer = DeletePrefixResponse::new(keys.len() as u64, revision);
+            if let Some(replay) =
+                remember::<DB, _>(&mut tx, idempotent, Some(revision), &answer).await?
+            {
+                return Ok(PrefixDelete::Replayed(replay));
+            }
+        }
         // Marked before the commit makes the deletes visible: see `cache.rs`.
         let epoch = mark(keys.clone()).await;
         sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
@@ -1007,6 +1112,70 @@ where
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// The answer recorded under `idempotent`'s key, if there is one: the same request's, or a
+/// mismatch when the key named another (or another kind of) request.
+async fn recorded<DB, T>(
+    session: &mut DB::Connection,
+    idempotent: &Idempotent,
+) -> Result<Option<Replay<T>>, StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
+    T: serde::de::DeserializeOwned,
+{
+    let prior: Option<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT fingerprint, response FROM kg_idempotency WHERE id = $1")
+            .bind(idempotent.key.as_str())
+            .fetch_optional(&mut *session)
+            .await?;
+    Ok(prior.map(|(fingerprint, response)| {
+        match response
+            .filter(|_| fingerprint == idempotent.fingerprint)
+            .and_then(|body| serde_json::from_slice(&body).ok())
+        {
+            Some(answer) => Replay::Same(answer),
+            None => Replay::Mismatch,
+        }
+    }))
+}
+
+/// Records `answer` under `idempotent`'s key. `Some` when a request that raced this one
+/// recorded first: its answer, which this one must give too (and roll back what it wrote).
+async fn remember<DB, T>(
+    session: &mut DB::Connection,
+    idempotent: &Idempotent,
+    revision: Option<i64>,
+    answer: &T,
+) -> Result<Option<Replay<T>>, StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let body = serde_json::to_vec(answer)
+        .map_err(|err| StoreError::Internal(sqlx::Error::Decode(err.into())))?;
+    let inserted: Option<(String,)> = sqlx::query_as(&DB::queries().remember_answer)
+        .bind(idempotent.key.as_str())
+        .bind(idempotent.fingerprint.as_str())
+        .bind(revision)
+        .bind(body.as_slice())
+        .fetch_optional(&mut *session)
+        .await?;
+    if inserted.is_some() {
+        return Ok(None);
+    }
+    recorded::<DB, T>(session, idempotent).await
 }
 
 fn grant(id: i64, ttl: i64) -> LeaseGrant {
