@@ -270,13 +270,30 @@ impl Client {
         precondition: Precondition,
         attach: Attach,
     ) -> Result<WriteResult> {
+        self.put_idempotent(key, value, precondition, attach, None)
+            .await
+    }
+
+    /// `put_with`, naming the write with an `Idempotency-Key`: a retry with the same key, on
+    /// any node, gets the first attempt's answer and writes nothing again.
+    pub async fn put_idempotent(
+        &self,
+        key: &str,
+        value: &str,
+        precondition: Precondition,
+        attach: Attach,
+        idempotency_key: Option<&str>,
+    ) -> Result<WriteResult> {
         let mut body = PutRequest::new(key, value);
         match attach {
             Attach::None => {}
             Attach::Lease(id) => body.lease = Some(id),
             Attach::Ttl(seconds) => body.ttl = Some(seconds),
         }
-        let request = with_precondition(self.request(Method::PUT, "api/key"), precondition);
+        let mut request = with_precondition(self.request(Method::PUT, "api/key"), precondition);
+        if let Some(id) = idempotency_key {
+            request = request.header(HEADER_IDEMPOTENCY_KEY, id);
+        }
         let response = self.send(request.json(&body)).await?;
         let result = write_result(response.headers());
         let _: SuccessResponse = self.json(response).await?;
