@@ -137,6 +137,26 @@ impl Dialect for Postgres {
         revision: i64,
         retention: Option<std::time::Duration>,
     ) -> Result<Compacted, StoreError> {
+        // Locks are taken in the writers' order, or not at all. A write batch takes the
+        // revision lock (kg_meta's row) first, then the rows of its keys, and one that
+        // re-creates a purged key needs that key's tombstone row: a compaction that held
+        // tombstones while it waited for kg_meta closed a cycle, and PostgreSQL broke it by
+        // failing the batch or the compaction.
+        //
+        // So the compact revision is raised first, in a transaction of its own that holds
+        // nothing else. Readers check it after they read (see `after_read_at`), and a
+        // replay after each page, so from its commit on nothing below it is answered; what
+        // it covers may then be dropped at leisure. The drop never waits for a writer: a
+        // tombstone row a writer holds is being re-created, and is skipped.
+        let mut tx = pool.begin().await?;
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE kg_meta SET compact_revision = GREATEST(compact_revision, $1) WHERE id = 1 \
+             RETURNING compact_revision",
+        )
+        .bind(revision)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
         let mut tx = pool.begin().await?;
         if let Some(retention) = retention {
             sqlx::query(
@@ -151,22 +171,14 @@ impl Dialect for Postgres {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        // A concurrent re-create of a purged key is safe: the DELETE re-checks `value IS NULL`
-        // on the row version it waited for, and skips a row that is live again.
-        let tombstones =
-            sqlx::query("DELETE FROM kg_keys WHERE value IS NULL AND mod_revision <= $1")
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        // Last: this row is the writers' revision lock, held from here to the commit only.
-        let revision: i64 = sqlx::query_scalar(
-            "UPDATE kg_meta SET compact_revision = GREATEST(compact_revision, $1) WHERE id = 1 \
-             RETURNING compact_revision",
+        let tombstones = sqlx::query(
+            "DELETE FROM kg_keys WHERE key IN (SELECT key FROM kg_keys \
+               WHERE value IS NULL AND mod_revision <= $1 FOR UPDATE SKIP LOCKED)",
         )
         .bind(revision)
-        .fetch_one(&mut *tx)
-        .await?;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(Compacted {
             revision,
