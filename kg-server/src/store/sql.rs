@@ -562,7 +562,7 @@ where
         limit: u32,
     ) -> Result<KeyHistory, StoreError> {
         let mut session = self.pool.acquire().await?;
-        let rows: Vec<ChangeRow> = sqlx::query_as(&DB::queries().key_history)
+        let mut rows: Vec<ChangeRow> = sqlx::query_as(&DB::queries().key_history)
             .bind(key)
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
@@ -572,6 +572,12 @@ where
             .fetch_one(&mut *session)
             .await?;
         self.fence(&mut session).await?;
+        // A compaction raises the compact revision before it drops what it covers (see
+        // `PostgresStore::compact_to`), so versions replaced at or below it may still be read
+        // here: they are left out, as they are about to be gone, and so is everything older.
+        if let Some(gone) = (1..rows.len()).find(|&at| rows[at - 1].mod_revision <= floor) {
+            rows.truncate(gone);
+        }
         Ok(KeyHistory {
             versions: rows.into_iter().map(Change::from).collect(),
             compact_revision: floor,
