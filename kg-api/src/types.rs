@@ -38,6 +38,10 @@ pub const MAX_LEASE_TTL_SECONDS: u64 = 86_400;
 /// Default and largest page size of `GET /api/keys`.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The most bytes of body one page of keys or of versions holds (`GET /api/keys`,
+/// `GET /api/key/history`): a page of large values ends early, with `next` to go on from.
+/// A page holds at least one key, so one key larger than this alone is a page of its own.
+pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The detail of a 404 on `GET` or `DELETE /api/key`, exactly as the seed words it.
 pub const DETAIL_KEY_NOT_FOUND: &str = "Key not found";

@@ -120,7 +120,7 @@ impl Events {
 /// The event of a committed write. Values over 1 KiB are left out of events.
 pub fn change_event(change: &Change) -> ChangeEvent {
     ChangeEvent {
-        kind: if change.value.is_some() {
+        kind: if change.value.is_some() || change.value_bytes.is_some() {
             EventType::Put
         } else {
             EventType::Delete
@@ -135,11 +135,13 @@ pub fn change_event(change: &Change) -> ChangeEvent {
             .as_ref()
             .filter(|value| value.len() <= EVENT_VALUE_MAX_BYTES)
             .cloned(),
-        value_bytes: change
-            .value
-            .as_ref()
-            .filter(|value| value.len() > EVENT_VALUE_MAX_BYTES)
-            .map(|value| value.len() as u64),
+        value_bytes: change.value_bytes.or_else(|| {
+            change
+                .value
+                .as_ref()
+                .filter(|value| value.len() > EVENT_VALUE_MAX_BYTES)
+                .map(|value| value.len() as u64)
+        }),
         reason: change.reason,
         revision_events: None,
     }

@@ -663,6 +663,7 @@ async fn after_commit(
                 node: context.node_id.to_string(),
                 at_ms,
                 reason: None,
+                value_bytes: None,
             }),
             _ => released.push(op.key),
         }

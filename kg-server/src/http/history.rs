@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use kg_api::{
     CompactRequest, CompactResponse, ErrorBody, EventType, KeyHistoryResponse, KeyVersion,
-    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_BYTES, MAX_PAGE_SIZE,
 };
 
 use super::input::{self, json_body, query_key, QueryParams};
@@ -45,7 +45,7 @@ pub fn found_at<T>(found: AtRevision<T>, revision: i64) -> Result<T, Error> {
     params(
         ("key" = String, Query, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The key: 1 to 512 characters, no control characters"),
         ("before" = Option<i64>, Query, nullable = false, minimum = 1, description = "Only versions written below this revision: the previous page's `next`"),
-        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)"),
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100). A page ends early, with `next` set, where its body would pass 16 MiB: follow `next` until it is null"),
     ),
     responses(
         (status = 200, description = "One page of versions, newest first. A key that never existed (or whose history was compacted away) has an empty history", body = KeyHistoryResponse),
@@ -64,17 +64,23 @@ pub async fn key_history(
     let limit = params
         .integer("limit", 1..=MAX_PAGE_SIZE)?
         .unwrap_or(DEFAULT_PAGE_SIZE);
-    // One version more than asked tells whether another page follows.
+    // One version more than asked tells whether another page follows. A page ends early
+    // where its values come to MAX_PAGE_BYTES, as a listing's does (`keys::list_keys`).
     let found = state
-        .db(state.store.history(&key, before, limit + 1))
+        .db(state
+            .store
+            .history(&key, before, limit + 1, MAX_PAGE_BYTES as u64))
         .await?;
     let mut history: Vec<KeyVersion> = found.versions.into_iter().map(version_of).collect();
-    let next = if history.len() > limit as usize {
+    let mut more = found.cut;
+    more |= super::keys::fit_page(&mut history);
+    if history.len() > limit as usize {
         history.truncate(limit as usize);
-        history.last().map(|version| version.revision)
-    } else {
-        None
-    };
+        more = true;
+    }
+    let next = more
+        .then(|| history.last().map(|version| version.revision))
+        .flatten();
     Ok(Json(KeyHistoryResponse {
         key,
         history,

@@ -15,7 +15,7 @@ use kg_api::{
     DeletePrefixResponse, ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, KeyRecord,
     PutRequest, SuccessResponse, ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE,
     HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED, HEADER_LEASE, HEADER_REVISION,
-    HEADER_TTL_REMAINING_MS, HEADER_VERSION, MAX_PAGE_SIZE,
+    HEADER_TTL_REMAINING_MS, HEADER_VERSION, MAX_PAGE_BYTES, MAX_PAGE_SIZE,
 };
 
 use super::history;
@@ -448,7 +448,7 @@ pub enum KeyPageOrCount {
     get, path = "/api/keys", tag = "keys",
     params(
         ("prefix" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Only keys starting with this"),
-        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)"),
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100). A page ends early, with `next` set, where its body would pass 16 MiB: follow `next` until it is null"),
         ("after" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Start after this key: the previous page's `next`"),
         ("keys_only" = Option<bool>, Query, nullable = false, description = "Leave the values out: each key with its revisions only"),
         ("count_only" = Option<bool>, Query, nullable = false, description = "Answer `{\"count\": N}`, the number of live keys under the prefix (and after `after`), instead of a page; `limit` and `keys_only` do not apply"),
@@ -503,6 +503,7 @@ pub async fn list_keys(
         after,
         limit: limit + 1,
         with_values: !keys_only,
+        value_bytes: MAX_PAGE_BYTES as u64,
     };
     let mut keys = match revision {
         Some(revision) => history::found_at(
@@ -511,13 +512,59 @@ pub async fn list_keys(
         )?,
         None => state.db(state.store.list(&page)).await?,
     };
-    let next = if keys.len() > limit as usize {
+    // A page ends early where its values come to MAX_PAGE_BYTES: the store read no value past
+    // that (the key it left without one marks the place), and the body, in which JSON may
+    // escape one byte of value as six, is held to the same bound.
+    let mut more = false;
+    if !keys_only {
+        if let Some(cut) = keys.iter().position(|record| record.value.is_none()) {
+            keys.truncate(cut);
+            more = true;
+        }
+    }
+    more |= fit_page(&mut keys);
+    if keys.len() > limit as usize {
         keys.truncate(limit as usize);
-        keys.last().map(|record| record.key.clone())
-    } else {
-        None
-    };
+        more = true;
+    }
+    let next = more
+        .then(|| keys.last().map(|record| record.key.clone()))
+        .flatten();
     Ok(Json(KeyListResponse { keys, next }).into_response())
+}
+
+/// What a page's body holds besides its items: the braces and names around them, and a
+/// `next` of up to the longest key, escaped.
+const PAGE_FRAME_BYTES: usize = 4 * 1024;
+
+/// Keeps the first of `items` whose JSON, with a page's frame, comes to at most
+/// [`MAX_PAGE_BYTES`] (and the first item whatever its size, so that every page moves on).
+/// Returns whether any were dropped.
+pub(super) fn fit_page<T: serde::Serialize>(items: &mut Vec<T>) -> bool {
+    /// Counts what JSON serialisation writes, without keeping it.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut total = PAGE_FRAME_BYTES;
+    for (index, item) in items.iter().enumerate() {
+        let mut counter = Counter(1);
+        if serde_json::to_writer(&mut counter, item).is_err() {
+            continue;
+        }
+        total += counter.0;
+        if index > 0 && total > MAX_PAGE_BYTES {
+            items.truncate(index);
+            return true;
+        }
+    }
+    false
 }
 
 /// ETag and the revision headers, as parts of a response (no map of their own to build).

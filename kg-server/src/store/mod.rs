@@ -216,13 +216,17 @@ impl WriteOutcome {
 }
 
 /// Up to `limit` live keys starting with `prefix` and greater than `after`; their values only
-/// `with_values`.
+/// `with_values`, and then only until they add up to `value_bytes`: a key is read with its
+/// value while the values before it come to less than that, and the first key past it comes
+/// without its value, to say that the page ends before it (a live key always has a value).
+/// So a page holds at most `value_bytes` plus one value, whatever the values are.
 #[derive(Debug, Clone, Copy)]
 pub struct ListQuery<'a> {
     pub prefix: &'a str,
     pub after: Option<&'a str>,
     pub limit: u32,
     pub with_values: bool,
+    pub value_bytes: u64,
 }
 
 /// A live row as both stores read it; converted to the wire type explicitly.
@@ -242,11 +246,10 @@ impl From<KeyRow> for KeyRecord {
     fn from(row: KeyRow) -> Self {
         KeyRecord {
             key: row.key,
-            // Values are stored as the UTF-8 bytes of a validated `String`, so this is lossless;
-            // bytes rather than text because PostgreSQL's text cannot hold U+0000.
-            value: row
-                .value
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            // Values are stored as the UTF-8 bytes of a validated `String`, so this is lossless
+            // and takes the bytes as they are, without a copy; bytes rather than text because
+            // PostgreSQL's text cannot hold U+0000.
+            value: row.value.map(utf8),
             create_revision: row.create_revision,
             mod_revision: row.mod_revision,
             version: row.version,
@@ -254,6 +257,13 @@ impl From<KeyRow> for KeyRecord {
             ttl_remaining_ms: row.ttl_remaining_ms,
         }
     }
+}
+
+/// A stored value as text: the bytes as they are when they are UTF-8 (they always are: see
+/// `KeyRecord`'s conversion), decoded lossily otherwise.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 /// A key's latest change, as replay reads it: a live value or a tombstone.
@@ -273,6 +283,9 @@ pub struct Change {
     pub lease: Option<i64>,
     /// Set on a delete made by a lease's end.
     pub reason: Option<DeleteReason>,
+    /// A put's value size in bytes, when `value` was left out for its size (a replay reads
+    /// only the values an event carries).
+    pub value_bytes: Option<u64>,
 }
 
 impl Change {
@@ -294,6 +307,7 @@ impl Change {
             at_ms,
             lease: None,
             reason,
+            value_bytes: None,
         }
     }
 }
@@ -309,15 +323,29 @@ struct ChangeRow {
     mod_at_ms: i64,
     lease: Option<i64>,
     reason: Option<String>,
+    /// A put's value size, where the query left large values out (`changes_since`).
+    #[sqlx(default)]
+    value_bytes: Option<i64>,
+}
+
+/// A version as a history page reads it: `cut` on the first version past the page's byte
+/// budget, read without its value, where the page ends.
+#[derive(Debug, sqlx::FromRow)]
+struct HistoryRow {
+    #[sqlx(flatten)]
+    change: ChangeRow,
+    cut: bool,
 }
 
 impl From<ChangeRow> for Change {
     fn from(row: ChangeRow) -> Self {
         Change {
+            value_bytes: row
+                .value_bytes
+                .filter(|_| row.value.is_none())
+                .and_then(|bytes| u64::try_from(bytes).ok()),
             key: row.key,
-            value: row
-                .value
-                .map(|value| String::from_utf8_lossy(&value).into_owned()),
+            value: row.value.map(utf8),
             revision: row.mod_revision,
             create_revision: row.create_revision,
             version: row.version,
@@ -398,7 +426,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The latest change of each key under `prefix` whose revision is above `after`, deletes
     /// included, in (revision, key) order: what a watcher that has seen `after` missed. With
-    /// `after_key`, also those at revision `after` whose key is above it: the next page.
+    /// `after_key`, also those at revision `after` whose key is above it: the next page. A
+    /// value over `EVENT_VALUE_MAX_BYTES`, which no event carries, is left out and only its
+    /// size read ([`Change::value_bytes`]), so a page costs the node little whatever the values.
     async fn changes_since(
         &self,
         after: i64,
@@ -460,12 +490,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Up to `limit` versions of `key` below revision `before` (all when `None`), newest
     /// first, deletes included: every version since the compact revision, and the one that
-    /// was current at it.
+    /// was current at it. The versions end early where their values come to `value_bytes`
+    /// (see [`ListQuery`]), with [`KeyHistory::cut`] set.
     async fn history(
         &self,
         key: &str,
         before: Option<i64>,
         limit: u32,
+        value_bytes: u64,
     ) -> Result<KeyHistory, StoreError>;
 
     /// Opens a read of every live key at one revision, for `GET /api/snapshot`. It holds a
@@ -548,7 +580,8 @@ pub trait Snapshot: Send {
     fn keys(&self) -> u64;
 
     /// Up to `limit` live keys greater than `after` (from the first without it), with their
-    /// values, in byte order.
+    /// values, in byte order; fewer where their values come to `kg_api::MAX_PAGE_BYTES` (see
+    /// [`ListQuery`]), and none only past the last key.
     async fn page(&mut self, after: Option<&str>, limit: u32)
         -> Result<Vec<KeyRecord>, StoreError>;
 
@@ -644,6 +677,8 @@ pub struct KeyHistory {
     pub versions: Vec<Change>,
     /// Versions replaced at or below this may be gone.
     pub compact_revision: i64,
+    /// The versions ended early, at the byte budget: older ones follow.
+    pub cut: bool,
 }
 
 impl From<Compacted> for kg_api::CompactResponse {

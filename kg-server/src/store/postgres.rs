@@ -72,8 +72,12 @@ impl Dialect for Postgres {
          THEN pg_logical_emit_message(true, 'keygrid-read-fence', '') END",
     );
 
+    // A value no event carries (over EVENT_VALUE_MAX_BYTES) is left out: only its size is
+    // read, from its TOAST pointer.
     const CHANGES_SINCE: &'static str =
-        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
+        "SELECT key, CASE WHEN length(value) <= CAST($6 AS bigint) THEN value END AS value, \
+           CAST(length(value) AS bigint) AS value_bytes, create_revision, mod_revision, \
+           version, mod_node, \
            (extract(epoch FROM mod_at) * 1000)::bigint AS mod_at_ms, lease, reason FROM kg_keys \
          WHERE mod_revision >= $1 AND (mod_revision > $1 OR key > $5::text) \
            AND key >= $2 AND ($3::text IS NULL OR key < $3) \

@@ -16,8 +16,9 @@ use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Tra
 
 use super::{
     prefix_upper_bound, txn, AtRevision, Change, ChangeRow, CompactTo, Compacted, Ended, Granted,
-    Idempotent, KeyHistory, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult, PrefixDelete, Replay,
-    Snapshot, Store, StoreError, StoreKind, TxnOutcome, TxnPlan, WriteOp, MAX_PREFIX_DELETE,
+    HistoryRow, Idempotent, KeyHistory, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult,
+    PrefixDelete, Replay, Snapshot, Store, StoreError, StoreKind, TxnOutcome, TxnPlan, WriteOp,
+    MAX_PREFIX_DELETE,
 };
 
 /// Every statement whose text depends on the dialect's clock, built once per dialect.
@@ -106,6 +107,19 @@ impl Queries {
                AND k.value IS NOT NULL",
             row
         );
+        // `at` with each version's place and its value's size instead of its row: the
+        // first half of `list_at`.
+        let at_sizes = format!(
+            "SELECT k.key, k.mod_revision, CAST(NULL AS bigint) AS superseded, \
+               length(k.value) AS bytes \
+             FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
+             WHERE {{cond}} AND k.mod_revision <= {{rev}} AND {live} \
+             UNION ALL \
+             SELECT k.key, k.mod_revision, k.superseded, length(k.value) AS bytes \
+             FROM kg_history k \
+             WHERE {{cond}} AND k.mod_revision <= {{rev}} AND k.superseded > {{rev}} \
+               AND k.value IS NOT NULL"
+        );
         // Key $1's versions from the newest back to the `{count}`th at or below revision
         // `{target}`, with `n` the number of those met so far. The version a row replaced is
         // the one kg_history keeps under (superseded = the row's mod_revision, key): a probe of
@@ -140,9 +154,22 @@ impl Queries {
                 "SELECT {} WHERE k.key = $1 AND {live}",
                 row.replace("{value}", "k.value")
             ),
+            // A page's keys and their values' sizes first, without the values; then each key
+            // with its value while the values before it come to less than $6, and the first
+            // key past that without (see `ListQuery`). Sizes come from the row's header
+            // (PostgreSQL's TOAST pointer, SQLite's record), so a value left out is never read.
             list: format!(
-                "SELECT {} WHERE {range} AND {live} ORDER BY k.key LIMIT $4",
-                row.replace("{value}", "CASE WHEN $5 THEN k.value END AS value")
+                "WITH page AS (SELECT k.key, length(k.value) AS bytes \
+                   FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
+                   WHERE {range} AND {live} ORDER BY k.key LIMIT $4), \
+                 sized AS ({sized} FROM page) \
+                 SELECT k.key, CASE WHEN $5 AND s.before < $6 THEN k.value END AS value, \
+                   k.create_revision, k.mod_revision, k.version, k.lease, \
+                   l.deadline - {now_ms} AS ttl_remaining_ms \
+                 FROM sized s JOIN kg_keys k ON k.key = s.key \
+                   LEFT JOIN kg_leases l ON l.id = k.lease \
+                 WHERE NOT $5 OR s.before2 < $6 ORDER BY k.key",
+                sized = sized("key, bytes", "key"),
             ),
             count: format!(
                 "SELECT count(*) FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
@@ -157,17 +184,42 @@ impl Queries {
                 walk.replace("{target}", "$2").replace("{count}", "1"),
                 row.replace("{value}", "k.value")
             ),
+            // A page of versions ends as a listing's does (see `list`), with `cut` on the first
+            // version past $4, where it ends.
+            // The running sums go over the versions' sizes alone, then join them back: a
+            // window over the values themselves had SQLite copy every value once per row.
             key_history: format!(
-                "{} SELECT key, value, create_revision, mod_revision, version, mod_node, \
-                   {mod_at_ms} AS mod_at_ms, lease, reason FROM walk \
-                 WHERE mod_revision < $2 ORDER BY mod_revision DESC LIMIT $3",
-                walk.replace("{target}", "$2 - 1").replace("{count}", "$3")
+                "{}, page AS (SELECT key, value, create_revision, mod_revision, version, \
+                   mod_node, mod_at, lease, reason, length(value) AS bytes FROM walk \
+                   WHERE mod_revision < $2 ORDER BY mod_revision DESC LIMIT $3), \
+                 sized AS ({} FROM page) \
+                 SELECT p.key, CASE WHEN s.before < $4 THEN p.value END AS value, \
+                   p.create_revision, p.mod_revision, p.version, p.mod_node, \
+                   {} AS mod_at_ms, p.lease, p.reason, s.before >= $4 AS cut \
+                 FROM page p JOIN sized s ON s.mod_revision = p.mod_revision \
+                 WHERE s.before2 < $4 ORDER BY p.mod_revision DESC",
+                walk.replace("{target}", "$2 - 1").replace("{count}", "$3"),
+                sized("mod_revision, bytes", "mod_revision DESC"),
+                mod_at_ms.replace("mod_at", "p.mod_at"),
             ),
+            // As `list`, at revision $6: each version is found again by where it lives, the
+            // current row (superseded NULL) or kg_history's (superseded, key).
             list_at: format!(
-                "{} ORDER BY key LIMIT $4",
-                at.replace("{cond}", range)
-                    .replace("{rev}", "$6")
-                    .replace("{value}", "CASE WHEN $5 THEN k.value END AS value")
+                "WITH page AS ({} ORDER BY key LIMIT $4), sized AS ({} FROM page) \
+                 SELECT s.key, CASE WHEN $5 AND s.before < $7 \
+                     THEN coalesce(c.value, h.value) END AS value, \
+                   coalesce(c.create_revision, h.create_revision) AS create_revision, \
+                   s.mod_revision, coalesce(c.version, h.version) AS version, \
+                   coalesce(c.lease, h.lease) AS lease, \
+                   CASE WHEN s.superseded IS NULL THEN l.deadline - {now_ms} END \
+                     AS ttl_remaining_ms \
+                 FROM sized s \
+                   LEFT JOIN kg_keys c ON s.superseded IS NULL AND c.key = s.key \
+                   LEFT JOIN kg_leases l ON l.id = c.lease \
+                   LEFT JOIN kg_history h ON h.superseded = s.superseded AND h.key = s.key \
+                 WHERE NOT $5 OR s.before2 < $7 ORDER BY s.key",
+                at_sizes.replace("{cond}", range).replace("{rev}", "$6"),
+                sized("key, mod_revision, superseded, bytes", "key"),
             ),
             count_at: format!(
                 "SELECT count(*) FROM ({}) v",
@@ -276,6 +328,21 @@ impl Queries {
     }
 }
 
+/// `columns` of a page with, in `order`, the size of the values before each row (`before`)
+/// and before the row ahead of it (`before2`): a row is read with its value while `before` is
+/// under the budget, and read at all while `before2` is, so that the first row past the
+/// budget comes too, without its value, to say where the page ends. Over the page only,
+/// after its LIMIT: never over the whole range.
+fn sized(columns: &str, order: &str) -> String {
+    format!(
+        "SELECT {columns}, \
+           coalesce(sum(bytes) OVER (ORDER BY {order} \
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before, \
+           coalesce(sum(bytes) OVER (ORDER BY {order} \
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING), 0) AS before2"
+    )
+}
+
 /// What one database does its own way.
 #[async_trait]
 pub trait Dialect: Database {
@@ -364,6 +431,7 @@ where
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'r> KeyRow: FromRow<'r, DB::Row>,
     for<'r> ChangeRow: FromRow<'r, DB::Row>,
+    for<'r> HistoryRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
@@ -394,6 +462,7 @@ where
             .bind(query.after)
             .bind(i64::from(query.limit))
             .bind(query.with_values)
+            .bind(i64::try_from(query.value_bytes).unwrap_or(i64::MAX))
             .fetch_all(&mut *session)
             .await?;
         self.fence(&mut session).await?;
@@ -429,6 +498,7 @@ where
             .bind(prefix_upper_bound(prefix))
             .bind(i64::from(limit))
             .bind(after_key)
+            .bind(kg_api::EVENT_VALUE_MAX_BYTES as i64)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(Change::from).collect())
@@ -528,6 +598,7 @@ where
             .bind(i64::from(query.limit))
             .bind(query.with_values)
             .bind(revision)
+            .bind(i64::try_from(query.value_bytes).unwrap_or(i64::MAX))
             .fetch_all(&mut *session)
             .await?;
         let records = rows.into_iter().map(KeyRecord::from).collect();
@@ -560,14 +631,20 @@ where
         key: &str,
         before: Option<i64>,
         limit: u32,
+        value_bytes: u64,
     ) -> Result<KeyHistory, StoreError> {
         let mut session = self.pool.acquire().await?;
-        let mut rows: Vec<ChangeRow> = sqlx::query_as(&DB::queries().key_history)
+        let mut rows: Vec<HistoryRow> = sqlx::query_as(&DB::queries().key_history)
             .bind(key)
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
+            .bind(i64::try_from(value_bytes).unwrap_or(i64::MAX))
             .fetch_all(&mut *session)
             .await?;
+        let cut = rows.iter().position(|row| row.cut);
+        if let Some(at) = cut {
+            rows.truncate(at);
+        }
         let (floor, _): (i64, i64) = sqlx::query_as(&DB::queries().history_floor)
             .fetch_one(&mut *session)
             .await?;
@@ -575,12 +652,18 @@ where
         // A compaction raises the compact revision before it drops what it covers (see
         // `PostgresStore::compact_to`), so versions replaced at or below it may still be read
         // here: they are left out, as they are about to be gone, and so is everything older.
-        if let Some(gone) = (1..rows.len()).find(|&at| rows[at - 1].mod_revision <= floor) {
+        let mut cut = cut.is_some();
+        if let Some(gone) = (1..rows.len()).find(|&at| rows[at - 1].change.mod_revision <= floor) {
             rows.truncate(gone);
+            cut = false;
         }
         Ok(KeyHistory {
-            versions: rows.into_iter().map(Change::from).collect(),
+            versions: rows
+                .into_iter()
+                .map(|row| Change::from(row.change))
+                .collect(),
             compact_revision: floor,
+            cut,
         })
     }
 
@@ -930,6 +1013,7 @@ where
                 at_ms,
                 lease,
                 reason: None,
+                value_bytes: None,
             };
             for op in ops {
                 match op {
@@ -1098,14 +1182,20 @@ where
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(&DB::queries().list)
+        let mut rows: Vec<KeyRow> = sqlx::query_as(&DB::queries().list)
             .bind("")
             .bind(None::<String>)
             .bind(after)
             .bind(i64::from(limit))
             .bind(true)
+            .bind(kg_api::MAX_PAGE_BYTES as i64)
             .fetch_all(&mut *self.tx)
             .await?;
+        // The first key read without its value is past the page's byte budget: the next page
+        // starts with it.
+        if let Some(cut) = rows.iter().position(|row| row.value.is_none()) {
+            rows.truncate(cut);
+        }
         Ok(rows.into_iter().map(KeyRecord::from).collect())
     }
 

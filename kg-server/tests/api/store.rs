@@ -332,6 +332,7 @@ async fn batch_applies_ops_in_order_with_consecutive_revisions(backend: Backend)
         after: None,
         limit: 10,
         with_values: true,
+        value_bytes: u64::MAX,
     };
     let listed = store.list(&all).await.unwrap();
     let keys: Vec<_> = listed.iter().map(|record| record.key.as_str()).collect();
