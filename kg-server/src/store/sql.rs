@@ -40,6 +40,7 @@ pub struct Queries {
     refresh_leases: String,
     leases_to_refresh: String,
     expire: String,
+    revoke: String,
     tombstone: String,
     delete_range: String,
     upsert: String,
@@ -270,6 +271,11 @@ impl Queries {
                    (SELECT id FROM kg_leases WHERE deadline <= {now_ms} \
                     ORDER BY deadline, id LIMIT $1) \
                  AND deadline <= {now_ms} RETURNING id"
+            ),
+            // A lease past its deadline has ended already, whether or not the sweeper has
+            // deleted it: revoking it is a 404, and its keys' delete stays the expiry's.
+            revoke: format!(
+                "DELETE FROM kg_leases WHERE id = $1 AND deadline > {now_ms} RETURNING id"
             ),
             // A key whose lease has run out is already gone for readers, and the sweeper
             // deletes it under its own reason.
@@ -775,7 +781,7 @@ where
                 DeleteReason::Expired,
             ),
             LeaseEnd::Revoke(id) => (
-                sqlx::query_as("DELETE FROM kg_leases WHERE id = $1 RETURNING id")
+                sqlx::query_as(&DB::queries().revoke)
                     .bind(id)
                     .fetch_all(&mut *tx)
                     .await?,

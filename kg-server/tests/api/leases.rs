@@ -23,6 +23,7 @@ on_both_backends!(
     expiry_happens_once_when_three_nodes_race_to_sweep,
     an_expired_leased_key_never_comes_back_after_a_failed_database_call,
     reads_that_run_past_the_db_timeout_never_extend_a_lease,
+    revoking_a_lease_past_its_deadline_is_a_404_not_a_revoke,
 );
 
 /// `POST /api/leases/keepalive` renews every live lease it names and answers each id, in order,
@@ -428,6 +429,34 @@ async fn a_retried_ttl_put_is_replayed_not_refused(backend: Backend) {
     let leases = app.client.leases().await.unwrap();
     assert_eq!(leases.len(), 1, "{leases:?}");
     assert_eq!(app.client.get("k").await.unwrap().lease, Some(leases[0].id));
+}
+
+/// A lease whose deadline has passed has ended, whether or not the sweeper has deleted it
+/// yet: revoking it is the 404 of a lease that has ended, and its keys' delete is recorded
+/// as the expiry it is, not as a revoke.
+async fn revoking_a_lease_past_its_deadline_is_a_404_not_a_revoke(backend: Backend) {
+    // A sweeper that never comes round again in the test: it ran once, at the start.
+    let options = AppOptions {
+        extra_args: vec!["--lease-sweep-interval=1h".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    let client = &app.client;
+    let lease = client.lease_grant(1).await.unwrap();
+    client
+        .put_with("gone", "v", Precondition::None, Attach::Lease(lease.id))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let revoked = client.lease_revoke(lease.id).await;
+    assert!(
+        matches!(revoked, Err(Error::NotFound { .. })),
+        "a lease past its deadline was revoked: {revoked:?}"
+    );
+    assert!(matches!(
+        client.get("gone").await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 /// Three nodes on one database, each sweeping every 10 ms: every leased key is deleted once,
