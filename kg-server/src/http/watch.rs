@@ -15,7 +15,9 @@
 //!    until all have come) in a small buffer;
 //! 3. replays from the database again when a gap stays open for [`GAP_WAIT`], when the fan-out
 //!    says events may be lost, and when the database has moved on while no event came
-//!    ([`IDLE_CHECK`]).
+//!    ([`IDLE_CHECK`]). That last check reads the revision once a second for all of a node's
+//!    watchers together (`Events::database_revision`), so idle watchers cost the database
+//!    one query a second per node whatever their number.
 //!
 //! A watcher therefore never sees revisions go backwards and never misses a key's final state.
 //!
@@ -293,11 +295,17 @@ impl Watcher {
         Ok(())
     }
 
+    /// Whether the database holds a revision this watcher has not had: asked of the node's
+    /// shared read of the revision, at most one a second however many watchers ask.
     async fn database_moved_on(&self) -> bool {
-        matches!(
-            self.state.db(self.state.store.current_revision()).await,
-            Ok(revision) if revision > self.last
-        )
+        let state = &self.state;
+        let revision = state
+            .events
+            .database_revision(IDLE_CHECK, || async {
+                state.db(state.store.current_revision()).await.ok()
+            })
+            .await;
+        matches!(revision, Some(revision) if revision > self.last)
     }
 
     /// Sends the latest state of every key changed above `last`, then moves `last` to the

@@ -448,3 +448,48 @@ async fn a_compaction_that_overtakes_a_replay_is_told_in_the_stream(backend: Bac
         }
     }
 }
+
+/// Idle watchers cost the database at most about one query a second per node, however many
+/// there are: each once asked the database for its revision every second, so 50 idle
+/// watchers were 50 queries a second. Counted as the transactions PostgreSQL commits for the
+/// node's database (every statement outside a transaction is one), with the sweeper idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watchers_share_one_revision_check_a_second() {
+    use sqlx::Connection as _;
+    let options = AppOptions {
+        extra_args: vec!["--lease-sweep-interval=1h".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(Backend::Postgres, options).await;
+    let mut watchers = Vec::new();
+    for _ in 0..50 {
+        watchers.push(app.client.watch(Some("idle/"), None).await.unwrap());
+    }
+    let name = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&kg_testkit::admin_database_url())
+        .await
+        .unwrap();
+    // Past the watchers' first replays, and past the 10 s an idle PostgreSQL backend may hold
+    // its counts before it reports them (PGSTAT_IDLE_INTERVAL).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let before = database_commits(&mut admin, &name).await;
+    let window = Duration::from_secs(6);
+    tokio::time::sleep(window).await;
+    let after = database_commits(&mut admin, &name).await;
+    let per_second = (after - before) as f64 / window.as_secs_f64();
+    println!("50 idle watchers: {per_second:.1} commits a second");
+    assert!(
+        per_second <= 3.0,
+        "50 idle watchers cost {per_second:.1} queries a second"
+    );
+    drop(watchers);
+}
+
+/// The transactions PostgreSQL has counted as committed in database `name`.
+async fn database_commits(admin: &mut sqlx::PgConnection, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+}
