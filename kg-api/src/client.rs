@@ -300,13 +300,30 @@ impl Client {
         precondition: Precondition,
         attach: Attach,
     ) -> Result<WriteResult> {
+        self.put_idempotent(key, value, precondition, attach, None)
+            .await
+    }
+
+    /// `put_with`, naming the write with an `Idempotency-Key`: a retry with the same key, on
+    /// any node, gets the first attempt's answer and writes nothing again.
+    pub async fn put_idempotent(
+        &self,
+        key: &str,
+        value: &str,
+        precondition: Precondition,
+        attach: Attach,
+        idempotency_key: Option<&str>,
+    ) -> Result<WriteResult> {
         let mut body = PutRequest::new(key, value);
         match attach {
             Attach::None => {}
             Attach::Lease(id) => body.lease = Some(id),
             Attach::Ttl(seconds) => body.ttl = Some(seconds),
         }
-        let request = with_precondition(self.request(Method::PUT, "api/key"), precondition);
+        let mut request = with_precondition(self.request(Method::PUT, "api/key"), precondition);
+        if let Some(id) = idempotency_key {
+            request = request.header(HEADER_IDEMPOTENCY_KEY, id);
+        }
         let response = self.send(request.json(&body)).await?;
         let result = write_result(response.headers());
         let _: SuccessResponse = self.json(response).await?;
@@ -923,7 +940,9 @@ impl WatchStream {
         }
     }
 
-    /// The next change or progress event, `None` when the server ended the stream.
+    /// The next change or progress event, `None` when the server ended the stream. A stream
+    /// that history it needed was compacted out of ends with an error: a 410, as a watch
+    /// asked to resume there gets.
     pub async fn next_item(&mut self) -> Option<Result<WatchItem>> {
         use futures::StreamExt as _;
         loop {
@@ -947,6 +966,14 @@ impl WatchStream {
                 serde_json::from_str::<WatchProgress>(&event.data)
                     .map(|progress| WatchItem::Progress(progress.revision))
                     .map_err(|err| self.malformed(err))
+            } else if event.event == "compacted" {
+                match serde_json::from_str::<WatchCompacted>(&event.data) {
+                    Ok(notice) => Err(Error::Api {
+                        status: StatusCode::GONE,
+                        detail: notice.detail,
+                    }),
+                    Err(err) => Err(self.malformed(err)),
+                }
             } else {
                 serde_json::from_str(&event.data)
                     .map(WatchItem::Change)
@@ -1041,6 +1068,23 @@ mod tests {
                 "newline {newline:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_compacted_event_is_a_410_error_and_moves_no_resume_point() {
+        let notice =
+            r#"{"compact_revision":9,"detail":"the history this watch needed was compacted"}"#;
+        let body = format!("id: 1\ndata: {ONE}\n\nevent: compacted\ndata: {notice}\n\n");
+        let mut stream = stream_of(&[Box::leak(body.into_boxed_str())]);
+        let event = futures::executor::block_on(stream.next()).unwrap().unwrap();
+        assert_eq!(event.key, "a");
+        let err = futures::executor::block_on(stream.next())
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.status(), Some(StatusCode::GONE));
+        assert!(err.to_string().contains("compacted"), "{err}");
+        assert_eq!(stream.resume_after(), Some(1));
+        assert!(futures::executor::block_on(stream.next()).is_none());
     }
 
     #[test]

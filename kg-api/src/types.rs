@@ -38,6 +38,10 @@ pub const MAX_LEASE_TTL_SECONDS: u64 = 86_400;
 /// Default and largest page size of `GET /api/keys`.
 pub const DEFAULT_PAGE_SIZE: u32 = 100;
 pub const MAX_PAGE_SIZE: u32 = 1000;
+/// The most bytes of body one page of keys or of versions holds (`GET /api/keys`,
+/// `GET /api/key/history`): a page of large values ends early, with `next` to go on from.
+/// A page holds at least one key, so one key larger than this alone is a page of its own.
+pub const MAX_PAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The detail of a 404 on `GET` or `DELETE /api/key`, exactly as the seed words it.
 pub const DETAIL_KEY_NOT_FOUND: &str = "Key not found";
@@ -290,6 +294,18 @@ pub struct DeletePrefixResponse {
     pub revision: i64,
 }
 
+impl DeletePrefixResponse {
+    /// The answer to a prefix delete that deleted `deleted` keys at `revision` (the current
+    /// revision when it deleted none).
+    pub fn new(deleted: u64, revision: i64) -> Self {
+        Self {
+            status: "success".to_owned(),
+            deleted,
+            revision,
+        }
+    }
+}
+
 /// One version of a key, as `GET /api/key/history` lists it: a put or a delete.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
@@ -506,6 +522,18 @@ pub enum EventType {
 #[cfg_attr(feature = "utoipa", derive(ToSchema))]
 pub struct WatchProgress {
     pub revision: i64,
+}
+
+/// `/api/watch`: the data of a `compacted` event, the last of a stream that can no longer be
+/// complete: history it needed was compacted away while it ran (etcd's ErrCompacted). The
+/// watcher must list the keys again and watch from the current revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(ToSchema))]
+pub struct WatchCompacted {
+    /// The compact revision: deletes up to it have been purged.
+    pub compact_revision: i64,
+    /// What happened, in words.
+    pub detail: String,
 }
 
 /// A committed change, as published on Redis `keygrid:events` and streamed by `/api/watch`.

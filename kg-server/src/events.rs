@@ -39,6 +39,9 @@ pub struct Events {
     /// The last heartbeat of each node, and when it arrived.
     peers:
         std::sync::Mutex<std::collections::BTreeMap<String, (NodeHeartbeat, std::time::Instant)>>,
+    /// The database's revision as last read for watchers, and when that read began: idle
+    /// watchers share it (see [`Events::database_revision`]).
+    database_revision: tokio::sync::Mutex<Option<(i64, std::time::Instant)>>,
 }
 
 /// How many signals a slow watcher may fall behind before it must replay from the database.
@@ -53,7 +56,30 @@ impl Events {
             nodes_channel: format!("{prefix}:{NODES_CHANNEL_SUFFIX}"),
             last_revision: AtomicI64::new(0),
             peers: std::sync::Mutex::default(),
+            database_revision: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The database's current revision for watchers that ask whether they missed anything:
+    /// read with `read` at most once per `max_age`, however many watchers ask, and shared.
+    /// A watcher that asks while another's read runs waits for it and takes its answer. So
+    /// idle watchers cost the database one read per `max_age` per node, not one each; the
+    /// price is that a revision may be seen up to `max_age` late. `None` when the read failed.
+    pub async fn database_revision<F, Fut>(&self, max_age: Duration, read: F) -> Option<i64>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Option<i64>>,
+    {
+        let mut last = self.database_revision.lock().await;
+        if let Some((revision, read_at)) = *last {
+            if read_at.elapsed() < max_age {
+                return Some(revision);
+            }
+        }
+        let started = std::time::Instant::now();
+        let revision = read().await?;
+        *last = Some((revision, started));
+        Some(revision)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Signal> {
@@ -120,7 +146,7 @@ impl Events {
 /// The event of a committed write. Values over 1 KiB are left out of events.
 pub fn change_event(change: &Change) -> ChangeEvent {
     ChangeEvent {
-        kind: if change.value.is_some() {
+        kind: if change.value.is_some() || change.value_bytes.is_some() {
             EventType::Put
         } else {
             EventType::Delete
@@ -135,11 +161,13 @@ pub fn change_event(change: &Change) -> ChangeEvent {
             .as_ref()
             .filter(|value| value.len() <= EVENT_VALUE_MAX_BYTES)
             .cloned(),
-        value_bytes: change
-            .value
-            .as_ref()
-            .filter(|value| value.len() > EVENT_VALUE_MAX_BYTES)
-            .map(|value| value.len() as u64),
+        value_bytes: change.value_bytes.or_else(|| {
+            change
+                .value
+                .as_ref()
+                .filter(|value| value.len() > EVENT_VALUE_MAX_BYTES)
+                .map(|value| value.len() as u64)
+        }),
         reason: change.reason,
         revision_events: None,
     }

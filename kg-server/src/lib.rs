@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod cache;
 pub mod config;
+pub mod contact;
 pub mod events;
 pub mod http;
 pub mod keepalive;

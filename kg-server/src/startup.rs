@@ -4,7 +4,7 @@
 //! state behind a listener).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -15,12 +15,13 @@ use kg_api::{DependencyState, NodeHealth};
 use crate::breaker::Breaker;
 use crate::cache::{self, Cache, CacheOptions};
 use crate::config::Config;
+use crate::contact::Contact;
 use crate::events::{self, Events};
 use crate::keepalive::KeepAlives;
 use crate::redis_target::RedisTarget;
 use crate::store::{
-    self, ConnectOptions, LeaseEnd, OpResult, PrefixDelete, Store, StoreError, TxnOutcome, TxnPlan,
-    WriteOp,
+    self, ConnectOptions, Ended, Idempotent, LeaseEnd, OpResult, PrefixDelete, Store, StoreError,
+    TxnOutcome, TxnPlan, WriteOp,
 };
 use crate::tokens::Tokens;
 use crate::writer::{WriteError, Writer, WriterContext};
@@ -84,9 +85,10 @@ pub struct NodeState {
     /// Flips to true when the node starts shutting down; long-lived streams end on it, since
     /// graceful shutdown waits for every connection to close.
     pub shutting_down: tokio::sync::watch::Sender<bool>,
-    /// Set when this node could not reach the database: before its next database call the
-    /// node gives every lease its full TTL back (see [`Store::refresh_leases`]).
-    pub leases_unsettled: Arc<AtomicBool>,
+    /// This node's contact with the database: after it lost the database, its next database
+    /// call first gives the leases that were live at its last contact their full TTL back
+    /// (see [`Store::refresh_leases`] and `contact.rs`).
+    pub contact: Arc<Contact>,
 }
 
 /// Requests answered since start, by status class, for `/api/status`.
@@ -174,6 +176,7 @@ impl AppState {
             },
         );
         let keepalives = KeepAlives::spawn(store.clone(), config.keepalive_window);
+        let contact = Arc::new(Contact::default());
         let state = AppState(Arc::new(NodeState {
             node_id,
             listen: config.listen.to_string(),
@@ -190,12 +193,12 @@ impl AppState {
             store,
             max_value_bytes: config.max_value_bytes,
             db_timeout: config.db_timeout,
-            db_breaker: Arc::default(),
+            db_breaker: Arc::new(Breaker::new(contact.clone())),
             started: Instant::now(),
             counters: Arc::default(),
             metrics: metrics_handle(),
             shutting_down: tokio::sync::watch::Sender::new(false),
-            leases_unsettled: Arc::default(),
+            contact,
         }));
         tokio::spawn(sweep_leases(state.clone(), config.lease_sweep_interval));
         tokio::spawn(compact_history(
@@ -268,22 +271,27 @@ impl AppState {
             }
         };
         if matches!(result, Err(CallError::DatabaseUnavailable)) {
-            self.leases_unsettled.store(true, Ordering::Release);
+            // Not yet a loss of the database: the breaker's probe finds out (see breaker.rs).
             self.db_breaker.trip(self.store.clone(), self.db_timeout);
+        } else {
+            self.contact.answered();
         }
         result
     }
 
-    /// After this node lost the database: gives every lease its full TTL back before anything
-    /// else is read or written, so that an outage, during which no keep-alive could land,
-    /// never makes a lease expire. Idempotent, so every node that saw the outage may run it.
+    /// After this node lost the database: gives the leases that were live when it last
+    /// reached it their full TTL back, before anything else is read or written, so that an
+    /// outage, during which no keep-alive could land through this node, never makes a lease
+    /// expire. A lease whose deadline had passed by then is left alone: this node may have
+    /// read it as expired, and an expired key never comes back (see `contact.rs`).
+    /// Idempotent, so every node that saw the outage may run it.
     async fn settle_leases(&self) -> Result<(), CallError> {
-        if !self.leases_unsettled.load(Ordering::Acquire) {
+        let Some(due) = self.contact.unsettled() else {
             return Ok(());
-        }
-        match tokio::time::timeout(self.db_timeout, self.store.refresh_leases()).await {
+        };
+        match tokio::time::timeout(self.db_timeout, self.store.refresh_leases(due.since)).await {
             Ok(Ok(extended)) => {
-                self.leases_unsettled.store(false, Ordering::Release);
+                self.contact.settled(due);
                 if extended > 0 {
                     tracing::info!(extended, "leases given their full TTL after an outage");
                 }
@@ -296,8 +304,12 @@ impl AppState {
 
     /// Queues a write for the next batch and waits, within the database timeout, for its commit.
     /// Deletes every live key under `prefix` at one revision, through the writer.
-    pub async fn delete_prefix(&self, prefix: String) -> Result<PrefixDelete, CallError> {
-        self.db(self.writer.delete_prefix(prefix)).await
+    pub async fn delete_prefix(
+        &self,
+        prefix: String,
+        idempotent: Option<Idempotent>,
+    ) -> Result<PrefixDelete, CallError> {
+        self.db(self.writer.delete_prefix(prefix, idempotent)).await
     }
 
     /// Runs a multi-key transaction through the writer.
@@ -375,20 +387,30 @@ async fn sweep_leases(state: AppState, interval: Duration) {
         // Straight to the store, not through `db`: a check that fails while the database
         // changes hands must not trip the breaker and turn away the requests behind it.
         match tokio::time::timeout(state.db_timeout, state.store.leases_due()).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => continue,
+            Ok(Ok(due)) => {
+                state.contact.checked();
+                if !due {
+                    continue;
+                }
+            }
+            // A check that failed is a loss only if the database cannot be reached at all: a
+            // slow read, or a pool that slow reads hold, gives no lease a new TTL.
             Ok(Err(_)) | Err(_) => {
-                state.leases_unsettled.store(true, Ordering::Release);
+                state
+                    .db_breaker
+                    .suspect(state.store.clone(), state.db_timeout);
                 continue;
             }
         }
         // Batches until none is left, so that a burst of expiries is not spread over ticks.
         loop {
             match state
-                .db(state.writer.end_leases(LeaseEnd::Expired(EXPIRE_BATCH)))
+                .db(state
+                    .writer
+                    .end_leases(LeaseEnd::Expired(EXPIRE_BATCH), None))
                 .await
             {
-                Ok(Some(changes)) if !changes.is_empty() => {
+                Ok(Ended::Deleted { changes, .. }) if !changes.is_empty() => {
                     metrics::counter!("kg_lease_expired_keys_total")
                         .increment(changes.len() as u64);
                 }

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::cache::{Cache, EntryRef};
 use crate::events::{change_event, Events};
 use crate::store::{
-    Change, LeaseEnd, MarkKeys, OpResult, PrefixDelete, Store, StoreError, TxnOutcome, TxnPlan,
-    WriteOp, WriteOutcome,
+    Change, Ended, Idempotent, LeaseEnd, MarkKeys, OpResult, PrefixDelete, Store, StoreError,
+    TxnOutcome, TxnPlan, WriteOp, WriteOutcome,
 };
 
 /// The most writes one transaction carries; a bound on how long the revision lock is held.
@@ -49,10 +49,12 @@ enum Pending {
     },
     EndLeases {
         end: LeaseEnd,
+        idempotent: Option<Idempotent>,
         reply: oneshot::Sender<EndResult>,
     },
     DeletePrefix {
         prefix: String,
+        idempotent: Option<Idempotent>,
         reply: oneshot::Sender<PrefixResult>,
     },
     Txn {
@@ -65,8 +67,8 @@ type PrefixResult = Result<PrefixDelete, Arc<StoreError>>;
 
 type TxnReply = Result<TxnOutcome, Arc<StoreError>>;
 
-/// The keys a lease's end deleted; `None` for a revoke of a lease that does not exist.
-type EndResult = Result<Option<Vec<Change>>, Arc<StoreError>>;
+/// What a lease's end did (see [`Store::end_leases`]).
+type EndResult = Result<Ended, Arc<StoreError>>;
 
 /// Why a write did not get an outcome.
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +115,18 @@ impl Writer {
 
     /// Deletes every live key under `prefix` at one revision (see [`Store::delete_prefix`])
     /// and waits until the deletes are published.
-    pub async fn delete_prefix(&self, prefix: String) -> Result<PrefixDelete, WriteError> {
+    pub async fn delete_prefix(
+        &self,
+        prefix: String,
+        idempotent: Option<Idempotent>,
+    ) -> Result<PrefixDelete, WriteError> {
         let (reply, outcome) = oneshot::channel();
         self.queue
-            .send(Pending::DeletePrefix { prefix, reply })
+            .send(Pending::DeletePrefix {
+                prefix,
+                idempotent,
+                reply,
+            })
             .await
             .map_err(|_| WriteError::Stopped)?;
         match outcome.await {
@@ -139,10 +149,18 @@ impl Writer {
     }
 
     /// Ends leases (see [`Store::end_leases`]) and waits until their deletes are published.
-    pub async fn end_leases(&self, end: LeaseEnd) -> Result<Option<Vec<Change>>, WriteError> {
+    pub async fn end_leases(
+        &self,
+        end: LeaseEnd,
+        idempotent: Option<Idempotent>,
+    ) -> Result<Ended, WriteError> {
         let (reply, outcome) = oneshot::channel();
         self.queue
-            .send(Pending::EndLeases { end, reply })
+            .send(Pending::EndLeases {
+                end,
+                idempotent,
+                reply,
+            })
             .await
             .map_err(|_| WriteError::Stopped)?;
         match outcome.await {
@@ -161,7 +179,7 @@ enum Committed {
         replies: Vec<oneshot::Sender<Result<OpResult, Arc<StoreError>>>>,
     },
     Ended {
-        changes: Option<Vec<Change>>,
+        ended: Ended,
         epoch: i64,
         reply: oneshot::Sender<EndResult>,
     },
@@ -185,7 +203,7 @@ impl Committed {
     fn settles(&self) -> bool {
         match self {
             Committed::Writes { .. } | Committed::Txns { .. } => true,
-            Committed::Ended { changes, .. } => changes.is_some(),
+            Committed::Ended { ended, .. } => matches!(ended, Ended::Deleted { .. }),
             Committed::Prefix { result, .. } => matches!(result, PrefixDelete::Deleted { .. }),
             Committed::InDoubt(_) => false,
         }
@@ -228,8 +246,16 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                     ops.push(op);
                     replies.push(reply);
                 }
-                Pending::EndLeases { end, reply } => ends.push((end, reply)),
-                Pending::DeletePrefix { prefix, reply } => prefixes.push((prefix, reply)),
+                Pending::EndLeases {
+                    end,
+                    idempotent,
+                    reply,
+                } => ends.push((end, idempotent, reply)),
+                Pending::DeletePrefix {
+                    prefix,
+                    idempotent,
+                    reply,
+                } => prefixes.push((prefix, idempotent, reply)),
                 Pending::Txn { plan, reply } => {
                     plans.push(plan);
                     txn_replies.push(reply);
@@ -257,9 +283,12 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
         }
         // Before the batch's writes: all of them were in flight at once, so any order is one
         // a client could have seen.
-        for (prefix, reply) in prefixes {
+        for (prefix, idempotent, reply) in prefixes {
             let (mark, marks) = mark_hook(&context);
-            match store.delete_prefix(&context.node_id, &prefix, &*mark).await {
+            match store
+                .delete_prefix(&context.node_id, &prefix, idempotent.as_ref(), &*mark)
+                .await
+            {
                 Ok(result) => {
                     if committed_tx
                         .send(Committed::Prefix { result, reply })
@@ -274,17 +303,20 @@ async fn run(store: Arc<dyn Store>, context: WriterContext, mut receiver: mpsc::
                 }
             }
         }
-        for (end, reply) in ends {
+        for (end, idempotent, reply) in ends {
             // No marks: a leased key is never served from the cache (see cache.rs), so there
             // is no cached value for the delete to race.
             let epoch = context
                 .cache
                 .as_ref()
                 .map_or(0, |cache| cache.known_epoch());
-            match store.end_leases(&context.node_id, end).await {
-                Ok(changes) => {
+            match store
+                .end_leases(&context.node_id, end, idempotent.as_ref())
+                .await
+            {
+                Ok(ended) => {
                     let committed = Committed::Ended {
-                        changes,
+                        ended,
                         epoch,
                         reply,
                     };
@@ -414,14 +446,14 @@ async fn publish(
                 }
             }
             Committed::Ended {
-                changes,
+                ended,
                 epoch,
                 reply,
             } => {
-                if let Some(changes) = &changes {
+                if let Ended::Deleted { changes, .. } = &ended {
                     deliver(&context, changes, &[], epoch).await;
                 }
-                let _ = reply.send(Ok(changes));
+                let _ = reply.send(Ok(ended));
             }
             Committed::Prefix { result, reply } => {
                 if let PrefixDelete::Deleted { changes, epoch } = &result {
@@ -631,6 +663,7 @@ async fn after_commit(
                 node: context.node_id.to_string(),
                 at_ms,
                 reason: None,
+                value_bytes: None,
             }),
             _ => released.push(op.key),
         }

@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used)] // a test helper that fails fails its test, with the location
 
 pub mod hostile;
+pub mod locks;
 pub mod node;
 pub mod servers;
 pub mod tmux;
 
+pub use locks::*;
 pub use node::*;
 pub use servers::*;
 pub use tmux::Tmux;

@@ -128,8 +128,15 @@ fn node_args(address: SocketAddr, url: &str, options: &AppOptions) -> Vec<String
             "--node-id={}",
             options.node_id.as_deref().unwrap_or("test-node")
         ),
-        "--db-pool-size=8".to_owned(),
     ];
+    // A test may size the pool itself (one session, say, to know which session runs what).
+    if !options
+        .extra_args
+        .iter()
+        .any(|arg| arg.starts_with("--db-pool-size"))
+    {
+        args.push("--db-pool-size=8".to_owned());
+    }
     if let Some((redis_url, prefix)) = &options.redis {
         args.push(format!("--redis-url={redis_url}"));
         args.push(format!("--redis-prefix={prefix}"));

@@ -157,7 +157,7 @@ pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
                                 return;
                             }
                         }
-                        Some(Err(err)) => break err.to_string(),
+                        Some(Err(err)) => break compacted(err, &mut last),
                         None => break "stream ended".to_owned(),
                     }
                 }
@@ -167,7 +167,7 @@ pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
                 last = None;
                 continue;
             }
-            Err(err) => err.to_string(),
+            Err(err) => compacted(err, &mut last),
         };
         if tx
             .send(Msg::Feed(FeedState::Down("watch".to_owned(), reason)))
@@ -177,6 +177,15 @@ pub async fn follow_watch(endpoints: Endpoints, tx: UnboundedSender<Msg>) {
         }
         tokio::time::sleep(RECONNECT_DELAY).await;
     }
+}
+
+/// Why the watch feed went down. A watch that history it needed was compacted out of (410)
+/// cannot resume where it was: the feed starts again from the current revision.
+fn compacted(err: kg_api::Error, last: &mut Option<i64>) -> String {
+    if err.status().is_some_and(|status| status.as_u16() == 410) {
+        *last = None;
+    }
+    err.to_string()
 }
 
 /// Polls `/api/status` of one endpoint every [`POLL_INTERVAL`].

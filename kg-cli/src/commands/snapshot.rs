@@ -303,9 +303,15 @@ pub async fn restore(
     let bar = bar(progress, checked.keys, "restoring");
     let leases = &leases;
     let bar_ref = &bar;
+    // Each put is named for this run and its line, so that a put retried after an answer
+    // that never came (a 503 from a node whose write committed later) is applied once.
+    let run = format!("restore-{:016x}", fastrand::u64(..));
+    let run = run.as_str();
     let revision = records(file)
         .await?
-        .map_ok(|record| async move {
+        .enumerate()
+        .map(|(line, record)| record.map(|record| (line, record)))
+        .map_ok(|(line, record)| async move {
             let attach = match record.lease {
                 Some(old) => leases
                     .get(&old)
@@ -313,7 +319,8 @@ pub async fn restore(
                 None => Attach::None,
             };
             let value = record.value.unwrap_or_default();
-            let written = put_retrying(endpoints, &record.key, &value, attach).await?;
+            let name = format!("{run}-{line}");
+            let written = put_retrying(endpoints, &record.key, &value, attach, &name).await?;
             bar_ref.inc(1);
             Ok::<_, CliError>(written)
         })
@@ -419,20 +426,22 @@ async fn delete_retrying(endpoints: &Endpoints, key: &str) -> Result<Option<i64>
     )))
 }
 
-/// A put that is retried while no node can take it (a node restarting, a failover): writing
-/// the same value twice leaves the same state.
+/// A put that is retried while no node can take it (a node restarting, a failover). Every
+/// attempt carries `name` as its Idempotency-Key: an attempt answered 503 may have committed
+/// all the same, and the retry is then answered from it instead of writing the key again.
 async fn put_retrying(
     endpoints: &Endpoints,
     key: &str,
     value: &str,
     attach: Attach,
+    name: &str,
 ) -> Result<i64, CliError> {
     let mut wait = Duration::from_millis(100);
     for _ in 0..6 {
         let written = endpoints
             .call(|client| async move {
                 client
-                    .put_with(key, value, Precondition::None, attach)
+                    .put_idempotent(key, value, Precondition::None, attach, Some(name))
                     .await
             })
             .await;

@@ -133,6 +133,10 @@ pub async fn watch(
                     out.flush()?;
                     continue;
                 }
+                // History the watch needed was compacted away: the caller must list again.
+                Err(err) if err.status().is_some_and(|status| status.as_u16() == 410) => {
+                    return Err(err.into())
+                }
                 Err(_) => break,
             };
             last = stream.resume_after();

@@ -374,3 +374,41 @@ async fn snapshots_go_through_stdout_and_stdin_and_status_describes_a_file() {
     );
     assert_eq!(contents(&target.endpoint).await.len(), 4);
 }
+
+/// A restore retries a put the node answered 503 (here: another session holds the write lock
+/// past the node's --db-timeout, and the put commits once it is let go); the retry names the
+/// same write, so every key is restored once, at version 1, not once per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_that_retries_a_put_applies_it_once() {
+    let source = spawn_node().await;
+    for key in ["a", "b", "c"] {
+        kg(&["-e", &source.endpoint, "put", key, key], "").await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.kgs");
+    let file_arg = file.to_str().unwrap();
+    let (code, saved) = kg(&["-e", &source.endpoint, "snapshot", "save", file_arg], "").await;
+    assert_eq!(code, 0, "{saved}");
+
+    let target_dir = tempfile::tempdir().unwrap();
+    let options = kg_testkit::AppOptions {
+        extra_args: vec!["--db-timeout=300ms".to_owned()],
+        ..kg_testkit::AppOptions::default()
+    };
+    let target = kg_testkit::spawn_node_in(target_dir.path(), None, options).await;
+    let database = format!("sqlite://{}", target_dir.path().join("kg.db").display());
+    let lock =
+        kg_testkit::hold_revision_lock(&database, std::time::Duration::from_millis(1500)).await;
+    let (code, restored) = kg(&["-e", &target, "snapshot", "restore", file_arg], "").await;
+    lock.await.unwrap();
+    assert_eq!(code, 0, "{restored}");
+    let client = kg_api::Client::new(&target).unwrap();
+    for key in ["a", "b", "c"] {
+        let read = client.get(key).await.unwrap();
+        assert_eq!(
+            (read.value.as_str(), read.version),
+            (key, 1),
+            "{key} was written once per attempt"
+        );
+    }
+}

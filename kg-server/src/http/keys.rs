@@ -15,7 +15,7 @@ use kg_api::{
     DeletePrefixResponse, ErrorBody, GetResponse, KeyCountResponse, KeyListResponse, KeyRecord,
     PutRequest, SuccessResponse, ValueData, DEFAULT_PAGE_SIZE, HEADER_CACHE,
     HEADER_CREATE_REVISION, HEADER_IDEMPOTENT_REPLAYED, HEADER_LEASE, HEADER_REVISION,
-    HEADER_TTL_REMAINING_MS, HEADER_VERSION, MAX_PAGE_SIZE,
+    HEADER_TTL_REMAINING_MS, HEADER_VERSION, MAX_PAGE_BYTES, MAX_PAGE_SIZE,
 };
 
 use super::history;
@@ -24,7 +24,8 @@ use super::Error;
 use crate::cache::{CacheEntry, EntryRef, Lookup};
 use crate::startup::AppState;
 use crate::store::{
-    Expect, LeaseEnd, ListQuery, OpResult, PrefixDelete, WriteOp, WriteOutcome, MAX_PREFIX_DELETE,
+    Expect, Granted, Idempotent, LeaseEnd, ListQuery, OpResult, PrefixDelete, Replay, WriteOp,
+    WriteOutcome, MAX_PREFIX_DELETE,
 };
 
 // Validated once, at compile time: `from_static` checks its name on every call.
@@ -258,7 +259,14 @@ pub async fn put_key(
     // A TTL of the key's own is a lease granted for it now; if the put does not apply, the
     // lease, which holds no key, is revoked again.
     let granted = match ttl {
-        Some(ttl) => Some(state.db(state.store.lease_grant(ttl)).await?.id),
+        Some(ttl) => match state.db(state.store.lease_grant(ttl, None)).await? {
+            Granted::New(grant) => Some(grant.id),
+            Granted::Replayed(_) => {
+                return Err(Error::Internal(anyhow::anyhow!(
+                    "store replayed a grant that had no idempotency key"
+                )))
+            }
+        },
         None => None,
     };
     let op = WriteOp {
@@ -279,7 +287,7 @@ pub async fn put_key(
             })
         ) {
             let _ = state
-                .db(state.writer.end_leases(LeaseEnd::Revoke(id)))
+                .db(state.writer.end_leases(LeaseEnd::Revoke(id), None))
                 .await;
         }
     }
@@ -367,18 +375,21 @@ pub async fn delete_key(
     params(
         ("prefix" = Option<String>, Query, nullable = false, min_length = 1, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Delete every live key starting with this. Required unless `all=true` is sent, which deletes every key (OpenAPI cannot say \"one or the other\"; the node answers 400 to neither)"),
         ("all" = Option<bool>, Query, nullable = false, description = "Allow an empty or missing prefix, which deletes every key; with a prefix it changes nothing"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r#"^[!-~]{1,255}$"#, description = "Names this delete: a retry with the same key, on any node, gets the first attempt's answer with Idempotent-Replayed: true and deletes nothing"),
     ),
     responses(
         (status = 200, description = "Deleted, at one revision with one delete event per key. With nothing to delete no revision is used and `revision` is the current one", body = DeletePrefixResponse, headers(
             ("X-KeyGrid-Revision" = i64, description = "The revision of the deletes, or the current one"),
         )),
-        (status = 400, description = "An empty prefix without `all=true`, an unknown parameter, or more live keys under the prefix than one delete may remove (10,000)", body = ErrorBody),
+        (status = 400, description = "An empty prefix without `all=true`, an unknown parameter, a malformed Idempotency-Key, or more live keys under the prefix than one delete may remove (10,000)", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was already used for a different request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn delete_keys(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, Error> {
     let params = QueryParams::parse(query.as_deref(), &["prefix", "all"])?;
     let prefix = params.key_part("prefix")?.unwrap_or_default();
@@ -390,12 +401,19 @@ pub async fn delete_keys(
                 .to_owned(),
         ));
     }
-    let (deleted, revision) = match state.delete_prefix(prefix.to_owned()).await? {
+    let idempotent = input::idempotency_key(&headers)?
+        .map(|key| Idempotent::new(key, "delete-prefix", prefix.as_bytes()));
+    let (answer, replayed) = match state.delete_prefix(prefix.to_owned(), idempotent).await? {
         PrefixDelete::Deleted { changes, .. } => (
-            changes.len() as u64,
-            changes.first().map_or(0, |change| change.revision),
+            DeletePrefixResponse::new(
+                changes.len() as u64,
+                changes.first().map_or(0, |change| change.revision),
+            ),
+            false,
         ),
-        PrefixDelete::Nothing { revision } => (0, revision),
+        PrefixDelete::Nothing { revision } => (DeletePrefixResponse::new(0, revision), false),
+        PrefixDelete::Replayed(Replay::Same(answer)) => (answer, true),
+        PrefixDelete::Replayed(Replay::Mismatch) => return Err(idempotency_mismatch()),
         PrefixDelete::TooMany(live) => {
             return Err(Error::BadRequest(format!(
                 "{live} live keys start with {prefix:?}; one delete removes at most \
@@ -403,15 +421,16 @@ pub async fn delete_keys(
             )))
         }
     };
-    Ok((
-        [(X_REVISION, HeaderValue::from(revision))],
-        Json(DeletePrefixResponse {
-            status: "success".to_owned(),
-            deleted,
-            revision,
-        }),
+    let response = (
+        [(X_REVISION, HeaderValue::from(answer.revision))],
+        Json(answer),
     )
-        .into_response())
+        .into_response();
+    Ok(if replayed {
+        replay_marked(response)
+    } else {
+        response
+    })
 }
 
 /// What `GET /api/keys` answers: a page, or with `count_only` a count. For the OpenAPI
@@ -429,7 +448,7 @@ pub enum KeyPageOrCount {
     get, path = "/api/keys", tag = "keys",
     params(
         ("prefix" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Only keys starting with this"),
-        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100)"),
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 1000, description = "Page size, 1 to 1000 (default 100). A page ends early, with `next` set, where its body would pass 16 MiB: follow `next` until it is null"),
         ("after" = Option<String>, Query, nullable = false, max_length = 512, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "Start after this key: the previous page's `next`"),
         ("keys_only" = Option<bool>, Query, nullable = false, description = "Leave the values out: each key with its revisions only"),
         ("count_only" = Option<bool>, Query, nullable = false, description = "Answer `{\"count\": N}`, the number of live keys under the prefix (and after `after`), instead of a page; `limit` and `keys_only` do not apply"),
@@ -484,6 +503,7 @@ pub async fn list_keys(
         after,
         limit: limit + 1,
         with_values: !keys_only,
+        value_bytes: MAX_PAGE_BYTES as u64,
     };
     let mut keys = match revision {
         Some(revision) => history::found_at(
@@ -492,13 +512,59 @@ pub async fn list_keys(
         )?,
         None => state.db(state.store.list(&page)).await?,
     };
-    let next = if keys.len() > limit as usize {
+    // A page ends early where its values come to MAX_PAGE_BYTES: the store read no value past
+    // that (the key it left without one marks the place), and the body, in which JSON may
+    // escape one byte of value as six, is held to the same bound.
+    let mut more = false;
+    if !keys_only {
+        if let Some(cut) = keys.iter().position(|record| record.value.is_none()) {
+            keys.truncate(cut);
+            more = true;
+        }
+    }
+    more |= fit_page(&mut keys);
+    if keys.len() > limit as usize {
         keys.truncate(limit as usize);
-        keys.last().map(|record| record.key.clone())
-    } else {
-        None
-    };
+        more = true;
+    }
+    let next = more
+        .then(|| keys.last().map(|record| record.key.clone()))
+        .flatten();
     Ok(Json(KeyListResponse { keys, next }).into_response())
+}
+
+/// What a page's body holds besides its items: the braces and names around them, and a
+/// `next` of up to the longest key, escaped.
+const PAGE_FRAME_BYTES: usize = 4 * 1024;
+
+/// Keeps the first of `items` whose JSON, with a page's frame, comes to at most
+/// [`MAX_PAGE_BYTES`] (and the first item whatever its size, so that every page moves on).
+/// Returns whether any were dropped.
+pub(super) fn fit_page<T: serde::Serialize>(items: &mut Vec<T>) -> bool {
+    /// Counts what JSON serialisation writes, without keeping it.
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut total = PAGE_FRAME_BYTES;
+    for (index, item) in items.iter().enumerate() {
+        let mut counter = Counter(1);
+        if serde_json::to_writer(&mut counter, item).is_err() {
+            continue;
+        }
+        total += counter.0;
+        if index > 0 && total > MAX_PAGE_BYTES {
+            items.truncate(index);
+            return true;
+        }
+    }
+    false
 }
 
 /// ETag and the revision headers, as parts of a response (no map of their own to build).
@@ -522,6 +588,14 @@ pub(super) fn idempotency_mismatch() -> Error {
         "Idempotency-Key was already used for a different request; use a new key for a new write"
             .to_owned(),
     )
+}
+
+/// Marks the answer to a retried request, which was not applied again: the first attempt's.
+pub(super) fn replay_marked(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    response
 }
 
 /// Marks the answer to a retried write, which was not applied again. A key reused for another

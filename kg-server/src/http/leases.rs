@@ -4,6 +4,8 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kg_api::{
@@ -13,10 +15,11 @@ use kg_api::{
 
 use std::collections::HashMap;
 
-use super::input::{check_ttl, json_body};
+use super::input::{check_ttl, idempotency_key, json_body};
+use super::keys::{idempotency_mismatch, replay_marked};
 use super::Error;
 use crate::startup::AppState;
-use crate::store::LeaseEnd;
+use crate::store::{Ended, Granted, Idempotent, LeaseEnd, Replay};
 
 /// The most lease ids one keep-alive request may carry: one renewal statement's worth.
 pub const MAX_KEEPALIVE_IDS: usize = crate::keepalive::MAX_BATCH;
@@ -43,19 +46,33 @@ fn lease_id(raw: &str) -> Result<i64, Error> {
 #[utoipa::path(
     post, path = "/api/leases", tag = "leases",
     request_body = LeaseGrantRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r#"^[!-~]{1,255}$"#, description = "Names this grant: a retry with the same key, on any node, gets the same lease with Idempotent-Replayed: true, not a second one"),
+    ),
     responses(
         (status = 200, description = "Granted: its id and TTL", body = LeaseGrant),
-        (status = 422, description = "Malformed JSON, or a TTL out of range", body = ErrorBody),
+        (status = 400, description = "A malformed Idempotency-Key", body = ErrorBody),
+        (status = 422, description = "Malformed JSON, a TTL out of range, or an Idempotency-Key used for a different request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn grant(
     State(state): State<AppState>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<LeaseGrant>, Error> {
+) -> Result<Response, Error> {
     let request: LeaseGrantRequest = json_body(body, state.body_limit())?;
     check_ttl(request.ttl)?;
-    Ok(Json(state.db(state.store.lease_grant(request.ttl)).await?))
+    let idempotent = idempotency_key(&headers)?
+        .map(|key| Idempotent::new(key, "lease-grant", &request.ttl.to_be_bytes()));
+    match state
+        .db(state.store.lease_grant(request.ttl, idempotent.as_ref()))
+        .await?
+    {
+        Granted::New(grant) => Ok(Json(grant).into_response()),
+        Granted::Replayed(Replay::Same(grant)) => Ok(replay_marked(Json(grant).into_response())),
+        Granted::Replayed(Replay::Mismatch) => Err(idempotency_mismatch()),
+    }
 }
 
 /// Keep a lease alive: its deadline is set a full TTL ahead again.
@@ -164,31 +181,37 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<LeaseListRespons
 /// marked `"reason": "revoked"`.
 #[utoipa::path(
     delete, path = "/api/leases/{id}", tag = "leases",
-    params(("id" = i64, Path, minimum = 1, description = "The lease id")),
+    params(
+        ("id" = i64, Path, minimum = 1, description = "The lease id"),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = r#"^[!-~]{1,255}$"#, description = "Names this revoke: a retry with the same key, on any node, gets the first attempt's answer with Idempotent-Replayed: true, not a 404 for the lease it ended"),
+    ),
     responses(
         (status = 200, description = "Revoked", body = LeaseRevokeResponse),
-        (status = 400, description = "Not a lease id", body = ErrorBody),
+        (status = 400, description = "Not a lease id, or a malformed Idempotency-Key", body = ErrorBody),
         (status = 404, description = "The lease has expired, was revoked or never existed", body = ErrorBody),
+        (status = 422, description = "The Idempotency-Key was already used for a different request", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
     )
 )]
 pub async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<LeaseRevokeResponse>, Error> {
+    headers: HeaderMap,
+) -> Result<Response, Error> {
     let id = lease_id(&id)?;
-    let Some(changes) = state
-        .db(state.writer.end_leases(LeaseEnd::Revoke(id)))
+    let idempotent = idempotency_key(&headers)?
+        .map(|key| Idempotent::new(key, "lease-revoke", &id.to_be_bytes()));
+    match state
+        .db(state.writer.end_leases(LeaseEnd::Revoke(id), idempotent))
         .await?
-    else {
-        return Err(Error::LeaseNotFound(id));
-    };
-    let revision = match changes.last() {
-        Some(change) => change.revision,
-        None => state.db(state.store.current_revision()).await?,
-    };
-    Ok(Json(LeaseRevokeResponse {
-        deleted: changes.len() as u64,
-        revision,
-    }))
+    {
+        Ended::Deleted { changes, revision } => Ok(Json(LeaseRevokeResponse {
+            deleted: changes.len() as u64,
+            revision,
+        })
+        .into_response()),
+        Ended::NotFound => Err(Error::LeaseNotFound(id)),
+        Ended::Replayed(Replay::Same(answer)) => Ok(replay_marked(Json(answer).into_response())),
+        Ended::Replayed(Replay::Mismatch) => Err(idempotency_mismatch()),
+    }
 }

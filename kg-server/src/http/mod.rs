@@ -55,7 +55,7 @@ use request_metrics::{Labels, RequestMetrics};
         snapshot::snapshot, txn::txn, history::key_history, history::compact,
         health::get_health, health::get_ready, health::get_status, health::get_metrics,
     ),
-    components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress, kg_api::DeleteReason, kg_api::KeyRecord, kg_api::SnapshotEnd)),
+    components(schemas(keys::IfNoneMatchAny, kg_api::WatchProgress, kg_api::WatchCompacted, kg_api::DeleteReason, kg_api::KeyRecord, kg_api::SnapshotEnd)),
     tags((name = "keys", description = "Key-value operations"), (name = "leases", description = "Leases: keys that expire"), (name = "node", description = "Node information")),
 )]
 pub struct ApiDoc;

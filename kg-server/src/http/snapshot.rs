@@ -2,8 +2,9 @@
 //! (`kg snapshot save`) and for moving a store (`kg snapshot restore`).
 //!
 //! The keys are read page by page inside one transaction that sees a single point in time,
-//! and each page is sent before the next is read, so a node's memory holds a few pages
-//! whatever the number of keys. The last line says how many keys were sent: a stream cut
+//! and each page is sent before the next is read, a chunk of at most about a MiB at a time,
+//! so a node's memory holds a page (at most `MAX_PAGE_BYTES` of values, plus one) and a few
+//! chunks, whatever the number of keys and their size. The last line says how many keys were sent: a stream cut
 //! short (the client, the node or the database failed mid-way) has no such line, and a reader
 //! must refuse it.
 
@@ -27,8 +28,12 @@ use super::Error;
 use crate::startup::AppState;
 use crate::store::Snapshot;
 
-/// Keys per page: with values of up to `--max-value-bytes` each, this bounds a page's size.
+/// Keys per page; a page of large values ends early (see `Snapshot::page`).
 const PAGE: u32 = 128;
+/// The most bytes sent as one chunk (but a single key larger than this, as a chunk of its
+/// own): a page's lines go out as they are written, rather than all at once, so the node holds
+/// a page's values and little more.
+const CHUNK_BYTES: usize = 1024 * 1024;
 /// Pages serialised ahead of the client.
 const PAGES_AHEAD: usize = 2;
 /// How long a client may stop reading before the snapshot is abandoned: an open snapshot
@@ -114,8 +119,13 @@ async fn stream(
         let mut chunk = Vec::new();
         for record in &page {
             chunk.extend_from_slice(&line::<KeyRecord>(record));
+            if chunk.len() >= CHUNK_BYTES {
+                send(chunks, std::mem::take(&mut chunk)).await?;
+            }
         }
-        send(chunks, chunk).await?;
+        if !chunk.is_empty() {
+            send(chunks, chunk).await?;
+        }
     }
     tokio::time::timeout(db_timeout, snapshot.finish())
         .await

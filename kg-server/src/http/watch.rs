@@ -15,9 +15,18 @@
 //!    until all have come) in a small buffer;
 //! 3. replays from the database again when a gap stays open for [`GAP_WAIT`], when the fan-out
 //!    says events may be lost, and when the database has moved on while no event came
-//!    ([`IDLE_CHECK`]).
+//!    ([`IDLE_CHECK`]). That last check reads the revision once a second for all of a node's
+//!    watchers together (`Events::database_revision`), so idle watchers cost the database
+//!    one query a second per node whatever their number.
 //!
 //! A watcher therefore never sees revisions go backwards and never misses a key's final state.
+//!
+//! A replay needs the tombstones of the deletes it replays, which compaction purges. Each
+//! replay page is checked against the compact revision after it was read: a compaction that
+//! purged a tombstone above the replay's start committed its compact revision first (or
+//! with the purge), so the check sees it. A page that may have missed a delete is not sent:
+//! the stream ends with a `compacted` event instead (etcd's ErrCompacted), and the watcher
+//! must list again. A stream never goes on as if it had a revision it lost.
 //!
 //! With `progress=5s`, a watcher that was sent nothing for that long gets a `progress` event
 //! (etcd's progress notify): the revision its stream is complete up to, as its SSE id too, so
@@ -34,7 +43,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
 use futures::Stream;
-use kg_api::{ChangeEvent, ErrorBody, WatchProgress};
+use kg_api::{ChangeEvent, ErrorBody, WatchCompacted, WatchProgress};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -72,7 +81,7 @@ pub fn router() -> Router<AppState> {
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume after this revision; overrides from_revision"),
     ),
     responses(
-        (status = 200, description = "`text/event-stream`: `data:` a ChangeEvent, `id:` its revision; a revision that changed several keys sends their events together in key order, with the `id:` on the last only; with `progress`, `event: progress` events whose data is a WatchProgress; a keep-alive comment every 15 s", content_type = "text/event-stream", body = ChangeEvent),
+        (status = 200, description = "`text/event-stream`: `data:` a ChangeEvent, `id:` its revision; a revision that changed several keys sends their events together in key order, with the `id:` on the last only; with `progress`, `event: progress` events whose data is a WatchProgress; a keep-alive comment every 15 s. A stream that history it needed was compacted out of while it ran (its replay overtaken by `POST /api/compact` or the retention) ends with an `event: compacted` event, without an `id:`, whose data is a WatchCompacted: list the keys again and watch from the current revision", content_type = "text/event-stream", body = ChangeEvent),
         (status = 400, description = "Bad query string or Last-Event-ID", body = ErrorBody),
         (status = 410, description = "The revision to resume from is compacted", body = ErrorBody),
         (status = 503, description = "Database unavailable", body = ErrorBody),
@@ -161,7 +170,7 @@ struct Watcher {
     last_sent: Instant,
 }
 
-/// The client went away.
+/// The stream ends: the client went away, or it was told that it was compacted.
 struct Disconnected;
 
 impl Watcher {
@@ -290,32 +299,33 @@ impl Watcher {
         Ok(())
     }
 
+    /// Whether the database holds a revision this watcher has not had: asked of the node's
+    /// shared read of the revision, at most one a second however many watchers ask.
     async fn database_moved_on(&self) -> bool {
-        matches!(
-            self.state.db(self.state.store.current_revision()).await,
-            Ok(revision) if revision > self.last
-        )
+        let state = &self.state;
+        let revision = state
+            .events
+            .database_revision(IDLE_CHECK, || async {
+                state.db(state.store.current_revision()).await.ok()
+            })
+            .await;
+        matches!(revision, Some(revision) if revision > self.last)
     }
 
     /// Sends the latest state of every key changed above `last`, then moves `last` to the
     /// newest revision that the replay covers. On a database error the watcher keeps going and
-    /// the next gap or idle check retries.
+    /// the next gap or idle check retries. History the replay needs that was compacted away,
+    /// before it or while it runs, ends the stream with a `compacted` event.
     async fn replay(&mut self) -> Result<(), Disconnected> {
+        let start = self.last;
         let Ok(covered) = self.state.db(self.state.store.current_revision()).await else {
             return Ok(());
         };
-        // A watcher that fell behind the purge of tombstones cannot be told about deletes:
-        // end the stream, and its reconnect gets the 410 that says so.
-        if let Ok(compacted) = self.state.db(self.state.store.compact_revision()).await {
-            if self.last < compacted {
-                return Err(Disconnected);
-            }
-        }
         // Pages go by (revision, key), so a page may end inside a revision; a revision's
         // events are held until the next revision starts, and sent together.
-        let mut after: (i64, Option<String>) = (self.last, None);
+        let mut after: (i64, Option<String>) = (start, None);
         let mut revision: Vec<ChangeEvent> = Vec::new();
-        let mut sent = self.last;
+        let mut sent = start;
         loop {
             let page = self
                 .state
@@ -326,11 +336,17 @@ impl Watcher {
                     REPLAY_PAGE,
                 ))
                 .await;
-            let Ok(page) = page else {
+            // Checked after the page was read (see the module comment); until it has been,
+            // none of the page is sent.
+            let compacted = self.state.db(self.state.store.compact_revision()).await;
+            let (Ok(page), Ok(compacted)) = (page, compacted) else {
                 // What was sent is covered; the next gap or idle check resumes from there.
                 self.last = self.last.max(sent);
                 return Ok(());
             };
+            if compacted > start {
+                return Err(self.tell_compacted(start, compacted).await);
+            }
             let full = page.len() == REPLAY_PAGE as usize;
             for change in page {
                 if revision
@@ -358,6 +374,26 @@ impl Watcher {
         self.pending.retain(|revision, _| *revision > self.last);
         self.state.events.observe(self.last);
         self.deliver_contiguous().await
+    }
+
+    /// Ends the stream with a `compacted` event: the deletes between `from` and `compacted`
+    /// may have been purged before this watcher read them.
+    async fn tell_compacted(&mut self, from: i64, compacted: i64) -> Disconnected {
+        let notice = WatchCompacted {
+            compact_revision: compacted,
+            detail: format!(
+                "this watch was compacted: it had every change up to revision {from}, and \
+                 deletes up to revision {compacted} have been purged since; list the keys \
+                 again and watch from the current revision"
+            ),
+        };
+        if let Ok(data) = serde_json::to_string(&notice) {
+            let _ = self
+                .sender
+                .send(Ok(Event::default().event("compacted").data(data)))
+                .await;
+        }
+        Disconnected
     }
 
     /// Sends one revision's events under the prefix, in the order given; only the last

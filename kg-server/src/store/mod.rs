@@ -93,6 +93,42 @@ impl WriteOp {
     }
 }
 
+/// A request's Idempotency-Key with the fingerprint of the request it names, for the routes
+/// whose answer is recorded whole (a prefix delete, a compaction, a lease's grant and revoke):
+/// a retry gets the first answer back, and the key reused for another request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotent {
+    pub key: String,
+    pub fingerprint: String,
+}
+
+impl Idempotent {
+    /// `key` naming a request to `route` whose parts are `request`, in a canonical form. The
+    /// route's name goes first, so that no two routes' requests share a fingerprint, nor with
+    /// a single-key write's (`put`, `del`) or a transaction's (`txn`).
+    pub fn new(key: String, route: &str, request: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(route.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(request);
+        let fingerprint = hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        Self { key, fingerprint }
+    }
+}
+
+/// What a retry's Idempotency-Key found: the answer recorded for the same request, or that
+/// it names another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay<T> {
+    Same(T),
+    Mismatch,
+}
+
 /// The condition a write must meet, from the HTTP precondition headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Expect {
@@ -180,13 +216,17 @@ impl WriteOutcome {
 }
 
 /// Up to `limit` live keys starting with `prefix` and greater than `after`; their values only
-/// `with_values`.
+/// `with_values`, and then only until they add up to `value_bytes`: a key is read with its
+/// value while the values before it come to less than that, and the first key past it comes
+/// without its value, to say that the page ends before it (a live key always has a value).
+/// So a page holds at most `value_bytes` plus one value, whatever the values are.
 #[derive(Debug, Clone, Copy)]
 pub struct ListQuery<'a> {
     pub prefix: &'a str,
     pub after: Option<&'a str>,
     pub limit: u32,
     pub with_values: bool,
+    pub value_bytes: u64,
 }
 
 /// A live row as both stores read it; converted to the wire type explicitly.
@@ -206,11 +246,10 @@ impl From<KeyRow> for KeyRecord {
     fn from(row: KeyRow) -> Self {
         KeyRecord {
             key: row.key,
-            // Values are stored as the UTF-8 bytes of a validated `String`, so this is lossless;
-            // bytes rather than text because PostgreSQL's text cannot hold U+0000.
-            value: row
-                .value
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            // Values are stored as the UTF-8 bytes of a validated `String`, so this is lossless
+            // and takes the bytes as they are, without a copy; bytes rather than text because
+            // PostgreSQL's text cannot hold U+0000.
+            value: row.value.map(utf8),
             create_revision: row.create_revision,
             mod_revision: row.mod_revision,
             version: row.version,
@@ -218,6 +257,13 @@ impl From<KeyRow> for KeyRecord {
             ttl_remaining_ms: row.ttl_remaining_ms,
         }
     }
+}
+
+/// A stored value as text: the bytes as they are when they are UTF-8 (they always are: see
+/// `KeyRecord`'s conversion), decoded lossily otherwise.
+fn utf8(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes)
+        .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
 }
 
 /// A key's latest change, as replay reads it: a live value or a tombstone.
@@ -237,6 +283,9 @@ pub struct Change {
     pub lease: Option<i64>,
     /// Set on a delete made by a lease's end.
     pub reason: Option<DeleteReason>,
+    /// A put's value size in bytes, when `value` was left out for its size (a replay reads
+    /// only the values an event carries).
+    pub value_bytes: Option<u64>,
 }
 
 impl Change {
@@ -258,6 +307,7 @@ impl Change {
             at_ms,
             lease: None,
             reason,
+            value_bytes: None,
         }
     }
 }
@@ -273,15 +323,29 @@ struct ChangeRow {
     mod_at_ms: i64,
     lease: Option<i64>,
     reason: Option<String>,
+    /// A put's value size, where the query left large values out (`changes_since`).
+    #[sqlx(default)]
+    value_bytes: Option<i64>,
+}
+
+/// A version as a history page reads it: `cut` on the first version past the page's byte
+/// budget, read without its value, where the page ends.
+#[derive(Debug, sqlx::FromRow)]
+struct HistoryRow {
+    #[sqlx(flatten)]
+    change: ChangeRow,
+    cut: bool,
 }
 
 impl From<ChangeRow> for Change {
     fn from(row: ChangeRow) -> Self {
         Change {
+            value_bytes: row
+                .value_bytes
+                .filter(|_| row.value.is_none())
+                .and_then(|bytes| u64::try_from(bytes).ok()),
             key: row.key,
-            value: row
-                .value
-                .map(|value| String::from_utf8_lossy(&value).into_owned()),
+            value: row.value.map(utf8),
             revision: row.mod_revision,
             create_revision: row.create_revision,
             version: row.version,
@@ -362,7 +426,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The latest change of each key under `prefix` whose revision is above `after`, deletes
     /// included, in (revision, key) order: what a watcher that has seen `after` missed. With
-    /// `after_key`, also those at revision `after` whose key is above it: the next page.
+    /// `after_key`, also those at revision `after` whose key is above it: the next page. A
+    /// value over `EVENT_VALUE_MAX_BYTES`, which no event carries, is left out and only its
+    /// size read ([`Change::value_bytes`]), so a page costs the node little whatever the values.
     async fn changes_since(
         &self,
         after: i64,
@@ -373,6 +439,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The last revision handed out.
     async fn current_revision(&self) -> Result<i64, StoreError>;
+
+    /// Reads the revision over a new connection of its own, outside the pool: whether the
+    /// database can be reached at all, when the pool's connections may all be busy.
+    async fn reachable(&self) -> Result<(), StoreError>;
 
     /// Whether the connection is to a primary; `None` where there is no such notion.
     async fn is_primary(&self) -> Result<Option<bool>, StoreError> {
@@ -388,8 +458,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn compact(&self, retention: std::time::Duration) -> Result<Compacted, StoreError>;
 
     /// `POST /api/compact`: drops the history below `revision`. Compacting to a revision at or
-    /// below the compact revision changes nothing; `Future` above the current revision.
-    async fn compact_to(&self, revision: i64) -> Result<CompactTo, StoreError>;
+    /// below the compact revision changes nothing; `Future` above the current revision. With
+    /// `idempotent`, its answer is recorded, and a retry gets it back.
+    async fn compact_to(
+        &self,
+        revision: i64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<CompactTo, StoreError>;
 
     /// The live key as of `revision`.
     async fn get_at(
@@ -415,12 +490,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Up to `limit` versions of `key` below revision `before` (all when `None`), newest
     /// first, deletes included: every version since the compact revision, and the one that
-    /// was current at it.
+    /// was current at it. The versions end early where their values come to `value_bytes`
+    /// (see [`ListQuery`]), with [`KeyHistory::cut`] set.
     async fn history(
         &self,
         key: &str,
         before: Option<i64>,
         limit: u32,
+        value_bytes: u64,
     ) -> Result<KeyHistory, StoreError>;
 
     /// Opens a read of every live key at one revision, for `GET /api/snapshot`. It holds a
@@ -428,8 +505,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// or dropped.
     async fn snapshot(&self) -> Result<Box<dyn Snapshot>, StoreError>;
 
-    /// A new lease of `ttl` seconds, its deadline set by the database's clock.
-    async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError>;
+    /// A new lease of `ttl` seconds, its deadline set by the database's clock. With
+    /// `idempotent`, the grant is recorded, and a retry gets the same lease back.
+    async fn lease_grant(
+        &self,
+        ttl: u64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Granted, StoreError>;
 
     /// Sets each live lease's deadline a full TTL ahead again, in one statement, and returns
     /// the grants of those renewed: a lease missing from them has expired or been revoked.
@@ -444,21 +526,25 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Ends leases and deletes their keys under the revision lock, in one transaction: one
     /// revision per key, each tombstone marked with why. The lease row and its keys go
     /// together, so whichever node ends a lease first is the only one that deletes its keys.
-    /// `None` when a revoked lease does not exist.
+    /// A revoke with `idempotent` records its answer, and a retry gets it back.
     async fn end_leases(
         &self,
         node: &str,
         end: LeaseEnd,
-    ) -> Result<Option<Vec<Change>>, StoreError>;
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Ended, StoreError>;
 
     /// Deletes every live key under `prefix` (all keys for an empty one) at one new revision,
     /// one tombstone per key. `mark` is called with the keys, in byte order, after they are
     /// deleted and before the commit makes that visible: the writer marks them pending in the
-    /// cache there, and its answer comes back in [`PrefixDelete::Deleted`].
+    /// cache there, and its answer comes back in [`PrefixDelete::Deleted`]. With
+    /// `idempotent`, the answer is recorded in the same transaction, and a retry gets it back
+    /// and deletes nothing.
     async fn delete_prefix(
         &self,
         node: &str,
         prefix: &str,
+        idempotent: Option<&Idempotent>,
         mark: &MarkKeys,
     ) -> Result<PrefixDelete, StoreError>;
 
@@ -476,10 +562,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Whether any lease's deadline has passed: a cheap check without the revision lock.
     async fn leases_due(&self) -> Result<bool, StoreError>;
 
-    /// Gives every lease at least its full TTL from now, as etcd does when a new leader takes
-    /// over: run after this node could not reach the database, so that an outage, during which
-    /// no keep-alive could land, never makes a lease expire. Returns how many it extended.
-    async fn refresh_leases(&self) -> Result<u64, StoreError>;
+    /// Gives every lease that was still live `since` ago at least its full TTL from now, as
+    /// etcd does when a new leader takes over: run after this node lost the database, `since`
+    /// being how long ago it last reached it, so that an outage, during which no keep-alive
+    /// could land, never makes a lease expire. A lease whose deadline had passed by then is
+    /// not extended: it may have been read as expired. Returns how many it extended.
+    async fn refresh_leases(&self, since: std::time::Duration) -> Result<u64, StoreError>;
 }
 
 /// A read of every live key as of one revision: [`Store::snapshot`].
@@ -492,7 +580,8 @@ pub trait Snapshot: Send {
     fn keys(&self) -> u64;
 
     /// Up to `limit` live keys greater than `after` (from the first without it), with their
-    /// values, in byte order.
+    /// values, in byte order; fewer where their values come to `kg_api::MAX_PAGE_BYTES` (see
+    /// [`ListQuery`]), and none only past the last key.
     async fn page(&mut self, after: Option<&str>, limit: u32)
         -> Result<Vec<KeyRecord>, StoreError>;
 
@@ -519,6 +608,9 @@ pub enum PrefixDelete {
     Nothing { revision: i64 },
     /// More live keys than [`MAX_PREFIX_DELETE`]: nothing written.
     TooMany(u64),
+    /// A retry: the first attempt's answer, or that its key named another request. Nothing
+    /// written.
+    Replayed(Replay<kg_api::DeletePrefixResponse>),
 }
 
 /// A read at a revision, or why it cannot be answered.
@@ -548,13 +640,34 @@ pub struct Compacted {
 }
 
 /// What [`Store::compact_to`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompactTo {
     Done(Compacted),
     /// The revision is above the last one handed out, `current`: nothing was dropped.
     Future {
         current: i64,
     },
+    /// A retry: the first attempt's answer, or that its key named another request.
+    Replayed(Replay<Compacted>),
+}
+
+/// What [`Store::lease_grant`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Granted {
+    New(LeaseGrant),
+    /// A retry: the lease the first attempt granted, or that its key named another request.
+    Replayed(Replay<LeaseGrant>),
+}
+
+/// What [`Store::end_leases`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The keys deleted, one revision each, and the last revision handed out after them.
+    Deleted { changes: Vec<Change>, revision: i64 },
+    /// The lease to revoke does not exist (or has expired): nothing written.
+    NotFound,
+    /// A retried revoke: the first attempt's answer, or that its key named another request.
+    Replayed(Replay<kg_api::LeaseRevokeResponse>),
 }
 
 /// [`Store::history`]'s answer.
@@ -564,6 +677,37 @@ pub struct KeyHistory {
     pub versions: Vec<Change>,
     /// Versions replaced at or below this may be gone.
     pub compact_revision: i64,
+    /// The versions ended early, at the byte budget: older ones follow.
+    pub cut: bool,
+}
+
+impl From<Compacted> for kg_api::CompactResponse {
+    fn from(done: Compacted) -> Self {
+        kg_api::CompactResponse {
+            compact_revision: done.revision,
+            tombstones: done.tombstones,
+            versions: done.versions,
+        }
+    }
+}
+
+impl From<kg_api::CompactResponse> for Compacted {
+    fn from(answer: kg_api::CompactResponse) -> Self {
+        Compacted {
+            revision: answer.compact_revision,
+            tombstones: answer.tombstones,
+            versions: answer.versions,
+        }
+    }
+}
+
+impl<T> Replay<T> {
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Replay<U> {
+        match self {
+            Replay::Same(answer) => Replay::Same(f(answer)),
+            Replay::Mismatch => Replay::Mismatch,
+        }
+    }
 }
 
 /// Which leases [`Store::end_leases`] ends.

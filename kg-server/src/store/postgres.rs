@@ -72,8 +72,12 @@ impl Dialect for Postgres {
          THEN pg_logical_emit_message(true, 'keygrid-read-fence', '') END",
     );
 
+    // A value no event carries (over EVENT_VALUE_MAX_BYTES) is left out: only its size is
+    // read, from its TOAST pointer.
     const CHANGES_SINCE: &'static str =
-        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
+        "SELECT key, CASE WHEN length(value) <= CAST($6 AS bigint) THEN value END AS value, \
+           CAST(length(value) AS bigint) AS value_bytes, create_revision, mod_revision, \
+           version, mod_node, \
            (extract(epoch FROM mod_at) * 1000)::bigint AS mod_at_ms, lease, reason FROM kg_keys \
          WHERE mod_revision >= $1 AND (mod_revision > $1 OR key > $5::text) \
            AND key >= $2 AND ($3::text IS NULL OR key < $3) \
@@ -137,6 +141,26 @@ impl Dialect for Postgres {
         revision: i64,
         retention: Option<std::time::Duration>,
     ) -> Result<Compacted, StoreError> {
+        // Locks are taken in the writers' order, or not at all. A write batch takes the
+        // revision lock (kg_meta's row) first, then the rows of its keys, and one that
+        // re-creates a purged key needs that key's tombstone row: a compaction that held
+        // tombstones while it waited for kg_meta closed a cycle, and PostgreSQL broke it by
+        // failing the batch or the compaction.
+        //
+        // So the compact revision is raised first, in a transaction of its own that holds
+        // nothing else. Readers check it after they read (see `after_read_at`), and a
+        // replay after each page, so from its commit on nothing below it is answered; what
+        // it covers may then be dropped at leisure. The drop never waits for a writer: a
+        // tombstone row a writer holds is being re-created, and is skipped.
+        let mut tx = pool.begin().await?;
+        let revision: i64 = sqlx::query_scalar(
+            "UPDATE kg_meta SET compact_revision = GREATEST(compact_revision, $1) WHERE id = 1 \
+             RETURNING compact_revision",
+        )
+        .bind(revision)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
         let mut tx = pool.begin().await?;
         if let Some(retention) = retention {
             sqlx::query(
@@ -151,22 +175,14 @@ impl Dialect for Postgres {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        // A concurrent re-create of a purged key is safe: the DELETE re-checks `value IS NULL`
-        // on the row version it waited for, and skips a row that is live again.
-        let tombstones =
-            sqlx::query("DELETE FROM kg_keys WHERE value IS NULL AND mod_revision <= $1")
-                .bind(revision)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        // Last: this row is the writers' revision lock, held from here to the commit only.
-        let revision: i64 = sqlx::query_scalar(
-            "UPDATE kg_meta SET compact_revision = GREATEST(compact_revision, $1) WHERE id = 1 \
-             RETURNING compact_revision",
+        let tombstones = sqlx::query(
+            "DELETE FROM kg_keys WHERE key IN (SELECT key FROM kg_keys \
+               WHERE value IS NULL AND mod_revision <= $1 FOR UPDATE SKIP LOCKED)",
         )
         .bind(revision)
-        .fetch_one(&mut *tx)
-        .await?;
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         tx.commit().await?;
         Ok(Compacted {
             revision,
@@ -193,10 +209,17 @@ impl Dialect for Postgres {
         pool: &PgPool,
     ) -> Result<(sqlx::Transaction<'_, Postgres>, i64), StoreError> {
         let mut tx = pool.begin().await?;
-        let revision: i64 =
-            sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1 FOR UPDATE")
-                .fetch_one(&mut *tx)
-                .await?;
+        // The clock the transaction judges leases by (kg_now_ms) is read once the lock is
+        // held, not at BEGIN: the wait for the lock may be long (migration 0008). The outer
+        // SELECT's columns are computed above the locking CTE's rows, so after the wait.
+        let (revision, _clock): (i64, String) = sqlx::query_as(
+            "WITH locked AS (SELECT revision FROM kg_meta WHERE id = 1 FOR UPDATE) \
+             SELECT revision, set_config('kg.now_ms', \
+               CAST(CAST(extract(epoch FROM clock_timestamp()) * 1000 AS bigint) AS text), \
+               true) FROM locked",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
         Ok((tx, revision))
     }
 

@@ -216,6 +216,7 @@ pub(super) async fn run(
             at_ms,
             lease,
             reason: None,
+            value_bytes: None,
         };
         let mut results = Vec::with_capacity(ops.len());
         let mut changes = Vec::new();

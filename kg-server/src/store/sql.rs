@@ -7,14 +7,18 @@
 //! statement once per dialect around the dialect's `NOW_MS`.
 
 use async_trait::async_trait;
-use kg_api::{DeleteReason, KeyRecord, LeaseGrant, LeaseInfo, TxnOp, TxnResponse, TxnResult};
+use kg_api::{
+    CompactResponse, DeletePrefixResponse, DeleteReason, KeyRecord, LeaseGrant, LeaseInfo,
+    LeaseRevokeResponse, TxnOp, TxnResponse, TxnResult,
+};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
 
 use super::{
-    prefix_upper_bound, txn, AtRevision, Change, ChangeRow, CompactTo, Compacted, KeyHistory,
-    KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult, PrefixDelete, Snapshot, Store, StoreError,
-    StoreKind, TxnOutcome, TxnPlan, WriteOp, MAX_PREFIX_DELETE,
+    prefix_upper_bound, txn, AtRevision, Change, ChangeRow, CompactTo, Compacted, Ended, Granted,
+    HistoryRow, Idempotent, KeyHistory, KeyRow, LeaseEnd, ListQuery, MarkKeys, OpResult,
+    PrefixDelete, Replay, Snapshot, Store, StoreError, StoreKind, TxnOutcome, TxnPlan, WriteOp,
+    MAX_PREFIX_DELETE,
 };
 
 /// Every statement whose text depends on the dialect's clock, built once per dialect.
@@ -36,11 +40,13 @@ pub struct Queries {
     refresh_leases: String,
     leases_to_refresh: String,
     expire: String,
+    revoke: String,
     tombstone: String,
     delete_range: String,
     upsert: String,
     delete_key: String,
     remember_txn: String,
+    remember_answer: String,
 }
 
 impl Queries {
@@ -61,7 +67,8 @@ impl Queries {
         // a second, keep-alives that each waited for a WAL flush (and, with Patroni, for the
         // synchronous standby) would take the flushes the write batches wait on. Losing the
         // last few in a crash or a failover cannot end a lease early: every node that saw the
-        // database go away gives every lease its full TTL back first (settle_leases).
+        // database go away gives every lease that was live then its full TTL back first
+        // (settle_leases), and the lost keep-alives' leases were (docs/consistency.md).
         // set_config(.., true) inside the statement applies to its own implicit transaction,
         // so this stays one prepared statement and one round trip.
         let (quick, quick_guard) = if quick_keepalive {
@@ -101,6 +108,19 @@ impl Queries {
                AND k.value IS NOT NULL",
             row
         );
+        // `at` with each version's place and its value's size instead of its row: the
+        // first half of `list_at`.
+        let at_sizes = format!(
+            "SELECT k.key, k.mod_revision, CAST(NULL AS bigint) AS superseded, \
+               length(k.value) AS bytes \
+             FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
+             WHERE {{cond}} AND k.mod_revision <= {{rev}} AND {live} \
+             UNION ALL \
+             SELECT k.key, k.mod_revision, k.superseded, length(k.value) AS bytes \
+             FROM kg_history k \
+             WHERE {{cond}} AND k.mod_revision <= {{rev}} AND k.superseded > {{rev}} \
+               AND k.value IS NOT NULL"
+        );
         // Key $1's versions from the newest back to the `{count}`th at or below revision
         // `{target}`, with `n` the number of those met so far. The version a row replaced is
         // the one kg_history keeps under (superseded = the row's mod_revision, key): a probe of
@@ -135,9 +155,22 @@ impl Queries {
                 "SELECT {} WHERE k.key = $1 AND {live}",
                 row.replace("{value}", "k.value")
             ),
+            // A page's keys and their values' sizes first, without the values; then each key
+            // with its value while the values before it come to less than $6, and the first
+            // key past that without (see `ListQuery`). Sizes come from the row's header
+            // (PostgreSQL's TOAST pointer, SQLite's record), so a value left out is never read.
             list: format!(
-                "SELECT {} WHERE {range} AND {live} ORDER BY k.key LIMIT $4",
-                row.replace("{value}", "CASE WHEN $5 THEN k.value END AS value")
+                "WITH page AS (SELECT k.key, length(k.value) AS bytes \
+                   FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
+                   WHERE {range} AND {live} ORDER BY k.key LIMIT $4), \
+                 sized AS ({sized} FROM page) \
+                 SELECT k.key, CASE WHEN $5 AND s.before < $6 THEN k.value END AS value, \
+                   k.create_revision, k.mod_revision, k.version, k.lease, \
+                   l.deadline - {now_ms} AS ttl_remaining_ms \
+                 FROM sized s JOIN kg_keys k ON k.key = s.key \
+                   LEFT JOIN kg_leases l ON l.id = k.lease \
+                 WHERE NOT $5 OR s.before2 < $6 ORDER BY k.key",
+                sized = sized("key, bytes", "key"),
             ),
             count: format!(
                 "SELECT count(*) FROM kg_keys k LEFT JOIN kg_leases l ON l.id = k.lease \
@@ -152,17 +185,42 @@ impl Queries {
                 walk.replace("{target}", "$2").replace("{count}", "1"),
                 row.replace("{value}", "k.value")
             ),
+            // A page of versions ends as a listing's does (see `list`), with `cut` on the first
+            // version past $4, where it ends.
+            // The running sums go over the versions' sizes alone, then join them back: a
+            // window over the values themselves had SQLite copy every value once per row.
             key_history: format!(
-                "{} SELECT key, value, create_revision, mod_revision, version, mod_node, \
-                   {mod_at_ms} AS mod_at_ms, lease, reason FROM walk \
-                 WHERE mod_revision < $2 ORDER BY mod_revision DESC LIMIT $3",
-                walk.replace("{target}", "$2 - 1").replace("{count}", "$3")
+                "{}, page AS (SELECT key, value, create_revision, mod_revision, version, \
+                   mod_node, mod_at, lease, reason, length(value) AS bytes FROM walk \
+                   WHERE mod_revision < $2 ORDER BY mod_revision DESC LIMIT $3), \
+                 sized AS ({} FROM page) \
+                 SELECT p.key, CASE WHEN s.before < $4 THEN p.value END AS value, \
+                   p.create_revision, p.mod_revision, p.version, p.mod_node, \
+                   {} AS mod_at_ms, p.lease, p.reason, s.before >= $4 AS cut \
+                 FROM page p JOIN sized s ON s.mod_revision = p.mod_revision \
+                 WHERE s.before2 < $4 ORDER BY p.mod_revision DESC",
+                walk.replace("{target}", "$2 - 1").replace("{count}", "$3"),
+                sized("mod_revision, bytes", "mod_revision DESC"),
+                mod_at_ms.replace("mod_at", "p.mod_at"),
             ),
+            // As `list`, at revision $6: each version is found again by where it lives, the
+            // current row (superseded NULL) or kg_history's (superseded, key).
             list_at: format!(
-                "{} ORDER BY key LIMIT $4",
-                at.replace("{cond}", range)
-                    .replace("{rev}", "$6")
-                    .replace("{value}", "CASE WHEN $5 THEN k.value END AS value")
+                "WITH page AS ({} ORDER BY key LIMIT $4), sized AS ({} FROM page) \
+                 SELECT s.key, CASE WHEN $5 AND s.before < $7 \
+                     THEN coalesce(c.value, h.value) END AS value, \
+                   coalesce(c.create_revision, h.create_revision) AS create_revision, \
+                   s.mod_revision, coalesce(c.version, h.version) AS version, \
+                   coalesce(c.lease, h.lease) AS lease, \
+                   CASE WHEN s.superseded IS NULL THEN l.deadline - {now_ms} END \
+                     AS ttl_remaining_ms \
+                 FROM sized s \
+                   LEFT JOIN kg_keys c ON s.superseded IS NULL AND c.key = s.key \
+                   LEFT JOIN kg_leases l ON l.id = c.lease \
+                   LEFT JOIN kg_history h ON h.superseded = s.superseded AND h.key = s.key \
+                 WHERE NOT $5 OR s.before2 < $7 ORDER BY s.key",
+                at_sizes.replace("{cond}", range).replace("{rev}", "$6"),
+                sized("key, mod_revision, superseded, bytes", "key"),
             ),
             count_at: format!(
                 "SELECT count(*) FROM ({}) v",
@@ -196,12 +254,15 @@ impl Queries {
                 "SELECT count(*) FROM kg_leases \
                  WHERE deadline = (SELECT min(deadline) FROM kg_leases) AND deadline <= {now_ms}"
             ),
+            // $1: how long ago, in ms, the node last reached the database. A lease whose
+            // deadline had passed by then stays expired (see `contact.rs`).
             leases_to_refresh: format!(
-                "SELECT count(*) FROM kg_leases WHERE deadline < {now_ms} + ttl * 1000"
+                "SELECT count(*) FROM kg_leases \
+                 WHERE deadline > {now_ms} - $1 AND deadline < {now_ms} + ttl * 1000"
             ),
             refresh_leases: format!(
                 "UPDATE kg_leases SET deadline = {greatest}(deadline, {now_ms} + ttl * 1000) \
-                 WHERE deadline < {now_ms} + ttl * 1000 RETURNING id"
+                 WHERE deadline > {now_ms} - $1 AND deadline < {now_ms} + ttl * 1000 RETURNING id"
             ),
             // The deadline is checked again on the row deleted: a keep-alive that committed
             // after the subquery read it keeps its lease.
@@ -210,6 +271,11 @@ impl Queries {
                    (SELECT id FROM kg_leases WHERE deadline <= {now_ms} \
                     ORDER BY deadline, id LIMIT $1) \
                  AND deadline <= {now_ms} RETURNING id"
+            ),
+            // A lease past its deadline has ended already, whether or not the sweeper has
+            // deleted it: revoking it is a 404, and its keys' delete stays the expiry's.
+            revoke: format!(
+                "DELETE FROM kg_leases WHERE id = $1 AND deadline > {now_ms} RETURNING id"
             ),
             // A key whose lease has run out is already gone for readers, and the sweeper
             // deletes it under its own reason.
@@ -250,6 +316,14 @@ impl Queries {
                    (id, fingerprint, status, revision, created_at, response) \
                  VALUES ($1, $2, 0, $3, {mod_at_now}, $4)"
             ),
+            // A route's whole answer (see `Idempotent`); a record already there, committed by
+            // a request that raced this one, is kept, and answers both.
+            remember_answer: format!(
+                "INSERT INTO kg_idempotency \
+                   (id, fingerprint, status, revision, created_at, response) \
+                 VALUES ($1, $2, 0, $3, {mod_at_now}, $4) ON CONFLICT (id) DO NOTHING \
+                 RETURNING id"
+            ),
             tombstone: format!(
                 "UPDATE kg_keys SET value = NULL, create_revision = 0, version = 0, \
                    mod_revision = $1, mod_node = $2, mod_at = {mod_at_now}, lease = NULL, \
@@ -258,6 +332,21 @@ impl Queries {
             ),
         }
     }
+}
+
+/// `columns` of a page with, in `order`, the size of the values before each row (`before`)
+/// and before the row ahead of it (`before2`): a row is read with its value while `before` is
+/// under the budget, and read at all while `before2` is, so that the first row past the
+/// budget comes too, without its value, to say where the page ends. Over the page only,
+/// after its LIMIT: never over the whole range.
+fn sized(columns: &str, order: &str) -> String {
+    format!(
+        "SELECT {columns}, \
+           coalesce(sum(bytes) OVER (ORDER BY {order} \
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before, \
+           coalesce(sum(bytes) OVER (ORDER BY {order} \
+             ROWS BETWEEN UNBOUNDED PRECEDING AND 2 PRECEDING), 0) AS before2"
+    )
 }
 
 /// What one database does its own way.
@@ -348,6 +437,7 @@ where
     for<'q> bool: Encode<'q, DB> + Type<DB>,
     for<'r> KeyRow: FromRow<'r, DB::Row>,
     for<'r> ChangeRow: FromRow<'r, DB::Row>,
+    for<'r> HistoryRow: FromRow<'r, DB::Row>,
     for<'r> (i64,): FromRow<'r, DB::Row>,
     for<'r> (i64, i64): FromRow<'r, DB::Row>,
     for<'r> (i64, i64, i64): FromRow<'r, DB::Row>,
@@ -378,6 +468,7 @@ where
             .bind(query.after)
             .bind(i64::from(query.limit))
             .bind(query.with_values)
+            .bind(i64::try_from(query.value_bytes).unwrap_or(i64::MAX))
             .fetch_all(&mut *session)
             .await?;
         self.fence(&mut session).await?;
@@ -413,6 +504,7 @@ where
             .bind(prefix_upper_bound(prefix))
             .bind(i64::from(limit))
             .bind(after_key)
+            .bind(kg_api::EVENT_VALUE_MAX_BYTES as i64)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(Change::from).collect())
@@ -426,6 +518,16 @@ where
         DB::is_primary(&self.pool).await
     }
 
+    async fn reachable(&self) -> Result<(), StoreError> {
+        use sqlx::{ConnectOptions as _, Connection as _};
+        let mut connection = self.pool.connect_options().connect().await?;
+        let _: i64 = sqlx::query_scalar("SELECT revision FROM kg_meta WHERE id = 1")
+            .fetch_one(&mut connection)
+            .await?;
+        let _ = connection.close().await;
+        Ok(())
+    }
+
     async fn compact_revision(&self) -> Result<i64, StoreError> {
         self.meta("SELECT compact_revision FROM kg_meta WHERE id = 1")
             .await
@@ -436,14 +538,36 @@ where
         DB::compact_to(&self.pool, cut, Some(retention)).await
     }
 
-    async fn compact_to(&self, revision: i64) -> Result<CompactTo, StoreError> {
+    async fn compact_to(
+        &self,
+        revision: i64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<CompactTo, StoreError> {
+        if let Some(idempotent) = idempotent {
+            let mut session = self.pool.acquire().await?;
+            if let Some(replay) = recorded::<DB, CompactResponse>(&mut session, idempotent).await? {
+                return Ok(CompactTo::Replayed(replay.map(Compacted::from)));
+            }
+        }
         let current = self.current_revision().await?;
         if revision > current {
             return Ok(CompactTo::Future { current });
         }
-        Ok(CompactTo::Done(
-            DB::compact_to(&self.pool, revision, None).await?,
-        ))
+        let done = DB::compact_to(&self.pool, revision, None).await?;
+        // Recorded after the compaction committed: a compaction is idempotent in itself, so
+        // the record only keeps its answer. A retry that raced this one recorded first, and
+        // its answer is the one both give.
+        if let Some(idempotent) = idempotent {
+            let mut session = self.pool.acquire().await?;
+            let answer = CompactResponse::from(done);
+            let revision = Some(done.revision);
+            if let Some(replay) =
+                remember::<DB, _>(&mut session, idempotent, revision, &answer).await?
+            {
+                return Ok(CompactTo::Replayed(replay.map(Compacted::from)));
+            }
+        }
+        Ok(CompactTo::Done(done))
     }
 
     async fn get_at(
@@ -480,6 +604,7 @@ where
             .bind(i64::from(query.limit))
             .bind(query.with_values)
             .bind(revision)
+            .bind(i64::try_from(query.value_bytes).unwrap_or(i64::MAX))
             .fetch_all(&mut *session)
             .await?;
         let records = rows.into_iter().map(KeyRecord::from).collect();
@@ -512,21 +637,39 @@ where
         key: &str,
         before: Option<i64>,
         limit: u32,
+        value_bytes: u64,
     ) -> Result<KeyHistory, StoreError> {
         let mut session = self.pool.acquire().await?;
-        let rows: Vec<ChangeRow> = sqlx::query_as(&DB::queries().key_history)
+        let mut rows: Vec<HistoryRow> = sqlx::query_as(&DB::queries().key_history)
             .bind(key)
             .bind(before.unwrap_or(i64::MAX))
             .bind(i64::from(limit))
+            .bind(i64::try_from(value_bytes).unwrap_or(i64::MAX))
             .fetch_all(&mut *session)
             .await?;
+        let cut = rows.iter().position(|row| row.cut);
+        if let Some(at) = cut {
+            rows.truncate(at);
+        }
         let (floor, _): (i64, i64) = sqlx::query_as(&DB::queries().history_floor)
             .fetch_one(&mut *session)
             .await?;
         self.fence(&mut session).await?;
+        // A compaction raises the compact revision before it drops what it covers (see
+        // `PostgresStore::compact_to`), so versions replaced at or below it may still be read
+        // here: they are left out, as they are about to be gone, and so is everything older.
+        let mut cut = cut.is_some();
+        if let Some(gone) = (1..rows.len()).find(|&at| rows[at - 1].change.mod_revision <= floor) {
+            rows.truncate(gone);
+            cut = false;
+        }
         Ok(KeyHistory {
-            versions: rows.into_iter().map(Change::from).collect(),
+            versions: rows
+                .into_iter()
+                .map(|row| Change::from(row.change))
+                .collect(),
             compact_revision: floor,
+            cut,
         })
     }
 
@@ -549,12 +692,34 @@ where
         }))
     }
 
-    async fn lease_grant(&self, ttl: u64) -> Result<LeaseGrant, StoreError> {
+    async fn lease_grant(
+        &self,
+        ttl: u64,
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Granted, StoreError> {
+        let ttl = i64::try_from(ttl).unwrap_or(i64::MAX);
+        let Some(idempotent) = idempotent else {
+            let (id, ttl): (i64, i64) = sqlx::query_as(&DB::queries().lease_grant)
+                .bind(ttl)
+                .fetch_one(&self.pool)
+                .await?;
+            return Ok(Granted::New(grant(id, ttl)));
+        };
+        // Under the revision lock, so that racing retries are answered one after the other.
+        let (mut tx, _) = DB::begin_write(&self.pool).await?;
+        if let Some(replay) = recorded::<DB, LeaseGrant>(&mut tx, idempotent).await? {
+            return Ok(Granted::Replayed(replay));
+        }
         let (id, ttl): (i64, i64) = sqlx::query_as(&DB::queries().lease_grant)
-            .bind(i64::try_from(ttl).unwrap_or(i64::MAX))
-            .fetch_one(&self.pool)
+            .bind(ttl)
+            .fetch_one(&mut *tx)
             .await?;
-        Ok(grant(id, ttl))
+        let granted = grant(id, ttl);
+        if let Some(replay) = remember::<DB, _>(&mut tx, idempotent, None, &granted).await? {
+            return Ok(Granted::Replayed(replay));
+        }
+        tx.commit().await?;
+        Ok(Granted::New(granted))
     }
 
     async fn lease_keepalive(&self, ids: &[i64]) -> Result<Vec<LeaseGrant>, StoreError> {
@@ -598,8 +763,15 @@ where
         &self,
         node: &str,
         end: LeaseEnd,
-    ) -> Result<Option<Vec<Change>>, StoreError> {
+        idempotent: Option<&Idempotent>,
+    ) -> Result<Ended, StoreError> {
         let (mut tx, mut revision) = DB::begin_write(&self.pool).await?;
+        let idempotent = idempotent.filter(|_| matches!(end, LeaseEnd::Revoke(_)));
+        if let Some(idempotent) = idempotent {
+            if let Some(replay) = recorded::<DB, LeaseRevokeResponse>(&mut tx, idempotent).await? {
+                return Ok(Ended::Replayed(replay));
+            }
+        }
         let (ids, reason): (Vec<(i64,)>, _) = match end {
             LeaseEnd::Expired(limit) => (
                 sqlx::query_as(&DB::queries().expire)
@@ -609,7 +781,7 @@ where
                 DeleteReason::Expired,
             ),
             LeaseEnd::Revoke(id) => (
-                sqlx::query_as("DELETE FROM kg_leases WHERE id = $1 RETURNING id")
+                sqlx::query_as(&DB::queries().revoke)
                     .bind(id)
                     .fetch_all(&mut *tx)
                     .await?,
@@ -618,7 +790,13 @@ where
         };
         if ids.is_empty() {
             // Nothing changed: the transaction's rollback only lets the lock go.
-            return Ok(matches!(end, LeaseEnd::Expired(_)).then(Vec::new));
+            return Ok(match end {
+                LeaseEnd::Expired(_) => Ended::Deleted {
+                    changes: Vec::new(),
+                    revision,
+                },
+                LeaseEnd::Revoke(_) => Ended::NotFound,
+            });
         }
         let at_ms = chrono::Utc::now().timestamp_millis();
         let mut changes = Vec::new();
@@ -641,22 +819,41 @@ where
                 changes.push(Change::tombstone(key, revision, node, at_ms, Some(reason)));
             }
         }
+        if let Some(idempotent) = idempotent {
+            let answer = LeaseRevokeResponse {
+                deleted: changes.len() as u64,
+                revision,
+            };
+            if let Some(replay) =
+                remember::<DB, _>(&mut tx, idempotent, Some(revision), &answer).await?
+            {
+                return Ok(Ended::Replayed(replay));
+            }
+        }
         sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
             .bind(revision)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(changes))
+        Ok(Ended::Deleted { changes, revision })
     }
 
     async fn delete_prefix(
         &self,
         node: &str,
         prefix: &str,
+        idempotent: Option<&Idempotent>,
         mark: &MarkKeys,
     ) -> Result<PrefixDelete, StoreError> {
         let upper = prefix_upper_bound(prefix);
         let (mut tx, revision) = DB::begin_write(&self.pool).await?;
+        // Under the revision lock: a retry that raced the first attempt waits for its commit
+        // and finds its record.
+        if let Some(idempotent) = idempotent {
+            if let Some(replay) = recorded::<DB, DeletePrefixResponse>(&mut tx, idempotent).await? {
+                return Ok(PrefixDelete::Replayed(replay));
+            }
+        }
         // Counted under the revision lock, so the count is what the delete would remove.
         let live: i64 = sqlx::query_scalar(&DB::queries().count)
             .bind(prefix)
@@ -670,6 +867,15 @@ where
         }
         if live == 0 {
             // etcd's DeleteRange does not use a revision when it deletes nothing either.
+            if let Some(idempotent) = idempotent {
+                let answer = DeletePrefixResponse::new(0, revision);
+                if let Some(replay) =
+                    remember::<DB, _>(&mut tx, idempotent, Some(revision), &answer).await?
+                {
+                    return Ok(PrefixDelete::Replayed(replay));
+                }
+                tx.commit().await?;
+            }
             return Ok(PrefixDelete::Nothing { revision });
         }
         let revision = revision + 1;
@@ -682,6 +888,14 @@ where
             .await?;
         let mut keys: Vec<String> = deleted.into_iter().map(|(key,)| key).collect();
         keys.sort_unstable();
+        if let Some(idempotent) = idempotent {
+            let answer = DeletePrefixResponse::new(keys.len() as u64, revision);
+            if let Some(replay) =
+                remember::<DB, _>(&mut tx, idempotent, Some(revision), &answer).await?
+            {
+                return Ok(PrefixDelete::Replayed(replay));
+            }
+        }
         // Marked before the commit makes the deletes visible: see `cache.rs`.
         let epoch = mark(keys.clone()).await;
         sqlx::query("UPDATE kg_meta SET revision = $1 WHERE id = 1")
@@ -805,6 +1019,7 @@ where
                 at_ms,
                 lease,
                 reason: None,
+                value_bytes: None,
             };
             for op in ops {
                 match op {
@@ -920,16 +1135,19 @@ where
         Ok(due > 0)
     }
 
-    async fn refresh_leases(&self) -> Result<u64, StoreError> {
+    async fn refresh_leases(&self, since: std::time::Duration) -> Result<u64, StoreError> {
+        let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
         // A read first: with no lease to extend, a database that takes no writes (read-only,
         // or a standby mid-failover) does not hold up every read behind this refresh.
         let due: i64 = sqlx::query_scalar(&DB::queries().leases_to_refresh)
+            .bind(since_ms)
             .fetch_one(&self.pool)
             .await?;
         if due == 0 {
             return Ok(0);
         }
         let extended: Vec<(i64,)> = sqlx::query_as(&DB::queries().refresh_leases)
+            .bind(since_ms)
             .fetch_all(&self.pool)
             .await?;
         Ok(extended.len() as u64)
@@ -970,14 +1188,20 @@ where
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<KeyRecord>, StoreError> {
-        let rows: Vec<KeyRow> = sqlx::query_as(&DB::queries().list)
+        let mut rows: Vec<KeyRow> = sqlx::query_as(&DB::queries().list)
             .bind("")
             .bind(None::<String>)
             .bind(after)
             .bind(i64::from(limit))
             .bind(true)
+            .bind(kg_api::MAX_PAGE_BYTES as i64)
             .fetch_all(&mut *self.tx)
             .await?;
+        // The first key read without its value is past the page's byte budget: the next page
+        // starts with it.
+        if let Some(cut) = rows.iter().position(|row| row.value.is_none()) {
+            rows.truncate(cut);
+        }
         Ok(rows.into_iter().map(KeyRecord::from).collect())
     }
 
@@ -990,6 +1214,70 @@ where
         self.tx.commit().await?;
         Ok(())
     }
+}
+
+/// The answer recorded under `idempotent`'s key, if there is one: the same request's, or a
+/// mismatch when the key named another (or another kind of) request.
+async fn recorded<DB, T>(
+    session: &mut DB::Connection,
+    idempotent: &Idempotent,
+) -> Result<Option<Replay<T>>, StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
+    T: serde::de::DeserializeOwned,
+{
+    let prior: Option<(String, Option<Vec<u8>>)> =
+        sqlx::query_as("SELECT fingerprint, response FROM kg_idempotency WHERE id = $1")
+            .bind(idempotent.key.as_str())
+            .fetch_optional(&mut *session)
+            .await?;
+    Ok(prior.map(|(fingerprint, response)| {
+        match response
+            .filter(|_| fingerprint == idempotent.fingerprint)
+            .and_then(|body| serde_json::from_slice(&body).ok())
+        {
+            Some(answer) => Replay::Same(answer),
+            None => Replay::Mismatch,
+        }
+    }))
+}
+
+/// Records `answer` under `idempotent`'s key. `Some` when a request that raced this one
+/// recorded first: its answer, which this one must give too (and roll back what it wrote).
+async fn remember<DB, T>(
+    session: &mut DB::Connection,
+    idempotent: &Idempotent,
+    revision: Option<i64>,
+    answer: &T,
+) -> Result<Option<Replay<T>>, StoreError>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q [u8]: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
+    for<'r> (String, Option<Vec<u8>>): FromRow<'r, DB::Row>,
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let body = serde_json::to_vec(answer)
+        .map_err(|err| StoreError::Internal(sqlx::Error::Decode(err.into())))?;
+    let inserted: Option<(String,)> = sqlx::query_as(&DB::queries().remember_answer)
+        .bind(idempotent.key.as_str())
+        .bind(idempotent.fingerprint.as_str())
+        .bind(revision)
+        .bind(body.as_slice())
+        .fetch_optional(&mut *session)
+        .await?;
+    if inserted.is_some() {
+        return Ok(None);
+    }
+    recorded::<DB, T>(session, idempotent).await
 }
 
 fn grant(id: i64, ttl: i64) -> LeaseGrant {

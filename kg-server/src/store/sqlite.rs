@@ -65,8 +65,12 @@ impl Dialect for Sqlite {
     // read, whatever commits meanwhile.
     const SNAPSHOT_BEGIN: &'static str = "BEGIN";
 
+    // A value no event carries (over EVENT_VALUE_MAX_BYTES) is left out: only its size is
+    // read, which SQLite takes from the record without loading the value.
     const CHANGES_SINCE: &'static str =
-        "SELECT key, value, create_revision, mod_revision, version, mod_node, \
+        "SELECT key, CASE WHEN length(value) <= CAST($6 AS bigint) THEN value END AS value, \
+           CAST(length(value) AS bigint) AS value_bytes, create_revision, mod_revision, \
+           version, mod_node, \
            mod_at AS mod_at_ms, lease, reason FROM kg_keys \
          WHERE mod_revision >= $1 AND (mod_revision > $1 OR key > $5) \
            AND key >= $2 AND ($3 IS NULL OR key < $3) \

@@ -18,6 +18,7 @@ on_both_backends!(
     a_lease_end_is_a_version_with_its_reason,
     concurrent_writes_read_back_at_every_revision,
     a_key_written_hundreds_of_times_reads_back_at_every_revision,
+    compactions_racing_writers_that_recreate_purged_keys_never_fail_or_lose_a_write,
 );
 
 /// Status and JSON body of a GET.
@@ -629,4 +630,66 @@ async fn a_key_written_hundreds_of_times_reads_back_at_every_revision(backend: B
     let (status, body) = post_compact(&app, &json!({ "revision": middle })).await;
     assert_eq!(status, 200, "{body}");
     check(middle).await;
+}
+
+/// Compactions race writers that re-create the keys whose tombstones they purge: no request
+/// fails (a compaction and a write batch that wait on each other's locks would be a deadlock
+/// that PostgreSQL breaks by failing one of them) and no write is lost.
+async fn compactions_racing_writers_that_recreate_purged_keys_never_fail_or_lose_a_write(
+    backend: Backend,
+) {
+    let app = spawn_app(backend).await;
+    let keys: Vec<String> = (0..64).map(|i| format!("race/{i:02}")).collect();
+    let mut failures = Vec::new();
+    for round in 0..25 {
+        // Tombstones for the compaction to purge, in one batch as concurrent deletes go.
+        let deletes = keys.iter().map(|key| {
+            app.http
+                .delete(app.url(&format!("/api/key?key={key}")))
+                .send()
+        });
+        for response in futures::future::join_all(deletes).await {
+            let status = response.unwrap().status().as_u16();
+            if status >= 500 {
+                failures.push(format!("round {round}: a delete answered {status}"));
+            }
+        }
+        let current = app.client.status().await.unwrap().revision.unwrap();
+        let body = json!({ "revision": current });
+        let compact = post_compact(&app, &body);
+        let value = format!("round {round}");
+        let puts = keys.iter().map(|key| {
+            app.http
+                .put(app.url("/api/key"))
+                .json(&json!({"data": {"key": key, "value": value}}))
+                .send()
+        });
+        let (compacted, puts) = tokio::join!(compact, futures::future::join_all(puts));
+        if compacted.0 >= 500 {
+            failures.push(format!(
+                "round {round}: the compaction answered {compacted:?}"
+            ));
+        }
+        for response in puts {
+            let response = response.unwrap();
+            let status = response.status().as_u16();
+            if status >= 500 {
+                let body = response.text().await.unwrap();
+                failures.push(format!("round {round}: a put answered {status} {body}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures, the first: {:#?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    for key in &keys {
+        assert_eq!(
+            app.client.get(key).await.unwrap().value,
+            "round 24",
+            "{key}"
+        );
+    }
 }

@@ -21,6 +21,9 @@ on_both_backends!(
     bad_lease_input_is_a_4xx_and_writes_nothing,
     a_retried_ttl_put_is_replayed_not_refused,
     expiry_happens_once_when_three_nodes_race_to_sweep,
+    an_expired_leased_key_never_comes_back_after_a_failed_database_call,
+    reads_that_run_past_the_db_timeout_never_extend_a_lease,
+    revoking_a_lease_past_its_deadline_is_a_404_not_a_revoke,
 );
 
 /// `POST /api/leases/keepalive` renews every live lease it names and answers each id, in order,
@@ -432,6 +435,34 @@ async fn a_retried_ttl_put_is_replayed_not_refused(backend: Backend) {
     assert_eq!(app.client.get("k").await.unwrap().lease, Some(leases[0].id));
 }
 
+/// A lease whose deadline has passed has ended, whether or not the sweeper has deleted it
+/// yet: revoking it is the 404 of a lease that has ended, and its keys' delete is recorded
+/// as the expiry it is, not as a revoke.
+async fn revoking_a_lease_past_its_deadline_is_a_404_not_a_revoke(backend: Backend) {
+    // A sweeper that never comes round again in the test: it ran once, at the start.
+    let options = AppOptions {
+        extra_args: vec!["--lease-sweep-interval=1h".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    let client = &app.client;
+    let lease = client.lease_grant(1).await.unwrap();
+    client
+        .put_with("gone", "v", Precondition::None, Attach::Lease(lease.id))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let revoked = client.lease_revoke(lease.id).await;
+    assert!(
+        matches!(revoked, Err(Error::NotFound { .. })),
+        "a lease past its deadline was revoked: {revoked:?}"
+    );
+    assert!(matches!(
+        client.get("gone").await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
 /// Three nodes on one database, each sweeping every 10 ms: every leased key is deleted once,
 /// so the revision counter ends at exactly one put and one delete per key.
 async fn expiry_happens_once_when_three_nodes_race_to_sweep(backend: Backend) {
@@ -482,6 +513,172 @@ async fn expiry_happens_once_when_three_nodes_race_to_sweep(backend: Backend) {
         sweepers.insert(event.node);
     }
     assert!(!sweepers.is_empty());
+}
+
+/// A leased key whose deadline has passed is never readable again: not after a database call
+/// that failed (here the sweeper's expiry, which waits on another session's write lock past
+/// the db timeout), and not once that lock is let go. The refresh that follows an outage
+/// once gave such a lease its whole TTL back. GETs (through the cache) and listings agree.
+async fn an_expired_leased_key_never_comes_back_after_a_failed_database_call(backend: Backend) {
+    let mut options = cached_options();
+    options.extra_args.push("--db-timeout=500ms".to_owned());
+    let app = spawn_app_with(backend, options).await;
+    let client = &app.client;
+    client
+        .put_with("gone/k", "v", Precondition::None, Attach::Ttl(1))
+        .await
+        .unwrap();
+    let lease = client.get("gone/k").await.unwrap().lease.unwrap();
+    // The lease was granted before the PUT was answered, so its deadline is at most a TTL
+    // after the answer.
+    let past_deadline = Instant::now() + Duration::from_secs(1);
+    // From before the deadline to well after it: the sweeper's expiry waits on the lock and
+    // times out. SQLite's own busy timeout is 5 s, so there the lock outlasts it too.
+    let hold = match backend {
+        Backend::Postgres => Duration::from_millis(2500),
+        Backend::Sqlite => Duration::from_secs(7),
+    };
+    let lock = kg_testkit::hold_revision_lock(&app.database_url, hold).await;
+    let until = Instant::now() + hold + Duration::from_secs(2);
+    let mut judged = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let read = app.get("/api/key?key=gone/k").await;
+        let (status, cache) = (read.status(), read.headers().get("x-cache").cloned());
+        let listed = client.list(Some("gone/"), None, None).await;
+        if started > past_deadline {
+            judged += 1;
+            assert!(
+                matches!(
+                    status,
+                    StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+                ),
+                "a GET {:?} past the deadline answered {status} (x-cache {cache:?})",
+                started - past_deadline
+            );
+            match listed {
+                Ok(listed) => assert!(
+                    listed.keys.is_empty(),
+                    "a listing {:?} past the deadline holds {:?} (the GET said {status})",
+                    started - past_deadline,
+                    listed.keys
+                ),
+                Err(Error::Unavailable { .. }) => {}
+                Err(err) => panic!("{err}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    lock.await.unwrap();
+    assert!(judged > 10, "only {judged} reads past the deadline");
+    assert!(matches!(
+        client.lease(lease).await,
+        Err(Error::NotFound { .. })
+    ));
+}
+
+/// A read never extends a lease. Counts of a large store, sent all at once, queue for the
+/// pool's connections past `--db-timeout` (as a read-only client can make them do); that is
+/// not a database outage, and the lease still runs out at its deadline. Such a timeout once
+/// set the flag of the refresh that gives every lease its full TTL back.
+async fn reads_that_run_past_the_db_timeout_never_extend_a_lease(backend: Backend) {
+    let options = AppOptions {
+        extra_args: vec![
+            "--db-timeout=200ms".to_owned(),
+            "--lease-sweep-interval=50ms".to_owned(),
+        ],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    fill_directly(&app.database_url, 500_000).await;
+    let client = &app.client;
+    // Retried: with this short a timeout, a busy machine may answer 503.
+    let lease = loop {
+        match client.lease_grant(2).await {
+            Ok(grant) => break grant.id,
+            Err(Error::Unavailable { .. }) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    };
+    let past_deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match client
+            .put_with("held", "v", Precondition::None, Attach::Lease(lease))
+            .await
+        {
+            Ok(_) => break,
+            Err(Error::Unavailable { .. }) => continue,
+            Err(err) => panic!("{err}"),
+        }
+    }
+    // Well before the deadline: a burst of reads, many of which time out.
+    let counts = (0..128).map(|_| {
+        let client = client.clone();
+        async move { client.count(None).await }
+    });
+    let timed_out = futures::future::join_all(counts)
+        .await
+        .into_iter()
+        .filter(|count| matches!(count, Err(Error::Unavailable { .. })))
+        .count();
+    assert!(timed_out > 0, "no read ran past the db timeout");
+    assert!(
+        Instant::now() < past_deadline,
+        "the burst outlasted the lease"
+    );
+    let until = past_deadline + Duration::from_millis(1500);
+    let mut judged = 0;
+    while Instant::now() < until {
+        let started = Instant::now();
+        let read = client.get("held").await;
+        if started > past_deadline {
+            judged += 1;
+            assert!(
+                read.is_err(),
+                "a read {:?} past the deadline returned the key: {read:?}",
+                started - past_deadline
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(judged > 5, "only {judged} reads past the deadline");
+}
+
+/// `keys` live keys written straight into the store at revision 1, before the node has
+/// written anything: a large store without a large test.
+async fn fill_directly(url: &str, keys: u32) {
+    use sqlx::Connection as _;
+    let insert = "INSERT INTO kg_keys (key, value, create_revision, mod_revision, version, \
+                    mod_node, mod_at) ";
+    if url.starts_with("sqlite:") {
+        let mut connection = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query(&format!(
+            "{insert} WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n \
+               WHERE i < {keys}) SELECT 'bulk/' || i, x'76', 1, 1, 1, 'bulk', 0 FROM n"
+        ))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE kg_meta SET revision = 1")
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    } else {
+        let mut connection = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query(&format!(
+            "{insert} SELECT 'bulk/' || i, '\\x76', 1, 1, 1, 'bulk', now() \
+             FROM generate_series(1, {keys}) i"
+        ))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        for statement in ["UPDATE kg_meta SET revision = 1", "ANALYZE kg_keys"] {
+            sqlx::query(statement)
+                .execute(&mut connection)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 /// A database outage longer than a lease's TTL does not expire it: no keep-alive could land

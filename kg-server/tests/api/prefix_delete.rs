@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use kg_api::{Attach, ChangeEvent, EventType, Precondition};
+use kg_api::{Attach, ChangeEvent, DeleteReason, EventType, Precondition};
 
 use kg_testkit::{
     spawn_app, spawn_app_on, spawn_app_with, test_redis_url, unique_prefix, AppOptions, Backend,
@@ -15,6 +15,7 @@ use kg_testkit::{
 on_both_backends!(
     a_prefix_delete_removes_every_live_key_under_it_at_one_revision,
     a_replay_of_a_revision_larger_than_a_page_sends_it_whole_and_once,
+    a_key_whose_lease_ends_while_a_prefix_delete_waits_is_recorded_as_expired,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -325,4 +326,100 @@ async fn bad_prefix_deletes_are_refused_with_nothing_written() {
         revision + 1,
         "no revision was used"
     );
+}
+
+/// A prefix delete judges leases when it runs, after it waited for the revision lock: a key
+/// whose lease ended during the wait is not among its deletes (it was gone already), and its
+/// end is recorded as the expiry it was.
+async fn a_key_whose_lease_ends_while_a_prefix_delete_waits_is_recorded_as_expired(
+    backend: Backend,
+) {
+    let options = AppOptions {
+        // Long enough for the delete to be answered after the wait.
+        extra_args: vec![
+            "--db-timeout=10s".to_owned(),
+            "--lease-sweep-interval=100ms".to_owned(),
+        ],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    app.client
+        .put_with("w/leased", "v", Precondition::None, Attach::Ttl(2))
+        .await
+        .unwrap();
+    let before = put(&app, "w/plain", "v").await;
+    let past_deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut watch = app.client.watch(Some("w/"), Some(before)).await.unwrap();
+    let lock = kg_testkit::hold_revision_lock(&app.database_url, Duration::from_millis(3500)).await;
+    let deleted = app.client.delete_prefix("w/", false).await.unwrap();
+    lock.await.unwrap();
+    assert!(std::time::Instant::now() > past_deadline);
+    let mut ends = std::collections::BTreeMap::new();
+    while ends.len() < 2 {
+        let event = next_event(&mut watch).await;
+        assert_eq!(event.kind, EventType::Delete, "{event:?}");
+        ends.insert(event.key.clone(), (event.revision, event.reason));
+    }
+    assert_eq!(
+        ends["w/plain"],
+        (deleted.revision, None),
+        "the prefix delete's own key"
+    );
+    assert_eq!(
+        ends["w/leased"].1,
+        Some(DeleteReason::Expired),
+        "a key whose lease ended before the delete ran is an expiry: {ends:?}"
+    );
+    assert_eq!(deleted.deleted, 1, "{deleted:?}");
+}
+
+/// A 10,000-key prefix delete on PostgreSQL completes within the db timeout whatever its
+/// session ran before. The history trigger's statement is planned once per session, on the
+/// transition tables of the first write it runs for; planned on one row (a single PUT), its
+/// join ran as a nested loop over 10,000 × 10,000 rows, holding the revision lock for
+/// seconds. One pooled session, so that the delete runs where the PUTs ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_large_prefix_delete_is_fast_after_a_session_of_one_row_writes() {
+    use sqlx::Connection as _;
+    let options = AppOptions {
+        extra_args: vec!["--db-pool-size=1".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(Backend::Postgres, options).await;
+    put(&app, "one", "v").await;
+    // 10,000 keys written straight into the table, from another session.
+    let mut admin = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .unwrap();
+    for statement in [
+        "INSERT INTO kg_keys (key, value, create_revision, mod_revision, version, mod_node, \
+           mod_at) SELECT 'big/' || lpad(i::text, 5, '0'), '\\x76', 1 + i, 1 + i, 1, 'bulk', \
+           now() FROM generate_series(1, 10000) i",
+        "UPDATE kg_meta SET revision = 10001",
+    ] {
+        sqlx::query(statement).execute(&mut admin).await.unwrap();
+    }
+    for value in 0..7 {
+        put(&app, "one", &value.to_string()).await;
+    }
+    let started = std::time::Instant::now();
+    let response = app
+        .http
+        .delete(app.url("/api/keys?prefix=big/"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.text().await.unwrap();
+    println!(
+        "10,000-key prefix delete after one-row writes in its session: {status} in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        status,
+        reqwest::StatusCode::OK,
+        "not done within the db timeout: {body}"
+    );
+    let deleted: kg_api::DeletePrefixResponse = serde_json::from_str(&body).unwrap();
+    assert_eq!(deleted.deleted, 10_000);
 }

@@ -332,6 +332,7 @@ async fn batch_applies_ops_in_order_with_consecutive_revisions(backend: Backend)
         after: None,
         limit: 10,
         with_values: true,
+        value_bytes: u64::MAX,
     };
     let listed = store.list(&all).await.unwrap();
     let keys: Vec<_> = listed.iter().map(|record| record.key.as_str()).collect();
@@ -530,8 +531,12 @@ async fn postgres_batched_transactions_match_running_them_one_by_one() {
     let postgres = open_store(&fresh_database(Backend::Postgres, dir.path()).await).await;
     let sqlite = open_store(&fresh_database(Backend::Sqlite, dir.path()).await).await;
     let mark: Box<MarkKeys> = Box::new(|_| Box::pin(async { 0 }));
-    let lease = postgres.lease_grant(600).await.unwrap().id;
-    assert_eq!(sqlite.lease_grant(600).await.unwrap().id, lease);
+    let granted = |grant| match grant {
+        kg_server::store::Granted::New(grant) => grant.id,
+        other => panic!("{other:?}"),
+    };
+    let lease = granted(postgres.lease_grant(600, None).await.unwrap());
+    assert_eq!(granted(sqlite.lease_grant(600, None).await.unwrap()), lease);
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move |below: u64| {
         seed ^= seed << 13;

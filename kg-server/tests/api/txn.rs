@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use kg_api::{
-    Compare, CompareOp, CompareTarget, CompareValue, EventType, Precondition, TxnOp, TxnRequest,
-    TxnResponse, TxnResult,
+    Attach, Compare, CompareOp, CompareTarget, CompareValue, DeleteReason, EventType, Precondition,
+    TxnOp, TxnRequest, TxnResponse, TxnResult,
 };
 use serde_json::{json, Value};
 
@@ -19,6 +19,7 @@ on_both_backends!(
     a_refused_transaction_writes_nothing,
     a_retried_transaction_is_replayed_not_applied_again,
     concurrent_transfers_keep_their_sum,
+    a_transaction_judges_leases_after_waiting_for_the_revision_lock,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -479,5 +480,68 @@ async fn concurrent_transfers_keep_their_sum(backend: Backend) {
         versions,
         2 * moved as i64,
         "each successful transfer wrote two keys, and nothing else did"
+    );
+}
+
+/// A transaction judges leases when it runs, after it waited for the revision lock, not when
+/// its database transaction began: a key whose lease ended during the wait is absent for its
+/// compares and its gets, and its expiry is still recorded as one.
+async fn a_transaction_judges_leases_after_waiting_for_the_revision_lock(backend: Backend) {
+    let options = AppOptions {
+        // Long enough for the transaction to be answered after the wait.
+        extra_args: vec![
+            "--db-timeout=10s".to_owned(),
+            "--lease-sweep-interval=100ms".to_owned(),
+        ],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(backend, options).await;
+    let client = &app.client;
+    client
+        .put_with("tx/k", "alive", Precondition::None, Attach::Ttl(2))
+        .await
+        .unwrap();
+    let past_deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let mut watch = client.watch(Some("tx/"), None).await.unwrap();
+    // Held past the deadline: the transaction, sent well before it, waits for the lock.
+    let lock = kg_testkit::hold_revision_lock(&app.database_url, Duration::from_millis(3500)).await;
+    let request = TxnRequest {
+        compare: vec![compare(
+            "tx/k",
+            CompareTarget::Exists,
+            CompareOp::Equal,
+            CompareValue::Bool(true),
+        )],
+        success: vec![get("tx/k"), put("tx/flag", "saw it alive")],
+        failure: vec![get("tx/k"), put("tx/flag", "saw it gone")],
+    };
+    let answer = client.txn(&request, None).await.unwrap();
+    lock.await.unwrap();
+    assert!(std::time::Instant::now() > past_deadline);
+    assert!(
+        !answer.succeeded,
+        "the transaction ran after the deadline and found the key alive: {answer:?}"
+    );
+    assert!(
+        matches!(&answer.results[0], TxnResult::Get { kv: None, .. }),
+        "{answer:?}"
+    );
+    assert_eq!(client.get("tx/flag").await.unwrap().value, "saw it gone");
+    // The key's end is an expiry, after the transaction's write.
+    let mut ended = None;
+    while ended.is_none() {
+        let event = tokio::time::timeout(WAIT, watch.next())
+            .await
+            .expect("the expiry within the wait")
+            .unwrap()
+            .unwrap();
+        if event.key == "tx/k" {
+            ended = Some(event);
+        }
+    }
+    let ended = ended.unwrap();
+    assert_eq!(
+        (ended.kind, ended.reason),
+        (EventType::Delete, Some(DeleteReason::Expired))
     );
 }

@@ -14,6 +14,7 @@ use kg_testkit::{
 on_both_backends!(
     watch_streams_puts_and_deletes_in_revision_order,
     watch_resumes_after_reconnects_without_missing_a_final_state,
+    a_compaction_that_overtakes_a_replay_is_told_in_the_stream,
 );
 
 /// The next event within `wait`, or a panic naming what was expected.
@@ -409,4 +410,118 @@ async fn from_revision_includes_its_revision_and_last_event_id_resumes_after_it(
     assert_eq!(first_event("from_revision=1", None).await, 1);
     assert_eq!(first_event("prefix=r/", Some("2")).await, 3);
     assert_eq!(first_event("from_revision=1", Some("2")).await, 3);
+}
+
+/// A watcher whose replay a compaction overtakes either still gets every change from its
+/// start or is told in the stream that it was compacted (kg-api's client makes that a 410
+/// error), as etcd's ErrCompacted: never the rest of the replay without the deletes the
+/// compaction purged, as if it were whole.
+async fn a_compaction_that_overtakes_a_replay_is_told_in_the_stream(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = &app.client;
+    let start = client
+        .put("a/x", "first", Precondition::None)
+        .await
+        .unwrap()
+        .revision;
+    // Enough that a reader who reads nothing holds the replay up long before its last page,
+    // the buffers on the way full. Events carry values of up to 1 KiB.
+    let store = kg_testkit::open_store(&app.database_url).await;
+    let value = "v".repeat(1000);
+    let keys: Vec<String> = (0..12_800).map(|i| format!("a/bulk/{i:05}")).collect();
+    for chunk in keys.chunks(256) {
+        let ops: Vec<kg_server::store::WriteOp> = chunk
+            .iter()
+            .map(|key| kg_server::store::WriteOp {
+                key: key.clone(),
+                value: Some(value.clone()),
+                expect: kg_server::store::Expect::Any,
+                idempotency_key: None,
+                lease: None,
+                ttl: None,
+            })
+            .collect();
+        store.apply("bulk", &ops).await.unwrap();
+    }
+    let deleted = client
+        .delete("a/x", Precondition::None)
+        .await
+        .unwrap()
+        .revision;
+
+    let mut watch = client.watch(Some("a/"), Some(start)).await.unwrap();
+    let first = next_event(&mut watch, Duration::from_secs(10)).await;
+    assert!(first.key.starts_with("a/bulk/"), "{first:?}");
+    // The replay is under way and held up by this slow reader: compact its start away.
+    let compacted = client.compact(deleted).await.unwrap();
+    assert_eq!(compacted.compact_revision, deleted);
+
+    let mut puts = 1;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), watch.next()).await {
+            Err(_) => panic!(
+                "after {puts} puts, neither a/x's delete nor a compaction notice came: the \
+                 watcher goes on as if it had every revision"
+            ),
+            Ok(None) => panic!("after {puts} puts the stream ended without a notice"),
+            Ok(Some(Ok(event))) if event.key == "a/x" => {
+                assert_eq!((event.kind, event.revision), (EventType::Delete, deleted));
+                break;
+            }
+            Ok(Some(Ok(_))) => puts += 1,
+            Ok(Some(Err(err))) => {
+                assert_eq!(err.status(), Some(reqwest::StatusCode::GONE), "{err}");
+                assert!(err.to_string().contains("compacted"), "{err}");
+                // Told, the stream ends.
+                let after = tokio::time::timeout(Duration::from_secs(10), watch.next()).await;
+                assert!(matches!(after, Ok(None)), "{after:?}");
+                break;
+            }
+        }
+    }
+}
+
+/// Idle watchers cost the database at most about one query a second per node, however many
+/// there are: each once asked the database for its revision every second, so 50 idle
+/// watchers were 50 queries a second. Counted as the transactions PostgreSQL commits for the
+/// node's database (every statement outside a transaction is one), with the sweeper idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_watchers_share_one_revision_check_a_second() {
+    use sqlx::Connection as _;
+    let options = AppOptions {
+        extra_args: vec!["--lease-sweep-interval=1h".to_owned()],
+        ..AppOptions::default()
+    };
+    let app = spawn_app_with(Backend::Postgres, options).await;
+    let mut watchers = Vec::new();
+    for _ in 0..50 {
+        watchers.push(app.client.watch(Some("idle/"), None).await.unwrap());
+    }
+    let name = app.database_url.rsplit('/').next().unwrap().to_owned();
+    let mut admin = sqlx::PgConnection::connect(&kg_testkit::admin_database_url())
+        .await
+        .unwrap();
+    // Past the watchers' first replays, and past the 10 s an idle PostgreSQL backend may hold
+    // its counts before it reports them (PGSTAT_IDLE_INTERVAL).
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let before = database_commits(&mut admin, &name).await;
+    let window = Duration::from_secs(6);
+    tokio::time::sleep(window).await;
+    let after = database_commits(&mut admin, &name).await;
+    let per_second = (after - before) as f64 / window.as_secs_f64();
+    println!("50 idle watchers: {per_second:.1} commits a second");
+    assert!(
+        per_second <= 3.0,
+        "50 idle watchers cost {per_second:.1} queries a second"
+    );
+    drop(watchers);
+}
+
+/// The transactions PostgreSQL has counted as committed in database `name`.
+async fn database_commits(admin: &mut sqlx::PgConnection, name: &str) -> i64 {
+    sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
+        .bind(name)
+        .fetch_one(admin)
+        .await
+        .unwrap()
 }

@@ -1,0 +1,11 @@
+-- The history trigger's join (0006) is planned once per session and kept: a statement without
+-- parameters gets one generic plan, made on the transition tables of the first write the
+-- session runs it for, with their actual sizes. Made on one row (a single PUT), it is a
+-- nested loop, which a prefix delete of 10,000 keys later runs over 10,000 x 10,000 rows:
+-- seconds under the revision lock (docs/performance.md has the figures). plan_cache_mode
+-- cannot help, as a statement without parameters is never planned again per call.
+--
+-- Without nested loops the planner joins by hashing (or merging), which costs next to nothing
+-- on one row and grows linearly with the rows, whatever they were when the plan was made
+-- (tests/api/prefix_delete.rs: postgres_a_large_prefix_delete_is_fast_after_a_session_of_one_row_writes).
+ALTER FUNCTION kg_keep_history() SET enable_nestloop = off;
