@@ -110,6 +110,16 @@ pub enum Step {
     Do(Action, Member),
     /// Hold the fault for this long.
     Wait(Duration),
+    /// A network fault between the hosts of `start.sh --hosts`: the arguments of
+    /// `scripts/net.sh` (beside the runtime's script), such as `partition pg-leader / etcd1`.
+    Net(Vec<String>),
+}
+
+impl Step {
+    /// The network fault of `scripts/net.sh` whose arguments are `words`, split on spaces.
+    pub fn net(words: &str) -> Step {
+        Step::Net(words.split_whitespace().map(str::to_owned).collect())
+    }
 }
 
 impl fmt::Display for Step {
@@ -117,6 +127,7 @@ impl fmt::Display for Step {
         match self {
             Step::Do(action, member) => write!(f, "{} {member}", action.name()),
             Step::Wait(duration) => write!(f, "wait {} ms", duration.as_millis()),
+            Step::Net(words) => write!(f, "net {}", words.join(" ")),
         }
     }
 }
@@ -230,6 +241,18 @@ impl Runtime {
         }
     }
 
+    /// Runs `scripts/net.sh WORDS...`, the network faults' script beside the local runtime's.
+    pub async fn net(&self, words: &[String]) -> Result<(), String> {
+        match self {
+            Runtime::Local { script, .. } => {
+                let net = script.with_file_name("net.sh");
+                let words: Vec<&str> = words.iter().map(String::as_str).collect();
+                output(local(&net, &words)).await.map(drop)
+            }
+            _ => Err("network faults need the local runtime of start.sh --hosts".to_owned()),
+        }
+    }
+
     /// Runs `steps` in order; returns when each was done, from `origin`, or the first error.
     pub async fn run(&self, steps: &[Step], origin: Instant) -> Result<Vec<Duration>, String> {
         let mut done = Vec::with_capacity(steps.len());
@@ -240,6 +263,10 @@ impl Runtime {
                     .await
                     .map_err(|err| format!("{step}: {err}"))?,
                 Step::Wait(duration) => tokio::time::sleep(*duration).await,
+                Step::Net(words) => self
+                    .net(words)
+                    .await
+                    .map_err(|err| format!("{step}: {err}"))?,
             }
             done.push(origin.elapsed());
         }

@@ -12,6 +12,7 @@ pub mod html;
 pub mod invariant;
 pub mod judge;
 pub mod leases;
+pub mod netem;
 pub mod report;
 pub mod run;
 pub mod stats;
@@ -81,6 +82,29 @@ pub enum Tool {
     /// while: the background load of scripts/bench-leases.sh. Prints a JSON line once all
     /// are granted and one with the totals; exits 1 if any keep-alive failed.
     Leases(LeasesArgs),
+    /// Delay the packets netfilter queues (NFQUEUE) in network namespaces: scripts/net.sh's
+    /// `delay`, where the kernel has no netem. Runs until killed; prints `ready` once the
+    /// queue is bound in every namespace. Needs root.
+    Netem(NetemArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetemArgs {
+    /// The network namespaces (by `ip netns` name) whose queue to read.
+    #[arg(long, value_delimiter = ',', required = true, value_name = "NS,...")]
+    pub netns: Vec<String>,
+    /// The NFQUEUE number the rules send packets to.
+    #[arg(long)]
+    pub queue: u16,
+    /// How long each packet is held.
+    #[arg(long, value_parser = parse_duration)]
+    pub delay: Duration,
+    /// Plus or minus this much, drawn uniformly per packet.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub jitter: Duration,
+    /// Seed of the jitter's draws [default: from the clock].
+    #[arg(long)]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -392,6 +416,25 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             Ok(u8::from(load.failed > 0))
         }
         Some(Tool::Judge(args)) => judge_history(&args, out),
+        Some(Tool::Netem(args)) => {
+            let netem = netem::Netem {
+                namespaces: args.netns,
+                queue: args.queue,
+                delay: args.delay,
+                jitter: args.jitter,
+                seed: args.seed.unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+                }),
+            };
+            // Its own thread: it enters namespaces with setns, which acts on one thread.
+            let handle = std::thread::spawn(move || netem::run(&netem, &mut std::io::stdout()));
+            handle
+                .join()
+                .map_err(|_| "the netem reader panicked".to_owned())??;
+            Ok(0)
+        }
         Some(Tool::Summarize(args)) => summarize_suite(&args, out),
         Some(Tool::Chaos(args)) => {
             let faults: Vec<String> = if args.faults.is_empty() {
