@@ -17,8 +17,8 @@ use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use nix::sched::{setns, CloneFlags};
 use nfq::{Message, Queue, Verdict};
+use nix::sched::{setns, CloneFlags};
 
 /// The longest the reader sleeps while a packet could be waiting to be read.
 const POLL: Duration = Duration::from_micros(200);
@@ -87,7 +87,9 @@ pub fn run(netem: &Netem, out: &mut dyn Write) -> Result<(), String> {
         }
         let wait = held
             .peek()
-            .map_or(POLL, |Reverse((due, ..))| due.saturating_duration_since(now))
+            .map_or(POLL, |Reverse((due, ..))| {
+                due.saturating_duration_since(now)
+            })
             .min(POLL);
         std::thread::sleep(wait);
     }
@@ -150,9 +152,12 @@ fn open_in(name: &str, queue_num: u16) -> Result<Queue, String> {
         .map_err(|err| format!("no network namespace {name}: {err}"))?;
     setns(&namespace, CloneFlags::CLONE_NEWNET)
         .map_err(|err| format!("cannot enter {name} (root needed): {err}"))?;
-    let fail = |what: &str, err: std::io::Error| format!("{what} queue {queue_num} in {name}: {err}");
+    let fail =
+        |what: &str, err: std::io::Error| format!("{what} queue {queue_num} in {name}: {err}");
     let mut queue = Queue::open().map_err(|err| fail("cannot open", err))?;
-    queue.bind(queue_num).map_err(|err| fail("cannot bind", err))?;
+    queue
+        .bind(queue_num)
+        .map_err(|err| fail("cannot bind", err))?;
     // A full queue lets packets through undelayed rather than dropping them: the fault asked
     // for is delay, and loss has a rule of its own.
     queue

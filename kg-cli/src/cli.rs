@@ -402,6 +402,10 @@ pub struct DrillArgs {
     /// Most requests in flight at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub concurrency: u32,
+    /// Keep the drill's recorded history (JSON lines, as `kg-bench --record` writes them) in
+    /// this file, for `kg-bench judge` or a closer look at a failure.
+    #[arg(long, value_name = "FILE")]
+    pub keep_history: Option<PathBuf>,
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {

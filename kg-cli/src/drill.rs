@@ -117,6 +117,9 @@ pub struct DrillOptions {
     pub timeout: Duration,
     /// Bearer token for nodes that require one.
     pub token: Option<String>,
+    /// Where the recorded history is kept; a temporary file, deleted after the verdict, when
+    /// `None`.
+    pub keep_history: Option<std::path::PathBuf>,
 }
 
 /// The figures of one phase.
@@ -195,7 +198,15 @@ pub async fn run_drill(
 
     let run_id = format!("{:08x}", fastrand::u32(..));
     let prefix = format!("drill/{run_id}/");
-    let history_file = std::env::temp_dir().join(format!("kg-drill-{run_id}.jsonl"));
+    let history_file = options
+        .keep_history
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("kg-drill-{run_id}.jsonl")));
+    let forget = |file: &std::path::Path| {
+        if options.keep_history.is_none() {
+            let _ = std::fs::remove_file(file);
+        }
+    };
     let origin = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -246,7 +257,7 @@ pub async fn run_drill(
         if let Err(err) = result {
             stop.store(true, Ordering::Relaxed);
             let _ = load.await;
-            let _ = std::fs::remove_file(&history_file);
+            forget(&history_file);
             bar.finish_and_clear();
             return Err(format!("phase {:?}: {err}", phase.name));
         }
@@ -256,7 +267,7 @@ pub async fn run_drill(
     let loaded = load.await.map_err(|err| format!("the load failed: {err}"));
     bar.finish_and_clear();
     let history = history::read_history_file(&history_file);
-    let _ = std::fs::remove_file(&history_file);
+    forget(&history_file);
     let (report, _) = loaded??;
     let history = history?;
 
@@ -550,6 +561,7 @@ mod tests {
             concurrency: 4,
             timeout: Duration::from_secs(5),
             token: None,
+            keep_history: None,
         }
     }
 

@@ -61,6 +61,7 @@ pub async fn failover_drill(
         concurrency: args.concurrency as usize,
         timeout: client_options.timeout,
         token: client_options.token.clone(),
+        keep_history: args.keep_history.clone(),
     };
     let phases = drill::seed_phases(&nodes);
     let progress = format == Output::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());

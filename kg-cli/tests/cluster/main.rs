@@ -219,6 +219,7 @@ async fn load_survives_kills_and_rolling_restarts_without_errors_or_lost_writes(
         concurrency: 32,
         timeout: Duration::from_secs(5),
         token: None,
+        keep_history: None,
     };
     let report = drill::run_drill(&client, &runtime, &phases, &options, false)
         .await
