@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validates the deployment files offline, as there is no Docker engine or Kubernetes here:
-#   - docker-compose.yml with `docker-compose config -q` (Debian's docker-compose);
+#   - docker-compose.yml, alone and with docker-compose.secure.yml, with `docker-compose
+#     config -q` (Debian's docker-compose);
 #   - that docker-compose.yml and nginx/keygrid.conf agree on the nodes' service names and
 #     ports and on nginx's published ports;
 #   - deploy/kubernetes/*.yaml with kubernetes-validate --strict (from PyPI).
@@ -15,6 +16,8 @@ kubernetes_validate=$(pip_tool kubernetes-validate kubernetes-validate)
 
 step "docker-compose config"
 docker-compose -f docker-compose.yml config -q
+# The secure override names its tokens file as a secret: any file will do for the check.
+KG_AUTH_TOKENS=/dev/null docker-compose -f docker-compose.yml -f docker-compose.secure.yml config -q
 
 step "docker-compose.yml agrees with nginx/keygrid.conf"
 # Debian's docker-compose runs on the system Python, which therefore has PyYAML.
