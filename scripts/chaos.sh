@@ -53,6 +53,17 @@
 #   ./scripts/chaos.sh --ha --repeat N pg-primary-kill, pg-primary-pause and pg-switchover N
 #                                      times each (the issue's target: 20)
 #   ./scripts/chaos.sh --ha --no-hog   without the CPU hog
+#   ./scripts/chaos.sh --hosts [--quick]  the --ha stack laid out as hosts (start.sh --hosts:
+#                                      network namespaces, root only) and network faults
+#                                      through scripts/net.sh, each held and then healed:
+#       pg-leader-isolated       the PostgreSQL leader's host cut from every other host
+#       pg-leader-cut-from-dcs   the leader cut from every etcd member, not from the rest
+#       node-cut-from-redis      n1 cut from both Redis hosts and the Sentinels
+#       node-cut-from-pg         n1 cut from every PostgreSQL host
+#       redis-master-isolated    the Redis master cut from the Sentinels, its replica, n2
+#                                and n3; n1 still reaches it
+#       zone-minority            a zone without the PostgreSQL leader cut from the others
+#       flaky-links              5% loss and 20 ms +/- 10 ms on every link
 # Uses the ports of scripts/start.sh (stop your own stack first); KG_PROFILE=debug for debug
 # binaries. Results: target/chaos/run-*/ and target/chaos/latest.json.
 set -euo pipefail
@@ -66,10 +77,12 @@ ha=0
 quick=0
 repeat=""
 hog=1
+hosts=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1; shift ;;
         --ha) ha=1; shift ;;
+        --hosts) ha=1 hosts=1; shift ;;
         --only) fault=$2; shift 2 ;;
         --repeat) repeat=$2; shift 2 ;;
         --no-hog) hog=0; shift ;;
@@ -88,7 +101,11 @@ if [ "$ha" = 1 ]; then
     [ "$quick" = 1 ] && duration=20 rate=100
     script=scripts/ha.sh
     start_flags+=(--ha)
-    if [ -z "$fault" ]; then
+    if [ "$hosts" = 1 ]; then
+        [ "$(id -u)" -eq 0 ] || fail "--hosts makes network namespaces: run as root"
+        start_flags=(--no-build --hosts)
+        [ -n "$fault" ] || fault=pg-leader-isolated,pg-leader-cut-from-dcs,node-cut-from-redis,node-cut-from-pg,redis-master-isolated,zone-minority,flaky-links
+    elif [ -z "$fault" ]; then
         # times NAME N: NAME N times, comma-separated.
         times() { local i list=""; for ((i = 0; i < $2; i++)); do list+="${list:+,}$1"; done; echo "$list"; }
         fault="$(times pg-primary-kill "${repeat:-1}"),$(times pg-primary-pause "${repeat:-3}")"

@@ -15,6 +15,7 @@
 #   ./scripts/ha.sh sync|async [pg]     synchronous replication on (the tier's setting) or off
 #                                       (only for the negative control of chaos.sh --ha)
 #   ./scripts/ha.sh pid MEMBER
+#   ./scripts/ha.sh resolve NAME        the members NAME stands for (pg-leader: the one now)
 #   ./scripts/ha.sh zombie [pg-leader]  the deterministic zombie primary (needs the stack started
 #                                       with KG_HA_TEST_HOOKS=1): freeze the leader's Patroni
 #                                       inside its leader-key update, and its postmaster, then
@@ -74,15 +75,17 @@ pid_of() { # pid_of FILE: the pid in FILE if that process runs
 etcd_start() {
     local i=$1 cluster="" j
     pid_alive "$HA_DIR/etcd$i.pid" && return 0
-    for j in 1 2 3; do cluster+="${cluster:+,}etcd$j=http://127.0.0.1:${ETCD_PEER[j - 1]}"; done
+    for j in 1 2 3; do cluster+="${cluster:+,}etcd$j=http://$(addr_of "etcd$j"):${ETCD_PEER[j - 1]}"; done
     mkdir -p "$HA_DIR/etcd$i"
-    local state=new
+    local state=new address
+    address=$(addr_of "etcd$i")
     [ -d "$HA_DIR/etcd$i/member" ] && state=existing
-    setsid nohup etcd --name "etcd$i" --data-dir "$HA_DIR/etcd$i" \
-        --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT[i - 1]}" \
-        --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT[i - 1]}" \
-        --listen-peer-urls "http://127.0.0.1:${ETCD_PEER[i - 1]}" \
-        --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER[i - 1]}" \
+    host_prefix "etcd$i"
+    "${HOST_PREFIX[@]}" setsid nohup etcd --name "etcd$i" --data-dir "$HA_DIR/etcd$i" \
+        --listen-client-urls "http://$address:${ETCD_CLIENT[i - 1]}" \
+        --advertise-client-urls "http://$address:${ETCD_CLIENT[i - 1]}" \
+        --listen-peer-urls "http://$address:${ETCD_PEER[i - 1]}" \
+        --initial-advertise-peer-urls "http://$address:${ETCD_PEER[i - 1]}" \
         --initial-cluster "$cluster" --initial-cluster-token keygrid-ha \
         --initial-cluster-state "$state" >>"$KG_LOGS/etcd$i.log" 2>&1 </dev/null &
     echo $! >"$HA_DIR/etcd$i.pid"
@@ -111,6 +114,8 @@ patroni_bin() {
     esac
 }
 patronictl() { "$(patroni_bin)/patronictl" "$@"; }
+# sync_mode: the tier's synchronous_mode: quorum, or true on Debian's Patroni 3.0.2.
+sync_mode() { if [ "$(patroni_bin)" = /usr/bin ]; then echo true; else echo quorum; fi; }
 
 # A member's files (its configuration, its data directory, the zombie drill's trigger) live
 # in one directory that the postgres user owns: Patroni runs as that user.
@@ -138,7 +143,17 @@ patroni_start() {
     bin=$(patroni_bin)
     mkdir -p "$root"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$root" "$(dirname "$root")" && chmod 700 "$root"
-    for j in 1 2 3; do hosts+="${hosts:+,}127.0.0.1:${ETCD_CLIENT[j - 1]}"; done
+    for j in 1 2 3; do hosts+="${hosts:+,}$(addr_of "etcd$j"):${ETCD_CLIENT[j - 1]}"; done
+    local address listen hba=""
+    address=$(addr_of "pg$i")
+    listen=$address
+    # On a host of its own PostgreSQL listens on its address (the others) and on loopback (its
+    # Patroni's local checks), and trusts the hosts' subnet as loopback is trusted here.
+    if hosts_mode; then
+        listen="$address,127.0.0.1"
+        hba="    - host all all $KG_HOSTS_SUBNET.0/24 trust
+    - host replication all $KG_HOSTS_SUBNET.0/24 trust"
+    fi
     # Failover timing. The leader key lives ttl seconds, so a dead leader is replaced about
     # ttl seconds after its last renewal, and the new leader then needs a synchronous standby
     # before it commits (strict mode). Patroni 3.2 and later refuse a ttl under 20 s and
@@ -152,8 +167,8 @@ name: pg$i
 log:
   level: INFO
 restapi:
-  listen: 127.0.0.1:${REST_PORTS[i - 1]}
-  connect_address: 127.0.0.1:${REST_PORTS[i - 1]}
+  listen: $address:${REST_PORTS[i - 1]}
+  connect_address: $address:${REST_PORTS[i - 1]}
 etcd3:
   hosts: $hosts
 bootstrap:
@@ -167,9 +182,16 @@ bootstrap:
     # API, instead of demoting itself after retry_timeout: losing an etcd member must change
     # nothing a client sees.
     failsafe_mode: true
-    # A commit is acknowledged only once a synchronous standby has it, and with no standby
-    # the primary refuses commits rather than run alone.
-    synchronous_mode: true
+    # A commit is acknowledged only once a standby has it (ANY 1 of the two), and with no
+    # standby the primary refuses commits rather than run alone. Quorum rather than one named
+    # synchronous standby: with one named, the other replica streams too and may hold WAL the
+    # synchronous one has not got yet when the leader dies; the synchronous one is promoted,
+    # the other has to be rewound before it can stream again, and strict mode commits nothing
+    # until it does (8 s more, in 1 of 20 kill and 1 of 20 pause drills). In quorum mode the
+    # most advanced replica is promoted and the other only catches up.
+    # (Debian's 3.0.2, the zombie drill's control, has no quorum mode: one named standby.)
+    synchronous_mode: $(sync_mode)
+    synchronous_node_count: 1
     synchronous_mode_strict: true
     postgresql:
       use_pg_rewind: true
@@ -201,9 +223,10 @@ bootstrap:
     - local all all trust
     - host all all 127.0.0.1/32 trust
     - host replication all 127.0.0.1/32 trust
+$hba
 postgresql:
-  listen: 127.0.0.1:${PG_PORTS[i - 1]}
-  connect_address: 127.0.0.1:${PG_PORTS[i - 1]}
+  listen: $listen:${PG_PORTS[i - 1]}
+  connect_address: $address:${PG_PORTS[i - 1]}
   data_dir: $root/data
   bin_dir: $(pg_bin_dir)
   pgpass: $root/pgpass
@@ -235,7 +258,8 @@ YAML
         hooks=(env PYTHONPATH="$(dirname "$root")/hooks" KG_ZOMBIE_TRIGGER="$root/zombie"
             KG_ZOMBIE_PGDATA="$root/data")
     fi
-    setsid nohup "${as_postgres[@]}" "${hooks[@]}" "$bin/patroni" "$conf" \
+    host_prefix "pg$i"
+    "${HOST_PREFIX[@]}" setsid nohup "${as_postgres[@]}" "${hooks[@]}" "$bin/patroni" "$conf" \
         >>"$KG_LOGS/patroni$i.log" 2>&1 </dev/null &
 }
 
@@ -243,7 +267,7 @@ YAML
 pg_leader() {
     local i
     for i in 1 2 3; do
-        if [ "$(http_status "http://127.0.0.1:${REST_PORTS[i - 1]}/primary")" = 200 ]; then
+        if [ "$(http_status "http://$(addr_of "pg$i"):${REST_PORTS[i - 1]}/primary")" = 200 ]; then
             echo "pg$i"
             return 0
         fi
@@ -252,11 +276,16 @@ pg_leader() {
 }
 
 # --- HAProxy ------------------------------------------------------------------------------------
+# haproxy_start [I]: the proxy to the PostgreSQL primary on 127.0.0.1:KG_PG_PORT. With --hosts
+# one per node host (haproxy1 beside n1, ...), inside it, as a sidecar: a node cut from the
+# PostgreSQL hosts is cut from them through its own proxy, as on a machine of its own.
 haproxy_start() {
-    pid_alive "$HA_DIR/haproxy.pid" && return 0
+    local i=${1:-} name=haproxy host=""
+    [ -n "$i" ] && name=haproxy$i host=n$i
+    pid_alive "$HA_DIR/$name.pid" && return 0
     # Each member is checked on its Patroni REST API: /primary answers 200 on the leader only.
     # A member marked down has its sessions cut, so no node keeps talking to a deposed primary.
-    cat >"$HA_DIR/haproxy.cfg" <<CFG
+    cat >"$HA_DIR/$name.cfg" <<CFG
 global
     maxconn 1000
 defaults
@@ -270,43 +299,72 @@ listen primary
     option httpchk GET /primary
     http-check expect status 200
     default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
-$(for i in 1 2 3; do echo "    server pg$i 127.0.0.1:${PG_PORTS[i - 1]} maxconn 300 check port ${REST_PORTS[i - 1]}"; done)
+$(for j in 1 2 3; do echo "    server pg$j $(addr_of "pg$j"):${PG_PORTS[j - 1]} maxconn 300 check port ${REST_PORTS[j - 1]}"; done)
 CFG
-    haproxy -f "$HA_DIR/haproxy.cfg" -c -q || fail "haproxy rejected $HA_DIR/haproxy.cfg"
-    haproxy -f "$HA_DIR/haproxy.cfg" -D -p "$HA_DIR/haproxy.pid" 2>>"$KG_LOGS/haproxy.log"
+    haproxy -f "$HA_DIR/$name.cfg" -c -q || fail "haproxy rejected $HA_DIR/$name.cfg"
+    if [ -n "$host" ]; then
+        in_host "$host" haproxy -f "$HA_DIR/$name.cfg" -D -p "$HA_DIR/$name.pid" 2>>"$KG_LOGS/$name.log"
+    else
+        haproxy -f "$HA_DIR/$name.cfg" -D -p "$HA_DIR/$name.pid" 2>>"$KG_LOGS/$name.log"
+    fi
 }
+
+# The proxies: one on loopback, or one per node host with --hosts.
+proxies() { if hosts_mode; then echo haproxy1 haproxy2 haproxy3; else echo haproxy; fi; }
 
 # --- Redis and Sentinel -------------------------------------------------------------------------
 redis_start() {
-    local i=$1 replica=()
+    local i=$1 replica=() host=()
     pid_alive "$HA_DIR/redis$i/redis.pid" && return 0
     # redis2 starts as redis1's replica; later the Sentinels decide who replicates whom.
-    [ "$i" = 2 ] && [ ! -e "$HA_DIR/redis2.started" ] && replica=(--replicaof 127.0.0.1 "${REDIS_PORTS[0]}")
-    start_redis "${REDIS_PORTS[i - 1]}" "$HA_DIR/redis$i" "${replica[@]}"
+    [ "$i" = 2 ] && [ ! -e "$HA_DIR/redis2.started" ] &&
+        replica=(--replicaof "$(addr_of redis1)" "${REDIS_PORTS[0]}")
+    if hosts_mode; then
+        # Its host's address for the others (and what it tells the Sentinels it is), loopback
+        # for the checks made inside the host.
+        host=(--bind "$(addr_of "redis$i") 127.0.0.1" --replica-announce-ip "$(addr_of "redis$i")")
+        REDIS_RUN=(ip netns exec "$(host_ns "redis$i")")
+    fi
+    start_redis "${REDIS_PORTS[i - 1]}" "$HA_DIR/redis$i" "${replica[@]}" "${host[@]}"
+    REDIS_RUN=()
     touch "$HA_DIR/redis$i.started"
 }
 
 sentinel_start() {
-    local i=$1 port=${SENTINEL_PORTS[$1 - 1]} conf="$HA_DIR/sentinel$1.conf"
+    local i=$1 port=${SENTINEL_PORTS[$1 - 1]} conf="$HA_DIR/sentinel$1.conf" bind=127.0.0.1 announce=""
     pid_alive "$HA_DIR/sentinel$i.pid" && return 0
+    if hosts_mode; then
+        bind="$(addr_of "sentinel$i") 127.0.0.1"
+        announce="sentinel announce-ip $(addr_of "sentinel$i")"
+    fi
     # A Sentinel rewrites its file as the topology changes; an existing one is kept.
     if [ ! -f "$conf" ]; then
         cat >"$conf" <<CONF
 port $port
-bind 127.0.0.1
-sentinel monitor $REDIS_MASTER_NAME 127.0.0.1 ${REDIS_PORTS[0]} 2
+bind $bind
+$announce
+sentinel monitor $REDIS_MASTER_NAME $(addr_of redis1) ${REDIS_PORTS[0]} 2
 sentinel down-after-milliseconds $REDIS_MASTER_NAME 1000
 sentinel failover-timeout $REDIS_MASTER_NAME 10000
 sentinel parallel-syncs $REDIS_MASTER_NAME 1
 CONF
     fi
-    redis-server "$conf" --sentinel --daemonize yes --pidfile "$HA_DIR/sentinel$i.pid" \
-        --logfile "$KG_LOGS/sentinel$i.log" --dir "$HA_DIR" >/dev/null
+    in_host "sentinel$i" redis-server "$conf" --sentinel --daemonize yes \
+        --pidfile "$HA_DIR/sentinel$i.pid" --logfile "$KG_LOGS/sentinel$i.log" --dir "$HA_DIR" >/dev/null
+}
+
+# sentinel_ask ARGS...: the first Sentinel's answer to SENTINEL ARGS, asking each in turn.
+sentinel_ask() {
+    local i answer
+    for i in 1 2 3; do
+        answer=$(redis-cli -h "$(addr_of "sentinel$i")" -p "${SENTINEL_PORTS[i - 1]}" sentinel "$@" 2>/dev/null) &&
+            [ -n "$answer" ] && { printf '%s\n' "$answer"; return 0; }
+    done
+    return 1
 }
 
 redis_master_port() {
-    redis-cli -p "${SENTINEL_PORTS[0]}" sentinel get-master-addr-by-name "$REDIS_MASTER_NAME" 2>/dev/null |
-        sed -n 2p
+    sentinel_ask get-master-addr-by-name "$REDIS_MASTER_NAME" | sed -n 2p
 }
 
 redis_master() {
@@ -323,7 +381,7 @@ etcd_leader() {
     local i metrics
     for i in 1 2 3; do
         # Read whole before grep: grep -q would stop reading and fail curl (pipefail).
-        metrics=$(curl -fsS --max-time 1 "http://127.0.0.1:${ETCD_CLIENT[i - 1]}/metrics" 2>/dev/null) || continue
+        metrics=$(curl -fsS --max-time 1 "http://$(addr_of "etcd$i"):${ETCD_CLIENT[i - 1]}/metrics" 2>/dev/null) || continue
         if grep -q '^etcd_server_is_leader 1' <<<"$metrics"; then
             echo "etcd$i"
             return 0
@@ -358,7 +416,7 @@ pids() {
                 pgrep -P "$pid" -f walsender || true
             done
             ;;
-        haproxy) pid_of "$HA_DIR/haproxy.pid" || true ;;
+        haproxy | haproxy?) pid_of "$HA_DIR/$member.pid" || true ;;
         redis?) pid_of "$HA_DIR/redis$(index "$member" redis)/redis.pid" || true ;;
         sentinel?) pid_of "$HA_DIR/sentinel$(index "$member" sentinel).pid" || true ;;
         *) fail "unknown member '$member'" ;;
@@ -370,6 +428,7 @@ member_start() {
         etcd?) etcd_start "$(index "$1" etcd)" ;;
         pg?) patroni_start "$(index "$1" pg)" ;;
         haproxy) haproxy_start ;;
+        haproxy?) haproxy_start "$(index "$1" haproxy)" ;;
         redis?) redis_start "$(index "$1" redis)" ;;
         sentinel?) sentinel_start "$(index "$1" sentinel)" ;;
         *) fail "unknown member '$1'" ;;
@@ -414,7 +473,26 @@ member_stop() {
     echo "$member stopped ($signal)"
 }
 
-ALL=(etcd1 etcd2 etcd3 pg1 pg2 pg3 haproxy redis1 redis2 sentinel1 sentinel2 sentinel3)
+# shellcheck disable=SC2207
+ALL=(etcd1 etcd2 etcd3 pg1 pg2 pg3 $(proxies) redis1 redis2 sentinel1 sentinel2 sentinel3)
+
+# host_of MEMBER: the host a member runs on with --hosts (a proxy on its node's).
+host_of() {
+    case "$1" in
+        haproxy?) echo "n${1#haproxy}" ;;
+        haproxy) echo - ;;
+        *) echo "$1" ;;
+    esac
+}
+
+# pg_admin ARGS...: psql to the primary through the proxy (with --hosts, n1's sidecar).
+pg_admin() {
+    if hosts_mode; then
+        in_host n1 psql "postgres://postgres@127.0.0.1:$KG_PG_PORT/postgres" "$@"
+    else
+        psql "postgres://postgres@127.0.0.1:$KG_PG_PORT/postgres" "$@"
+    fi
+}
 
 # resolve MEMBER: the members a name stands for.
 resolve() {
@@ -435,11 +513,16 @@ up() {
         redis-cli:redis-tools psql:postgresql-client initdb:postgresql
     mkdir -p "$HA_DIR" "$KG_LOGS"
     local member port
-    for member in "${ALL[@]}"; do
-        [ -n "$(pids "$member")" ] && continue
-        port=$(port_of "$member")
-        port_in_use "$port" && fail "port $port ($member) is taken by something else"
-    done
+    if hosts_mode; then
+        # On their own hosts the members' ports are theirs; the hosts must be there.
+        scripts/hosts.sh check
+    else
+        for member in "${ALL[@]}"; do
+            [ -n "$(pids "$member")" ] && continue
+            port=$(port_of "$member")
+            port_in_use "$port" && fail "port $port ($member) is taken by something else"
+        done
+    fi
     # Which Patroni, decided once (see patroni_bin), and whether it carries the test hook.
     local bin
     bin=$(patroni_bin)
@@ -447,35 +530,41 @@ up() {
     if [ "${KG_HA_TEST_HOOKS:-0}" = 1 ]; then touch "$HA_DIR/test-hooks"; else rm -f "$HA_DIR/test-hooks"; fi
     for i in 1 2 3; do etcd_start "$i"; done
     for _ in $(seq 100); do
-        [ "$(http_status "http://127.0.0.1:${ETCD_CLIENT[0]}/health")" = 200 ] && break
+        [ "$(http_status "http://$(addr_of etcd1):${ETCD_CLIENT[0]}/health")" = 200 ] && break
         sleep 0.1
     done
     for i in 1 2 3; do patroni_start "$i"; done
-    haproxy_start
+    if hosts_mode; then
+        for i in 1 2 3; do haproxy_start "$i"; done
+    else
+        haproxy_start
+    fi
     for i in 1 2; do redis_start "$i"; done
     for i in 1 2 3; do sentinel_start "$i"; done
     step "waiting for a PostgreSQL leader with a synchronous standby"
-    local deadline=$((SECONDS + 120)) admin="postgres://postgres@127.0.0.1:$KG_PG_PORT/postgres"
-    until [ "$(psql "$admin" -qAtc 'select not pg_is_in_recovery()' 2>/dev/null)" = t ] &&
-        curl -fs "http://127.0.0.1:${REST_PORTS[0]}/cluster" | grep -q '"sync_standby"'; do
+    local deadline=$((SECONDS + 120))
+    until [ "$(pg_admin -qAtc 'select not pg_is_in_recovery()' 2>/dev/null)" = t ] &&
+        curl -fs "http://$(addr_of pg1):${REST_PORTS[0]}/cluster" | grep -Eq '"(sync|quorum)_standby"'; do
         [ "$SECONDS" -lt "$deadline" ] || fail "no PostgreSQL leader with a sync standby within 120 s; see $KG_LOGS/patroni*.log"
         sleep 0.5
     done
-    if [ -z "$(psql "$admin" -qAtc "select 1 from pg_database where datname = 'keygrid'")" ]; then
-        psql "$admin" -qc "create database keygrid" >/dev/null
+    if [ -z "$(pg_admin -qAtc "select 1 from pg_database where datname = 'keygrid'")" ]; then
+        pg_admin -qc "create database keygrid" >/dev/null
     fi
     step "waiting for the Sentinels to agree on a Redis master"
     until [ -n "$(redis_master_port)" ] &&
-        redis-cli -p "${SENTINEL_PORTS[0]}" sentinel replicas "$REDIS_MASTER_NAME" 2>/dev/null | grep -q .; do
+        sentinel_ask replicas "$REDIS_MASTER_NAME" | grep -q .; do
         [ "$SECONDS" -lt "$deadline" ] || fail "the Sentinels name no master with a replica; see $KG_LOGS/sentinel*.log"
         sleep 0.2
     done
-    echo "data tier up: PostgreSQL leader $(pg_leader) behind 127.0.0.1:$KG_PG_PORT, Redis master $(redis_master)"
+    local proxy="127.0.0.1:$KG_PG_PORT"
+    hosts_mode && proxy="127.0.0.1:$KG_PG_PORT on each node's host"
+    echo "data tier up: PostgreSQL leader $(pg_leader) behind $proxy, Redis master $(redis_master)"
 }
 
 down() {
     local member
-    for member in sentinel3 sentinel2 sentinel1 redis2 redis1 haproxy pg3 pg2 pg1; do
+    for member in sentinel3 sentinel2 sentinel1 redis2 redis1 $(proxies) pg3 pg2 pg1; do
         [ -n "$(pids "$member")" ] && member_stop "$member" TERM >/dev/null
     done
     # etcd last: Patroni keeps its lock in it until it has stopped PostgreSQL.
@@ -491,7 +580,7 @@ role_of() {
         etcd?)
             i=$(index "$member" etcd)
             local status
-            status=$(curl -fs -X POST "http://127.0.0.1:${ETCD_CLIENT[i - 1]}/v3/maintenance/status" -d '{}' 2>/dev/null) || { echo -; return; }
+            status=$(curl -fs -m 2 -X POST "http://$(addr_of "$member"):${ETCD_CLIENT[i - 1]}/v3/maintenance/status" -d '{}' 2>/dev/null) || { echo -; return; }
             local id leader
             id=$(sed -n 's/.*"member_id":"\([0-9]*\)".*/\1/p' <<<"$status")
             leader=$(sed -n 's/.*"leader":"\([0-9]*\)".*/\1/p' <<<"$status")
@@ -500,15 +589,15 @@ role_of() {
         pg?)
             i=$(index "$member" pg)
             local cluster
-            cluster=$(curl -fs "http://127.0.0.1:${REST_PORTS[i - 1]}/cluster" 2>/dev/null) || { echo -; return; }
+            cluster=$(curl -fs -m 2 "http://$(addr_of "$member"):${REST_PORTS[i - 1]}/cluster" 2>/dev/null) || { echo -; return; }
             # {"members": [{"name": "pg1", "role": "leader", ...}, ...]}
             sed -n "s/.*{\"name\": \"$member\", \"role\": \"\([a-z_]*\)\".*/\1/p" <<<"$cluster" |
-                sed 's/sync_standby/sync standby/' | grep . || echo -
+                sed -e 's/sync_standby/sync standby/' -e 's/quorum_standby/quorum standby/' | grep . || echo -
             ;;
-        haproxy) echo "proxy to $(pg_leader 2>/dev/null || echo nothing)" ;;
+        haproxy | haproxy?) echo "proxy to $(pg_leader 2>/dev/null || echo nothing)" ;;
         redis?)
             i=$(index "$member" redis)
-            redis-cli -p "${REDIS_PORTS[i - 1]}" info replication 2>/dev/null |
+            redis-cli -h "$(addr_of "$member")" -p "${REDIS_PORTS[i - 1]}" info replication 2>/dev/null |
                 sed -n 's/^role:\([a-z]*\).*/\1/p' | sed 's/slave/replica/' | grep . || echo -
             ;;
         sentinel?) echo sentinel ;;
@@ -519,27 +608,36 @@ port_of() {
     case "$1" in
         etcd?) echo "${ETCD_CLIENT[$(index "$1" etcd) - 1]}" ;;
         pg?) echo "${PG_PORTS[$(index "$1" pg) - 1]}" ;;
-        haproxy) echo "$KG_PG_PORT" ;;
+        haproxy | haproxy?) echo "$KG_PG_PORT" ;;
         redis?) echo "${REDIS_PORTS[$(index "$1" redis) - 1]}" ;;
         sentinel?) echo "${SENTINEL_PORTS[$(index "$1" sentinel) - 1]}" ;;
     esac
 }
 
 status() {
-    local json=${1:-} member kind pid role first=1
+    local json=${1:-} member kind pid role first=1 host address
     [ "$json" = --json ] && printf '['
-    [ "$json" = --json ] || printf '%-10s %-10s %-6s %-8s %s\n' KIND NAME PORT PID ROLE
+    [ "$json" = --json ] || printf '%-10s %-10s %-10s %-13s %-6s %-8s %s\n' KIND NAME HOST ADDRESS PORT PID ROLE
     for member in "${ALL[@]}"; do
         kind=${member%%[0-9]*}
         pid=$(pids "$member" | head -n 1 || true)
         if [ -n "$pid" ]; then role=$(role_of "$member"); else role=down; fi
+        host=$(host_of "$member")
+        if hosts_mode; then
+            address=$(host_ip "$host")
+            # A sidecar listens on its host's loopback.
+            [[ "$member" == haproxy* ]] && address=127.0.0.1
+        else
+            host=localhost address=127.0.0.1
+        fi
         if [ "$json" = --json ]; then
             [ "$first" = 1 ] || printf ','
             first=0
-            printf '{"kind":"%s","name":"%s","port":%s,"pid":%s,"role":"%s"}' \
-                "$kind" "$member" "$(port_of "$member")" "${pid:-null}" "$role"
+            printf '{"kind":"%s","name":"%s","host":"%s","address":"%s","port":%s,"pid":%s,"role":"%s"}' \
+                "$kind" "$member" "$host" "$address" "$(port_of "$member")" "${pid:-null}" "$role"
         else
-            printf '%-10s %-10s %-6s %-8s %s\n' "$kind" "$member" "$(port_of "$member")" "${pid:--}" "$role"
+            printf '%-10s %-10s %-10s %-13s %-6s %-8s %s\n' "$kind" "$member" "$host" "$address" \
+                "$(port_of "$member")" "${pid:--}" "$role"
         fi
     done
     [ "$json" = --json ] && printf ']\n'
@@ -555,7 +653,7 @@ status() {
 replication() {
     local mode=$1 settings deadline=$((SECONDS + 30))
     case "$mode" in
-        sync) settings=(-s synchronous_mode=true -s synchronous_mode_strict=true -s maximum_lag_on_failover=0) ;;
+        sync) settings=(-s "synchronous_mode=$(sync_mode)" -s synchronous_mode_strict=true -s maximum_lag_on_failover=0) ;;
         async) settings=(-s synchronous_mode=false -s synchronous_mode_strict=false -s maximum_lag_on_failover=1073741824) ;;
         *) fail "replication sync|async" ;;
     esac
@@ -577,8 +675,8 @@ replication() {
 sync_standby_named() {
     local i cluster
     for i in 1 2 3; do
-        cluster=$(curl -fsS --max-time 1 "http://127.0.0.1:${REST_PORTS[i - 1]}/cluster" 2>/dev/null) || continue
-        grep -q '"sync_standby"' <<<"$cluster"
+        cluster=$(curl -fsS --max-time 1 "http://$(addr_of "pg$i"):${REST_PORTS[i - 1]}/cluster" 2>/dev/null) || continue
+        grep -Eq '"(sync|quorum)_standby"' <<<"$cluster"
         return
     done
     return 2
@@ -620,7 +718,7 @@ zombie() {
         [ "$SECONDS" -lt "$deadline" ] || fail "no member took over from the frozen $leader within 120 s"
         sleep 0.2
     done
-    local url="postgres://postgres@127.0.0.1:${PG_PORTS[$(index "$now" pg) - 1]}/keygrid"
+    local url="postgres://postgres@$(addr_of "$now"):${PG_PORTS[$(index "$now" pg) - 1]}/keygrid"
     # KeyGrid's writes commit on the new leader once it has a synchronous standby.
     until before=$(psql "$url" -qAtc 'select revision from kg_meta' 2>/dev/null) && [ -n "$before" ]; do
         [ "$SECONDS" -lt "$deadline" ] || fail "$now does not answer"
@@ -642,6 +740,8 @@ case "$action" in
     up) up ;;
     switchover) switchover ;;
     zombie) zombie ;;
+    # The members a name stands for (pg-leader, redis-master, etcd-leader: the holder now).
+    resolve) [ -n "$target" ] || { usage; exit 2; }; resolve "$target" ;;
     # MEMBER is pg (the fault runtime names the kind it acts on).
     sync | async) replication "$action" ;;
     down)

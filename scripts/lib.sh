@@ -71,7 +71,37 @@ ensure_build_tools() {
 # The nodes listen on 8001-8003, nginx on 8000 (API) and 8080 (web view).
 
 KG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-KG_STATE_DIR=$(realpath -m "${KG_STATE_DIR:-$KG_ROOT/.keygrid}")
+# Each stack keeps its data in a directory of its own, so that trying one does not cost the
+# other's data: the single-server stack in .keygrid, the --ha stack in .keygrid-ha (or in
+# .keygrid, where an --ha stack was made before they were apart). Without KG_STATE_DIR the
+# scripts act on the stack that runs, else on the single-server one.
+KG_SINGLE_STATE_DIR="$KG_ROOT/.keygrid"
+KG_HA_STATE_DIR="$KG_ROOT/.keygrid-ha"
+[ -e "$KG_SINGLE_STATE_DIR/run/ha" ] && KG_HA_STATE_DIR=$KG_SINGLE_STATE_DIR
+# The --hosts stack (the --ha stack on network namespaces) has one too: its members' addresses
+# are in its configuration, so it cannot share the loopback stack's.
+KG_HOSTS_STATE_DIR="$KG_ROOT/.keygrid-hosts"
+# stack_alive DIR: true when a process of the stack in DIR runs (a node's supervisor, nginx,
+# the single server's PostgreSQL or Redis, or an etcd of the --ha tier).
+stack_alive() {
+    local file pid
+    for file in "$1"/run/*.supervisor.pid "$1/nginx/nginx.pid" "$1/run/redis.pid" \
+        "$1/postgres/postmaster.pid" "$1"/ha/etcd?.pid; do
+        [ -s "$file" ] || continue
+        pid=$(head -n 1 "$file" 2>/dev/null) || continue
+        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && return 0
+    done
+    return 1
+}
+KG_STATE_DIR_SET=${KG_STATE_DIR:+1}
+if [ -z "${KG_STATE_DIR:-}" ]; then
+    if [ "$KG_HA_STATE_DIR" != "$KG_SINGLE_STATE_DIR" ] && stack_alive "$KG_HA_STATE_DIR"; then
+        KG_STATE_DIR=$KG_HA_STATE_DIR
+    elif stack_alive "$KG_HOSTS_STATE_DIR"; then
+        KG_STATE_DIR=$KG_HOSTS_STATE_DIR
+    fi
+fi
+KG_STATE_DIR=$(realpath -m "${KG_STATE_DIR:-$KG_SINGLE_STATE_DIR}")
 KG_PG_PORT=${KG_PG_PORT:-5442}
 KG_REDIS_PORT=${KG_REDIS_PORT:-6389}
 KG_PROFILE_SET=${KG_PROFILE:+1}
@@ -86,8 +116,72 @@ KG_RUN="$KG_STATE_DIR/run"
 KG_LOGS="$KG_STATE_DIR/logs"
 KG_DATABASE_URL="postgres://postgres@127.0.0.1:$KG_PG_PORT/keygrid"
 KG_STACK_REDIS_URL="redis://127.0.0.1:$KG_REDIS_PORT"
-# With `start.sh --ha` (scripts/ha.sh) the nodes find the Redis primary through these.
+# With `start.sh --ha` (scripts/ha.sh) the nodes find the Redis primary through these (on
+# their hosts' addresses with --hosts: below).
 KG_HA_SENTINELS="127.0.0.1:26389,127.0.0.1:26390,127.0.0.1:26391"
+
+# --- hosts (start.sh --hosts, scripts/hosts.sh) --------------------------------------------------
+# With --hosts every member runs in a network namespace of its own, on KG_HOSTS_SUBNET's /24.
+KG_HOSTS_SUBNET=${KG_HOSTS_SUBNET:-10.77.0}
+KG_HOSTS_PREFIX=kgh-
+
+# hosts_mode: true when the stack runs with --hosts.
+hosts_mode() { [ -f "$KG_RUN/hosts" ]; }
+# all_hosts: every host of --hosts, one per line.
+all_hosts() {
+    printf '%s\n' nginx n1 n2 n3 pg1 pg2 pg3 etcd1 etcd2 etcd3 redis1 redis2 sentinel1 sentinel2 sentinel3
+}
+# host_ns HOST: its namespace; net_ns: the bridge's.
+host_ns() { echo "$KG_HOSTS_PREFIX$1"; }
+net_ns() { echo "${KG_HOSTS_PREFIX}net"; }
+# host_ip HOST: its address on the bridge.
+host_ip() {
+    local last
+    case "$1" in
+        nginx) last=10 ;;
+        n[1-3]) last=$((10 + ${1#n})) ;;
+        pg[1-3]) last=$((20 + ${1#pg})) ;;
+        etcd[1-3]) last=$((30 + ${1#etcd})) ;;
+        redis[1-2]) last=$((40 + ${1#redis})) ;;
+        sentinel[1-3]) last=$((50 + ${1#sentinel})) ;;
+        *) fail "unknown host '$1' (the hosts are $(all_hosts | paste -sd' ' -))" ;;
+    esac
+    echo "$KG_HOSTS_SUBNET.$last"
+}
+# host_zone HOST: a, b or c (the number in its name), or - for the front (nginx).
+host_zone() {
+    case "$1" in
+        nginx) echo - ;;
+        *) local n=${1//[!0-9]/}; printf '%s\n' "$(echo abc | cut -c"$n")" ;;
+    esac
+}
+# addr_of HOST: where the others reach it: its address with --hosts, else loopback.
+addr_of() {
+    if hosts_mode; then host_ip "$1"; else echo 127.0.0.1; fi
+}
+if hosts_mode; then
+    KG_HA_SENTINELS="$(host_ip sentinel1):26389,$(host_ip sentinel2):26390,$(host_ip sentinel3):26391"
+fi
+
+# host_prefix HOST: sets HOST_PREFIX to what runs a command inside HOST's namespace with
+# --hosts (`ip netns exec NS`), else to nothing. A command started in the background with it
+# is that process itself ($! its pid), as in_host, a function, would not be.
+HOST_PREFIX=()
+host_prefix() {
+    HOST_PREFIX=()
+    if hosts_mode; then HOST_PREFIX=(ip netns exec "$(host_ns "$1")"); fi
+}
+
+# in_host HOST CMD...: CMD inside HOST's namespace with --hosts, else as it is.
+in_host() {
+    local host=$1
+    shift
+    if hosts_mode; then
+        ip netns exec "$(host_ns "$host")" "$@"
+    else
+        "$@"
+    fi
+}
 
 # The binaries' directory: the one start.sh recorded for the running stack, else KG_PROFILE's.
 kg_bin_dir() {
@@ -158,8 +252,8 @@ pip_tool() {
 }
 
 # patroni_venv: installs the Patroni of deploy/patroni/requirements.txt (PyPI's, every package
-# pinned) into a virtual environment of Debian's python3 unless it is there already, and
-# prints the environment's directory. Patroni runs as the postgres user when the scripts run
+# pinned) into a virtual environment of Debian's python3 under KG_TOOLS_DIR (default the
+# checkout's .keygrid) unless it is there already, and prints the environment's directory. Patroni runs as the postgres user when the scripts run
 # as root, so the environment is made where that user can reach it: under the checkout's
 # .keygrid, or under /var/lib/keygrid when the checkout is closed to it (a clone under /root),
 # and from /usr/bin/python3, since an interpreter under /root (pyenv's) would be closed too.
@@ -167,8 +261,9 @@ patroni_venv() {
     local requirements="$KG_ROOT/deploy/patroni/requirements.txt" version venv
     version=$(sed -n 's/^patroni\[[a-z0-9,]*\]==\(.*\)$/\1/p' "$requirements")
     [ -n "$version" ] || fail "$requirements pins no patroni version"
-    venv="$KG_ROOT/.keygrid/patroni-$version"
-    postgres_can_reach "$KG_ROOT" || venv="/var/lib/keygrid/patroni-$version"
+    local tools=${KG_TOOLS_DIR:-$KG_ROOT/.keygrid}
+    venv="$tools/patroni-$version"
+    postgres_can_reach "$tools" || venv="/var/lib/keygrid/patroni-$version"
     # The marker is written last: an install that was cut short is done again.
     if [ ! -f "$venv/.installed" ] || ! cmp -s "$requirements" "$venv/.installed"; then
         ensure_packages /usr/bin/python3:python3
@@ -282,17 +377,19 @@ purge_postgres() {
 # start_redis [PORT DIR [ARG...]]: a Redis on 127.0.0.1:PORT (default the stack's,
 # KG_REDIS_PORT), persistence off, its pid in DIR/redis.pid and log in DIR/redis.log (default
 # the stack's run and log directories), with more of redis-server's arguments (ha.sh's
-# replica: --replicaof HOST PORT); waits for its PONG.
+# replica: --replicaof HOST PORT; a later --bind replaces loopback); waits for its PONG. With
+# REDIS_RUN set (an array: `ip netns exec NS`), it runs there.
+REDIS_RUN=()
 start_redis() {
     local port=${1:-$KG_REDIS_PORT} pid_dir=${2:-$KG_RUN} log_dir=${2:-$KG_LOGS}
     local dir=${2:-$KG_STATE_DIR}/redis
     shift $(($# < 2 ? $# : 2))
     mkdir -p "$dir" "$pid_dir" "$log_dir"
-    redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
+    "${REDIS_RUN[@]}" redis-server --port "$port" --bind 127.0.0.1 --daemonize yes \
         --pidfile "$pid_dir/redis.pid" --logfile "$log_dir/redis.log" \
         --dir "$dir" --save "" --appendonly no "$@" >/dev/null
     for _ in $(seq 50); do
-        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+        [ "$("${REDIS_RUN[@]}" redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
         sleep 0.1
     done
     fail "Redis did not start; see $log_dir/redis.log"

@@ -33,9 +33,12 @@ supervise() {
     # reads are fenced so that a deposed primary cannot answer one (docs/consistency.md).
     local redis=("KG_REDIS_URL=$KG_STACK_REDIS_URL")
     [ -e "$KG_RUN/ha" ] && redis=("KG_REDIS_SENTINEL=$KG_HA_SENTINELS" "KG_REDIS_MASTER=keygrid" "KG_READ_FENCE=true")
+    # With --hosts the node runs on its own host, on its address; its database URL is the same,
+    # its host's HAProxy sidecar on loopback.
+    host_prefix "$node"
     while [ ! -e "$KG_RUN/$node.down" ]; do
-        env KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$node" KG_DATABASE_URL="$KG_DATABASE_URL" \
-            "${redis[@]}" KG_WORKER_THREADS="$KG_WORKER_THREADS" \
+        "${HOST_PREFIX[@]}" env KG_LISTEN="$(addr_of "$node"):$port" KG_NODE_ID="$node" \
+            KG_DATABASE_URL="$KG_DATABASE_URL" "${redis[@]}" KG_WORKER_THREADS="$KG_WORKER_THREADS" \
             "$bin/kg-server" &
         child=$!
         echo "$child" >"$KG_RUN/$node.pid"
@@ -59,13 +62,13 @@ start() {
         echo "$node is already running"
     else
         [ -x "$(kg_bin_dir)/kg-server" ] || fail "$(kg_bin_dir)/kg-server is missing; run ./scripts/start.sh"
-        port_in_use "$port" && fail "port $port is taken by something else"
+        hosts_mode || ! port_in_use "$port" || fail "port $port is taken by something else"
         rm -f "$KG_RUN/$node.down"
         setsid nohup "$0" supervise "$node" >>"$KG_LOGS/$node.log" 2>&1 </dev/null &
-        echo "$node starting on 127.0.0.1:$port (log: $KG_LOGS/$node.log)"
+        echo "$node starting on $(addr_of "$node"):$port (log: $KG_LOGS/$node.log)"
     fi
     if [ "$wait" != --no-wait ]; then
-        wait_for_status "http://127.0.0.1:$port/api/ready" 200 30 ||
+        wait_for_status "http://$(addr_of "$node"):$port/api/ready" 200 30 ||
             fail "$node did not become ready; see $KG_LOGS/$node.log"
         echo "$node is ready"
     fi
@@ -147,7 +150,7 @@ status() {
     for node in "${KG_NODES[@]}"; do
         port=$(node_port "$node")
         if pid_alive "$KG_RUN/$node.pid"; then state=up; else state=down; fi
-        ready=$(http_status "http://127.0.0.1:$port/api/ready")
+        ready=$(http_status "http://$(addr_of "$node"):$port/api/ready")
         printf '%-5s %-6s %-8s %s\n' "$node" "$state" "$(cat "$KG_RUN/$node.pid" 2>/dev/null || echo -)" "$ready"
     done
 }

@@ -1,18 +1,27 @@
 #!/usr/bin/env bash
 # Starts the whole KeyGrid stack with one command: a PostgreSQL and a Redis of its own, three
 # supervised kg-server nodes (n1, n2, n3 on 8001-8003) and nginx (API on :8000, web view on
-# :8080). Everything lives under .keygrid/; ./scripts/stop.sh stops it without losing data.
+# :8080). Everything lives under .keygrid/ (the --ha stack's under .keygrid-ha/, so that
+# switching stacks keeps each one's data); ./scripts/stop.sh stops it without losing data.
 #
 #   ./scripts/start.sh            build and start the local stack (no Docker needed)
 #   ./scripts/start.sh --docker   the same with docker-compose.yml (through podman where no
-#                                 Docker engine answers: README, Docker)
+#                                 Docker engine answers: README, Docker): the API open, as
+#                                 the seed's README uses it, published on 127.0.0.1 only
+#   ./scripts/start.sh --docker --auth   with bearer tokens (docker-compose.secure.yml; the
+#                                 tokens file .keygrid/secrets/auth-tokens is written if missing)
 #   ./scripts/start.sh --no-build start from binaries built earlier
 #   ./scripts/start.sh --ha       the same with a replicated data tier (scripts/ha.sh):
 #                                 PostgreSQL x3 under Patroni and etcd behind HAProxy on 5442,
 #                                 Redis primary, replica and three Sentinels
+#   ./scripts/start.sh --hosts    the --ha stack laid out as hosts: every member in a network
+#                                 namespace of its own, on one bridge (scripts/hosts.sh; root
+#                                 only), in three zones; the API and the web view still on
+#                                 localhost:8000 and :8080, the nodes on :8001-8003; the
+#                                 network between them breaks with scripts/net.sh
 #
 # KG_AUTH_TOKENS_FILE=FILE turns on bearer tokens on the local nodes (the script's own checks
-# present the file's first token); --docker always uses them (.keygrid/secrets/auth-tokens).
+# present the file's first token); --docker --auth on the compose stack.
 #
 # Run it again while the stack runs and it says so, starting only what is missing.
 # Environment: see the stack section of scripts/lib.sh (KG_STATE_DIR, KG_PG_PORT, ...).
@@ -22,19 +31,26 @@ source scripts/lib.sh
 
 build=1
 ha=0
+hosts=0
 for arg in "$@"; do
     case "$arg" in
         --ha) ha=1 ;;
+        --hosts) ha=1 hosts=1 ;;
+        --no-build) build=0 ;;
+        --docker | --auth | -h | --help) ;;
+        *) fail "unknown option '$arg' (try --help)" ;;
     esac
 done
 case "${1:-}" in
-    "" | --ha) [ "${2:-}" = --no-build ] && build=0 ;;
-    --no-build) build=0 ;;
+    "" | --ha | --hosts | --no-build) ;;
     --docker)
-        # The nodes require bearer tokens from this file (the compose file's secret). Compose
-        # bind-mounts it, and the image's non-root user must read it: the file is readable by
-        # all, the directory around it only by its owner.
-        if [ -z "${KG_AUTH_TOKENS:-}" ]; then
+        compose_files=docker-compose.yml
+        [ "${2:-}" = --auth ] && compose_files=docker-compose.yml:docker-compose.secure.yml
+        export COMPOSE_FILE=$compose_files
+        # With --auth the nodes require bearer tokens from this file (the secure override's
+        # secret). Compose bind-mounts it, and the image's non-root user must read it: the
+        # file is readable by all, the directory around it only by its owner.
+        if [ "${2:-}" = --auth ] && [ -z "${KG_AUTH_TOKENS:-}" ]; then
             mkdir -p .keygrid/secrets
             chmod 700 .keygrid/secrets
             if [ ! -f .keygrid/secrets/auth-tokens ]; then
@@ -66,6 +82,7 @@ case "${1:-}" in
         {
             echo "# Written by scripts/start.sh --docker: podman's Docker API and the local images."
             echo "DOCKER_HOST=unix://$KG_RUN/podman.sock"
+            echo "COMPOSE_FILE=$compose_files"
             echo "COMPOSE_DOCKER_CLI_BUILD=0"
             env | grep -E '^(KG_BASE_[A-Z]+|KG_BINARIES)=' | sort
         } >.env
@@ -99,11 +116,27 @@ DONE
         exit 0
         ;;
     -h | --help)
-        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+        awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
-    *) fail "unknown option '$1' (try --help)" ;;
 esac
+
+# Each stack has a directory of its own (lib.sh): this mode's, unless KG_STATE_DIR names one.
+# Both use the same ports, so one runs at a time; the other's data stays where it is.
+stack_names=(single-server "--ha (replicated data tier)" "--hosts (replicated data tier on network namespaces)")
+stack_dirs=("$KG_SINGLE_STATE_DIR" "$KG_HA_STATE_DIR" "$KG_HOSTS_STATE_DIR")
+this=$((ha + hosts))
+if [ -z "$KG_STATE_DIR_SET" ]; then
+    for other in 0 1 2; do
+        [ "$other" = "$this" ] || [ "${stack_dirs[other]}" = "${stack_dirs[this]}" ] && continue
+        if stack_alive "${stack_dirs[other]}"; then
+            fail "the ${stack_names[other]%% *} stack is running (state in ${stack_dirs[other]}); stop it first with ./scripts/stop.sh (its data stays)"
+        fi
+    done
+    export KG_STATE_DIR=${stack_dirs[this]}
+    source scripts/lib.sh
+fi
+echo "stack: ${stack_names[this]}, state in $KG_STATE_DIR"
 
 step "checking prerequisites"
 ensure_packages curl:curl psql:postgresql-client initdb:postgresql \
@@ -130,12 +163,23 @@ echo "$bin" >"$KG_RUN/bin-dir"
 
 already=0
 
+if [ "$hosts" = 1 ] && [ -d "$KG_STATE_DIR/ha" ] && [ ! -e "$KG_RUN/hosts-stack" ]; then
+    fail "$KG_STATE_DIR holds a loopback --ha stack, whose members' addresses are in its data; use another KG_STATE_DIR (or unset it: each stack then has its own)"
+fi
+if [ "$hosts" = 0 ] && [ -e "$KG_RUN/hosts-stack" ]; then
+    fail "$KG_STATE_DIR holds a --hosts stack; start it with --hosts, use another KG_STATE_DIR, or delete it with ./scripts/stop.sh --purge"
+fi
 if [ "$ha" = 1 ]; then
-    [ -s "$KG_STATE_DIR/postgres/PG_VERSION" ] && fail "$KG_STATE_DIR holds a single-server stack; stop it with ./scripts/stop.sh --purge, or use another KG_STATE_DIR"
+    [ -s "$KG_STATE_DIR/postgres/PG_VERSION" ] && fail "$KG_STATE_DIR holds a single-server stack; use another KG_STATE_DIR (or unset it: each stack then has its own), or delete it with ./scripts/stop.sh --purge"
+    if [ "$hosts" = 1 ] && ! hosts_mode; then
+        scripts/hosts.sh up
+        touch "$KG_RUN/hosts-stack"
+        source scripts/lib.sh # the members' addresses (hosts_mode)
+    fi
     scripts/ha.sh up
     touch "$KG_RUN/ha"
 elif [ -e "$KG_RUN/ha" ]; then
-    fail "$KG_STATE_DIR holds an --ha stack; start it with --ha, or stop it with ./scripts/stop.sh --purge"
+    fail "$KG_STATE_DIR holds an --ha stack; start it with --ha, use another KG_STATE_DIR (or unset it: each stack then has its own), or delete it with ./scripts/stop.sh --purge"
 fi
 
 # --- PostgreSQL --------------------------------------------------------------------------------
@@ -187,22 +231,58 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 sed -e "s|@STATE@|$KG_STATE_DIR|g" -e "s|@USER@|$user_line|" \
     nginx/nginx.local.conf.in >"$nginx_dir/nginx.conf"
-sed -e 's|backend\([0-9]\):|127.0.0.1:|' \
+# The nodes' addresses: loopback, or each node's host with --hosts.
+backends=(-e 's|backend\([0-9]\):|127.0.0.1:|')
+if hosts_mode; then
+    backends=()
+    for node in "${KG_NODES[@]}"; do backends+=(-e "s|backend${node#n}:|$(addr_of "$node"):|"); done
+fi
+sed "${backends[@]}" \
     -e "s|/var/log/nginx/|$KG_LOGS/|" \
     -e "s|/usr/share/nginx/html|$KG_ROOT/web/dist|" \
     nginx/keygrid.conf >"$nginx_dir/keygrid.conf"
 if pid_alive "$nginx_dir/nginx.pid"; then
     echo "nginx is already running on $KG_API_PORT and $KG_WEB_PORT (configuration reloaded)"
-    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -s reload 2>>"$KG_LOGS/nginx-error.log"
+    in_host nginx nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -s reload 2>>"$KG_LOGS/nginx-error.log"
     already=$((already + 1))
 else
-    for port in "$KG_API_PORT" "$KG_WEB_PORT"; do
-        port_in_use "$port" && fail "port $port is taken by something else (nginx needs $KG_API_PORT and $KG_WEB_PORT)"
-    done
-    step "starting nginx on :$KG_API_PORT (API) and :$KG_WEB_PORT (web view)"
-    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -t -q 2>"$KG_LOGS/nginx-check.log" ||
+    if ! hosts_mode; then
+        for port in "$KG_API_PORT" "$KG_WEB_PORT"; do
+            port_in_use "$port" && fail "port $port is taken by something else (nginx needs $KG_API_PORT and $KG_WEB_PORT)"
+        done
+    fi
+    step "starting nginx on $(addr_of nginx):$KG_API_PORT (API) and :$KG_WEB_PORT (web view)"
+    in_host nginx nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf" -t -q 2>"$KG_LOGS/nginx-check.log" ||
         fail "nginx rejected its configuration: $(cat "$KG_LOGS/nginx-check.log")"
-    nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf"
+    in_host nginx nginx -p "$nginx_dir" -c "$nginx_dir/nginx.conf"
+fi
+
+# --- the front door (--hosts) ------------------------------------------------------------------
+# The machine's users reach the stack where they always do: a TCP proxy of the machine's own
+# (HAProxy, already a dependency) on localhost's 8000, 8080 and 8001-8003 to nginx's host and
+# the nodes' hosts.
+if hosts_mode; then
+    front="$KG_STATE_DIR/front-haproxy"
+    if pid_alive "$front.pid"; then
+        echo "the front door (localhost to the hosts) is already running"
+    else
+        for port in "$KG_API_PORT" "$KG_WEB_PORT" 8001 8002 8003; do
+            port_in_use "$port" && fail "port $port is taken by something else (the front door needs localhost's $KG_API_PORT, $KG_WEB_PORT and 8001-8003)"
+        done
+        {
+            printf 'global\n    maxconn 20000\ndefaults\n    mode tcp\n    timeout connect 2s\n'
+            # Watch streams stay open for hours; nginx's and the nodes' own timeouts govern.
+            printf '    timeout client 24h\n    timeout server 24h\n'
+            printf 'listen api\n    bind 127.0.0.1:%s\n    server nginx %s:%s\n' "$KG_API_PORT" "$(addr_of nginx)" "$KG_API_PORT"
+            printf 'listen web\n    bind 127.0.0.1:%s\n    server nginx %s:%s\n' "$KG_WEB_PORT" "$(addr_of nginx)" "$KG_WEB_PORT"
+            for node in "${KG_NODES[@]}"; do
+                printf 'listen %s\n    bind 127.0.0.1:%s\n    server %s %s:%s\n' "$node" "$(node_port "$node")" \
+                    "$node" "$(addr_of "$node")" "$(node_port "$node")"
+            done
+        } >"$front.cfg"
+        haproxy -f "$front.cfg" -c -q || fail "haproxy rejected $front.cfg"
+        haproxy -f "$front.cfg" -D -p "$front.pid" 2>>"$KG_LOGS/front-haproxy.log"
+    fi
 fi
 
 # --- ready? ------------------------------------------------------------------------------------

@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Stops the local stack that scripts/start.sh started, without losing data: nginx finishes its
 # requests, each node drains, and PostgreSQL shuts down cleanly. The data stays under
-# .keygrid/ for the next start; `--purge` deletes it afterwards. The compose stack that
-# `start.sh --docker` runs through podman is taken down too (`--purge`: with its volumes).
+# .keygrid/ (the --ha stack's under .keygrid-ha/) for the next start; `--purge` deletes it
+# afterwards. It acts on the stack that runs; with none running, on the single-server one, or
+# with `--ha` (`--hosts`) on that one. The --hosts stack's namespaces, bridge and links go too. The compose stack that `start.sh --docker` runs through podman
+# is taken down too (`--purge`: with its volumes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 purge=0
-case "${1:-}" in
-    "") ;;
-    --purge) purge=1 ;;
-    -h | --help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) fail "unknown option '$1' (try --help)" ;;
-esac
+for arg in "$@"; do
+    case "$arg" in
+        --purge) purge=1 ;;
+        --ha | --hosts)
+            if [ -z "$KG_STATE_DIR_SET" ] && ! stack_alive "$KG_STATE_DIR"; then
+                export KG_STATE_DIR=$KG_HA_STATE_DIR
+                [ "$arg" = --hosts ] && export KG_STATE_DIR=$KG_HOSTS_STATE_DIR
+                source scripts/lib.sh
+            fi
+            ;;
+        -h | --help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) fail "unknown option '$arg' (try --help)" ;;
+    esac
+done
 
 # The compose stack that `start.sh --docker` runs through podman (its .env names the socket).
 if pid_alive "$KG_RUN/podman-api.pid"; then
@@ -30,6 +40,11 @@ if pid_alive "$KG_RUN/podman-api.pid"; then
         pid_alive "$pidfile" && kill -- "-$(cat "$pidfile")" 2>/dev/null
         rm -f "$pidfile"
     done
+fi
+
+if pid_alive "$KG_STATE_DIR/front-haproxy.pid"; then
+    step "stopping the front door (localhost to the hosts)"
+    kill "$(cat "$KG_STATE_DIR/front-haproxy.pid")"
 fi
 
 nginx_pid="$KG_STATE_DIR/nginx/nginx.pid"
@@ -56,6 +71,12 @@ fi
 if [ -d "$KG_STATE_DIR/ha" ]; then
     step "stopping the replicated data tier"
     if [ "$purge" = 1 ]; then scripts/ha.sh down --purge; else scripts/ha.sh down; fi
+fi
+
+if [ -f "$KG_RUN/hosts" ] || [ -f "$KG_RUN/hosts.making" ]; then
+    step "removing the hosts (network namespaces, the bridge, the links)"
+    scripts/net.sh heal >/dev/null 2>&1 || true
+    scripts/hosts.sh down
 fi
 
 pgdata="$KG_STATE_DIR/postgres"

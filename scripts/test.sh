@@ -23,6 +23,19 @@ source scripts/lib.sh
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
+# Each step's banner says how long the one before took, and the total so far: CI's budget is
+# spent here, and the log should say where.
+step_started=$SECONDS
+step_name=""
+step() {
+    if [ -n "$step_name" ]; then
+        printf '    (%s: %d s; %d s in all)\n' "$step_name" $((SECONDS - step_started)) "$SECONDS"
+    fi
+    step_name=$*
+    step_started=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
+
 step "checking prerequisites"
 ensure_packages psql:postgresql-client initdb:postgresql redis-server:redis-server redis-cli:redis-tools \
     tmux:tmux python3:python3 curl:curl etcd:etcd-server patroni:patroni haproxy:haproxy \
@@ -101,6 +114,9 @@ step "deployment files"
 step "the compose stack through podman: health, the seed's drill word for word, volumes, restarts"
 KG_PROFILE=debug ./scripts/test-compose.sh
 
+step "switching stacks keeps data: the single-server stack, --ha, and back (scripts/test-stacks.sh)"
+KG_PROFILE=debug ./scripts/test-stacks.sh
+
 step "cluster: starting a stack of its own"
 for port in 8000 8001 8002 8003 8080; do
     port_in_use "$port" && fail "port $port is in use; the cluster tests need 8000-8003 and 8080 (./scripts/stop.sh stops a running stack)"
@@ -148,3 +164,4 @@ step "scripts/bench.sh --ha --quick: the HA cost benchmark runs, both stacks wit
 ./scripts/bench.sh --ha --quick --no-build
 
 step "all checks passed"
+printf '    (%d s in all)\n' "$SECONDS"

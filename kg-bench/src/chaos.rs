@@ -38,6 +38,26 @@ pub const HA_FAULTS: [&str; 8] = [
     "pg-zombie-control",
 ];
 
+/// The network faults between the hosts of `scripts/start.sh --hosts`, through scripts/net.sh
+/// (beside scripts/ha.sh, the runtime's script); each heals at its end.
+pub const HOSTS_FAULTS: [&str; 7] = [
+    "pg-leader-isolated",
+    "pg-leader-cut-from-dcs",
+    "node-cut-from-redis",
+    "node-cut-from-pg",
+    "redis-master-isolated",
+    "zone-minority",
+    "flaky-links",
+];
+
+/// How long a network fault that takes a failover holds: past Patroni's ttl, so that the
+/// failover happens inside it, with room for its promotion.
+const NET_FAILOVER_HOLD: Duration = Duration::from_secs(30);
+/// How long the other network faults hold.
+const NET_HOLD: Duration = Duration::from_secs(15);
+/// Requests must succeed again this soon after `heal` (the bound; its aim is 5 s).
+const AFTER_HEAL: Duration = Duration::from_secs(10);
+
 /// Patroni's ttl in scripts/ha.sh: the leader key outlives its last renewal by this much, so
 /// a failover takes about this long. Patroni 3.2 and later accept no less.
 const PATRONI_TTL: Duration = Duration::from_secs(20);
@@ -376,13 +396,17 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
             .through_a_failover()
             .negative_control("synchronous replication was off")
         }
-        other => {
-            return Err(format!(
-                "unknown fault {other:?} (the faults are {}; with --ha also {})",
-                FAULTS.join(", "),
-                HA_FAULTS.join(", ")
-            ))
-        }
+        other => match hosts_scenario(other) {
+            Some(scenario) => scenario,
+            None => {
+                return Err(format!(
+                    "unknown fault {other:?} (the faults are {}; with --ha also {}; with --hosts also {})",
+                    FAULTS.join(", "),
+                    HA_FAULTS.join(", "),
+                    HOSTS_FAULTS.join(", ")
+                ))
+            }
+        },
     };
     Ok(scenario)
 }
@@ -398,6 +422,142 @@ fn number_repeats(scenarios: &mut [Scenario]) {
             scenario.name = format!("{}#{count}", scenario.name);
         }
     }
+}
+
+/// The network fault `name` of `start.sh --hosts`: a cut, a slow or lossy link, held and
+/// healed; `None` for a name that is not one.
+fn hosts_scenario(name: &str) -> Option<Scenario> {
+    let held =
+        |fault: &str, hold: Duration| vec![Step::net(fault), Step::Wait(hold), Step::net("heal")];
+    let scenario = match name {
+        // The PostgreSQL leader's host cut from every other host: a standby takes over once
+        // the leader key expires; the old leader, cut from etcd and from every member, demotes
+        // itself. Only 503s, writes back within the failover bound, all back after the heal.
+        "pg-leader-isolated" => Scenario::new(name, held("isolate pg-leader", NET_FAILOVER_HOLD))
+            .only_503s_until(PG_FAILOVER_BOUND)
+            .writes_back_within(PG_WRITES_BACK)
+            .repaired_at_first_step()
+            .through_a_failover(),
+        // The leader cut from every etcd member but not from the nodes or the standbys: where
+        // Patroni's failsafe mode (the leader keeps leading while it reaches every member) and
+        // the nodes' read fence meet.
+        "pg-leader-cut-from-dcs" => Scenario::new(
+            name,
+            held("partition pg-leader / etcd1,etcd2,etcd3", NET_FAILOVER_HOLD),
+        )
+        .only_503s_until(PG_FAILOVER_BOUND)
+        .writes_back_within(PG_WRITES_BACK)
+        .repaired_at_first_step()
+        .through_a_failover(),
+        // One node loses Redis and its Sentinels; it keeps the database. No read anywhere
+        // may be stale because of the writes it made meanwhile.
+        "node-cut-from-redis" => Scenario::new(
+            name,
+            held(
+                "partition n1 / redis1,redis2,sentinel1,sentinel2,sentinel3",
+                NET_HOLD,
+            ),
+        )
+        .only_503s_until(AFTER_HEAL),
+        // One node loses every PostgreSQL host (its sidecar's too).
+        "node-cut-from-pg" => Scenario::new(name, held("partition n1 / pg1,pg2,pg3", NET_HOLD))
+            .only_503s_until(AFTER_HEAL),
+        // The Redis master cut from the Sentinels, its replica and two nodes, still reached
+        // by n1: the Sentinels promote the replica while n1 keeps writing cache entries and
+        // marks to the old master.
+        "redis-master-isolated" => Scenario::new(
+            name,
+            held(
+                "partition redis-master / redis-replicas,sentinel1,sentinel2,sentinel3,n2,n3",
+                NET_HOLD,
+            ),
+        )
+        .only_503s_until(AFTER_HEAL),
+        // A zone without the PostgreSQL leader cut from the other two.
+        "zone-minority" => Scenario::new(
+            name,
+            held(
+                "partition zone-without-pg-leader / zones-with-pg-leader",
+                NET_FAILOVER_HOLD,
+            ),
+        )
+        .only_503s_until(AFTER_HEAL)
+        .through_a_failover(),
+        // 5% loss and 20 ms +/- 10 ms on every link, for the whole load.
+        "flaky-links" => Scenario::new(
+            name,
+            vec![
+                Step::net("loss all 5"),
+                Step::net("delay all 20 10"),
+                Step::Wait(NET_FAILOVER_HOLD),
+                Step::net("heal"),
+            ],
+        )
+        .through_a_failover(),
+        _ => return None,
+    };
+    Some(scenario.over_many_keys().serving_untouched_keys())
+}
+
+/// The nemesis: for `duration`, the network faults of the --hosts drills one after another in
+/// an order, on hosts and for times drawn from `seed`, each healed and followed by a rest, all
+/// under one load judged once at the end. The same seed gives the same schedule, so that a
+/// failure can be replayed.
+pub fn nemesis(duration: Duration, seed: u64) -> Scenario {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let node = |rng: &mut fastrand::Rng| format!("n{}", rng.u8(1..=3));
+    let mut steps = Vec::new();
+    let mut planned = Duration::ZERO;
+    while planned < duration {
+        let (fault, hold): (Vec<String>, Duration) = match rng.u8(0..7) {
+            0 => (vec!["isolate pg-leader".into()], NET_FAILOVER_HOLD),
+            1 => (
+                vec!["partition pg-leader / etcd1,etcd2,etcd3".into()],
+                NET_FAILOVER_HOLD,
+            ),
+            2 => (
+                vec![format!(
+                    "partition {} / redis1,redis2,sentinel1,sentinel2,sentinel3",
+                    node(&mut rng)
+                )],
+                Duration::from_secs(rng.u64(5..=20)),
+            ),
+            3 => (
+                vec![format!("partition {} / pg1,pg2,pg3", node(&mut rng))],
+                Duration::from_secs(rng.u64(5..=20)),
+            ),
+            4 => (
+                vec![
+                    "partition redis-master / redis-replicas,sentinel1,sentinel2,sentinel3,n2,n3"
+                        .into(),
+                ],
+                Duration::from_secs(rng.u64(5..=20)),
+            ),
+            5 => (
+                vec!["partition zone-without-pg-leader / zones-with-pg-leader".into()],
+                NET_FAILOVER_HOLD,
+            ),
+            _ => (
+                vec![
+                    format!("loss all {}", rng.u8(1..=5)),
+                    format!("delay all {} {}", rng.u8(5..=30), rng.u8(0..=10)),
+                ],
+                Duration::from_secs(rng.u64(10..=30)),
+            ),
+        };
+        let rest = Duration::from_secs(rng.u64(5..=15));
+        steps.extend(fault.iter().map(|words| Step::net(words)));
+        steps.push(Step::Wait(hold));
+        steps.push(Step::net("heal"));
+        steps.push(Step::Wait(rest));
+        planned += hold + rest;
+    }
+    let mut scenario = Scenario::new(&format!("nemesis-{seed}"), steps)
+        .only_503s_until(AFTER_HEAL)
+        .over_many_keys();
+    // The load covers the schedule, and shows the store serving after its last heal.
+    scenario.min_load = planned + AFTER_HEAL + BEFORE_FAULT;
+    scenario
 }
 
 /// Milliseconds of `duration`, for a wait step.
@@ -588,10 +748,22 @@ pub async fn run_all(
     out_dir: &Path,
     out: &mut dyn Write,
 ) -> Result<bool, String> {
-    let mut scenarios = faults
+    let scenarios = faults
         .iter()
         .map(|name| scenario(name, node))
         .collect::<Result<Vec<_>, _>>()?;
+    run_scenarios(endpoint, runtime, scenarios, load, out_dir, out).await
+}
+
+/// Runs each scenario in turn, as [`run_all`] does for faults by name.
+pub async fn run_scenarios(
+    endpoint: &str,
+    runtime: &Runtime,
+    mut scenarios: Vec<Scenario>,
+    load: &Load,
+    out_dir: &Path,
+    out: &mut dyn Write,
+) -> Result<bool, String> {
     number_repeats(&mut scenarios);
     std::fs::create_dir_all(out_dir)
         .map_err(|err| format!("cannot create {}: {err}", out_dir.display()))?;
@@ -710,6 +882,41 @@ mod tests {
             "{}",
             shown(&clean)
         );
+    }
+
+    /// The same seed gives the same schedule (a failure can be replayed), another seed another
+    /// one; every fault is healed before the next, and the schedule fills the duration.
+    #[test]
+    fn the_nemesis_schedule_is_the_seeds_and_heals_every_fault() {
+        let shown = |scenario: &Scenario| -> Vec<String> {
+            scenario.steps.iter().map(ToString::to_string).collect()
+        };
+        let once = nemesis(Duration::from_secs(300), 42);
+        assert_eq!(shown(&once), shown(&nemesis(Duration::from_secs(300), 42)));
+        assert_ne!(shown(&once), shown(&nemesis(Duration::from_secs(300), 43)));
+        let steps = shown(&once);
+        let faults = steps
+            .iter()
+            .filter(|s| s.starts_with("net ") && *s != "net heal");
+        let heals = steps.iter().filter(|s| *s == "net heal").count();
+        assert!(heals >= 5, "{steps:?}");
+        // Each fault group is followed by its wait and a heal before the next fault.
+        for window in steps.windows(2) {
+            if window[0] == "net heal" {
+                assert!(window[1].starts_with("wait "), "{steps:?}");
+            }
+        }
+        assert!(faults.count() >= heals);
+        let held: Duration = once
+            .steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Wait(duration) => Some(*duration),
+                _ => None,
+            })
+            .sum();
+        assert!(held >= Duration::from_secs(300), "{held:?}");
+        assert!(once.min_load > held);
     }
 
     #[test]

@@ -168,6 +168,14 @@ pub struct ChaosArgs {
     /// Bearer token for nodes that require authentication.
     #[arg(long, env = "KG_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Instead of --faults: the network faults of the --hosts drills in a random order for
+    /// this long (the nemesis), seeded by --seed, under one load judged at the end.
+    #[arg(long, value_parser = parse_duration, conflicts_with = "faults")]
+    pub nemesis: Option<Duration>,
+    /// The nemesis schedule's seed [default: from the clock; printed, so that a run can be
+    /// replayed].
+    #[arg(long, requires = "nemesis")]
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -458,16 +466,43 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
                 token: args.token,
             };
             let node = args.node.parse()?;
-            let passed = chaos::run_all(
-                &args.endpoint,
-                &runtime,
-                &faults,
-                &node,
-                &load,
-                &args.out,
-                out,
-            )
-            .await?;
+            let passed = match args.nemesis {
+                Some(duration) => {
+                    let seed = args.seed.unwrap_or_else(|| {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |elapsed| elapsed.as_secs())
+                    });
+                    writeln!(
+                        out,
+                        "nemesis seed {seed} (replay with --nemesis {}s --seed {seed})",
+                        duration.as_secs()
+                    )
+                    .map_err(|err| err.to_string())?;
+                    let scenario = chaos::nemesis(duration, seed);
+                    chaos::run_scenarios(
+                        &args.endpoint,
+                        &runtime,
+                        vec![scenario],
+                        &load,
+                        &args.out,
+                        out,
+                    )
+                    .await?
+                }
+                None => {
+                    chaos::run_all(
+                        &args.endpoint,
+                        &runtime,
+                        &faults,
+                        &node,
+                        &load,
+                        &args.out,
+                        out,
+                    )
+                    .await?
+                }
+            };
             Ok(u8::from(!passed))
         }
         None => bench(cli.run, out).await,
