@@ -8,6 +8,7 @@ pub mod contact;
 pub mod events;
 pub mod http;
 pub mod keepalive;
+pub mod planted;
 pub mod redis_target;
 pub mod startup;
 pub mod store;
