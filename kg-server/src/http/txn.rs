@@ -12,7 +12,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use kg_api::{
     CompareOp, CompareTarget, CompareValue, ErrorBody, TxnOp, TxnRequest, TxnResponse,
-    HEADER_IDEMPOTENT_REPLAYED, HEADER_REVISION, MAX_TXN_OPS,
+    HEADER_IDEMPOTENT_REPLAYED, HEADER_REVISION, MAX_PAGE_BYTES, MAX_TXN_OPS,
 };
 
 use super::input::{self, check_key, json_body};
@@ -77,6 +77,11 @@ pub async fn txn(
         TxnOutcome::TooMany(keys) => Err(Error::BadRequest(format!(
             "the branch's prefix deletes would remove {keys} keys; one transaction removes at \
              most {MAX_PREFIX_DELETE}"
+        ))),
+        TxnOutcome::TooLarge(bytes) => Err(Error::BadRequest(format!(
+            "the branch's gets would read {bytes} bytes of values; one answer carries at most \
+             {MAX_PAGE_BYTES} (16 MiB): read the keys in several transactions, or page through \
+             GET /api/keys"
         ))),
         TxnOutcome::IdempotencyMismatch => Err(super::keys::idempotency_mismatch()),
     }

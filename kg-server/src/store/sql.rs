@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use kg_api::{
     CompactResponse, DeletePrefixResponse, DeleteReason, KeyRecord, LeaseGrant, LeaseInfo,
-    LeaseRevokeResponse, TxnOp, TxnResponse, TxnResult,
+    LeaseRevokeResponse, TxnOp, TxnResponse, TxnResult, MAX_PAGE_BYTES,
 };
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool, Transaction, Type};
@@ -25,6 +25,7 @@ use super::{
 #[derive(Debug)]
 pub struct Queries {
     get: String,
+    value_bytes: String,
     list: String,
     count: String,
     get_at: String,
@@ -154,6 +155,12 @@ impl Queries {
             get: format!(
                 "SELECT {} WHERE k.key = $1 AND {live}",
                 row.replace("{value}", "k.value")
+            ),
+            // The size of key $1's live value, from the row's header (see `list`): what a
+            // transaction's get would carry, known before anything is read or written.
+            value_bytes: format!(
+                "SELECT CAST(length(k.value) AS bigint) FROM kg_keys k \
+                 LEFT JOIN kg_leases l ON l.id = k.lease WHERE k.key = $1 AND {live}"
             ),
             // A page's keys and their values' sizes first, without the values; then each key
             // with its value while the values before it come to less than $6, and the first
@@ -973,8 +980,26 @@ where
             // refused transaction writes nothing without a savepoint to roll back to.
             let mut refused = None;
             let mut deleting = 0u64;
+            let mut reading = 0u64;
             for op in ops {
                 match op {
+                    TxnOp::Get { key } => {
+                        let bytes: Option<i64> = sqlx::query_scalar(&queries.value_bytes)
+                            .bind(key.as_str())
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        reading += u64::try_from(bytes.unwrap_or_default()).unwrap_or_default();
+                        // A get after the branch's own put of the key reads that value.
+                        reading += ops
+                            .iter()
+                            .filter_map(|earlier| match earlier {
+                                TxnOp::Put {
+                                    key: put, value, ..
+                                } if put == key => Some(value.len() as u64),
+                                _ => None,
+                            })
+                            .sum::<u64>();
+                    }
                     TxnOp::Put {
                         lease: Some(lease), ..
                     } => {
@@ -1001,6 +1026,9 @@ where
             }
             if deleting > MAX_PREFIX_DELETE {
                 refused = refused.or(Some(TxnOutcome::TooMany(deleting)));
+            }
+            if reading > MAX_PAGE_BYTES as u64 {
+                refused = refused.or(Some(TxnOutcome::TooLarge(reading)));
             }
             if let Some(refused) = refused {
                 outcomes.push(refused);

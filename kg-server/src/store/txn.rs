@@ -47,6 +47,9 @@ pub enum TxnOutcome {
     /// The branch's prefix deletes would remove more than `MAX_PREFIX_DELETE` keys: nothing
     /// written.
     TooMany(u64),
+    /// The branch's gets would carry more than `MAX_PAGE_BYTES` of values (this many bytes):
+    /// nothing written, so that no answer holds more than a page's worth, whatever the values.
+    TooLarge(u64),
     /// The idempotency key was already used for a different request.
     IdempotencyMismatch,
 }
@@ -120,7 +123,7 @@ pub fn holds(compare: &Compare, current: Option<&Current<'_>>) -> bool {
 /// That holds while no plan touches (compares, reads or writes) a key that an earlier plan of
 /// the run may write, no two share an idempotency key, and no plan's branch names a key twice
 /// (a read after the branch's own write would miss it). A prefix delete reads a range, which
-/// no set of keys describes, so it ends the run too.
+/// no set of keys describes, so it ends the run too, and so does a get (see the arm below).
 pub fn batchable(plans: &[TxnPlan]) -> usize {
     let mut written: HashSet<&str> = HashSet::new();
     let mut idempotency_keys: HashSet<&str> = HashSet::new();
@@ -132,12 +135,14 @@ pub fn batchable(plans: &[TxnPlan]) -> usize {
             let mut named = HashSet::new();
             for op in branch {
                 let key = match op {
-                    TxnOp::DeletePrefix { .. } => return index,
+                    // A prefix delete reads a range; a get's value is sized before the branch
+                    // runs, one key at a time (`sql.rs`), so the batch never reads values
+                    // that an answer could not carry.
+                    TxnOp::DeletePrefix { .. } | TxnOp::Get { .. } => return index,
                     TxnOp::Put { key, .. } | TxnOp::Delete { key } => {
                         writes.push(key.as_str());
                         key
                     }
-                    TxnOp::Get { key } => key,
                 };
                 if !named.insert(key.as_str()) {
                     return index;
@@ -276,16 +281,13 @@ mod tests {
     fn a_batch_ends_where_a_plan_touches_what_an_earlier_one_writes() {
         let independent = [
             plan(&["a"], vec![put("b")], Some("i1")),
-            plan(&["a"], vec![get("a"), put("c")], None),
+            plan(&["a"], vec![put("c")], None),
             plan(&[], vec![TxnOp::Delete { key: "d".into() }], Some("i2")),
         ];
         assert_eq!(batchable(&independent), 3);
-        // Reading a key before a later plan writes it is the order run one by one.
+        // Comparing a key before a later plan writes it is the order run one by one.
         assert_eq!(
-            batchable(&[
-                plan(&[], vec![get("a")], None),
-                plan(&[], vec![put("a")], None)
-            ]),
+            batchable(&[plan(&["a"], vec![], None), plan(&[], vec![put("a")], None)]),
             2
         );
         for conflicting in [
@@ -307,7 +309,7 @@ mod tests {
     }
 
     #[test]
-    fn a_prefix_delete_or_a_key_named_twice_runs_alone() {
+    fn a_prefix_delete_a_get_or_a_key_named_twice_runs_alone() {
         let prefix = plan(
             &[],
             vec![TxnOp::DeletePrefix {
@@ -318,6 +320,15 @@ mod tests {
         assert_eq!(batchable(std::slice::from_ref(&prefix)), 0);
         assert_eq!(batchable(&[plan(&[], vec![put("a")], None), prefix]), 1);
         assert_eq!(batchable(&[plan(&[], vec![put("a"), get("a")], None)]), 0);
+        // A get's value is sized before its branch runs (`sql.rs`), which a batch does not do.
+        assert_eq!(batchable(&[plan(&[], vec![get("g")], None)]), 0);
+        assert_eq!(
+            batchable(&[
+                plan(&[], vec![put("a")], None),
+                plan(&[], vec![get("g")], None)
+            ]),
+            1
+        );
         assert_eq!(batchable(&[plan(&["a"], vec![put("a")], None)]), 1);
         assert_eq!(batchable(&[]), 0);
     }

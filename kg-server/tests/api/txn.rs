@@ -20,6 +20,7 @@ on_both_backends!(
     a_retried_transaction_is_replayed_not_applied_again,
     concurrent_transfers_keep_their_sum,
     a_transaction_judges_leases_after_waiting_for_the_revision_lock,
+    a_transaction_s_gets_carry_at_most_a_page_of_values,
 );
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -544,4 +545,56 @@ async fn a_transaction_judges_leases_after_waiting_for_the_revision_lock(backend
         (ended.kind, ended.reason),
         (EventType::Delete, Some(DeleteReason::Expired))
     );
+}
+
+/// A branch whose gets would read more than a page's worth of values (`MAX_PAGE_BYTES`) is
+/// refused before it writes, sized from the rows, its own puts counted; one at the bound is
+/// answered whole. Without the bound, 128 gets of 1 MiB values made one answer of 128 MiB or,
+/// JSON-escaped, several times that.
+async fn a_transaction_s_gets_carry_at_most_a_page_of_values(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let value = "x".repeat(1_000_000);
+    let keys: Vec<String> = (0..17).map(|i| format!("big/{i:02}")).collect();
+    for key in &keys {
+        app.client
+            .put(key, &value, Precondition::None)
+            .await
+            .unwrap();
+    }
+    let before = current_revision(&app).await;
+    let gets = |n: usize| -> Vec<Value> {
+        keys[..n]
+            .iter()
+            .map(|key| json!({"op": "get", "key": key}))
+            .collect()
+    };
+    let mut over = gets(17);
+    over.push(json!({"op": "put", "key": "marker", "value": "written"}));
+    let mut own = gets(16);
+    own.push(json!({"op": "put", "key": "big/new", "value": value}));
+    own.push(json!({"op": "get", "key": "big/new"}));
+    for branch in [over, own] {
+        let (status, answer) = post(&app, &json!({"success": branch}), None).await;
+        assert_eq!(status, 400, "{answer:.300}");
+        let detail = answer["detail"].as_str().unwrap_or_default();
+        assert!(detail.contains("one answer carries at most"), "{detail}");
+        assert!(detail.contains("17000000 bytes"), "{detail}");
+    }
+    assert_eq!(current_revision(&app).await, before, "nothing was written");
+    assert!(
+        app.client.get("marker").await.is_err(),
+        "the refused branch wrote"
+    );
+
+    let (status, answer) = post(&app, &json!({"success": gets(16)}), None).await;
+    assert_eq!(status, 200, "{answer:.300}");
+    let results = answer["results"].as_array().expect("results");
+    assert_eq!(results.len(), 16);
+    for result in results {
+        assert_eq!(
+            result["kv"]["value"].as_str().map(str::len),
+            Some(1_000_000),
+            "{result:.200}"
+        );
+    }
 }
