@@ -83,7 +83,8 @@ pub enum Command {
     ///
     /// Targets: value, revision, create_revision, version, exists. Ops: put (with an optional
     /// lease), delete, delete_prefix, get. Or in etcdctl's text form: compares, a blank line,
-    /// the success ops, a blank line, the failure ops, one per line:
+    /// the success ops, a blank line, the failure ops, one per line (each blank line ends a
+    /// part, an empty one too):
     ///
     ///   value("a") = "1"
     ///
@@ -98,6 +99,11 @@ pub enum Command {
     /// each ended by an empty line, as etcdctl's interactive txn. Prints SUCCESS or FAILURE
     /// (which branch ran) and the revision, then one line per op; exits 0 either way, as
     /// etcdctl txn does. A transaction with no compare and no op is a usage error.
+    // Verbatim: clap would join the examples' lines into one.
+    #[command(
+        verbatim_doc_comment,
+        about = "Run a transaction: compares, then one branch of ops, atomically at one revision"
+    )]
     Txn(TxnArgs),
     /// List a key's versions, newest first: every put and delete since the compact revision.
     History(HistoryArgs),
@@ -201,9 +207,11 @@ pub enum SnapshotCommand {
     },
     /// Load a saved snapshot into a cluster, keeping every value; prints what it restored.
     ///
-    /// The cluster ends holding exactly the snapshot's keys. One that already holds keys is
-    /// refused unless given --force (replace them) or --merge (keep the keys the snapshot
-    /// lacks). The file is checked whole before anything is written. Keys get new revisions
+    /// The cluster ends holding exactly the snapshot's keys (with --merge, those and the keys
+    /// it held that the snapshot lacks). One that already holds keys is refused unless given
+    /// --force (replace them) or --merge. The file is checked whole before anything is
+    /// written: its format, every key by the node's rules, and its largest value against the
+    /// node's limit. Keys get new revisions
     /// (the cluster's own); a leased key gets a new lease with the time its lease had left
     /// when the snapshot was taken, keys that shared a lease sharing the new one.
     Restore {

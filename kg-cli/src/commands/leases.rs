@@ -207,17 +207,22 @@ pub async fn lock(
     // From here on, a ctrl-c is kept until `hold` looks, however busy kg is when it comes.
     let mut interrupt = Interrupt::new();
     let ttl = args.ttl;
-    let grant = endpoints
-        .call(|client| async move { client.lease_grant(ttl).await })
-        .await?;
+    // Nothing is held yet: a ctrl-c while the grant waits (on a silent node, say) ends kg at
+    // once, leaving at most a lease without a key to its TTL.
+    let grant = tokio::select! {
+        grant = endpoints.call(|client| async move { client.lease_grant(ttl).await }) => grant?,
+        () = interrupt.recv() => return Ok(EXIT_INTERRUPTED),
+    };
     let keeper = tokio::spawn(keep_alive(endpoints.clone(), grant));
     let held = hold(endpoints, &args, grant.id, format, out, &mut interrupt).await;
     keeper.abort();
     // Released whatever happened: revoking deletes the lock's key, which wakes the next
     // waiter. A lease already gone (expired while we were stuck) needs nothing more.
-    let released = endpoints
-        .call(|client| async move { client.lease_revoke(grant.id).await })
-        .await;
+    // A ctrl-c while the release waits gives up on it: the lease then ends at its TTL.
+    let released = tokio::select! {
+        released = endpoints.call(|client| async move { client.lease_revoke(grant.id).await }) => released,
+        () = interrupt.recv() => return Ok(EXIT_INTERRUPTED),
+    };
     match (held, released) {
         (Err(err), _) => Err(err),
         (Ok(code), Ok(_) | Err(kg_api::Error::NotFound { .. })) => Ok(code),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::{StreamExt as _, TryStreamExt as _};
 use indicatif::ProgressBar;
 use kg_api::{
-    Attach, Endpoints, KeyRecord, Precondition, SnapshotEnd, SnapshotHeader, SnapshotLine,
+    Attach, Compare, CompareOp, CompareTarget, CompareValue, Endpoints, KeyRecord, Precondition,
+    SnapshotEnd, SnapshotHeader, SnapshotLine, TxnOp, TxnRequest,
 };
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, BufWriter};
@@ -140,6 +141,18 @@ impl Render for Saved {
 /// Streams the snapshot into `FILE.part`, syncs it and renames it to `file` only once the
 /// end line has arrived and checked out, so that `file` is never a snapshot cut short.
 pub async fn save(endpoints: &Endpoints, file: &Path, progress: bool) -> Result<Saved, CliError> {
+    // The rename replaces what is at `file`: only ever a regular file. A device, a pipe, a
+    // link or a directory there is refused before the download (the rename would put a
+    // regular file in place of /dev/full, say, or leave a link's target stale).
+    if let Ok(meta) = tokio::fs::symlink_metadata(file).await {
+        if !meta.file_type().is_file() {
+            return Err(CliError::File(format!(
+                "{} exists and is not a regular file; a snapshot replaces only a file (use `-` \
+                 for standard output)",
+                file.display()
+            )));
+        }
+    }
     let mut stream = endpoints
         .call(|client| async move { client.snapshot().await })
         .await?;
@@ -292,6 +305,9 @@ pub async fn restore(
              snapshot lacks)",
             counted(present, "key", "keys")
         )));
+    }
+    if let Some((key, value)) = &checked.largest {
+        probe_value_limit(endpoints, file, key, value).await?;
     }
     let mut leases = BTreeMap::new();
     for (&old, &seconds) in &checked.leases {
@@ -465,6 +481,9 @@ struct Checked {
     keys: u64,
     /// Every lease the keys name, with the whole seconds it had left (at least 1).
     leases: BTreeMap<i64, u64>,
+    /// The key with the largest value, and that value: sent first as a transaction that
+    /// cannot apply, so that a node whose value limit it passes refuses before any write.
+    largest: Option<(String, String)>,
 }
 
 /// Reads the file through: a header of this format, key lines in strictly increasing byte
@@ -479,6 +498,7 @@ async fn check_file(file: &Source) -> Result<Checked, CliError> {
     let mut keys = 0_u64;
     let mut last: Option<String> = None;
     let mut leases = BTreeMap::new();
+    let mut largest: Option<(String, String)> = None;
     loop {
         let Some(text) = next_line(&mut lines, file).await? else {
             return Err(bad(format!(
@@ -505,6 +525,17 @@ async fn check_file(file: &Source) -> Result<Checked, CliError> {
                         record.key
                     )));
                 }
+                // The node's own rule, so that a key it would refuse stops the restore
+                // before its first write, not in the middle.
+                kg_api::check_key(&record.key)
+                    .map_err(|why| bad(format!("line {}: {why}: {:?}", keys + 2, record.key)))?;
+                let value = record.value.as_deref().unwrap_or_default();
+                if largest
+                    .as_ref()
+                    .is_none_or(|(_, top)| value.len() > top.len())
+                {
+                    largest = Some((record.key.clone(), value.to_owned()));
+                }
                 if let Some(lease) = record.lease {
                     let seconds = lease_seconds(&record);
                     let entry = leases.entry(lease).or_insert(seconds);
@@ -522,7 +553,63 @@ async fn check_file(file: &Source) -> Result<Checked, CliError> {
         header,
         keys,
         leases,
+        largest,
     })
+}
+
+/// Sends the snapshot's largest value to the node as a put in a transaction whose compare
+/// cannot hold (a version below 0): the node checks every branch's values before it runs
+/// one, so a value over its limit is refused here, before the restore writes anything, and
+/// one within it writes nothing.
+async fn probe_value_limit(
+    endpoints: &Endpoints,
+    file: &Source,
+    key: &str,
+    value: &str,
+) -> Result<(), CliError> {
+    let probe = TxnRequest {
+        compare: vec![Compare {
+            key: key.to_owned(),
+            target: CompareTarget::Version,
+            op: CompareOp::Less,
+            value: CompareValue::Integer(0),
+        }],
+        success: vec![TxnOp::Put {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            lease: None,
+        }],
+        failure: Vec::new(),
+    };
+    let probe = &probe;
+    // Retried as the puts are: it writes nothing, so a retry is always safe.
+    let mut wait = Duration::from_millis(100);
+    let mut answer = endpoints
+        .call(|client| async move { client.txn(probe, None).await })
+        .await;
+    for _ in 0..5 {
+        match &answer {
+            Err(err) if err.is_connect() || matches!(err, kg_api::Error::Unavailable { .. }) => {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            _ => break,
+        }
+        answer = endpoints
+            .call(|client| async move { client.txn(probe, None).await })
+            .await;
+    }
+    match answer {
+        Ok(_) => Ok(()),
+        Err(kg_api::Error::Api { status, detail }) if status.as_u16() == 413 => {
+            Err(CliError::Usage(format!(
+                "{file} cannot be restored to this node: its value of {key:?} ({} bytes) is \
+                 over the node's limit ({detail}); nothing was written",
+                value.len()
+            )))
+        }
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The whole seconds a leased key had left, rounded up and kept within the lease limits.

@@ -20,23 +20,20 @@ use kg_api::{Compare, CompareOp, CompareTarget, CompareValue, TxnOp, TxnRequest}
 /// Parses the text form; `Err` names the line and what is wrong with it.
 pub fn parse(text: &str) -> Result<TxnRequest, String> {
     let mut request = TxnRequest::default();
-    // 0: compares, 1: success, 2: failure. A blank line ends a section.
+    // 0: compares, 1: success, 2: failure. Each blank line ends a section, an empty one too,
+    // as etcdctl reads it: two blank lines after the compares leave the success ops empty,
+    // and what follows is the failure branch.
     let mut section = 0;
-    let mut in_section = false;
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         let line = line.trim();
         if line.is_empty() {
-            if in_section || section == 0 {
-                section += 1;
-                in_section = false;
-            }
+            section += 1;
             continue;
         }
         if line.starts_with('#') {
             continue;
         }
-        in_section = true;
         let at = |err: String| format!("line {number}: {err}");
         match section {
             0 => request.compare.push(compare_line(line).map_err(at)?),
@@ -122,9 +119,27 @@ pub fn compare_line(line: &str) -> Result<Compare, String> {
 pub fn op_line(line: &str) -> Result<TxnOp, String> {
     let words = words(line)?;
     let mut words: Vec<&str> = words.iter().map(String::as_str).collect();
-    if let Some(at) = words.iter().position(|word| word.starts_with("--lease=")) {
-        let lease = &words[at]["--lease=".len()..];
-        words.splice(at..=at, ["--lease", lease]);
+    // etcdctl's `--flag=VALUE` reads as `--flag VALUE`.
+    for flag in ["--lease", "--prefix"] {
+        let joined = format!("{flag}=");
+        if let Some(at) = words.iter().position(|word| word.starts_with(&joined)) {
+            let value = &words[at][joined.len()..];
+            words.splice(at..=at, [flag, value]);
+        }
+    }
+    let allowed: &[&str] = match words.first() {
+        Some(&"put") => &["--lease"],
+        Some(&"del" | &"delete") => &["--prefix"],
+        _ => &[],
+    };
+    if let Some(flag) = words
+        .iter()
+        .skip(1)
+        .find(|word| word.starts_with("--") && !allowed.contains(word))
+    {
+        return Err(format!(
+            "{flag} is not supported here (put takes --lease, del takes --prefix)"
+        ));
     }
     Ok(match words.as_slice() {
         ["put", key, value] => TxnOp::Put {
@@ -228,6 +243,37 @@ mod tests {
                 key: "acct/a".to_owned()
             }]
         );
+    }
+
+    #[test]
+    fn an_empty_success_branch_leaves_the_next_ops_to_the_failure_branch() {
+        let request = parse("value(\"a\") = \"1\"\n\n\nput a overwritten\n\n").unwrap();
+        assert_eq!(request.compare.len(), 1);
+        assert!(request.success.is_empty());
+        assert_eq!(request.failure, [put("a", "overwritten")]);
+        let request = parse("\n\nput a 2\n").unwrap();
+        assert!(request.compare.is_empty() && request.success.is_empty());
+        assert_eq!(request.failure, [put("a", "2")]);
+    }
+
+    #[test]
+    fn prefix_equals_reads_as_prefix_and_other_flags_are_named() {
+        let request = parse("\ndel --prefix=w/\n").unwrap();
+        assert_eq!(
+            request.success,
+            [TxnOp::DeletePrefix {
+                prefix: "w/".to_owned()
+            }]
+        );
+        for line in [
+            "get --prefix=w/",
+            "get w/ --prefix",
+            "del a --prev-kv",
+            "put a 1 --ttl=5",
+        ] {
+            let err = parse(&format!("\n{line}\n")).unwrap_err();
+            assert!(err.starts_with("line 2: --"), "{line}: {err}");
+        }
     }
 
     #[test]

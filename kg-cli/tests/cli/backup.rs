@@ -1,6 +1,8 @@
 //! `kg snapshot save` and `kg snapshot restore`: a round trip between real nodes, leases
 //! included, and the refusals (a non-empty cluster, a damaged file) that write nothing.
 
+use kg_testkit::AppOptions;
+
 use super::{kg, spawn_node};
 
 /// Every live key of a node: key, value, and the lease it shares with which other keys.
@@ -283,6 +285,107 @@ async fn a_damaged_snapshot_file_is_refused_before_anything_is_written() {
     assert!(
         contents(&target.endpoint).await.is_empty(),
         "nothing was written"
+    );
+}
+
+/// A file whose format is whole but whose key the node would refuse, or whose value is over
+/// the node's limit, is refused before the first write (by `status` too, for the key): a
+/// restore used to write the keys before it and stop there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_the_node_would_refuse_in_part_writes_nothing() {
+    let source = spawn_node().await;
+    let e = source.endpoint.as_str();
+    for key in ["a", "b"] {
+        kg(&["-e", e, "put", key, key], "").await;
+    }
+    kg(&["-e", e, "put", "y", &"v".repeat(2000)], "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("whole.kgs");
+    let path = file.to_str().unwrap();
+    assert_eq!(kg(&["-e", e, "snapshot", "save", path], "").await.0, 0);
+    let whole = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = whole.lines().collect();
+    // A control character in the last key: the format is whole, the key is not one.
+    let bad_key = lines[3].replacen("\"key\":\"y\"", "\"key\":\"z\\u0001\"", 1);
+    assert_ne!(bad_key, lines[3], "{}", lines[3]);
+    let bad = dir.path().join("bad-key.kgs");
+    std::fs::write(
+        &bad,
+        [lines[0], lines[1], lines[2], &bad_key, lines[4]].join("\n"),
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let (code, out) = kg(&["snapshot", "status", bad], "").await;
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("control characters"), "{out}");
+
+    let dir_small = tempfile::tempdir().unwrap();
+    let small = kg_testkit::spawn_node_in(
+        dir_small.path(),
+        None,
+        AppOptions {
+            extra_args: vec!["--max-value-bytes=1000".to_owned()],
+            ..AppOptions::default()
+        },
+    )
+    .await;
+    for file in [bad, path] {
+        let (code, out) = kg(&["-e", &small, "snapshot", "restore", file], "").await;
+        assert_eq!(code, 2, "{file}: {out}");
+        assert!(
+            contents(&small).await.is_empty(),
+            "{file}: nothing written: {out}"
+        );
+    }
+    let (_, out) = kg(&["-e", &small, "snapshot", "restore", path], "").await;
+    assert!(out.contains("over the node's limit"), "{out}");
+}
+
+/// `kg snapshot save FILE` replaces only a regular file: a device, a pipe or a link at FILE
+/// is refused before the download (a rename used to put a regular file in its place).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_replaces_only_a_regular_file() {
+    let node = spawn_node().await;
+    let e = node.endpoint.as_str();
+    kg(&["-e", e, "put", "a", "1"], "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.kgs");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let target = dir.path().join("target.kgs");
+    std::fs::write(&target, "old").unwrap();
+    let link = dir.path().join("link.kgs");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    for path in [&fifo, &link, &dir.path().to_path_buf()] {
+        let (code, out) = kg(&["-e", e, "snapshot", "save", path.to_str().unwrap()], "").await;
+        assert_eq!(code, 2, "{}: {out}", path.display());
+        assert!(out.contains("is not a regular file"), "{out}");
+    }
+    use std::os::unix::fs::FileTypeExt as _;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "old");
+    let file = dir.path().join("new.kgs");
+    assert_eq!(
+        kg(&["-e", e, "snapshot", "save", file.to_str().unwrap()], "")
+            .await
+            .0,
+        0
+    );
+    assert_eq!(
+        kg(&["-e", e, "snapshot", "save", file.to_str().unwrap()], "")
+            .await
+            .0,
+        0
     );
 }
 

@@ -97,6 +97,23 @@ async fn ctrl_c_exits_130_while_watching_holding_a_lock_or_reading_stdin() {
     );
 }
 
+/// `kg lock` against a node that never answers: ctrl-c while the lease grant waits ends kg
+/// with 130 at once, not when the request times out (it handles ctrl-c itself, to release
+/// what it holds, and used to look only once it held the lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_a_lock_whose_first_request_gets_no_answer() {
+    // Connections wait in the backlog, never accepted, never answered.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", silent.local_addr().unwrap());
+    for args in [vec!["lock", "HL"], vec!["lock", "HL", "--", "true"]] {
+        let mut argv = vec!["-e", endpoint.as_str(), "--timeout", "60s"];
+        argv.extend(args.iter().copied());
+        // Had kg waited for the request instead, it would end 60 s later with 4 (timed out).
+        let (code, stderr) = interrupt(spawn_kg(&argv)).await;
+        assert_eq!(code, Some(130), "{args:?}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn a_file_that_cannot_be_written_or_read_is_a_usage_error_not_an_unavailable_server() {
     let node = spawn_node().await;

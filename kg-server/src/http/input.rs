@@ -15,10 +15,7 @@ use serde::de::DeserializeOwned;
 use super::Error;
 use crate::store::Expect;
 
-/// The longest key accepted, in characters (Unicode scalar values, as JSON Schema's
-/// `maxLength` counts them, so that the OpenAPI document states the rule exactly). At most
-/// 2 KiB of UTF-8, inside PostgreSQL's B-tree entry limit (~2.7 KB).
-pub const MAX_KEY_CHARS: usize = 512;
+pub use kg_api::{check_key, MAX_KEY_CHARS};
 
 /// The OpenAPI pattern of a key: no control characters (Unicode Cc, what `char::is_control`
 /// finds). Kept equal to the literal in the schema attributes by a test.
@@ -154,26 +151,6 @@ pub fn check_ttl(ttl: u64) -> Result<(), super::Error> {
             "ttl must be {MIN_LEASE_TTL_SECONDS} to {MAX_LEASE_TTL_SECONDS} seconds, not {ttl}"
         )))
     }
-}
-
-/// Checks a key against the documented limits; `Err` carries the reason.
-pub fn check_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("key must not be empty".to_owned());
-    }
-    let chars = key.chars().count();
-    if chars > MAX_KEY_CHARS {
-        return Err(format!(
-            "key is {chars} characters; the limit is {MAX_KEY_CHARS}"
-        ));
-    }
-    if let Some(bad) = key.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "key must not contain control characters (found U+{:04X})",
-            bad as u32
-        ));
-    }
-    Ok(())
 }
 
 /// The key of a query string, validated: a bad one is a 400.
