@@ -322,7 +322,10 @@ redis_start() {
     if hosts_mode; then
         # Its host's address for the others (and what it tells the Sentinels it is), loopback
         # for the checks made inside the host.
-        host=(--bind "$(addr_of "redis$i") 127.0.0.1" --replica-announce-ip "$(addr_of "redis$i")")
+        # Protected mode would refuse every other host: the bridge is this machine's own,
+        # reachable from no other.
+        host=(--bind "$(addr_of "redis$i") 127.0.0.1" --replica-announce-ip "$(addr_of "redis$i")"
+            --protected-mode no)
         REDIS_RUN=(ip netns exec "$(host_ns "redis$i")")
     fi
     start_redis "${REDIS_PORTS[i - 1]}" "$HA_DIR/redis$i" "${replica[@]}" "${host[@]}"
@@ -335,7 +338,8 @@ sentinel_start() {
     pid_alive "$HA_DIR/sentinel$i.pid" && return 0
     if hosts_mode; then
         bind="$(addr_of "sentinel$i") 127.0.0.1"
-        announce="sentinel announce-ip $(addr_of "sentinel$i")"
+        announce="sentinel announce-ip $(addr_of "sentinel$i")
+protected-mode no"
     fi
     # A Sentinel rewrites its file as the topology changes; an existing one is kept.
     if [ ! -f "$conf" ]; then

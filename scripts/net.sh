@@ -41,7 +41,7 @@ OUT=KG-FAULT-OUT
 # rule or probe is ever sent anywhere else.
 require_hosts() {
     hosts_mode || fail "no --hosts stack here (./scripts/start.sh --hosts); state in $KG_STATE_DIR"
-    scripts/hosts.sh check >/dev/null
+    scripts/hosts.sh check --exist >/dev/null
 }
 
 # resolve NAMES: the hosts a comma-separated list of names stands for, one per line.
@@ -212,12 +212,14 @@ delay() {
         --delay "${ms}ms" --jitter "${jitter}ms" >>"$KG_LOGS/netem-$queue.log" 2>&1 </dev/null &
     echo $! >"$NET_DIR/netem-$queue.pid"
     # The reader binds its queue in each namespace before it says so.
+    local ready=0
     for _ in $(seq 100); do
-        grep -q '^ready' "$KG_LOGS/netem-$queue.log" 2>/dev/null && break
+        grep -q '^ready' "$KG_LOGS/netem-$queue.log" 2>/dev/null && { ready=1; break; }
         kill -0 "$(cat "$NET_DIR/netem-$queue.pid")" 2>/dev/null ||
             fail "kg-bench netem failed: $(tail -n 3 "$KG_LOGS/netem-$queue.log")"
         sleep 0.05
     done
+    [ "$ready" = 1 ] || fail "kg-bench netem did not say it was ready in 5 s (./scripts/net.sh heal)"
     echo "delay: ${ms} ms +/- ${jitter} ms on what $(resolve "$hosts" | paste -sd' ' -) send${to:+ to $to} (queue $queue)"
 }
 

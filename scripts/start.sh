@@ -270,7 +270,8 @@ if hosts_mode; then
             port_in_use "$port" && fail "port $port is taken by something else (the front door needs localhost's $KG_API_PORT, $KG_WEB_PORT and 8001-8003)"
         done
         {
-            printf 'global\n    maxconn 20000\ndefaults\n    mode tcp\n    timeout connect 2s\n'
+            # Each connection takes two descriptors; the machine allows 20,000 to a process.
+            printf 'global\n    maxconn 9000\ndefaults\n    mode tcp\n    timeout connect 2s\n'
             # Watch streams stay open for hours; nginx's and the nodes' own timeouts govern.
             printf '    timeout client 24h\n    timeout server 24h\n'
             printf 'listen api\n    bind 127.0.0.1:%s\n    server nginx %s:%s\n' "$KG_API_PORT" "$(addr_of nginx)" "$KG_API_PORT"

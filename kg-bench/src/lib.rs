@@ -436,11 +436,10 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
                         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
                 }),
             };
-            // Its own thread: it enters namespaces with setns, which acts on one thread.
-            let handle = std::thread::spawn(move || netem::run(&netem, &mut std::io::stdout()));
-            handle
-                .join()
-                .map_err(|_| "the netem reader panicked".to_owned())??;
+            // On this thread, which it never leaves: setns acts on one thread, and `out` is
+            // stdout held locked by this thread (a thread of its own that printed to stdout
+            // waited for that lock forever, before it read one packet).
+            netem::run(&netem, out)?;
             Ok(0)
         }
         Some(Tool::Summarize(args)) => summarize_suite(&args, out),
