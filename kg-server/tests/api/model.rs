@@ -280,6 +280,13 @@ pub enum Op {
     Retry {
         nth: usize,
     },
+    /// Sends the write `with` under the `Idempotency-Key` of the `nth` write sent with one:
+    /// a key reused for another request is refused, not replayed.
+    ReuseKey {
+        nth: usize,
+        with: Box<Op>,
+    },
+    Snapshot,
 }
 
 /// A write's precondition.
@@ -451,6 +458,35 @@ fn op() -> impl Strategy<Value = Op> {
         1 => lease_ref().prop_map(|lease| Op::LeaseInfo { lease }),
         2 => (lease_ref(), any::<bool>()).prop_map(|(lease, idem)| Op::Revoke { lease, idem }),
         4 => (0usize..16).prop_map(|nth| Op::Retry { nth }),
+        1 => (0usize..16, reused_write()).prop_map(|(nth, with)| Op::ReuseKey { nth, with: Box::new(with) }),
+        1 => Just(Op::Snapshot),
+    ]
+}
+
+/// A write to send under another's idempotency key.
+fn reused_write() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (key(), value()).prop_map(|(key, value)| Op::Put {
+            key,
+            value,
+            cond: Cond::None,
+            attach: AttachRef::None,
+            idem: true
+        }),
+        key().prop_map(|key| Op::Delete {
+            key,
+            cond: Cond::None,
+            idem: true
+        }),
+        prefix().prop_map(|prefix| Op::DeletePrefix { prefix, idem: true }),
+        key().prop_map(|key| Op::Txn {
+            compare: Vec::new(),
+            success: vec![TxnOpGen::Delete { key }],
+            failure: Vec::new(),
+            idem: true
+        }),
+        rev_choice().prop_map(|to| Op::Compact { to, idem: true }),
+        prop::sample::select(LEASE_TTLS).prop_map(|ttl| Op::Grant { ttl, idem: true }),
     ]
 }
 
@@ -534,9 +570,25 @@ enum Req {
         id: i64,
         idem: Option<String>,
     },
+    Snapshot,
 }
 
 impl Req {
+    /// This request under the idempotency key `key`, when it takes one.
+    fn under_key(mut self, key: &str) -> Self {
+        match &mut self {
+            Req::Put { idem, .. }
+            | Req::Delete { idem, .. }
+            | Req::DeletePrefix { idem, .. }
+            | Req::Txn { idem, .. }
+            | Req::Compact { idem, .. }
+            | Req::Grant { idem, .. }
+            | Req::Revoke { idem, .. } => *idem = Some(key.to_owned()),
+            _ => {}
+        }
+        self
+    }
+
     fn idempotency_key(&self) -> Option<&str> {
         match self {
             Req::Put { idem, .. }
@@ -810,17 +862,45 @@ impl Model {
                 }
                 self.sent[nth % self.sent.len()].clone()
             }
+            Op::ReuseKey { nth, with } => {
+                if self.sent.is_empty() {
+                    return None;
+                }
+                let first = self.sent[nth % self.sent.len()].clone();
+                let key = first.idempotency_key()?.to_owned();
+                self.resolve(with)?.under_key(&key)
+            }
+            Op::Snapshot => Req::Snapshot,
         })
     }
 
     /// The answer the node must give to `req`, applying it to the model. `actual` is read
     /// only for what the model cannot know beforehand: the id of a lease the node grants.
     fn answer(&mut self, req: &Req, actual: &Value) -> Result<Value, String> {
+        // A request refused for its form is refused before its idempotency key is looked up.
+        match req {
+            Req::Delete {
+                expect: Expect::Absent,
+                ..
+            } => return Ok(json!({"status": 400, "replayed": false})),
+            Req::Put {
+                expect: Expect::Revision(revision),
+                ..
+            }
+            | Req::Delete {
+                expect: Expect::Revision(revision),
+                ..
+            } if *revision < 0 => return Ok(json!({"status": 400, "replayed": false})),
+            Req::Compact { revision, .. } if *revision < 0 => {
+                return Ok(json!({"status": 422, "replayed": false}))
+            }
+            _ => {}
+        }
         let idem = req.idempotency_key().map(str::to_owned);
         if let Some(idem) = &idem {
             if let Some((first, answer)) = self.records.get(idem) {
                 if first != req {
-                    return Ok(json!({"status": 422}));
+                    return Ok(json!({"status": 422, "replayed": false}));
                 }
                 let mut replayed = answer.clone();
                 replayed["replayed"] = json!(true);
@@ -999,10 +1079,6 @@ impl Model {
                 answer
             }
             Req::Delete { key, expect, .. } => {
-                if *expect == Expect::Absent {
-                    // A delete takes no If-None-Match.
-                    return Ok(json!({"status": 400, "replayed": false}));
-                }
                 if !self.holds(key, expect) {
                     return Ok(json!({"status": 412, "replayed": false}));
                 }
@@ -1171,6 +1247,15 @@ impl Model {
                 }
                 None => json!({"status": 404}),
             },
+            Req::Snapshot => {
+                let records: Vec<Value> = self
+                    .live_under("", None)
+                    .iter()
+                    .map(|(key, version)| self.record(key, version, true))
+                    .collect();
+                json!({"status": 200, "revision": self.revision, "keys": records.len(),
+                       "records": records, "end": records.len()})
+            }
             Req::Revoke { id, .. } => {
                 if !self.lease_alive(*id) {
                     return Ok(json!({"status": 404, "replayed": false}));
@@ -1774,6 +1859,35 @@ impl ModelNode {
                 } else {
                     json!({"status": status})
                 }
+            }
+            Req::Snapshot => {
+                let response = self
+                    .http
+                    .get(self.url("/api/snapshot"))
+                    .send()
+                    .await
+                    .map_err(|err| format!("GET /api/snapshot: {err}"))?;
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                if status != 200 {
+                    return Err(format!("GET /api/snapshot answered {status}: {text}"));
+                }
+                let mut lines = text.lines().map(|line| {
+                    serde_json::from_str::<Value>(line)
+                        .unwrap_or_else(|_| json!({"unparsed": line}))
+                });
+                let header = lines.next().unwrap_or(Value::Null);
+                let mut records = Vec::new();
+                let mut end = Value::Null;
+                for line in lines {
+                    if line.get("end").is_some() {
+                        end = line["end"].clone();
+                    } else {
+                        records.push(normal_record(&line));
+                    }
+                }
+                json!({"status": 200, "revision": header["revision"], "keys": header["keys"],
+                       "records": records, "end": end})
             }
             Req::Revoke { id, idem } => {
                 let (status, body, headers) = self
