@@ -10,14 +10,16 @@
 #   ./scripts/model-test.sh --runs 5                 five runs, seeds S, S+1, ... (S random
 #                                                    unless --seed), each on a fresh node
 #
+# --backend is sqlite, postgres, redis (PostgreSQL with the Redis read cache) or both (SQLite,
+# and PostgreSQL with and without Redis).
 # The PostgreSQL node gets a fresh kgtest_* database on the server at KG_TEST_DATABASE_URL
-# (an admin URL, as for scripts/test.sh), or, without one, on a throwaway server of its own.
-# Exits non-zero on the first failing run.
+# (an admin URL, as for scripts/test.sh), or, without one, on a throwaway server of its own;
+# the cache is the Redis at KG_TEST_REDIS_URL, or a throwaway one. Exits non-zero on the first failing run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 cases=48
 ops=40
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
     --ops) ops=${2:?--ops takes a number}; shift 2 ;;
     --seed) seed=${2:?--seed takes a number}; shift 2 ;;
     --runs) runs=${2:?--runs takes a number}; shift 2 ;;
-    --backend) backend=${2:?--backend takes sqlite, postgres or both}; shift 2 ;;
+    --backend) backend=${2:?--backend takes sqlite, postgres, redis or both}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) fail "unknown option '$1' (try --help)" ;;
     esac
@@ -40,9 +42,10 @@ whole_numbers "$cases" "$ops" "$runs"
 case $backend in
 sqlite) filter=model::sqlite:: ;;
 postgres) filter=model::postgres:: ;;
-# Both backends' tests, and not the planted bug's.
+redis) filter=model::postgres_with_redis:: ;;
+# Both backends' tests (PostgreSQL's also with the Redis cache), not the planted bug's.
 both) filter=random_operation_sequences_answer_as_the_model_says ;;
-*) fail "--backend takes sqlite, postgres or both, not '$backend'" ;;
+*) fail "--backend takes sqlite, postgres, redis or both, not '$backend'" ;;
 esac
 
 ensure_build_tools
@@ -50,6 +53,7 @@ work=""
 finish() {
     local status=$?
     if [ -n "$work" ]; then
+        [ -s "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null
         stop_postgres "$work/postgres" 2>/dev/null || true
         purge_postgres "$work/postgres"
         rm -rf "$work"
@@ -57,13 +61,25 @@ finish() {
     exit "$status"
 }
 trap finish EXIT
-if [ "$backend" != sqlite ] && [ -z "${KG_TEST_DATABASE_URL:-}" ]; then
-    ensure_packages initdb:postgresql
+needs_postgres=0
+needs_redis=0
+[ "$backend" != sqlite ] && [ -z "${KG_TEST_DATABASE_URL:-}" ] && needs_postgres=1
+[ "$backend" = redis ] || [ "$backend" = both ] && [ -z "${KG_TEST_REDIS_URL:-}" ] && needs_redis=1
+if [ "$needs_postgres" = 1 ] || [ "$needs_redis" = 1 ]; then
     work=$(mktemp -d /tmp/keygrid-model.XXXXXX)
     chmod 755 "$work" # its PostgreSQL runs as the postgres user
+fi
+if [ "$needs_postgres" = 1 ]; then
+    ensure_packages initdb:postgresql
     port=$(free_port)
     start_postgres "$work/postgres" "$port" "$work/postgres.log"
     export KG_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
+fi
+if [ "$needs_redis" = 1 ]; then
+    ensure_packages redis-server:redis-server redis-cli:redis-tools
+    port=$(free_port)
+    start_redis "$port" "$work"
+    export KG_TEST_REDIS_URL="redis://127.0.0.1:$port"
 fi
 
 step "building the test"
