@@ -4,7 +4,7 @@
 # embedded SQLite and on PostgreSQL, each answer compared with an in-memory model, and a
 # failing sequence shrunk to a minimal one, printed with the seed that reproduces it.
 #
-#   ./scripts/model-test.sh                          48 sequences per backend, a random seed
+#   ./scripts/model-test.sh                          40 sequences per backend, a random seed
 #   ./scripts/model-test.sh --cases 2000 --ops 60    more and longer sequences
 #   ./scripts/model-test.sh --seed 42 --backend sqlite   rerun what a failure printed
 #   ./scripts/model-test.sh --runs 5                 five runs, seeds S, S+1, ... (S random
@@ -21,7 +21,7 @@ source scripts/lib.sh
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
-cases=48
+cases=40
 ops=40
 seed=""
 backend=both

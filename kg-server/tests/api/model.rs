@@ -10,9 +10,11 @@
 //! `KG_MODEL_CASES` (sequences per backend), `KG_MODEL_OPS` (the longest sequence) and
 //! `KG_MODEL_SEED` (a run's seed; random, and printed, when unset).
 //!
-//! Leases are granted for an hour, so none expires while a sequence runs: expiry is judged
-//! by the database's clock, a race this model cannot decide, and a revoke ends a lease the
-//! way an expiry does (each key its own revision, in key order, with a reason).
+//! Leases are granted for ten minutes or an hour, so none expires while a sequence runs:
+//! expiry is judged by the database's clock, a race this model cannot decide. A revoke ends a
+//! lease the way an expiry does (each key its own revision, in key order, with a reason), and
+//! one step (`Op::Expire`) grants a lease of 1 s, attaches keys to it and waits for the node
+//! to say it has ended; the model then expects each key deleted as expired.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -156,7 +158,7 @@ impl Settings {
             .map(|since| since.as_nanos() as u64)
             .unwrap_or_default();
         Settings {
-            cases: u32::try_from(number("KG_MODEL_CASES", 48)).unwrap_or(u32::MAX),
+            cases: u32::try_from(number("KG_MODEL_CASES", 40)).unwrap_or(u32::MAX),
             max_ops: usize::try_from(number("KG_MODEL_OPS", 40)).unwrap_or(usize::MAX),
             seed: number("KG_MODEL_SEED", random_seed),
         }
@@ -319,6 +321,11 @@ pub enum Op {
         with: Box<Op>,
     },
     Snapshot,
+    /// Grants a lease of 1 s, attaches `keys` to it in one transaction, and waits until the
+    /// node has ended it: its keys deleted, each at a revision of its own, as expired.
+    Expire {
+        keys: Vec<&'static str>,
+    },
 }
 
 /// A write's precondition.
@@ -492,6 +499,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0usize..6).prop_map(|nth| Op::Retry { nth }),
         1 => (0usize..6, reused_write()).prop_map(|(nth, with)| Op::ReuseKey { nth, with: Box::new(with) }),
         1 => Just(Op::Snapshot),
+        1 => prop::collection::vec(key(), 0..3).prop_map(|keys| Op::Expire { keys }),
     ]
 }
 
@@ -603,6 +611,9 @@ enum Req {
         idem: Option<String>,
     },
     Snapshot,
+    Expire {
+        keys: Vec<String>,
+    },
 }
 
 impl Req {
@@ -895,6 +906,15 @@ impl Model {
                 self.resolve(with)?.under_key(&key)
             }
             Op::Snapshot => Req::Snapshot,
+            Op::Expire { keys } => {
+                let mut unique: Vec<String> = Vec::new();
+                for key in keys {
+                    if !unique.iter().any(|known| known == key) {
+                        unique.push((*key).to_owned());
+                    }
+                }
+                Req::Expire { keys: unique }
+            }
         })
     }
 
@@ -1277,6 +1297,32 @@ impl Model {
                 }
                 None => json!({"status": 404}),
             },
+            Req::Expire { keys } => {
+                let id = self.learn_lease(actual["lease"].as_i64(), 1)?;
+                let request = expiring_txn(keys, id);
+                // The only race the model leaves to the node: a transaction that reached it
+                // after the lease's second was up finds no lease. Either way the lease ends.
+                let (txn, expired_at) = if actual["txn"]["status"] == 404 {
+                    (json!({"status": 404, "replayed": false}), Value::Null)
+                } else {
+                    let txn = self.txn(&request)?;
+                    let mut attached: Vec<String> = keys
+                        .iter()
+                        .filter(|key| self.live(key).is_some_and(|live| live.lease == Some(id)))
+                        .cloned()
+                        .collect();
+                    attached.sort();
+                    for key in &attached {
+                        self.revision += 1;
+                        self.write(key, Self::tombstone(self.revision, Some("expired")));
+                    }
+                    (txn, json!((!attached.is_empty()).then_some(self.revision)))
+                };
+                if let Some(lease) = self.leases.get_mut(&id) {
+                    lease.alive = false;
+                }
+                json!({"lease": id, "txn": txn, "expired_at": expired_at})
+            }
             Req::Snapshot => {
                 let records: Vec<Value> = self
                     .live_under("", None)
@@ -1431,6 +1477,22 @@ impl Model {
         Ok(json!({"status": 200, "replayed": false, "body": {
             "succeeded": succeeded, "revision": self.revision, "results": results,
         }}))
+    }
+}
+
+/// The transaction that attaches `keys` to the lease `id`.
+fn expiring_txn(keys: &[String], id: i64) -> TxnRequest {
+    TxnRequest {
+        compare: Vec::new(),
+        success: keys
+            .iter()
+            .map(|key| TxnOp::Put {
+                key: key.clone(),
+                value: "expiring".to_owned(),
+                lease: Some(id),
+            })
+            .collect(),
+        failure: Vec::new(),
     }
 }
 
@@ -1903,6 +1965,67 @@ impl ModelNode {
                 } else {
                     json!({"status": status})
                 }
+            }
+            Req::Expire { keys } => {
+                let (status, grant, _) = self
+                    .call(Method::POST, "/api/leases", Some(json!({"ttl": 1})), None)
+                    .await?;
+                let id = grant["id"].as_i64();
+                let Some(id) = id.filter(|_| status == 200) else {
+                    return Err(format!("a lease of 1 s was not granted: {status} {grant}"));
+                };
+                let request = expiring_txn(keys, id);
+                let (status, body, headers) = self
+                    .call(
+                        Method::POST,
+                        "/api/txn",
+                        Some(serde_json::to_value(&request).unwrap()),
+                        None,
+                    )
+                    .await?;
+                let txn = with_body(status, replayed(&headers), body);
+                let deadline = Instant::now() + PATIENCE;
+                let waited = |what: &str| {
+                    if Instant::now() > deadline {
+                        Err(format!("lease {id} of 1 s: {what} after {PATIENCE:?}"))
+                    } else {
+                        Ok(())
+                    }
+                };
+                // Its end, by the node's own answers: the lease gone, then (when keys were
+                // attached) the last of them deleted as expired.
+                loop {
+                    let (status, _, _) = self
+                        .call(Method::GET, &format!("/api/leases/{id}"), None, None)
+                        .await?;
+                    if status == 404 {
+                        break;
+                    }
+                    waited("still alive")?;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                let mut expired_at = Value::Null;
+                if status == 200 && !keys.is_empty() {
+                    let last = keys.iter().max().cloned().unwrap_or_default();
+                    loop {
+                        let (_, history, _) = self
+                            .call(
+                                Method::GET,
+                                &format!("/api/key/history?key={}&limit=1", encode(&last)),
+                                None,
+                                None,
+                            )
+                            .await?;
+                        let top = &history["history"][0];
+                        if top["type"] == "delete" && top["reason"] == "expired" {
+                            expired_at = top["revision"].clone();
+                            break;
+                        }
+                        waited("its keys not deleted")?;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+                json!({"lease": id, "txn": txn, "expired_at": expired_at})
             }
             Req::Snapshot => {
                 let response = self
