@@ -10,8 +10,8 @@
 #   ./scripts/model-test.sh --runs 5                 five runs, seeds S, S+1, ... (S random
 #                                                    unless --seed), each on a fresh node
 #
-# --backend is sqlite, postgres, redis (PostgreSQL with the Redis read cache) or both (SQLite,
-# and PostgreSQL with and without Redis).
+# --backend is sqlite, postgres, redis (PostgreSQL with the Redis read cache), two (two nodes
+# over one database: SQLite, and PostgreSQL with Redis) or both (every one of these).
 # The PostgreSQL node gets a fresh kgtest_* database on the server at KG_TEST_DATABASE_URL
 # (an admin URL, as for scripts/test.sh), or, without one, on a throwaway server of its own;
 # the cache is the Redis at KG_TEST_REDIS_URL, or a throwaway one. Exits non-zero on the first failing run.
@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
     --ops) ops=${2:?--ops takes a number}; shift 2 ;;
     --seed) seed=${2:?--seed takes a number}; shift 2 ;;
     --runs) runs=${2:?--runs takes a number}; shift 2 ;;
-    --backend) backend=${2:?--backend takes sqlite, postgres, redis or both}; shift 2 ;;
+    --backend) backend=${2:?--backend takes sqlite, postgres, redis, two or both}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) fail "unknown option '$1' (try --help)" ;;
     esac
@@ -43,9 +43,10 @@ case $backend in
 sqlite) filter=model::sqlite:: ;;
 postgres) filter=model::postgres:: ;;
 redis) filter=model::postgres_with_redis:: ;;
+two) filter=two_nodes ;;
 # Both backends' tests (PostgreSQL's also with the Redis cache), not the planted bug's.
 both) filter=random_operation_sequences_answer_as_the_model_says ;;
-*) fail "--backend takes sqlite, postgres, redis or both, not '$backend'" ;;
+*) fail "--backend takes sqlite, postgres, redis, two or both, not '$backend'" ;;
 esac
 
 ensure_build_tools
@@ -64,7 +65,7 @@ trap finish EXIT
 needs_postgres=0
 needs_redis=0
 [ "$backend" != sqlite ] && [ -z "${KG_TEST_DATABASE_URL:-}" ] && needs_postgres=1
-[ "$backend" = redis ] || [ "$backend" = both ] && [ -z "${KG_TEST_REDIS_URL:-}" ] && needs_redis=1
+[ "$backend" = redis ] || [ "$backend" = two ] || [ "$backend" = both ] && [ -z "${KG_TEST_REDIS_URL:-}" ] && needs_redis=1
 if [ "$needs_postgres" = 1 ] || [ "$needs_redis" = 1 ]; then
     work=$(mktemp -d /tmp/keygrid-model.XXXXXX)
     chmod 755 "$work" # its PostgreSQL runs as the postgres user

@@ -60,7 +60,23 @@ mod postgres {
 mod postgres_with_redis {
     #[test]
     fn random_operation_sequences_answer_as_the_model_says() {
-        super::model_test_with(kg_testkit::Backend::Postgres, true);
+        super::model_test_with(kg_testkit::Backend::Postgres, true, 1);
+    }
+}
+
+/// Two nodes over one database and one Redis, taking the requests in turn, as behind nginx.
+mod postgres_two_nodes_with_redis {
+    #[test]
+    fn random_operation_sequences_answer_as_the_model_says() {
+        super::model_test_with(kg_testkit::Backend::Postgres, true, 2);
+    }
+}
+
+/// Two nodes over one SQLite file (two processes, WAL), taking the requests in turn.
+mod sqlite_two_nodes {
+    #[test]
+    fn random_operation_sequences_answer_as_the_model_says() {
+        super::model_test_with(kg_testkit::Backend::Sqlite, false, 2);
     }
 }
 
@@ -123,13 +139,18 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn model_test(backend: Backend) {
-    model_test_with(backend, false);
+    model_test_with(backend, false, 1);
 }
 
-fn model_test_with(backend: Backend, redis: bool) {
+fn model_test_with(backend: Backend, redis: bool, nodes: usize) {
     let runtime = runtime();
-    let node = runtime.block_on(ModelNode::start_with(backend, None, redis));
-    if let Err(failure) = run_model(&runtime, &node, Settings::from_env()).result {
+    let node = runtime.block_on(ModelNode::start_with(backend, None, redis, nodes));
+    let mut settings = Settings::from_env();
+    if (redis || nodes > 1) && std::env::var_os("KG_MODEL_CASES").is_none() {
+        // The variants share the suite's time with the two backends' own runs.
+        settings.cases /= 4;
+    }
+    if let Err(failure) = run_model(&runtime, &node, settings).result {
         panic!("{failure}");
     }
 }
@@ -1513,9 +1534,11 @@ fn history_entry(version: &Version) -> Value {
 
 pub struct ModelNode {
     backend: Backend,
-    base: String,
+    /// One node, or several over one database (and one Redis), taking requests in turn.
+    bases: Vec<String>,
+    next: std::sync::atomic::AtomicUsize,
     http: reqwest::Client,
-    child: Child,
+    children: Vec<Child>,
     runs: std::sync::atomic::AtomicU64,
     _dir: tempfile::TempDir,
 }
@@ -1523,77 +1546,94 @@ pub struct ModelNode {
 impl fmt::Debug for ModelNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ModelNode")
-            .field("base", &self.base)
+            .field("bases", &self.bases)
             .finish()
     }
 }
 
 impl Drop for ModelNode {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl ModelNode {
     /// A kg-server process over a fresh database, with `planted` bugs switched on.
     pub async fn start(backend: Backend, planted: Option<&str>) -> Self {
-        Self::start_with(backend, planted, false).await
+        Self::start_with(backend, planted, false, 1).await
     }
 
     /// `start`, with the Redis read cache at KG_TEST_REDIS_URL when `redis`, under a key
-    /// prefix of its own.
-    pub async fn start_with(backend: Backend, planted: Option<&str>, redis: bool) -> Self {
+    /// prefix of its own, and `nodes` processes over the one database and cache, which take
+    /// the requests in turn.
+    pub async fn start_with(
+        backend: Backend,
+        planted: Option<&str>,
+        redis: bool,
+        nodes: usize,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = fresh_database(backend, dir.path()).await;
-        let address = format!("127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("node.log")).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kg-server"));
-        command
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .args([
-                format!("--listen={address}"),
-                format!("--database-url={url}"),
-                "--node-id=model".to_owned(),
-                "--db-pool-size=4".to_owned(),
-                // A busy machine must not turn a slow answer into a 503 the model calls wrong.
-                "--db-timeout=60s".to_owned(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(log);
-        if redis {
-            command.args([
-                format!("--redis-url={}", test_redis_url()),
-                format!("--redis-prefix={}", unique_prefix()),
-                // As kg-testkit's nodes: a busy machine's Redis may take longer than 250 ms.
-                "--cache-timeout=2s".to_owned(),
-            ]);
+        let redis_prefix = unique_prefix();
+        let mut bases = Vec::new();
+        let mut children = Vec::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        for node in 0..nodes {
+            let address = format!("127.0.0.1:{}", free_port());
+            let log = std::fs::File::create(dir.path().join(format!("node-{node}.log"))).unwrap();
+            let mut command = Command::new(env!("CARGO_BIN_EXE_kg-server"));
+            command
+                .env_clear()
+                .env("RUST_LOG", "warn")
+                .args([
+                    format!("--listen={address}"),
+                    format!("--database-url={url}"),
+                    format!("--node-id=model-{node}"),
+                    "--db-pool-size=4".to_owned(),
+                    // A busy machine must not turn a slow answer into a 503 the model calls wrong.
+                    "--db-timeout=60s".to_owned(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(log);
+            if redis {
+                command.args([
+                    format!("--redis-url={}", test_redis_url()),
+                    format!("--redis-prefix={redis_prefix}"),
+                    // As kg-testkit's nodes: a busy machine's Redis may take longer than 250 ms.
+                    "--cache-timeout=2s".to_owned(),
+                ]);
+            }
+            if let Some(planted) = planted {
+                command.env("KG_PLANTED_BUG", planted);
+            }
+            children.push(command.spawn().unwrap());
+            bases.push(format!("http://{address}"));
+            // One after the other: the first migrates the database the others then open.
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let ready = http.get(format!("http://{address}/api/ready")).send().await;
+                if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "kg-server did not become ready");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
-        if let Some(planted) = planted {
-            command.env("KG_PLANTED_BUG", planted);
-        }
-        let child = command.spawn().unwrap();
         let node = ModelNode {
             backend,
-            base: format!("http://{address}"),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
-            child,
+            bases,
+            next: std::sync::atomic::AtomicUsize::new(0),
+            http,
+            children,
             runs: std::sync::atomic::AtomicU64::new(0),
             _dir: dir,
         };
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let ready = node.http.get(node.url("/api/ready")).send().await;
-            if ready.is_ok_and(|response| response.status() == StatusCode::OK) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "kg-server did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         // Every sequence starts above revision 10, so that a revision a few back from the
         // current one is always a revision (from 1), and a sequence answers alike whatever
         // ran before it: its shrinking, and its rerun, depend on nothing else.
@@ -1606,8 +1646,10 @@ impl ModelNode {
         node
     }
 
+    /// The URL of `path` on the node whose turn it is.
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        let turn = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}{path}", self.bases[turn % self.bases.len()])
     }
 
     /// Empties the store for a new sequence: every lease revoked, every key deleted, and the
