@@ -46,10 +46,24 @@ impl SqliteStore {
             .connect_with(connect)
             .await
             .with_context(|| format!("failed to open sqlite database {url}"))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .context("failed to run sqlite migrations")?;
+        // sqlx's SQLite migrator takes no lock (its PostgreSQL one takes an advisory lock), so
+        // nodes starting together on a new file race to apply the same migration, and the
+        // loser's fails ("table kg_meta already exists"). Each migration is one transaction
+        // with its record in `_sqlx_migrations`, so the loser's rolled back whole, and running
+        // the migrator again finds it applied and goes on from there.
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match migrator.run(&pool).await {
+                Ok(()) => break,
+                Err(err) if attempt < 10 => {
+                    tracing::debug!(%err, attempt, "sqlite migrations raced another node; again");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(err) => return Err(err).context("failed to run sqlite migrations"),
+            }
+        }
         Ok(Self {
             pool,
             read_fence: false,
