@@ -215,10 +215,10 @@ fn run_model(runtime: &tokio::runtime::Runtime, node: &ModelNode, settings: Sett
         stats.ops += run.sent;
         run.result.map_err(TestCaseError::fail)
     });
-    let backend = node.backend;
+    let backend = node.kind();
     let elapsed = started.elapsed().as_secs_f64();
     eprintln!(
-        "model test ({backend:?}): seed {}, {} sequences run ({} ops sent), {elapsed:.1} s",
+        "model test ({backend}): seed {}, {} sequences run ({} ops sent), {elapsed:.1} s",
         settings.seed, stats.cases, stats.ops
     );
     match result {
@@ -230,15 +230,11 @@ fn run_model(runtime: &tokio::runtime::Runtime, node: &ModelNode, settings: Sett
             // Run the minimal sequence once more, to print what each step answered.
             let trace = runtime.block_on(node.run(&minimal)).trace;
             let mut report = format!(
-                "the model test failed on {backend:?} (seed {seed}; rerun with \
+                "the model test failed on {backend} (seed {seed}; rerun with \
                  KG_MODEL_SEED={seed} ./scripts/model-test.sh --backend {name}).\n\
                  Minimal sequence ({len} ops):\n",
                 seed = settings.seed,
-                name = if backend == Backend::Sqlite {
-                    "sqlite"
-                } else {
-                    "postgres"
-                },
+                name = node.script_backend(),
                 len = minimal.len(),
             );
             for (at, op) in minimal.iter().enumerate() {
@@ -1534,6 +1530,7 @@ fn history_entry(version: &Version) -> Value {
 
 pub struct ModelNode {
     backend: Backend,
+    redis: bool,
     /// One node, or several over one database (and one Redis), taking requests in turn.
     bases: Vec<String>,
     next: std::sync::atomic::AtomicUsize,
@@ -1627,6 +1624,7 @@ impl ModelNode {
         }
         let node = ModelNode {
             backend,
+            redis,
             bases,
             next: std::sync::atomic::AtomicUsize::new(0),
             http,
@@ -1644,6 +1642,28 @@ impl ModelNode {
                 .unwrap();
         }
         node
+    }
+
+    /// What this node is, for the report: its store, Redis, how many processes.
+    fn kind(&self) -> String {
+        let mut kind = format!("{:?}", self.backend);
+        if self.redis {
+            kind.push_str(" with Redis");
+        }
+        if self.bases.len() > 1 {
+            kind.push_str(&format!(", {} nodes", self.bases.len()));
+        }
+        kind
+    }
+
+    /// The `--backend` of scripts/model-test.sh that runs this node's test.
+    fn script_backend(&self) -> &'static str {
+        match (self.backend, self.redis, self.bases.len()) {
+            (_, _, 2..) => "two",
+            (Backend::Postgres, true, _) => "redis",
+            (Backend::Postgres, false, _) => "postgres",
+            (Backend::Sqlite, _, _) => "sqlite",
+        }
     }
 
     /// The URL of `path` on the node whose turn it is.
