@@ -40,34 +40,48 @@ impl SqliteStore {
                     .with_context(|| format!("failed to create {}", parent.display()))?;
             }
         }
+        // Nodes starting together on a new file race for it: turning on WAL takes a lock that
+        // may answer "database is locked" without waiting out the busy timeout, and sqlx's
+        // SQLite migrator takes no lock at all (its PostgreSQL one takes an advisory lock), so
+        // both apply the same migration and the loser's fails ("table kg_meta already
+        // exists"). Each migration is one transaction with its record in `_sqlx_migrations`,
+        // so the loser's rolled back whole; opening again finds it applied and goes on.
+        let mut attempt = 0;
+        let pool = loop {
+            attempt += 1;
+            match Self::open(url, connect.clone(), options).await {
+                Ok(pool) => break pool,
+                Err(err) if attempt < 10 => {
+                    let err = format!("{err:#}");
+                    tracing::debug!(%err, attempt, "opening sqlite raced another node; again");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        Ok(Self {
+            pool,
+            read_fence: false,
+        })
+    }
+
+    /// A pool on the file, migrated.
+    async fn open(
+        url: &str,
+        connect: SqliteConnectOptions,
+        options: &ConnectOptions,
+    ) -> anyhow::Result<SqlitePool> {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect)
             .await
             .with_context(|| format!("failed to open sqlite database {url}"))?;
-        // sqlx's SQLite migrator takes no lock (its PostgreSQL one takes an advisory lock), so
-        // nodes starting together on a new file race to apply the same migration, and the
-        // loser's fails ("table kg_meta already exists"). Each migration is one transaction
-        // with its record in `_sqlx_migrations`, so the loser's rolled back whole, and running
-        // the migrator again finds it applied and goes on from there.
-        let migrator = sqlx::migrate!("./migrations/sqlite");
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match migrator.run(&pool).await {
-                Ok(()) => break,
-                Err(err) if attempt < 10 => {
-                    tracing::debug!(%err, attempt, "sqlite migrations raced another node; again");
-                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
-                }
-                Err(err) => return Err(err).context("failed to run sqlite migrations"),
-            }
-        }
-        Ok(Self {
-            pool,
-            read_fence: false,
-        })
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .context("failed to run sqlite migrations")?;
+        Ok(pool)
     }
 }
 
