@@ -40,6 +40,37 @@ impl SqliteStore {
                     .with_context(|| format!("failed to create {}", parent.display()))?;
             }
         }
+        // Nodes starting together on a new file race for it: turning on WAL takes a lock that
+        // may answer "database is locked" without waiting out the busy timeout, and sqlx's
+        // SQLite migrator takes no lock at all (its PostgreSQL one takes an advisory lock), so
+        // both apply the same migration and the loser's fails ("table kg_meta already
+        // exists"). Each migration is one transaction with its record in `_sqlx_migrations`,
+        // so the loser's rolled back whole; opening again finds it applied and goes on.
+        let mut attempt = 0;
+        let pool = loop {
+            attempt += 1;
+            match Self::open(url, connect.clone(), options).await {
+                Ok(pool) => break pool,
+                Err(err) if attempt < 10 => {
+                    let err = format!("{err:#}");
+                    tracing::debug!(%err, attempt, "opening sqlite raced another node; again");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        Ok(Self {
+            pool,
+            read_fence: false,
+        })
+    }
+
+    /// A pool on the file, migrated.
+    async fn open(
+        url: &str,
+        connect: SqliteConnectOptions,
+        options: &ConnectOptions,
+    ) -> anyhow::Result<SqlitePool> {
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -50,10 +81,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .context("failed to run sqlite migrations")?;
-        Ok(Self {
-            pool,
-            read_fence: false,
-        })
+        Ok(pool)
     }
 }
 

@@ -35,6 +35,7 @@ mod history;
 mod idempotency;
 mod leases;
 mod listing;
+mod model;
 mod node;
 mod outage;
 mod persistence;
