@@ -340,6 +340,21 @@ pub struct RunArgs {
     #[arg(long = "threshold")]
     pub thresholds: Vec<Threshold>,
 
+    /// Send this share of the writes (0 to 1) a second time with the same Idempotency-Key
+    /// (every write then carries one), after up to --retry-delay. The history records both
+    /// attempts, and `kg-bench judge` fails a retry the node applied again.
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub retry_share: Option<f64>,
+
+    /// The longest wait before a retry (drawn uniformly from zero to it).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration, requires = "retry_share")]
+    pub retry_delay: Duration,
+
+    /// The share of retried writes (0 to 1) whose first attempt is cut: its connection is
+    /// dropped 1 to 20 ms after it was sent, answered or not.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share, requires = "retry_share")]
+    pub retry_cut: f64,
+
     /// Write every operation to this JSON-lines file (client, op, key, value, invoke and
     /// complete time, outcome), for the linearizability check.
     #[arg(long, value_name = "FILE")]
@@ -353,6 +368,13 @@ pub struct RunArgs {
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -635,6 +657,11 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         (None, None) => Some(Duration::from_secs(10)),
         (duration, _) => duration,
     };
+    let retries = args.retry_share.map(|share| run::Retries {
+        share,
+        delay: args.retry_delay,
+        cut: args.retry_cut,
+    });
     let settings = serde_json::json!({
         "endpoints": args.endpoints.endpoint,
         "concurrency": args.concurrency,
@@ -649,6 +676,7 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         "value_size": args.value_size,
         "preload": args.preload,
         "timeout_s": args.timeout.as_secs_f64(),
+        "retries": retries,
         "started_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -672,6 +700,7 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         key_prefix: workload::DEFAULT_KEY_PREFIX.to_owned(),
         stop: None,
         origin: None,
+        retries,
     };
     let (mut report, latency) = match run::run(options, settings).await {
         Ok(done) => done,

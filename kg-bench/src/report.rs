@@ -399,6 +399,9 @@ pub fn print_judgements(out: &mut dyn Write, verdicts: &[Judgement]) -> io::Resu
         for stale in &verdict.stale_examples {
             writeln!(out, "  stale: {}", serde_json::to_string(stale)?)?;
         }
+        for twice in &verdict.retried_twice_examples {
+            writeln!(out, "  retried twice: {}", serde_json::to_string(twice)?)?;
+        }
     }
     Ok(())
 }

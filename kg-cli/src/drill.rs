@@ -549,6 +549,8 @@ mod tests {
             node: None,
             deleted: None,
             txn: None,
+            idempotency_key: None,
+            retry: false,
         }
     }
 

@@ -24,7 +24,10 @@ pub fn active(name: &str) -> bool {
                 .map(str::to_owned)
                 .collect();
             if !planted.is_empty() {
-                tracing::warn!(?planted, "planted bugs are on: this node is wrong on purpose");
+                tracing::warn!(
+                    ?planted,
+                    "planted bugs are on: this node is wrong on purpose"
+                );
             }
             planted
         })

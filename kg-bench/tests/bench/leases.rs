@@ -98,6 +98,8 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     node: None,
                     deleted: None,
                     txn: None,
+                    idempotency_key: None,
+                    retry: false,
                 };
                 history.lock().unwrap().push(entry(
                     Op::Put,
@@ -154,6 +156,8 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     node: None,
                     deleted: None,
                     txn: None,
+                    idempotency_key: None,
+                    retry: false,
                 });
                 count += 1;
             }

@@ -402,7 +402,9 @@ pub async fn delete_keys(
         ));
     }
     let idempotent = input::idempotency_key(&headers)?
-        .map(|key| Idempotent::new(key, "delete-prefix", prefix.as_bytes()));
+        .map(|key| Idempotent::new(key, "delete-prefix", prefix.as_bytes()))
+        // Issue 47 item 5, planted back: the retry deletes again.
+        .filter(|_| !crate::planted::active("prefix-delete-ignores-idempotency-key"));
     let (answer, replayed) = match state.delete_prefix(prefix.to_owned(), idempotent).await? {
         PrefixDelete::Deleted { changes, .. } => (
             DeletePrefixResponse::new(
