@@ -24,10 +24,7 @@ pub fn active(name: &str) -> bool {
                 .map(str::to_owned)
                 .collect();
             if !planted.is_empty() {
-                tracing::warn!(
-                    ?planted,
-                    "planted bugs are on: this node is wrong on purpose"
-                );
+                tracing::warn!(?planted, "planted bugs are on: this node is wrong on purpose");
             }
             planted
         })
