@@ -7,12 +7,19 @@
 #   ./scripts/drill-edges.sh            every drill, longer runs
 #   ./scripts/drill-edges.sh --quick    every drill, short runs (for scripts/test.sh)
 #   ./scripts/drill-edges.sh --keep     keep the histories, reports and logs (path printed)
+#   ./scripts/drill-edges.sh --only leases   one drill (retries, leases)
 #
 # The drills:
 #   retries   every write kind (put, cas, delete, prefix delete, txn) sent a second time with
 #             the same Idempotency-Key after a delay, some after their first connection was cut;
 #             a retry the node applied again fails the verdict.
 #             Plant: prefix-delete-ignores-idempotency-key (issue 47 item 5).
+#   leases    `kg-bench lease-edges`: short leases (1-3 s), keep-alives at gaps around the TTL,
+#             revokes, reads by GET and by transaction through the deadline, while another
+#             session holds the database's locks past the node's --db-timeout (1 s here):
+#             SQLite's write lock (BEGIN IMMEDIATE); on PostgreSQL the revision lock (kg_meta
+#             FOR UPDATE) or every lease's row, in turn. A key read alive after a read found
+#             it gone fails the verdict. Plant: lease-refresh-revives-expired (item 1).
 #
 # Backends: embedded SQLite, and PostgreSQL on a fresh database of KG_TEST_DATABASE_URL
 # (default postgres://postgres@127.0.0.1:5432/postgres), dropped at the end. Builds
@@ -23,11 +30,15 @@ source scripts/lib.sh
 
 quick=
 keep=
-for arg in "$@"; do
+only=
+while [ $# -gt 0 ]; do
+    arg=$1
+    shift
     case "$arg" in
         --quick) quick=1 ;;
         --keep) keep=1 ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --only) only=${1:?--only needs a drill}; shift ;;
+        -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$arg' (try --help)" ;;
     esac
 done
@@ -72,7 +83,7 @@ start_edge_node() {
         *) fail "unknown backend $backend" ;;
     esac
     port=$(free_port)
-    KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$name" KG_DATABASE_URL="$node_db" \
+    KG_LISTEN="127.0.0.1:$port" KG_NODE_ID="$name" KG_DATABASE_URL="$node_db" KG_DB_TIMEOUT=1s \
         KG_PLANTED_BUG="$plant" "$bin/kg-server" >"$work/$name.log" 2>&1 &
     node_pids+=($!)
     node_url="http://127.0.0.1:$port"
@@ -85,6 +96,41 @@ stop_edge_node() {
     kill -TERM "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     unset 'node_pids[-1]'
+}
+
+# hold_locks DB_URL STOP_FILE: until STOP_FILE exists, every 1 to 2 s, holds a lock of the
+# database from a session of its own for 1.5 to 3 s (past the node's 1 s --db-timeout).
+hold_locks() {
+    local url=$1 stop=$2 hold turn=0
+    while [ ! -e "$stop" ]; do
+        sleep "$((1 + RANDOM % 2))"
+        hold="$((15 + RANDOM % 16))e-1"
+        case "$url" in
+            sqlite://*)
+                printf 'BEGIN IMMEDIATE;\n.shell sleep %s\nROLLBACK;\n' "$hold" |
+                    sqlite3 "${url#sqlite://}" >/dev/null 2>&1 || true ;;
+            *)
+                local lock="SELECT revision FROM kg_meta WHERE id = 1 FOR UPDATE"
+                [ $((turn % 2)) = 1 ] && lock="SELECT id FROM kg_leases FOR UPDATE"
+                psql -q "$url" -c "BEGIN" -c "$lock" -c "SELECT pg_sleep($hold)" \
+                    -c "ROLLBACK" >/dev/null 2>&1 || true ;;
+        esac
+        turn=$((turn + 1))
+    done
+}
+
+# drill_leases NAME URL: the lease drill's load under held locks, and its verdict.
+drill_leases() {
+    local name=$1 url=$2 holder status=0
+    hold_locks "$node_db" "$work/$name.stop" &
+    holder=$!
+    "$bin/kg-bench" lease-edges -e "$url" -c 16 -d "${seconds}s" \
+        --record "$work/$name.jsonl" >"$work/$name.load.json" || status=$?
+    touch "$work/$name.stop"
+    wait "$holder" || true
+    echo "load: $(cat "$work/$name.load.json")"
+    [ "$status" = 0 ] || return "$status"
+    "$bin/kg-bench" judge "$work/$name.jsonl" --name "$name" --save "$work/$name.verdict.json"
 }
 
 # drill_retries NAME URL: the retries drill's load and its verdict; returns the judge's status.
@@ -105,6 +151,7 @@ failures=()
 # pass, with it fail.
 run_drill() {
     local drill=$1 backend=$2 plant=${3:-} name status=0 started=$SECONDS
+    [ -z "$only" ] || [ "$only" = "$drill" ] || return 0
     name="$drill-$backend${plant:+-planted}"
     step "$name${plant:+ (KG_PLANTED_BUG=$plant: the verdict must fail)}"
     start_edge_node "$name" "$backend" "$plant"
@@ -120,8 +167,10 @@ run_drill() {
 
 for backend in sqlite postgres; do
     run_drill retries "$backend"
+    run_drill leases "$backend"
 done
 run_drill retries sqlite prefix-delete-ignores-idempotency-key
+run_drill leases sqlite lease-refresh-revives-expired
 
 if [ ${#failures[@]} -gt 0 ]; then
     printf '\nFAILED:\n' >&2

@@ -68,6 +68,15 @@ pub struct FracturedRead {
     pub seen_revision: i64,
 }
 
+/// A read that found a key alive after another read, ended before it began, had found the
+/// key gone, although the value it found was written (and acknowledged) before that other
+/// read began: the key came back without a new put, as an expired leased key revived would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResurrectedRead {
+    pub gone: HistoryEntry,
+    pub alive: HistoryEntry,
+}
+
 /// A retry of a write that did not get the first attempt's answer back: the node applied the
 /// write again (a second revision, a prefix delete that deleted other keys), or refused what
 /// it had done.
@@ -132,6 +141,11 @@ pub struct Judgement {
     pub retried_twice: Option<usize>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retried_twice_examples: Vec<RetriedTwice>,
+    /// Reads that found a key alive after a read had found it gone, with no put in between
+    /// ([`resurrected_reads`]).
+    pub resurrected_reads: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resurrected_examples: Vec<ResurrectedRead>,
     /// From the repair to the last failed operation; `None` when nothing failed.
     pub recovery_s: Option<f64>,
     /// The longest stretch after the repair in which no write was acknowledged
@@ -312,6 +326,61 @@ pub fn retries_applied_twice(history: &[HistoryEntry]) -> Vec<RetriedTwice> {
     }
     twice.sort_by_key(|t| t.retry.invoke_us);
     twice
+}
+
+/// Every read that saw a key alive with a value whose write was acknowledged before an
+/// earlier read (ended before this one began) saw the key gone: values are unique, so only
+/// that write could have put it there, and it had landed before the key was gone. A newer
+/// put re-creates a key with a new value, which this never flags. (The linearizability check
+/// finds the same; this names it.)
+pub fn resurrected_reads(history: &[HistoryEntry]) -> Vec<ResurrectedRead> {
+    // When each value's write was acknowledged.
+    let written: HashMap<(&str, &str), u64> = history
+        .iter()
+        .filter(|h| h.is_acknowledged_write())
+        .filter_map(|h| Some(((h.key.as_str(), h.written_value()?), h.complete_us)))
+        .collect();
+    let mut reads: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
+    for read in history
+        .iter()
+        .filter(|h| h.op == Op::Get && h.outcome == HistoryOutcome::Ok)
+    {
+        reads.entry(&read.key).or_default().push(read);
+    }
+    let mut found = Vec::new();
+    for reads in reads.values_mut() {
+        reads.sort_by_key(|read| read.invoke_us);
+        // The gone reads by completion, to find the first one ended before a read began.
+        let mut gone: Vec<&HistoryEntry> = reads
+            .iter()
+            .copied()
+            .filter(|read| read.value.is_none())
+            .collect();
+        gone.sort_by_key(|read| read.complete_us);
+        for alive in reads.iter().filter(|read| read.value.is_some()) {
+            let Some(&acked) = alive
+                .value
+                .as_deref()
+                .and_then(|value| written.get(&(alive.key.as_str(), value)))
+            else {
+                continue;
+            };
+            // A gone read that began after the write was acknowledged and ended before this
+            // read began.
+            let ended_before = gone.partition_point(|read| read.complete_us < alive.invoke_us);
+            if let Some(read) = gone[..ended_before]
+                .iter()
+                .find(|read| read.invoke_us > acked)
+            {
+                found.push(ResurrectedRead {
+                    gone: (*read).clone(),
+                    alive: (*alive).clone(),
+                });
+            }
+        }
+    }
+    found.sort_by_key(|r| r.alive.invoke_us);
+    found
 }
 
 /// Revisions that more than one acknowledged write got, with those writes. A revision is a
@@ -598,6 +667,7 @@ pub fn judge(
     let history = &fold_retries(history);
     let lost = state.map(|state| lost_writes(history, state)).transpose()?;
     let stale = stale_reads(history);
+    let resurrected = resurrected_reads(history);
     let fractured = fractured_reads(history);
     let sums = broken_sums(history);
     let results = check::check_history(
@@ -629,6 +699,12 @@ pub fn judge(
             broken.invariant,
             broken.revision.unwrap_or_default(),
             broken.detail
+        ));
+    }
+    if !resurrected.is_empty() {
+        problems.push(format!(
+            "{} read(s) found a key alive after a read had found it gone (no put between)",
+            resurrected.len()
         ));
     }
     if !twice.is_empty() {
@@ -694,6 +770,8 @@ pub fn judge(
         undecided,
         retried_twice: retried.then_some(twice.len()),
         retried_twice_examples: twice.into_iter().take(EXAMPLES).collect(),
+        resurrected_reads: resurrected.len(),
+        resurrected_examples: resurrected.into_iter().take(EXAMPLES).collect(),
         recovery_s: recovery,
         write_gap_s: write_gap,
         broken_invariants: sums,
@@ -1319,5 +1397,43 @@ mod tests {
             (folded[1].retry, folded[1].invoke_us),
             (false, retry.invoke_us)
         );
+    }
+
+    #[test]
+    fn a_key_read_alive_after_a_read_found_it_gone_is_resurrected() {
+        // a1 written, read; then the key is found gone (its lease ended), then a1 again.
+        let history = vec![
+            put("a", "a1", 1, 100),
+            get("a", Some("a1"), Some(1), 200),
+            get("a", None, None, 300),
+            get("a", Some("a1"), Some(1), 400),
+        ];
+        let found = resurrected_reads(&history);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].gone.invoke_us, found[0].alive.invoke_us),
+            (300, 400)
+        );
+        let expect = Expectations {
+            state_limit: check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
+        };
+        let v = judge("t", &history, None, None, &expect).unwrap();
+        assert!(!v.passed && v.resurrected_reads == 1, "{:?}", v.problems);
+        // Re-created by a newer put: a new value, no resurrection.
+        let recreated = vec![
+            put("a", "a1", 1, 100),
+            get("a", None, None, 300),
+            put("a", "a2", 2, 350),
+            get("a", Some("a2"), Some(2), 400),
+        ];
+        assert!(resurrected_reads(&recreated).is_empty());
+        // Concurrent with the gone read, or written after it began: no proof.
+        let overlapping = vec![
+            put("a", "a1", 1, 100),
+            get("a", None, None, 105),
+            get("a", Some("a1"), Some(1), 400),
+        ];
+        assert!(resurrected_reads(&overlapping).is_empty());
     }
 }

@@ -11,6 +11,7 @@ pub mod history;
 pub mod html;
 pub mod invariant;
 pub mod judge;
+pub mod lease_edges;
 pub mod leases;
 pub mod netem;
 pub mod report;
@@ -82,6 +83,11 @@ pub enum Tool {
     /// while: the background load of scripts/bench-leases.sh. Prints a JSON line once all
     /// are granted and one with the totals; exits 1 if any keep-alive failed.
     Leases(LeasesArgs),
+    /// Load on keys whose short leases (1 to 3 s) end while it reads them: puts under a
+    /// lease, keep-alives at gaps around the TTL, revokes, reads by GET and by transaction
+    /// through the deadline. Records the history (`--record`) for `kg-bench judge`, prints
+    /// the totals as JSON; exits 1 when a transaction's compare disagreed with its own get.
+    LeaseEdges(LeaseEdgesArgs),
     /// Delay the packets netfilter queues (NFQUEUE) in network namespaces: scripts/net.sh's
     /// `delay`, where the kernel has no netem. Runs until killed; prints `ready` once the
     /// queue is bound in every namespace. Needs root.
@@ -130,6 +136,28 @@ pub struct LeasesArgs {
     /// many leases does. Each lease is still kept alive every third of its TTL.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub per_request: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseEdgesArgs {
+    /// The node to load.
+    #[arg(long, short = 'e', default_value = kg_api::cli::DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+    /// How long to start new rounds for (the last ones end up to 10 s later).
+    #[arg(long, short = 'd', default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Clients, each on keys of its own.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    pub clients: usize,
+    /// The history, one JSON line per operation.
+    #[arg(long, value_name = "FILE")]
+    pub record: PathBuf,
+    /// The random draws' seed.
+    #[arg(long, default_value_t = 47)]
+    pub seed: u64,
+    /// A request without an answer after this long failed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +474,24 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             Ok(u8::from(load.failed > 0))
         }
         Some(Tool::Judge(args)) => judge_history(&args, out),
+        Some(Tool::LeaseEdges(args)) => {
+            let load = lease_edges::run(&lease_edges::LeaseEdgesOptions {
+                endpoint: args.endpoint,
+                duration: args.duration,
+                clients: args.clients.max(1),
+                record: args.record,
+                seed: args.seed,
+                timeout: args.timeout,
+            })
+            .await?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&load).map_err(|e| e.to_string())?
+            )
+            .map_err(|err| err.to_string())?;
+            Ok(u8::from(load.txn_disagreements > 0))
+        }
         Some(Tool::Netem(args)) => {
             let netem = netem::Netem {
                 namespaces: args.netns,
