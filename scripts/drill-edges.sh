@@ -124,7 +124,8 @@ drill_leases() {
     local name=$1 url=$2 holder status=0
     hold_locks "$node_db" "$work/$name.stop" &
     holder=$!
-    "$bin/kg-bench" lease-edges -e "$url" -c 16 -d "${seconds}s" \
+    # A planted bug's run is longer: the edge it needs comes a few times a minute.
+    "$bin/kg-bench" lease-edges -e "$url" -c 16 -d "$((plant_run ? seconds * 2 : seconds))s" \
         --record "$work/$name.jsonl" >"$work/$name.load.json" || status=$?
     touch "$work/$name.stop"
     wait "$holder" || true
@@ -155,6 +156,7 @@ run_drill() {
     name="$drill-$backend${plant:+-planted}"
     step "$name${plant:+ (KG_PLANTED_BUG=$plant: the verdict must fail)}"
     start_edge_node "$name" "$backend" "$plant"
+    plant_run=$([ -n "$plant" ] && echo 1 || echo 0)
     "drill_$drill" "$name" "$node_url" || status=$?
     stop_edge_node
     if [ -z "$plant" ] && [ "$status" != 0 ]; then

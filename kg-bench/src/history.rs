@@ -62,6 +62,11 @@ pub struct HistoryEntry {
     /// `judge::retries_applied_twice` checks that the retry did not apply again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry: bool,
+    /// The revision a read was made at, where the node said (a transaction's). Recorded, not
+    /// yet judged: a lease ends by the clock, not at a revision, so two reads at one revision
+    /// may rightly differ on a leased key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_revision: Option<i64>,
 }
 
 impl HistoryEntry {

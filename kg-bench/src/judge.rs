@@ -809,6 +809,7 @@ mod tests {
             txn: None,
             idempotency_key: None,
             retry: false,
+            at_revision: None,
         }
     }
 

@@ -108,6 +108,7 @@ fn entry(client: usize, op: Op, key: &str, (invoked, completed): (u64, u64)) -> 
         txn: None,
         idempotency_key: None,
         retry: false,
+        at_revision: None,
     }
 }
 
@@ -281,10 +282,12 @@ async fn play_round(
                 Err(_) => shared.count(|t| t.errors += 1),
             }
         }
-        let alive = if rng.random_bool(0.3) {
-            read_by_txn(client, shared, number, key).await
-        } else {
-            read_by_get(client, shared, number, key).await
+        // Read-only transactions read a snapshot without waiting for the revision lock; those
+        // that write wait for it, and must judge the lease after the wait.
+        let alive = match rng.random_range(0..10) {
+            0..=1 => read_by_txn(client, shared, number, key, false).await,
+            2..=3 => read_by_txn(client, shared, number, key, true).await,
+            _ => read_by_get(client, shared, number, key).await,
         };
         if alive == Some(false) && gone_since.is_none() {
             gone_since = Some(Instant::now());
@@ -323,22 +326,40 @@ async fn read_by_get(client: &Client, shared: &Shared, number: usize, key: &str)
     Some(alive)
 }
 
-/// A transaction that compares `exists(key)` and gets the key in either branch, recorded as
-/// a get; a compare that disagrees with the get is counted.
-async fn read_by_txn(client: &Client, shared: &Shared, number: usize, key: &str) -> Option<bool> {
+/// A transaction that compares `exists(key)` and gets the key in either branch, and if it
+/// `writes`, also puts a key beside it when the compare holds (so that it waits for the
+/// revision lock, as a transaction that writes does), recorded as a get at the
+/// transaction's revision; a compare that disagrees with the get is counted.
+async fn read_by_txn(
+    client: &Client,
+    shared: &Shared,
+    number: usize,
+    key: &str,
+    writes: bool,
+) -> Option<bool> {
     let get = || TxnOp::Get {
         key: key.to_owned(),
     };
-    let txn = TxnRequest {
+    let mut txn = TxnRequest {
         compare: vec![Compare {
             key: key.to_owned(),
             target: CompareTarget::Exists,
             op: CompareOp::Equal,
             value: CompareValue::Bool(true),
         }],
-        success: vec![get()],
+        success: vec![
+            get(),
+            TxnOp::Put {
+                key: format!("{key}/seen"),
+                value: format!("l{:08x}-c{number}", shared.run_id),
+                lease: None,
+            },
+        ],
         failure: vec![get()],
     };
+    if !writes {
+        txn.success.truncate(1);
+    }
     let invoked = Instant::now();
     let answer = client.txn(&txn, None).await;
     let times = (shared.micros(invoked), shared.micros(Instant::now()));
@@ -365,9 +386,12 @@ async fn read_by_txn(client: &Client, shared: &Shared, number: usize, key: &str)
             t.txn_disagreements += 1;
         }
     });
+    // The get ran before the put of the branch that wrote: at the revision below it.
+    let at = answer.revision - i64::from(answer.succeeded && writes);
     shared.record(HistoryEntry {
         revision: kv.as_ref().map(|kv| kv.mod_revision),
         value: kv.and_then(|kv| kv.value),
+        at_revision: Some(at),
         ..entry(number, Op::Get, key, times)
     });
     Some(alive)

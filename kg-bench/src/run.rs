@@ -701,6 +701,7 @@ async fn work(
                     txn: None,
                     idempotency_key: idempotency_key.clone().filter(|_| op != Op::Get),
                     retry,
+                    at_revision: None,
                 });
             }
         };
@@ -967,6 +968,7 @@ impl Transfer<'_> {
                 node: answer.node.clone(),
                 idempotency_key: self.idempotency_key.map(str::to_owned),
                 retry,
+                at_revision: None,
                 ..self.entry(Op::Cas, key, (invoked, completed), 1)
             });
         }
@@ -997,6 +999,7 @@ impl Transfer<'_> {
             txn: Some(self.sequence * 2 + part),
             idempotency_key: None,
             retry: false,
+            at_revision: None,
         }
     }
 

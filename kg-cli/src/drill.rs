@@ -551,6 +551,7 @@ mod tests {
             txn: None,
             idempotency_key: None,
             retry: false,
+            at_revision: None,
         }
     }
 

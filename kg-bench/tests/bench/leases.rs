@@ -100,6 +100,7 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     txn: None,
                     idempotency_key: None,
                     retry: false,
+                    at_revision: None,
                 };
                 history.lock().unwrap().push(entry(
                     Op::Put,
@@ -158,6 +159,7 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     txn: None,
                     idempotency_key: None,
                     retry: false,
+                    at_revision: None,
                 });
                 count += 1;
             }
