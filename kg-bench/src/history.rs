@@ -93,14 +93,14 @@ impl HistoryEntry {
 /// see it: a retry that the node replays changes nothing, so it is no write of its own.
 ///
 /// The attempts of one write share its `idempotency_key` (and, in a transfer, its key).
-/// - The first attempt was answered 2xx (a refused transfer too: it is a 200): the node keeps
-///   that answer for the key, every retry must get it back (`judge::retries_applied_twice`
+/// - The first attempt was answered 200, 404 or 412 (`replayable`): the node keeps that
+///   answer for the key, every retry must get it back (`judge::retries_applied_twice`
 ///   checks), and the write is the first attempt alone.
 /// - Its answer was lost (unknown outcome): the first retry answered 2xx or 412 says what the
 ///   write did, and the write spans from the first attempt's call to that answer. Without
 ///   one it stays unknown, which already lets it apply at any time after its call.
-/// - It certainly had no effect (a 4xx, a refused CAS, no connection): the node kept no
-///   answer, and the retry is a write of its own.
+/// - It certainly had no effect and the node kept no answer (another 4xx, no connection):
+///   the retry is a write of its own.
 pub fn fold_retries(history: &[HistoryEntry]) -> Vec<HistoryEntry> {
     use std::collections::HashMap;
     if history.iter().all(|entry| !entry.retry) {
@@ -163,10 +163,14 @@ pub fn fold_retries(history: &[HistoryEntry]) -> Vec<HistoryEntry> {
 }
 
 /// Whether the node kept `first`'s answer for its idempotency key, for every retry to get
-/// back: a 2xx, which a refused transfer is (a refused CAS is a 412, kept by no one).
+/// back: a 200, a 404 or a 412 (docs/api.md), a refused transfer being a 200.
 pub fn replayable(first: &HistoryEntry) -> bool {
-    first.outcome == HistoryOutcome::Ok
-        || (first.outcome == HistoryOutcome::Refused && first.txn.is_some())
+    match first.outcome {
+        HistoryOutcome::Ok | HistoryOutcome::Refused => true,
+        // A 404 is the one failure recorded without an error kind.
+        HistoryOutcome::Fail => first.error.is_none(),
+        HistoryOutcome::Unknown => false,
+    }
 }
 
 /// The history as the judges read it: each prefix delete becomes a delete of every key of the

@@ -283,10 +283,10 @@ pub fn lost_writes(history: &[HistoryEntry], state: &StoreState) -> Result<Vec<L
     Ok(lost)
 }
 
-/// Every retry whose first attempt the node answered 2xx (so kept that answer under the
-/// idempotency key) and that got another answer: another revision or outcome (it applied
-/// again, or judged again), another count of deleted keys, or a 4xx. A retry without an
-/// answer (a timeout, a 5xx, no connection) proves nothing either way.
+/// Every retry whose first attempt the node answered 200, 404 or 412 (so kept that answer
+/// under the idempotency key) and that got another answer: another revision or outcome (it
+/// applied again, or judged again), another count of deleted keys, or another status. A
+/// retry without an answer (a timeout, a 5xx, no connection) proves nothing either way.
 pub fn retries_applied_twice(history: &[HistoryEntry]) -> Vec<RetriedTwice> {
     let firsts: HashMap<(&str, &str), &HistoryEntry> = history
         .iter()
@@ -309,13 +309,18 @@ pub fn retries_applied_twice(history: &[HistoryEntry]) -> Vec<RetriedTwice> {
         if !replayable(first) {
             continue;
         }
+        let answer = |entry: &HistoryEntry| {
+            (
+                entry.outcome,
+                entry.revision,
+                entry.deleted,
+                entry.error.clone(),
+            )
+        };
         let differs = match retry.outcome {
-            HistoryOutcome::Ok | HistoryOutcome::Refused => {
-                (retry.outcome, retry.revision, retry.deleted)
-                    != (first.outcome, first.revision, first.deleted)
-            }
-            HistoryOutcome::Fail => retry.error.as_deref() != Some("connect"),
             HistoryOutcome::Unknown => false,
+            HistoryOutcome::Fail if retry.error.as_deref() == Some("connect") => false,
+            _ => answer(retry) != answer(first),
         };
         if differs {
             twice.push(RetriedTwice {
@@ -1389,9 +1394,11 @@ mod tests {
             (HistoryOutcome::Ok, Some(2), 100, 210)
         );
         assert_eq!(stale_reads(&folded).len(), 1);
-        // A first attempt that certainly did nothing (a 4xx): the retry is a write of its own.
+        // A first attempt that certainly did nothing and was kept by no one (a 422): the
+        // retry is a write of its own.
         let mut refused = cut;
         refused.outcome = HistoryOutcome::Fail;
+        refused.error = Some("status_422".to_owned());
         let folded = fold_retries(&[refused, retry.clone()]);
         assert_eq!(folded.len(), 2);
         assert_eq!(
