@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --keep) keep=1 ;;
         --only) only=${1:?--only needs a drill}; shift ;;
-        -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$arg' (try --help)" ;;
     esac
 done
@@ -46,6 +46,8 @@ done
 pg_url=${KG_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 if [ -n "$quick" ]; then seconds=10; rate=150; else seconds=40; rate=250; fi
 
+# The lock holders are other sessions: sqlite3's and psql's; free ports come from python3.
+ensure_packages sqlite3:sqlite3 psql:postgresql-client python3:python3
 step "building kg-server and kg-bench (debug)"
 CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-line-tables-only} \
     cargo build --locked -p kg-server -p kg-bench
