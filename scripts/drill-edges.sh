@@ -67,12 +67,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# edge_database NAME: a fresh PostgreSQL database for one node; prints its URL.
+# edge_database NAME: a fresh PostgreSQL database for one node, dropped at the end; sets
+# node_db to its URL (not printed: a command substitution's subshell would lose `databases`).
 edge_database() {
     local db="kgtest_edges_$$_${1//-/_}"
     PGOPTIONS="-c client_min_messages=warning" psql -q "$pg_url" -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" >/dev/null
     databases+=("$db")
-    printf '%s/%s\n' "${pg_url%/*}" "$db"
+    node_db="${pg_url%/*}/$db"
 }
 
 # start_edge_node NAME BACKEND PLANT: a node on a free port (PLANT: KG_PLANTED_BUG, or empty),
@@ -81,7 +82,7 @@ start_edge_node() {
     local name=$1 backend=$2 plant=$3 port
     case "$backend" in
         sqlite) node_db="sqlite://$work/$name.db" ;;
-        postgres) node_db=$(edge_database "$name") ;;
+        postgres) edge_database "$name" ;;
         *) fail "unknown backend $backend" ;;
     esac
     port=$(free_port)
