@@ -635,6 +635,7 @@ pub async fn run_fault(
         key_prefix: DEFAULT_KEY_PREFIX.to_owned(),
         stop: None,
         origin: Some(origin),
+        retries: None,
     };
     let settings = serde_json::json!({"fault": scenario.name, "rate": load.rate});
     let load_task = tokio::spawn(run::run(options, settings));

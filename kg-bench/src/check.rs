@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::history::{expand_prefix_deletes, HistoryEntry, HistoryOutcome};
+use crate::history::{expand_prefix_deletes, fold_retries, HistoryEntry, HistoryOutcome};
 use crate::workload::Op;
 
 /// What an operation did to, or saw of, the register.
@@ -95,10 +95,10 @@ impl Limits {
 }
 
 /// Splits a history into each key's operations, sorted by invocation, dropping those that
-/// certainly had no effect (`fail`).
+/// certainly had no effect (`fail`). A retried write is one operation (`fold_retries`).
 pub fn registers(history: &[HistoryEntry]) -> BTreeMap<String, Vec<Operation>> {
     let mut keys: BTreeMap<String, Vec<Operation>> = BTreeMap::new();
-    for record in &expand_prefix_deletes(history) {
+    for record in &expand_prefix_deletes(&fold_retries(history)) {
         let complete_us = match record.outcome {
             // A refused transfer is not a refused CAS of each of its keys: one compare that
             // failed refuses them all, whatever the others held. It changed nothing.

@@ -53,6 +53,20 @@ pub struct HistoryEntry {
     /// several keys at one revision, or the CASes of one transfer, share it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub txn: Option<u64>,
+    /// The `Idempotency-Key` the write was sent with. Every attempt of one write carries the
+    /// same key: a retry must get the first attempt's answer, not apply again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// A re-send of a write (same `idempotency_key`), not a write of its own: the judges
+    /// see the attempts of one write as that one write (`fold_retries`), and
+    /// `judge::retries_applied_twice` checks that the retry did not apply again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry: bool,
+    /// The revision a read was made at, where the node said (a transaction's). Recorded, not
+    /// yet judged: a lease ends by the clock, not at a revision, so two reads at one revision
+    /// may rightly differ on a leased key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_revision: Option<i64>,
 }
 
 impl HistoryEntry {
@@ -72,6 +86,90 @@ impl HistoryEntry {
             Op::Delete | Op::DeletePrefix => None,
             _ => self.value.as_deref(),
         }
+    }
+}
+
+/// The history with each retried write folded into one operation, as the other judges must
+/// see it: a retry that the node replays changes nothing, so it is no write of its own.
+///
+/// The attempts of one write share its `idempotency_key` (and, in a transfer, its key).
+/// - The first attempt was answered 200, 404 or 412 (`replayable`): the node keeps that
+///   answer for the key, every retry must get it back (`judge::retries_applied_twice`
+///   checks), and the write is the first attempt alone.
+/// - Its answer was lost (unknown outcome): the first retry answered 2xx or 412 says what the
+///   write did, and the write spans from the first attempt's call to that answer. Without
+///   one it stays unknown, which already lets it apply at any time after its call.
+/// - It certainly had no effect and the node kept no answer (another 4xx, no connection):
+///   the retry is a write of its own.
+pub fn fold_retries(history: &[HistoryEntry]) -> Vec<HistoryEntry> {
+    use std::collections::HashMap;
+    if history.iter().all(|entry| !entry.retry) {
+        return history.to_vec();
+    }
+    let attempt = |entry: &HistoryEntry| {
+        entry
+            .idempotency_key
+            .as_deref()
+            .map(|id| (id.to_owned(), entry.key.clone()))
+    };
+    let firsts: HashMap<(String, String), &HistoryEntry> = history
+        .iter()
+        .filter(|entry| !entry.retry)
+        .filter_map(|entry| attempt(entry).map(|id| (id, entry)))
+        .collect();
+    // The first retry answered 2xx or 412, per write.
+    let mut answers: HashMap<(String, String), &HistoryEntry> = HashMap::new();
+    for entry in history.iter().filter(|entry| {
+        entry.retry && matches!(entry.outcome, HistoryOutcome::Ok | HistoryOutcome::Refused)
+    }) {
+        if let Some(id) = attempt(entry) {
+            let slot = answers.entry(id).or_insert(entry);
+            if entry.invoke_us < slot.invoke_us {
+                *slot = entry;
+            }
+        }
+    }
+    let mut folded = Vec::with_capacity(history.len());
+    for entry in history {
+        let id = attempt(entry);
+        if entry.retry {
+            let first = id.as_ref().and_then(|id| firsts.get(id));
+            if first
+                .is_some_and(|first| first.outcome == HistoryOutcome::Unknown || replayable(first))
+            {
+                continue;
+            }
+            folded.push(HistoryEntry {
+                retry: false,
+                ..entry.clone()
+            });
+            continue;
+        }
+        let answer = id.as_ref().and_then(|id| answers.get(id));
+        match answer {
+            Some(answer) if entry.outcome == HistoryOutcome::Unknown => folded.push(HistoryEntry {
+                outcome: answer.outcome,
+                revision: answer.revision,
+                deleted: answer.deleted,
+                error: None,
+                node: answer.node.clone(),
+                complete_us: answer.complete_us,
+                ..entry.clone()
+            }),
+            _ => folded.push(entry.clone()),
+        }
+    }
+    folded
+}
+
+/// Whether the node kept `first`'s answer for its idempotency key, for every retry to get
+/// back: a 200, a 404 or a 412 (docs/api.md), a refused transfer being a 200.
+pub fn replayable(first: &HistoryEntry) -> bool {
+    match first.outcome {
+        HistoryOutcome::Ok | HistoryOutcome::Refused => true,
+        // A 404 is the one failure recorded without an error kind.
+        HistoryOutcome::Fail => first.error.is_none(),
+        HistoryOutcome::Unknown => false,
     }
 }
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::check;
-use crate::history::{expand_prefix_deletes, HistoryEntry, HistoryOutcome};
+use crate::history::{
+    expand_prefix_deletes, fold_retries, replayable, HistoryEntry, HistoryOutcome,
+};
 use crate::workload::Op;
 
 /// One key as the store holds it after the run.
@@ -66,6 +68,24 @@ pub struct FracturedRead {
     pub seen_revision: i64,
 }
 
+/// A read that found a key alive after another read, ended before it began, had found the
+/// key gone, although the value it found was written (and acknowledged) before that other
+/// read began: the key came back without a new put, as an expired leased key revived would.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResurrectedRead {
+    pub gone: HistoryEntry,
+    pub alive: HistoryEntry,
+}
+
+/// A retry of a write that did not get the first attempt's answer back: the node applied the
+/// write again (a second revision, a prefix delete that deleted other keys), or refused what
+/// it had done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RetriedTwice {
+    pub first: HistoryEntry,
+    pub retry: HistoryEntry,
+}
+
 /// What the judge needs of kg-bench's report of the run (read from its JSON).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RunCounts {
@@ -115,6 +135,17 @@ pub struct Judgement {
     pub fractured_examples: Vec<FracturedRead>,
     pub violations: usize,
     pub undecided: usize,
+    /// Retried writes that the node did not answer as it had answered the first attempt
+    /// ([`retries_applied_twice`]); absent from runs that retried nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_twice: Option<usize>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried_twice_examples: Vec<RetriedTwice>,
+    /// Reads that found a key alive after a read had found it gone, with no put in between
+    /// ([`resurrected_reads`]).
+    pub resurrected_reads: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resurrected_examples: Vec<ResurrectedRead>,
     /// From the repair to the last failed operation; `None` when nothing failed.
     pub recovery_s: Option<f64>,
     /// The longest stretch after the repair in which no write was acknowledged
@@ -250,6 +281,111 @@ pub fn lost_writes(history: &[HistoryEntry], state: &StoreState) -> Result<Vec<L
         }
     }
     Ok(lost)
+}
+
+/// Every retry whose first attempt the node answered 200, 404 or 412 (so kept that answer
+/// under the idempotency key) and that got another answer: another revision or outcome (it
+/// applied again, or judged again), another count of deleted keys, or another status. A
+/// retry without an answer (a timeout, a 5xx, no connection) proves nothing either way.
+pub fn retries_applied_twice(history: &[HistoryEntry]) -> Vec<RetriedTwice> {
+    let firsts: HashMap<(&str, &str), &HistoryEntry> = history
+        .iter()
+        .filter(|entry| !entry.retry)
+        .filter_map(|entry| {
+            Some((
+                (entry.idempotency_key.as_deref()?, entry.key.as_str()),
+                entry,
+            ))
+        })
+        .collect();
+    let mut twice = Vec::new();
+    for retry in history.iter().filter(|entry| entry.retry) {
+        let Some(id) = retry.idempotency_key.as_deref() else {
+            continue;
+        };
+        let Some(first) = firsts.get(&(id, retry.key.as_str())) else {
+            continue;
+        };
+        if !replayable(first) {
+            continue;
+        }
+        let answer = |entry: &HistoryEntry| {
+            (
+                entry.outcome,
+                entry.revision,
+                entry.deleted,
+                entry.error.clone(),
+            )
+        };
+        let differs = match retry.outcome {
+            HistoryOutcome::Unknown => false,
+            HistoryOutcome::Fail if retry.error.as_deref() == Some("connect") => false,
+            _ => answer(retry) != answer(first),
+        };
+        if differs {
+            twice.push(RetriedTwice {
+                first: (*first).clone(),
+                retry: retry.clone(),
+            });
+        }
+    }
+    twice.sort_by_key(|t| t.retry.invoke_us);
+    twice
+}
+
+/// Every read that saw a key alive with a value whose write was acknowledged before an
+/// earlier read (ended before this one began) saw the key gone: values are unique, so only
+/// that write could have put it there, and it had landed before the key was gone. A newer
+/// put re-creates a key with a new value, which this never flags. (The linearizability check
+/// finds the same; this names it.)
+pub fn resurrected_reads(history: &[HistoryEntry]) -> Vec<ResurrectedRead> {
+    // When each value's write was acknowledged.
+    let written: HashMap<(&str, &str), u64> = history
+        .iter()
+        .filter(|h| h.is_acknowledged_write())
+        .filter_map(|h| Some(((h.key.as_str(), h.written_value()?), h.complete_us)))
+        .collect();
+    let mut reads: HashMap<&str, Vec<&HistoryEntry>> = HashMap::new();
+    for read in history
+        .iter()
+        .filter(|h| h.op == Op::Get && h.outcome == HistoryOutcome::Ok)
+    {
+        reads.entry(&read.key).or_default().push(read);
+    }
+    let mut found = Vec::new();
+    for reads in reads.values_mut() {
+        reads.sort_by_key(|read| read.invoke_us);
+        // The gone reads by completion, to find the first one ended before a read began.
+        let mut gone: Vec<&HistoryEntry> = reads
+            .iter()
+            .copied()
+            .filter(|read| read.value.is_none())
+            .collect();
+        gone.sort_by_key(|read| read.complete_us);
+        for alive in reads.iter().filter(|read| read.value.is_some()) {
+            let Some(&acked) = alive
+                .value
+                .as_deref()
+                .and_then(|value| written.get(&(alive.key.as_str(), value)))
+            else {
+                continue;
+            };
+            // A gone read that began after the write was acknowledged and ended before this
+            // read began.
+            let ended_before = gone.partition_point(|read| read.complete_us < alive.invoke_us);
+            if let Some(read) = gone[..ended_before]
+                .iter()
+                .find(|read| read.invoke_us > acked)
+            {
+                found.push(ResurrectedRead {
+                    gone: (*read).clone(),
+                    alive: (*alive).clone(),
+                });
+            }
+        }
+    }
+    found.sort_by_key(|r| r.alive.invoke_us);
+    found
 }
 
 /// Revisions that more than one acknowledged write got, with those writes. A revision is a
@@ -531,8 +667,12 @@ pub fn judge(
     report: Option<&RunCounts>,
     expect: &Expectations,
 ) -> Result<Judgement, String> {
+    let retried = history.iter().any(|entry| entry.retry);
+    let twice = retries_applied_twice(history);
+    let history = &fold_retries(history);
     let lost = state.map(|state| lost_writes(history, state)).transpose()?;
     let stale = stale_reads(history);
+    let resurrected = resurrected_reads(history);
     let fractured = fractured_reads(history);
     let sums = broken_sums(history);
     let results = check::check_history(
@@ -564,6 +704,18 @@ pub fn judge(
             broken.invariant,
             broken.revision.unwrap_or_default(),
             broken.detail
+        ));
+    }
+    if !resurrected.is_empty() {
+        problems.push(format!(
+            "{} read(s) found a key alive after a read had found it gone (no put between)",
+            resurrected.len()
+        ));
+    }
+    if !twice.is_empty() {
+        problems.push(format!(
+            "{} retried write(s) not answered as their first attempt was (applied twice)",
+            twice.len()
         ));
     }
     if violations > 0 || undecided > 0 {
@@ -621,6 +773,10 @@ pub fn judge(
         fractured_examples: fractured.into_iter().take(EXAMPLES).collect(),
         violations,
         undecided,
+        retried_twice: retried.then_some(twice.len()),
+        retried_twice_examples: twice.into_iter().take(EXAMPLES).collect(),
+        resurrected_reads: resurrected.len(),
+        resurrected_examples: resurrected.into_iter().take(EXAMPLES).collect(),
         recovery_s: recovery,
         write_gap_s: write_gap,
         broken_invariants: sums,
@@ -656,6 +812,9 @@ mod tests {
             node: None,
             deleted: None,
             txn: None,
+            idempotency_key: None,
+            retry: false,
+            at_revision: None,
         }
     }
 
@@ -1154,5 +1313,135 @@ mod tests {
         v.judge_untouched(tally(&wrong, (0.0, 0.5)), None);
         assert!(!v.passed);
         assert!(v.problems[0].contains("no write wrote"), "{:?}", v.problems);
+    }
+
+    /// An attempt of a write sent with idempotency key `id`.
+    fn attempt(mut entry: HistoryEntry, id: &str, retry: bool) -> HistoryEntry {
+        entry.idempotency_key = Some(id.to_owned());
+        entry.retry = retry;
+        entry
+    }
+
+    #[test]
+    fn a_replayed_retry_is_one_write_and_a_reapplied_one_a_violation() {
+        let (mut history, state) = clean();
+        // The put of a2 (revision 3) is retried after b's delete and replayed: same answer.
+        history[4] = attempt(history[4].clone(), "w1", false);
+        let mut replayed = attempt(put("a", "a2", 3, 650), "w1", true);
+        replayed.client = 0;
+        history.push(replayed);
+        let v = verdict(&history, &state);
+        assert!(v.passed, "{:?}", v.problems);
+        assert_eq!(v.retried_twice, Some(0));
+        // Applied again: a revision of its own. The retry judge says so, and the other judges
+        // see the write once.
+        let last = history.len() - 1;
+        history[last].revision = Some(5);
+        let v = verdict(&history, &state);
+        assert!(!v.passed);
+        assert_eq!(v.retried_twice, Some(1));
+        assert_eq!(v.retried_twice_examples[0].retry.revision, Some(5));
+        assert!(v.problems[0].contains("applied twice"), "{:?}", v.problems);
+        // A retry answered 4xx (here 422: the key "used for another request") is as wrong.
+        history[last].revision = None;
+        history[last].outcome = HistoryOutcome::Fail;
+        history[last].error = Some("status_422".to_owned());
+        assert_eq!(retries_applied_twice(&history).len(), 1);
+        // One without an answer proves nothing.
+        history[last].outcome = HistoryOutcome::Unknown;
+        history[last].error = Some("timeout".to_owned());
+        assert!(retries_applied_twice(&history).is_empty());
+    }
+
+    #[test]
+    fn a_prefix_delete_retried_must_delete_what_it_deleted_the_first_time() {
+        let mut first = attempt(
+            entry(Op::DeletePrefix, "p/", None, Some(7), 100),
+            "d1",
+            false,
+        );
+        first.deleted = Some(1);
+        let mut retry = attempt(
+            entry(Op::DeletePrefix, "p/", None, Some(7), 300),
+            "d1",
+            true,
+        );
+        retry.deleted = Some(1);
+        assert!(retries_applied_twice(&[first.clone(), retry.clone()]).is_empty());
+        // The retry deleted p/2, written between the attempts: another revision and count.
+        retry.revision = Some(9);
+        assert_eq!(retries_applied_twice(&[first, retry]).len(), 1);
+    }
+
+    #[test]
+    fn a_write_whose_answer_was_lost_takes_its_retrys_answer() {
+        // The first attempt was cut: unknown. Its retry says it applied, at revision 2, so a
+        // read after the retry that misses it is stale, and the write is one operation.
+        let mut cut = attempt(put("a", "a1", 1, 100), "w", false);
+        cut.outcome = HistoryOutcome::Unknown;
+        cut.revision = None;
+        let retry = attempt(put("a", "a1", 2, 200), "w", true);
+        let history = vec![cut.clone(), retry.clone(), get("a", None, None, 400)];
+        let folded = fold_retries(&history);
+        assert_eq!(folded.len(), 2);
+        assert_eq!(
+            (
+                folded[0].outcome,
+                folded[0].revision,
+                folded[0].invoke_us,
+                folded[0].complete_us
+            ),
+            (HistoryOutcome::Ok, Some(2), 100, 210)
+        );
+        assert_eq!(stale_reads(&folded).len(), 1);
+        // A first attempt that certainly did nothing and was kept by no one (a 422): the
+        // retry is a write of its own.
+        let mut refused = cut;
+        refused.outcome = HistoryOutcome::Fail;
+        refused.error = Some("status_422".to_owned());
+        let folded = fold_retries(&[refused, retry.clone()]);
+        assert_eq!(folded.len(), 2);
+        assert_eq!(
+            (folded[1].retry, folded[1].invoke_us),
+            (false, retry.invoke_us)
+        );
+    }
+
+    #[test]
+    fn a_key_read_alive_after_a_read_found_it_gone_is_resurrected() {
+        // a1 written, read; then the key is found gone (its lease ended), then a1 again.
+        let history = vec![
+            put("a", "a1", 1, 100),
+            get("a", Some("a1"), Some(1), 200),
+            get("a", None, None, 300),
+            get("a", Some("a1"), Some(1), 400),
+        ];
+        let found = resurrected_reads(&history);
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            (found[0].gone.invoke_us, found[0].alive.invoke_us),
+            (300, 400)
+        );
+        let expect = Expectations {
+            state_limit: check::DEFAULT_STATE_LIMIT,
+            ..Expectations::default()
+        };
+        let v = judge("t", &history, None, None, &expect).unwrap();
+        assert!(!v.passed && v.resurrected_reads == 1, "{:?}", v.problems);
+        // Re-created by a newer put: a new value, no resurrection.
+        let recreated = vec![
+            put("a", "a1", 1, 100),
+            get("a", None, None, 300),
+            put("a", "a2", 2, 350),
+            get("a", Some("a2"), Some(2), 400),
+        ];
+        assert!(resurrected_reads(&recreated).is_empty());
+        // Concurrent with the gone read, or written after it began: no proof.
+        let overlapping = vec![
+            put("a", "a1", 1, 100),
+            get("a", None, None, 105),
+            get("a", Some("a1"), Some(1), 400),
+        ];
+        assert!(resurrected_reads(&overlapping).is_empty());
     }
 }

@@ -11,6 +11,7 @@ pub mod history;
 pub mod html;
 pub mod invariant;
 pub mod judge;
+pub mod lease_edges;
 pub mod leases;
 pub mod netem;
 pub mod report;
@@ -82,6 +83,11 @@ pub enum Tool {
     /// while: the background load of scripts/bench-leases.sh. Prints a JSON line once all
     /// are granted and one with the totals; exits 1 if any keep-alive failed.
     Leases(LeasesArgs),
+    /// Load on keys whose short leases (1 to 3 s) end while it reads them: puts under a
+    /// lease, keep-alives at gaps around the TTL, revokes, reads by GET and by transaction
+    /// through the deadline. Records the history (`--record`) for `kg-bench judge`, prints
+    /// the totals as JSON; exits 1 when a transaction's compare disagreed with its own get.
+    LeaseEdges(LeaseEdgesArgs),
     /// Delay the packets netfilter queues (NFQUEUE) in network namespaces: scripts/net.sh's
     /// `delay`, where the kernel has no netem. Runs until killed; prints `ready` once the
     /// queue is bound in every namespace. Needs root.
@@ -130,6 +136,28 @@ pub struct LeasesArgs {
     /// many leases does. Each lease is still kept alive every third of its TTL.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub per_request: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseEdgesArgs {
+    /// The node to load.
+    #[arg(long, short = 'e', default_value = kg_api::cli::DEFAULT_ENDPOINT)]
+    pub endpoint: String,
+    /// How long to start new rounds for (the last ones end up to 10 s later).
+    #[arg(long, short = 'd', default_value = "20s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Clients, each on keys of its own.
+    #[arg(long, short = 'c', default_value_t = 8)]
+    pub clients: usize,
+    /// The history, one JSON line per operation.
+    #[arg(long, value_name = "FILE")]
+    pub record: PathBuf,
+    /// The random draws' seed.
+    #[arg(long, default_value_t = 47)]
+    pub seed: u64,
+    /// A request without an answer after this long failed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -340,6 +368,21 @@ pub struct RunArgs {
     #[arg(long = "threshold")]
     pub thresholds: Vec<Threshold>,
 
+    /// Send this share of the writes (0 to 1) a second time with the same Idempotency-Key
+    /// (every write then carries one), after up to --retry-delay. The history records both
+    /// attempts, and `kg-bench judge` fails a retry the node applied again.
+    #[arg(long, value_parser = parse_share, value_name = "SHARE")]
+    pub retry_share: Option<f64>,
+
+    /// The longest wait before a retry (drawn uniformly from zero to it).
+    #[arg(long, default_value = "200ms", value_parser = parse_duration, requires = "retry_share")]
+    pub retry_delay: Duration,
+
+    /// The share of retried writes (0 to 1) whose first attempt is cut: its connection is
+    /// dropped 1 to 20 ms after it was sent, answered or not.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share, requires = "retry_share")]
+    pub retry_cut: f64,
+
     /// Write every operation to this JSON-lines file (client, op, key, value, invoke and
     /// complete time, outcome), for the linearizability check.
     #[arg(long, value_name = "FILE")]
@@ -353,6 +396,13 @@ pub struct RunArgs {
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!("{text:?} is not a share from 0 to 1")),
+    }
 }
 
 fn parse_percent(text: &str) -> Result<f64, String> {
@@ -424,6 +474,24 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
             Ok(u8::from(load.failed > 0))
         }
         Some(Tool::Judge(args)) => judge_history(&args, out),
+        Some(Tool::LeaseEdges(args)) => {
+            let load = lease_edges::run(&lease_edges::LeaseEdgesOptions {
+                endpoint: args.endpoint,
+                duration: args.duration,
+                clients: args.clients.max(1),
+                record: args.record,
+                seed: args.seed,
+                timeout: args.timeout,
+            })
+            .await?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&load).map_err(|e| e.to_string())?
+            )
+            .map_err(|err| err.to_string())?;
+            Ok(u8::from(load.txn_disagreements > 0))
+        }
         Some(Tool::Netem(args)) => {
             let netem = netem::Netem {
                 namespaces: args.netns,
@@ -634,6 +702,11 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         (None, None) => Some(Duration::from_secs(10)),
         (duration, _) => duration,
     };
+    let retries = args.retry_share.map(|share| run::Retries {
+        share,
+        delay: args.retry_delay,
+        cut: args.retry_cut,
+    });
     let settings = serde_json::json!({
         "endpoints": args.endpoints.endpoint,
         "concurrency": args.concurrency,
@@ -648,6 +721,7 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         "value_size": args.value_size,
         "preload": args.preload,
         "timeout_s": args.timeout.as_secs_f64(),
+        "retries": retries,
         "started_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -671,6 +745,7 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         key_prefix: workload::DEFAULT_KEY_PREFIX.to_owned(),
         stop: None,
         origin: None,
+        retries,
     };
     let (mut report, latency) = match run::run(options, settings).await {
         Ok(done) => done,

@@ -399,6 +399,16 @@ pub fn print_judgements(out: &mut dyn Write, verdicts: &[Judgement]) -> io::Resu
         for stale in &verdict.stale_examples {
             writeln!(out, "  stale: {}", serde_json::to_string(stale)?)?;
         }
+        for resurrected in &verdict.resurrected_examples {
+            writeln!(
+                out,
+                "  resurrected: {}",
+                serde_json::to_string(resurrected)?
+            )?;
+        }
+        for twice in &verdict.retried_twice_examples {
+            writeln!(out, "  retried twice: {}", serde_json::to_string(twice)?)?;
+        }
     }
     Ok(())
 }

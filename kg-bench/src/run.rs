@@ -93,6 +93,48 @@ pub struct RunOptions {
     /// The instant the history's microseconds count from; now when `None`. A scenario that
     /// marks its own events on the same clock passes its own.
     pub origin: Option<Instant>,
+    /// Re-send a share of the writes with their Idempotency-Key; `None`: send each once,
+    /// without a key.
+    pub retries: Option<Retries>,
+}
+
+/// Writes sent twice with one `Idempotency-Key`, as nginx and careful clients retry them:
+/// the history records both attempts (the second with `retry`), and the judge checks that
+/// the second changed nothing (`judge::retries_applied_twice`). With retries on, every write
+/// carries a key.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Retries {
+    /// The share of writes (0 to 1) sent a second time.
+    pub share: f64,
+    /// The second attempt waits up to this long (uniformly drawn) after the first ended.
+    #[serde(serialize_with = "as_seconds")]
+    pub delay: Duration,
+    /// The share of retried writes (0 to 1) whose first attempt is cut: its connection is
+    /// dropped a few milliseconds after the request left, whether or not the node has
+    /// applied it, so that the retry races the first attempt or follows its commit.
+    pub cut: f64,
+}
+
+fn as_seconds<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(duration.as_secs_f64())
+}
+
+impl Retries {
+    /// Whether this write is sent twice, and how long its first attempt may take: a cut one
+    /// is given 1 to 20 ms.
+    fn draw(self, rng: &mut SmallRng, timeout: Duration) -> Option<(Duration, Duration)> {
+        use rand::Rng;
+        if !rng.random_bool(self.share.clamp(0.0, 1.0)) {
+            return None;
+        }
+        let first = if rng.random_bool(self.cut.clamp(0.0, 1.0)) {
+            Duration::from_micros(rng.random_range(1_000..20_000))
+        } else {
+            timeout
+        };
+        let max = u64::try_from(self.delay.as_micros()).unwrap_or(u64::MAX);
+        Some((first, Duration::from_micros(rng.random_range(0..=max))))
+    }
 }
 
 /// State the workers share: stop flags and the live counters the progress line reads.
@@ -150,11 +192,15 @@ impl Connection {
         path: &str,
         body: Option<Bytes>,
         precondition: Option<&Precondition>,
+        idempotency_key: Option<&str>,
     ) -> Answer {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, &self.target.host);
+        if let Some(id) = idempotency_key {
+            builder = builder.header(kg_api::HEADER_IDEMPOTENCY_KEY, id);
+        }
         match precondition {
             Some(Precondition::Revision(revision)) => {
                 builder = builder.header(header::IF_MATCH, format!("\"{revision}\""));
@@ -273,23 +319,37 @@ async fn operate(
     value: Option<&str>,
     precondition: Option<&Precondition>,
     timeout: Duration,
+    idempotency_key: Option<&str>,
 ) -> Answer {
+    let id = idempotency_key;
     let call = async {
         match op {
             Op::Get => {
                 connection
-                    .send(Method::GET, &format!("/api/key?key={key}"), None, None)
+                    .send(
+                        Method::GET,
+                        &format!("/api/key?key={key}"),
+                        None,
+                        None,
+                        None,
+                    )
                     .await
             }
             Op::Put | Op::Cas => {
                 let body = put_body(key, value.unwrap_or_default());
                 connection
-                    .send(Method::PUT, "/api/key", Some(body), precondition)
+                    .send(Method::PUT, "/api/key", Some(body), precondition, id)
                     .await
             }
             Op::Delete => {
                 connection
-                    .send(Method::DELETE, &format!("/api/key?key={key}"), None, None)
+                    .send(
+                        Method::DELETE,
+                        &format!("/api/key?key={key}"),
+                        None,
+                        None,
+                        id,
+                    )
                     .await
             }
             Op::DeletePrefix => {
@@ -299,6 +359,7 @@ async fn operate(
                         &format!("/api/keys?prefix={key}"),
                         None,
                         None,
+                        id,
                     )
                     .await
             }
@@ -306,7 +367,7 @@ async fn operate(
             Op::Txn => {
                 let body = Bytes::from(value.unwrap_or_default().to_owned());
                 connection
-                    .send(Method::POST, "/api/txn", Some(body), None)
+                    .send(Method::POST, "/api/txn", Some(body), None, id)
                     .await
             }
         }
@@ -352,6 +413,7 @@ async fn preload(options: &RunOptions, run_id: u32, bar: &ProgressBar) -> Result
                     Some(&value),
                     None,
                     options.timeout,
+                    None,
                 )
                 .await;
                 if answer.outcome.is_error() {
@@ -605,7 +667,17 @@ async fn work(
         }
         let value =
             matches!(op, Op::Put | Op::Cas).then(|| sampler.value(&mut rng, worker, sequence));
-        let record = |op: Op, answer: &Answer, expected, invoked, completed| {
+        // With retries, every write is sent with a key of its own; some are sent twice.
+        let idempotency_key = options
+            .retries
+            .filter(|_| op != Op::Get)
+            .map(|_| format!("kgb-{:08x}-{worker}-{sequence}", shared.run_id));
+        let retry = options
+            .retries
+            .filter(|_| op != Op::Get)
+            .and_then(|retries| retries.draw(&mut rng, options.timeout));
+        let first_timeout = retry.map_or(options.timeout, |(first, _)| first);
+        let record = |op: Op, answer: &Answer, expected, invoked, completed, retry: bool| {
             if let Some(history) = &history {
                 let _ = history.send(HistoryEntry {
                     client: worker,
@@ -627,6 +699,9 @@ async fn work(
                         .then(|| answer.body.as_deref().and_then(deleted_count))
                         .flatten(),
                     txn: None,
+                    idempotency_key: idempotency_key.clone().filter(|_| op != Op::Get),
+                    retry,
+                    at_revision: None,
                 });
             }
         };
@@ -636,9 +711,18 @@ async fn work(
         let mut read_failure = Outcome::Ok;
         if op == Op::Cas {
             // The read half of the CAS is an operation of its own in the history.
-            let read = operate(&mut connection, Op::Get, &key, None, None, options.timeout).await;
+            let read = operate(
+                &mut connection,
+                Op::Get,
+                &key,
+                None,
+                None,
+                options.timeout,
+                None,
+            )
+            .await;
             let read_at = Instant::now();
-            record(Op::Get, &read, None, invoked, read_at);
+            record(Op::Get, &read, None, invoked, read_at, false);
             precondition = match (read.outcome, read.revision) {
                 (Outcome::Ok, Some(revision)) => Some(Precondition::Revision(revision)),
                 (Outcome::NotFound, _) => Some(Precondition::Absent),
@@ -660,6 +744,8 @@ async fn work(
                 prefix: &options.key_prefix,
                 start: clock.start,
                 history: history.as_ref(),
+                idempotency_key: idempotency_key.as_deref(),
+                retry,
             };
             transfer
                 .run(&mut connection, options.timeout, &mut rng)
@@ -674,15 +760,31 @@ async fn work(
                 &key,
                 value.as_deref(),
                 precondition.as_ref(),
-                options.timeout,
+                first_timeout,
+                idempotency_key.as_deref(),
             )
             .await
         };
         let completed = Instant::now();
         let latency = completed.saturating_duration_since(scheduled);
-        // A transfer records its own parts.
+        // A transfer records its own parts, and sends its own retry.
         if op != Op::Txn && (precondition.is_some() || op != Op::Cas) {
-            record(op, &answer, expected, invoked, completed);
+            record(op, &answer, expected.clone(), invoked, completed, false);
+            if let Some((_, delay)) = retry {
+                tokio::time::sleep(delay).await;
+                let invoked = Instant::now();
+                let again = operate(
+                    &mut connection,
+                    op,
+                    &key,
+                    value.as_deref(),
+                    precondition.as_ref(),
+                    options.timeout,
+                    idempotency_key.as_deref(),
+                )
+                .await;
+                record(op, &again, expected, invoked, Instant::now(), true);
+            }
         }
         if !measured {
             continue;
@@ -731,6 +833,10 @@ struct Transfer<'a> {
     prefix: &'a str,
     start: Instant,
     history: Option<&'a mpsc::UnboundedSender<HistoryEntry>>,
+    /// The transfer's key (the read is sent without one: it changes nothing).
+    idempotency_key: Option<&'a str>,
+    /// The first attempt's timeout and the delay before the second, for a transfer sent twice.
+    retry: Option<(Duration, Duration)>,
 }
 
 impl Transfer<'_> {
@@ -756,7 +862,7 @@ impl Transfer<'_> {
             ..TxnRequest::default()
         };
         let invoked = Instant::now();
-        let answer = self.send(connection, &read, timeout).await;
+        let answer = self.send(connection, &read, timeout, None).await;
         let read_at = Instant::now();
         let Some(response) = answer.body.as_deref().and_then(read_txn) else {
             return answer_or(answer, Outcome::Io);
@@ -816,8 +922,31 @@ impl Transfer<'_> {
             success,
             failure: Vec::new(),
         };
+        let first_timeout = self.retry.map_or(timeout, |(first, _)| first);
+        let answer = self
+            .transfer(connection, &transfer, first_timeout, &writes, false)
+            .await;
+        if let Some((_, delay)) = self.retry {
+            tokio::time::sleep(delay).await;
+            self.transfer(connection, &transfer, timeout, &writes, true)
+                .await;
+        }
+        answer
+    }
+
+    /// Sends the transfer once and records it as a CAS of each of its accounts.
+    async fn transfer(
+        &self,
+        connection: &mut Connection,
+        transfer: &kg_api::TxnRequest,
+        timeout: Duration,
+        writes: &[(String, Option<String>, String)],
+        retry: bool,
+    ) -> Answer {
         let invoked = Instant::now();
-        let mut answer = self.send(connection, &transfer, timeout).await;
+        let mut answer = self
+            .send(connection, transfer, timeout, self.idempotency_key)
+            .await;
         let completed = Instant::now();
         let done = answer.body.as_deref().and_then(read_txn);
         if answer.outcome == Outcome::Ok {
@@ -831,13 +960,16 @@ impl Transfer<'_> {
         let revision = done.filter(|done| done.succeeded).map(|done| done.revision);
         for (key, old, new) in writes {
             self.record(HistoryEntry {
-                value: Some(new),
-                expected: old,
+                value: Some(new.clone()),
+                expected: old.clone(),
                 revision,
                 outcome,
                 error: answer.outcome.error_kind(),
                 node: answer.node.clone(),
-                ..self.entry(Op::Cas, &key, (invoked, completed), 1)
+                idempotency_key: self.idempotency_key.map(str::to_owned),
+                retry,
+                at_revision: None,
+                ..self.entry(Op::Cas, key, (invoked, completed), 1)
             });
         }
         answer
@@ -865,6 +997,9 @@ impl Transfer<'_> {
             node: None,
             deleted: None,
             txn: Some(self.sequence * 2 + part),
+            idempotency_key: None,
+            retry: false,
+            at_revision: None,
         }
     }
 
@@ -879,9 +1014,19 @@ impl Transfer<'_> {
         connection: &mut Connection,
         txn: &kg_api::TxnRequest,
         timeout: Duration,
+        idempotency_key: Option<&str>,
     ) -> Answer {
         let body = serde_json::to_string(txn).unwrap_or_default();
-        operate(connection, Op::Txn, "", Some(&body), None, timeout).await
+        operate(
+            connection,
+            Op::Txn,
+            "",
+            Some(&body),
+            None,
+            timeout,
+            idempotency_key,
+        )
+        .await
     }
 }
 

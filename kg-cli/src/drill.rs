@@ -237,6 +237,7 @@ pub async fn run_drill(
         key_prefix: prefix.clone(),
         stop: Some(stop.clone()),
         origin: Some(origin),
+        retries: None,
     };
     let settings = serde_json::json!({"drill": run_id});
     let load = tokio::spawn(kg_bench::run::run(load_options, settings));
@@ -549,6 +550,9 @@ mod tests {
             node: None,
             deleted: None,
             txn: None,
+            idempotency_key: None,
+            retry: false,
+            at_revision: None,
         }
     }
 

@@ -271,6 +271,11 @@ impl AppState {
             }
         };
         if matches!(result, Err(CallError::DatabaseUnavailable)) {
+            if crate::planted::active("lease-refresh-revives-expired") {
+                // Issue 47 item 1, planted back (with the refresh's in store/sql.rs): any
+                // failed call, a busy database's too, makes the leases' refresh due.
+                self.contact.lost();
+            }
             // Not yet a loss of the database: the breaker's probe finds out (see breaker.rs).
             self.db_breaker.trip(self.store.clone(), self.db_timeout);
         } else {

@@ -98,6 +98,9 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     node: None,
                     deleted: None,
                     txn: None,
+                    idempotency_key: None,
+                    retry: false,
+                    at_revision: None,
                 };
                 history.lock().unwrap().push(entry(
                     Op::Put,
@@ -154,6 +157,9 @@ async fn expiries_are_judged_linearizable_with_reads_on_every_node() {
                     node: None,
                     deleted: None,
                     txn: None,
+                    idempotency_key: None,
+                    retry: false,
+                    at_revision: None,
                 });
                 count += 1;
             }

@@ -401,12 +401,10 @@ pub async fn delete_keys(
                 .to_owned(),
         ));
     }
-    let mut idempotent = input::idempotency_key(&headers)?
-        .map(|key| Idempotent::new(key, "delete-prefix", prefix.as_bytes()));
-    if crate::planted::active("prefix-delete-ignores-idempotency-key") {
-        // The bug of issue 47 (5): a retry deleted again what was written since.
-        idempotent = None;
-    }
+    let idempotent = input::idempotency_key(&headers)?
+        .map(|key| Idempotent::new(key, "delete-prefix", prefix.as_bytes()))
+        // Issue 47 item 5, planted back: the retry deletes again.
+        .filter(|_| !crate::planted::active("prefix-delete-ignores-idempotency-key"));
     let (answer, replayed) = match state.delete_prefix(prefix.to_owned(), idempotent).await? {
         PrefixDelete::Deleted { changes, .. } => (
             DeletePrefixResponse::new(

@@ -1164,7 +1164,12 @@ where
     }
 
     async fn refresh_leases(&self, since: std::time::Duration) -> Result<u64, StoreError> {
-        let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 2);
+        if crate::planted::active("lease-refresh-revives-expired") {
+            // Issue 47 item 1, planted back: every lease past its deadline that the sweeper
+            // has not deleted yet is given its TTL again.
+            since_ms = i64::MAX / 4;
+        }
         // A read first: with no lease to extend, a database that takes no writes (read-only,
         // or a standby mid-failover) does not hold up every read behind this refresh.
         let due: i64 = sqlx::query_scalar(&DB::queries().leases_to_refresh)
