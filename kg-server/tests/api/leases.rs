@@ -24,7 +24,54 @@ on_both_backends!(
     an_expired_leased_key_never_comes_back_after_a_failed_database_call,
     reads_that_run_past_the_db_timeout_never_extend_a_lease,
     revoking_a_lease_past_its_deadline_is_a_404_not_a_revoke,
+    a_keepalive_that_waits_past_the_deadline_never_revives_the_lease,
 );
+
+/// A keep-alive sent before its lease's deadline that waits on the lease's row (another
+/// session holds it; on SQLite the write lock) until after the deadline finds the lease
+/// ended when it gets the row. Its client was answered 503 at the db timeout, but the
+/// statement still ran once the lock went: judged by the clock at its start, it gave the
+/// lease its TTL back after reads had found the key gone (found by scripts/drill-edges.sh).
+async fn a_keepalive_that_waits_past_the_deadline_never_revives_the_lease(backend: Backend) {
+    let mut options = cached_options();
+    options.extra_args.push("--db-timeout=500ms".to_owned());
+    let app = spawn_app_with(backend, options).await;
+    let client = &app.client;
+    let granted = Instant::now();
+    let lease = client.lease_grant(2).await.unwrap().id;
+    client
+        .put_with("wait/k", "v", Precondition::None, Attach::Lease(lease))
+        .await
+        .unwrap();
+    let past_deadline = Instant::now() + Duration::from_secs(2);
+    // The keep-alive is sent just before the deadline, so that a TTL counted from its start
+    // would outlast the lock.
+    tokio::time::sleep_until((granted + Duration::from_millis(1500)).into()).await;
+    let statements: &[&str] = match backend {
+        Backend::Postgres => &["BEGIN", "SELECT id FROM kg_leases FOR UPDATE"],
+        Backend::Sqlite => &["BEGIN IMMEDIATE"],
+    };
+    let hold = Duration::from_millis(1500);
+    let lock = kg_testkit::hold_with(&app.database_url, statements, hold).await;
+    // Waits on the lock past the deadline; whatever it is answered, it may still land.
+    let _ = client.lease_keepalive(lease).await;
+    tokio::time::sleep_until((past_deadline + Duration::from_millis(300)).into()).await;
+    let read = client.get("wait/k").await;
+    assert!(
+        matches!(read, Err(Error::NotFound { .. } | Error::Unavailable { .. })),
+        "past the deadline: {read:?}"
+    );
+    lock.await.unwrap();
+    // The waiting keep-alive runs now; a lease it revived would live on for a while.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let read = client.get("wait/k").await;
+        assert!(
+            matches!(read, Err(Error::NotFound { .. } | Error::Unavailable { .. })),
+            "the key came back after its deadline: {read:?}"
+        );
+    }
+}
 
 /// `POST /api/leases/keepalive` renews every live lease it names and answers each id, in order,
 /// as kept alive or expired; a request with no ids or too many is a 422 that renews nothing.
