@@ -721,6 +721,32 @@ pub struct RequestCounters {
     pub server_error: u64,
 }
 
+/// The longest key accepted, in characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them, so that the OpenAPI document states the rule exactly). At most
+/// 2 KiB of UTF-8, inside PostgreSQL's B-tree entry limit (~2.7 KB).
+pub const MAX_KEY_CHARS: usize = 512;
+
+/// Checks a key against the documented limits; `Err` carries the reason. The node applies it
+/// to every key it is given; `kg` to a snapshot's keys before it restores any.
+pub fn check_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("key must not be empty".to_owned());
+    }
+    let chars = key.chars().count();
+    if chars > MAX_KEY_CHARS {
+        return Err(format!(
+            "key is {chars} characters; the limit is {MAX_KEY_CHARS}"
+        ));
+    }
+    if let Some(bad) = key.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "key must not contain control characters (found U+{:04X})",
+            bad as u32
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,30 +842,4 @@ mod tests {
         put.lease = Some(7);
         check(put, r#"{"data":{"key":"k","value":"v"},"lease":7}"#);
     }
-}
-
-/// The longest key accepted, in characters (Unicode scalar values, as JSON Schema's
-/// `maxLength` counts them, so that the OpenAPI document states the rule exactly). At most
-/// 2 KiB of UTF-8, inside PostgreSQL's B-tree entry limit (~2.7 KB).
-pub const MAX_KEY_CHARS: usize = 512;
-
-/// Checks a key against the documented limits; `Err` carries the reason. The node applies it
-/// to every key it is given; `kg` to a snapshot's keys before it restores any.
-pub fn check_key(key: &str) -> Result<(), String> {
-    if key.is_empty() {
-        return Err("key must not be empty".to_owned());
-    }
-    let chars = key.chars().count();
-    if chars > MAX_KEY_CHARS {
-        return Err(format!(
-            "key is {chars} characters; the limit is {MAX_KEY_CHARS}"
-        ));
-    }
-    if let Some(bad) = key.chars().find(|c| c.is_control()) {
-        return Err(format!(
-            "key must not contain control characters (found U+{:04X})",
-            bad as u32
-        ));
-    }
-    Ok(())
 }

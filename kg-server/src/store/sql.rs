@@ -243,10 +243,32 @@ impl Queries {
                 "INSERT INTO kg_leases (ttl, deadline) VALUES ($1, {now_ms} + $1 * 1000) \
                  RETURNING id, ttl"
             ),
-            lease_keepalive: format!(
-                "{quick}UPDATE kg_leases SET deadline = {now_ms} + ttl * 1000 \
-                 WHERE {id_in_list} AND deadline > {now_ms}{quick_guard} RETURNING id, ttl"
-            ),
+            lease_keepalive: if quick_keepalive {
+                // PostgreSQL judges an UPDATE's WHERE, and computes its SET, before it waits
+                // for a row another session holds, and not again after unless that session
+                // changed the row: a keep-alive that waited past its lease's deadline on a
+                // lock-only holder renewed a lease that had ended during the wait (and the
+                // client, answered 503 at --db-timeout, saw a key come back). So the rows are
+                // locked first (`locked`), the clock is read once all are held (`clock`
+                // aggregates over them), and the deadline is judged by that clock. Still one
+                // statement and one round trip.
+                format!(
+                    "{quick}, locked AS (SELECT id FROM kg_leases WHERE {id_in_list} \
+                       ORDER BY id FOR UPDATE), \
+                     clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
+                       AS now_ms FROM (SELECT count(*) FROM locked) c) \
+                     UPDATE kg_leases l SET deadline = clock.now_ms + l.ttl * 1000 FROM clock \
+                     WHERE l.id IN (SELECT id FROM locked) AND l.deadline > clock.now_ms\
+                     {quick_guard} RETURNING l.id, l.ttl"
+                )
+            } else {
+                // SQLite: a write waits for the database's one write lock before its statement
+                // runs at all, so the WHERE is judged after any wait.
+                format!(
+                    "UPDATE kg_leases SET deadline = {now_ms} + ttl * 1000 \
+                     WHERE {id_in_list} AND deadline > {now_ms} RETURNING id, ttl"
+                )
+            },
             lease: format!(
                 "SELECT id, ttl, deadline - {now_ms} FROM kg_leases \
                  WHERE id = $1 AND deadline > {now_ms}"

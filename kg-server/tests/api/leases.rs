@@ -58,7 +58,10 @@ async fn a_keepalive_that_waits_past_the_deadline_never_revives_the_lease(backen
     tokio::time::sleep_until((past_deadline + Duration::from_millis(300)).into()).await;
     let read = client.get("wait/k").await;
     assert!(
-        matches!(read, Err(Error::NotFound { .. } | Error::Unavailable { .. })),
+        matches!(
+            read,
+            Err(Error::NotFound { .. } | Error::Unavailable { .. })
+        ),
         "past the deadline: {read:?}"
     );
     lock.await.unwrap();
@@ -67,7 +70,10 @@ async fn a_keepalive_that_waits_past_the_deadline_never_revives_the_lease(backen
         tokio::time::sleep(Duration::from_millis(50)).await;
         let read = client.get("wait/k").await;
         assert!(
-            matches!(read, Err(Error::NotFound { .. } | Error::Unavailable { .. })),
+            matches!(
+                read,
+                Err(Error::NotFound { .. } | Error::Unavailable { .. })
+            ),
             "the key came back after its deadline: {read:?}"
         );
     }
