@@ -152,7 +152,8 @@ host_ip() {
 host_zone() {
     case "$1" in
         nginx) echo - ;;
-        *) local n=${1//[!0-9]/}; printf '%s\n' "$(echo abc | cut -c"$n")" ;;
+        # Bash's own substring, not cut(1): net.sh has a function of that name.
+        *) local n=${1//[!0-9]/} zones=abc; printf '%s\n' "${zones:n-1:1}" ;;
     esac
 }
 # addr_of HOST: where the others reach it: its address with --hosts, else loopback.

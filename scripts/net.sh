@@ -103,8 +103,9 @@ chains() {
 # The machine's own address, which no fault touches.
 machine() { echo "$KG_HOSTS_SUBNET.1"; }
 
-# cut HOST PEER: HOST drops what it sends to PEER and what it gets from PEER.
-cut() {
+# sever HOST PEER: HOST drops what it sends to PEER and what it gets from PEER. (Not named
+# cut: that shadowed cut(1) for every function of lib.sh this script calls.)
+sever() {
     chains "$1"
     ipt "$1" -I $OUT -d "$(host_ip "$2")" -j DROP
     ipt "$1" -I $IN -s "$(host_ip "$2")" -j DROP
@@ -123,8 +124,8 @@ partition() {
     for a in $groups_a; do
         for b in $groups_b; do
             [ "$a" = "$b" ] && fail "$a is on both sides of the partition"
-            cut "$a" "$b"
-            cut "$b" "$a"
+            sever "$a" "$b"
+            sever "$b" "$a"
         done
     done
     echo "partitioned: $(echo $groups_a) / $(echo $groups_b)"
