@@ -209,8 +209,10 @@ delay() {
     local bench
     bench="$(kg_bin_dir)/kg-bench"
     [ -x "$bench" ] || fail "$bench is missing (it reads the delayed packets); build it"
+    # The log starts empty (>, not >>): a queue number is used again after a heal, and an old
+    # "ready" line must not stand for this reader's.
     setsid nohup "$bench" netem --netns "$(IFS=,; echo "${namespaces[*]}")" --queue "$queue" \
-        --delay "${ms}ms" --jitter "${jitter}ms" >>"$KG_LOGS/netem-$queue.log" 2>&1 </dev/null &
+        --delay "${ms}ms" --jitter "${jitter}ms" >"$KG_LOGS/netem-$queue.log" 2>&1 </dev/null &
     echo $! >"$NET_DIR/netem-$queue.pid"
     # The reader binds its queue in each namespace before it says so.
     local ready=0

@@ -127,14 +127,16 @@ pub fn op_line(line: &str) -> Result<TxnOp, String> {
             words.splice(at..=at, [flag, value]);
         }
     }
-    let allowed: &[&str] = match words.first() {
-        Some(&"put") => &["--lease"],
-        Some(&"del" | &"delete") => &["--prefix"],
-        _ => &[],
+    // Flags only where flags go, after the op's own words: a value or key that starts with
+    // `--` (quoted, `put k '--x'`) is a value or a key.
+    let (positional, allowed): (usize, &[&str]) = match words.first() {
+        Some(&"put") => (3, &["--lease"]),
+        Some(&"del" | &"delete") => (1, &["--prefix"]),
+        _ => (2, &[]),
     };
     if let Some(flag) = words
         .iter()
-        .skip(1)
+        .skip(positional)
         .find(|word| word.starts_with("--") && !allowed.contains(word))
     {
         return Err(format!(
@@ -265,12 +267,11 @@ mod tests {
                 prefix: "w/".to_owned()
             }]
         );
-        for line in [
-            "get --prefix=w/",
-            "get w/ --prefix",
-            "del a --prev-kv",
-            "put a 1 --ttl=5",
-        ] {
+        assert_eq!(parse("\nput k '--x'\n").unwrap().success, [put("k", "--x")]);
+        // get takes no flag at all: its prefix form is not a key.
+        let err = parse("\nget --prefix=w/\n").unwrap_err();
+        assert!(err.starts_with("line 2: expected put KEY VALUE"), "{err}");
+        for line in ["get w/ --prefix", "del a --prev-kv", "put a 1 --ttl=5"] {
             let err = parse(&format!("\n{line}\n")).unwrap_err();
             assert!(err.starts_with("line 2: --"), "{line}: {err}");
         }

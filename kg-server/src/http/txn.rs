@@ -38,7 +38,7 @@ pub fn router() -> Router<AppState> {
         (status = 200, description = "The compares were evaluated and one branch applied: its writes share one revision, and watchers get them together in key order", body = TxnResponse, headers(
             ("X-KeyGrid-Revision" = i64, description = "The revision of the writes, or the current one when the branch changed nothing"),
         )),
-        (status = 400, description = "A malformed Idempotency-Key, or prefix deletes that would remove more than 10,000 keys", body = ErrorBody),
+        (status = 400, description = "A malformed Idempotency-Key, prefix deletes that would remove more than 10,000 keys, or gets that would read more than 16 MiB of values together", body = ErrorBody),
         (status = 404, description = "A put named a lease that does not exist or has expired", body = ErrorBody),
         (status = 413, description = "A value, or the values together, larger than the node's value limit", body = ErrorBody),
         (status = 422, description = "Malformed JSON, an unknown op or field, an invalid key, a compare whose value does not fit its target, more than 128 compares or ops in a branch, two writes to one key in a branch, or an Idempotency-Key used for a different request", body = ErrorBody),

@@ -393,9 +393,12 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
             // PostgreSQL: class 08 connection exceptions, 57P0x shutdown/cannot connect now,
             // 53300 too many connections, and 25006 read-only transaction: during a failover a
             // connection can reach a member that is not (or no longer) the primary, which is
-            // the database being unavailable for writes, not a bad query. SQLite: 5
+            // the database being unavailable for writes, not a bad query. 40P01: a deadlock
+            // PostgreSQL broke by aborting this statement (lock orders meet only at a lease's
+            // deadline edge); nothing was written, and a retry is safe. SQLite: 5
             // SQLITE_BUSY, 6 SQLITE_LOCKED.
             code.starts_with("08")
+                || code == "40P01"
                 || code.starts_with("57P0")
                 || code == "53300"
                 || code == "25006"

@@ -250,16 +250,21 @@ impl Queries {
                 // lock-only holder renewed a lease that had ended during the wait (and the
                 // client, answered 503 at --db-timeout, saw a key come back). So the rows are
                 // locked first (`locked`), the clock is read once all are held (`clock`
-                // aggregates over them), and the deadline is judged by that clock. Still one
+                // aggregates over them), and the deadline is judged by that clock against the
+                // version the lock returned (FOR UPDATE follows a row another session updated
+                // meanwhile; the UPDATE's own scan would see its snapshot's). Only leases live
+                // when the statement began are locked: the sweeper locks expired ones, in its
+                // own order, and the two sets then meet only at a deadline's edge. Still one
                 // statement and one round trip.
                 format!(
-                    "{quick}, locked AS (SELECT id FROM kg_leases WHERE {id_in_list} \
-                       ORDER BY id FOR UPDATE), \
+                    "{quick}, locked AS (SELECT id, ttl, deadline FROM kg_leases \
+                       WHERE {id_in_list} AND deadline > {now_ms} ORDER BY id FOR UPDATE), \
                      clock AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint \
                        AS now_ms FROM (SELECT count(*) FROM locked) c) \
-                     UPDATE kg_leases l SET deadline = clock.now_ms + l.ttl * 1000 FROM clock \
-                     WHERE l.id IN (SELECT id FROM locked) AND l.deadline > clock.now_ms\
-                     {quick_guard} RETURNING l.id, l.ttl"
+                     UPDATE kg_leases l SET deadline = c.now_ms + k.ttl * 1000 \
+                     FROM locked k, clock c \
+                     WHERE l.id = k.id AND k.deadline > c.now_ms{quick_guard} \
+                     RETURNING l.id, l.ttl"
                 )
             } else {
                 // SQLite: a write waits for the database's one write lock before its statement
