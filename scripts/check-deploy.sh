@@ -44,7 +44,8 @@ for host, port in servers:
     if "healthcheck" not in service:
         problems.append(f"{host}: no healthcheck")
 
-published = {str(p["target"]) if isinstance(p, dict) else str(p).split(":")[-1]
+# A short form renders as HOST_IP:PUBLISHED:TARGET/PROTOCOL once an address is bound.
+published = {str(p["target"]) if isinstance(p, dict) else str(p).split(":")[-1].split("/")[0]
              for p in services["nginx"].get("ports", [])}
 for port in re.findall(r"^\s*listen\s+(\d+);", nginx, re.M):
     if port not in published:
