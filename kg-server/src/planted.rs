@@ -33,3 +33,17 @@ pub fn active(name: &str) -> bool {
         })
         .contains(name)
 }
+
+/// A size the drills shrink to reach an edge sooner: `KG_TEST_<NAME>` in debug builds (a
+/// replay page of 16 keys instead of 1,000 meets a compaction mid-replay within a second),
+/// `default` in release builds and when unset or unreadable.
+pub fn size(name: &str, default: u32) -> u32 {
+    if !cfg!(debug_assertions) {
+        return default;
+    }
+    std::env::var(format!("KG_TEST_{name}"))
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .filter(|size| *size > 0)
+        .unwrap_or(default)
+}

@@ -438,7 +438,16 @@ async fn publish(
                 epoch,
                 replies,
             } => {
-                after_commit(&context, ops, &outcomes, epoch).await;
+                // The plant: a write whose caller gave up before its commit landed (a
+                // timeout) is taken to have changed nothing, so its key's mark goes without
+                // its new value, and the cache serves the old one.
+                let abandoned: Vec<bool> = replies
+                    .iter()
+                    .map(|reply| {
+                        reply.is_closed() && crate::planted::active("abandoned-writes-uncached")
+                    })
+                    .collect();
+                after_commit(&context, ops, &outcomes, &abandoned, epoch).await;
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A caller that gave up (timeout, disconnect) no longer listens; its write
                     // still committed, which is why a timeout's outcome is "unknown".
@@ -640,20 +649,21 @@ async fn after_commit(
     context: &WriterContext,
     ops: Vec<WriteOp>,
     outcomes: &[OpResult],
+    abandoned: &[bool],
     epoch: i64,
 ) {
     let at_ms = chrono::Utc::now().timestamp_millis();
     let mut changes: Vec<Change> = Vec::with_capacity(ops.len());
     // Keys marked for a write that changed nothing: their marks go.
     let mut released: Vec<String> = Vec::new();
-    for (op, result) in ops.into_iter().zip(outcomes) {
+    for (index, (op, result)) in ops.into_iter().zip(outcomes).enumerate() {
         match result.outcome {
             // A replay wrote nothing: no cache update, no event.
             WriteOutcome::Applied {
                 revision,
                 create_revision,
                 version,
-            } if !result.replayed => changes.push(Change {
+            } if !result.replayed && abandoned.get(index) != Some(&true) => changes.push(Change {
                 lease: op.value.as_ref().and(op.lease),
                 key: op.key,
                 value: op.value,
