@@ -13,6 +13,11 @@
 #   redis-flush   FLUSHALL: the cache and the epoch gone at once
 #   pg-restart    pg_ctl stop -m immediate (a crash), then started again at once
 #   pg-down       the same crash, 3 s down, then started again
+#   pg-lock-revision  another session holds the revision lock (kg_meta FOR UPDATE) for 3 s,
+#                 past the nodes' 2 s --db-timeout: writes wait, are answered 503, and those
+#                 sent commit when it is let go (the answer lost after the commit landed)
+#   pg-lock-table the keys' table held in ACCESS EXCLUSIVE mode for 3 s: reads that miss the
+#                 cache wait too
 #
 # Prints per fault: requests, errors by status, operations with an unknown outcome,
 # acknowledged writes, lost acknowledged writes (checked against the database's rows),
@@ -20,11 +25,17 @@
 # from the repair to the last failed operation. Beside the load, one client reads 20 keys that
 # no write touches, every 20 ms: UNTOUCHED is how many of its reads from the fault to the last
 # failed operation (or the first write acknowledged again, if later) were answered. WRITE GAP
-# is the longest stretch after the repair with no acknowledged write. Exits 1 on any lost
-# write, stale read, partial read or violation, any wrong answer for an untouched key, when a
-# PostgreSQL fault gave anything but 503s or took more than 2 s to recover from, or left fewer
-# than 99.9% of the untouched keys' reads answered (the cache serves them while the database
-# is away), or when writes were not back within 10 s of the PostgreSQL leader's death.
+# is the longest stretch after the repair with no acknowledged write. Beside the load, three
+# watchers follow its keys (one live, one slow that replays from the compact revision, one
+# that drops its stream and resumes), while a compaction runs every second and just after
+# each of the slow watcher's opens: WATCHED is how many acknowledged changes their streams
+# were judged on, and how many they were sent wrong, out of order or not at all (kg-bench's
+# watchers module has the rules); a compaction notice ends a stream rightly. Exits 1 on any
+# lost write, stale read, partial read or violation (of the history or of a watch), any wrong
+# answer for an untouched key, when a PostgreSQL fault gave anything but 503s or took more
+# than 2 s to recover from, or left fewer than 99.9% of the untouched keys' reads answered
+# (the cache serves them while the database is away), or when writes were not back within
+# 10 s of the PostgreSQL leader's death.
 #
 #   ./scripts/chaos.sh                 12 s of load per fault at 400 req/s
 #   ./scripts/chaos.sh --quick         8 s at 200 req/s (scripts/test.sh runs this)

@@ -11,6 +11,12 @@
 #   ./scripts/node.sh status          every node: up or down, pid, readiness
 #   ./scripts/node.sh kill postgres   a crash: pg_ctl stop -m immediate (no checkpoint)
 #   ./scripts/node.sh stop|start|pid postgres, and kill|stop|start|pid|flush redis
+#   ./scripts/node.sh lock-revision postgres   another session holds the revision lock
+#                                     (kg_meta FOR UPDATE): every write waits, past the
+#                                     nodes' --db-timeout, and commits when it is let go
+#   ./scripts/node.sh lock-table postgres      another session holds kg_keys in ACCESS EXCLUSIVE
+#                                     mode: every statement on the keys waits, reads too
+#   ./scripts/node.sh unlock postgres          ends every lock the two above hold
 #
 # Each node runs under a small supervisor that restarts it a second after it dies on its own,
 # as the seed's `restart: unless-stopped` does; stop and kill tell the supervisor to let it be.
@@ -18,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # The supervisor: runs the node, restarts it when it exits unless asked to stay down.
 supervise() {
@@ -118,8 +124,31 @@ postgres() {
             echo "postgres stopped ($1)"
             ;;
         pid) head -n 1 "$pgdata/postmaster.pid" ;;
+        lock-revision) hold_lock "SELECT revision FROM kg_meta WHERE id = 1 FOR UPDATE" ;;
+        lock-table) hold_lock "LOCK TABLE kg_keys IN ACCESS EXCLUSIVE MODE" ;;
+        unlock)
+            # The holder sleeps inside its transaction: ending its backend ends the lock.
+            psql -qtA "$KG_DATABASE_URL" -c "SELECT count(pg_terminate_backend(pid)) FROM
+                pg_stat_activity WHERE application_name = 'kg-fault-lock'" >/dev/null
+            echo "postgres: every held lock let go"
+            ;;
         *) usage; exit 2 ;;
     esac
+}
+
+# hold_lock SQL: a session of its own takes the lock in a transaction and sleeps in it (up
+# to 10 minutes) until `unlock postgres` ends it; returns once the lock is held.
+hold_lock() {
+    PGAPPNAME=kg-fault-lock nohup psql -q "$KG_DATABASE_URL" -c "BEGIN" -c "$1" \
+        -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
+    local waited
+    for waited in $(seq 1 100); do
+        [ "$(psql -qtA "$KG_DATABASE_URL" -c "SELECT count(*) FROM pg_stat_activity
+            WHERE application_name = 'kg-fault-lock' AND query LIKE 'SELECT pg_sleep%'")" = 0 ] ||
+            { echo "postgres: lock held ($1)"; return 0; }
+        sleep 0.05
+    done
+    fail "postgres: the lock holder did not get its lock within 5 s ($1)"
 }
 
 # redis ACTION: the stack's Redis (persistence off: a restart comes back empty).

@@ -17,13 +17,15 @@ use crate::untouched;
 use crate::workload::{KeyDist, ValueSize, DEFAULT_KEY_PREFIX};
 
 /// Every fault, in the order a full run takes them.
-pub const FAULTS: [&str; 6] = [
+pub const FAULTS: [&str; 8] = [
     "kill",
     "pause",
     "redis-restart",
     "redis-flush",
     "pg-restart",
     "pg-down",
+    "pg-lock-revision",
+    "pg-lock-table",
 ];
 
 /// The faults of the replicated data tier (`scripts/start.sh --ha`, through scripts/ha.sh).
@@ -294,6 +296,22 @@ pub fn scenario(name: &str, node: &Member) -> Result<Scenario, String> {
         "pg-down" => Scenario::new(
             name,
             outage(Action::Kill, Member::Postgres, 3000, Action::Start),
+        )
+        .only_503s_until(PG_MAX_RECOVERY)
+        .serving_untouched_keys(),
+        // Faults inside the database's timing: another session holds a lock for 3 s, past
+        // the nodes' 2 s --db-timeout. Writes (and, under the table lock, reads that miss the
+        // cache) wait, are answered 503, and the writes already sent commit when the lock is
+        // let go: their answer is lost after they landed, an unknown outcome to the judges.
+        "pg-lock-revision" => Scenario::new(
+            name,
+            outage(Action::LockRevision, Member::Postgres, 3000, Action::Unlock),
+        )
+        .only_503s_until(PG_MAX_RECOVERY)
+        .serving_untouched_keys(),
+        "pg-lock-table" => Scenario::new(
+            name,
+            outage(Action::LockTable, Member::Postgres, 3000, Action::Unlock),
         )
         .only_503s_until(PG_MAX_RECOVERY)
         .serving_untouched_keys(),
@@ -612,6 +630,16 @@ pub async fn run_fault(
     .map_err(|err| err.to_string())?;
     untouched::seed(&client).await?;
     let origin = Instant::now();
+    // Watchers of the load's keys and a compactor that overtakes them, in every drill.
+    let watch_path = crate::watchers::record_path(&file("jsonl"));
+    let watching = crate::watchers::Watchers::start(
+        client.clone(),
+        DEFAULT_KEY_PREFIX,
+        crate::watchers::WatchLoad::drill(),
+        origin,
+        &watch_path,
+    )
+    .await?;
     let options = RunOptions {
         targets: vec![Target::resolve(endpoint).await?],
         // Sequential clients: each history entry is one client's call, as the checker wants.
@@ -653,6 +681,7 @@ pub async fn run_fault(
     let untouched_reads = untouched_task
         .await
         .map_err(|err| format!("the untouched keys' reader failed: {err}"))?;
+    watching.finish().await?;
     let repaired = injected?;
     write_json(&file("json"), &report)?;
 
@@ -677,6 +706,7 @@ pub async fn run_fault(
         Some(&counts(&report)),
         &expect,
     )?;
+    verdict.judge_watchers(&history, &crate::watchers::read_records(&watch_path)?);
     verdict.negative_control = scenario.control.is_some();
     // From the fault to the load's last failure or its first write acknowledged again,
     // whichever is later: while the store could not take writes.

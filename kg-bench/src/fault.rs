@@ -85,6 +85,15 @@ pub enum Action {
     /// leader-key update until another member leads and has committed writes; a `Resume`
     /// wakes it there. The deterministic zombie primary.
     Zombie,
+    /// PostgreSQL only: another session takes the revision lock (`kg_meta FOR UPDATE`) and
+    /// holds it until `Unlock`: every write waits past the nodes' `--db-timeout`, and those
+    /// already sent commit when it is let go, after their node answered 503.
+    LockRevision,
+    /// PostgreSQL only: another session holds the keys' table in ACCESS EXCLUSIVE mode until
+    /// `Unlock`: every statement on the keys, reads too, waits.
+    LockTable,
+    /// PostgreSQL only: ends the locks the two above hold.
+    Unlock,
 }
 
 impl Action {
@@ -100,6 +109,9 @@ impl Action {
             Action::Async => "async",
             Action::Sync => "sync",
             Action::Zombie => "zombie",
+            Action::LockRevision => "lock-revision",
+            Action::LockTable => "lock-table",
+            Action::Unlock => "unlock",
         }
     }
 }
@@ -211,7 +223,13 @@ impl Runtime {
             },
             Runtime::Compose => {
                 let verb = match action {
-                    Action::Switchover | Action::Async | Action::Sync | Action::Zombie => {
+                    Action::Switchover
+                    | Action::Async
+                    | Action::Sync
+                    | Action::Zombie
+                    | Action::LockRevision
+                    | Action::LockTable
+                    | Action::Unlock => {
                         return Err(format!("the compose runtime has no {}", action.name()))
                     }
                     Action::Pause => "pause",

@@ -158,6 +158,10 @@ pub struct Judgement {
     /// `None` where the run made none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub untouched_reads: Option<crate::untouched::UntouchedReads>,
+    /// The watchers beside the load and what they were sent (see [`crate::watchers`]);
+    /// `None` where the run had none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watchers: Option<crate::watchers::WatchVerdict>,
     pub problems: Vec<String>,
     pub passed: bool,
     /// A negative control's run (see `chaos::Scenario::control`): its verdict must fail on a
@@ -194,6 +198,25 @@ impl Judgement {
             }
         }
         self.untouched_reads = Some(reads);
+        self.passed = self.problems.is_empty();
+    }
+
+    /// Judges the watchers' records against `history` (the run's, unfolded): any change they
+    /// were sent wrong, out of order or not at all is a problem.
+    pub fn judge_watchers(
+        &mut self,
+        history: &[HistoryEntry],
+        records: &[crate::watchers::WatchRecord],
+    ) {
+        let verdict = crate::watchers::judge(history, records);
+        if verdict.violations > 0 {
+            self.problems.push(format!(
+                "{} watch violation(s): {}",
+                verdict.violations,
+                verdict.examples.join("; ")
+            ));
+        }
+        self.watchers = Some(verdict);
         self.passed = self.problems.is_empty();
     }
 
@@ -781,6 +804,7 @@ pub fn judge(
         write_gap_s: write_gap,
         broken_invariants: sums,
         untouched_reads: None,
+        watchers: None,
         negative_control: false,
         passed: problems.is_empty(),
         problems,

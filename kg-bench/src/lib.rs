@@ -20,6 +20,7 @@ pub mod stats;
 pub mod suite;
 pub mod threshold;
 pub mod untouched;
+pub mod watchers;
 pub mod workload;
 
 use std::io::{IsTerminal, Write};
@@ -230,6 +231,10 @@ pub struct JudgeArgs {
     /// kg-bench's JSON report of the run, for its request and error counts.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// The watchers' record of the run (`--watchers`), judged against the history
+    /// [default: NAME.watch.jsonl beside the history NAME.jsonl, when there is one].
+    #[arg(long, value_name = "FILE")]
+    pub watch: Option<PathBuf>,
     /// The run's name in the verdict [default: the history's file name].
     #[arg(long)]
     pub name: Option<String>,
@@ -387,6 +392,32 @@ pub struct RunArgs {
     /// complete time, outcome), for the linearizability check.
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
+
+    /// Watch the load's keys with this many watchers beside it (they take turns: live, slow
+    /// and replaying from the compact revision, resuming from their last id), recorded to
+    /// NAME.watch.jsonl beside --record's NAME.jsonl for `kg-bench judge`. After the load
+    /// they read on until a progress event says they caught up (up to 20 s).
+    #[arg(long, default_value_t = 0, requires = "record", conflicts_with = "preload", value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub watchers: u16,
+
+    /// Compact (`POST /api/compact`) this often during the load, and just after the slow
+    /// watcher opens a stream: halfway from the compact revision to the newest revision a
+    /// watcher has seen, so that the compaction overtakes the slow watcher's replay.
+    #[arg(long, value_parser = parse_duration, requires = "watchers")]
+    pub compact_every: Option<Duration>,
+
+    /// No compaction goes nearer than this to the newest revision seen.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(0..))]
+    pub compact_lag: i64,
+
+    /// How long the slow watcher waits after each change it reads during the load.
+    #[arg(long, default_value = "3ms", value_parser = parse_duration)]
+    pub slow_watch: Duration,
+
+    /// How often the slow and the resuming watchers drop their stream (the slow one starts a
+    /// new replay from the compact revision; the resuming one resumes from its last id).
+    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    pub watch_restart: Duration,
 
     /// Also write a self-contained HTML report (charts of latency over time, throughput and
     /// errors per second, latency distributions per operation and node) to this file.
@@ -576,6 +607,32 @@ pub async fn main_with(cli: Cli, out: &mut dyn Write) -> Result<u8, String> {
     }
 }
 
+/// The watchers of `bench`'s run, on the clock of its history.
+async fn start_watchers(
+    endpoint: &str,
+    token: Option<String>,
+    watch: watchers::WatchLoad,
+    options: &RunOptions,
+    record: &std::path::Path,
+) -> Result<watchers::Watchers, String> {
+    let client = kg_api::Client::with_options(
+        endpoint.trim(),
+        &kg_api::ClientOptions {
+            timeout: options.timeout,
+            token,
+        },
+    )
+    .map_err(|err| err.to_string())?;
+    watchers::Watchers::start(
+        client,
+        &options.key_prefix,
+        watch,
+        options.origin.unwrap_or_else(std::time::Instant::now),
+        &watchers::record_path(record),
+    )
+    .await
+}
+
 fn write_html(path: &std::path::Path, runs: &[(&str, &Report)]) -> Result<(), String> {
     write_html_to(create_report(path)?, path, runs)
 }
@@ -670,6 +727,14 @@ fn judge_history(args: &JudgeArgs, out: &mut dyn Write) -> Result<u8, String> {
     if let Some(state) = &state {
         verdict.hold_invariants(state, &args.invariant);
     }
+    let beside = watchers::record_path(&args.history);
+    let watch = args
+        .watch
+        .clone()
+        .or_else(|| beside.exists().then_some(beside));
+    if let Some(path) = watch {
+        verdict.judge_watchers(&history, &watchers::read_records(&path)?);
+    }
     if let Some(path) = &args.save {
         let json = serde_json::to_vec_pretty(&verdict).map_err(|err| err.to_string())?;
         std::fs::write(path, json)
@@ -707,6 +772,13 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         delay: args.retry_delay,
         cut: args.retry_cut,
     });
+    let watch = (args.watchers > 0).then_some(watchers::WatchLoad {
+        watchers: usize::from(args.watchers),
+        compact_every: args.compact_every,
+        compact_lag: args.compact_lag,
+        slow: args.slow_watch,
+        resume_every: args.watch_restart,
+    });
     let settings = serde_json::json!({
         "endpoints": args.endpoints.endpoint,
         "concurrency": args.concurrency,
@@ -722,6 +794,7 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         "preload": args.preload,
         "timeout_s": args.timeout.as_secs_f64(),
         "retries": retries,
+        "watch": watch,
         "started_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -744,10 +817,28 @@ async fn bench(args: RunArgs, out: &mut dyn Write) -> Result<u8, String> {
         progress: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
         key_prefix: workload::DEFAULT_KEY_PREFIX.to_owned(),
         stop: None,
-        origin: None,
+        // The watchers' record and the history count from one instant.
+        origin: watch.map(|_| std::time::Instant::now()),
         retries,
     };
-    let (mut report, latency) = match run::run(options, settings).await {
+    let watching = match (watch, &options.record) {
+        (Some(watch), Some(record)) => Some(
+            start_watchers(
+                &args.endpoints.endpoint[0],
+                options.token.clone(),
+                watch,
+                &options,
+                record,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let ran = run::run(options, settings).await;
+    if let Some(watching) = watching {
+        watching.finish().await?;
+    }
+    let (mut report, latency) = match ran {
         Ok(done) => done,
         Err(err) => {
             if let Some(path) = &args.report {

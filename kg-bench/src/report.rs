@@ -382,6 +382,7 @@ pub fn print_judgements(out: &mut dyn Write, verdicts: &[Judgement]) -> io::Resu
             "RECOVERED",
             "WRITE GAP",
             "UNTOUCHED",
+            "WATCHED",
             "VERDICT",
         ],
         &rows,
@@ -444,6 +445,11 @@ fn judgement_row(verdict: &Judgement) -> Vec<String> {
         verdict.untouched_reads.as_ref().map_or_else(
             || "-".to_owned(),
             |reads| format!("{}/{}", reads.answered, reads.during),
+        ),
+        // Changes the watchers were judged on, and how many wrong.
+        verdict.watchers.as_ref().map_or_else(
+            || "-".to_owned(),
+            |watch| format!("{}/{} wrong", watch.judged, watch.violations),
         ),
         match (verdict.negative_control, verdict.passed) {
             (false, true) => "PASS",
