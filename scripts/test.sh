@@ -102,7 +102,7 @@ cargo clippy --workspace --all-targets --features kg-cli/cluster-tests --locked 
 step "cargo test"
 cargo test --workspace --locked
 
-step "scripts/drill-edges.sh --quick: retries of every write kind and leases at their deadlines, under held database locks, judged; each with the planted bug it must catch"
+step "scripts/drill-edges.sh --quick: retries of every write kind, leases at their deadlines, watchers overtaken by compactions, commits whose answer was lost, judged; each with the planted bug it must catch"
 ./scripts/drill-edges.sh --quick
 
 step "schemathesis: the API against its OpenAPI document (every check, valid and invalid data)"
