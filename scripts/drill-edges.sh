@@ -31,7 +31,8 @@
 #             PUTs, CASes, prefix deletes, transfers) while another session holds the revision
 #             lock for 1.5 to 3 s, past the node's 1 s --db-timeout, every 1 to 2 s: writes
 #             are answered 503 and commit when the lock is let go (the answer lost after the
-#             commit landed); a cached value older than such a commit must never be served.
+#             commit landed); a cached value older than such a commit must never be served,
+#             and watchers beside it (as in the watch drill) must get every change.
 #             Plant: abandoned-writes-uncached (a write whose caller gave up before it
 #             committed is taken to have changed nothing: its key's cache mark goes without
 #             its new value).
@@ -198,6 +199,7 @@ drill_locks() {
     # a CAS was refused for the commit the cache missed) comes a few times a minute.
     "$bin/kg-bench" -e "$url" -c 8 --rate "$rate" -d "$((plant_run ? seconds * 2 : seconds))s" \
         --keys 10 --mix get=38,put=35,cas=20,delete_prefix=2,txn=5 --timeout 10s \
+        --watchers 3 --compact-every 1s \
         --record "$work/$name.jsonl" -o json >"$work/$name.report.json" || status=$?
     touch "$work/$name.stop"
     wait "$holder" || true

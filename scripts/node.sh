@@ -137,17 +137,21 @@ postgres() {
 }
 
 # hold_lock SQL: a session of its own takes the lock in a transaction and sleeps in it (up
-# to 10 minutes) until `unlock postgres` ends it; returns once the lock is held.
+# to 10 minutes) until `unlock postgres` ends it; returns once the lock is held. A holder left
+# by an earlier run is ended first; one that does not get its lock within 5 s is ended too.
 hold_lock() {
+    postgres unlock >/dev/null
     PGAPPNAME=kg-fault-lock nohup psql -q "$KG_DATABASE_URL" -c "BEGIN" -c "$1" \
         -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
-    local waited
-    for waited in $(seq 1 100); do
-        [ "$(psql -qtA "$KG_DATABASE_URL" -c "SELECT count(*) FROM pg_stat_activity
-            WHERE application_name = 'kg-fault-lock' AND query LIKE 'SELECT pg_sleep%'")" = 0 ] ||
-            { echo "postgres: lock held ($1)"; return 0; }
+    local holding
+    for _ in $(seq 1 100); do
+        holding=$(psql -qtA "$KG_DATABASE_URL" -c "SELECT count(*) FROM pg_stat_activity
+            WHERE application_name = 'kg-fault-lock' AND query LIKE 'SELECT pg_sleep%'") ||
+            holding=
+        [ "$holding" = 1 ] && { echo "postgres: lock held ($1)"; return 0; }
         sleep 0.05
     done
+    postgres unlock >/dev/null || true
     fail "postgres: the lock holder did not get its lock within 5 s ($1)"
 }
 

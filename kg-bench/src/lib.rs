@@ -403,7 +403,7 @@ pub struct RunArgs {
     /// Compact (`POST /api/compact`) this often during the load, and just after the slow
     /// watcher opens a stream: halfway from the compact revision to the newest revision a
     /// watcher has seen, so that the compaction overtakes the slow watcher's replay.
-    #[arg(long, value_parser = parse_duration, requires = "watchers")]
+    #[arg(long, value_parser = parse_positive_duration, requires = "watchers")]
     pub compact_every: Option<Duration>,
 
     /// No compaction goes nearer than this to the newest revision seen.
@@ -416,7 +416,7 @@ pub struct RunArgs {
 
     /// How often the slow and the resuming watchers drop their stream (the slow one starts a
     /// new replay from the compact revision; the resuming one resumes from its last id).
-    #[arg(long, default_value = "1500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "1500ms", value_parser = parse_positive_duration)]
     pub watch_restart: Duration,
 
     /// Also write a self-contained HTML report (charts of latency over time, throughput and
@@ -427,6 +427,13 @@ pub struct RunArgs {
     /// Report format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration.is_zero() => Err(format!("{text:?} must be longer than zero")),
+        duration => Ok(duration),
+    }
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {
