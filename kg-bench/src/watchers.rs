@@ -586,6 +586,17 @@ pub fn judge(history: &[HistoryEntry], records: &[WatchRecord]) -> WatchVerdict 
         .filter_map(|entry| Some((entry.key.as_str(), entry.value.as_deref()?)))
         .collect();
     let deleters = Deleters::of(history);
+    // Acknowledged prefix deletes that deleted keys, by revision: the prefix and how many.
+    let swept: HashMap<i64, (&str, u64)> = history
+        .iter()
+        .filter(|entry| entry.op == Op::DeletePrefix && entry.outcome == HistoryOutcome::Ok)
+        .filter_map(|entry| match (entry.revision, entry.deleted) {
+            (Some(revision), Some(deleted)) if deleted > 0 => {
+                Some((revision, (entry.key.as_str(), deleted)))
+            }
+            _ => None,
+        })
+        .collect();
 
     let mut chains: BTreeMap<(usize, u64), Vec<Stream<'_>>> = BTreeMap::new();
     for record in records {
@@ -609,6 +620,7 @@ pub fn judge(history: &[HistoryEntry], records: &[WatchRecord]) -> WatchVerdict 
                 }
                 let stream = format!("watcher {watcher} chain {chain} after {after}");
                 check_order(*after, items, &stream, &mut problems);
+                check_prefix_deletes(items, &swept, &stream, &mut problems);
                 for item in items {
                     check_truth(
                         item,
@@ -711,6 +723,40 @@ fn check_order(after: i64, items: &[Item], stream: &str, problems: &mut Vec<Stri
                     last = *revision;
                 }
             }
+        }
+    }
+}
+
+/// A prefix delete's revision carries at most as many events as it deleted keys, each a delete
+/// under its prefix (a replay may carry fewer: a key put again since shows its later state).
+fn check_prefix_deletes(
+    items: &[Item],
+    swept: &HashMap<i64, (&str, u64)>,
+    stream: &str,
+    problems: &mut Vec<String>,
+) {
+    let mut counted: HashMap<i64, u64> = HashMap::new();
+    for item in items {
+        let Some((key, revision)) = item_key_revision(item) else {
+            continue;
+        };
+        let Some((prefix, deleted)) = swept.get(&revision) else {
+            continue;
+        };
+        if !matches!(item, Item::Delete { .. }) || !key.starts_with(prefix) {
+            problems.push(format!(
+                "{stream}: {key} at revision {revision}, the revision of a prefix delete of \
+                 {prefix:?}, is not one of its deletes"
+            ));
+            continue;
+        }
+        let count = counted.entry(revision).or_default();
+        *count += 1;
+        if *count == deleted + 1 {
+            problems.push(format!(
+                "{stream}: more than {deleted} delete(s) at revision {revision}, where a prefix \
+                 delete of {prefix:?} deleted {deleted}"
+            ));
         }
     }
 }
@@ -1202,6 +1248,37 @@ mod tests {
         assert_eq!(shared.floor(), 900);
         shared.learn_compacted("no number here");
         assert_eq!(shared.floor(), 900);
+    }
+
+    #[test]
+    fn a_prefix_deletes_revision_holds_only_its_deletes() {
+        let mut history = history();
+        let mut sweep = write(Op::DeletePrefix, "k/", None, 15);
+        sweep.deleted = Some(1);
+        history.push(sweep);
+        let right = vec![
+            put("k/b", "b2", 14),
+            delete("k/b", 15),
+            Item::Progress { revision: 15 },
+        ];
+        let verdict = judge(&history, &[stream(0, 13, right, Ending::Drained)]);
+        assert_eq!(verdict.violations, 0, "{:?}", verdict.examples);
+        let wrong = vec![
+            delete("k/a", 15),
+            delete("k/b", 15),
+            put("k/c", "c1", 15),
+            Item::Progress { revision: 15 },
+        ];
+        let verdict = judge(&history, &[stream(0, 14, wrong, Ending::Drained)]);
+        let text = verdict.examples.join("\n");
+        assert!(
+            text.contains("more than 1 delete(s) at revision 15"),
+            "{text}"
+        );
+        assert!(
+            text.contains("k/c at revision 15, the revision of a prefix delete"),
+            "{text}"
+        );
     }
 
     #[test]
