@@ -69,7 +69,7 @@ if [ -n "$quick" ]; then seconds=10; rate=150; else seconds=40; rate=250; fi
 # The lock holders are other sessions: sqlite3's and psql's; free ports come from python3.
 ensure_packages sqlite3:sqlite3 psql:postgresql-client python3:python3 redis-cli:redis-tools
 # The debug profile as `cargo test` builds it, so that in scripts/test.sh this is a no-op
-# (a profile of its own rebuilt every dependency: 2.4 minutes of CI).
+# (a profile of its own rebuilt every dependency).
 step "building kg-server and kg-bench (debug)"
 cargo build --locked -p kg-server -p kg-bench
 bin="$KG_ROOT/target/debug"

@@ -35,8 +35,9 @@ pub fn active(name: &str) -> bool {
 }
 
 /// A size the drills shrink to reach an edge sooner: `KG_TEST_<NAME>` in debug builds (a
-/// replay page of 16 keys instead of 1,000 meets a compaction mid-replay within a second),
-/// `default` in release builds and when unset or unreadable.
+/// watch replay of one key per page meets a compaction mid-replay, where one page of 1,000
+/// keys is read before any compaction can land), `default` in release builds and when unset
+/// or unreadable.
 pub fn size(name: &str, default: u32) -> u32 {
     if !cfg!(debug_assertions) {
         return default;

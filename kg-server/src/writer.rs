@@ -441,12 +441,11 @@ async fn publish(
                 // The plant: a write whose caller gave up before its commit landed (a
                 // timeout) is taken to have changed nothing, so its key's mark goes without
                 // its new value, and the cache serves the old one.
-                let abandoned: Vec<bool> = replies
-                    .iter()
-                    .map(|reply| {
-                        reply.is_closed() && crate::planted::active("abandoned-writes-uncached")
-                    })
-                    .collect();
+                let abandoned: Vec<bool> = if crate::planted::active("abandoned-writes-uncached") {
+                    replies.iter().map(|reply| reply.is_closed()).collect()
+                } else {
+                    Vec::new()
+                };
                 after_commit(&context, ops, &outcomes, &abandoned, epoch).await;
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     // A caller that gave up (timeout, disconnect) no longer listens; its write

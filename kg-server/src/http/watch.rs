@@ -68,6 +68,7 @@ fn replay_page() -> u32 {
     static PAGE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     *PAGE.get_or_init(|| crate::planted::size("REPLAY_PAGE", REPLAY_PAGE))
 }
+
 /// Interval of SSE keep-alive comments.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// The shortest and longest `progress` interval a watcher may ask for.
