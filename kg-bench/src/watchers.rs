@@ -4,8 +4,9 @@
 //! delivered as it was written, or a compaction notice that ends the stream.
 //!
 //! Three kinds of watcher take turns by index: a live one that reads as fast as it can; a
-//! slow one that replays from the lowest revision it may (the run's start, then the compact
-//! revision) and reads each event late, so that compactions land inside its replays; and one
+//! slow one that replays, again and again, from the lowest revision it may (the run's start,
+//! then the compact revision) and reads each event late, so that compactions land inside its
+//! replays; and one
 //! that drops its stream every so often and resumes from its last id, as a client behind a
 //! flaky proxy does. Every stream asks for progress events (1 s): a progress event's revision
 //! is the only point a client may trust to be complete, so it is what completeness is judged
@@ -36,7 +37,8 @@ pub struct WatchLoad {
     /// The slow watcher waits this long after each change it reads.
     #[serde(serialize_with = "as_seconds")]
     pub slow: Duration,
-    /// The resuming watcher drops its stream this often.
+    /// The slow and the resuming watchers drop their stream this often: the slow one then
+    /// replays again from the compact revision, the resuming one resumes from its last id.
     #[serde(serialize_with = "as_seconds")]
     pub resume_every: Duration,
 }
