@@ -6,12 +6,12 @@
 //! Three kinds of watcher take turns by index: a live one that reads as fast as it can; a
 //! slow one that replays, again and again, from the lowest revision it may (the run's start,
 //! then the compact revision) and reads each event late, so that compactions land inside its
-//! replays; and one
-//! that drops its stream every so often and resumes from its last id, as a client behind a
-//! flaky proxy does. Every stream asks for progress events (1 s): a progress event's revision
-//! is the only point a client may trust to be complete, so it is what completeness is judged
-//! up to. When the load ends, the watchers read on until a progress event says they have
-//! caught up, or a deadline passes.
+//! replays; and one that drops its stream every so often and resumes from its last id, as a
+//! client behind a flaky proxy does. Every stream asks for progress events (1 s): a progress
+//! event's revision is a point a client may trust to be complete, and so is the revision of
+//! a key's last change once a later one has come ([`check_complete`]). When the load ends,
+//! the watchers read on until a progress event says they have caught up, or a deadline
+//! passes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
