@@ -9,7 +9,7 @@
 //! replays; and one that drops its stream every so often and resumes from its last id, as a
 //! client behind a flaky proxy does. Every stream asks for progress events (1 s): a progress
 //! event's revision is a point a client may trust to be complete, and so is the revision of
-//! a key's last change once a later one has come ([`check_complete`]). When the load ends,
+//! a key's last change once a later one has come (`check_complete`). When the load ends,
 //! the watchers read on until a progress event says they have caught up, or a deadline
 //! passes.
 
