@@ -568,7 +568,7 @@ struct Change<'a> {
 /// up and no key comes twice in one revision; every event is a change the load made (a put
 /// carries the value written at its revision; a delete is not at the revision of a put);
 /// and each chain has every acknowledged change it should have had by the rules of
-/// [`check_complete`].
+/// `check_complete`.
 pub fn judge(history: &[HistoryEntry], records: &[WatchRecord]) -> WatchVerdict {
     // A write whose first attempt's answer was lost is what its retry's answer says.
     let history = &crate::history::fold_retries(history);
