@@ -29,8 +29,10 @@
 # watchers follow its keys (one live, one slow that replays from the compact revision, one
 # that drops its stream and resumes), while a compaction runs every second and just after
 # each of the slow watcher's opens: WATCHED is how many acknowledged changes their streams
-# were judged on, and how many they were sent wrong, out of order or not at all (kg-bench's
-# watchers module has the rules); a compaction notice ends a stream rightly. Exits 1 on any
+# were judged on (once per chain of streams that resumed one another, so more than the
+# writes), and how many problems the judge found: a change sent wrong, out of order or not
+# at all (kg-bench's watchers module has the rules); a compaction notice ends a stream
+# rightly. Exits 1 on any
 # lost write, stale read, partial read or violation (of the history or of a watch), any wrong
 # answer for an untouched key, when a PostgreSQL fault gave anything but 503s or took more
 # than 2 s to recover from, or left fewer than 99.9% of the untouched keys' reads answered

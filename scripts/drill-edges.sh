@@ -32,7 +32,7 @@
 #             lock for 1.5 to 3 s, past the node's 1 s --db-timeout, every 1 to 2 s: writes
 #             are answered 503 and commit when the lock is let go (the answer lost after the
 #             commit landed); a cached value older than such a commit must never be served,
-#             and watchers beside it (as in the watch drill) must get every change.
+#             and three watchers beside it (restarting every 1.5 s) must get every change.
 #             Plant: abandoned-writes-uncached (a write whose caller gave up before it
 #             committed is taken to have changed nothing: its key's cache mark goes without
 #             its new value).
@@ -56,7 +56,7 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --keep) keep=1 ;;
         --only) only=${1:?--only needs a drill}; shift ;;
-        -h | --help) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,44p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown option '$arg' (try --help)" ;;
     esac
 done
@@ -194,6 +194,10 @@ drill_watch() {
 # drill_locks NAME URL: the fault drills' load under held revision locks, and its verdict.
 drill_locks() {
     local name=$1 url=$2 holder status=0
+    # Without a cache there is nothing for the plant to spoil: a clean verdict would say
+    # nothing, so a Redis that does not answer fails the script.
+    [ "$(redis-cli -u "$redis_url" ping 2>/dev/null)" = PONG ] ||
+        fail "the locks drill needs the Redis at $redis_url (KG_TEST_REDIS_URL)"
     hold_locks "$node_db" "$work/$name.stop" revision &
     holder=$!
     # A planted bug's run is longer: the edge it needs (a GET of a key from the cache after

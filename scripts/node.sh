@@ -138,7 +138,8 @@ postgres() {
 
 # hold_lock SQL: a session of its own takes the lock in a transaction and sleeps in it (up
 # to 10 minutes) until `unlock postgres` ends it; returns once the lock is held. A holder left
-# by an earlier run is ended first; one that does not get its lock within 5 s is ended too.
+# by an earlier run is ended first; one that does not get its lock after 100 checks (5 s and
+# psql's start-ups) is ended too.
 hold_lock() {
     postgres unlock >/dev/null
     PGAPPNAME=kg-fault-lock nohup psql -q "$KG_DATABASE_URL" -c "BEGIN" -c "$1" \
@@ -152,7 +153,7 @@ hold_lock() {
         sleep 0.05
     done
     postgres unlock >/dev/null || true
-    fail "postgres: the lock holder did not get its lock within 5 s ($1)"
+    fail "postgres: the lock holder did not get its lock ($1)"
 }
 
 # redis ACTION: the stack's Redis (persistence off: a restart comes back empty).
