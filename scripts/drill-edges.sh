@@ -27,8 +27,8 @@
 #             compaction lands mid-replay. A change sent wrong, out of order or not at all
 #             fails the verdict (kg-bench's watchers module); a compaction notice is right.
 #             Plant: watch-replay-ignores-compaction (item 4).
-#   locks     a node on PostgreSQL with the Redis cache under the fault drills' load (GETs,
-#             PUTs, CASes, prefix deletes, transfers) while another session holds the revision
+#   locks     a node on PostgreSQL with the Redis cache under a load of GETs and CASes (few
+#             PUTs, prefix deletes, transfers) while another session holds the revision
 #             lock for 1.5 to 3 s, past the node's 1 s --db-timeout, every 1 to 2 s: writes
 #             are answered 503 and commit when the lock is let go (the answer lost after the
 #             commit landed); a cached value older than such a commit must never be served,
@@ -201,9 +201,10 @@ drill_locks() {
     hold_locks "$node_db" "$work/$name.stop" revision &
     holder=$!
     # A planted bug's run is longer: the edge it needs (a GET of a key from the cache after
-    # a CAS was refused for the commit the cache missed) comes a few times a minute.
+    # a CAS was refused for the commit the cache missed) comes a few times a minute. Few
+    # PUTs: each one stores the key's value again, which ends the stale entry the plant left.
     "$bin/kg-bench" -e "$url" -c 8 --rate "$rate" -d "$((plant_run ? seconds * 2 : seconds))s" \
-        --keys 10 --mix get=38,put=35,cas=20,delete_prefix=2,txn=5 --timeout 10s \
+        --keys 10 --mix get=45,put=5,cas=40,delete_prefix=2,txn=8 --timeout 10s \
         --watchers 3 --compact-every 1s \
         --record "$work/$name.jsonl" -o json >"$work/$name.report.json" || status=$?
     touch "$work/$name.stop"
